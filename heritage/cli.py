@@ -1,0 +1,53 @@
+"""``python -m heritage``: one entry point, each command implemented by its own module.
+
+A command module exposes ``add_arguments(parser)`` and ``main(args) -> int``. Modules are imported
+only when their command runs (or its ``--help`` is asked for), so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command -> (module, one-line help)
+DATA_COMMANDS: dict[str, tuple[str, str]] = {
+    "synth": ("heritage.synth", "generate the synthetic ARTeFACT stand-in as HF parquet shards"),
+    "ingest": ("heritage.ingest", "HF parquet shards or an exported folder -> a data folder"),
+    "augment": ("heritage.augment", "offline 3x augmentation (hflip, vflip, rotation)"),
+    "split": ("heritage.splits", "write split manifests (holdout, kfold, loco, lomo)"),
+    "weights": ("heritage.weights", "class weights from a training split"),
+    "stats": ("heritage.stats", "class pixel shares and material/content counts of a data folder"),
+}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("heritage.train", "train one configuration into a run folder"),
+    "paper": ("heritage.paper", "run the whole compendium: POC notebooks, comparison, paper/"),
+    "predict": ("heritage.predict", "damage maps for whole artworks (tiled inference)"),
+}
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m heritage", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    data = commands.add_parser("data", help="build and inspect datasets")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="STEP")
+    wanted = _wanted(argv)
+    for table, subparsers in ((DATA_COMMANDS, data_commands), (COMMANDS, commands)):
+        for name, (module_name, help_text) in table.items():
+            sub = subparsers.add_parser(name, help=help_text, description=help_text)
+            sub.set_defaults(module=module_name)
+            if name in wanted:  # import only the module the user asked for
+                importlib.import_module(module_name).add_arguments(sub)
+    return parser
+
+
+def _wanted(argv: list[str]) -> set[str]:
+    words = [a for a in argv if not a.startswith("-")]
+    return set(words[:2])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
+    module = importlib.import_module(args.module)
+    return int(module.main(args) or 0)
