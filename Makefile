@@ -1,0 +1,58 @@
+# heritage-damage: the compendium's two commands are `make paper` and `make test`.
+# Everything below sets itself up: a fresh clone needs only python3.11 and make.
+
+PYTHON    ?= python3.11
+VENV      := .venv
+PY        := $(VENV)/bin/python
+PROFILE   ?= smoke
+SCHEDULER ?= local
+DATA      ?=
+NOTEBOOKS := $(wildcard notebooks/*.ipynb)
+# Stamp files make `make env` a no-op when pyproject.toml has not changed.
+STAMP     := $(VENV)/.installed-test
+LAB_STAMP := $(VENV)/.installed-lab
+
+.PHONY: env data paper html lab test strip clean help
+
+help:
+	@echo "make paper   run the whole compendium (PROFILE=smoke|full, SCHEDULER=local|slurm, DATA=path)"
+	@echo "make test    unit tests, notebooks under nbval, end-to-end smoke paper"
+	@echo "make env | data | html | lab | strip | clean"
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m ipykernel install --sys-prefix --name heritage --display-name "heritage (.venv)" >/dev/null
+	@touch $@
+
+# Synthetic stand-in by default; DATA=path/to/damaged-media (parquet shards or an exported folder)
+# ingests the real ARTeFACT instead.
+data: env
+	$(PY) -m heritage paper --prepare-data-only --profile $(PROFILE) $(if $(DATA),--data $(DATA))
+
+paper: env
+	$(PY) -m heritage paper --profile $(PROFILE) --scheduler $(SCHEDULER) $(if $(DATA),--data $(DATA))
+
+html: env
+	$(PY) -m heritage paper --render-only --profile $(PROFILE)
+
+$(LAB_STAMP): pyproject.toml $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,lab]'
+	@touch $@
+
+lab: $(LAB_STAMP)
+	$(VENV)/bin/jupyter lab --notebook-dir=.
+
+test: env
+	$(PY) -m pytest
+
+# Notebooks are stored without outputs.
+strip: env
+	$(VENV)/bin/jupyter nbconvert --clear-output --inplace --log-level=WARN $(NOTEBOOKS)
+
+clean:
+	find runs paper -mindepth 1 -not -name README.md -delete 2>/dev/null || true
+	rm -rf data/synthetic
