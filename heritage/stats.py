@@ -1,0 +1,79 @@
+"""Descriptive statistics of a data folder: class pixel shares, material x content, image sizes.
+
+Counts are over original samples only (augmented copies would count each artwork four times). The
+keys shared with the published ``statistics.json`` of ARTeFACT (``total_samples``, ``materials``,
+``contents``, ``class_pixel_counts`` with Background, ``image_sizes`` as "WxH") use its format,
+so the dataset notebook can put the two side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from heritage import fileio, ingest, taxonomy
+
+
+def mask_histograms(data_dir: str | os.PathLike, ids: list[str]) -> np.ndarray:
+    """(len(ids), 256) int64 counts of every mask value, one row per mask."""
+    histograms = np.zeros((len(ids), 256), dtype=np.int64)
+    for row, sample_id in enumerate(tqdm(ids, desc="stats", unit="mask", disable=len(ids) < 100)):
+        histograms[row] = np.bincount(fileio.read_mask(ingest.annotation_path(data_dir, sample_id)).ravel(),
+                                      minlength=256)
+    return histograms
+
+
+def dataset_stats(data_dir: str | os.PathLike) -> dict:
+    metadata = ingest.read_metadata(data_dir)
+    originals = metadata[metadata["transform"] == ingest.IDENTITY]
+    histograms = mask_histograms(data_dir, originals["id"].tolist())
+    class_counts = histograms[:, : taxonomy.NUM_CLASSES]
+    labelled = int(class_counts.sum())
+    names = list(taxonomy.CLASS_NAMES)
+    crosstab = pd.crosstab(originals["material"], originals["content"])
+    return {
+        "data_dir": str(data_dir),
+        "total_samples": len(originals),
+        "augmented_samples": len(metadata) - len(originals),
+        "materials": originals["material"].value_counts().to_dict(),
+        "contents": originals["content"].value_counts().to_dict(),
+        "material_content": {m: {c: int(n) for c, n in row.items()} for m, row in crosstab.iterrows()},
+        "class_pixel_counts": {
+            **{name: int(n) for name, n in zip(names, class_counts.sum(axis=0))},
+            taxonomy.BACKGROUND_NAME: int(histograms[:, taxonomy.IGNORE_INDEX].sum()),
+        },
+        "class_pixel_shares": {name: (int(n) / labelled if labelled else 0.0)
+                               for name, n in zip(names, class_counts.sum(axis=0))},
+        "images_per_class": {name: int(n) for name, n in zip(names, (class_counts > 0).sum(axis=0))},
+        "image_sizes": [f"{w}x{h}" for w, h in zip(originals["width"], originals["height"])],
+        "image_size_summary": {
+            axis: {"min": int(originals[axis].min()), "median": float(originals[axis].median()),
+                   "max": int(originals[axis].max())}
+            for axis in ("width", "height")
+        },
+    }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, type=Path, help="data folder")
+    parser.add_argument("--json", type=Path, default=None, help="also write the statistics to this JSON file")
+
+
+def main(args: argparse.Namespace) -> int:
+    stats = dataset_stats(args.data)
+    print(f"{args.data}: {stats['total_samples']} originals, {stats['augmented_samples']} augmented copies")
+    print(pd.DataFrame(stats["material_content"]).T.fillna(0).astype(int).to_string())
+    print()
+    for name, share in stats["class_pixel_shares"].items():
+        print(f"{name:>14s} {100 * share:7.3f}% of labelled pixels in {stats['images_per_class'][name]:4d} images")
+    sizes = stats["image_size_summary"]
+    print(", ".join(f"{axis} {sizes[axis]['min']}..{sizes[axis]['max']}" for axis in ("width", "height")))
+    if args.json:
+        fileio.write_json(args.json, stats)
+        print(f"wrote {args.json}")
+    return 0

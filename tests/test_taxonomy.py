@@ -1,0 +1,93 @@
+"""heritage.taxonomy: ids, palette round trips, coarse/binary mappings, bad values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from heritage import taxonomy
+
+
+def all_values_mask() -> np.ndarray:
+    """A 4 x 17 mask holding every valid value (0..15 and 255) in every row."""
+    row = np.array([*range(taxonomy.NUM_CLASSES), taxonomy.IGNORE_INDEX], dtype=np.uint8)
+    return np.tile(row, (4, 1))
+
+
+def test_class_table_is_the_artefact_one():
+    assert taxonomy.NUM_CLASSES == 16
+    assert taxonomy.CLASS_NAMES[0] == "Clean"
+    assert taxonomy.CLASS_IDS["Lightleak"] == 15
+    assert len(set(taxonomy.CLASS_NAMES)) == 16
+    assert taxonomy.VALID_MASK_VALUES == frozenset([*range(16), 255])
+
+
+def test_palette_colours_are_distinct_and_background_is_not_a_class_colour():
+    colours = set(taxonomy.PALETTE)
+    assert len(colours) == taxonomy.NUM_CLASSES
+    assert taxonomy.BACKGROUND_RGB not in colours
+
+
+def test_mask_rgb_round_trip_covers_every_id():
+    mask = all_values_mask()
+    rgb = taxonomy.mask_to_rgb(mask)
+    assert rgb.shape == (*mask.shape, 3) and rgb.dtype == np.uint8
+    assert tuple(rgb[0, 3]) == taxonomy.PALETTE[3]
+    assert tuple(rgb[0, -1]) == taxonomy.BACKGROUND_RGB
+    np.testing.assert_array_equal(taxonomy.rgb_to_mask(rgb), mask)
+
+
+def test_rgb_to_mask_ignores_an_alpha_channel():
+    rgb = taxonomy.mask_to_rgb(all_values_mask())
+    rgba = np.concatenate([rgb, np.full((*rgb.shape[:2], 1), 255, np.uint8)], axis=2)
+    np.testing.assert_array_equal(taxonomy.rgb_to_mask(rgba), all_values_mask())
+
+
+def test_rgb_to_mask_names_an_unknown_colour_and_its_position():
+    rgb = taxonomy.mask_to_rgb(all_values_mask())
+    rgb[2, 5] = (1, 2, 3)
+    with pytest.raises(ValueError, match=r"my_mask\.png: colour \(1, 2, 3\) at \(x=5, y=2\)"):
+        taxonomy.rgb_to_mask(rgb, source="my_mask.png")
+
+
+def test_rgb_to_mask_refuses_a_single_channel_image():
+    with pytest.raises(ValueError, match=r"expected an RGB image, got shape \(4, 17\)"):
+        taxonomy.rgb_to_mask(all_values_mask())
+
+
+def test_palette_from_pairs_recovers_the_palette_and_detects_disagreement():
+    mask = all_values_mask()
+    rgb = taxonomy.mask_to_rgb(mask)
+    found = taxonomy.palette_from_pairs(mask, rgb)
+    assert found[7] == taxonomy.PALETTE[7]
+    assert found[255] == taxonomy.BACKGROUND_RGB
+    rgb[1, 7] = (9, 9, 9)  # id 7 drawn in two colours
+    with pytest.raises(ValueError, match="class id 7 is drawn in 2 colours"):
+        taxonomy.palette_from_pairs(mask, rgb)
+
+
+def test_binary_mapping():
+    binary = taxonomy.to_binary(all_values_mask())[0]
+    assert binary[0] == 0  # Clean
+    assert (binary[1:16] == 1).all()  # every damage class
+    assert binary[16] == taxonomy.IGNORE_INDEX  # Background stays ignored
+    assert taxonomy.FINE_TO_BINARY[16] == taxonomy.IGNORE_INDEX  # invalid ids are not silently Clean
+
+
+def test_coarse_mapping():
+    coarse = taxonomy.to_coarse(all_values_mask())[0]
+    assert coarse[0] == taxonomy.IGNORE_INDEX  # Clean has no coarse group
+    assert coarse[16] == taxonomy.IGNORE_INDEX
+    for class_id in range(1, taxonomy.NUM_CLASSES):
+        group = taxonomy.COARSE_OF_FINE[taxonomy.CLASS_NAMES[class_id]]
+        assert coarse[class_id] == taxonomy.COARSE_NAMES.index(group)
+    assert set(coarse[1:16]) == set(range(len(taxonomy.COARSE_NAMES)))  # every group is used
+    assert set(taxonomy.COARSE_OF_FINE) == set(taxonomy.CLASS_NAMES[1:])  # every damage has a group
+
+
+def test_check_mask_values_accepts_valid_and_names_bad_values():
+    taxonomy.check_mask_values(all_values_mask(), "ok.png")
+    bad = all_values_mask()
+    bad[0, 0], bad[1, 1] = 16, 200
+    with pytest.raises(ValueError, match=r"bad\.png: mask values \[16, 200\] are not ARTeFACT class ids"):
+        taxonomy.check_mask_values(bad, "bad.png")
