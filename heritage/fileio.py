@@ -67,9 +67,10 @@ def write_png(path: str | os.PathLike, array: np.ndarray) -> None:
         Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG")
 
 
-def encode_png(array: np.ndarray) -> bytes:
+def encode_png(array: np.ndarray, compress_level: int = 6) -> bytes:
+    """PNG bytes of a uint8 array; lower ``compress_level`` trades file size for speed (lossless either way)."""
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG")
+    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG", compress_level=compress_level)
     return buffer.getvalue()
 
 
