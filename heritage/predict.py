@@ -1,0 +1,710 @@
+"""Damage maps for whole artworks: tiled full-resolution inference with a trained run.
+
+``python -m heritage predict --run RUN_DIR --input PATH --out DIR`` reads one image, a folder of
+images, a data folder (``<data>/images/``) or HF parquet shards, and writes for each image
+``<out>/<name>/``: ``mask.png`` (class ids, 255 where the input is transparent), ``overlay.png``
+(damage in the ARTeFACT palette over the scan), ``areas.csv`` (pixels, % of the artwork and, with
+``--dpi``, mm² per class) and ``report.html``; ``<out>/summary.csv`` has one row per image.
+
+Scale. A run is trained on whole artworks letterboxed to ``image_size`` (384 px in the paper;
+``heritage.data``): a damage class is learnt at the size it has when the artwork's longest side
+spans ``image_size`` pixels. ``--scale auto`` (the default) therefore resizes each scan so its
+longest side is the training ``image_size`` and pads the short side as training did: the model
+sees the artwork exactly as in training, and the label map is resized back to the scan's full
+resolution with nearest neighbour. A factor (``--scale 0.25``, ``--scale 1`` = native resolution)
+gives finer boundaries, with damage then larger in pixels than anything seen in training: a
+trade-off to check visually, not a free gain.
+
+Memory. Tiles are predicted row of tiles by row of tiles and blended into a :class:`BandBlender`
+that holds one band of ``tile`` rows across the image width; rows are finalised (argmax) as soon
+as no later tile reaches them. The float buffers therefore grow with tile x width, never with the
+height, and no full-resolution 16-class float map exists. What does scale with the image is uint8:
+the scan, its label map and the overlay.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import io
+import math
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator
+
+import numpy as np
+from PIL import Image
+
+from heritage import fileio, taxonomy
+
+if TYPE_CHECKING:  # torch is imported lazily so that `--help` stays fast
+    import pandas as pd
+    import torch
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})
+TIFF_SUFFIXES = frozenset({".tif", ".tiff"})
+WINDOWS = ("hann", "gaussian")
+CHECKPOINT_NAME = "checkpoint_best.pt"
+OVERLAY_ALPHA = 0.5  # opacity of damage colours over the scan; Clean and Background stay untinted
+PREVIEW_SIDE = 1600  # longest side of the overlay preview embedded in report.html
+ROW_CHUNK = 256  # rows converted/blended at a time: bounds temporaries on 100 MP scans
+
+
+# ----------------------------------------------------------------------------- reading scans
+
+
+@dataclass
+class Scan:
+    """A decoded scan: RGB pixels and, when the input had alpha, where the artwork is."""
+
+    rgb: np.ndarray  # (H, W, 3) uint8
+    artwork: np.ndarray | None  # (H, W) bool, False where alpha == 0; None without alpha
+
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[1])
+
+
+def read_scan(path: str | Path) -> Scan:
+    """Read an image file (PNG/JPEG/... via PIL, TIFF via tifffile); errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found")
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        return _read_tiff(path)
+    return scan_from_image(fileio.open_image(path))
+
+
+def scan_from_image(image: Image.Image) -> Scan:
+    """A :class:`Scan` from a decoded PIL image: RGB via ``fileio.to_rgb_array`` plus its alpha."""
+    artwork = None
+    if "A" in image.getbands() or (image.mode == "P" and "transparency" in image.info):
+        alpha = image if "A" in image.getbands() else image.convert("RGBA")
+        artwork = np.asarray(alpha.getchannel("A")) > 0
+    return Scan(fileio.to_rgb_array(image), artwork)
+
+
+def _read_tiff(path: Path) -> Scan:
+    import tifffile
+
+    try:
+        try:  # uncompressed, contiguous TIFFs are memory-mapped instead of read into RAM
+            array = tifffile.memmap(path, mode="r")
+        except ValueError:
+            array = tifffile.imread(path)
+    except (OSError, ValueError) as err:  # TiffFileError is a ValueError
+        raise ValueError(f"{path}: cannot read TIFF ({err})") from None
+    return tiff_array_to_scan(array, str(path))
+
+
+def tiff_array_to_scan(array: np.ndarray, name: str) -> Scan:
+    """Convert a TIFF sample array (grey, grey+alpha, RGB, RGBA; 8/16-bit or float) to a Scan.
+
+    16-bit samples are scaled by their declared range (65535 -> 255), float samples are taken as
+    0..1, and alpha is composited over white as ``fileio.to_rgb_array`` does for PIL images.
+    """
+    array = np.squeeze(array, axis=tuple(range(max(array.ndim - 3, 0))))  # drop leading page axes
+    if array.ndim == 3 and array.shape[0] in (3, 4) and array.shape[2] not in (1, 2, 3, 4):
+        array = np.moveaxis(array, 0, -1)  # planar-separate TIFF: samples first
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4):
+        raise ValueError(f"{name}: unsupported TIFF layout {array.shape}; "
+                         "expected (H, W) or (H, W, 1-4 samples)")
+    if not (array.dtype in (np.uint8, np.uint16) or np.issubdtype(array.dtype, np.floating)):
+        raise ValueError(f"{name}: unsupported TIFF sample type {array.dtype}; "
+                         "expected 8/16-bit unsigned or float")
+    height, width, samples = array.shape
+    rgb = np.empty((height, width, 3), dtype=np.uint8)
+    has_alpha = samples in (2, 4)
+    artwork = np.empty((height, width), dtype=bool) if has_alpha else None
+    for y0 in range(0, height, ROW_CHUNK):  # chunked: the source may be a memory map
+        chunk = _to_unit_range(np.asarray(array[y0:y0 + ROW_CHUNK]))
+        colour = chunk[..., :3] if samples >= 3 else np.repeat(chunk[..., :1], 3, axis=2)
+        if has_alpha:
+            alpha = chunk[..., -1:]
+            colour = colour * alpha + (1.0 - alpha)
+            artwork[y0:y0 + ROW_CHUNK] = alpha[..., 0] > 0
+        rgb[y0:y0 + ROW_CHUNK] = np.clip(colour * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return Scan(rgb, artwork)
+
+
+def _to_unit_range(samples: np.ndarray) -> np.ndarray:
+    if samples.dtype == np.uint8:
+        return samples.astype(np.float32) / 255.0
+    if samples.dtype == np.uint16:
+        return samples.astype(np.float32) / 65535.0
+    return np.clip(samples.astype(np.float32), 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class ScanSource:
+    """One input to predict: ``name`` is its output folder, ``label`` what errors call it."""
+
+    name: str
+    label: str
+    load: Callable[[], Scan]
+
+
+def iter_sources(path: str | Path) -> Iterator[ScanSource]:
+    """The scans under ``path``: an image file, a folder of images, a data folder or parquet shards.
+
+    A folder holding ``images/`` is a data folder (its ``images/`` are read); a folder holding
+    ``*.parquet`` files (searched recursively, as HF snapshots nest them) or a ``.parquet`` file is
+    read as HF shards (columns ``id`` and ``image``). Other folders contribute their files with an
+    image suffix, not recursively. Nothing is decoded here: a source fails only when loaded.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: input not found")
+    if path.is_file():
+        if path.suffix.lower() == ".parquet":
+            yield from _parquet_sources(path)
+        else:
+            yield _file_source(path)
+        return
+    if (path / "images").is_dir():
+        path = path / "images"
+    shards = sorted(path.rglob("*.parquet"))
+    files = sorted(p for p in path.iterdir()
+                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    if not shards and not files:
+        raise ValueError(f"{path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) "
+                         "or parquet shards found")
+    for shard in shards:
+        yield from _parquet_sources(shard)
+    for file in files:
+        yield _file_source(file)
+
+
+def _file_source(path: Path) -> ScanSource:
+    return ScanSource(_safe_name(path.stem), str(path), lambda: read_scan(path))
+
+
+def _parquet_sources(shard: Path) -> Iterator[ScanSource]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(shard)
+        missing = {"id", "image"} - set(parquet.schema_arrow.names)
+        if missing:
+            raise ValueError(f"missing column(s) {sorted(missing)}")
+        for batch in parquet.iter_batches(batch_size=8, columns=["id", "image"]):
+            for row in batch.to_pylist():
+                label = f"{shard}:{row['id']}"
+                data = (row["image"] or {}).get("bytes")
+                yield ScanSource(_safe_name(str(row["id"])), label, _bytes_loader(data, label))
+    except (OSError, ValueError, pa.ArrowException) as err:
+        message = f"{shard}: cannot read parquet shard ({err})"
+        yield ScanSource(_safe_name(shard.stem), str(shard), _failing_loader(message))
+
+
+def _bytes_loader(data: bytes | None, label: str) -> Callable[[], Scan]:
+    def load() -> Scan:
+        if not data:
+            raise ValueError(f"{label}: no image bytes")
+        return scan_from_image(fileio.open_image(data, name=label))
+    return load
+
+
+def _failing_loader(message: str) -> Callable[[], Scan]:
+    def load() -> Scan:
+        raise ValueError(message)
+    return load
+
+
+def _safe_name(name: str) -> str:
+    """A folder name from an image stem or dataset id (no path separators)."""
+    return re.sub(r"[^\w.-]+", "_", name).strip(".") or "image"
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+def resolve_device(name: str) -> torch.device:
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r}: expected auto, cpu or cuda")
+    return torch.device(name)
+
+
+def load_model(run_dir: str | Path, device: str | torch.device) -> tuple[torch.nn.Module, dict]:
+    """The best checkpoint of a run folder, rebuilt with ``heritage.models`` and set to eval mode."""
+    import torch
+
+    path = Path(run_dir) / CHECKPOINT_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no best checkpoint (is {run_dir} a finished run folder?)")
+    from heritage.models import build_model
+
+    checkpoint = torch.load(path, map_location=device, weights_only=True)
+    missing = [k for k in ("model", "config") if k not in checkpoint]
+    if missing:
+        raise ValueError(f"{path}: checkpoint lacks {missing}")
+    config = checkpoint["config"]
+    missing = [k for k in ("architecture", "encoder", "image_size") if k not in config]
+    if missing:
+        raise ValueError(f"{path}: checkpoint config lacks {missing}")
+    model = build_model(config["architecture"], config["encoder"], image_size=config["image_size"])
+    model.load_state_dict(checkpoint["model"])
+    return model.to(device).eval(), config
+
+
+def fine_logits(output: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
+    """The 16-class logits of a model output (the hierarchical model's ``fine`` head)."""
+    return output["fine"] if isinstance(output, dict) else output
+
+
+# ----------------------------------------------------------------------------- sliding window
+
+
+@dataclass(frozen=True)
+class SlidingWindow:
+    """How a scan is cut into tiles and blended back."""
+
+    tile: int = 384
+    overlap: float = 0.25  # fraction of a tile shared with its neighbour
+    window: str = "hann"
+    batch_size: int = 8
+    tta: bool = False  # average with horizontally and vertically flipped predictions
+
+    def __post_init__(self) -> None:
+        if self.tile < 1:
+            raise ValueError(f"tile {self.tile}: must be a positive number of pixels")
+        if not 0.0 <= self.overlap < 1.0:
+            raise ValueError(f"overlap {self.overlap}: must be in [0, 1)")
+        if self.window not in WINDOWS:
+            raise ValueError(f"window {self.window!r}: expected one of {', '.join(WINDOWS)}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch size {self.batch_size}: must be at least 1")
+
+    @property
+    def stride(self) -> int:
+        return max(1, round(self.tile * (1.0 - self.overlap)))
+
+
+def tile_starts(length: int, tile: int, stride: int) -> list[int]:
+    """Start offsets of tiles covering ``length`` pixels; the last tile ends exactly at the edge.
+
+    ``length`` must be at least ``tile`` (shorter images are padded first).
+    """
+    if length < tile:
+        raise ValueError(f"length {length} is shorter than the tile {tile}; pad the image first")
+    starts = list(range(0, length - tile + 1, stride))
+    if starts[-1] != length - tile:
+        starts.append(length - tile)
+    return starts
+
+
+def tile_window(tile: int, kind: str) -> np.ndarray:
+    """(tile, tile) float32 blending weights, highest in the centre and positive everywhere.
+
+    Hann is sampled at pixel centres, ``sin²(π(i+½)/tile)``, so even border pixels get a small
+    positive weight: a pixel that only one tile covers (the image border) is still predicted.
+    With 50 % overlap the Hann weights of neighbouring tiles sum to exactly 1. Gaussian uses
+    σ = tile/8 (edge weight e⁻⁸).
+    """
+    centres = np.arange(tile, dtype=np.float64) + 0.5
+    if kind == "hann":
+        profile = np.sin(np.pi * centres / tile) ** 2
+    elif kind == "gaussian":
+        profile = np.exp(-0.5 * ((centres - tile / 2) / (tile / 8)) ** 2)
+    else:
+        raise ValueError(f"window {kind!r}: expected one of {', '.join(WINDOWS)}")
+    return np.outer(profile, profile).astype(np.float32)
+
+
+class BandBlender:
+    """Window-weighted sums of tile probabilities for one band of ``tile`` rows x the image width.
+
+    Buffers are (classes, tile, width) and (tile, width) float32: their size depends on the tile
+    and the width only, never on the image height.
+    """
+
+    def __init__(self, num_classes: int, tile: int, width: int, device: torch.device) -> None:
+        import torch
+
+        self.tile = tile
+        self.sums = torch.zeros((num_classes, tile, width), dtype=torch.float32, device=device)
+        self.weights = torch.zeros((tile, width), dtype=torch.float32, device=device)
+
+    def add(self, x: int, probabilities: torch.Tensor, window: torch.Tensor) -> None:
+        """Blend one tile's (classes, tile, tile) probabilities in at column ``x``."""
+        self.sums[:, :, x:x + self.tile] += probabilities * window
+        self.weights[:, x:x + self.tile] += window
+
+    def pop(self, rows: int) -> torch.Tensor:
+        """Normalised probabilities of the band's first ``rows`` rows; the band moves down by ``rows``."""
+        done = self.sums[:, :rows] / self.weights[:rows]
+        keep = self.tile - rows
+        self.sums[:, :keep] = self.sums[:, rows:].clone()
+        self.sums[:, keep:] = 0.0
+        self.weights[:keep] = self.weights[rows:].clone()
+        self.weights[keep:] = 0.0
+        return done
+
+
+def iter_probability_bands(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    options: SlidingWindow,
+    device: torch.device,
+    num_classes: int = taxonomy.NUM_CLASSES,
+    progress: bool = True,
+    desc: str | None = None,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """Blended class probabilities of an (H, W, 3) uint8 image, one finished band of rows at a time.
+
+    Yields ``(y0, probabilities)`` with probabilities a (classes, rows, W) float32 tensor on
+    ``device`` for image rows ``y0 .. y0 + rows``, top to bottom. Images smaller than a tile are
+    padded, so every tile has exactly ``options.tile`` pixels a side.
+    """
+    import torch
+    from tqdm import tqdm
+
+    from heritage.augment import FILL_RGB
+
+    height, width = image.shape[:2]
+    tile = options.tile
+    # Like training's letterbox: a side shorter than a tile is padded on both sides with FILL_RGB.
+    top, left = max(0, tile - height) // 2, max(0, tile - width) // 2
+    padding = ((top, max(0, tile - height) - top), (left, max(0, tile - width) - left), (0, 0))
+    padded = image
+    if tile > min(height, width):
+        padded = np.stack([np.pad(image[..., c], padding[:2], constant_values=FILL_RGB[c])
+                           for c in range(3)], axis=-1)
+    ys = tile_starts(padded.shape[0], tile, options.stride)
+    xs = tile_starts(padded.shape[1], tile, options.stride)
+    window = torch.from_numpy(tile_window(tile, options.window)).to(device)
+    blender = BandBlender(num_classes, tile, padded.shape[1], device)
+    with tqdm(total=len(ys) * len(xs), desc=desc, unit="tile", disable=not progress) as bar:
+        for row, y in enumerate(ys):
+            for first in range(0, len(xs), options.batch_size):
+                batch_xs = xs[first:first + options.batch_size]
+                tiles = np.stack([padded[y:y + tile, x:x + tile] for x in batch_xs])
+                probabilities = predict_tiles(model, tiles, options.tta, device)
+                if probabilities.shape[1] != num_classes:
+                    raise ValueError(f"the model predicts {probabilities.shape[1]} classes, "
+                                     f"expected {num_classes}")
+                for x, tile_probabilities in zip(batch_xs, probabilities):
+                    blender.add(x, tile_probabilities, window)
+                bar.update(len(batch_xs))
+            next_y = ys[row + 1] if row + 1 < len(ys) else y + tile
+            finished = blender.pop(next_y - y)
+            start, end = max(y, top), min(next_y, top + height)  # drop padding rows
+            if start < end:
+                yield start - top, finished[:, start - y:end - y, left:left + width]
+
+
+def predict_tiles(model: torch.nn.Module, tiles: np.ndarray, tta: bool,
+                  device: torch.device) -> torch.Tensor:
+    """(B, classes, T, T) float32 softmax probabilities of (B, T, T, 3) uint8 tiles."""
+    import torch
+
+    from heritage.data import IMAGENET_MEAN, IMAGENET_STD
+
+    batch = torch.from_numpy(tiles).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    batch = (batch - mean) / std
+    flips: list[list[int]] = [[], [3], [2]] if tta else [[]]  # identity, horizontal, vertical
+    total = None
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16,
+                                                enabled=device.type == "cuda"):
+        for dims in flips:
+            flipped = batch.flip(dims) if dims else batch
+            probabilities = torch.softmax(fine_logits(model(flipped)).float(), dim=1)
+            probabilities = probabilities.flip(dims) if dims else probabilities
+            total = probabilities if total is None else total + probabilities
+    return total / len(flips)
+
+
+def predict_labels(model: torch.nn.Module, image: np.ndarray, options: SlidingWindow,
+                   device: torch.device, progress: bool = True, desc: str | None = None) -> np.ndarray:
+    """(H, W) uint8 class ids of an (H, W, 3) uint8 image by sliding-window inference."""
+    import torch
+
+    labels = np.empty(image.shape[:2], dtype=np.uint8)
+    for y0, probabilities in iter_probability_bands(model, image, options, device,
+                                                    progress=progress, desc=desc):
+        labels[y0:y0 + probabilities.shape[1]] = probabilities.argmax(0).to(torch.uint8).cpu().numpy()
+    return labels
+
+
+def resolve_scale(scale: float | str, image_size: int, height: int, width: int) -> float:
+    """The resize factor for a scan: ``auto`` maps its longest side to the training ``image_size``."""
+    if scale == "auto":
+        return image_size / max(height, width)
+    factor = float(scale)
+    if not factor > 0:
+        raise ValueError(f"scale {scale!r}: must be 'auto' or a positive factor")
+    return factor
+
+
+def predict_scan(model: torch.nn.Module, scan: Scan, options: SlidingWindow, device: torch.device,
+                 scale: float, progress: bool = True, desc: str | None = None) -> np.ndarray:
+    """(H, W) uint8 label map of a scan at its full resolution, 255 where it is transparent.
+
+    The scan is resized by ``scale`` for the model (area averaging when shrinking, bilinear when
+    enlarging, as training's letterbox does) and the label map resized back with nearest
+    neighbour, so class ids are never interpolated.
+    """
+    import cv2
+
+    size = (max(1, round(scan.width * scale)), max(1, round(scan.height * scale)))
+    image = scan.rgb
+    if size != (scan.width, scan.height):  # as training's letterbox: area when shrinking
+        image = cv2.resize(scan.rgb, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    labels = predict_labels(model, image, options, device, progress=progress, desc=desc)
+    if size != (scan.width, scan.height):
+        labels = np.asarray(Image.fromarray(labels).resize((scan.width, scan.height),
+                                                           Image.Resampling.NEAREST))
+    if scan.artwork is not None:
+        labels = np.where(scan.artwork, labels, np.uint8(taxonomy.IGNORE_INDEX))
+    return labels
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def area_table(labels: np.ndarray, dpi: float | None = None) -> pd.DataFrame:
+    """Pixels per class, % of the artwork (Background excluded) and, with ``dpi``, mm².
+
+    One row per fine class, then a Background row (no percentage).
+    """
+    import pandas as pd
+
+    counts = np.zeros(256, dtype=np.int64)
+    for y0 in range(0, labels.shape[0], ROW_CHUNK):  # bincount casts to int64: 8 bytes a pixel
+        counts += np.bincount(labels[y0:y0 + ROW_CHUNK].ravel(), minlength=256)
+    artwork = int(counts[:taxonomy.NUM_CLASSES].sum())
+    ids = [*range(taxonomy.NUM_CLASSES), taxonomy.IGNORE_INDEX]
+    table = pd.DataFrame({
+        "class_id": ids,
+        "class": [*taxonomy.CLASS_NAMES, taxonomy.BACKGROUND_NAME],
+        "pixels": [int(counts[i]) for i in ids],
+    })
+    percent = table["pixels"] / artwork * 100.0 if artwork else float("nan")
+    table["percent_of_artwork"] = np.where(table["class_id"] == taxonomy.IGNORE_INDEX, np.nan, percent)
+    if dpi is not None:
+        table["area_mm2"] = table["pixels"] * (25.4 / dpi) ** 2
+    return table
+
+
+def overlay(rgb: np.ndarray, labels: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
+    """The scan with damage classes blended in the ARTeFACT palette; Clean and Background untinted."""
+    if rgb.shape[:2] != labels.shape:
+        raise ValueError(f"overlay: image {rgb.shape[:2]} and label map {labels.shape} differ in size")
+    out = rgb.copy()
+    weight = round(alpha * 256)
+    for y0 in range(0, labels.shape[0], ROW_CHUNK):  # chunked: uint16 temporaries stay small
+        rows = slice(y0, y0 + ROW_CHUNK)
+        chunk_labels = labels[rows]
+        damaged = (chunk_labels != taxonomy.CLASS_IDS["Clean"]) & (chunk_labels != taxonomy.IGNORE_INDEX)
+        colours = taxonomy.mask_to_rgb(chunk_labels[damaged]).astype(np.uint16)
+        pixels = out[rows][damaged].astype(np.uint16)
+        out[rows][damaged] = ((pixels * (256 - weight) + colours * weight) >> 8).astype(np.uint8)
+    return out
+
+
+def summary_row(name: str, source: str, shape: tuple[int, int], areas: pd.DataFrame) -> dict:
+    """One summary.csv row from a scan's :func:`area_table`: size, artwork pixels, % per damage class."""
+    table = areas.set_index("class")
+    damage = [n for n in taxonomy.CLASS_NAMES if n != "Clean"]
+    row = {"image": name, "source": source, "width": shape[1], "height": shape[0],
+           "artwork_pixels": int(table.loc[list(taxonomy.CLASS_NAMES), "pixels"].sum()),
+           "damage %": float(table.loc[damage, "percent_of_artwork"].sum())}
+    if "area_mm2" in table:
+        row["damage mm2"] = float(table.loc[damage, "area_mm2"].sum())
+    row.update({f"{n} %": float(table.loc[n, "percent_of_artwork"]) for n in damage})
+    row["error"] = ""
+    return row
+
+
+def write_outputs(out_dir: str | Path, name: str, source: str, scan: Scan, labels: np.ndarray,
+                  dpi: float | None = None, settings: dict | None = None) -> dict:
+    """Write mask.png, overlay.png, areas.csv and report.html for one scan; return its summary row."""
+    out_dir = Path(out_dir)
+    fileio.write_png(out_dir / "mask.png", labels)
+    blended = overlay(scan.rgb, labels)
+    fileio.write_png(out_dir / "overlay.png", blended)
+    table = area_table(labels, dpi)
+    write_csv(out_dir / "areas.csv", table)
+    fileio.write_text(out_dir / "report.html",
+                      render_report(name, source, blended, table, settings or {}))
+    return summary_row(name, source, labels.shape, table)
+
+
+def write_csv(path: str | Path, table: pd.DataFrame) -> None:
+    with fileio.atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+
+
+def render_report(name: str, source: str, blended: np.ndarray, table: pd.DataFrame,
+                  settings: dict) -> str:
+    """A self-contained HTML page: overlay preview (linking the full-resolution files), legend, table."""
+    import cv2
+
+    height, width = blended.shape[:2]
+    shrink = min(1.0, PREVIEW_SIDE / max(height, width))
+    preview = blended
+    if shrink < 1.0:  # shrink before handing to PIL, which would copy the full-resolution array
+        size = (max(1, round(width * shrink)), max(1, round(height * shrink)))
+        preview = cv2.resize(blended, size, interpolation=cv2.INTER_AREA)
+    buffer = io.BytesIO()
+    Image.fromarray(preview).save(buffer, format="JPEG", quality=90)
+    image_src = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    present = table[(table["pixels"] > 0) & (table["class_id"] != taxonomy.IGNORE_INDEX)]
+    legend = "".join(
+        f'<li><span class="swatch" style="background:rgb{taxonomy.PALETTE[int(i)]}"></span>'
+        f"{html.escape(str(c))}</li>" for i, c in zip(present["class_id"], present["class"]))
+    shown = table.assign(percent_of_artwork=table["percent_of_artwork"].map(
+        lambda v: "" if math.isnan(v) else f"{v:.3f}"))
+    if "area_mm2" in shown:
+        shown["area_mm2"] = shown["area_mm2"].map(lambda v: f"{v:.2f}")
+    settings_rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+                            for k, v in settings.items())
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Damage map: {html.escape(name)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; max-width: 1700px; }}
+img {{ max-width: 100%; border: 1px solid #ccc; }}
+table {{ border-collapse: collapse; margin: 1em 0; }}
+td, th {{ border: 1px solid #ccc; padding: 0.2em 0.6em; text-align: left; }}
+ul.legend {{ list-style: none; padding: 0; columns: 4; }}
+.swatch {{ display: inline-block; width: 1em; height: 1em; margin-right: 0.4em;
+           border: 1px solid #555; vertical-align: middle; }}
+</style></head><body>
+<h1>Damage map: {html.escape(name)}</h1>
+<p>Source: <code>{html.escape(source)}</code>, {blended.shape[1]} &times; {blended.shape[0]} px.
+Damage classes are blended at {OVERLAY_ALPHA:.0%} opacity; Clean and Background are shown untinted.
+Full resolution: <a href="overlay.png">overlay.png</a>, <a href="mask.png">mask.png</a>
+(class ids, 255 = Background), <a href="areas.csv">areas.csv</a>.</p>
+<img src="{image_src}" alt="damage overlay of {html.escape(name)}">
+<h2>Legend (classes found)</h2>
+<ul class="legend">{legend or "<li>no damage class found</li>"}</ul>
+<h2>Areas</h2>
+{shown.to_html(index=False, escape=True, na_rep="")}
+<h2>Settings</h2>
+<table>{settings_rows}</table>
+</body></html>
+"""
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def _scale_arg(value: str) -> float | str:
+    if value == "auto":
+        return value
+    try:
+        factor = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected 'auto' or a positive number") from None
+    if not factor > 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: the scale must be positive")
+    return factor
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", required=True, type=Path,
+                        help=f"run folder holding {CHECKPOINT_NAME}")
+    parser.add_argument("--input", required=True, type=Path,
+                        help="an image, a folder of images, a data folder (images/) or parquet shards")
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--tile", type=int, default=None,
+                        help="tile side in pixels (default: the run's image_size, 384 in the paper)")
+    parser.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction (default 0.25)")
+    parser.add_argument("--batch", type=int, default=8, help="tiles per forward pass (default 8)")
+    parser.add_argument("--tta", choices=("none", "flip"), default="none",
+                        help="test-time augmentation: flip averages horizontal and vertical flips")
+    parser.add_argument("--scale", type=_scale_arg, default="auto",
+                        help="resize factor applied to each scan before tiling; 'auto' (default) "
+                             "resizes its longest side to the run's image_size, the scale the model "
+                             "was trained at; 1 = native resolution")
+    parser.add_argument("--dpi", type=float, default=None,
+                        help="scan resolution, to report areas in mm² (px * (25.4/dpi)²)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--window", choices=WINDOWS, default="hann", help="tile blending window")
+
+
+def predict_inputs(model: torch.nn.Module, image_size: int, inputs: str | Path, out_dir: str | Path,
+                   options: SlidingWindow, device: torch.device, scale: float | str = "auto",
+                   dpi: float | None = None, settings: dict | None = None,
+                   progress: bool = True) -> list[tuple[str, str]]:
+    """Predict every scan under ``inputs`` into ``out_dir``; returns the (input, error) failures.
+
+    A scan that cannot be read is reported and skipped, the others are still predicted;
+    ``out_dir/summary.csv`` gets one row per input, failed ones with their error.
+    """
+    import pandas as pd
+
+    out_dir = Path(out_dir)
+    rows: list[dict] = []
+    failures: list[tuple[str, str]] = []
+    used: dict[str, str] = {}
+    for source in iter_sources(inputs):
+        try:
+            if source.name in used:
+                raise ValueError(f"{source.label}: output folder {source.name!r} is already used by "
+                                 f"{used[source.name]}; rename one of them")
+            used[source.name] = source.label
+            scan = source.load()
+            factor = resolve_scale(scale, image_size, scan.height, scan.width)
+            labels = predict_scan(model, scan, options, device, factor, progress=progress,
+                                  desc=source.name)
+            rows.append(write_outputs(out_dir / source.name, source.name, source.label, scan, labels,
+                                      dpi, {**(settings or {}), "scale factor used": f"{factor:.4g}"}))
+        except (OSError, ValueError) as err:  # a bad input must not stop the rest of the folder
+            failures.append((source.label, str(err)))
+            rows.append({"image": source.name, "source": source.label, "error": str(err)})
+            print(f"predict: skipped {source.label}: {err}", file=sys.stderr)
+    write_csv(out_dir / "summary.csv", pd.DataFrame(rows))
+    return failures
+
+
+def check_tile(encoder: str, tile: int, image_size: int) -> None:
+    """Refuse a tile the run's encoder cannot take (fixed-size attention encoders need image_size)."""
+    from heritage.models import check_image_size, encoder_spec
+
+    if encoder_spec(encoder).fixed_input_size and tile != image_size:
+        raise ValueError(f"tile {tile}: encoder {encoder!r} was built for {image_size} px inputs "
+                         f"(fixed attention windows); use --tile {image_size}")
+    check_image_size(encoder, tile)
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.dpi is not None and not args.dpi > 0:
+        raise ValueError(f"--dpi {args.dpi}: must be positive")
+    device = resolve_device(args.device)
+    model, config = load_model(args.run, device)
+    image_size = int(config["image_size"])
+    options = SlidingWindow(tile=args.tile or image_size, overlap=args.overlap, window=args.window,
+                            batch_size=args.batch, tta=args.tta == "flip")
+    check_tile(config["encoder"], options.tile, image_size)
+    settings = {"run": args.run, "architecture": config["architecture"], "encoder": config["encoder"],
+                "training image_size": image_size, "scale": args.scale, "tile": options.tile,
+                "overlap": options.overlap, "window": options.window, "tta": args.tta,
+                "dpi": args.dpi or "not given", "device": device.type}
+    failures = predict_inputs(model, image_size, args.input, args.out, options, device, args.scale,
+                              args.dpi, settings)
+    print(f"predict: damage maps in {args.out}; summary in {args.out / 'summary.csv'}", file=sys.stderr)
+    if failures:
+        print(f"predict: {len(failures)} input(s) failed:", file=sys.stderr)
+        for label, message in failures:
+            print(f"  {label}: {message}", file=sys.stderr)
+        return 1
+    return 0

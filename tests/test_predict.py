@@ -1,0 +1,400 @@
+"""Tiled full-resolution inference: blending, seams, bounded memory, inputs, outputs, the CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+import torch
+from PIL import Image
+from torch import nn
+
+from conftest import make_row, write_rows
+from heritage import cli, predict, taxonomy
+
+CPU = torch.device("cpu")
+
+
+class PointwiseNet(nn.Module):
+    """Receptive field of one pixel: tiled and whole-image predictions must agree exactly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.head = nn.Conv2d(3, taxonomy.NUM_CLASSES, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x)
+
+
+class LocalNet(nn.Module):
+    """Two 3x3 convolutions (receptive field 5x5, zero padding): only tile edges differ."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+                                  nn.Conv2d(8, taxonomy.NUM_CLASSES, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class ConstantNet(nn.Module):
+    """The same logits everywhere, returned as the hierarchical model's dict."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(torch.linspace(-1.0, 2.0, taxonomy.NUM_CLASSES).roll(5))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        b, _, h, w = x.shape
+        return {"fine": self.logits.view(1, -1, 1, 1).expand(b, -1, h, w),
+                "binary": torch.zeros(b, 2, h, w)}
+
+
+def random_image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def tiled_probabilities(model: nn.Module, image: np.ndarray, options: predict.SlidingWindow) -> np.ndarray:
+    bands = list(predict.iter_probability_bands(model, image, options, CPU, progress=False))
+    starts = [y0 for y0, _ in bands]
+    heights = [band.shape[1] for _, band in bands]
+    assert starts == list(np.cumsum([0, *heights[:-1]])), "bands must tile the rows in order"
+    return torch.cat([band for _, band in bands], dim=1).numpy()
+
+
+def whole_probabilities(model: nn.Module, image: np.ndarray) -> np.ndarray:
+    return predict.predict_tiles(model, image[None], tta=False, device=CPU)[0].numpy()
+
+
+# ----------------------------------------------------------------------------- tiles and windows
+
+
+@pytest.mark.parametrize("length", [32, 33, 55, 56, 100, 257])
+def test_tile_starts_cover_the_length_and_end_at_the_edge(length):
+    starts = predict.tile_starts(length, tile=32, stride=24)
+    assert starts[0] == 0 and starts[-1] == length - 32
+    assert all(0 < b - a <= 24 for a, b in zip(starts, starts[1:]))
+
+
+def test_tile_starts_refuses_a_length_shorter_than_the_tile():
+    with pytest.raises(ValueError, match="shorter than the tile 32"):
+        predict.tile_starts(20, tile=32, stride=24)
+
+
+@pytest.mark.parametrize("kind", predict.WINDOWS)
+def test_window_is_positive_at_the_border_and_peaks_in_the_centre(kind):
+    window = predict.tile_window(32, kind)
+    assert window.shape == (32, 32) and window.min() > 0
+    assert np.unravel_index(window.argmax(), window.shape) in {(15, 15), (15, 16), (16, 15), (16, 16)}
+
+
+def test_hann_windows_at_half_overlap_sum_to_one():
+    tile, length = 32, 32 + 16 * 5
+    total = np.zeros(length)
+    window = predict.tile_window(tile, "hann")
+    profile = window[16] / np.sqrt(window[16, 16])  # the window is the outer product of this profile
+    for x in predict.tile_starts(length, tile, stride=16):
+        total[x:x + tile] += profile
+    np.testing.assert_allclose(total[16:-16], 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", predict.WINDOWS)
+@pytest.mark.parametrize("overlap", [0.0, 0.25, 0.5])
+def test_blended_weights_are_seamless_and_cover_the_border(kind, overlap):
+    options = predict.SlidingWindow(tile=32, overlap=overlap, window=kind)
+    window = predict.tile_window(options.tile, kind)
+    total = np.zeros((90, 130))
+    for y in predict.tile_starts(90, options.tile, options.stride):
+        for x in predict.tile_starts(130, options.tile, options.stride):
+            total[y:y + 32, x:x + 32] += window
+    assert total.min() > 0  # every pixel, corners included, gets weight
+    # The window is an outer product, so the total is too: check each axis's 1D sum. Where tiles
+    # begin or end it may only change as fast as the overlapping windows' own slopes (a seam, e.g. a
+    # box window, would jump by ~1 there).
+    profile = window[16] / np.sqrt(window[16, 16])
+    assert profile[0] < 0.01 and profile[-1] < 0.01
+    for length in total.shape:
+        line, coverage = np.zeros(length), np.zeros(length)
+        for x in predict.tile_starts(length, options.tile, options.stride):
+            line[x:x + 32] += profile
+            coverage[x:x + 32] += 1
+        assert np.abs(np.diff(line)).max() <= coverage.max() * np.abs(np.diff(profile)).max()
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("tile", 0, "tile 0"), ("overlap", 1.0, "overlap 1.0"), ("window", "box", "window 'box'"),
+    ("batch_size", 0, "batch size 0"),
+])
+def test_sliding_window_rejects_bad_settings(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        predict.SlidingWindow(**{field: value})
+
+
+# ----------------------------------------------------------------------------- blending
+
+
+@pytest.mark.parametrize("height, width", [(100, 90), (70, 33), (20, 50), (12, 9)])
+@pytest.mark.parametrize("kind", predict.WINDOWS)
+def test_tiled_equals_whole_image_for_a_pointwise_model(height, width, kind):
+    image = random_image(height, width)
+    options = predict.SlidingWindow(tile=32, overlap=0.25, window=kind, batch_size=3)
+    tiled = tiled_probabilities(PointwiseNet(), image, options)
+    assert tiled.shape == (taxonomy.NUM_CLASSES, height, width)
+    np.testing.assert_allclose(tiled, whole_probabilities(PointwiseNet(), image), atol=1e-5)
+
+
+def test_tiled_matches_whole_image_for_a_local_model_with_enough_overlap():
+    image = random_image(100, 90, seed=1)
+    options = predict.SlidingWindow(tile=32, overlap=0.5)
+    tiled = tiled_probabilities(LocalNet(), image, options)
+    whole = whole_probabilities(LocalNet(), image)
+    # only pixels within 2 px of an inner tile edge differ, and the window nearly ignores them there
+    assert np.abs(tiled - whole).max() < 0.02
+    assert (tiled.argmax(0) == whole.argmax(0)).mean() > 0.995
+
+
+def test_flip_tta_un_flips_its_predictions():
+    image = random_image(40, 50)
+    plain = predict.SlidingWindow(tile=32, overlap=0.25)
+    flipped = predict.SlidingWindow(tile=32, overlap=0.25, tta=True)
+    np.testing.assert_allclose(tiled_probabilities(PointwiseNet(), image, flipped),
+                               tiled_probabilities(PointwiseNet(), image, plain), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", predict.WINDOWS)
+def test_constant_model_gives_a_perfectly_constant_map(kind):
+    model = ConstantNet()
+    image = random_image(150, 110)
+    options = predict.SlidingWindow(tile=32, overlap=0.25, window=kind, tta=True)
+    tiled = tiled_probabilities(model, image, options)
+    expected = torch.softmax(model.logits.detach(), 0).numpy()[:, None, None]
+    np.testing.assert_allclose(tiled, np.broadcast_to(expected, tiled.shape), rtol=1e-6, atol=1e-7)
+    labels = predict.predict_labels(model, image, options, CPU, progress=False)
+    assert (labels == int(model.logits.argmax())).all()
+
+
+def test_band_buffers_depend_on_tile_and_width_not_on_height(monkeypatch):
+    shapes = []
+
+    class RecordingBlender(predict.BandBlender):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            shapes.append((tuple(self.sums.shape), tuple(self.weights.shape)))
+
+    monkeypatch.setattr(predict, "BandBlender", RecordingBlender)
+    options = predict.SlidingWindow(tile=32, overlap=0.25, batch_size=8)
+    for height in (40, 400):
+        labels = predict.predict_labels(PointwiseNet(), random_image(height, 70), options, CPU,
+                                        progress=False)
+        assert labels.shape == (height, 70)
+    assert shapes == [((taxonomy.NUM_CLASSES, 32, 70), (32, 70))] * 2
+
+
+def test_model_with_the_wrong_number_of_classes_is_refused():
+    model = nn.Conv2d(3, 4, 1)
+    with pytest.raises(ValueError, match="predicts 4 classes, expected 16"):
+        predict.predict_labels(model, random_image(40, 40), predict.SlidingWindow(tile=32), CPU,
+                               progress=False)
+
+
+# ----------------------------------------------------------------------------- scans
+
+
+def test_auto_scale_maps_the_longest_side_to_the_training_size():
+    assert predict.resolve_scale("auto", 384, 3000, 12000) == pytest.approx(0.032)
+    assert predict.resolve_scale(0.5, 384, 3000, 12000) == 0.5
+    with pytest.raises(ValueError, match="scale -1"):
+        predict.resolve_scale(-1, 384, 10, 10)
+
+
+def test_predict_scan_returns_full_resolution_and_marks_transparent_pixels(tmp_path):
+    rgba = np.dstack([random_image(90, 120), np.full((90, 120), 255, np.uint8)])
+    rgba[:, :30, 3] = 0  # a transparent strip: no artwork there
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "scan.png")
+    scan = predict.read_scan(tmp_path / "scan.png")
+    assert scan.artwork is not None and not scan.artwork[:, :30].any() and scan.artwork[:, 30:].all()
+    scale = predict.resolve_scale("auto", 32, scan.height, scan.width)
+    labels = predict.predict_scan(ConstantNet(), scan, predict.SlidingWindow(tile=32), CPU, scale,
+                                  progress=False)
+    assert labels.shape == (90, 120) and labels.dtype == np.uint8
+    assert (labels[:, :30] == taxonomy.IGNORE_INDEX).all()
+    assert (labels[:, 30:] == int(ConstantNet().logits.argmax())).all()
+
+
+def test_reads_grayscale_and_16_bit_png(tmp_path):
+    Image.fromarray(np.full((8, 9), 200, np.uint8), "L").save(tmp_path / "grey.png")
+    Image.fromarray(np.full((8, 9), 65535, np.uint16)).save(tmp_path / "deep.png")
+    grey, deep = predict.read_scan(tmp_path / "grey.png"), predict.read_scan(tmp_path / "deep.png")
+    assert grey.rgb.shape == (8, 9, 3) and (grey.rgb == 200).all() and grey.artwork is None
+    assert (deep.rgb == 255).all()
+
+
+def test_reads_16_bit_rgb_tiff(tmp_path):
+    data = np.zeros((10, 12, 3), np.uint16)
+    data[..., 0], data[..., 1], data[..., 2] = 65535, 32768, 257
+    tifffile.imwrite(tmp_path / "scan.tif", data)
+    scan = predict.read_scan(tmp_path / "scan.tif")
+    assert scan.rgb.dtype == np.uint8 and scan.artwork is None
+    assert tuple(scan.rgb[3, 4]) == (255, 128, 1)
+
+
+def test_reads_lzw_compressed_tiff(tmp_path):
+    data = np.full((9, 11, 3), 257 * 40, np.uint16)
+    tifffile.imwrite(tmp_path / "scan.tif", data, compression="lzw")  # not memory-mappable
+    assert (predict.read_scan(tmp_path / "scan.tif").rgb == 40).all()
+
+
+def test_reads_rgba_tiff_alpha_as_the_artwork_and_composites_on_white(tmp_path):
+    data = np.zeros((6, 8, 4), np.uint8)
+    data[..., 3] = 255
+    data[:, :2, 3] = 0
+    tifffile.imwrite(tmp_path / "scan.tiff", data, photometric="rgb", extrasamples=["unassalpha"])
+    scan = predict.read_scan(tmp_path / "scan.tiff")
+    assert (scan.rgb[:, :2] == 255).all() and (scan.rgb[:, 2:] == 0).all()
+    assert not scan.artwork[:, :2].any() and scan.artwork[:, 2:].all()
+
+
+def test_reads_planar_and_float_tiffs(tmp_path):
+    planar = np.zeros((3, 7, 9), np.uint8)
+    planar[1] = 100
+    tifffile.imwrite(tmp_path / "planar.tif", planar, photometric="rgb", planarconfig="separate")
+    assert tuple(predict.read_scan(tmp_path / "planar.tif").rgb[2, 3]) == (0, 100, 0)
+    tifffile.imwrite(tmp_path / "float.tif", np.full((5, 5), 0.5, np.float32))
+    assert (predict.read_scan(tmp_path / "float.tif").rgb == 128).all()
+
+
+def test_unsupported_tiff_sample_type_is_refused(tmp_path):
+    tifffile.imwrite(tmp_path / "signed.tif", np.zeros((4, 4), np.int32))
+    with pytest.raises(ValueError, match=r"signed\.tif: unsupported TIFF sample type int32"):
+        predict.read_scan(tmp_path / "signed.tif")
+
+
+def test_bad_inputs_raise_errors_naming_the_file(tmp_path):
+    (tmp_path / "notes.png").write_text("not an image")
+    Image.fromarray(random_image(64, 64)).save(tmp_path / "whole.png")
+    (tmp_path / "truncated.png").write_bytes((tmp_path / "whole.png").read_bytes()[:300])
+    (tmp_path / "notes.tif").write_text("not a tiff")
+    with pytest.raises(ValueError, match=r"notes\.png: cannot read image"):
+        predict.read_scan(tmp_path / "notes.png")
+    with pytest.raises(ValueError, match=r"truncated\.png: cannot read image"):
+        predict.read_scan(tmp_path / "truncated.png")
+    with pytest.raises(ValueError, match=r"notes\.tif: cannot read TIFF"):
+        predict.read_scan(tmp_path / "notes.tif")
+    with pytest.raises(FileNotFoundError, match=r"missing\.png: file not found"):
+        predict.read_scan(tmp_path / "missing.png")
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def test_area_table_counts_pixels_percent_of_artwork_and_mm2():
+    labels = np.zeros((10, 10), np.uint8)
+    labels[:2] = taxonomy.CLASS_IDS["Peel"]  # 20 px
+    labels[9] = taxonomy.IGNORE_INDEX  # 10 px of background, excluded from the percentages
+    table = predict.area_table(labels, dpi=25.4).set_index("class")
+    assert table.loc["Peel", "pixels"] == 20 and table.loc["Clean", "pixels"] == 70
+    assert table.loc["Peel", "percent_of_artwork"] == pytest.approx(100 * 20 / 90)
+    assert table.loc["Peel", "area_mm2"] == pytest.approx(20.0)  # 25.4 dpi: 1 px = 1 mm²
+    assert np.isnan(table.loc["Background", "percent_of_artwork"])
+    assert table.loc["Background", "pixels"] == 10
+    assert "area_mm2" not in predict.area_table(labels).columns
+
+
+def test_overlay_tints_damage_only():
+    rgb = np.full((2, 3, 3), 100, np.uint8)
+    labels = np.array([[0, 1, 255], [2, 0, 0]], np.uint8)
+    out = predict.overlay(rgb, labels)
+    assert (out[0, 0] == 100).all() and (out[0, 2] == 100).all()  # Clean, Background untouched
+    expected = (100 + np.asarray(taxonomy.PALETTE[1])) // 2
+    np.testing.assert_array_equal(out[0, 1], expected)
+
+
+def write_image(path, array):
+    Image.fromarray(array).save(path)
+
+
+def test_folder_with_a_bad_file_still_predicts_the_others(tmp_path):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    write_image(scans / "a.png", random_image(50, 70, seed=1))
+    write_image(scans / "b.jpg", random_image(80, 40, seed=2))
+    (scans / "broken.png").write_text("this is text")
+    (scans / "README.txt").write_text("not a scan, not even tried")
+    out = tmp_path / "out"
+    failures = predict.predict_inputs(ConstantNet(), 32, scans, out, predict.SlidingWindow(tile=32),
+                                      CPU, dpi=300, progress=False)
+    assert [label for label, _ in failures] == [str(scans / "broken.png")]
+    for name, size in (("a", (70, 50)), ("b", (40, 80))):
+        for file in ("mask.png", "overlay.png", "areas.csv", "report.html"):
+            assert (out / name / file).is_file()
+        assert Image.open(out / name / "mask.png").size == size
+        assert "data:image/jpeg;base64," in (out / name / "report.html").read_text()
+    summary = pd.read_csv(out / "summary.csv", keep_default_na=False)
+    assert list(summary["image"]) == ["a", "b", "broken"]
+    assert "broken.png: cannot read image" in summary.loc[2, "error"]
+    assert summary.loc[0, "error"] == "" and "Peel %" in summary.columns and "damage mm2" in summary
+    assert not list(out.glob("**/*.tmp"))
+
+
+def test_parquet_shards_and_data_folders_are_inputs(tmp_path):
+    rows = [make_row("s1", size=(40, 30)), make_row("s2")]
+    rows[1]["image"] = {"bytes": b"garbage", "path": "s2.png"}
+    write_rows(tmp_path / "hf" / "data" / "train-00000-of-00001.parquet", rows)
+    failures = predict.predict_inputs(ConstantNet(), 32, tmp_path / "hf", tmp_path / "out",
+                                      predict.SlidingWindow(tile=32), CPU, progress=False)
+    assert len(failures) == 1 and "s2: cannot read image" in failures[0][1]
+    assert Image.open(tmp_path / "out" / "s1" / "mask.png").size == (40, 30)
+
+    (tmp_path / "data" / "images").mkdir(parents=True)
+    write_image(tmp_path / "data" / "images" / "x1.png", random_image(20, 20))
+    assert [s.name for s in predict.iter_sources(tmp_path / "data")] == ["x1"]
+
+
+def test_missing_or_empty_input_is_refused(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere: input not found"):
+        list(predict.iter_sources(tmp_path / "nowhere"))
+    with pytest.raises(ValueError, match="no images"):
+        list(predict.iter_sources(tmp_path))
+
+
+def test_load_model_names_a_missing_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match="checkpoint_best.pt: no best checkpoint"):
+        predict.load_model(tmp_path, "cpu")
+
+
+# ----------------------------------------------------------------------------- through heritage.models
+
+
+def test_cli_predicts_a_folder_with_a_trained_run_folder(tmp_path, capsys):
+    from heritage.models import build_model
+
+    config = {"architecture": "unet", "encoder": "convnext_tiny", "image_size": 64}
+    model = build_model(config["architecture"], config["encoder"], image_size=64)
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"model": model.state_dict(), "config": config, "epoch": 1, "val_miou": 0.1},
+               run / "checkpoint_best.pt")
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    write_image(scans / "wide.png", random_image(60, 150))
+    (scans / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    out = tmp_path / "out"
+    argv = ["predict", "--run", str(run), "--input", str(scans), "--out", str(out), "--device", "cpu",
+            "--scale", "1", "--overlap", "0.5", "--dpi", "600"]
+    assert cli.main(argv) == 1  # one input failed...
+    assert "broken.png" in capsys.readouterr().err
+    labels = np.asarray(Image.open(out / "wide" / "mask.png"))  # ...the other was still predicted
+    assert labels.shape == (60, 150) and set(np.unique(labels)) <= set(range(taxonomy.NUM_CLASSES))
+    assert (out / "wide" / "report.html").is_file()
+    assert list(pd.read_csv(out / "summary.csv")["image"]) == ["broken", "wide"]
+
+
+def test_cli_refuses_a_tile_a_fixed_size_encoder_cannot_take():
+    with pytest.raises(ValueError, match="use --tile 64"):
+        predict.check_tile("swin_tiny", 96, image_size=64)
+    with pytest.raises(ValueError, match="cannot take image size 50"):
+        predict.check_tile("convnext_tiny", 50, image_size=64)
