@@ -1,0 +1,141 @@
+"""Segmentation losses: Dice, Focal, Dice+Focal and POC-5.5's hierarchical loss.
+
+SMP 0.6 already provides what the seeds needed: ``DiceLoss`` and ``FocalLoss`` in multiclass mode
+take ``ignore_index`` and per-class ``class_weights`` (a weighted mean of the per-class terms). What
+is ours:
+
+- Dice is SMP's soft Dice over the whole batch per class, ``(I + s) / ((P + T) / 2 + s)`` with
+  ``I = sum p*t``, ``P = sum p``, ``T = sum t`` over labelled pixels; classes absent from the batch's
+  ground truth contribute 0 (but keep their weight in the weighted mean).
+- Focal is SMP's one-vs-rest sigmoid focal loss ``-(1 - p_t)^gamma log p_t`` per class, averaged
+  over labelled pixels; we sum it and divide by the number of labelled pixels ourselves so that a
+  batch with no labelled pixel gives 0 instead of NaN.
+- Every loss runs in float32 with autocast disabled, whatever precision the model ran in.
+- The hierarchical loss derives the binary and coarse targets from the fine target on the device
+  with ``taxonomy.FINE_TO_BINARY`` / ``FINE_TO_COARSE`` lookup tables.
+
+Background (255) is ignored everywhere: an ignored pixel changes neither a loss nor its gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import segmentation_models_pytorch as smp
+import torch
+from torch import nn
+
+from heritage import taxonomy
+
+LOSSES: tuple[str, ...] = ("dice", "focal", "dice_focal", "hierarchical")
+LEVEL_LOSSES: tuple[str, ...] = ("dice", "focal", "dice_focal")  # losses usable per hierarchy level
+DICE_FOCAL_WEIGHTS = (0.5, 0.5)
+HIERARCHY_WEIGHTS: dict[str, float] = {"binary": 0.2, "coarse": 0.3, "fine": 0.5}
+DEFAULT_SMOOTH = 1.0  # POC-5.9-v2's DiceLoss(smooth=1.0)
+DEFAULT_GAMMA = 2.0
+
+
+class FocalLoss(nn.Module):
+    """SMP's multiclass focal loss averaged over labelled pixels; 0 when no pixel is labelled."""
+
+    def __init__(self, class_weights: Sequence[float] | None = None, gamma: float = DEFAULT_GAMMA) -> None:
+        super().__init__()
+        self.focal = smp.losses.FocalLoss("multiclass", gamma=gamma, ignore_index=taxonomy.IGNORE_INDEX,
+                                          reduction="sum", class_weights=class_weights)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        labelled = (target != taxonomy.IGNORE_INDEX).sum().clamp_min(1)
+        return self.focal(logits, target) / labelled
+
+
+class WeightedSum(nn.Module):
+    """``sum_i w_i * loss_i(logits, target)`` computed in float32 with autocast disabled."""
+
+    def __init__(self, terms: Sequence[tuple[float, nn.Module]]) -> None:
+        super().__init__()
+        self.weights = [float(weight) for weight, _ in terms]
+        self.terms = nn.ModuleList([loss for _, loss in terms])
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check_shapes(logits, target)
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            logits = logits.float()
+            return sum(weight * loss(logits, target) for weight, loss in zip(self.weights, self.terms))
+
+
+class HierarchicalLoss(nn.Module):
+    """``0.2 * binary + 0.3 * coarse + 0.5 * fine`` over the outputs of the hierarchical model.
+
+    ``outputs`` is ``{"binary", "coarse", "fine"}`` logits, ``target`` the fine mask; the coarse term
+    only sees damage pixels (Clean maps to 255 in ``FINE_TO_COARSE``).
+    """
+
+    def __init__(self, levels: dict[str, nn.Module]) -> None:
+        super().__init__()
+        self.levels = nn.ModuleDict(levels)
+        # Non-persistent: the tables come from the taxonomy, not from checkpoints.
+        self.register_buffer("fine_to_binary", torch.as_tensor(taxonomy.FINE_TO_BINARY, dtype=torch.long),
+                             persistent=False)
+        self.register_buffer("fine_to_coarse", torch.as_tensor(taxonomy.FINE_TO_COARSE, dtype=torch.long),
+                             persistent=False)
+
+    def forward(self, outputs: dict[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+        missing = [level for level in HIERARCHY_WEIGHTS if level not in outputs]
+        if missing:
+            raise ValueError(f"hierarchical loss: model outputs lack {missing} (got {sorted(outputs)})")
+        target = target.long()  # a uint8 index would be read as a boolean mask
+        targets = {
+            "binary": self.fine_to_binary.to(target.device)[target],
+            "coarse": self.fine_to_coarse.to(target.device)[target],
+            "fine": target,
+        }
+        return sum(weight * self.levels[level](outputs[level], targets[level])
+                   for level, weight in HIERARCHY_WEIGHTS.items())
+
+
+def build_loss(name: str, class_weights: Sequence[float] | np.ndarray | torch.Tensor | None = None, *,
+               smooth: float = DEFAULT_SMOOTH, gamma: float = DEFAULT_GAMMA, level_loss: str = "dice") -> nn.Module:
+    """The loss called ``name`` (one of LOSSES): ``loss(logits, target) -> scalar tensor``.
+
+    ``class_weights`` (one positive weight per fine class) weight the per-class terms; for
+    ``hierarchical`` they weight the fine term, whose per-level loss is ``level_loss``.
+    """
+    weights = _checked_weights(class_weights)
+    if name == "hierarchical":
+        if level_loss not in LEVEL_LOSSES:
+            raise ValueError(f"unknown level_loss {level_loss!r}; valid level losses: {', '.join(LEVEL_LOSSES)}")
+        return HierarchicalLoss({
+            level: _level_loss(level_loss, weights if level == "fine" else None, smooth, gamma)
+            for level in HIERARCHY_WEIGHTS
+        })
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; valid losses: {', '.join(LOSSES)}")
+    return _level_loss(name, weights, smooth, gamma)
+
+
+def _level_loss(name: str, weights: list[float] | None, smooth: float, gamma: float) -> WeightedSum:
+    dice = smp.losses.DiceLoss("multiclass", smooth=smooth, ignore_index=taxonomy.IGNORE_INDEX,
+                               class_weights=weights)
+    focal = FocalLoss(weights, gamma)
+    dice_weight, focal_weight = DICE_FOCAL_WEIGHTS
+    terms = {"dice": [(1.0, dice)], "focal": [(1.0, focal)], "dice_focal": [(dice_weight, dice), (focal_weight, focal)]}
+    return WeightedSum(terms[name])
+
+
+def _checked_weights(class_weights: Sequence[float] | np.ndarray | torch.Tensor | None) -> list[float] | None:
+    if class_weights is None:
+        return None
+    values = np.asarray(torch.as_tensor(class_weights, dtype=torch.float64).cpu(), dtype=np.float64).ravel()
+    if values.size != taxonomy.NUM_CLASSES:
+        raise ValueError(f"class_weights: expected {taxonomy.NUM_CLASSES} values (one per fine class), "
+                         f"got {values.size}")
+    if not (np.isfinite(values).all() and (values > 0).all()):
+        raise ValueError(f"class_weights: every weight must be positive and finite, got {values.tolist()}")
+    return values.tolist()
+
+
+def _check_shapes(logits: torch.Tensor, target: torch.Tensor) -> None:
+    if logits.ndim != 4 or target.shape != (logits.shape[0], *logits.shape[2:]):
+        raise ValueError(f"loss: logits must be (B, C, H, W) and target (B, H, W) with the same B, H, W; "
+                         f"got logits {tuple(logits.shape)} and target {tuple(target.shape)}")

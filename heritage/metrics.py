@@ -1,0 +1,180 @@
+"""Dataset-level segmentation metrics from one confusion matrix accumulated on the device.
+
+The matrix sums every labelled pixel of the evaluation set; IoU, precision, recall and F1 are
+computed once from it at the end. Averaging per-batch scores instead (as the seeds did) weights
+small batches like large ones and drops classes a batch happens not to contain.
+
+Conventions, written into every result as ``convention``:
+
+- Background (255) pixels are ignored.
+- A class absent from both ground truth and prediction is *absent*: ``iou`` (and precision,
+  recall, F1) are null, ``present`` is false, and it does not enter the mean. A class that is only
+  predicted has IoU 0 and counts.
+- For a present class, a ratio with a zero denominator is 0 (e.g. precision of a never-predicted class).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.distributed as dist
+
+from heritage import taxonomy
+
+CONVENTION = (
+    "IoU per class over the whole evaluation set; classes absent from both ground truth and "
+    "prediction are 'absent' (null) and excluded from the mean"
+)
+
+
+class ConfusionMatrix:
+    """Pixel confusion matrix (rows: ground truth, columns: prediction) kept on ``device``.
+
+    ``update`` takes logits ``(B, C, H, W)`` or predicted ids ``(B, H, W)`` and the target
+    ``(B, H, W)``; it launches device work only (no host synchronisation). Target values other than
+    ``0..C-1`` and ``ignore_index``, or predictions outside ``0..C-1``, raise an index error.
+    """
+
+    def __init__(self, num_classes: int = taxonomy.NUM_CLASSES, ignore_index: int = taxonomy.IGNORE_INDEX,
+                 device: str | torch.device = "cpu", class_names: Sequence[str] | None = None) -> None:
+        if class_names is None:
+            if num_classes != taxonomy.NUM_CLASSES:
+                raise ValueError(f"class_names are needed for {num_classes} classes "
+                                 f"(the default names are the {taxonomy.NUM_CLASSES} fine classes)")
+            class_names = taxonomy.CLASS_NAMES
+        if len(class_names) != num_classes:
+            raise ValueError(f"{len(class_names)} class_names given for {num_classes} classes")
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.class_names = tuple(class_names)
+        # Normal tensors even when built under inference mode, so that they can be reset or
+        # all-reduced outside it. One extra row collects ignored pixels, so that updates need no
+        # boolean indexing (a host sync).
+        with torch.inference_mode(False):
+            self._counts = torch.zeros(num_classes + 1, num_classes, dtype=torch.int64, device=device)
+            self._n_images = torch.zeros((), dtype=torch.int64, device=device)
+        self._reduced = False
+
+    @property
+    def device(self) -> torch.device:
+        return self._counts.device
+
+    @property
+    def matrix(self) -> torch.Tensor:
+        """The ``(C, C)`` counts accumulated so far (ground truth x prediction), on the device."""
+        return self._counts[: self.num_classes]
+
+    def reset(self) -> None:
+        self._counts.zero_()
+        self._n_images.zero_()
+        self._reduced = False
+
+    @torch.no_grad()
+    def update(self, logits_or_preds: torch.Tensor, target: torch.Tensor) -> None:
+        preds = self._predictions(logits_or_preds, target)
+        target = target.to(self.device, non_blocking=True)
+        rows = torch.where(target == self.ignore_index, self.num_classes, target).reshape(-1).long()
+        cols = preds.to(self.device, non_blocking=True).reshape(-1).long()
+        self._counts.index_put_((rows, cols), torch.ones_like(rows), accumulate=True)
+        self._n_images += target.shape[0]
+
+    def reduce_distributed(self) -> None:
+        """Sum the counts of all processes (once, after the last update) when torch.distributed runs."""
+        if not (dist.is_available() and dist.is_initialized()):
+            return
+        if self._reduced:
+            raise RuntimeError("reduce_distributed() was already called; reset() before accumulating again")
+        dist.all_reduce(self._counts, op=dist.ReduceOp.SUM)
+        dist.all_reduce(self._n_images, op=dist.ReduceOp.SUM)
+        self._reduced = True
+
+    def compute(self) -> dict:
+        """mIoU, pixel accuracy and per-class scores in the ``test`` shape of ``metrics.json``."""
+        counts = self.matrix.double().cpu()
+        labelled = counts.sum()
+        if labelled == 0:
+            raise ValueError("no labelled pixel was accumulated: every target pixel was ignore_index "
+                             f"({self.ignore_index}) or update() was never called")
+        true_positive = counts.diag()
+        support = counts.sum(dim=1)
+        predicted = counts.sum(dim=0)
+        union = support + predicted - true_positive
+        per_class = {}
+        ious = []
+        for index, name in enumerate(self.class_names):
+            if union[index] == 0:
+                per_class[name] = {"iou": None, "precision": None, "recall": None, "f1": None,
+                                   "support": 0, "present": False}
+                continue
+            iou = _ratio(true_positive[index], union[index])
+            precision = _ratio(true_positive[index], predicted[index])
+            recall = _ratio(true_positive[index], support[index])
+            per_class[name] = {"iou": iou, "precision": precision, "recall": recall,
+                               "f1": _ratio(2 * precision * recall, precision + recall),
+                               "support": int(support[index]), "present": True}
+            ious.append(iou)
+        return {
+            "miou": sum(ious) / len(ious),
+            "pixel_accuracy": _ratio(true_positive.sum(), labelled),
+            "n_images": int(self._n_images),
+            "convention": CONVENTION,
+            "per_class": per_class,
+        }
+
+    def _predictions(self, logits_or_preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if logits_or_preds.ndim == target.ndim + 1:
+            if logits_or_preds.shape[1] != self.num_classes:
+                raise ValueError(f"logits have {logits_or_preds.shape[1]} channels, expected {self.num_classes} "
+                                 f"(logits {tuple(logits_or_preds.shape)})")
+            preds = logits_or_preds.argmax(dim=1)
+        elif logits_or_preds.is_floating_point():
+            raise ValueError(f"predictions must be integer class ids, got {logits_or_preds.dtype}")
+        else:
+            preds = logits_or_preds
+        if preds.shape != target.shape:
+            raise ValueError(f"predictions {tuple(preds.shape)} and target {tuple(target.shape)} differ in shape "
+                             "(pass logits (B, C, H, W) or ids (B, H, W) at the target's resolution)")
+        return preds
+
+
+class HierarchicalMetrics:
+    """Binary, coarse and fine confusion matrices of the hierarchical model, from the fine target.
+
+    The coarse matrix only counts damage pixels (Clean maps to 255 in ``FINE_TO_COARSE``); fine
+    predictions come from the fine head. ``fine`` is a full :class:`ConfusionMatrix` whose
+    ``compute()`` gives the per-class ``test`` results.
+    """
+
+    def __init__(self, num_classes: int = taxonomy.NUM_CLASSES, ignore_index: int = taxonomy.IGNORE_INDEX,
+                 device: str | torch.device = "cpu") -> None:
+        self.binary = ConfusionMatrix(len(taxonomy.BINARY_NAMES), ignore_index, device, taxonomy.BINARY_NAMES)
+        self.coarse = ConfusionMatrix(len(taxonomy.COARSE_NAMES), ignore_index, device, taxonomy.COARSE_NAMES)
+        self.fine = ConfusionMatrix(num_classes, ignore_index, device)
+        self._fine_to_binary = torch.as_tensor(taxonomy.FINE_TO_BINARY, dtype=torch.long, device=device)
+        self._fine_to_coarse = torch.as_tensor(taxonomy.FINE_TO_COARSE, dtype=torch.long, device=device)
+
+    def levels(self) -> dict[str, ConfusionMatrix]:
+        return {"binary": self.binary, "coarse": self.coarse, "fine": self.fine}
+
+    def update(self, outputs: dict[str, torch.Tensor], target: torch.Tensor) -> None:
+        target = target.to(self.fine.device, non_blocking=True).long()
+        self.binary.update(outputs["binary"], self._fine_to_binary[target])
+        self.coarse.update(outputs["coarse"], self._fine_to_coarse[target])
+        self.fine.update(outputs["fine"], target)
+
+    def reset(self) -> None:
+        for matrix in self.levels().values():
+            matrix.reset()
+
+    def reduce_distributed(self) -> None:
+        for matrix in self.levels().values():
+            matrix.reduce_distributed()
+
+    def compute(self) -> dict[str, float]:
+        """``{"binary_miou", "coarse_miou", "fine_miou"}``, the ``hierarchical`` block of metrics.json."""
+        return {f"{level}_miou": matrix.compute()["miou"] for level, matrix in self.levels().items()}
+
+
+def _ratio(numerator: torch.Tensor | float, denominator: torch.Tensor | float) -> float:
+    return float(numerator / denominator) if denominator > 0 else 0.0

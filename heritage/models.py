@@ -1,0 +1,254 @@
+"""Encoder registry and the two segmentation models: SMP's UNet and the hierarchical UPerNet.
+
+Every encoder comes from segmentation-models-pytorch: SegFormer's Mix Transformer is SMP's own
+``mit_b3``, the others are timm models behind SMP's universal ``tu-`` encoder, which already turns
+timm's channels-last transformer features into the NCHW pyramid the decoders expect. All timm names
+carry their pretrained tag, so every encoder starts from ImageNet-1k weights.
+
+Window-attention encoders (Swin, MaxViT, CoAtNet) fix their attention geometry from ``img_size``
+when they are built; they then take inputs of exactly that size. The window is ``image_size // 32``
+(timm's rule for MaxViT, which we also apply to Swin: its stage grids are ``image_size / 4 ... / 32``,
+so windows tile every stage without padding; 224 px gives Swin's native window of 7, 384 px the
+window 12 Swin used for 384 px fine-tuning). Measured on timm 1.0.31 / SMP 0.6.0 (forward and
+backward, see tests/test_models.py): every multiple of 32 works from 32 px for ConvNeXt and MiT and
+from 64 px for the window-attention encoders; at 32 px their deepest stage is a single token
+(MaxViT then fails in training at batch 1: BatchNorm over one value per channel).
+
+UPerNet's pyramid pooling has a BatchNorm after a 1x1 pooled map, so the hierarchical model trains
+only with batches of at least 2 samples (train loaders should drop a last batch of 1).
+"""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import safetensors.torch
+import segmentation_models_pytorch as smp
+import timm
+import torch
+from huggingface_hub import constants as hub_constants
+from huggingface_hub import hf_hub_download, try_to_load_from_cache
+from segmentation_models_pytorch.base import SegmentationHead
+from segmentation_models_pytorch.base.initialization import initialize_head
+from torch import nn
+
+from heritage import taxonomy
+
+ARCHITECTURES: tuple[str, ...] = ("unet", "hierarchical_upernet")
+FAMILIES: tuple[str, ...] = ("CNN", "ViT", "hybrid")
+# Both decoders consume a five-level pyramid down to 1/32 of the input, so sizes are multiples of 32.
+SIZE_MULTIPLE = 32
+# UPerNet fuses its pyramid at 1/4 of the input; the heads upsample back to full resolution.
+UPERNET_OUTPUT_STRIDE = 4
+# Seconds the pretrained-weights check waits for the Hub before reporting it unreachable.
+HUB_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """One registry entry: how SMP builds the encoder and which input sizes it takes."""
+
+    key: str
+    smp_name: str  # ``tu-<timm name>.<pretrained tag>`` or an SMP-native encoder name
+    family: str  # one of FAMILIES
+    display_name: str
+    min_size: int
+    fixed_input_size: bool = False  # attention geometry is set from image_size at build time
+    window_from_size: bool = False  # pass window_size = image_size // 32 to timm (Swin)
+
+    @property
+    def is_timm(self) -> bool:
+        return self.smp_name.startswith("tu-")
+
+    @property
+    def size_rule(self) -> str:
+        rule = f"a multiple of {SIZE_MULTIPLE} and at least {self.min_size} px"
+        if self.fixed_input_size:
+            rule += f" (window attention: the deepest stage, size/{SIZE_MULTIPLE}, needs at least 2x2 tokens)"
+        return rule
+
+    def encoder_kwargs(self, image_size: int) -> dict[str, Any]:
+        """Keyword arguments SMP forwards to ``timm.create_model`` for this input size."""
+        kwargs: dict[str, Any] = {}
+        if self.fixed_input_size:
+            kwargs["img_size"] = image_size
+        if self.window_from_size:
+            kwargs["window_size"] = image_size // SIZE_MULTIPLE
+        return kwargs
+
+
+ENCODERS: dict[str, EncoderSpec] = {
+    spec.key: spec
+    for spec in (
+        EncoderSpec("convnext_tiny", "tu-convnext_tiny.fb_in1k", "CNN", "ConvNeXt-Tiny", min_size=32),
+        EncoderSpec("swin_tiny", "tu-swin_tiny_patch4_window7_224.ms_in1k", "ViT", "Swin-Tiny", min_size=64,
+                    fixed_input_size=True, window_from_size=True),
+        EncoderSpec("coatnet_0", "tu-coatnet_0_rw_224.sw_in1k", "hybrid", "CoAtNet-0", min_size=64,
+                    fixed_input_size=True),
+        EncoderSpec("maxvit_tiny", "tu-maxvit_tiny_rw_224.sw_in1k", "hybrid", "MaxViT-Tiny", min_size=64,
+                    fixed_input_size=True),
+        EncoderSpec("mit_b3", "mit_b3", "ViT", "SegFormer MiT-B3", min_size=32),
+    )
+}
+
+
+class PretrainedWeightsUnavailable(RuntimeError):
+    """ImageNet weights are neither in the local Hugging Face cache nor downloadable."""
+
+
+def encoder_spec(encoder: str) -> EncoderSpec:
+    """The registry entry of ``encoder``; ValueError listing the valid names otherwise."""
+    if encoder not in ENCODERS:
+        raise ValueError(f"unknown encoder {encoder!r}; valid encoders: {', '.join(ENCODERS)}")
+    return ENCODERS[encoder]
+
+
+def check_image_size(encoder: str, size: int) -> None:
+    """Raise ValueError naming the encoder, the size, the rule and valid nearby sizes."""
+    spec = encoder_spec(encoder)
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise ValueError(f"encoder {encoder!r}: image size must be an integer, got {size!r}")
+    if size % SIZE_MULTIPLE == 0 and size >= spec.min_size:
+        return
+    below = (size // SIZE_MULTIPLE) * SIZE_MULTIPLE
+    nearby = sorted({max(below, spec.min_size), max(below + SIZE_MULTIPLE, spec.min_size)} - {size})
+    raise ValueError(
+        f"encoder {encoder!r} ({spec.display_name}) cannot take image size {size}: the size must be "
+        f"{spec.size_rule}; valid nearby sizes: {', '.join(map(str, nearby))}"
+    )
+
+
+class HierarchicalUPerNet(smp.UPerNet):
+    """POC-5.5's model: SMP's UPerNet decoder shared by three 1x1 heads (binary, coarse, fine).
+
+    ``forward`` returns ``{"binary": (B, 2, H, W), "coarse": (B, 4, H, W), "fine": (B, C, H, W)}``
+    logits at input resolution, the level names and sizes following ``heritage.taxonomy``.
+    """
+
+    def __init__(self, encoder_name: str, encoder_weights: str | bool | None, num_classes: int,
+                 decoder_channels: int = 256, **encoder_kwargs: Any) -> None:
+        super().__init__(encoder_name=encoder_name, encoder_weights=encoder_weights, classes=num_classes,
+                         decoder_channels=decoder_channels, upsampling=UPERNET_OUTPUT_STRIDE, **encoder_kwargs)
+        level_classes = {"binary": len(taxonomy.BINARY_NAMES), "coarse": len(taxonomy.COARSE_NAMES),
+                         "fine": num_classes}
+        self.heads = nn.ModuleDict({
+            level: SegmentationHead(decoder_channels, classes, kernel_size=1, upsampling=UPERNET_OUTPUT_STRIDE)
+            for level, classes in level_classes.items()
+        })
+        for head in self.heads.values():
+            initialize_head(head)
+        # SMP's single head is replaced by the three above.
+        del self.segmentation_head
+        self.name = f"hierarchical-upernet-{encoder_name}"
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.check_input_shape(x)
+        decoded = self.decoder(self.encoder(x))
+        return {level: head(decoded) for level, head in self.heads.items()}
+
+
+def build_model(architecture: str, encoder: str, num_classes: int = taxonomy.NUM_CLASSES,
+                image_size: int = 384, pretrained: bool = False) -> nn.Module:
+    """A randomly initialised (or ImageNet-initialised) segmentation model.
+
+    ``unet`` returns logits ``(B, num_classes, H, W)``; ``hierarchical_upernet`` returns the dict of
+    :class:`HierarchicalUPerNet`. Encoders with a fixed input size refuse other sizes at forward.
+    """
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; valid architectures: {', '.join(ARCHITECTURES)}")
+    spec = encoder_spec(encoder)
+    check_image_size(encoder, image_size)
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+    weights_path = require_pretrained_weights(encoder) if pretrained else None
+    kwargs = spec.encoder_kwargs(image_size)
+    timm_weights: bool | None = None  # SMP's switch for ``tu-`` encoders
+    if weights_path is not None and spec.is_timm:
+        timm_weights = True
+        # Point timm at the resolved file so that building never touches the network again.
+        kwargs["pretrained_cfg_overlay"] = {"file": weights_path}
+    if architecture == "unet":
+        model: nn.Module = smp.Unet(encoder_name=spec.smp_name, encoder_weights=timm_weights,
+                                    classes=num_classes, **kwargs)
+    else:
+        model = HierarchicalUPerNet(spec.smp_name, timm_weights, num_classes, **kwargs)
+    if weights_path is not None and not spec.is_timm:
+        _load_encoder_weights(model, weights_path)
+    if spec.fixed_input_size:
+        model.register_forward_pre_hook(_input_size_guard(spec, image_size))
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (trainable or not)."""
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+def _input_size_guard(spec: EncoderSpec, image_size: int) -> Callable[[nn.Module, tuple], None]:
+    """A forward pre-hook turning timm's shape assertions into an error that says what to do."""
+
+    def check(_module: nn.Module, args: tuple) -> None:
+        height, width = args[0].shape[-2:]
+        if (height, width) != (image_size, image_size):
+            raise ValueError(
+                f"encoder {spec.key!r} ({spec.display_name}) was built for {image_size}x{image_size} inputs "
+                f"(its attention windows are fixed at build time), got {height}x{width}; use tiles of "
+                f"{image_size} px or build the model with image_size={height}"
+            )
+
+    return check
+
+
+def _weights_location(spec: EncoderSpec) -> tuple[str, str | None, str]:
+    """(Hub repo, revision, weights file) that timm or SMP would download for ``spec``."""
+    if spec.is_timm:
+        return timm.models.get_pretrained_cfg(spec.smp_name[3:]).hf_hub_id, None, "model.safetensors"
+    settings = smp.encoders.encoders[spec.smp_name]["pretrained_settings"]["imagenet"]
+    return settings["repo_id"], settings["revision"], "model.safetensors"
+
+
+def require_pretrained_weights(encoder: str) -> str:
+    """Path of the encoder's ImageNet weights in the Hugging Face cache, downloading them if needed.
+
+    A cached file is used without touching the network. Otherwise this fails at once under
+    ``HF_HUB_OFFLINE=1``, and within HUB_TIMEOUT_S when the Hub cannot be reached (huggingface_hub
+    itself would retry for ~25 s), with a message explaining how to pre-seed the cache.
+    """
+    spec = encoder_spec(encoder)
+    repo_id, revision, filename = _weights_location(spec)
+    cached = try_to_load_from_cache(repo_id, filename, revision=revision)
+    if isinstance(cached, str):
+        return cached
+    reason = "HF_HUB_OFFLINE is set" if hub_constants.HF_HUB_OFFLINE else _hub_unreachable(hub_constants.ENDPOINT)
+    if reason is None:
+        return hf_hub_download(repo_id, filename, revision=revision)
+    revision_flag = f" --revision {revision}" if revision else ""
+    raise PretrainedWeightsUnavailable(
+        f"pretrained=True: ImageNet weights of encoder {encoder!r} ({repo_id}, {filename}) are not in the "
+        f"Hugging Face cache {hub_constants.HF_HUB_CACHE} and cannot be downloaded ({reason}). "
+        f"Pre-seed the cache on a machine with internet access: `hf download {repo_id} {filename}{revision_flag}` "
+        f"(`huggingface-cli download ...` with older huggingface_hub), copy its $HF_HOME/hub folder "
+        f"(default ~/.cache/huggingface/hub) to $HF_HOME/hub here, and set HF_HUB_OFFLINE=1. "
+        f"TORCH_HOME is not used: these weights load through the Hugging Face cache. "
+        f"Or train with pretrained=False."
+    )
+
+
+def _hub_unreachable(endpoint: str) -> str | None:
+    """None when ``endpoint`` answers an HTTP request within HUB_TIMEOUT_S, else why not."""
+    try:
+        urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=HUB_TIMEOUT_S).close()
+    except urllib.error.HTTPError:
+        return None  # an HTTP error status still proves the Hub is reachable
+    except OSError as err:  # URLError, timeouts, refused connections, failed name resolution
+        return f"{endpoint} unreachable: {getattr(err, 'reason', err)}"
+    return None
+
+
+def _load_encoder_weights(model: nn.Module, path: str) -> None:
+    """Load SMP's MiT weights from a resolved file (SMP would call the Hub again to find it)."""
+    model.encoder.load_state_dict(safetensors.torch.load_file(path, device="cpu"))

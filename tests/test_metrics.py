@@ -1,0 +1,220 @@
+"""Confusion-matrix metrics: hand-computed cases, torchmetrics cross-checks, batch accumulation, DDP."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torchmetrics.classification import (
+    MulticlassConfusionMatrix,
+    MulticlassJaccardIndex,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
+
+from heritage import metrics, taxonomy
+
+IGNORE = taxonomy.IGNORE_INDEX
+C = taxonomy.NUM_CLASSES
+
+
+def test_hand_computed_scores():
+    # Pixels (ground truth -> prediction): A->A, A->B, B->B, B->B, C->A, and one ignored; D never occurs.
+    # A: TP 1, support 2, predicted 2 -> IoU 1/3, precision 1/2, recall 1/2, F1 1/2.
+    # B: TP 2, support 2, predicted 3 -> IoU 2/3, precision 2/3, recall 1, F1 4/5.
+    # C: TP 0, support 1, predicted 0 -> IoU 0, precision 0 (never predicted), recall 0, F1 0.
+    # D: absent from both -> null, excluded from the mean. mIoU = (1/3 + 2/3 + 0) / 3; accuracy 3/5.
+    matrix = metrics.ConfusionMatrix(4, class_names=["A", "B", "C", "D"])
+    matrix.update(torch.tensor([[0, 1, 1, 1, 0, 2]]), torch.tensor([[0, 0, 1, 1, 2, IGNORE]]))
+    result = matrix.compute()
+    assert result["miou"] == pytest.approx(1 / 3)
+    assert result["pixel_accuracy"] == pytest.approx(3 / 5)
+    assert result["n_images"] == 1
+    assert result["convention"] == metrics.CONVENTION
+    per_class = result["per_class"]
+    assert list(per_class) == ["A", "B", "C", "D"]
+    assert per_class["A"] == pytest.approx({"iou": 1 / 3, "precision": 0.5, "recall": 0.5, "f1": 0.5,
+                                            "support": 2, "present": True})
+    assert per_class["B"] == pytest.approx({"iou": 2 / 3, "precision": 2 / 3, "recall": 1.0, "f1": 0.8,
+                                            "support": 2, "present": True})
+    assert per_class["C"] == {"iou": 0.0, "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1, "present": True}
+    assert per_class["D"] == {"iou": None, "precision": None, "recall": None, "f1": None, "support": 0,
+                              "present": False}
+    assert matrix.matrix.tolist() == [[1, 1, 0, 0], [0, 2, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]]
+    json.dumps(result)  # metrics.json-ready: plain Python numbers, None for absent classes
+
+
+def test_default_names_are_the_fine_classes_and_logits_are_argmaxed():
+    logits = torch.zeros(1, C, 1, 2)
+    logits[0, taxonomy.CLASS_IDS["Cracks"], 0, 0] = 1.0
+    logits[0, taxonomy.CLASS_IDS["Clean"], 0, 1] = 1.0
+    matrix = metrics.ConfusionMatrix()
+    matrix.update(logits, torch.tensor([[[taxonomy.CLASS_IDS["Cracks"], taxonomy.CLASS_IDS["Dust"]]]]))
+    per_class = matrix.compute()["per_class"]
+    assert list(per_class) == list(taxonomy.CLASS_NAMES)
+    assert per_class["Cracks"]["iou"] == 1.0
+    assert per_class["Dust"]["iou"] == 0.0 and per_class["Clean"]["iou"] == 0.0
+    assert not per_class["Stamp"]["present"]
+
+
+def random_batches(n_batches: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches of different sizes; some classes never occur; targets hold Background."""
+    generator = torch.Generator().manual_seed(seed)
+    batches = []
+    for i in range(n_batches):
+        batch = 1 + i % 3
+        logits = torch.randn(batch, C, 12, 10, generator=generator)
+        logits[:, 13:] -= 20  # classes 13..15 are never predicted
+        target = torch.randint(0, 12, (batch, 12, 10), generator=generator)  # 12..15 never in ground truth
+        target[torch.rand(target.shape, generator=generator) < 0.2] = IGNORE
+        batches.append((logits, target))
+    return batches
+
+
+def test_matches_torchmetrics():
+    batches = random_batches(5)
+    ours = metrics.ConfusionMatrix()
+    references = {
+        "matrix": MulticlassConfusionMatrix(C, ignore_index=IGNORE),
+        "iou": MulticlassJaccardIndex(C, average=None, ignore_index=IGNORE),
+        "precision": MulticlassPrecision(C, average=None, ignore_index=IGNORE),
+        "recall": MulticlassRecall(C, average=None, ignore_index=IGNORE),
+    }
+    for logits, target in batches:
+        ours.update(logits, target)
+        for reference in references.values():
+            reference.update(logits, target)
+    assert torch.equal(ours.matrix, references["matrix"].compute())
+    result = ours.compute()
+    present = [i for i, name in enumerate(taxonomy.CLASS_NAMES) if result["per_class"][name]["present"]]
+    assert present == list(range(13))  # 12 is predicted but never true: present with IoU 0
+    for key in ("iou", "precision", "recall"):
+        expected = references[key].compute()
+        for i in present:
+            assert result["per_class"][taxonomy.CLASS_NAMES[i]][key] == pytest.approx(float(expected[i]), abs=1e-6)
+    assert result["per_class"]["Sticker"]["iou"] == 0.0  # class 12: predicted, never true
+    assert result["miou"] == pytest.approx(float(references["iou"].compute()[present].mean()), abs=1e-6)
+
+
+def test_accumulating_batches_equals_the_concatenated_set():
+    batches = random_batches(6)
+    accumulated = metrics.ConfusionMatrix()
+    for logits, target in batches:
+        accumulated.update(logits, target)
+    whole = metrics.ConfusionMatrix()
+    whole.update(torch.cat([logits for logits, _ in batches]), torch.cat([target for _, target in batches]))
+    assert accumulated.compute() == whole.compute()
+    assert accumulated.compute()["n_images"] == sum(len(target) for _, target in batches)
+    # The seeds' per-batch averaging gives a different number on the same data.
+    per_batch = []
+    for logits, target in batches:
+        single = metrics.ConfusionMatrix()
+        single.update(logits, target)
+        per_batch.append(single.compute()["miou"])
+    assert sum(per_batch) / len(per_batch) != pytest.approx(whole.compute()["miou"], abs=1e-4)
+
+
+def test_reset_and_no_labelled_pixels():
+    matrix = metrics.ConfusionMatrix()
+    with pytest.raises(ValueError, match="no labelled pixel"):
+        matrix.compute()
+    matrix.update(torch.zeros(1, 2, 2, dtype=torch.long), torch.full((1, 2, 2), IGNORE))
+    with pytest.raises(ValueError, match="no labelled pixel"):
+        matrix.compute()
+    matrix.update(torch.zeros(1, 2, 2, dtype=torch.long), torch.zeros(1, 2, 2, dtype=torch.long))
+    assert matrix.compute()["pixel_accuracy"] == 1.0
+    matrix.reset()
+    assert int(matrix.matrix.sum()) == 0
+
+
+def test_works_in_and_out_of_inference_mode():
+    (logits, target), = random_batches(1)
+    with torch.inference_mode():  # as in an evaluation loop decorated with inference_mode
+        matrix = metrics.ConfusionMatrix()
+        matrix.update(logits, target)
+        inside = matrix.compute()
+    matrix.reset()  # in-place outside inference mode: the counts must not be inference tensors
+    matrix.update(logits, target)
+    assert matrix.compute() == inside
+
+
+def test_bad_inputs_are_refused():
+    matrix = metrics.ConfusionMatrix()
+    target = torch.zeros(1, 4, 4, dtype=torch.long)
+    with pytest.raises(ValueError, match="logits have 4 channels, expected 16"):
+        matrix.update(torch.zeros(1, 4, 4, 4), target)
+    with pytest.raises(ValueError, match=r"predictions \(1, 4, 2\) and target \(1, 4, 4\)"):
+        matrix.update(torch.zeros(1, 4, 2, dtype=torch.long), target)
+    with pytest.raises(ValueError, match="integer class ids"):
+        matrix.update(torch.zeros(1, 4, 4), target)
+    with pytest.raises(IndexError):
+        matrix.update(torch.zeros(1, 4, 4, dtype=torch.long), torch.full((1, 4, 4), 20))  # not a class id
+    with pytest.raises(IndexError):
+        matrix.update(torch.full((1, 4, 4), 16), target)  # prediction out of range
+    with pytest.raises(ValueError, match="class_names are needed for 4 classes"):
+        metrics.ConfusionMatrix(4)
+    with pytest.raises(ValueError, match="2 class_names given for 3 classes"):
+        metrics.ConfusionMatrix(3, class_names=["a", "b"])
+
+
+def one_hot_logits(ids: list[list[int]], channels: int) -> torch.Tensor:
+    return torch.nn.functional.one_hot(torch.tensor([ids]), channels).permute(0, 3, 1, 2).float()
+
+
+def test_hierarchical_metrics_hand_computed():
+    # Fine target: Clean, Material loss, Cracks, Background.
+    # Binary: truth (Clean, Damage, Damage), predicted (Clean, Damage, Clean): IoU 1/2 and 1/2 -> 1/2.
+    # Coarse, damage pixels only: truth (Substrate loss, Mechanical), predicted (Substrate loss,
+    #   Deposits): IoU 1, 0, 0 (Deposits only predicted), Chromatic absent -> 1/3. The coarse
+    #   prediction on the Clean pixel is not counted.
+    # Fine: truth (0, 1, 9), predicted (0, 1, 3): IoU 1, 1, 0 (Cracks), 0 (Dust predicted) -> 1/2.
+    cracks, dust = taxonomy.CLASS_IDS["Cracks"], taxonomy.CLASS_IDS["Dust"]
+    target = torch.tensor([[[0, 1], [cracks, IGNORE]]])
+    outputs = {"binary": one_hot_logits([[0, 1], [0, 1]], 2),
+               "coarse": one_hot_logits([[3, 0], [2, 3]], 4),
+               "fine": one_hot_logits([[0, 1], [dust, 5]], C)}
+    hierarchical = metrics.HierarchicalMetrics()
+    hierarchical.update(outputs, target)
+    assert hierarchical.compute() == pytest.approx({"binary_miou": 0.5, "coarse_miou": 1 / 3, "fine_miou": 0.5})
+    coarse = hierarchical.coarse.compute()["per_class"]
+    assert list(coarse) == list(taxonomy.COARSE_NAMES)
+    assert not coarse["Chromatic alteration"]["present"]
+    assert list(hierarchical.fine.compute()["per_class"]) == list(taxonomy.CLASS_NAMES)
+
+
+def test_reduce_distributed_is_a_no_op_without_a_process_group():
+    matrix = metrics.ConfusionMatrix()
+    matrix.update(torch.zeros(1, 2, 2, dtype=torch.long), torch.zeros(1, 2, 2, dtype=torch.long))
+    matrix.reduce_distributed()
+    assert int(matrix.matrix.sum()) == 4
+
+
+def _distributed_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        matrix = metrics.HierarchicalMetrics()
+        for index, (logits, target) in enumerate(random_batches(4)):
+            if index % world_size == rank:
+                outputs = {"binary": logits[:, :2], "coarse": logits[:, :4], "fine": logits}
+                matrix.update(outputs, target)
+        matrix.reduce_distributed()
+        result = {"fine": matrix.fine.compute(), "hierarchical": matrix.compute()}
+        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_reduce_distributed_sums_every_process(tmp_path):
+    # fork: the workers inherit the imported modules instead of importing torch again.
+    mp.start_processes(_distributed_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True,
+                       start_method="fork")
+    single = metrics.HierarchicalMetrics()
+    for logits, target in random_batches(4):
+        single.update({"binary": logits[:, :2], "coarse": logits[:, :4], "fine": logits}, target)
+    expected = json.loads(json.dumps({"fine": single.fine.compute(), "hierarchical": single.compute()}))
+    for rank in range(2):
+        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == expected
