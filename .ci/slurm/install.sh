@@ -6,7 +6,7 @@ set -euo pipefail
 
 if command -v slurmctld >/dev/null && command -v slurmd >/dev/null \
    && command -v sbatch >/dev/null && command -v munged >/dev/null; then
-    echo "slurm and munge already installed: $(sbatch --version)"
+    echo "slurm and munge already installed: $(dpkg-query -W -f='${Package} ${Version}  ' slurmctld slurmd munge)"
     exit 0
 fi
 
@@ -27,4 +27,4 @@ fi
 $SUDO apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null
 if [ "$added_policy" -eq 1 ]; then $SUDO rm -f "$policy"; fi
 
-echo "installed: $(sbatch --version), $(munged --version 2>&1 | head -n1)"
+echo "installed: $(dpkg-query -W -f='${Package} ${Version}  ' slurmctld slurmd munge)"
