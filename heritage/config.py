@@ -1,0 +1,523 @@
+"""Run configurations: one POC YAML + a profile + an encoder (+ a variant, a fold, overrides) -> RunConfig.
+
+Each POC is one file, ``heritage/configs/<poc>.yaml``::
+
+    title: ...                     # one line for reports
+    main_variant: dice_balanced    # optional: the name the main configuration has in an ablation
+    settings: {...}                # shared settings (RunConfig fields)
+    encoders: {convnext_tiny: {...}, ...}   # the POC's encoders, in order, with their overrides
+    variants: {dice: {encoders: [...], ...}, ...}   # named overrides; `encoders` restricts a variant
+    profiles:
+      full:  {settings: {...}, encoders: {...}, variants: {...}, plan: {...}}
+      smoke: {settings: {...}, encoders: {...}, variants: {...}, plan: {...}}
+
+Resolution, later layers win (the more specific setting wins, and inside each level the profile's
+entry refines the shared one)::
+
+    settings -> profile.settings -> encoders[e] -> profile.encoders[e]
+             -> variants[v] -> profile.variants[v] -> overrides
+
+A profile's ``plan`` says which runs :func:`plan` makes: ``encoders``, ``folds`` and ``variants``
+(lists, or ``all``; variants default to none). Folds come from the data folder's split manifest.
+
+The learning rate follows the linear scaling rule ``lr = base_lr * batch_size / base_batch_size``
+unless ``lr`` is set explicitly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+PROFILES = ("full", "smoke")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+CHANNELS_LAST_MODES = ("auto", "on", "off")
+# Where `heritage paper` writes the synthetic stand-in of each profile (heritage.paper.SYNTHETIC).
+DEFAULT_DATA_DIRS = {"smoke": "data/synthetic-smoke", "full": "data/synthetic"}
+DEFAULT_RUNS_ROOT = "runs"
+# Fields that say where things are or how fast they load, not what is computed: they stay out of
+# the config hash so moving the runs folder or changing the number of loader workers does not
+# invalidate finished runs.
+UNHASHED_FIELDS = ("runs_root", "num_workers", "shm")
+_TOP_KEYS = {"title", "description", "main_variant", "settings", "encoders", "variants", "profiles"}
+_PROFILE_KEYS = {"settings", "encoders", "variants", "plan"}
+_PLAN_KEYS = {"encoders", "folds", "variants"}
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+class ConfigError(ValueError):
+    """A configuration value or file is wrong; the message names the key, the value and the source."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one training run needs, validated on construction.
+
+    ``lr`` is derived from ``base_lr * batch_size / base_batch_size`` when left as None; note that
+    :func:`dataclasses.replace` keeps an already derived ``lr`` (pass ``lr=None`` to derive it again).
+    """
+
+    poc: str
+    encoder: str
+    architecture: str = "unet"
+    loss: str = "dice"
+    loss_params: dict = field(default_factory=dict)  # extra keyword arguments of losses.build_loss
+    class_weights: str | None = None  # a weights method, or None for an unweighted loss
+    class_weight_max_ratio: float | None = None  # cap of max/min weight; None = uncapped
+    variant: str | None = None
+    profile: str = "smoke"
+    pretrained: bool = False
+    data_dir: str = DEFAULT_DATA_DIRS["smoke"]
+    protocol: str = "holdout"
+    fold: str = "holdout"
+    image_size: int = 64
+    epochs: int = 1
+    batch_size: int = 8
+    base_batch_size: int = 8
+    base_lr: float = 1e-3
+    lr: float | None = None
+    weight_decay: float = 1e-4
+    pct_start: float = 0.3  # share of the OneCycle schedule spent warming up
+    # auto: bf16 where the GPU supports it, fp16 + GradScaler otherwise, off on CPU. YAML reads a bare
+    # off/on as false/true, so booleans are accepted too (false -> "off", true -> "auto").
+    amp: str | bool = "auto"
+    channels_last: str | bool = "auto"  # auto: on for CNN encoders on GPU; true/false -> "on"/"off"
+    compile: bool = False
+    grad_clip: float | None = None  # max global gradient norm; None = no clipping
+    num_workers: int = 0
+    preload: bool = False  # decode the whole split into RAM once
+    shm: bool = False  # keep the preload cache in /dev/shm, shared by the processes of a node
+    seed: int = 42
+    max_train_samples: int | None = None  # first N training ids (after sorting); None = all
+    eval_every: int = 1  # validate every N epochs (and always after the last)
+    timing_skip_steps: int = 2  # first steps of each epoch left out of the images/s measurement
+    n_prediction_panels: int = 4
+    runs_root: str = DEFAULT_RUNS_ROOT
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        if isinstance(self.amp, bool):
+            object.__setattr__(self, "amp", "auto" if self.amp else "off")
+        if isinstance(self.channels_last, bool):
+            object.__setattr__(self, "channels_last", "on" if self.channels_last else "off")
+        if self.lr is None:
+            object.__setattr__(self, "lr", self.base_lr * self.batch_size / self.base_batch_size)
+        _check_values(self)
+
+    # -- serialisation -------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of every field (YAML/JSON friendly)."""
+        return dataclasses.asdict(self)
+
+    def config_hash(self) -> str:
+        """Stable 16-hex-digit hash of what determines the results (not of :data:`UNHASHED_FIELDS`)."""
+        content = {k: v for k, v in self.to_dict().items() if k not in UNHASHED_FIELDS}
+        content["data_dir"] = str(Path(self.data_dir).expanduser().resolve())
+        blob = json.dumps(content, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def to_yaml(self) -> str:
+        """The resolved config plus its ``config_hash``, as written to a run folder's ``config.yaml``."""
+        return yaml.safe_dump({**self.to_dict(), "config_hash": self.config_hash()}, sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], source: str = "config") -> RunConfig:
+        """Build from a mapping of field values; unknown keys are an error naming ``source``."""
+        values = dict(values)
+        values.pop("config_hash", None)  # derived, recomputed from the fields
+        _check_keys(values, source)
+        for name in ("poc", "encoder"):
+            if name not in values:
+                raise ConfigError(f"{source}: missing required key '{name}'")
+        try:
+            return cls(**values)
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from None
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> RunConfig:
+        """Read a resolved config (e.g. a run folder's ``config.yaml``)."""
+        return cls.from_dict(_read_yaml(Path(path)), source=str(path))
+
+    # -- derived facts -------------------------------------------------------------------------
+
+    @property
+    def hierarchical(self) -> bool:
+        return self.architecture == "hierarchical_upernet"
+
+    @property
+    def poc_key(self) -> str:
+        """``<poc>`` or ``<poc>-<variant>``: the first level of the run folder."""
+        return self.poc if self.variant is None else f"{self.poc}-{self.variant}"
+
+    @property
+    def split_name(self) -> str:
+        return f"{self.protocol}-{self.fold}"
+
+
+def run_dir(config: RunConfig) -> Path:
+    """``runs_root/<poc>[-<variant>]/<encoder>/<protocol>-<fold>/`` (see ARCHITECTURE.md)."""
+    return Path(config.runs_root) / config.poc_key / config.encoder / config.split_name
+
+
+# -- POC files ---------------------------------------------------------------------------------
+
+
+def available_pocs() -> list[str]:
+    """POC keys with a YAML file in ``heritage/configs``, sorted."""
+    folder = resources.files("heritage") / "configs"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def poc_path(poc: str) -> Path:
+    known = available_pocs()
+    if poc not in known:
+        raise ConfigError(f"unknown POC {poc!r}{_suggest(poc, known)}; known POCs: {', '.join(known)}")
+    return Path(str(resources.files("heritage") / "configs" / f"{poc}.yaml"))
+
+
+def load_poc(poc: str) -> dict[str, Any]:
+    """The raw, structure-checked content of ``configs/<poc>.yaml`` (for notebooks and reports)."""
+    path = poc_path(poc)
+    spec = _read_yaml(path)
+    _check_poc_structure(spec, path)
+    return spec
+
+
+def poc_encoders(poc: str) -> list[str]:
+    return list(load_poc(poc)["encoders"])
+
+
+def poc_variants(poc: str) -> list[str]:
+    return list(load_poc(poc).get("variants") or {})
+
+
+def load_run_config(
+    poc: str,
+    profile: str = "smoke",
+    encoder: str | None = None,
+    fold: str | None = None,
+    variant: str | None = None,
+    overrides: Mapping[str, Any] | Iterable[str] | None = None,
+) -> RunConfig:
+    """Resolve one run of a POC (see the module docstring for the layer order).
+
+    ``encoder`` defaults to the POC's first encoder, ``fold`` to the first fold of the protocol
+    (from the data folder's manifest when it exists). ``overrides`` is a dict of field values or a
+    list of ``"key=value"`` strings whose values are parsed as YAML (``epochs=3``, ``grad_clip=null``).
+    Asking for the POC's ``main_variant`` gives the main configuration (variant None).
+    """
+    spec = load_poc(poc)
+    source = str(poc_path(poc))
+    if profile not in PROFILES:
+        raise ConfigError(f"{source}: unknown profile {profile!r}; profiles: {', '.join(PROFILES)}")
+    prof = spec["profiles"].get(profile) or {}
+    encoders = spec["encoders"]
+    encoder = encoder if encoder is not None else next(iter(encoders))
+    if encoder not in encoders:
+        raise ConfigError(f"{source}: encoder {encoder!r} is not one of this POC's encoders "
+                          f"({', '.join(encoders)}){_suggest(encoder, list(encoders))}")
+    if variant is not None and variant == spec.get("main_variant"):
+        variant = None
+    variants = spec.get("variants") or {}
+    if variant is not None and variant not in variants:
+        raise ConfigError(f"{source}: unknown variant {variant!r}{_suggest(variant, list(variants))}; "
+                          f"variants: {', '.join(variants) or 'none'}")
+    if variant is not None:
+        allowed = _variant_encoders(spec, variant)
+        if encoder not in allowed:
+            raise ConfigError(f"{source}: variant {variant!r} runs only on encoders {', '.join(allowed)}, "
+                              f"not {encoder!r}")
+
+    layers: list[tuple[str, Mapping[str, Any]]] = [
+        ("settings", spec.get("settings") or {}),
+        (f"profiles.{profile}.settings", prof.get("settings") or {}),
+        (f"encoders.{encoder}", encoders.get(encoder) or {}),
+        (f"profiles.{profile}.encoders.{encoder}", (prof.get("encoders") or {}).get(encoder) or {}),
+    ]
+    if variant is not None:
+        layers += [
+            (f"variants.{variant}", _without(variants[variant] or {}, "encoders")),
+            (f"profiles.{profile}.variants.{variant}", (prof.get("variants") or {}).get(variant) or {}),
+        ]
+    layers.append(("overrides", parse_overrides(overrides)))
+
+    values: dict[str, Any] = {}
+    for where, layer in layers:
+        _check_keys(layer, f"{source}: {where}")
+        values.update(layer)
+    values.update(poc=poc, encoder=encoder, variant=variant, profile=profile)
+    values.setdefault("data_dir", DEFAULT_DATA_DIRS[profile])
+    protocol = values.get("protocol", RunConfig.protocol)
+    from heritage import splits
+
+    try:
+        _require_choice("protocol", protocol, splits.PROTOCOLS)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    folds = manifest_folds(values["data_dir"], protocol, required=False)
+    if fold is None:
+        fold = folds[0] if folds else _default_fold(protocol, source)
+    elif folds and fold not in folds:
+        raise ConfigError(f"{source}: unknown fold {fold!r} for protocol {protocol!r}; "
+                          f"the manifest has {', '.join(folds)}")
+    values["fold"] = fold
+    return RunConfig.from_dict(values, source=f"{source} (profile {profile})")
+
+
+def parse_overrides(overrides: Mapping[str, Any] | Iterable[str] | None) -> dict[str, Any]:
+    """``{"key": value}`` or ``["key=value", ...]`` (values parsed as YAML) -> dict."""
+    if overrides is None:
+        return {}
+    if isinstance(overrides, Mapping):
+        return dict(overrides)
+    parsed: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, text = str(item).partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({err})") from None
+        if isinstance(value, str) and _FLOAT.fullmatch(value):
+            value = float(value)  # YAML 1.1 reads "5e-3" (no dot) as a string
+        parsed[key.strip()] = value
+    return parsed
+
+
+def plan(profile: str = "smoke", pocs: Iterable[str] | None = None,
+         data_dir: str | os.PathLike | None = None,
+         overrides: Mapping[str, Any] | Iterable[str] | None = None) -> list[RunConfig]:
+    """Every (poc, variant, encoder, fold) the profile asks for, in a stable order.
+
+    Order: POCs as given (default: all, sorted), then the main configuration before the variants
+    (in file order), then encoders (file order), then folds (manifest order). Folds are read from
+    ``<data_dir>/splits/<protocol>.json``, which must exist.
+    """
+    extra = parse_overrides(overrides)
+    if data_dir is not None:
+        extra["data_dir"] = str(data_dir)
+    configs: list[RunConfig] = []
+    for poc in (list(pocs) if pocs is not None else available_pocs()):
+        spec = load_poc(poc)
+        wanted = (spec["profiles"].get(profile) or {}).get("plan") or {}
+        encoders = _pick(wanted.get("encoders", "all"), list(spec["encoders"]), f"{poc}: plan.encoders")
+        variants = _pick(wanted.get("variants", []), list(spec.get("variants") or {}), f"{poc}: plan.variants")
+        for variant in [None, *variants]:
+            allowed = list(spec["encoders"]) if variant is None else _variant_encoders(spec, variant)
+            for encoder in [e for e in encoders if e in allowed]:
+                base = load_run_config(poc, profile, encoder=encoder, variant=variant, overrides=extra)
+                folds = manifest_folds(base.data_dir, base.protocol, required=True)
+                for fold in _pick(wanted.get("folds", "all"), folds, f"{poc}: plan.folds"):
+                    configs.append(dataclasses.replace(base, fold=fold))
+    return configs
+
+
+def manifest_folds(data_dir: str | os.PathLike, protocol: str, required: bool) -> list[str]:
+    """Fold names of ``<data_dir>/splits/<protocol>.json``; [] when it is missing and not required."""
+    from heritage import splits
+
+    if not splits.manifest_path(data_dir, protocol).exists() and not required:
+        return []
+    try:
+        return splits.fold_names(splits.load_manifest(data_dir, protocol))
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(str(err)) from None
+
+
+# -- validation --------------------------------------------------------------------------------
+
+_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+
+
+def _check_keys(values: Mapping[str, Any], source: str) -> None:
+    for key in values:
+        if key not in _FIELDS:
+            raise ConfigError(f"{source}: unknown key {key!r}{_suggest(key, list(_FIELDS))}")
+
+
+def _check_types(config: RunConfig) -> None:
+    hints = typing.get_type_hints(RunConfig)
+    for name in _FIELDS:
+        value = getattr(config, name)
+        expected = hints[name]
+        if not _is_instance(value, expected):
+            raise ConfigError(f"{name}: expected {_type_name(expected)}, got {value!r} "
+                              f"({type(value).__name__})")
+        if expected in (float, float | None) and isinstance(value, int):
+            object.__setattr__(config, name, float(value))
+
+
+def _is_instance(value: Any, expected: Any) -> bool:
+    if isinstance(expected, types.UnionType):
+        return any(_is_instance(value, arm) for arm in typing.get_args(expected))
+    if expected is type(None):
+        return value is None
+    if expected is float:  # an int is a fine float; a bool is not a number here
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, expected)
+
+
+def _type_name(expected: Any) -> str:
+    if isinstance(expected, types.UnionType):
+        return " or ".join(_type_name(arm) for arm in typing.get_args(expected))
+    return "null" if expected is type(None) else expected.__name__
+
+
+def _check_values(config: RunConfig) -> None:
+    from heritage import losses, models, splits, weights
+
+    _require_choice("architecture", config.architecture, models.ARCHITECTURES)
+    _require_choice("encoder", config.encoder, list(models.ENCODERS))
+    _require_choice("loss", config.loss, losses.LOSSES)
+    if config.class_weights is not None:
+        _require_choice("class_weights", config.class_weights, weights.METHODS)
+    _require_choice("protocol", config.protocol, splits.PROTOCOLS)
+    _require_choice("profile", config.profile, PROFILES)
+    _require_choice("amp", config.amp, AMP_MODES)
+    _require_choice("channels_last", config.channels_last, CHANNELS_LAST_MODES)
+    for name in ("image_size", "epochs", "batch_size", "base_batch_size", "eval_every"):
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"{name}: must be positive, got {getattr(config, name)!r}")
+    for name in ("base_lr", "lr"):
+        if not getattr(config, name) > 0:
+            raise ConfigError(f"{name}: must be positive, got {getattr(config, name)!r}")
+    for name in ("grad_clip", "class_weight_max_ratio", "max_train_samples"):
+        value = getattr(config, name)
+        if value is not None and not value > 0:
+            raise ConfigError(f"{name}: must be positive or null, got {value!r}")
+    if config.class_weight_max_ratio is not None and config.class_weight_max_ratio < 1:
+        raise ConfigError(f"class_weight_max_ratio: a max/min ratio is at least 1, got "
+                          f"{config.class_weight_max_ratio!r}")
+    for name in ("seed", "weight_decay", "num_workers", "timing_skip_steps", "n_prediction_panels"):
+        if getattr(config, name) < 0:
+            raise ConfigError(f"{name}: must be >= 0, got {getattr(config, name)!r}")
+    if not 0 < config.pct_start < 1:
+        raise ConfigError(f"pct_start: must be in (0, 1), got {config.pct_start!r}")
+    if not config.fold:
+        raise ConfigError("fold: must be a non-empty fold name")
+    try:
+        models.check_image_size(config.encoder, config.image_size)
+    except ValueError as err:
+        raise ConfigError(f"image_size: {config.image_size} does not suit encoder "
+                          f"{config.encoder!r}: {err}") from None
+    try:
+        losses.build_loss(config.loss, None, **config.loss_params)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"loss_params: {config.loss_params!r} do not suit loss {config.loss!r}: {err}") from None
+    if config.hierarchical != (config.loss == "hierarchical"):
+        raise ConfigError(f"loss: {config.loss!r} does not fit architecture {config.architecture!r} "
+                          "(the hierarchical model needs loss 'hierarchical' and only it)")
+
+
+def _require_choice(name: str, value: Any, choices: Iterable[Any]) -> None:
+    choices = list(choices)
+    if value not in choices:
+        raise ConfigError(f"{name}: unknown value {value!r}{_suggest(str(value), [str(c) for c in choices])}; "
+                          f"choose one of {', '.join(str(c) for c in choices)}")
+
+
+def _suggest(word: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(str(word), candidates, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# -- POC file structure ------------------------------------------------------------------------
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(content, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(content).__name__}")
+    return content
+
+
+def _check_poc_structure(spec: dict[str, Any], path: Path) -> None:
+    def mapping(value: Any, where: str) -> dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: {where} must be a mapping, got {value!r}")
+        return value
+
+    _check_section_keys(spec, _TOP_KEYS, path, "top level")
+    if not mapping(spec.get("encoders"), "encoders"):
+        raise ConfigError(f"{path}: 'encoders' must list at least one encoder")
+    for name, value in mapping(spec.get("variants"), "variants").items():
+        restricted = mapping(value, f"variants.{name}").get("encoders")
+        if restricted is not None:
+            unknown = [e for e in restricted if e not in spec["encoders"]]
+            if not isinstance(restricted, list) or unknown:
+                raise ConfigError(f"{path}: variants.{name}.encoders must list encoders of this POC, "
+                                  f"got {restricted!r}")
+    profiles = mapping(spec.get("profiles"), "profiles")
+    for name, prof in profiles.items():
+        if name not in PROFILES:
+            raise ConfigError(f"{path}: unknown profile {name!r}; profiles: {', '.join(PROFILES)}")
+        prof = mapping(prof, f"profiles.{name}")
+        _check_section_keys(prof, _PROFILE_KEYS, path, f"profiles.{name}")
+        _check_section_keys(mapping(prof.get("plan"), f"profiles.{name}.plan"), _PLAN_KEYS, path,
+                            f"profiles.{name}.plan")
+        for section, known in (("encoders", spec["encoders"]), ("variants", spec.get("variants") or {})):
+            for key in mapping(prof.get(section), f"profiles.{name}.{section}"):
+                if key not in known:
+                    raise ConfigError(f"{path}: profiles.{name}.{section}.{key} names no {section[:-1]} "
+                                      f"of this POC{_suggest(key, list(known))}")
+    spec.setdefault("profiles", profiles)
+
+
+def _check_section_keys(section: Mapping[str, Any], known: set[str], path: Path, where: str) -> None:
+    for key in section:
+        if key not in known:
+            raise ConfigError(f"{path}: {where}: unknown key {key!r}{_suggest(key, sorted(known))}; "
+                              f"expected {', '.join(sorted(known))}")
+
+
+def _variant_encoders(spec: dict[str, Any], variant: str) -> list[str]:
+    restricted = (spec["variants"][variant] or {}).get("encoders")
+    return list(spec["encoders"]) if restricted is None else list(restricted)
+
+
+def _without(mapping: Mapping[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in mapping.items() if k != key}
+
+
+def _pick(wanted: Any, available: list[str], where: str) -> list[str]:
+    """``all`` -> every available name; a list -> those names, checked, in the order of ``available``."""
+    if wanted == "all":
+        return list(available)
+    if not isinstance(wanted, list):
+        raise ConfigError(f"{where}: expected a list or 'all', got {wanted!r}")
+    unknown = [w for w in wanted if w not in available]
+    if unknown:
+        raise ConfigError(f"{where}: unknown {unknown}; available: {', '.join(available) or 'none'}")
+    return [a for a in available if a in wanted]
+
+
+def _default_fold(protocol: str, source: str) -> str:
+    defaults = {"holdout": "holdout", "kfold": "fold0"}
+    if protocol not in defaults:
+        raise ConfigError(f"{source}: no split manifest found for protocol {protocol!r}; "
+                          "pass the fold explicitly")
+    return defaults[protocol]

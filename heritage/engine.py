@@ -1,0 +1,489 @@
+"""The training loop, to be read top to bottom (in the style of torchvision's reference scripts).
+
+:func:`fit` trains one model: AdamW + OneCycleLR stepped every batch; mixed precision (bf16
+autocast where the GPU supports it, fp16 with a GradScaler otherwise, off on CPU); channels_last
+for CNN encoders on GPU; optional ``torch.compile``; gradient clipping as one fused norm over all
+parameters (unscaled once per step). Nothing reads a value back from the GPU inside an epoch: the
+loss is summed on the device and read once per epoch, so the GPU never waits for the host.
+
+Every epoch appends a row to ``history.csv`` (train loss, validation mIoU, LR, images/s with the
+first steps left out, peak memory, elapsed time), rewrites ``checkpoint_last.pt`` (everything needed
+to resume: model, optimizer, scheduler, scaler, RNG states, history) and, when validation mIoU
+improves, ``checkpoint_best.pt``. Starting again on the same run folder resumes from
+``checkpoint_last.pt``; on CPU the resumed run ends with the same numbers as an uninterrupted one,
+because the data order and the augmentations are functions of (seed, epoch, index) and the RNG
+states are restored.
+
+SIGTERM or SIGUSR1 (SLURM preemption or ``--signal=B:USR1@<seconds>`` before the time limit) ends
+the current step, writes ``checkpoint_last.pt`` (with the position inside the epoch) and raises
+:class:`Interrupted`; the ``train`` command then exits with :data:`EXIT_REQUEUE` (75) so the
+scheduler can requeue the job, which resumes where it stopped.
+
+Distributed data parallel starts by itself when the process was launched by ``torchrun``
+(RANK/WORLD_SIZE/LOCAL_RANK) or by ``srun`` (SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID) with more
+than one task; only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import resource
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as torch_dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from heritage import data, metrics, models, runs
+from heritage.config import RunConfig
+
+# sysexits.h EX_TEMPFAIL, "temporary failure, the user is invited to retry": the run stopped on a
+# signal after saving checkpoint_last.pt; requeue it and it resumes.
+EXIT_REQUEUE = 75
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+# With several processes, all must stop at the same step; they agree on it every this many steps
+# (one tiny all-reduce, the only host sync inside an epoch).
+STOP_CHECK_EVERY = 10
+
+
+class Interrupted(RuntimeError):
+    """Training stopped on a signal after writing ``checkpoint_last.pt``; run again to resume."""
+
+    def __init__(self, signal_name: str, epoch: int, step: int, checkpoint: Path):
+        super().__init__(f"stopped by {signal_name} at epoch {epoch + 1}, step {step}; "
+                         f"{checkpoint} saved, run again to resume (exit code {EXIT_REQUEUE})")
+        self.signal_name, self.epoch, self.step, self.checkpoint = signal_name, epoch, step, checkpoint
+
+
+# -- processes and devices ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """Where this process sits: rank, world size, local rank, device."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: str | None = None) -> Distributed:
+    """Read the launcher's environment and, with several processes, join the process group.
+
+    ``torchrun`` sets RANK/WORLD_SIZE/LOCAL_RANK; ``srun`` sets SLURM_PROCID/SLURM_NTASKS/
+    SLURM_LOCALID (read only inside an srun step, recognised by SLURM_STEP_NUM_TASKS, so a batch
+    shell of a many-task allocation does not wait for peers). MASTER_ADDR/MASTER_PORT must then be set (a single node defaults to
+    127.0.0.1:29500). NCCL on GPU, gloo on CPU. ``device`` forces "cpu" or "cuda".
+    """
+    env = os.environ
+    if "RANK" in env and "WORLD_SIZE" in env:
+        rank, world, local = int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0))
+    elif "SLURM_PROCID" in env and "SLURM_STEP_NUM_TASKS" in env:  # inside srun, not the batch shell
+        rank, world, local = int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0))
+    else:
+        rank, world, local = 0, 1, 0
+    use_cuda = torch.cuda.is_available() if device is None else device == "cuda"
+    if use_cuda and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' asked for, but torch sees no CUDA device")
+    if use_cuda:
+        torch.cuda.set_device(local)
+    where = torch.device("cuda", local) if use_cuda else torch.device("cpu")
+    if world > 1 and not torch_dist.is_initialized():
+        if int(env.get("SLURM_NNODES", 1)) == 1:
+            env.setdefault("MASTER_ADDR", "127.0.0.1")
+            env.setdefault("MASTER_PORT", "29500")
+        missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if k not in env]
+        if missing:
+            raise RuntimeError(f"distributed launch with {world} processes needs {', '.join(missing)} "
+                               "in the environment (the address and a free port of rank 0's node)")
+        torch_dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world,
+                                      device_id=where if use_cuda else None)
+    return Distributed(rank=rank, world_size=world, local_rank=local, device=where)
+
+
+def teardown_distributed(dist: Distributed) -> None:
+    if dist.enabled and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for an ``amp`` setting, or None for full float32.
+
+    ``auto``: bf16 on GPUs that support it (no loss scaling needed), fp16 on older GPUs, off on
+    CPU (CPU autocast is slower than float32 for these models).
+    """
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
+
+
+def uses_channels_last(mode: str, encoder: str, device: torch.device) -> bool:
+    """``auto``: channels_last for CNN encoders on GPU, where cuDNN convolutions gain from it."""
+    if mode == "auto":
+        return device.type == "cuda" and models.ENCODERS[encoder].family == "CNN"
+    return mode == "on"
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak CUDA memory allocated since the last reset, or the process's max RSS on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return max_rss / 2**20 if sys.platform == "darwin" else max_rss / 2**10  # bytes on macOS, KiB on Linux
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# -- reproducibility ---------------------------------------------------------------------------
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """Deterministic kernels while training (CPU); the previous setting is restored afterwards."""
+    previous, previous_warn = torch.are_deterministic_algorithms_enabled(), \
+        torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch (CPU and CUDA) RNG states as tensors and plain containers."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.copy()), pos, has_gauss, gauss),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, gauss_value = state["numpy"]
+    np.random.set_state((kind, keys.numpy(), pos, has_gauss, gauss_value))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# -- signals -----------------------------------------------------------------------------------
+
+
+class StopRequest:
+    """Installs handlers for SIGTERM/SIGUSR1 that only set a flag; the loop stops after its step.
+
+    A context manager: the previous handlers come back on exit. Outside the main thread (where
+    Python cannot install handlers) it stays inert.
+    """
+
+    def __init__(self, signals: tuple[signal.Signals, ...] = STOP_SIGNALS):
+        self.signals = signals
+        self.received: str | None = None
+        self._previous: dict[signal.Signals, Any] = {}
+
+    def handle(self, signum: int, frame: Any = None) -> None:
+        self.received = signal.Signals(signum).name
+
+    def __enter__(self) -> StopRequest:
+        with contextlib.suppress(ValueError):  # ValueError: not the main thread
+            for sig in self.signals:
+                self._previous[sig] = signal.signal(sig, self.handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def agreed(self, dist: Distributed) -> bool:
+        """Whether any process received a signal (an all-reduce when distributed)."""
+        if not dist.enabled:
+            return self.received is not None
+        flag = torch.tensor([self.received is not None], dtype=torch.int32, device=dist.device)
+        torch_dist.all_reduce(flag, op=torch_dist.ReduceOp.MAX)
+        if flag.item() and self.received is None:
+            self.received = "a signal on another rank"
+        return bool(flag.item())
+
+
+# -- evaluation --------------------------------------------------------------------------------
+
+
+def fine_logits(outputs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
+    """The 16-class logits of a UNet output or of the hierarchical model's ``fine`` head."""
+    return outputs["fine"] if isinstance(outputs, dict) else outputs
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, dtype: torch.dtype | None,
+             channels_last: bool, hierarchical: bool, desc: str = "eval", progress: bool = True
+             ) -> tuple[dict[str, Any], float]:
+    """Fine-class metrics over the whole loader (one confusion matrix, not per-batch means), images/s.
+
+    The result is :meth:`heritage.metrics.ConfusionMatrix.compute`'s dict; for the hierarchical
+    model it also holds ``hierarchical``: ``{"binary_miou", "coarse_miou", "fine_miou"}``.
+    """
+    model.eval()
+    matrices = metrics.HierarchicalMetrics(device=device) if hierarchical else metrics.ConfusionMatrix(device=device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    synchronize(device)
+    start = time.perf_counter()
+    for images, masks in tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch"):
+        images = images.to(device, non_blocking=True, memory_format=memory_format)
+        masks = masks.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            outputs = model(images)
+        matrices.update(outputs, masks)
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    if not hierarchical:
+        result = matrices.compute()
+    else:
+        result = {**matrices.fine.compute(), "hierarchical": matrices.compute()}
+    return result, result["n_images"] / max(seconds, 1e-9)
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, images: torch.Tensor, device: torch.device, dtype: torch.dtype | None,
+            channels_last: bool) -> torch.Tensor:
+    """Fine class ids (B, H, W) on the CPU for a batch of normalised images."""
+    model.eval()
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    images = images.to(device, memory_format=memory_format)
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        return fine_logits(model(images)).argmax(1).cpu()
+
+
+# -- training ----------------------------------------------------------------------------------
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` leaves for the final evaluation and ``metrics.json``."""
+
+    history: list[dict[str, Any]]
+    best_epoch: int
+    best_val: dict[str, Any]
+    train_images_per_s: float | None
+    peak_memory_mb: float
+    wall_time_s: float
+
+
+def fit(config: RunConfig, model: nn.Module, loss_fn: nn.Module, train_set: Dataset, val_set: Dataset,
+        folder: Path, dist: Distributed, progress: bool = True) -> FitResult:
+    """Train ``model`` on ``train_set``, select on ``val_set``, resume from ``folder`` if possible.
+
+    Writes ``history.csv``, ``checkpoint_last.pt`` and ``checkpoint_best.pt`` into ``folder`` (rank
+    0 only). Raises :class:`Interrupted` after checkpointing when SIGTERM/SIGUSR1 arrives.
+    """
+    device = dist.device
+    seed_everything(config.seed)
+    dtype = autocast_dtype(config.amp, device)
+    channels_last = uses_channels_last(config.channels_last, config.encoder, device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    progress = progress and dist.is_main
+
+    # Model: the raw module holds the weights we save; DDP and compile wrap it for speed.
+    net = model.to(device, memory_format=memory_format)
+    train_model: nn.Module = DistributedDataParallel(net, device_ids=[dist.local_rank] if device.type == "cuda"
+                                                     else None) if dist.enabled else net
+    eval_model: nn.Module = net
+    if config.compile:
+        train_model = torch.compile(train_model)
+        eval_model = torch.compile(net) if dist.enabled else train_model
+    loss_fn = loss_fn.to(device)
+
+    # Data: deterministic order and augmentations per (seed, epoch); evaluation on rank 0 only.
+    train_loader = data.make_loader(train_set, config.batch_size, train=True, num_workers=config.num_workers,
+                                    seed=config.seed, distributed=dist.enabled)
+    val_loader = data.make_loader(val_set, config.batch_size, train=False, num_workers=config.num_workers,
+                                  seed=config.seed)
+    steps_per_epoch = len(train_loader)
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(train_set)} training samples make no full batch of {config.batch_size} "
+                         f"(x {dist.world_size} processes); lower batch_size")
+
+    # Optimisation: AdamW + OneCycleLR stepped per batch; a GradScaler only for fp16.
+    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                  fused=device.type == "cuda")
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, pct_start=config.pct_start,
+                                                    total_steps=config.epochs * steps_per_epoch)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+    # Resume: everything comes back, including where inside an epoch a signal stopped us.
+    state = _resume_state(folder, config)
+    start_epoch, start_step, history = 0, 0, []
+    best = {"epoch": 0, "val_miou": -math.inf, "val": {}}
+    loss_sum = torch.zeros((), device=device)
+    if state is not None:
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        restore_rng_state(state["rng"])
+        start_epoch, start_step, history, best = state["epoch"], state["step"], state["history"], state["best"]
+        loss_sum += state["loss_sum"]
+        if progress:
+            tqdm.write(f"resuming {folder} at epoch {start_epoch + 1}, step {start_step}")
+    elapsed_before = history[-1]["elapsed_s"] if history else 0.0
+    clock = time.perf_counter()
+
+    def checkpoint(epoch: int, step: int) -> None:
+        if dist.is_main:
+            runs.save_checkpoint(folder / runs.LAST_CHECKPOINT, {
+                "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "epoch": epoch, "step": step, "loss_sum": float(loss_sum), "rng": rng_state(),
+                "best": best, "history": history, "config_hash": config.config_hash(),
+            })
+
+    parameters = [p for p in net.parameters() if p.requires_grad]
+    epochs_bar = tqdm(range(start_epoch, config.epochs), desc=f"{config.poc_key}/{config.encoder}",
+                      unit="epoch", initial=start_epoch, total=config.epochs, disable=not progress)
+    with StopRequest() as stop, deterministic_algorithms(device.type == "cpu"):
+        for epoch in epochs_bar:
+            data.set_epoch(train_loader, epoch)
+            train_model.train()
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            timed_from = min(config.timing_skip_steps, steps_per_epoch - 1)
+            timer_start, timed_steps = None, 0
+            steps_bar = tqdm(total=steps_per_epoch, initial=start_step, desc=f"epoch {epoch + 1}", unit="batch",
+                             leave=False, disable=not progress)
+            for step, (images, masks) in enumerate(train_loader):
+                if step < start_step:  # resumed inside this epoch: these batches were trained on
+                    continue
+                if step == timed_from:
+                    synchronize(device)
+                    timer_start = time.perf_counter()
+                images = images.to(device, non_blocking=True, memory_format=memory_format)
+                masks = masks.to(device, non_blocking=True)
+                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                    loss = loss_fn(train_model(images), masks)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if config.grad_clip is not None:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip, foreach=True)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                loss_sum += loss.detach()
+                timed_steps += step >= timed_from
+                steps_bar.update()
+                checked = not dist.enabled or (step + 1) % STOP_CHECK_EVERY == 0 or step + 1 == steps_per_epoch
+                if checked and stop.agreed(dist):
+                    if step + 1 < steps_per_epoch:  # mid-epoch: save the position
+                        checkpoint(epoch, step + 1)
+                        raise Interrupted(stop.received or "a signal", epoch, step + 1,
+                                          folder / runs.LAST_CHECKPOINT)
+                    break  # at the end of the epoch: finish it (validation, checkpoint), then stop
+            steps_bar.close()
+            synchronize(device)
+            train_seconds = time.perf_counter() - timer_start if timer_start is not None else None
+            train_loss = _mean_over_processes(loss_sum, dist) / steps_per_epoch
+            loss_sum.zero_()
+            start_step = 0
+
+            row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss,
+                                   "lr": scheduler.get_last_lr()[0]}
+            if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
+                if dist.is_main:
+                    val, _ = evaluate(eval_model, val_loader, device, dtype, channels_last, config.hierarchical,
+                                      desc="val", progress=progress)
+                    row.update(_history_metrics(val))
+                    if row["val_miou"] > best["val_miou"]:
+                        best = {"epoch": epoch + 1, "val_miou": row["val_miou"], "val": val}
+                        runs.save_checkpoint(folder / runs.BEST_CHECKPOINT, {
+                            "model": net.state_dict(), "config": config.to_dict(),
+                            "epoch": epoch + 1, "val_miou": row["val_miou"]})
+                if dist.enabled:
+                    torch_dist.barrier()
+            row["images_per_s"] = (timed_steps * config.batch_size * dist.world_size / train_seconds
+                                   if train_seconds else None)
+            row["peak_memory_mb"] = peak_memory_mb(device)
+            row["elapsed_s"] = elapsed_before + time.perf_counter() - clock
+            history.append(row)
+            if dist.is_main:
+                runs.write_history(folder, history)
+            checkpoint(epoch + 1, 0)
+            epochs_bar.set_postfix(loss=f"{train_loss:.4f}", val_miou=f"{row.get('val_miou', math.nan):.4f}")
+            if stop.received is not None and epoch + 1 < config.epochs:
+                raise Interrupted(stop.received, epoch + 1, 0, folder / runs.LAST_CHECKPOINT)
+    epochs_bar.close()
+
+    if dist.enabled:  # rank 0 decided the best epoch; the others need it for metrics.json
+        shared = [best]
+        torch_dist.broadcast_object_list(shared, src=0)
+        best = shared[0]
+    speeds = [r["images_per_s"] for r in history if r.get("images_per_s")]
+    return FitResult(history=history, best_epoch=best["epoch"], best_val=best["val"],
+                     train_images_per_s=float(np.median(speeds)) if speeds else None,
+                     peak_memory_mb=max(r["peak_memory_mb"] for r in history) if history else peak_memory_mb(device),
+                     wall_time_s=history[-1]["elapsed_s"] if history else 0.0)
+
+
+def _resume_state(folder: Path, config: RunConfig) -> dict[str, Any] | None:
+    """``checkpoint_last.pt`` when it belongs to this configuration, else None (a fresh start)."""
+    path = folder / runs.LAST_CHECKPOINT
+    if not path.exists():
+        return None
+    state = runs.load_checkpoint(path)
+    if state.get("config_hash") != config.config_hash():
+        tqdm.write(f"{path}: written for another configuration (hash {state.get('config_hash')}, now "
+                   f"{config.config_hash()}); starting from scratch")
+        return None
+    return state
+
+
+def _mean_over_processes(value: torch.Tensor, dist: Distributed) -> float:
+    """Read a device scalar once (the epoch's only loss sync), averaged over processes."""
+    if dist.enabled:
+        value = value.clone()
+        torch_dist.all_reduce(value, op=torch_dist.ReduceOp.AVG if dist.device.type == "cuda"
+                              else torch_dist.ReduceOp.SUM)
+        if dist.device.type != "cuda":  # gloo has no AVG
+            value /= dist.world_size
+    return float(value)
+
+
+def _history_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The validation columns of ``history.csv``: mIoU (fine classes), and each level's when hierarchical."""
+    levels = {f"val_{key}": value for key, value in result.get("hierarchical", {}).items() if key != "fine_miou"}
+    return {"val_miou": result["miou"], **levels}
+

@@ -1,0 +1,641 @@
+"""``python -m heritage paper``: the whole compendium, from the data folder to ``paper/index.html``.
+
+1. Make sure the data folder exists: by default the synthetic stand-in (synth -> ingest -> augment
+   -> split, each step only when its output is missing); ``--data`` ingests real ARTeFACT shards or
+   an exported folder instead.
+2. Plan the runs (``config.plan``: POC x variant x encoder x fold).
+3. Execute each POC notebook with papermill into its run folder (``notebook.ipynb``) and render it
+   to HTML (``report.html``). A run is skipped when its outputs are complete and were made for the
+   same inputs: the config hash, the notebook template and the run's ``metrics.json``.
+4. Execute ``99_comparison`` last (``paper/99_comparison.ipynb`` + ``.html``), only when a run
+   changed or its own outputs are missing, and write ``paper/index.html``.
+
+A scheduler decides where notebooks execute: ``local`` runs them here one after the other, ``slurm``
+submits them as batch jobs (heritage.slurm). Each job is also a JSON file that
+``python -m heritage paper --execute JOB.json`` executes on its own, which is what a batch job runs.
+A failed notebook does not stop the others; it is reported with the path of its executed notebook
+and the command exits non-zero at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import hashlib
+import html
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
+
+from tqdm import tqdm
+
+from heritage import fileio
+from heritage.config import RunConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+COMPARISON_NOTEBOOK = "99_comparison"
+DATASET_NOTEBOOK = "00_dataset"
+KERNEL_NAME = "heritage"
+# Synthetic stand-in per profile. Smoke: few, small images, enough for 3 stratified folds, so the
+# whole smoke paper runs in minutes on a CPU; full: the size of ARTeFACT.
+SYNTHETIC = {
+    "smoke": {"data_dir": "data/synthetic-smoke", "n_images": 48, "longest_side": 96},
+    "full": {"data_dir": "data/synthetic", "n_images": 417, "longest_side": 512},
+}
+REAL_DATA_DIR = "data/artefact"
+# Notebook parameters that are RunConfig overrides when not None (the others select the run).
+OVERRIDE_PARAMETERS = ("protocol", "data_dir", "runs_root", "epochs", "batch_size", "lr", "image_size", "seed")
+# Environment defaults for notebooks run by hand or under nbval (parameters left at None).
+ENV_DATA = "HERITAGE_DATA"
+ENV_RUNS = "HERITAGE_RUNS"
+ENV_PAPER = "HERITAGE_PAPER"
+DONE, FAILED, SKIPPED, SUBMITTED = "done", "failed", "skipped", "submitted"
+# heritage.engine.EXIT_REQUEUE: "checkpointed, run me again" (not imported: engine imports torch).
+REQUEUE_EXIT_CODE = 75
+
+
+# -- notebook parameters <-> RunConfig ---------------------------------------------------------------
+
+
+def notebook_parameters(config: RunConfig) -> dict[str, Any]:
+    """The papermill parameters that make a POC notebook resolve exactly ``config``.
+
+    ``config_hash`` lets the notebook check that it did (a field that is no notebook parameter,
+    changed by an override, would make it resolve another configuration).
+    """
+    values = {name: getattr(config, name) for name in OVERRIDE_PARAMETERS}
+    values.update(data_dir=str(Path(config.data_dir).resolve()), runs_root=str(Path(config.runs_root).resolve()))
+    return {"profile": config.profile, "encoder": config.encoder, "fold": config.fold, "variant": config.variant,
+            **values, "config_hash": config.config_hash()}
+
+
+def config_from_parameters(poc: str, profile: str = "smoke", encoder: str | None = None,
+                           fold: str | None = None, variant: str | None = None, config_hash: str | None = None,
+                           **values: Any) -> RunConfig:
+    """Resolve a POC notebook's parameters to a validated RunConfig (``config.ConfigError`` if wrong).
+
+    ``values`` are the RunConfig overrides of OVERRIDE_PARAMETERS; None means "from the POC config",
+    except ``data_dir``/``runs_root``, which are resolved by :func:`resolve_paths`. ``config_hash``,
+    when given, must be the hash of the result.
+    """
+    from heritage import config
+
+    unknown = sorted(set(values) - set(OVERRIDE_PARAMETERS))
+    if unknown:
+        raise config.ConfigError(f"unknown notebook parameter(s) {unknown}; known: profile, encoder, fold, "
+                                 f"variant, config_hash, {', '.join(OVERRIDE_PARAMETERS)}")
+    data_dir, runs_root, _ = resolve_paths(values.get("data_dir"), values.get("runs_root"), None, profile)
+    values = {**values, "data_dir": str(data_dir), "runs_root": str(runs_root)}
+    overrides = {key: value for key, value in values.items() if value is not None}
+    resolved = config.load_run_config(poc, profile, encoder=encoder, fold=fold, variant=variant, overrides=overrides)
+    if config_hash is not None and resolved.config_hash() != config_hash:
+        raise config.ConfigError(f"the parameters resolve to config hash {resolved.config_hash()}, not the "
+                                 f"planned {config_hash}: the plan changes a field that is no notebook parameter")
+    return resolved
+
+
+def comparison_parameters(profile: str, pocs: Sequence[str] | None, data_dir: Path, runs_root: Path,
+                          paper_dir: Path) -> dict[str, Any]:
+    return {"profile": profile, "pocs": list(pocs) if pocs else None, "data_dir": str(data_dir.resolve()),
+            "runs_root": str(runs_root.resolve()), "paper_dir": str(paper_dir.resolve())}
+
+
+def resolve_paths(data_dir: str | os.PathLike | None, runs_root: str | os.PathLike | None,
+                  paper_dir: str | os.PathLike | None, profile: str = "smoke") -> tuple[Path, Path, Path]:
+    """Absolute data, runs and paper folders of a notebook: the parameter when given, else
+    $HERITAGE_DATA / $HERITAGE_RUNS / $HERITAGE_PAPER, else the compendium's layout in the repository
+    (the profile's synthetic data, ``runs/``, ``paper/``), whatever the notebook's working directory.
+    """
+    from heritage import config
+
+    if profile not in SYNTHETIC:
+        raise config.ConfigError(f"unknown profile {profile!r}; profiles: {', '.join(SYNTHETIC)}")
+    def pick(given: str | os.PathLike | None, variable: str, default: str) -> Path:
+        return Path(given or os.environ.get(variable) or REPO_ROOT / default).resolve()
+
+    return (pick(data_dir, ENV_DATA, SYNTHETIC[profile]["data_dir"]),
+            pick(runs_root, ENV_RUNS, config.DEFAULT_RUNS_ROOT), pick(paper_dir, ENV_PAPER, "paper"))
+
+
+def planned_configs(profile: str, pocs: Sequence[str] | None, data_dir: str | os.PathLike,
+                    runs_root: str | os.PathLike) -> list[RunConfig]:
+    """``config.plan`` with absolute data and runs folders (the same hashes from any working directory)."""
+    from heritage import config
+
+    return config.plan(profile, pocs, Path(data_dir).resolve(),
+                       overrides={"runs_root": str(Path(runs_root).resolve())})
+
+
+def ensure_trained(config: RunConfig, progress: bool = True) -> dict[str, Any]:
+    """The metrics of ``config``'s run: read when the run is complete, else trained (or resumed) first."""
+    from heritage import config as config_module
+    from heritage import report, runs, train
+
+    folder = config_module.run_dir(config)
+    if runs.is_complete(folder, config):
+        return report.load_metrics(folder / runs.METRICS_FILE)
+    return train.run_training(config, progress=progress)
+
+
+# -- jobs ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NotebookJob:
+    """Execute ``template`` with ``parameters`` into ``output`` and render it to ``html``.
+
+    ``key`` names what the outputs are made for (a config hash, or the plan's hashes for the
+    comparison); ``inputs`` are files whose content the outputs depend on. The stamp written after
+    success records both, and a job whose stamp matches and whose outputs exist is up to date.
+    ``config`` (runs only: the RunConfig as a dict) must also pass ``runs.is_complete`` in ``run_dir``.
+    """
+
+    name: str
+    template: Path
+    output: Path
+    html: Path
+    parameters: dict[str, Any]
+    key: str
+    inputs: tuple[Path, ...] = ()
+    required: tuple[Path, ...] = ()
+    run_dir: Path | None = None
+    config: dict[str, Any] | None = None
+
+    @property
+    def stamp(self) -> Path:
+        return self.output.with_suffix(".stamp.json")
+
+    def fingerprint(self) -> str:
+        """Hash of the key and the current content of every input (a missing input counts as such)."""
+        digest = hashlib.sha256(self.key.encode())
+        for path in self.inputs:
+            digest.update(b"\0" + (hashlib.sha256(path.read_bytes()).digest() if path.is_file() else b"missing"))
+        return digest.hexdigest()
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_json(cls, values: Mapping[str, Any]) -> NotebookJob:
+        paths = {"template", "output", "html", "run_dir"}
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - fields)
+        if unknown:
+            raise ValueError(f"job description has unknown keys {unknown}")
+        converted = {k: (Path(v) if k in paths and v is not None else v) for k, v in values.items()}
+        converted["inputs"] = tuple(Path(p) for p in values.get("inputs", ()))
+        converted["required"] = tuple(Path(p) for p in values.get("required", ()))
+        return cls(**converted)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def run_job_for(config: RunConfig, notebooks_dir: Path) -> NotebookJob:
+    """The notebook job of one planned run: ``notebooks/<poc>.ipynb`` into the run folder."""
+    from heritage import config as config_module
+
+    folder = config_module.run_dir(config)
+    template = notebooks_dir / f"{config.poc}.ipynb"
+    return NotebookJob(
+        name=f"{config.poc_key}/{config.encoder}/{config.split_name}", template=template,
+        output=folder / "notebook.ipynb", html=folder / "report.html", parameters=notebook_parameters(config),
+        key=config.config_hash(), inputs=(template, folder / "metrics.json"), required=(folder / "metrics.json",),
+        run_dir=folder, config=config.to_dict(),
+    )
+
+
+def dataset_job(data_dir: Path, notebooks_dir: Path, paper_dir: Path) -> NotebookJob:
+    """``00_dataset`` into ``paper_dir``; its inputs are the data folder's metadata and split manifests."""
+    from heritage import ingest, splits
+
+    template = notebooks_dir / f"{DATASET_NOTEBOOK}.ipynb"
+    manifests = tuple(splits.manifest_path(data_dir, protocol) for protocol in splits.PROTOCOLS)
+    return NotebookJob(
+        name="dataset", template=template, output=paper_dir / f"{DATASET_NOTEBOOK}.ipynb",
+        html=paper_dir / f"{DATASET_NOTEBOOK}.html", parameters={"data_dir": str(data_dir.resolve())},
+        key=str(data_dir.resolve()), inputs=(template, data_dir / ingest.METADATA_FILE, *manifests),
+    )
+
+
+def comparison_job(configs: Sequence[RunConfig], notebooks_dir: Path, paper_dir: Path,
+                   parameters: dict[str, Any]) -> NotebookJob:
+    """The comparison notebook into ``paper_dir``; its inputs are every planned run's ``metrics.json``."""
+    from heritage import config as config_module
+
+    template = notebooks_dir / f"{COMPARISON_NOTEBOOK}.ipynb"
+    plan_key = hashlib.sha256(" ".join(c.config_hash() for c in configs).encode()).hexdigest()
+    return NotebookJob(
+        name="comparison", template=template, output=paper_dir / f"{COMPARISON_NOTEBOOK}.ipynb",
+        html=paper_dir / f"{COMPARISON_NOTEBOOK}.html", parameters=parameters, key=plan_key,
+        inputs=(template, *(config_module.run_dir(c) / "metrics.json" for c in configs)),
+        required=(paper_dir / "provenance.json",),
+    )
+
+
+def is_up_to_date(job: NotebookJob) -> bool:
+    """Outputs complete and made for the same key and inputs (and, for a run, ``runs.is_complete``)."""
+    if not all(path.is_file() for path in (job.output, job.html, job.stamp, *job.required)):
+        return False
+    if job.config is not None:
+        from heritage import config, runs
+
+        if not runs.is_complete(job.run_dir, config.RunConfig.from_dict(job.config, source=job.name)):
+            return False
+    stamp = fileio.read_json(job.stamp)
+    return stamp.get("fingerprint") == job.fingerprint()
+
+
+Executor = Callable[[NotebookJob], None]
+
+
+def run_job(job: NotebookJob, execute: Executor) -> None:
+    """Execute one job and stamp it; raises on failure, leaving the executed notebook for inspection."""
+    job.stamp.unlink(missing_ok=True)  # outputs about to be replaced are not up to date until done
+    execute(job)
+    missing = [str(p) for p in (job.output, job.html, *job.required) if not p.is_file()]
+    if missing:
+        raise RuntimeError(f"{job.name}: the notebook ran but did not write {', '.join(missing)}")
+    fileio.write_json(job.stamp, {"name": job.name, "key": job.key, "fingerprint": job.fingerprint()})
+
+
+def execute_notebook(job: NotebookJob) -> None:
+    """papermill into ``job.output`` (kept even when a cell fails), then nbconvert to ``job.html``.
+
+    A SIGUSR1 received meanwhile (SLURM's warning before the time limit) is passed on to the
+    kernel, where the training loop checkpoints and stops: the kernel runs in a session of its own,
+    so a batch job's signals would not reach it. (SIGTERM is nbclient's: it shuts the kernel down,
+    and the run resumes from its last epoch's checkpoint.)
+    """
+    import papermill
+
+    job.output.parent.mkdir(parents=True, exist_ok=True)
+    with _forwarding_to_children(signal.SIGUSR1):
+        papermill.execute_notebook(str(job.template), str(job.output), parameters=job.parameters,
+                                   kernel_name=KERNEL_NAME, cwd=str(job.template.parent), progress_bar=False)
+    render_html(job.output, job.html)
+
+
+@contextlib.contextmanager
+def _forwarding_to_children(signum: int) -> Iterator[None]:
+    """While active, ``signum`` sent to this process goes to its child processes (the kernel) instead."""
+    def forward(received: int, frame: Any) -> None:
+        for pid in _child_pids():
+            os.kill(pid, received)
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = signal.signal(signum, forward)
+    try:
+        yield
+    finally:
+        signal.signal(signum, previous)
+
+
+def _child_pids() -> list[int]:
+    """Direct children of this process (Linux /proc; elsewhere none, and nothing is forwarded)."""
+    return [int(pid) for children in Path(f"/proc/{os.getpid()}/task").glob("*/children")
+            for pid in children.read_text().split()]
+
+
+def render_html(notebook: Path, target: Path) -> None:
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_filename(str(notebook))
+    fileio.write_text(target, body)
+
+
+def ensure_kernel(name: str = KERNEL_NAME) -> None:
+    """Register the Jupyter kernel ``name`` for this interpreter (in ``sys.prefix``) unless it is there.
+
+    Notebooks then run in the project's environment whichever ``python3`` kernel Jupyter knows.
+    """
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        spec = KernelSpecManager().get_kernel_spec(name)
+        # the same environment's bin folder (not resolved: a venv's python links to the system one)
+        if spec.argv and Path(os.path.abspath(spec.argv[0])).parent == Path(os.path.abspath(sys.executable)).parent:
+            return
+    except NoSuchKernel:
+        pass  # not registered yet: install it below
+    from ipykernel.kernelspec import install
+
+    install(kernel_name=name, display_name=f"{name} ({Path(sys.prefix).name})", prefix=sys.prefix)
+
+
+# -- schedulers ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobResult:
+    job: NotebookJob
+    state: str  # done | failed | skipped | submitted
+    seconds: float = 0.0
+    error: str = ""
+
+    def line(self) -> str:
+        if self.state == FAILED:
+            return (f"[failed  {self.seconds:7.1f} s] {self.job.name}: {self.error}\n"
+                    f"    executed notebook: {self.job.output}")
+        shown = self.job.html if self.state in (DONE, SKIPPED) else self.job.output
+        return f"[{self.state:<7} {self.seconds:7.1f} s] {self.job.name} -> {shown}"
+
+
+class Scheduler(Protocol):
+    """Executes run jobs, then ``final`` (the comparison) once they have finished."""
+
+    waits: bool  # False: run() only submitted the jobs (their results come later)
+
+    def run(self, jobs: Sequence[NotebookJob], final: NotebookJob | None) -> list[JobResult]: ...
+
+
+class LocalScheduler:
+    """One job after the other in this process's machine, with a progress bar and a line per job."""
+
+    waits = True
+
+    def __init__(self, execute: Executor) -> None:
+        self.execute = execute
+
+    def run(self, jobs: Sequence[NotebookJob], final: NotebookJob | None) -> list[JobResult]:
+        queue = [*jobs, *([final] if final is not None else [])]
+        results = []
+        with tqdm(total=len(queue), desc="paper", unit="notebook", disable=not queue) as bar:
+            for job in queue:
+                bar.set_postfix_str(job.name)
+                start = time.perf_counter()
+                try:
+                    run_job(job, self.execute)
+                    result = JobResult(job, DONE, time.perf_counter() - start)
+                except Exception as err:  # noqa: BLE001 - one failed notebook must not stop the others
+                    result = JobResult(job, FAILED, time.perf_counter() - start, _first_line(err))
+                results.append(result)
+                bar.write(result.line())
+                bar.update()
+        return results
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    # papermill's error text starts with a banner line; the exception name and message follow it
+    lines = [line for line in text if line.strip() and not set(line.strip()) <= set("-=")]
+    return (f"{type(err).__name__}: " + " | ".join(lines[:3]))[:500] if lines else type(err).__name__
+
+
+def job_command(job_file: Path) -> list[str]:
+    """The command a batch job runs to execute one job description file."""
+    return [sys.executable, "-m", "heritage", "paper", "--execute", str(job_file)]
+
+
+def write_job_file(job: NotebookJob) -> Path:
+    """Write the job description next to its executed notebook (``<output>.job.json``)."""
+    path = job.output.with_suffix(".job.json")
+    fileio.write_json(path, job.to_json())
+    return path
+
+
+def make_scheduler(name: str, args: argparse.Namespace) -> Scheduler:
+    if name == "local":
+        if args.no_wait or args.attach:
+            raise SystemExit("--no-wait and --attach apply to --scheduler slurm only")
+        return LocalScheduler(execute_notebook)
+    if name == "slurm":
+        return SlurmScheduler(profile=args.profile, runs_root=args.runs_root, wait=not args.no_wait,
+                              attach=args.attach)
+    raise SystemExit(f"unknown scheduler {name!r} (local, slurm)")
+
+
+class SlurmScheduler:
+    """The ``--scheduler slurm`` seam: ``heritage.slurm.run_plan_on_slurm`` submits and follows the jobs.
+
+    Each job becomes a batch job running ``job_command(write_job_file(job))``; ``final`` depends on
+    all of them. It returns one JobResult per job (state ``submitted`` when not waiting); with
+    ``attach`` it follows the recorded submission instead of submitting.
+    """
+
+    def __init__(self, *, profile: str, runs_root: Path, wait: bool, attach: bool) -> None:
+        self.waits = wait
+        self.options = {"profile": profile, "runs_root": Path(runs_root), "wait": wait, "attach": attach}
+
+    def run(self, jobs: Sequence[NotebookJob], final: NotebookJob | None) -> list[JobResult]:
+        from heritage import slurm
+
+        return slurm.run_plan_on_slurm(jobs, final, write_job_file=write_job_file, job_command=job_command,
+                                       **self.options)
+
+
+# -- data ------------------------------------------------------------------------------------------------
+
+
+def prepare_data(profile: str, source: str | os.PathLike | None = None,
+                 data_dir: str | os.PathLike | None = None) -> Path:
+    """Make sure a complete data folder exists and return it; every step runs only when its output is missing.
+
+    Without ``source``: the synthetic stand-in of ``profile`` (SYNTHETIC). With ``source``: a data
+    folder already (its ``metadata.csv`` has ``transform``) is used in place, anything else
+    (parquet shards or an exported folder) is ingested into ``data_dir`` (default data/artefact).
+    """
+    from heritage import augment, ingest, splits, synth
+
+    if source is not None and _is_data_folder(Path(source)):
+        target = Path(source)
+    else:
+        default = SYNTHETIC[profile]["data_dir"] if source is None else REAL_DATA_DIR
+        target = Path(data_dir or default)
+    if not (target / ingest.METADATA_FILE).is_file():
+        if source is None:
+            spec = SYNTHETIC[profile]
+            shards = target.parent / f".{target.name}-parquet"
+            if shards.exists():  # an interrupted earlier attempt: start the shards again
+                shutil.rmtree(shards)
+            print(f"data: writing the synthetic stand-in ({spec['n_images']} images) into {target}")
+            synth.write_parquet(shards, n_images=spec["n_images"], longest_side=spec["longest_side"])
+            ingest.ingest(shards, target, longest_side=None)
+            shutil.rmtree(shards)
+        else:
+            print(f"data: ingesting {source} into {target}")
+            ingest.ingest(source, target)
+    metadata = ingest.read_metadata(target)
+    if (metadata["transform"] == ingest.IDENTITY).all():
+        augment.augment(target)
+    missing = [p for p in splits.PROTOCOLS if not splits.manifest_path(target, p).is_file()]
+    if missing:
+        splits.write_manifests(target, missing)
+    return target
+
+
+def _is_data_folder(folder: Path) -> bool:
+    from heritage import ingest
+
+    metadata = folder / ingest.METADATA_FILE
+    return metadata.is_file() and "transform" in metadata.read_text(encoding="utf-8").splitlines()[0].split(",")
+
+
+# -- the index page ----------------------------------------------------------------------------------------
+
+
+def write_index(paper_dir: Path, jobs: Sequence[NotebookJob], comparison: NotebookJob,
+                results: Mapping[str, JobResult]) -> Path:
+    """``paper/index.html``: the dataset and comparison reports, each table and figure, every run's report.
+
+    ``jobs`` are the run jobs and the dataset job (the one without a run folder); links are relative.
+    """
+    def link(path: Path, text: str) -> str:
+        if not path.is_file():
+            return f"<span class='missing'>{html.escape(text)} (missing)</span>"
+        return f"<a href='{html.escape(os.path.relpath(path, paper_dir))}'>{html.escape(text)}</a>"
+
+    rows, others = [], []
+    for job in jobs:
+        if job.run_dir is None:
+            others.append(f"The data at a glance: {link(job.html, 'report (HTML)')}, {link(job.output, 'notebook')}")
+            continue
+        metrics = fileio.read_json(job.run_dir / "metrics.json") if (job.run_dir / "metrics.json").is_file() else {}
+        miou = f"{100 * metrics['test']['miou']:.2f}" if metrics.get("config_hash") == job.key else "—"
+        state = results[job.name].state if job.name in results else (
+            DONE if is_up_to_date(job) else "outdated" if job.output.is_file() else "not run")
+        css_class = state.replace(" ", "-")
+        rows.append(f"<tr class='{css_class}'><td>{html.escape(job.name)}</td><td>{state}</td><td>{miou}</td>"
+                    f"<td>{link(job.html, 'report')}</td><td>{link(job.output, 'notebook')}</td></tr>")
+    provenance_path = paper_dir / "provenance.json"
+    artefacts = fileio.read_json(provenance_path)["artefacts"] if provenance_path.is_file() else {}
+    tables: dict[str, list[str]] = {}
+    figures: dict[str, list[str]] = {}
+    for name in artefacts:
+        stem, _, suffix = name.rpartition(".")
+        (tables if name.startswith("tables/") else figures).setdefault(stem, []).append(suffix)
+    table_items = [f"<li>{html.escape(artefacts[f'{stem}.{suffixes[0]}']['caption'])}: "
+                   + " ".join(link(paper_dir / f"{stem}.{s}", s) for s in suffixes) + "</li>"
+                   for stem, suffixes in tables.items()]
+    figure_items = [f"<figure><img src='{html.escape(stem)}.png' width='480'><figcaption>"
+                    f"{html.escape(artefacts[f'{stem}.png']['caption'])} "
+                    + " ".join(link(paper_dir / f"{stem}.{s}", s) for s in suffixes) + "</figcaption></figure>"
+                    for stem, suffixes in figures.items() if "png" in suffixes]
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>heritage: the compendium</title>
+<style>body{{font-family:sans-serif;max-width:72em;margin:2em auto}}td,th{{padding:2px 8px;text-align:left}}
+tr.failed td{{background:#fdd}} .missing{{color:#999}} figure{{display:inline-block;margin:1em}}</style></head>
+<body><h1>Semantic segmentation of damage in heritage artworks</h1>
+<p>Comparison: {link(comparison.html, 'report (HTML)')}, {link(comparison.output, 'notebook')},
+{link(provenance_path, 'provenance.json')} (which runs made each table and figure).</p>
+{''.join(f'<p>{item}</p>' for item in others)}
+<h2>Tables</h2><ul>{''.join(table_items) or '<li>none yet</li>'}</ul>
+<h2>Figures</h2>{''.join(figure_items) or '<p>none yet</p>'}
+<h2>Runs</h2><table><tr><th>run</th><th>state</th><th>test mIoU (%)</th><th>report</th><th>notebook</th></tr>
+{''.join(rows)}</table></body></html>
+"""
+    path = paper_dir / "index.html"
+    fileio.write_text(path, page)
+    return path
+
+
+# -- the command ---------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", choices=("smoke", "full"), default="smoke", help="default: %(default)s")
+    parser.add_argument("--scheduler", choices=("local", "slurm"), default="local", help="default: %(default)s")
+    parser.add_argument("--data", default=None,
+                        help="real data: HF parquet shards, an exported folder, or a ready data folder "
+                             "(default: the synthetic stand-in of the profile)")
+    parser.add_argument("--data-dir", default=None, help="where to put the ingested data folder "
+                        f"(default: {SYNTHETIC['smoke']['data_dir']} / {SYNTHETIC['full']['data_dir']} "
+                        f"for the synthetic data, {REAL_DATA_DIR} for --data)")
+    parser.add_argument("--pocs", nargs="+", default=None, help="POC keys (default: all)")
+    parser.add_argument("--runs-root", default="runs", type=Path, help="default: %(default)s")
+    parser.add_argument("--paper-dir", default="paper", type=Path, help="default: %(default)s")
+    parser.add_argument("--notebooks", default=NOTEBOOKS_DIR, type=Path,
+                        help="notebook templates (default: %(default)s)")
+    parser.add_argument("--no-wait", action="store_true", help="slurm: submit and return")
+    parser.add_argument("--attach", action="store_true", help="slurm: follow the last submission")
+    parser.add_argument("--prepare-data-only", action="store_true", help="make the data folder and stop")
+    parser.add_argument("--render-only", action="store_true",
+                        help="re-render HTML of already executed notebooks and the index; execute nothing")
+    parser.add_argument("--execute", type=Path, default=None, metavar="JOB_JSON",
+                        help="execute one job description file (what a batch job runs)")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.execute is not None:
+        return execute_job_file(args.execute)
+    started = time.perf_counter()
+    data_dir = prepare_data(args.profile, args.data, args.data_dir)
+    if args.prepare_data_only:
+        print(f"data folder ready: {data_dir}")
+        return 0
+    configs = planned_configs(args.profile, args.pocs, data_dir, args.runs_root)
+    jobs = [dataset_job(data_dir, args.notebooks, args.paper_dir), *(run_job_for(c, args.notebooks) for c in configs)]
+    comparison = comparison_job(configs, args.notebooks, args.paper_dir, comparison_parameters(
+        args.profile, args.pocs, data_dir, args.runs_root, args.paper_dir))
+    if args.render_only:
+        for job in [*jobs, comparison]:
+            if job.output.is_file():
+                render_html(job.output, job.html)
+        print(f"index: {write_index(args.paper_dir, jobs, comparison, {})}")
+        return 0
+    ensure_kernel()  # here, before any batch job needs it
+    results = run_paper(jobs, comparison, make_scheduler(args.scheduler, args))
+    return report_results(results, args.paper_dir, jobs, comparison, time.perf_counter() - started)
+
+
+def execute_job_file(path: Path) -> int:
+    """``--execute``: run one job description; exit 75 when training stopped on a signal (requeue me)."""
+    from papermill.exceptions import PapermillExecutionError
+
+    job = NotebookJob.from_json(fileio.read_json(path))
+    ensure_kernel()
+    try:
+        run_job(job, execute_notebook)
+    except PapermillExecutionError as err:
+        if err.ename != "Interrupted":  # heritage.engine.Interrupted: checkpoint written, resume later
+            raise
+        print(f"{job.name}: {err.evalue}; executed notebook: {job.output}", file=sys.stderr)
+        return REQUEUE_EXIT_CODE
+    return 0
+
+
+def run_paper(jobs: Sequence[NotebookJob], comparison: NotebookJob, scheduler: Scheduler) -> list[JobResult]:
+    """Skip up-to-date runs, hand the rest (and the comparison, when needed) to ``scheduler``."""
+    pending = [job for job in jobs if not is_up_to_date(job)]
+    skipped = [JobResult(job, SKIPPED) for job in jobs if job not in pending]
+    for result in skipped:
+        print(result.line())
+    final = comparison if pending or not is_up_to_date(comparison) else None
+    if final is None:
+        skipped.append(JobResult(comparison, SKIPPED))
+        print(skipped[-1].line())
+    print(f"paper: {len(pending)} of {len(jobs)} notebooks to execute, comparison "
+          f"{'to execute' if final else 'up to date'}")
+    return [*skipped, *scheduler.run(pending, final)]
+
+
+def report_results(results: Sequence[JobResult], paper_dir: Path, jobs: Sequence[NotebookJob],
+                   comparison: NotebookJob, seconds: float) -> int:
+    """Write the index, list failures with their executed notebooks; exit status 1 if any failed."""
+    index = write_index(paper_dir, jobs, comparison, {r.job.name: r for r in results})
+    failed = [r for r in results if r.state == FAILED]
+    counts = {state: sum(r.state == state for r in results) for state in (DONE, SKIPPED, SUBMITTED, FAILED)}
+    print(f"paper: {', '.join(f'{n} {s}' for s, n in counts.items() if n)} in {seconds:.0f} s; index: {index}")
+    if counts[SUBMITTED]:
+        print("paper: jobs submitted; follow them with `python -m heritage paper --scheduler slurm --attach`")
+    if failed:
+        print(f"paper: {len(failed)} notebook(s) failed:", file=sys.stderr)
+        for result in failed:
+            print(f"  {result.job.name}: {result.error}\n    see {result.job.output}", file=sys.stderr)
+        return 1
+    return 0

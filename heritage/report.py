@@ -1,0 +1,1007 @@
+"""Tables and figures made from run folders.
+
+Two readers use this module. The POC notebooks show one run (configuration, training curves,
+per-class IoU, confusion matrix, prediction panels, throughput/memory/time) and the dataset
+notebook shows a data folder. ``99_comparison`` rebuilds the paper's tables and figures from every
+run's ``metrics.json``.
+
+No number is typed in here: every cell comes from a run, a planned cell without a run says
+"no run", and every table and figure written records the run folders (and config hashes) it was
+made from in ``provenance.json``. "A beats B" is only claimed from a paired comparison across folds
+whose 95% t confidence interval excludes 0.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
+from scipy import stats
+
+from heritage import fileio, taxonomy
+from heritage.config import RunConfig
+
+NO_RUN = "no run"
+ABSENT = "absent"  # a class in neither ground truth nor prediction, in every fold of a setting
+METRICS_FILE = "metrics.json"
+# A setting is one configuration evaluated on several folds; its runs differ only in the fold.
+SETTING = ["poc", "variant", "encoder", "protocol"]
+# Fields a paired comparison reports as "also differs" when they differ besides the factor tested.
+CONFIG_FIELDS = ["architecture", "loss", "class_weights", "image_size", "batch_size", "lr", "epochs"]
+ABLATION_POC = "poc59v2_flagship"
+CONFIDENCE = 0.95
+FAMILY_ORDER = ["CNN", "ViT", "hybrid"]
+RUN_COLUMNS = [
+    "run_dir", "poc", "variant", "encoder", "family", "architecture", "loss", "class_weights",
+    "protocol", "fold", "profile", "seed", "config_hash", "image_size", "batch_size", "lr", "epochs",
+    "params_m", "device", "best_epoch", "miou", "pixel_accuracy", "binary_miou", "coarse_miou",
+    "fine_miou", "train_images_per_s", "eval_images_per_s", "peak_memory_mb", "wall_time_s", "per_class",
+]
+_MEANS = ["binary_miou", "coarse_miou", "fine_miou", "train_images_per_s", "eval_images_per_s",
+          "wall_time_s", "peak_memory_mb", "params_m"]
+
+
+# -- loading runs ----------------------------------------------------------------------------------
+
+
+def load_metrics(path: str | Path) -> dict[str, Any]:
+    """Read one run's ``metrics.json`` and check the keys the tables need; errors name the file."""
+    metrics = fileio.read_json(path)
+    if not isinstance(metrics, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(metrics).__name__}")
+    missing = [k for k in ("poc", "encoder", "protocol", "fold", "config_hash", "test") if k not in metrics]
+    missing += [f"test.{k}" for k in ("miou", "per_class") if k not in (metrics.get("test") or {})]
+    if missing:
+        raise ValueError(f"{path}: lacks {', '.join(missing)}")
+    return metrics
+
+
+def load_runs(runs_root: str | Path) -> pd.DataFrame:
+    """One row per finished run under ``runs_root`` (every ``**/metrics.json``), columns RUN_COLUMNS.
+
+    ``run_dir`` is relative to ``runs_root``; ``variant`` is "" for a POC's main configuration;
+    ``per_class`` maps class name -> test IoU (None for a class absent from the run's test set).
+    """
+    root = Path(runs_root)
+    rows = [_run_row(load_metrics(path), path.parent.relative_to(root).as_posix())
+            for path in sorted(root.glob(f"**/{METRICS_FILE}"))]
+    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+
+def _run_row(metrics: dict[str, Any], run_dir: str) -> dict[str, Any]:
+    test = metrics["test"]
+    hierarchical = metrics.get("hierarchical") or {}
+    throughput = metrics.get("throughput") or {}
+    row = {key: metrics.get(key) for key in RUN_COLUMNS}
+    row.update(
+        run_dir=run_dir, variant=metrics.get("variant") or "", miou=_number(test["miou"]),
+        pixel_accuracy=_number(test.get("pixel_accuracy")),
+        binary_miou=_number(hierarchical.get("binary_miou")),
+        coarse_miou=_number(hierarchical.get("coarse_miou")),
+        fine_miou=_number(hierarchical.get("fine_miou")),
+        train_images_per_s=_number(throughput.get("train_images_per_s")),
+        eval_images_per_s=_number(throughput.get("eval_images_per_s")),
+        peak_memory_mb=_number(metrics.get("peak_memory_mb")),
+        wall_time_s=_number(metrics.get("wall_time_s")),
+        params_m=_number(metrics.get("params_m")),
+        per_class={name: entry.get("iou") for name, entry in test["per_class"].items()},
+    )
+    return row
+
+
+def _number(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def planned_runs(configs: Iterable[RunConfig]) -> pd.DataFrame:
+    """The plan (``heritage.config.plan``) as rows: SETTING + fold, config_hash, family, CONFIG_FIELDS."""
+    from heritage import models
+
+    rows = [{"poc": c.poc, "variant": c.variant or "", "encoder": c.encoder, "protocol": c.protocol,
+             "fold": c.fold, "config_hash": c.config_hash(), "family": models.ENCODERS[c.encoder].family,
+             **{name: getattr(c, name) for name in CONFIG_FIELDS}} for c in configs]
+    return pd.DataFrame(rows, columns=[*SETTING, "fold", "config_hash", "family", *CONFIG_FIELDS])
+
+
+def select_runs(runs: pd.DataFrame, planned: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split ``runs`` into those the plan asks for (same cell, same config hash) and the others.
+
+    Returns ``(used, ignored)``; ``ignored`` has a ``reason`` column (a run of an older
+    configuration, or a cell the plan does not hold). Without a plan every run is used.
+    """
+    if planned is None:
+        return runs.reset_index(drop=True), runs.iloc[0:0].assign(reason=[])
+    cell = [*SETTING, "fold"]
+    merged = runs.merge(planned[[*cell, "config_hash"]].rename(columns={"config_hash": "planned_hash"}),
+                        on=cell, how="left")
+    matches = merged["planned_hash"] == merged["config_hash"]
+    reason = np.where(merged["planned_hash"].isna(), "not in the plan",
+                      "config hash differs from the plan's (an older configuration)")
+    ignored = merged[~matches].assign(reason=reason[~matches.to_numpy()]).drop(columns="planned_hash")
+    return merged[matches].drop(columns="planned_hash").reset_index(drop=True), ignored.reset_index(drop=True)
+
+
+# -- statistics ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Mean of paired differences A - B with a two-sided t confidence interval."""
+
+    n: int
+    mean: float
+    ci_low: float
+    ci_high: float
+    confidence: float = CONFIDENCE
+
+    @property
+    def testable(self) -> bool:
+        return self.n >= 2
+
+    @property
+    def supported(self) -> bool:
+        """True when the interval excludes 0: only then do the data support a difference."""
+        return self.testable and (self.ci_low > 0 or self.ci_high < 0)
+
+    def verdict(self, a: str, b: str, scale: float = 100.0, unit: str = "mIoU points") -> str:
+        interval = f"{self.confidence:.0%} CI [{self.ci_low * scale:+.2f}, {self.ci_high * scale:+.2f}]"
+        if not self.testable:
+            return f"{a} vs {b}: not testable, {self.n} paired fold(s) (an interval needs at least 2)"
+        if self.supported:
+            winner, loser = (a, b) if self.mean > 0 else (b, a)
+            return (f"{winner} beats {loser} by {abs(self.mean) * scale:.2f} {unit} "
+                    f"({interval}, n={self.n} paired folds)")
+        return (f"the data do not support a difference between {a} and {b} "
+                f"(mean A-B {self.mean * scale:+.2f} {unit}, {interval} includes 0, n={self.n})")
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE) -> PairedDifference:
+    """Paired differences ``a[i] - b[i]``: mean and t interval ``mean +- t(n-1) * sd / sqrt(n)``.
+
+    With one pair the interval is undefined (NaN); with identical differences it has zero width.
+    """
+    if len(a) != len(b):
+        raise ValueError(f"paired samples must be two sequences of equal length, got {len(a)} and {len(b)}")
+    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    if np.isnan(diff).any():
+        raise ValueError("paired samples hold NaN values")
+    n = len(diff)
+    if n == 0:
+        return PairedDifference(0, math.nan, math.nan, math.nan, confidence)
+    mean = float(diff.mean())
+    if n < 2:
+        return PairedDifference(n, mean, math.nan, math.nan, confidence)
+    half = float(stats.t.ppf(0.5 + confidence / 2, df=n - 1) * diff.std(ddof=1) / math.sqrt(n))
+    return PairedDifference(n, mean, mean - half, mean + half, confidence)
+
+
+def summarise(runs: pd.DataFrame, planned: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per setting (SETTING) over its folds: mIoU mean and sample std, means of the rest.
+
+    Settings come from the plan when given (a planned setting without runs has ``n_runs == 0`` and
+    NaN numbers), else from the runs. ``run_dirs``/``config_hashes`` list the runs behind each row.
+    """
+    keys = planned if planned is not None else runs
+    settings = keys[SETTING].drop_duplicates().itertuples(index=False, name=None)
+    rows = []
+    for setting in settings:
+        mine = runs[_matches(runs, setting)]
+        plan_rows = keys[_matches(keys, setting)]
+        row: dict[str, Any] = dict(zip(SETTING, setting))
+        first = mine.iloc[0] if len(mine) else plan_rows.iloc[0]
+        row.update({name: first.get(name) for name in ["family", *CONFIG_FIELDS]})
+        row.update(
+            n_runs=len(mine), n_planned=plan_rows["fold"].nunique(),
+            miou_mean=mine["miou"].mean() if len(mine) else math.nan,
+            miou_std=mine["miou"].std(ddof=1) if len(mine) > 1 else math.nan,
+            wall_time_total_s=mine["wall_time_s"].sum(min_count=1) if len(mine) else math.nan,
+            run_dirs=list(mine["run_dir"]), config_hashes=list(mine["config_hash"]),
+        )
+        row.update({f"{name}_mean": mine[name].mean() if len(mine) else math.nan for name in _MEANS})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _matches(frame: pd.DataFrame, setting: Sequence[Any]) -> pd.Series:
+    mask = pd.Series(True, index=frame.index)
+    for name, value in zip(SETTING, setting):
+        mask &= frame[name] == value
+    return mask
+
+
+# -- labels ----------------------------------------------------------------------------------------
+
+
+def poc_label(poc: str) -> str:
+    """``poc59v2_flagship`` -> ``POC-5.9-v2``: the seeds' names for the POCs."""
+    found = re.fullmatch(r"poc(\d)(\d+)(v\d+)?(?:_.*)?", poc)
+    if not found:
+        return poc
+    major, minor, version = found.groups()
+    return f"POC-{major}.{minor}" + (f"-{version}" if version else "")
+
+
+def poc_title(poc: str) -> str:
+    """The one-line title of a POC (``title`` in its config file)."""
+    from heritage import config
+
+    return config.load_poc(poc).get("title") or poc_label(poc)
+
+
+def encoder_label(encoder: str) -> str:
+    from heritage import models
+
+    spec = models.ENCODERS.get(encoder)
+    return spec.display_name if spec is not None else encoder
+
+
+def setting_label(row: Any) -> str:
+    label = f"{poc_label(row['poc'])} {encoder_label(row['encoder'])}"
+    return label + (f" [{row['variant']}]" if row["variant"] else "")
+
+
+# -- tables ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Table:
+    """A paper table: raw numbers for CSV, formatted cells for Markdown/LaTeX, and its runs.
+
+    ``data`` holds numbers as stored in ``metrics.json`` (mIoU as a fraction) or the markers
+    "no run"/"absent"; ``display`` holds the formatted cells (mIoU in %); ``runs`` lists
+    ``{"run_dir", "config_hash"}`` of every run behind a cell; ``notes`` are lines printed under it.
+    """
+
+    name: str
+    caption: str
+    data: pd.DataFrame
+    display: pd.DataFrame
+    runs: list[dict[str, str]]
+    notes: list[str] = field(default_factory=list)
+
+    def to_markdown(self) -> str:
+        lines = [f"**{self.caption}**", "", self.display.to_markdown(index=False, disable_numparse=True), ""]
+        lines += [*(f"{note}  " for note in self.notes), ""] if self.notes else []
+        lines.append(f"Made from {_runs_sentence(self.runs)}." if self.runs else "No run behind this table yet.")
+        return "\n".join(lines) + "\n"
+
+    def to_latex(self) -> str:
+        styler = self.display.style.hide(axis="index").format(escape="latex")
+        styler = styler.format_index(escape="latex", axis=1)
+        body = styler.to_latex(caption=_latex_escape(self.caption), label=f"tab:{self.name}",
+                               hrules=True, position_float="centering")
+        return body.replace("±", r"$\pm$")
+
+
+def _runs_sentence(runs: list[dict[str, str]]) -> str:
+    listed = ", ".join(f"`{r['run_dir']}` ({r['config_hash']})" for r in runs)
+    return f"{len(runs)} run(s): {listed}"
+
+
+def _latex_escape(text: str) -> str:
+    specials = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+    return "".join(specials.get(ch, ch) for ch in text)
+
+
+def _sources(frame: pd.DataFrame) -> list[dict[str, str]]:
+    """Provenance entries of every run listed in a summary's ``run_dirs``/``config_hashes``."""
+    pairs = {(d, h) for dirs, hashes in zip(frame["run_dirs"], frame["config_hashes"]) for d, h in zip(dirs, hashes)}
+    return [{"run_dir": d, "config_hash": h} for d, h in sorted(pairs)]
+
+
+def _percent(mean: float, std: float = math.nan) -> str:
+    if math.isnan(mean):
+        return NO_RUN
+    return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if not math.isnan(std) else "")
+
+
+def _fixed(value: float, digits: int = 1, scale: float = 1.0) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value * scale:.{digits}f}"
+
+
+def _cells(row: pd.Series, columns: dict[str, Callable[[pd.Series], Any]]) -> dict[str, Any]:
+    """Evaluate ``columns`` on a summary row; every cell of a setting without runs says "no run"."""
+    if row["n_runs"] == 0:
+        return {name: (fn(row) if name in _KEY_COLUMNS else NO_RUN) for name, fn in columns.items()}
+    return {name: fn(row) for name, fn in columns.items()}
+
+
+# Columns that identify a row and stay filled in when the row has no run behind it.
+_KEY_COLUMNS = {"POC", "poc", "Encoder", "encoder", "Family", "family", "Protocol", "protocol",
+                "Size", "image_size", "Variant", "variant", "Loss", "loss", "Class weights",
+                "class_weights", "Folds", "n_runs", "n_planned"}
+
+
+def encoder_table(summary: pd.DataFrame, poc: str) -> Table:
+    """The seeds' per-POC table: each encoder's mIoU (mean ± std over folds), speed, time, memory."""
+    rows = summary[(summary["poc"] == poc) & (summary["variant"] == "")]
+    if rows.empty:
+        raise ValueError(f"no planned or finished setting of POC {poc!r}")
+    hierarchical = rows["fine_miou_mean"].notna().any()
+    data_columns: dict[str, Callable[[pd.Series], Any]] = {
+        "encoder": lambda r: r["encoder"], "family": lambda r: r["family"], "protocol": lambda r: r["protocol"],
+        "image_size": lambda r: r["image_size"], "n_runs": lambda r: r["n_runs"], "n_planned": lambda r: r["n_planned"],
+        "miou_mean": lambda r: r["miou_mean"], "miou_std": lambda r: r["miou_std"],
+    }
+    display_columns: dict[str, Callable[[pd.Series], Any]] = {
+        "Encoder": lambda r: encoder_label(r["encoder"]), "Family": lambda r: r["family"],
+        "Protocol": lambda r: r["protocol"], "Size": lambda r: f"{r['image_size']} px",
+        "Folds": lambda r: f"{r['n_runs']}/{r['n_planned']}",
+        "mIoU (%)": lambda r: _percent(r["miou_mean"], r["miou_std"]),
+    }
+    if hierarchical:
+        for level in ("binary", "coarse", "fine"):
+            data_columns[f"{level}_miou_mean"] = lambda r, c=f"{level}_miou_mean": r[c]
+            display_columns[f"{level.capitalize()} mIoU (%)"] = lambda r, c=f"{level}_miou_mean": _percent(r[c])
+    for name, label, digits, scale in (
+        ("train_images_per_s_mean", "Train img/s", 1, 1.0), ("eval_images_per_s_mean", "Eval img/s", 1, 1.0),
+        ("wall_time_s_mean", "Time/fold (min)", 1, 1 / 60), ("peak_memory_mb_mean", "Peak memory (MB)", 0, 1.0),
+        ("params_m_mean", "Params (M)", 1, 1.0),
+    ):
+        data_columns[name] = lambda r, c=name: r[c]
+        display_columns[label] = lambda r, c=name, d=digits, s=scale: _fixed(r[c], d, s)
+    return Table(
+        name=f"encoders_{poc}",
+        caption=(f"{poc_label(poc)}: test mIoU per encoder, mean ± sample std over folds; throughput, "
+                 "wall time per fold and peak memory are means over folds"),
+        data=pd.DataFrame([_cells(r, data_columns) for _, r in rows.iterrows()]),
+        display=pd.DataFrame([_cells(r, display_columns) for _, r in rows.iterrows()]),
+        runs=_sources(rows),
+    )
+
+
+def poc_table(summary: pd.DataFrame) -> Table:
+    """POC by POC (main configurations): best encoder by mean mIoU, throughput range, time to results."""
+    main = summary[summary["variant"] == ""]
+    data_rows, display_rows = [], []
+    for (poc, protocol), rows in main.groupby(["poc", "protocol"], sort=False):
+        done = rows[rows["n_runs"] > 0]
+        if done.empty:
+            data_rows.append({"poc": poc, "protocol": protocol, **dict.fromkeys(
+                ["best_encoder", "miou_mean", "miou_std", "train_images_per_s_min", "train_images_per_s_max",
+                 "wall_time_total_s", "n_runs"], NO_RUN)})
+            display_rows.append({"POC": poc_label(poc), "Protocol": protocol, **dict.fromkeys(
+                ["Best encoder", "Best mIoU (%)", "Train img/s", "Time to results (min)", "Runs"], NO_RUN)})
+            continue
+        best = done.loc[done["miou_mean"].idxmax()]
+        data_rows.append({
+            "poc": poc, "protocol": protocol, "best_encoder": best["encoder"], "miou_mean": best["miou_mean"],
+            "miou_std": best["miou_std"], "train_images_per_s_min": done["train_images_per_s_mean"].min(),
+            "train_images_per_s_max": done["train_images_per_s_mean"].max(),
+            "wall_time_total_s": done["wall_time_total_s"].sum(), "n_runs": int(done["n_runs"].sum()),
+        })
+        display_rows.append({
+            "POC": poc_label(poc), "Protocol": protocol, "Best encoder": encoder_label(best["encoder"]),
+            "Best mIoU (%)": _percent(best["miou_mean"], best["miou_std"]),
+            "Train img/s": "–".join(_fixed(f(done["train_images_per_s_mean"])) for f in (np.min, np.max)),
+            "Time to results (min)": _fixed(done["wall_time_total_s"].sum(), 1, 1 / 60),
+            "Runs": f"{int(done['n_runs'].sum())}/{int(rows['n_planned'].sum())}",
+        })
+    return Table(
+        name="poc_comparison",
+        caption=("POC by POC (main configurations): the encoder with the highest mean test mIoU "
+                 "(a description, not a tested claim: see the RQ tables), the range of training "
+                 "throughput over encoders, and the summed wall time of all runs"),
+        data=pd.DataFrame(data_rows), display=pd.DataFrame(display_rows), runs=_sources(main),
+    )
+
+
+def time_table(summary: pd.DataFrame) -> Table:
+    """Time to results per POC: one run, one encoder over all folds, and every run of the POC."""
+    data_rows, display_rows = [], []
+    for poc, rows in summary.groupby("poc", sort=False):
+        done = rows[rows["n_runs"] > 0]
+        if done.empty:
+            data_rows.append({"poc": poc, **dict.fromkeys(
+                ["n_runs", "run_mean_s", "encoder_all_folds_mean_s", "total_s"], NO_RUN)})
+            display_rows.append({"POC": poc_label(poc), **dict.fromkeys(
+                ["Runs", "One run (min)", "One encoder, all folds (min)", "All runs (min)"], NO_RUN)})
+            continue
+        n_runs = int(done["n_runs"].sum())
+        total = float(done["wall_time_total_s"].sum())
+        per_setting = float(done["wall_time_total_s"].mean())
+        data_rows.append({"poc": poc, "n_runs": n_runs, "run_mean_s": total / n_runs,
+                          "encoder_all_folds_mean_s": per_setting, "total_s": total})
+        display_rows.append({"POC": poc_label(poc), "Runs": f"{n_runs}/{int(rows['n_planned'].sum())}",
+                             "One run (min)": _fixed(total / n_runs, 1, 1 / 60),
+                             "One encoder, all folds (min)": _fixed(per_setting, 1, 1 / 60),
+                             "All runs (min)": _fixed(total, 1, 1 / 60)})
+    return Table(
+        name="time_to_results",
+        caption=("Time to results: mean wall time of one run, of one setting over all its folds, "
+                 "and of every run of the POC (variants included), run one after the other"),
+        data=pd.DataFrame(data_rows), display=pd.DataFrame(display_rows), runs=_sources(summary),
+    )
+
+
+def per_class_table(runs: pd.DataFrame, summary: pd.DataFrame) -> Table:
+    """Test IoU per class (rows) and main setting (columns), mean over the folds where it is present."""
+    main = summary[summary["variant"] == ""]
+    data = pd.DataFrame({"class": list(taxonomy.CLASS_NAMES)})
+    display = pd.DataFrame({"Class": list(taxonomy.CLASS_NAMES)})
+    for _, setting in main.iterrows():
+        mine = runs[_matches(runs, [setting[k] for k in SETTING])]
+        label = setting_label(setting)
+        values = [_class_mean(mine, name) for name in taxonomy.CLASS_NAMES]
+        data[label] = values
+        display[label] = [v if isinstance(v, str) else f"{100 * v:.2f}" for v in values]
+    return Table(
+        name="per_class_iou",
+        caption=("Test IoU (%) per class, mean over the folds in which the class occurs; "
+                 f"'{ABSENT}': in no test fold of that setting is the class in the ground truth or the prediction"),
+        data=data, display=display, runs=_sources(main),
+    )
+
+
+def _class_mean(runs: pd.DataFrame, name: str) -> float | str:
+    if runs.empty:
+        return NO_RUN
+    values = [per_class.get(name) for per_class in runs["per_class"]]
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else ABSENT
+
+
+def loss_variants(summary: pd.DataFrame, poc: str = ABLATION_POC) -> list[str]:
+    """Variants of ``poc`` that change only the loss or the class weights against the main configuration.
+
+    Other variants (e.g. a resolution arm) answer other questions and stay out of the loss ablation.
+    """
+    rows = summary[summary["poc"] == poc]
+    main = rows[rows["variant"] == ""].set_index("encoder")
+    chosen = []
+    for _, row in rows[rows["variant"] != ""].iterrows():
+        if row["encoder"] in main.index and all(
+                _same(row[f], main.at[row["encoder"], f]) for f in CONFIG_FIELDS if f not in ("loss", "class_weights")):
+            chosen.append(row["variant"])
+    return list(dict.fromkeys(chosen))
+
+
+def main_variant_name(poc: str) -> str:
+    """What an ablation calls the POC's main configuration (``main_variant`` in its config)."""
+    from heritage import config
+
+    return config.load_poc(poc).get("main_variant") or "main"
+
+
+def ablation_table(summary: pd.DataFrame, poc: str = ABLATION_POC) -> Table:
+    """The loss ablation: the main configuration and its loss variants x encoder, mIoU mean ± std over folds."""
+    rows = summary[(summary["poc"] == poc) & summary["variant"].isin(["", *loss_variants(summary, poc)])]
+    if rows.empty:
+        raise ValueError(f"no planned or finished setting of POC {poc!r}")
+    main_name = f"{main_variant_name(poc)} (main)"
+    data = pd.DataFrame([_cells(r, {
+        "variant": lambda r: r["variant"] or main_name, "loss": lambda r: r["loss"],
+        "class_weights": lambda r: r["class_weights"] or "none", "encoder": lambda r: r["encoder"],
+        "n_runs": lambda r: r["n_runs"], "miou_mean": lambda r: r["miou_mean"], "miou_std": lambda r: r["miou_std"],
+    }) for _, r in rows.iterrows()])
+    display = rows.assign(
+        Variant=rows["variant"].replace("", main_name), Loss=rows["loss"],
+        **{"Class weights": rows["class_weights"].fillna("none")},
+        cell=[_percent(m, s) for m, s in zip(rows["miou_mean"], rows["miou_std"])],
+        enc=[encoder_label(e) for e in rows["encoder"]],
+    ).pivot_table(index=["Variant", "Loss", "Class weights"], columns="enc", values="cell",
+                  aggfunc="first", sort=False, fill_value="not planned").reset_index()
+    display.columns.name = None
+    return Table(
+        name=f"loss_ablation_{poc}",
+        caption=(f"{poc_label(poc)} loss ablation: test mIoU (%) per variant and encoder, "
+                 "mean ± sample std over folds"),
+        data=data, display=display, runs=_sources(rows),
+    )
+
+
+# -- paired comparisons (the research questions) -----------------------------------------------------
+
+
+def compare_settings(runs: pd.DataFrame, a: pd.Series, b: pd.Series, metric: str = "miou") -> PairedDifference:
+    """Paired difference of ``metric`` between two settings over the (protocol, fold) both have run."""
+    runs_a = runs[_matches(runs, [a[k] for k in SETTING])].set_index(["protocol", "fold"])[metric]
+    runs_b = runs[_matches(runs, [b[k] for k in SETTING])].set_index(["protocol", "fold"])[metric]
+    shared = runs_a.index.intersection(runs_b.index).sort_values()
+    return paired_difference(runs_a.loc[shared].to_numpy(), runs_b.loc[shared].to_numpy())
+
+
+def comparison_table(name: str, caption: str, runs: pd.DataFrame, summary: pd.DataFrame,
+                     pairs: Sequence[tuple[int, int]], factors: Sequence[str]) -> Table:
+    """One row per pair of summary rows (A, B): paired mIoU difference A - B, 95% CI and verdict.
+
+    ``factors`` are the summary columns under test (the first is recorded as ``factor_a/b``; the
+    others change with it by design, like the multi-task loss with the multi-task model). Other
+    CONFIG_FIELDS that differ are listed in "also differs", since they confound the comparison.
+    """
+    factor = factors[0]
+    data_rows, display_rows, notes = [], [], []
+    for index_a, index_b in pairs:
+        a, b = summary.loc[index_a], summary.loc[index_b]
+        label_a, label_b = setting_label(a), setting_label(b)
+        difference = compare_settings(runs, a, b)
+        confounders = [f for f in CONFIG_FIELDS if f not in factors and not _same(a.get(f), b.get(f))]
+        verdict = difference.verdict(label_a, label_b)
+        data_rows.append({
+            "a": label_a, "b": label_b, "factor_a": a[factor], "factor_b": b[factor],
+            "n_pairs": difference.n, "mean_diff": difference.mean, "ci_low": difference.ci_low,
+            "ci_high": difference.ci_high, "supported": difference.supported,
+            "also_differs": ", ".join(confounders), "verdict": verdict,
+        })
+        display_rows.append({
+            "A": label_a, "B": label_b, "Paired folds": difference.n,
+            "A − B (mIoU pts)": _fixed(difference.mean, 2, 100),
+            "95% CI": (f"[{_fixed(difference.ci_low, 2, 100)}, {_fixed(difference.ci_high, 2, 100)}]"
+                       if difference.testable else "n/a"),
+            "Also differs": ", ".join(confounders) or "—",
+            "Verdict": ("A better" if difference.supported and difference.mean > 0 else
+                        "B better" if difference.supported else
+                        "no supported difference" if difference.testable else "not testable"),
+        })
+        notes.append(f"- {verdict}" + (f" (also differs: {', '.join(confounders)})" if confounders else ""))
+    if not pairs:
+        notes.append("- No pair of settings with runs for this question.")
+    elif not any(row["supported"] for row in data_rows):
+        notes.insert(0, "The data do not support a difference for any pair: every 95% CI includes 0 "
+                        "or too few folds are paired.")
+    involved = summary.loc[sorted({i for pair in pairs for i in pair})] if pairs else summary.iloc[0:0]
+    return Table(name=name, caption=caption, data=pd.DataFrame(data_rows, columns=[
+        "a", "b", "factor_a", "factor_b", "n_pairs", "mean_diff", "ci_low", "ci_high", "supported",
+        "also_differs", "verdict"]), display=pd.DataFrame(display_rows), runs=_sources(involved), notes=notes)
+
+
+def _same(x: Any, y: Any) -> bool:
+    if isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y):
+        return True
+    return x == y or (x is None and y is None)
+
+
+def rq1_pairs(summary: pd.DataFrame) -> list[tuple[int, int]]:
+    """RQ1 (CNN vs ViT vs hybrid): encoders of different families within each POC's main setting."""
+    done = summary[(summary["variant"] == "") & (summary["n_runs"] > 0)]
+    rank = {family: i for i, family in enumerate(FAMILY_ORDER)}
+    pairs = []
+    for _, rows in done.groupby(["poc", "protocol"], sort=False):
+        ordered = sorted(rows.index, key=lambda i: (rank.get(rows.at[i, "family"], len(rank)), i))
+        pairs += [(i, j) for k, i in enumerate(ordered) for j in ordered[k + 1:]
+                  if rows.at[i, "family"] != rows.at[j, "family"]]
+    return pairs
+
+
+def rq2_pairs(summary: pd.DataFrame) -> list[tuple[int, int]]:
+    """RQ2 (multi-task or not): each hierarchical setting vs every single-task main setting, same encoder."""
+    done = summary[(summary["variant"] == "") & (summary["n_runs"] > 0)]
+    multi = done[done["architecture"] == "hierarchical_upernet"]
+    single = done[done["architecture"] != "hierarchical_upernet"]
+    return [(i, j) for i in multi.index for j in single.index
+            if all(multi.at[i, key] == single.at[j, key] for key in ("encoder", "protocol"))]
+
+
+def rq3_pairs(summary: pd.DataFrame) -> list[tuple[int, int]]:
+    """RQ3 (resolution): same encoder and protocol at two image sizes (larger first), fewest confounders first."""
+    done = summary[summary["n_runs"] > 0]
+    pairs = [(i, j) for i in done.index for j in done.index
+             if done.at[i, "encoder"] == done.at[j, "encoder"] and done.at[i, "protocol"] == done.at[j, "protocol"]
+             and done.at[i, "image_size"] > done.at[j, "image_size"]]
+
+    def confounders(pair: tuple[int, int]) -> int:
+        a, b = done.loc[pair[0]], done.loc[pair[1]]
+        return sum(not _same(a[f], b[f]) for f in CONFIG_FIELDS if f != "image_size")
+
+    return sorted(pairs, key=lambda p: (confounders(p), p))
+
+
+def ablation_pairs(summary: pd.DataFrame, poc: str = ABLATION_POC) -> list[tuple[int, int]]:
+    """Each loss variant vs the POC's main configuration on the same encoder and protocol."""
+    done = summary[(summary["poc"] == poc) & (summary["n_runs"] > 0)]
+    main = done[done["variant"] == ""]
+    variants = done[done["variant"].isin(loss_variants(summary, poc))]
+    return [(i, j) for i in variants.index for j in main.index
+            if done.at[i, "encoder"] == main.at[j, "encoder"] and done.at[i, "protocol"] == main.at[j, "protocol"]]
+
+
+# -- figures ---------------------------------------------------------------------------------------
+
+
+def per_class_heatmap(table: Table) -> Figure:
+    """Heat map of a :func:`per_class_table` (IoU in %); "no run"/"absent" cells are blank and labelled."""
+    import seaborn as sns
+
+    values = table.data.set_index("class")
+    numeric = values.apply(lambda column: pd.to_numeric(column, errors="coerce")) * 100
+    labels = values.map(lambda v: v if isinstance(v, str) else f"{100 * v:.1f}")
+    fig = Figure(figsize=(2.0 + 1.1 * max(1, numeric.shape[1]), 7.0), layout="constrained")
+    ax = fig.add_subplot()
+    sns.heatmap(numeric, ax=ax, annot=labels.to_numpy(), fmt="", vmin=0, vmax=100, cmap="viridis",
+                cbar_kws={"label": "test IoU (%)"}, linewidths=0.5, linecolor="white",
+                annot_kws={"fontsize": "x-small"})
+    ax.set_facecolor("#eeeeee")
+    for (y, x), text in np.ndenumerate(labels.to_numpy()):
+        if math.isnan(numeric.iat[y, x]):  # seaborn leaves NaN cells blank: say why they are empty
+            ax.text(x + 0.5, y + 0.5, text, ha="center", va="center", fontsize="x-small", color="dimgrey")
+    ax.set_xlabel("")
+    ax.set_ylabel("")
+    ax.set_title("Per-class test IoU (mean over folds)")
+    ax.tick_params(axis="x", labelrotation=45)
+    return fig
+
+
+def miou_throughput_plot(summary: pd.DataFrame) -> Figure:
+    """Test mIoU (mean ± std over folds) against training throughput, one point per setting with runs."""
+    done = summary[(summary["n_runs"] > 0) & summary["train_images_per_s_mean"].notna()]
+    fig = Figure(figsize=(7.0, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    markers = dict(zip(FAMILY_ORDER, "osD"))
+    colours = {poc: f"C{i}" for i, poc in enumerate(dict.fromkeys(summary["poc"]))}
+    for _, row in done.iterrows():
+        ax.errorbar(row["train_images_per_s_mean"], 100 * row["miou_mean"],
+                    yerr=0 if math.isnan(row["miou_std"]) else 100 * row["miou_std"],
+                    marker=markers.get(row["family"], "^"), color=colours[row["poc"]], capsize=3,
+                    linestyle="none", markersize=7)
+        ax.annotate(encoder_label(row["encoder"]) + (f" [{row['variant']}]" if row["variant"] else ""),
+                    (row["train_images_per_s_mean"], 100 * row["miou_mean"]), textcoords="offset points",
+                    xytext=(5, 4), fontsize="x-small")
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=c, marker="o", linestyle="none", label=poc_label(p)) for p, c in colours.items()]
+    handles += [Line2D([], [], color="grey", marker=m, linestyle="none", label=f) for f, m in markers.items()]
+    ax.legend(handles=handles, fontsize="small", loc="best")
+    ax.set_xscale("log")
+    ax.set_xlabel("training throughput (images/s, log scale)")
+    ax.set_ylabel("test mIoU (%)")
+    ax.set_title("mIoU vs throughput (error bars: std over folds)")
+    if done.empty:
+        ax.text(0.5, 0.5, NO_RUN, transform=ax.transAxes, ha="center", va="center")
+    return fig
+
+
+def save_figure(fig: Figure, path_without_suffix: str | Path) -> list[Path]:
+    """Write ``fig`` as PNG and PDF next to each other (atomically); return both paths."""
+    written = []
+    for suffix in (".png", ".pdf"):
+        path = Path(path_without_suffix).with_suffix(suffix)
+        with fileio.atomic_path(path) as tmp:
+            fig.savefig(tmp, format=suffix[1:], dpi=150)
+        written.append(path)
+    return written
+
+
+# -- the comparison --------------------------------------------------------------------------------
+
+
+@dataclass
+class Comparison:
+    """Everything ``99_comparison`` shows and writes, built from the runs (and the plan)."""
+
+    runs: pd.DataFrame
+    ignored: pd.DataFrame
+    summary: pd.DataFrame
+    tables: list[Table]
+    figures: dict[str, tuple[Figure, list[dict[str, str]], str]]  # name -> (figure, runs, caption)
+
+    def table(self, name: str) -> Table:
+        for table in self.tables:
+            if table.name == name:
+                return table
+        raise KeyError(f"no table {name!r}; tables: {', '.join(t.name for t in self.tables)}")
+
+    def figure(self, name: str) -> Figure:
+        return self.figures[name][0]
+
+
+def build_comparison(runs_root: str | Path, planned: pd.DataFrame | None = None) -> Comparison:
+    """Read every run under ``runs_root``, keep those of the plan, and build all tables and figures."""
+    runs, ignored = select_runs(load_runs(runs_root), planned)
+    summary = summarise(runs, planned)
+    if summary.empty:
+        raise ValueError(f"{runs_root}: no finished run (no metrics.json) and no plan to report on")
+    tables = [encoder_table(summary, poc) for poc in dict.fromkeys(summary["poc"])
+              if (summary[(summary["poc"] == poc)]["variant"] == "").any()]
+    tables += [poc_table(summary), time_table(summary)]
+    per_class = per_class_table(runs, summary)
+    tables.append(per_class)
+    if (summary["poc"] == ABLATION_POC).any():
+        tables.append(ablation_table(summary))
+        tables.append(comparison_table(
+            "ablation_paired", f"{poc_label(ABLATION_POC)} loss ablation: each variant (A) vs the main "
+            "configuration (B), paired over folds", runs, summary, ablation_pairs(summary),
+            ("variant", "loss", "class_weights")))
+    tables += [
+        comparison_table("rq1_family", "RQ1 - CNN vs ViT vs hybrid: encoders of different families "
+                         "in the same POC, paired over folds", runs, summary, rq1_pairs(summary), ("family",)),
+        comparison_table("rq2_multitask", "RQ2 - multi-task (hierarchical UPerNet, A) vs single-task "
+                         "(UNet, B) on the same encoder, paired over folds", runs, summary, rq2_pairs(summary),
+                         ("architecture", "loss")),
+        comparison_table("rq3_resolution", "RQ3 - resolution: the same encoder at a larger (A) and a "
+                         "smaller (B) image size, paired over folds", runs, summary, rq3_pairs(summary),
+                         ("image_size",)),
+    ]
+    figures = {
+        "per_class_iou_heatmap": (per_class_heatmap(per_class), per_class.runs, per_class.caption),
+        "miou_vs_throughput": (miou_throughput_plot(summary), _sources(summary),
+                               "Test mIoU (mean ± std over folds) against training throughput per setting"),
+    }
+    return Comparison(runs=runs, ignored=ignored, summary=summary, tables=tables, figures=figures)
+
+
+def write_comparison(comparison: Comparison, paper_dir: str | Path, runs_root: str | Path) -> dict[str, Any]:
+    """Write ``tables/*.{md,tex,csv}``, ``figures/*.{png,pdf}`` and ``provenance.json`` under ``paper_dir``.
+
+    Returns the provenance record: each written file (relative to ``paper_dir``) -> caption and the
+    run folders (relative to ``runs_root``) with their config hashes.
+    """
+    paper_dir = Path(paper_dir)
+    artefacts: dict[str, Any] = {}
+    for table in comparison.tables:
+        stem = paper_dir / "tables" / table.name
+        fileio.write_text(stem.with_suffix(".md"), table.to_markdown())
+        fileio.write_text(stem.with_suffix(".tex"), table.to_latex())
+        with fileio.atomic_path(stem.with_suffix(".csv")) as tmp:
+            table.data.to_csv(tmp, index=False)
+        for suffix in (".md", ".tex", ".csv"):
+            artefacts[f"tables/{table.name}{suffix}"] = {"caption": table.caption, "runs": table.runs}
+    for name, (fig, runs, caption) in comparison.figures.items():
+        for path in save_figure(fig, paper_dir / "figures" / name):
+            artefacts[path.relative_to(paper_dir).as_posix()] = {"caption": caption, "runs": runs}
+    provenance = {
+        "runs_root": str(Path(runs_root).resolve()),
+        "artefacts": artefacts,
+        "ignored_runs": [{"run_dir": r.run_dir, "config_hash": r.config_hash, "reason": r.reason}
+                         for r in comparison.ignored.itertuples()],
+    }
+    fileio.write_json(paper_dir / "provenance.json", provenance)
+    return provenance
+
+
+# -- one run (the POC notebooks) --------------------------------------------------------------------
+
+
+def config_table(config: RunConfig) -> pd.DataFrame:
+    """The resolved configuration as a two-column table, with its hash and run folder first."""
+    from heritage import config as config_module
+
+    rows = [("run folder", str(config_module.run_dir(config))), ("config hash", config.config_hash())]
+    rows += [(name, repr(value) if isinstance(value, (dict, type(None))) else str(value))
+             for name, value in config.to_dict().items()]
+    return pd.DataFrame(rows, columns=["setting", "value"])
+
+
+def read_history(run_dir: str | Path) -> pd.DataFrame:
+    path = Path(run_dir) / "history.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found (the run has not finished an epoch)")
+    history = pd.read_csv(path)
+    missing = [c for c in ("epoch", "train_loss", "lr") if c not in history.columns]
+    if missing:
+        raise ValueError(f"{path}: lacks column(s) {', '.join(missing)}")
+    return history
+
+
+def plot_history(history: pd.DataFrame) -> Figure:
+    """Training loss, validation mIoU (every level of a hierarchical model), learning rate, images/s."""
+    fig = Figure(figsize=(12.0, 3.2), layout="constrained")
+    loss_ax, miou_ax, lr_ax, speed_ax = fig.subplots(1, 4)
+    loss_ax.plot(history["epoch"], history["train_loss"], marker=".")
+    loss_ax.set_title("training loss")
+    levels = [c for c in history.columns if c.startswith("val_") and c.endswith("miou")]
+    for column in levels:
+        rows = history[history[column].notna()]
+        # val_miou is the fine level; the hierarchical model adds val_binary_miou and val_coarse_miou
+        label = column.removeprefix("val_").removesuffix("_miou") if column != "val_miou" else "fine"
+        miou_ax.plot(rows["epoch"], 100 * rows[column], marker=".", label=label)
+    miou_ax.set_title("validation mIoU (%)")
+    if len(levels) > 1:
+        miou_ax.legend(fontsize="small")
+    lr_ax.plot(history["epoch"], history["lr"], marker=".")
+    lr_ax.set_title("learning rate (end of epoch)")
+    lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+    if "images_per_s" in history.columns:
+        speed_ax.plot(history["epoch"], history["images_per_s"], marker=".")
+    speed_ax.set_title("training images/s")
+    for ax in (loss_ax, miou_ax, lr_ax, speed_ax):
+        ax.set_xlabel("epoch")
+    return fig
+
+
+def results_table(metrics: dict[str, Any]) -> pd.DataFrame:
+    """Headline numbers of one run: test mIoU (and hierarchy levels), accuracy, speed, memory, time."""
+    test = metrics["test"]
+    throughput = metrics.get("throughput") or {}
+    rows = [("test mIoU (%)", _fixed(_number(test["miou"]), 2, 100)),
+            ("test pixel accuracy (%)", _fixed(_number(test.get("pixel_accuracy")), 2, 100))]
+    rows += [(f"test {level} mIoU (%)", _fixed(_number(value), 2, 100))
+             for level, value in ((k.removesuffix("_miou"), v) for k, v in (metrics.get("hierarchical") or {}).items())]
+    rows += [
+        ("validation mIoU at the best epoch (%)", _fixed(_number((metrics.get("val") or {}).get("miou")), 2, 100)),
+        ("best epoch", f"{metrics.get('best_epoch')} of {metrics.get('epochs')}"),
+        ("test images", str(test.get("n_images"))),
+        ("training throughput (images/s)", _fixed(_number(throughput.get("train_images_per_s")))),
+        ("evaluation throughput (images/s)", _fixed(_number(throughput.get("eval_images_per_s")))),
+        ("peak accelerator memory (MB)", _fixed(_number(metrics.get("peak_memory_mb")), 0)),
+        ("training wall time (min)", _fixed(_number(metrics.get("wall_time_s")), 2, 1 / 60)),
+        ("parameters (M)", _fixed(_number(metrics.get("params_m")), 2)),
+        ("device", str(metrics.get("device"))),
+    ]
+    return pd.DataFrame(rows, columns=["quantity", "value"])
+
+
+def plot_per_class_iou(metrics: dict[str, Any]) -> Figure:
+    """Test IoU per class as bars in the class colours; absent classes are marked, not drawn as 0."""
+    per_class = metrics["test"]["per_class"]
+    names = list(taxonomy.CLASS_NAMES)
+    values = [per_class.get(name, {}).get("iou") for name in names]
+    fig = Figure(figsize=(7.0, 5.0), layout="constrained")
+    ax = fig.add_subplot()
+    colours = taxonomy.palette_array()[: taxonomy.NUM_CLASSES] / 255
+    positions = np.arange(len(names))
+    ax.barh(positions, [100 * v if v is not None else 0 for v in values], color=colours, edgecolor="grey")
+    for y, value in zip(positions, values):
+        ax.text(100 * value + 1 if value is not None else 1, y, f"{100 * value:.1f}" if value is not None else ABSENT,
+                va="center", fontsize="small", color="black" if value is not None else "grey")
+    ax.set_yticks(positions, names)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 105)
+    ax.set_xlabel("test IoU (%)")
+    ax.set_title(f"Per-class test IoU (mIoU {100 * metrics['test']['miou']:.2f}%)")
+    return fig
+
+
+def confusion_matrix(metrics: dict[str, Any]) -> np.ndarray | None:
+    """The test confusion matrix (rows: truth, columns: prediction, pixel counts), if the run stored one."""
+    matrix = metrics["test"].get("confusion_matrix")
+    if matrix is None:
+        return None
+    matrix = np.asarray(matrix, dtype=float)
+    if matrix.shape != (taxonomy.NUM_CLASSES, taxonomy.NUM_CLASSES):
+        raise ValueError(f"test.confusion_matrix has shape {matrix.shape}, expected "
+                         f"({taxonomy.NUM_CLASSES}, {taxonomy.NUM_CLASSES})")
+    return matrix
+
+
+def plot_confusion(matrix: np.ndarray) -> Figure:
+    """Row-normalised confusion matrix (each true class sums to 100%: the diagonal is the recall)."""
+    import seaborn as sns
+
+    totals = matrix.sum(axis=1, keepdims=True)
+    normalised = np.divide(100 * matrix, totals, out=np.full_like(matrix, np.nan), where=totals > 0)
+    fig = Figure(figsize=(9.0, 7.5), layout="constrained")
+    ax = fig.add_subplot()
+    sns.heatmap(pd.DataFrame(normalised, index=taxonomy.CLASS_NAMES, columns=taxonomy.CLASS_NAMES), ax=ax,
+                vmin=0, vmax=100, cmap="magma_r", annot=True, fmt=".0f", annot_kws={"fontsize": "xx-small"},
+                cbar_kws={"label": "% of the true class's pixels"})
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class (rows without pixels are blank)")
+    ax.set_title("Test confusion matrix, normalised per true class")
+    return fig
+
+
+def prediction_panels(run_dir: str | Path) -> list[Path]:
+    """The run's prediction panels (image | ground truth | prediction), sorted by sample id."""
+    return sorted((Path(run_dir) / "predictions").glob("*.png"))
+
+
+# -- the data at a glance (00_dataset) -----------------------------------------------------------------
+
+
+def class_share_table(dataset_stats: dict[str, Any]) -> pd.DataFrame:
+    """Pixel share of each class among labelled pixels, this data folder vs the real ARTeFACT."""
+    from heritage import synth
+
+    reference = {name: synth.REFERENCE_CLASS_PIXEL_COUNTS[name] for name in taxonomy.CLASS_NAMES}
+    total = sum(reference.values())
+    return pd.DataFrame({
+        "class": list(taxonomy.CLASS_NAMES),
+        "share_here": [dataset_stats["class_pixel_shares"][name] for name in taxonomy.CLASS_NAMES],
+        "share_artefact": [reference[name] / total for name in taxonomy.CLASS_NAMES],
+        "images_here": [dataset_stats["images_per_class"][name] for name in taxonomy.CLASS_NAMES],
+    })
+
+
+def plot_class_shares(table: pd.DataFrame) -> Figure:
+    """Class pixel shares (log scale) of this data folder next to ARTeFACT's."""
+    fig = Figure(figsize=(9.0, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    positions = np.arange(len(table))
+    ax.bar(positions - 0.2, 100 * table["share_here"], width=0.4, label="this data folder")
+    ax.bar(positions + 0.2, 100 * table["share_artefact"], width=0.4, label="ARTeFACT (published counts)")
+    ax.set_yscale("log")
+    ax.set_xticks(positions, table["class"], rotation=45, ha="right")
+    ax.set_ylabel("% of labelled pixels (log)")
+    ax.set_title("Class pixel shares (Background excluded)")
+    ax.legend()
+    return fig
+
+
+def plot_material_content(dataset_stats: dict[str, Any]) -> Figure:
+    """Number of original images per material (rows) and content type (columns)."""
+    import seaborn as sns
+
+    counts = pd.DataFrame(dataset_stats["material_content"]).T.fillna(0).astype(int)
+    fig = Figure(figsize=(7.0, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    sns.heatmap(counts, ax=ax, annot=True, fmt="d", cmap="Blues", cbar=False)
+    ax.set_title(f"Materials x content ({dataset_stats['total_samples']} original images)")
+    ax.set_xlabel("")
+    ax.set_ylabel("")
+    return fig
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+    """``image`` with damage classes painted over in the palette; Clean and Background stay visible."""
+    colours = taxonomy.mask_to_rgb(mask).astype(float)
+    damaged = ((mask != taxonomy.CLASS_IDS["Clean"]) & (mask != taxonomy.IGNORE_INDEX))[..., None]
+    blended = np.where(damaged, (1 - alpha) * image + alpha * colours, image)
+    return blended.round().astype(np.uint8)
+
+
+def example_ids(data_dir: str | Path, n: int) -> list[str]:
+    """``n`` original samples showing the most damage classes (ties: by id), for example panels."""
+    from heritage import ingest, stats
+
+    metadata = ingest.read_metadata(data_dir)
+    ids = sorted(metadata.loc[metadata["transform"] == ingest.IDENTITY, "id"])
+    histograms = stats.mask_histograms(data_dir, ids)
+    n_damages = (histograms[:, 1: taxonomy.NUM_CLASSES] > 0).sum(axis=1)
+    order = sorted(range(len(ids)), key=lambda i: (-n_damages[i], ids[i]))
+    return [ids[i] for i in order[:n]]
+
+
+def plot_examples(data_dir: str | Path, ids: Sequence[str]) -> Figure:
+    """One row per sample: the image, its damage overlay and its mask in the palette, with a legend."""
+    from matplotlib.patches import Patch
+
+    from heritage import ingest
+
+    fig = Figure(figsize=(10.0, 3.2 * len(ids)), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(len(ids), 3))
+    shown: set[int] = set()
+    for row, sample_id in zip(axes, ids):
+        image = fileio.read_rgb(ingest.image_path(data_dir, sample_id))
+        mask = fileio.read_mask(ingest.annotation_path(data_dir, sample_id))
+        taxonomy.check_mask_values(mask, str(ingest.annotation_path(data_dir, sample_id)))
+        shown |= set(np.unique(mask).tolist())
+        for ax, picture, title in zip(row, (image, overlay(image, mask), taxonomy.mask_to_rgb(mask)),
+                                      (sample_id, "damage overlay", "mask")):
+            ax.imshow(picture, interpolation="nearest")
+            ax.set_title(title, fontsize="small")
+            ax.set_axis_off()
+    palette = taxonomy.palette_array()
+    handles = [Patch(facecolor=palette[c] / 255, edgecolor="grey",
+                     label=taxonomy.CLASS_NAMES[c] if c < taxonomy.NUM_CLASSES else taxonomy.BACKGROUND_NAME)
+               for c in sorted(shown)]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), fontsize="small")
+    return fig
+
+
+def split_balance(data_dir: str | Path, protocol: str) -> pd.DataFrame:
+    """Images per (fold, part) and material in a split manifest; originals only in val/test."""
+    from heritage import ingest, splits
+
+    manifest = splits.load_manifest(data_dir, protocol)
+    material = ingest.read_metadata(data_dir).set_index("id")["material"]
+    rows = pd.DataFrame([{"fold": fold["name"], "part": part, "material": material[sample_id]}
+                         for fold in manifest["folds"] for part in splits.PARTS for sample_id in fold[part]])
+    order = pd.MultiIndex.from_tuples([(fold["name"], part) for fold in manifest["folds"] for part in splits.PARTS],
+                                      names=["fold", "part"])
+    counts = pd.crosstab([rows["fold"], rows["part"]], rows["material"]).reindex(order, fill_value=0)
+    counts.columns.name = None
+    return counts.assign(total=counts.sum(axis=1))
+
+
+def plot_split_balance(balance: pd.DataFrame, protocol: str) -> Figure:
+    """Material shares of every (fold, part): a balanced split has bars that look alike."""
+    shares = balance.drop(columns="total").div(balance["total"], axis=0) * 100
+    fig = Figure(figsize=(10.0, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    bottom = np.zeros(len(shares))
+    labels = [f"{fold}\n{part} ({n})" for (fold, part), n in zip(shares.index, balance["total"])]
+    for i, column in enumerate(shares.columns):
+        ax.bar(labels, shares[column], bottom=bottom, label=column, color=f"C{i % 10}")
+        bottom += shares[column].to_numpy()
+    ax.set_ylabel("% of the part's images")
+    ax.set_title(f"{protocol}: material mix of each fold and part (images in brackets)")
+    ax.tick_params(axis="x", labelsize="x-small")
+    fig.legend(fontsize="x-small", loc="outside right upper")
+    return fig

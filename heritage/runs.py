@@ -1,0 +1,192 @@
+"""The run folder: its layout, what is written into it, and when a run counts as finished.
+
+``runs_root/<poc>[-<variant>]/<encoder>/<protocol>-<fold>/`` (see ARCHITECTURE.md) holds
+``config.yaml``, ``environment.json``, ``class_weights.json``, ``history.csv``,
+``checkpoint_last.pt``, ``checkpoint_best.pt``, ``predictions/<id>.png`` and, written last,
+``metrics.json``: its presence (with a matching config hash) means the run finished.
+Every file is written atomically (temporary file + rename), so an interrupted job never leaves a
+half-written file behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import platform
+import socket
+import subprocess
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from heritage import fileio, taxonomy
+from heritage.config import RunConfig, run_dir
+
+CONFIG_FILE = "config.yaml"
+ENVIRONMENT_FILE = "environment.json"
+CLASS_WEIGHTS_FILE = "class_weights.json"
+HISTORY_FILE = "history.csv"
+LAST_CHECKPOINT = "checkpoint_last.pt"
+BEST_CHECKPOINT = "checkpoint_best.pt"
+METRICS_FILE = "metrics.json"
+PREDICTIONS_DIR = "predictions"
+SLURM_VARIABLES = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_NAME",
+                   "SLURM_PROCID", "SLURM_NTASKS", "SLURM_NODELIST", "SLURM_RESTART_COUNT")
+_PACKAGES = ("torch", "torchvision", "segmentation-models-pytorch", "timm", "albumentations", "numpy")
+
+
+def prepare(config: RunConfig) -> Path:
+    """Create the run folder and write ``config.yaml`` and ``environment.json``; return the folder."""
+    folder = run_dir(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    fileio.write_text(folder / CONFIG_FILE, config.to_yaml())
+    fileio.write_json(folder / ENVIRONMENT_FILE, capture_environment())
+    return folder
+
+
+def read_config(folder: str | os.PathLike) -> RunConfig:
+    return RunConfig.from_yaml(Path(folder) / CONFIG_FILE)
+
+
+def is_complete(folder: str | os.PathLike, config: RunConfig) -> bool:
+    """True when ``metrics.json`` exists and was written for exactly this configuration."""
+    path = Path(folder) / METRICS_FILE
+    if not path.exists():
+        return False
+    return fileio.read_json(path).get("config_hash") == config.config_hash()
+
+
+def capture_environment() -> dict[str, Any]:
+    """Versions, device, git commit, host and scheduler ids: what is needed to explain a number."""
+    cuda = torch.cuda.is_available()
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": {name: _version(name) for name in _PACKAGES},
+        "device": device_name(torch.device("cuda" if cuda else "cpu")),
+        "cuda": torch.version.cuda if cuda else None,
+        "cudnn": torch.backends.cudnn.version() if cuda else None,
+        "gpu_count": torch.cuda.device_count() if cuda else 0,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "git_commit": git_commit(),
+        "hostname": socket.gethostname(),
+        "slurm": {k: os.environ[k] for k in SLURM_VARIABLES if k in os.environ},
+        "command": sys.argv,
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def device_name(device: torch.device) -> str:
+    """"NVIDIA H100 80GB HBM3" or the CPU model: what a throughput number was measured on."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else what ``platform`` knows."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def git_commit() -> str | None:
+    """``<sha>`` of the checkout holding this package (``<sha>-dirty`` with local changes), or None."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None  # not a git checkout (an installed wheel) or git missing: nothing to record
+    return f"{sha}-dirty" if dirty else sha
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+# -- history and checkpoints -------------------------------------------------------------------
+
+
+def write_history(folder: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """Rewrite ``history.csv`` (atomically) from all epoch rows so far."""
+    if not rows:
+        return
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    fileio.write_text(folder / HISTORY_FILE, buffer.getvalue())
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """``torch.save`` through a temporary file, so a kill mid-write keeps the previous checkpoint."""
+    with fileio.atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint this package wrote (tensors and plain containers only: ``weights_only``)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: checkpoint not found") from None
+    except (RuntimeError, EOFError, OSError) as err:  # torch reports a truncated file as RuntimeError
+        raise ValueError(f"{path}: cannot read checkpoint ({err})") from None
+
+
+def write_metrics(folder: Path, metrics: dict[str, Any]) -> None:
+    """Write ``metrics.json``; call it last, its presence marks the run finished."""
+    fileio.write_json(folder / METRICS_FILE, metrics)
+
+
+def write_class_weights(folder: Path, weights: Sequence[float] | None, method: str | None,
+                        max_ratio: float | None) -> None:
+    per_class = None if weights is None else dict(zip(taxonomy.CLASS_NAMES, map(float, weights)))
+    fileio.write_json(folder / CLASS_WEIGHTS_FILE,
+                      {"method": method, "max_ratio": max_ratio, "weights": per_class})
+
+
+# -- prediction panels -------------------------------------------------------------------------
+
+
+def save_prediction_panel(path: Path, image: np.ndarray, truth: np.ndarray, prediction: np.ndarray,
+                          title: str) -> None:
+    """``image | ground truth | prediction`` in the taxonomy palette, with a legend of the classes shown.
+
+    ``image`` is (H, W, 3) uint8; ``truth`` and ``prediction`` are (H, W) class ids (255 = Background).
+    """
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
+    from matplotlib.patches import Patch
+
+    fig = Figure(figsize=(10.5, 4.0), layout="constrained")
+    axes = fig.subplots(1, 3)
+    panels = (("image", image), ("ground truth", taxonomy.mask_to_rgb(truth)),
+              ("prediction", taxonomy.mask_to_rgb(prediction)))
+    for ax, (name, picture) in zip(axes, panels):
+        ax.imshow(picture, interpolation="nearest")
+        ax.set_title(name)
+        ax.set_axis_off()
+    shown = sorted(set(np.unique(truth).tolist()) | set(np.unique(prediction).tolist()))
+    handles = [Patch(facecolor=np.asarray(taxonomy.palette_array()[c]) / 255, edgecolor="grey",
+                     label=taxonomy.CLASS_NAMES[c] if c < taxonomy.NUM_CLASSES else taxonomy.BACKGROUND_NAME)
+               for c in shown]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), fontsize="small")
+    fig.suptitle(title)
+    with fileio.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+

@@ -1,0 +1,191 @@
+"""``python -m heritage train``: one RunConfig -> one finished run folder.
+
+:func:`run_training` assembles a run: the fold's ids from the split manifest, class weights counted
+on the fold's training ids (saved as ``class_weights.json``), datasets (optionally preloaded into
+RAM or /dev/shm), the model and the loss; :func:`heritage.engine.fit` trains it with model selection
+on validation mIoU; the best checkpoint is then evaluated once on the test part, prediction panels
+are drawn for a few test images, and ``metrics.json`` is written last.
+
+Exit codes of the command: 0 done, 2 bad configuration, 75 (:data:`heritage.engine.EXIT_REQUEUE`)
+stopped by SIGTERM/SIGUSR1 after writing ``checkpoint_last.pt`` (run it again to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from heritage.config import ConfigError, RunConfig, load_run_config, parse_overrides, run_dir
+
+def run_training(config: RunConfig, progress: bool = True) -> dict[str, Any]:
+    """Train ``config`` into its run folder (resuming if it was interrupted) and return the metrics.
+
+    Raises :class:`heritage.engine.Interrupted` when stopped by SIGTERM/SIGUSR1 (after saving
+    ``checkpoint_last.pt``). Under ``torchrun``/``srun`` every process calls this; rank 0 writes.
+    """
+    import numpy as np
+    import torch
+    import torch.distributed as torch_dist
+
+    from heritage import data, engine, losses, models, runs, splits, taxonomy, weights
+
+    dist = engine.setup_distributed()
+    try:
+        folder = run_dir(config)
+        if dist.is_main:
+            runs.prepare(config)
+            (folder / runs.METRICS_FILE).unlink(missing_ok=True)  # not finished until written again
+
+        manifest = splits.load_manifest(config.data_dir, config.protocol)
+        train_ids, val_ids, test_ids = splits.fold_ids(manifest, config.fold)
+        if config.max_train_samples is not None and config.max_train_samples < len(train_ids):
+            rng = np.random.default_rng(config.seed)
+            train_ids = sorted(rng.choice(train_ids, size=config.max_train_samples, replace=False).tolist())
+
+        class_weights = None
+        if config.class_weights is not None:
+            counts = weights.count_pixels(config.data_dir, train_ids)
+            class_weights = weights.compute_class_weights(counts, config.class_weights,
+                                                          config.class_weight_max_ratio)
+        if dist.is_main:
+            runs.write_class_weights(folder, class_weights, config.class_weights, config.class_weight_max_ratio)
+
+        cache = None
+        if config.preload:
+            cache = data.PreloadCache(config.data_dir, [*train_ids, *val_ids, *test_ids], config.image_size,
+                                      shm_dir="/dev/shm" if config.shm else None)
+        datasets = {part: data.SegmentationDataset(config.data_dir, ids, config.image_size, train=part == "train",
+                                                   cache=cache, seed=config.seed)
+                    for part, ids in (("train", train_ids), ("val", val_ids), ("test", test_ids))}
+
+        engine.seed_everything(config.seed)  # the initial weights are part of what the seed fixes
+        model = models.build_model(config.architecture, config.encoder, num_classes=taxonomy.NUM_CLASSES,
+                                   image_size=config.image_size, pretrained=config.pretrained)
+        loss_fn = losses.build_loss(
+            config.loss, class_weights=None if class_weights is None else torch.as_tensor(class_weights,
+                                                                                          dtype=torch.float32),
+            **config.loss_params)
+        fitted = engine.fit(config, model, loss_fn, datasets["train"], datasets["val"], folder, dist,
+                            progress=progress)
+
+        result: dict[str, Any] = {}
+        if dist.is_main:
+            result = _final_evaluation(config, model, datasets["test"], folder, fitted, dist, progress)
+        if dist.enabled:
+            shared = [result]
+            torch_dist.broadcast_object_list(shared, src=0)
+            result = shared[0]
+        return result
+    finally:
+        engine.teardown_distributed(dist)
+
+
+def _final_evaluation(config: RunConfig, model: Any, test_set: Any, folder: Path, fitted: Any,
+                      dist: Any, progress: bool) -> dict[str, Any]:
+    """Evaluate the best checkpoint once on the test part, draw panels, write ``metrics.json``."""
+    import numpy as np
+    import torch
+
+    from heritage import data, engine, models, runs, taxonomy
+
+    best = runs.load_checkpoint(folder / runs.BEST_CHECKPOINT)
+    model.load_state_dict(best["model"])
+    dtype = engine.autocast_dtype(config.amp, dist.device)
+    channels_last = engine.uses_channels_last(config.channels_last, config.encoder, dist.device)
+    loader = data.make_loader(test_set, config.batch_size, train=False, num_workers=config.num_workers,
+                              seed=config.seed)
+    test, eval_images_per_s = engine.evaluate(model, loader, dist.device, dtype, channels_last,
+                                              config.hierarchical, desc="test", progress=progress)
+
+    mean = torch.tensor(data.IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(data.IMAGENET_STD).view(3, 1, 1)
+    for index in range(min(config.n_prediction_panels, len(test_set))):
+        image, truth = test_set[index]
+        prediction = engine.predict(model, image[None], dist.device, dtype, channels_last)[0].numpy()
+        truth = truth.numpy().astype(np.uint8)
+        prediction = np.where(truth == taxonomy.IGNORE_INDEX, taxonomy.IGNORE_INDEX, prediction).astype(np.uint8)
+        picture = ((image * std + mean).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+        sample_id = test_set.ids[index]
+        runs.save_prediction_panel(folder / runs.PREDICTIONS_DIR / f"{sample_id}.png", picture, truth, prediction,
+                                   title=f"{sample_id} - {config.poc_key} / {config.encoder} / {config.split_name}")
+
+    metrics: dict[str, Any] = {
+        "poc": config.poc, "variant": config.variant, "encoder": config.encoder,
+        "family": models.ENCODERS[config.encoder].family, "architecture": config.architecture,
+        "loss": config.loss, "class_weights": config.class_weights, "protocol": config.protocol,
+        "fold": config.fold, "profile": config.profile, "seed": config.seed,
+        "config_hash": config.config_hash(), "image_size": config.image_size, "batch_size": config.batch_size,
+        "lr": config.lr, "epochs": config.epochs,
+        "params_m": round(models.count_parameters(model) / 1e6, 3),
+        "device": runs.device_name(dist.device), "world_size": dist.world_size,
+        "best_epoch": fitted.best_epoch,
+        "val": {key: fitted.best_val[key] for key in ("miou", "pixel_accuracy", "n_images")},
+        "test": {key: test[key] for key in ("miou", "pixel_accuracy", "n_images", "convention", "per_class")},
+        "throughput": {"train_images_per_s": fitted.train_images_per_s, "eval_images_per_s": eval_images_per_s},
+        "peak_memory_mb": fitted.peak_memory_mb,
+        "wall_time_s": fitted.wall_time_s,
+    }
+    if config.hierarchical:
+        metrics["hierarchical"] = test["hierarchical"]
+    runs.write_metrics(folder, metrics)
+    return metrics
+
+
+# -- command line ------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--poc", help="POC key, e.g. poc59v2_flagship (not with --config)")
+    parser.add_argument("--profile", default="smoke", help="smoke (CPU, seconds) or full (the seeds' settings)")
+    parser.add_argument("--encoder", help="default: the POC's first encoder")
+    parser.add_argument("--fold", help="default: the protocol's first fold")
+    parser.add_argument("--variant", help="a named variant of the POC (e.g. dice_focal)")
+    parser.add_argument("--data", help="data folder (default: the config's data_dir)")
+    parser.add_argument("--config", type=Path, help="a resolved config.yaml (e.g. from a run folder) to rerun")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="RunConfig fields, values parsed as YAML (epochs=3 grad_clip=null)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from heritage import engine
+
+    try:
+        config = config_from_args(args)
+    except ConfigError as err:
+        print(f"heritage train: {err}", file=sys.stderr)
+        return 2
+    try:
+        metrics = run_training(config)
+    except engine.Interrupted as stop:
+        print(f"heritage train: {stop}", file=sys.stderr)
+        return engine.EXIT_REQUEUE
+    if metrics:
+        print(f"{run_dir(config)}: test mIoU {metrics['test']['miou']:.4f} "
+              f"(best epoch {metrics['best_epoch']}, {metrics['wall_time_s']:.0f} s)")
+    return 0
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """The RunConfig the command line describes (POC + options, or --config), with overrides."""
+    overrides = parse_overrides(args.overrides)
+    if args.data is not None:
+        overrides["data_dir"] = args.data
+    if args.config is not None:
+        chosen = [f"--{name}" for name in ("poc", "encoder", "fold", "variant") if getattr(args, name)]
+        if chosen:
+            raise ConfigError(f"--config already fixes {', '.join(chosen)}; change fields with key=value")
+        base = RunConfig.from_yaml(args.config).to_dict()
+        return RunConfig.from_dict({**base, **overrides, **({"lr": None} if _rescales(overrides) else {})},
+                                   source=str(args.config))
+    if not args.poc:
+        raise ConfigError("give --poc (or --config FILE.yaml)")
+    return load_run_config(args.poc, args.profile, encoder=args.encoder, fold=args.fold, variant=args.variant,
+                           overrides=overrides)
+
+
+def _rescales(overrides: dict[str, Any]) -> bool:
+    """Whether overrides change an input of the lr scaling rule without setting lr itself."""
+    return "lr" not in overrides and any(k in overrides for k in ("batch_size", "base_batch_size", "base_lr"))
+

@@ -1,0 +1,216 @@
+"""heritage.engine: the loop's mechanics on a tiny model (resume, determinism, signals, checkpoints, DDP)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from heritage import data, engine, losses, runs, splits
+from heritage.config import load_run_config
+
+SIZE = 32
+TIMING_COLUMNS = ("images_per_s", "peak_memory_mb", "elapsed_s")
+
+
+class TinyNet(nn.Module):
+    """Two convolutions with a BatchNorm: enough to learn something, cheap enough for many fits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 16, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.body(images)
+
+
+class SignallingDataset(data.SegmentationDataset):
+    """Sends ``signum`` to this process when sample ``index`` of ``epoch`` is loaded (a preemption)."""
+
+    def __init__(self, *args, at: tuple[int, int], signum: int = signal.SIGUSR1, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.at, self.signum = at, signum
+
+    def __getitem__(self, index: int):
+        if (self.epoch, index) == self.at:
+            os.kill(os.getpid(), self.signum)
+        return super().__getitem__(index)
+
+
+@pytest.fixture(scope="module")
+def fold(data_dir):
+    return splits.fold_ids(splits.load_manifest(data_dir, "holdout"), "holdout")
+
+
+def make_config(data_dir: Path, runs_root: Path, **overrides):
+    return load_run_config("poc58_baseline", "smoke", overrides={
+        "data_dir": str(data_dir), "runs_root": str(runs_root), "image_size": SIZE, "epochs": 3,
+        "batch_size": 4, "base_batch_size": 4, "base_lr": 1e-2, "grad_clip": 1.0, "seed": 3,
+        "timing_skip_steps": 1, **overrides})
+
+
+def train(config, fold, data_dir, train_set=None):
+    train_ids, val_ids, _ = fold
+    folder = runs.prepare(config)
+    train_set = train_set or data.SegmentationDataset(data_dir, train_ids, SIZE, train=True, seed=config.seed)
+    val_set = data.SegmentationDataset(data_dir, val_ids, SIZE, train=False)
+    engine.seed_everything(config.seed)
+    model = TinyNet()
+    result = engine.fit(config, model, losses.build_loss("dice"), train_set, val_set, folder,
+                        engine.Distributed(), progress=False)
+    return result, model, folder
+
+
+def sample_at(config, n_samples: int, epoch: int, position: int) -> int:
+    """The dataset index the training loader loads at ``position`` of ``epoch`` (its seeded order)."""
+    sampler = torch.utils.data.DistributedSampler(range(n_samples), num_replicas=1, rank=0, shuffle=True,
+                                                  seed=config.seed)
+    sampler.set_epoch(epoch)
+    return list(sampler)[position]
+
+
+def comparable(history):
+    return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in history]
+
+
+def assert_same_weights(first: nn.Module, second: nn.Module) -> None:
+    for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items()):
+        assert torch.equal(a, b), f"{name} differs"
+
+
+def test_same_seed_gives_the_same_run(data_dir, fold, tmp_path):
+    first, first_model, _ = train(make_config(data_dir, tmp_path / "a"), fold, data_dir)
+    second, second_model, _ = train(make_config(data_dir, tmp_path / "b"), fold, data_dir)
+    assert comparable(first.history) == comparable(second.history)
+    assert_same_weights(first_model, second_model)
+    other, _, _ = train(make_config(data_dir, tmp_path / "c", seed=4), fold, data_dir)
+    assert comparable(other.history) != comparable(first.history)
+
+
+@pytest.mark.parametrize(("epoch", "position", "step"), [(1, 5, 2), (0, 0, 1)], ids=["mid-epoch", "first-step"])
+def test_a_run_interrupted_by_sigusr1_resumes_to_the_same_result(data_dir, fold, tmp_path, epoch, position, step):
+    config = make_config(data_dir, tmp_path / "uninterrupted")
+    reference, reference_model, _ = train(config, fold, data_dir)
+
+    config = make_config(data_dir, tmp_path / "interrupted")
+    at = (epoch, sample_at(config, len(fold[0]), epoch, position))
+    signalling = SignallingDataset(data_dir, fold[0], SIZE, train=True, seed=config.seed, at=at)
+    with pytest.raises(engine.Interrupted, match=f"stopped by SIGUSR1 at epoch {epoch + 1}, step {step}") as stopped:
+        train(config, fold, data_dir, train_set=signalling)
+    checkpoint = torch.load(stopped.value.checkpoint, weights_only=True)
+    assert (checkpoint["epoch"], checkpoint["step"]) == (epoch, step)  # the step that was running finished
+    assert len(checkpoint["history"]) == epoch
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # the handler is removed again
+
+    resumed, resumed_model, folder = train(config, fold, data_dir)
+    assert comparable(resumed.history) == comparable(reference.history)
+    assert resumed.best_epoch == reference.best_epoch
+    assert_same_weights(resumed_model, reference_model)
+    assert len((folder / runs.HISTORY_FILE).read_text().splitlines()) == 1 + config.epochs
+
+
+def test_a_signal_in_the_last_step_of_an_epoch_stops_after_the_epoch(data_dir, fold, tmp_path):
+    config = make_config(data_dir, tmp_path)
+    last_position = len(fold[0]) // config.batch_size * config.batch_size - 1  # the last batch is full
+    signalling = SignallingDataset(data_dir, fold[0], SIZE, train=True, seed=config.seed, signum=signal.SIGTERM,
+                                   at=(0, sample_at(config, len(fold[0]), 0, last_position)))
+    with pytest.raises(engine.Interrupted, match="stopped by SIGTERM at epoch 2, step 0"):
+        train(config, fold, data_dir, train_set=signalling)
+    checkpoint = torch.load(Path(tmp_path) / config.poc_key / config.encoder / config.split_name /
+                            runs.LAST_CHECKPOINT, weights_only=True)
+    assert (checkpoint["epoch"], checkpoint["step"], len(checkpoint["history"])) == (1, 0, 1)
+
+
+def test_checkpoints_load_with_weights_only(data_dir, fold, tmp_path):
+    config = make_config(data_dir, tmp_path, epochs=2)
+    result, model, folder = train(config, fold, data_dir)
+    best = torch.load(folder / runs.BEST_CHECKPOINT, weights_only=True)
+    assert set(best) == {"model", "config", "epoch", "val_miou"}
+    assert best["config"] == config.to_dict() and best["epoch"] == result.best_epoch
+    assert best["val_miou"] == max(row["val_miou"] for row in result.history)
+    restored = TinyNet()
+    restored.load_state_dict(best["model"])
+    last = torch.load(folder / runs.LAST_CHECKPOINT, weights_only=True)
+    assert {"model", "optimizer", "scheduler", "scaler", "epoch", "step", "rng", "best", "history"} <= set(last)
+    assert (last["epoch"], last["step"]) == (2, 0)
+
+
+def test_history_has_one_row_per_epoch_with_the_documented_columns(data_dir, fold, tmp_path):
+    config = make_config(data_dir, tmp_path, epochs=2, eval_every=2, timing_skip_steps=100)
+    result, _, folder = train(config, fold, data_dir)
+    lines = (folder / runs.HISTORY_FILE).read_text().splitlines()
+    assert lines[0].split(",") == ["epoch", "train_loss", "lr", "images_per_s", "peak_memory_mb", "elapsed_s",
+                                   "val_miou"]
+    assert len(lines) == 3
+    assert "val_miou" not in result.history[0] and "val_miou" in result.history[1]  # eval_every=2
+    # timing_skip_steps beyond an epoch still times its last step instead of reporting nothing
+    assert all(row["images_per_s"] > 0 for row in result.history)
+    assert result.history[-1]["lr"] < result.history[0]["lr"]  # OneCycle anneals to the end
+
+
+def test_a_checkpoint_of_another_configuration_is_not_resumed(data_dir, fold, tmp_path):
+    train(make_config(data_dir, tmp_path, epochs=1), fold, data_dir)
+    result, _, _ = train(make_config(data_dir, tmp_path, epochs=1, seed=5), fold, data_dir)
+    assert len(result.history) == 1  # started again (same folder, different config hash)
+
+
+def test_precision_and_memory_format_choices():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert engine.autocast_dtype("auto", cpu) is None
+    assert engine.autocast_dtype("off", cuda) is None
+    assert engine.autocast_dtype("bf16", cpu) is torch.bfloat16
+    assert engine.autocast_dtype("fp16", cuda) is torch.float16
+    assert engine.uses_channels_last("on", "mit_b3", cpu) is True
+    assert engine.uses_channels_last("off", "convnext_tiny", cuda) is False
+    assert engine.uses_channels_last("auto", "convnext_tiny", cuda) is True
+    assert engine.uses_channels_last("auto", "mit_b3", cuda) is False
+
+
+def test_single_process_without_launcher_variables(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID", "SLURM_STEP_NUM_TASKS"):
+        monkeypatch.delenv(name, raising=False)
+    dist = engine.setup_distributed(device="cpu")
+    assert (dist.rank, dist.world_size, dist.enabled, dist.is_main) == (0, 1, False, True)
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    monkeypatch.setenv("SLURM_NTASKS", "4")  # a batch shell of a 4-task allocation is not a DDP launch
+    assert engine.setup_distributed(device="cpu").world_size == 1
+
+
+def _ddp_worker(rank: int, world: int, port: int, data_dir: str, runs_root: str, queue) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist = engine.setup_distributed(device="cpu")
+    config = make_config(Path(data_dir), Path(runs_root), epochs=2)
+    fold = splits.fold_ids(splits.load_manifest(data_dir, "holdout"), "holdout")
+    folder = runs.prepare(config) if dist.is_main else runs.run_dir(config)
+    engine.seed_everything(config.seed)
+    model = TinyNet()
+    result = engine.fit(config, model, losses.build_loss("dice"),
+                        data.SegmentationDataset(data_dir, fold[0], SIZE, train=True, seed=config.seed),
+                        data.SegmentationDataset(data_dir, fold[1], SIZE, train=False), folder, dist, progress=False)
+    queue.put((rank, result.best_epoch, [p.detach().clone() for p in model.parameters()]))
+    engine.teardown_distributed(dist)
+
+
+def test_distributed_data_parallel_on_two_cpu_processes(data_dir, tmp_path):
+    context = torch.multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    port = 29500 + os.getpid() % 1000
+    workers = [context.Process(target=_ddp_worker, args=(rank, 2, port, str(data_dir), str(tmp_path), queue))
+               for rank in range(2)]
+    for worker in workers:
+        worker.start()
+    results = sorted(queue.get(timeout=120) for _ in workers)
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    (_, best0, params0), (_, best1, params1) = results
+    assert best0 == best1  # rank 0's model selection reaches every rank
+    assert all(torch.equal(a, b) for a, b in zip(params0, params1))  # DDP keeps the replicas identical
+    history = next(tmp_path.glob("**/history.csv")).read_text().splitlines()
+    assert len(history) == 3

@@ -1,0 +1,211 @@
+"""heritage.paper: planning, skipping and failure handling, with a fake executor instead of papermill."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import pytest
+
+from heritage import config, fileio, paper
+
+POCS = ["poc55_multitask", "poc58_baseline"]
+
+
+class FakeExecutor:
+    """Writes what an executed notebook leaves behind; raises for the jobs named in ``fail``."""
+
+    def __init__(self, fail: tuple[str, ...] = ()) -> None:
+        self.calls: list[str] = []
+        self.fail = set(fail)
+
+    def __call__(self, job: paper.NotebookJob) -> None:
+        self.calls.append(job.name)
+        job.output.parent.mkdir(parents=True, exist_ok=True)
+        job.output.write_text("{}")  # papermill writes the notebook as it goes, failed cells included
+        if job.name in self.fail:
+            raise RuntimeError("\n---------\nValueError: cell 4 raised: boom")
+        job.html.write_text("<html></html>")
+        if job.run_dir is not None:  # a POC notebook trains its run, which ends with metrics.json
+            fileio.write_json(job.run_dir / "metrics.json", {"config_hash": job.key, "test": {"miou": 0.25}})
+        elif job.name == "comparison":
+            fileio.write_json(job.output.parent / "provenance.json", {"artefacts": {}})
+
+
+@pytest.fixture
+def notebooks(tmp_path: Path) -> Path:
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    for name in [*POCS, paper.COMPARISON_NOTEBOOK, paper.DATASET_NOTEBOOK]:
+        (folder / f"{name}.ipynb").write_text(f'{{"template": "{name}"}}')
+    return folder
+
+
+def make_jobs(tmp_path: Path, data_dir: Path, notebooks: Path, **overrides_by_poc: dict):
+    configs = [c for poc in POCS for c in config.plan(
+        "smoke", [poc], data_dir, overrides={"runs_root": str(tmp_path / "runs"), **overrides_by_poc.get(poc, {})})]
+    jobs = [paper.run_job_for(c, notebooks) for c in configs]
+    comparison = paper.comparison_job(configs, notebooks, tmp_path / "paper", {"profile": "smoke"})
+    return jobs, comparison
+
+
+def states(results: list[paper.JobResult]) -> dict[str, str]:
+    return {r.job.name: r.state for r in results}
+
+
+def test_a_second_paper_with_nothing_changed_executes_nothing(tmp_path, data_dir, notebooks) -> None:
+    jobs, comparison = make_jobs(tmp_path, data_dir, notebooks)
+    assert [j.name for j in jobs] == ["poc55_multitask/convnext_tiny/holdout-holdout",
+                                      "poc58_baseline/convnext_tiny/holdout-holdout"]
+    first = FakeExecutor()
+    results = paper.run_paper(jobs, comparison, paper.LocalScheduler(first))
+    assert first.calls == [*(j.name for j in jobs), "comparison"]
+    assert set(states(results).values()) == {paper.DONE}
+    assert all(job.stamp.is_file() for job in [*jobs, comparison])
+
+    second = FakeExecutor()
+    results = paper.run_paper(*make_jobs(tmp_path, data_dir, notebooks), paper.LocalScheduler(second))
+    assert second.calls == []
+    assert set(states(results).values()) == {paper.SKIPPED}
+
+
+def test_a_changed_config_hash_reruns_that_run_and_the_comparison(tmp_path, data_dir, notebooks) -> None:
+    paper.run_paper(*make_jobs(tmp_path, data_dir, notebooks), paper.LocalScheduler(FakeExecutor()))
+    jobs, comparison = make_jobs(tmp_path, data_dir, notebooks, poc58_baseline={"epochs": 7})
+    executor = FakeExecutor()
+    results = paper.run_paper(jobs, comparison, paper.LocalScheduler(executor))
+    assert executor.calls == ["poc58_baseline/convnext_tiny/holdout-holdout", "comparison"]
+    assert states(results)["poc55_multitask/convnext_tiny/holdout-holdout"] == paper.SKIPPED
+
+
+def test_a_changed_notebook_or_a_missing_report_reruns(tmp_path, data_dir, notebooks) -> None:
+    jobs, comparison = make_jobs(tmp_path, data_dir, notebooks)
+    paper.run_paper(jobs, comparison, paper.LocalScheduler(FakeExecutor()))
+    (notebooks / "poc55_multitask.ipynb").write_text('{"template": "edited"}')
+    jobs[1].html.unlink()
+    executor = FakeExecutor()
+    paper.run_paper(jobs, comparison, paper.LocalScheduler(executor))
+    assert executor.calls == [jobs[0].name, jobs[1].name, "comparison"]
+
+
+def test_metrics_of_another_configuration_make_a_run_incomplete(tmp_path, data_dir, notebooks) -> None:
+    jobs, comparison = make_jobs(tmp_path, data_dir, notebooks)
+    paper.run_paper(jobs, comparison, paper.LocalScheduler(FakeExecutor()))
+    fileio.write_json(jobs[0].run_dir / "metrics.json", {"config_hash": "another", "test": {"miou": 0.1}})
+    assert not paper.is_up_to_date(jobs[0])
+    assert paper.is_up_to_date(jobs[1])
+
+
+def test_only_the_comparison_reruns_when_its_outputs_are_missing(tmp_path, data_dir, notebooks) -> None:
+    jobs, comparison = make_jobs(tmp_path, data_dir, notebooks)
+    paper.run_paper(jobs, comparison, paper.LocalScheduler(FakeExecutor()))
+    (tmp_path / "paper" / "provenance.json").unlink()
+    executor = FakeExecutor()
+    paper.run_paper(jobs, comparison, paper.LocalScheduler(executor))
+    assert executor.calls == ["comparison"]
+
+
+def test_a_failing_run_is_reported_and_the_others_continue(tmp_path, data_dir, notebooks, capsys) -> None:
+    jobs, comparison = make_jobs(tmp_path, data_dir, notebooks)
+    failing = jobs[0]
+    results = paper.run_paper(jobs, comparison, paper.LocalScheduler(FakeExecutor(fail=(failing.name,))))
+    assert states(results) == {failing.name: paper.FAILED, jobs[1].name: paper.DONE, "comparison": paper.DONE}
+    failed = next(r for r in results if r.state == paper.FAILED)
+    assert failed.error == "RuntimeError: ValueError: cell 4 raised: boom"
+    status = paper.report_results(results, tmp_path / "paper", jobs, comparison, seconds=1.0)
+    assert status == 1
+    err = capsys.readouterr().err
+    assert f"see {failing.output}" in err and failing.name in err
+    assert failing.output.is_file() and not failing.stamp.exists()
+    index = (tmp_path / "paper" / "index.html").read_text()
+    assert "<tr class='failed'>" in index
+    assert "../runs/poc58_baseline/convnext_tiny/holdout-holdout/report.html" in index
+
+    retry = FakeExecutor()
+    paper.run_paper(jobs, comparison, paper.LocalScheduler(retry))
+    assert retry.calls == [failing.name, "comparison"]  # the failed run was not stamped: it runs again
+
+
+def test_report_results_is_zero_without_failures(tmp_path, data_dir, notebooks) -> None:
+    jobs, comparison = make_jobs(tmp_path, data_dir, notebooks)
+    results = paper.run_paper(jobs, comparison, paper.LocalScheduler(FakeExecutor()))
+    assert paper.report_results(results, tmp_path / "paper", jobs, comparison, seconds=1.0) == 0
+
+
+def test_a_job_that_writes_no_outputs_fails(tmp_path, data_dir, notebooks) -> None:
+    jobs, comparison = make_jobs(tmp_path, data_dir, notebooks)
+    with pytest.raises(RuntimeError, match="did not write .*report.html"):
+        paper.run_job(jobs[0], lambda job: None)
+
+
+def test_job_descriptions_round_trip_through_json(tmp_path, data_dir, notebooks) -> None:
+    jobs, comparison = make_jobs(tmp_path, data_dir, notebooks)
+    for job in [*jobs, comparison]:
+        path = paper.write_job_file(job)
+        assert paper.NotebookJob.from_json(fileio.read_json(path)) == job
+        assert paper.job_command(path)[-2:] == ["--execute", str(path)]
+
+
+def test_notebook_parameters_resolve_to_the_planned_config(tmp_path, data_dir) -> None:
+    for planned in paper.planned_configs("smoke", None, data_dir, tmp_path / "runs"):
+        resolved = paper.config_from_parameters(planned.poc, **paper.notebook_parameters(planned))
+        assert resolved.config_hash() == planned.config_hash()
+        assert config.run_dir(resolved) == config.run_dir(planned)
+
+
+def test_notebook_parameters_are_validated(data_dir, monkeypatch) -> None:
+    monkeypatch.setenv(paper.ENV_DATA, str(data_dir))
+    resolved = paper.config_from_parameters("poc58_baseline", epochs=2)
+    assert resolved.data_dir == str(data_dir) and resolved.epochs == 2
+    with pytest.raises(config.ConfigError, match="image_size"):
+        paper.config_from_parameters("poc58_baseline", image_size=30)
+    with pytest.raises(config.ConfigError, match="unknown notebook parameter.*'epoch'"):
+        paper.config_from_parameters("poc58_baseline", epoch=2)
+    with pytest.raises(config.ConfigError, match=f"resolve to config hash {resolved.config_hash()}, not the planned x"):
+        paper.config_from_parameters("poc58_baseline", epochs=2, config_hash="x")
+
+
+def test_notebook_parameters_carry_overridden_training_values(tmp_path, data_dir) -> None:
+    planned = config.plan("smoke", ["poc58_baseline"], data_dir, overrides={"epochs": 1, "image_size": 32})[0]
+    parameters = paper.notebook_parameters(planned)
+    assert (parameters["epochs"], parameters["image_size"]) == (1, 32)
+    resolved = paper.config_from_parameters("poc58_baseline", **parameters)
+    assert resolved.config_hash() == planned.config_hash() and (resolved.epochs, resolved.image_size) == (1, 32)
+
+
+def test_local_scheduler_refuses_slurm_options() -> None:
+    args = argparse.Namespace(no_wait=True, attach=False)
+    with pytest.raises(SystemExit, match="slurm only"):
+        paper.make_scheduler("local", args)
+
+
+def test_prepare_data_completes_a_folder_without_redoing_it(tmp_path, data_dir) -> None:
+    assert paper.prepare_data("smoke", source=data_dir) == data_dir  # a ready data folder is used in place
+    copy = Path(shutil.copytree(data_dir, tmp_path / "data"))
+    shutil.rmtree(copy / "splits")
+    before = (copy / "metadata.csv").read_bytes()
+    assert paper.prepare_data("smoke", data_dir=copy) == copy
+    assert sorted(p.name for p in (copy / "splits").iterdir()) == ["holdout.json", "kfold.json", "loco.json",
+                                                                  "lomo.json"]
+    assert (copy / "metadata.csv").read_bytes() == before  # neither re-ingested nor re-augmented
+
+
+def test_the_command_wires_data_plan_scheduler_and_index(tmp_path, data_dir, notebooks, monkeypatch, capsys) -> None:
+    from heritage import cli
+
+    executor = FakeExecutor(fail=("poc58_baseline/convnext_tiny/holdout-holdout",))
+    monkeypatch.setattr(paper, "execute_notebook", executor)
+    monkeypatch.setattr(paper, "ensure_kernel", lambda: None)
+    argv = ["paper", "--profile", "smoke", "--data", str(data_dir), "--pocs", *POCS, "--notebooks", str(notebooks),
+            "--runs-root", str(tmp_path / "runs"), "--paper-dir", str(tmp_path / "paper")]
+    assert cli.main(argv) == 1
+    assert executor.calls == ["dataset", *(f"{poc}/convnext_tiny/holdout-holdout" for poc in POCS), "comparison"]
+    out, err = capsys.readouterr()
+    assert "paper: 3 of 3 notebooks to execute" in out and "1 failed" in out
+    assert "poc58_baseline/convnext_tiny/holdout-holdout/notebook.ipynb" in err
+    assert (tmp_path / "paper" / "index.html").is_file()
+
+    executor.fail.clear()
+    assert cli.main(argv) == 0
+    assert executor.calls[-2:] == ["poc58_baseline/convnext_tiny/holdout-holdout", "comparison"]
