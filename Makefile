@@ -47,8 +47,9 @@ lab: $(LAB_STAMP)
 	$(VENV)/bin/jupyter lab --notebook-dir=.
 
 # The end-to-end smoke paper keeps its folder in build/test, so nbval then finds the POC notebooks'
-# runs complete and re-executes the notebooks against them instead of training again.
-TEST_ROOT := build/test
+# runs complete and re-executes the notebooks against them instead of training again. Absolute:
+# nbval runs each notebook with notebooks/ as its working directory.
+TEST_ROOT := $(CURDIR)/build/test
 
 test: env
 	rm -rf $(TEST_ROOT)

@@ -47,10 +47,9 @@ CHANNELS_LAST_MODES = ("auto", "on", "off")
 # Where `heritage paper` writes the synthetic stand-in of each profile (heritage.paper.SYNTHETIC).
 DEFAULT_DATA_DIRS = {"smoke": "data/synthetic-smoke", "full": "data/synthetic"}
 DEFAULT_RUNS_ROOT = "runs"
-# Fields that say where things are or how fast they load, not what is computed: they stay out of
-# the config hash so moving the runs folder or changing the number of loader workers does not
-# invalidate finished runs.
-UNHASHED_FIELDS = ("runs_root", "num_workers", "shm")
+# Fields that say where things are written, how fast data loads or how often state is saved, not
+# what is computed: they stay out of the config hash, so changing them does not invalidate finished runs.
+UNHASHED_FIELDS = ("runs_root", "num_workers", "shm", "checkpoint_every", "timing_skip_steps")
 _TOP_KEYS = {"title", "description", "main_variant", "settings", "encoders", "variants", "profiles"}
 _PROFILE_KEYS = {"settings", "encoders", "variants", "plan"}
 _PLAN_KEYS = {"encoders", "folds", "variants"}
@@ -93,7 +92,7 @@ class RunConfig:
     # auto: bf16 where the GPU supports it, fp16 + GradScaler otherwise, off on CPU. YAML reads a bare
     # off/on as false/true, so booleans are accepted too (false -> "off", true -> "auto").
     amp: str | bool = "auto"
-    channels_last: str | bool = "auto"  # auto: on for CNN encoders on GPU; true/false -> "on"/"off"
+    channels_last: str | bool = "auto"  # auto: on for CNN encoders; true/false -> "on"/"off"
     compile: bool = False
     grad_clip: float | None = None  # max global gradient norm; None = no clipping
     num_workers: int = 0
@@ -102,6 +101,8 @@ class RunConfig:
     seed: int = 42
     max_train_samples: int | None = None  # first N training ids (after sorting); None = all
     eval_every: int = 1  # validate every N epochs (and always after the last)
+    # write checkpoint_last.pt every N epochs (and after the last); 0 = only when a signal stops the run
+    checkpoint_every: int = 1
     timing_skip_steps: int = 2  # first steps of each epoch left out of the images/s measurement
     n_prediction_panels: int = 4
     runs_root: str = DEFAULT_RUNS_ROOT
@@ -405,7 +406,8 @@ def _check_values(config: RunConfig) -> None:
     if config.class_weight_max_ratio is not None and config.class_weight_max_ratio < 1:
         raise ConfigError(f"class_weight_max_ratio: a max/min ratio is at least 1, got "
                           f"{config.class_weight_max_ratio!r}")
-    for name in ("seed", "weight_decay", "num_workers", "timing_skip_steps", "n_prediction_panels"):
+    for name in ("seed", "weight_decay", "num_workers", "timing_skip_steps", "n_prediction_panels",
+                 "checkpoint_every"):
         if getattr(config, name) < 0:
             raise ConfigError(f"{name}: must be >= 0, got {getattr(config, name)!r}")
     if not 0 < config.pct_start < 1:

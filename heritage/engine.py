@@ -2,14 +2,15 @@
 
 :func:`fit` trains one model: AdamW + OneCycleLR stepped every batch; mixed precision (bf16
 autocast where the GPU supports it, fp16 with a GradScaler otherwise, off on CPU); channels_last
-for CNN encoders on GPU; optional ``torch.compile``; gradient clipping as one fused norm over all
+for CNN encoders; optional ``torch.compile``; gradient clipping as one fused norm over all
 parameters (unscaled once per step). Nothing reads a value back from the GPU inside an epoch: the
 loss is summed on the device and read once per epoch, so the GPU never waits for the host.
 
 Every epoch appends a row to ``history.csv`` (train loss, validation mIoU, LR, images/s with the
-first steps left out, peak memory, elapsed time), rewrites ``checkpoint_last.pt`` (everything needed
-to resume: model, optimizer, scheduler, scaler, RNG states, history) and, when validation mIoU
-improves, ``checkpoint_best.pt``. Starting again on the same run folder resumes from
+first steps left out, peak memory, elapsed time) and, every ``checkpoint_every`` epochs, rewrites
+``checkpoint_last.pt`` (everything needed to resume: model, optimizer, scheduler, scaler, RNG states,
+history) after ``checkpoint_best.pt`` (the weights of the best validation mIoU so far, kept in memory
+in between: one write instead of one per improvement). Starting again on the same run folder resumes from
 ``checkpoint_last.pt``; on CPU the resumed run ends with the same numbers as an uninterrupted one,
 because the data order and the augmentations are functions of (seed, epoch, index) and the RNG
 states are restored.
@@ -141,9 +142,10 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
 
 
 def uses_channels_last(mode: str, encoder: str, device: torch.device) -> bool:
-    """``auto``: channels_last for CNN encoders on GPU, where cuDNN convolutions gain from it."""
+    """``auto``: channels_last for CNN encoders, whose convolutions gain from it (cuDNN on GPU; on
+    CPU oneDNN trained ConvNeXt-T 1.3x faster at 64 px, MiT-B3 only 1.1x)."""
     if mode == "auto":
-        return device.type == "cuda" and models.ENCODERS[encoder].family == "CNN"
+        return models.ENCODERS[encoder].family == "CNN"
     return mode == "on"
 
 
@@ -255,8 +257,9 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, dtype: 
              ) -> tuple[dict[str, Any], float]:
     """Fine-class metrics over the whole loader (one confusion matrix, not per-batch means), images/s.
 
-    The result is :meth:`heritage.metrics.ConfusionMatrix.compute`'s dict; for the hierarchical
-    model it also holds ``hierarchical``: ``{"binary_miou", "coarse_miou", "fine_miou"}``.
+    The result is :meth:`heritage.metrics.ConfusionMatrix.compute`'s dict plus ``confusion_matrix``
+    (16 x 16 pixel counts, ground truth x prediction); for the hierarchical model it also holds
+    ``hierarchical``: ``{"binary_miou", "coarse_miou", "fine_miou"}``.
     """
     model.eval()
     matrices = metrics.HierarchicalMetrics(device=device) if hierarchical else metrics.ConfusionMatrix(device=device)
@@ -271,10 +274,10 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, dtype: 
         matrices.update(outputs, masks)
     synchronize(device)
     seconds = time.perf_counter() - start
-    if not hierarchical:
-        result = matrices.compute()
-    else:
-        result = {**matrices.fine.compute(), "hierarchical": matrices.compute()}
+    fine = matrices.fine if hierarchical else matrices
+    result = {**fine.compute(), "confusion_matrix": fine.matrix.cpu().tolist()}
+    if hierarchical:
+        result["hierarchical"] = matrices.compute()
     return result, result["n_images"] / max(seconds, 1e-9)
 
 
@@ -363,7 +366,20 @@ def fit(config: RunConfig, model: nn.Module, loss_fn: nn.Module, train_set: Data
     elapsed_before = history[-1]["elapsed_s"] if history else 0.0
     clock = time.perf_counter()
 
+    # The best weights wait in memory and are written with checkpoint_last.pt (or at the end), so a
+    # noisy validation curve does not cost a checkpoint write per improvement.
+    best_weights: dict[str, torch.Tensor] | None = None
+
+    def write_best() -> None:
+        nonlocal best_weights
+        if best_weights is not None and dist.is_main:
+            runs.save_checkpoint(folder / runs.BEST_CHECKPOINT, {
+                "model": best_weights, "config": config.to_dict(), "epoch": best["epoch"],
+                "val_miou": best["val_miou"]})
+        best_weights = None
+
     def checkpoint(epoch: int, step: int) -> None:
+        write_best()  # first, so checkpoint_last.pt never points at a best epoch that is not on disk
         if dist.is_main:
             runs.save_checkpoint(folder / runs.LAST_CHECKPOINT, {
                 "model": net.state_dict(), "optimizer": optimizer.state_dict(),
@@ -429,9 +445,7 @@ def fit(config: RunConfig, model: nn.Module, loss_fn: nn.Module, train_set: Data
                     row.update(_history_metrics(val))
                     if row["val_miou"] > best["val_miou"]:
                         best = {"epoch": epoch + 1, "val_miou": row["val_miou"], "val": val}
-                        runs.save_checkpoint(folder / runs.BEST_CHECKPOINT, {
-                            "model": net.state_dict(), "config": config.to_dict(),
-                            "epoch": epoch + 1, "val_miou": row["val_miou"]})
+                        best_weights = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
                 if dist.enabled:
                     torch_dist.barrier()
             row["images_per_s"] = (timed_steps * config.batch_size * dist.world_size / train_seconds
@@ -441,11 +455,14 @@ def fit(config: RunConfig, model: nn.Module, loss_fn: nn.Module, train_set: Data
             history.append(row)
             if dist.is_main:
                 runs.write_history(folder, history)
-            checkpoint(epoch + 1, 0)
+            every = config.checkpoint_every
+            if stop.received is not None or (every and ((epoch + 1) % every == 0 or epoch + 1 == config.epochs)):
+                checkpoint(epoch + 1, 0)
             epochs_bar.set_postfix(loss=f"{train_loss:.4f}", val_miou=f"{row.get('val_miou', math.nan):.4f}")
             if stop.received is not None and epoch + 1 < config.epochs:
                 raise Interrupted(stop.received, epoch + 1, 0, folder / runs.LAST_CHECKPOINT)
     epochs_bar.close()
+    write_best()
 
     if dist.enabled:  # rank 0 decided the best epoch; the others need it for metrics.json
         shared = [best]

@@ -3,7 +3,8 @@
 ``runs_root/<poc>[-<variant>]/<encoder>/<protocol>-<fold>/`` (see ARCHITECTURE.md) holds
 ``config.yaml``, ``environment.json``, ``class_weights.json``, ``history.csv``,
 ``checkpoint_last.pt``, ``checkpoint_best.pt``, ``predictions/<id>.png`` and, written last,
-``metrics.json``: its presence (with a matching config hash) means the run finished.
+``metrics.json``: its presence (with a matching config hash) means the run finished, and
+``checkpoint_last.pt`` (the resume state) is then deleted.
 Every file is written atomically (temporary file + rename), so an interrupted job never leaves a
 half-written file behind.
 """

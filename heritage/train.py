@@ -122,7 +122,7 @@ def _final_evaluation(config: RunConfig, model: Any, test_set: Any, folder: Path
         "device": runs.device_name(dist.device), "world_size": dist.world_size,
         "best_epoch": fitted.best_epoch,
         "val": {key: fitted.best_val[key] for key in ("miou", "pixel_accuracy", "n_images")},
-        "test": {key: test[key] for key in ("miou", "pixel_accuracy", "n_images", "convention", "per_class")},
+        "test": {key: value for key, value in test.items() if key != "hierarchical"},
         "throughput": {"train_images_per_s": fitted.train_images_per_s, "eval_images_per_s": eval_images_per_s},
         "peak_memory_mb": fitted.peak_memory_mb,
         "wall_time_s": fitted.wall_time_s,
@@ -130,6 +130,8 @@ def _final_evaluation(config: RunConfig, model: Any, test_set: Any, folder: Path
     if config.hierarchical:
         metrics["hierarchical"] = test["hierarchical"]
     runs.write_metrics(folder, metrics)
+    # Finished: the resume state (model + optimizer, ~3x the model) is no longer needed.
+    (folder / runs.LAST_CHECKPOINT).unlink(missing_ok=True)
     return metrics
 
 

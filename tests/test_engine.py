@@ -50,7 +50,7 @@ def make_config(data_dir: Path, runs_root: Path, **overrides):
     return load_run_config("poc58_baseline", "smoke", overrides={
         "data_dir": str(data_dir), "runs_root": str(runs_root), "image_size": SIZE, "epochs": 3,
         "batch_size": 4, "base_batch_size": 4, "base_lr": 1e-2, "grad_clip": 1.0, "seed": 3,
-        "timing_skip_steps": 1, **overrides})
+        "timing_skip_steps": 1, "checkpoint_every": 1, **overrides})
 
 
 def train(config, fold, data_dir, train_set=None):
@@ -166,7 +166,7 @@ def test_precision_and_memory_format_choices():
     assert engine.autocast_dtype("fp16", cuda) is torch.float16
     assert engine.uses_channels_last("on", "mit_b3", cpu) is True
     assert engine.uses_channels_last("off", "convnext_tiny", cuda) is False
-    assert engine.uses_channels_last("auto", "convnext_tiny", cuda) is True
+    assert engine.uses_channels_last("auto", "convnext_tiny", cpu) is True
     assert engine.uses_channels_last("auto", "mit_b3", cuda) is False
 
 
@@ -214,3 +214,17 @@ def test_distributed_data_parallel_on_two_cpu_processes(data_dir, tmp_path):
     assert all((a == b).all() for a, b in zip(params0, params1))  # DDP keeps the replicas identical
     history = next(tmp_path.glob("**/history.csv")).read_text().splitlines()
     assert len(history) == 3
+
+
+def test_checkpoint_every_zero_writes_the_resume_state_only_on_a_signal(data_dir, fold, tmp_path):
+    config = make_config(data_dir, tmp_path / "quiet", epochs=2, checkpoint_every=0)
+    _, _, folder = train(config, fold, data_dir)
+    assert (folder / runs.BEST_CHECKPOINT).exists() and not (folder / runs.LAST_CHECKPOINT).exists()
+
+    config = make_config(data_dir, tmp_path / "signalled", epochs=2, checkpoint_every=0)
+    signalling = SignallingDataset(data_dir, fold[0], SIZE, train=True, seed=config.seed,
+                                   at=(1, sample_at(config, len(fold[0]), 1, 0)))
+    with pytest.raises(engine.Interrupted) as stopped:
+        train(config, fold, data_dir, train_set=signalling)
+    assert torch.load(stopped.value.checkpoint, weights_only=True)["epoch"] == 1
+    assert torch.load(stopped.value.checkpoint.parent / runs.BEST_CHECKPOINT, weights_only=True)["epoch"] == 1
