@@ -258,7 +258,8 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, dtype: 
     """Fine-class metrics over the whole loader (one confusion matrix, not per-batch means), images/s.
 
     The result is :meth:`heritage.metrics.ConfusionMatrix.compute`'s dict plus ``confusion_matrix``
-    (16 x 16 pixel counts, ground truth x prediction); for the hierarchical model it also holds
+    (16 x 16 pixel counts, ground truth x prediction) and ``all_clean_miou`` (the mIoU of predicting
+    Clean everywhere on the same pixels: the trivial baseline); for the hierarchical model it also holds
     ``hierarchical``: ``{"binary_miou", "coarse_miou", "fine_miou"}``.
     """
     model.eval()
@@ -275,7 +276,8 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, dtype: 
     synchronize(device)
     seconds = time.perf_counter() - start
     fine = matrices.fine if hierarchical else matrices
-    result = {**fine.compute(), "confusion_matrix": fine.matrix.cpu().tolist()}
+    result = {**fine.compute(), "all_clean_miou": metrics.constant_prediction_miou(fine.matrix),
+              "confusion_matrix": fine.matrix.cpu().tolist()}
     if hierarchical:
         result["hierarchical"] = matrices.compute()
     return result, result["n_images"] / max(seconds, 1e-9)

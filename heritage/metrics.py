@@ -176,5 +176,21 @@ class HierarchicalMetrics:
         return {f"{level}_miou": matrix.compute()["miou"] for level, matrix in self.levels().items()}
 
 
+def constant_prediction_miou(matrix: torch.Tensor, class_index: int = taxonomy.CLASS_IDS["Clean"]) -> float:
+    """mIoU of predicting ``class_index`` on every labelled pixel of the evaluation behind ``matrix``.
+
+    The trivial baseline a model has to beat (all-Clean for the fine classes), under the same
+    convention as :meth:`ConfusionMatrix.compute`: the predicted class scores its share of the
+    labelled pixels, every other class present in the ground truth scores 0, absent classes are left out.
+    """
+    support = matrix.double().sum(dim=1).cpu()
+    labelled = support.sum()
+    if labelled == 0:
+        raise ValueError("no labelled pixel in the confusion matrix: the baseline is undefined")
+    present = support > 0
+    present[class_index] = True  # it is predicted everywhere
+    return float(support[class_index] / labelled) / int(present.sum())
+
+
 def _ratio(numerator: torch.Tensor | float, denominator: torch.Tensor | float) -> float:
     return float(numerator / denominator) if denominator > 0 else 0.0

@@ -48,6 +48,25 @@ def test_hand_computed_scores():
     json.dumps(result)  # metrics.json-ready: plain Python numbers, None for absent classes
 
 
+def test_all_clean_baseline_equals_scoring_an_all_clean_prediction():
+    # Hand computed: 6 labelled pixels, 4 Clean, one Peel, one Dust, one ignored; Clean everywhere
+    # scores IoU 4/6 for Clean and 0 for Peel and Dust; the other classes are absent: mIoU = (4/6) / 3.
+    clean, peel, dust = (taxonomy.CLASS_IDS[name] for name in ("Clean", "Peel", "Dust"))
+    target = torch.tensor([[clean, clean, peel, clean, dust, clean, IGNORE]])
+    model_says = metrics.ConfusionMatrix()
+    model_says.update(torch.tensor([[peel, clean, peel, clean, clean, clean, dust]]), target)
+    assert metrics.constant_prediction_miou(model_says.matrix) == pytest.approx((4 / 6) / 3)
+    scored = metrics.ConfusionMatrix()
+    scored.update(torch.zeros_like(target), target)
+    assert metrics.constant_prediction_miou(model_says.matrix) == pytest.approx(scored.compute()["miou"])
+    # A test set without Clean pixels: Clean is still predicted, so it counts (IoU 0).
+    no_clean = metrics.ConfusionMatrix()
+    no_clean.update(torch.tensor([[peel, peel]]), torch.tensor([[peel, dust]]))
+    assert metrics.constant_prediction_miou(no_clean.matrix) == 0.0
+    with pytest.raises(ValueError, match="no labelled pixel"):
+        metrics.constant_prediction_miou(metrics.ConfusionMatrix().matrix)
+
+
 def test_default_names_are_the_fine_classes_and_logits_are_argmaxed():
     logits = torch.zeros(1, C, 1, 2)
     logits[0, taxonomy.CLASS_IDS["Cracks"], 0, 0] = 1.0

@@ -47,7 +47,7 @@ def write_run(root: Path, poc: str, encoder: str, fold: str, miou: float, *, var
         "config_hash": config_hash or fake_hash(poc_key, encoder, protocol, fold),
         "image_size": image_size, "batch_size": 8, "lr": 2e-3, "epochs": 6, "params_m": 30.0, "device": "cpu",
         "best_epoch": 5, "val": {"miou": miou},
-        "test": {"miou": miou, "pixel_accuracy": 0.9, "n_images": 4, "per_class": per_class,
+        "test": {"miou": miou, "all_clean_miou": 0.06, "pixel_accuracy": 0.9, "n_images": 4, "per_class": per_class,
                  "confusion_matrix": np.eye(taxonomy.NUM_CLASSES, dtype=int).tolist()},
         "throughput": {"train_images_per_s": 100.0 * (1 + FOLDS.index(fold)) if fold in FOLDS else 50.0,
                        "eval_images_per_s": 300.0},
@@ -194,6 +194,8 @@ def test_encoder_table_numbers_equal_the_runs_and_missing_cells_say_no_run(runs_
     assert coatnet["mIoU (%)"] == report.NO_RUN and coatnet["Folds"] == "0/1"
     assert baseline.data.set_index("encoder").loc["coatnet_0", "miou_mean"] == report.NO_RUN
     assert baseline.display.set_index("Encoder").loc["Swin-Tiny", "mIoU (%)"] == "23.00"  # one fold: no std
+    assert flagship["all_clean_miou_mean"].tolist() == pytest.approx([0.06] * len(FLAGSHIP))
+    assert baseline.display.set_index("Encoder").loc["Swin-Tiny", "All-Clean mIoU (%)"] == "6.00"
     multitask = table_named(comparison, "encoders_poc55_multitask").display.iloc[0]
     assert multitask["Binary mIoU (%)"] == "60.00" and multitask["Fine mIoU (%)"] == "20.00"
 
@@ -272,6 +274,7 @@ def test_run_panels_from_a_run_folder(runs_root: Path, tmp_path: Path) -> None:
     metrics = report.load_metrics(runs_root / "poc55_multitask/convnext_tiny/holdout-holdout/metrics.json")
     results = report.results_table(metrics).set_index("quantity")["value"]
     assert results["test mIoU (%)"] == "20.00" and results["test binary mIoU (%)"] == "60.00"
+    assert results["test mIoU of predicting Clean everywhere (%)"] == "6.00"
     history = pd.DataFrame({"epoch": [1, 2], "train_loss": [1.0, 0.8], "lr": [1e-3, 1e-4], "val_miou": [0.1, 0.2],
                             "val_binary_miou": [0.5, 0.6], "images_per_s": [10.0, 11.0]})
     for fig in (report.plot_history(history), report.plot_per_class_iou(metrics),
