@@ -133,6 +133,12 @@ def bench_encoder(encoder: str, args: argparse.Namespace, device: torch.device) 
     }
 
 
+def result_path(out_dir: Path, device_name: str, day: str, prefix: str = "") -> Path:
+    """``<out_dir>/<prefix><device slug>-<day>.json`` (the results of the benchmarks in bench/)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", device_name.lower()).strip("-")
+    return out_dir / f"{prefix}{slug}-{day}.json"
+
+
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--encoders", nargs="+", default=list(models.ENCODERS), choices=list(models.ENCODERS))
@@ -163,8 +169,7 @@ def main(argv: list[str] | None = None) -> Path:
                      "optimizer": "AdamW", "data": "random tensors (model throughput, no data loading)"},
         "results": results,
     }
-    slug = re.sub(r"[^a-z0-9]+", "-", device_name.lower()).strip("-")
-    path = args.out / f"{slug}-{report['date']}.json"
+    path = result_path(args.out, device_name, report["date"])
     fileio.write_json(path, report)
     for row in results:
         print(f"{row['encoder']:>14s}: train {row['train_images_per_s']:8.2f} img/s, eval "

@@ -1,0 +1,98 @@
+"""Does a smoke-sized training run learn? Each POC's smoke configuration against the all-Clean baseline.
+
+Trains each POC's smoke encoder from scratch on a synthetic stand-in (generated here, or ``--data``)
+with a larger budget than the smoke profile (``--epochs`` over every training sample instead of 3
+epochs over 32), evaluates once on the fold's test part and records the test mIoU beside the mIoU of
+predicting Clean everywhere on the same pixels (``test.all_clean_miou``), their ratio, the per-class
+IoU, the number of optimizer steps and the wall time. A measurement, not a test: the numbers say how
+far a from-scratch model gets in CPU minutes on this stand-in, whatever they are.
+
+Writes ``bench/results/learning-<device>-<date>.json``::
+
+    python bench/learning_check.py                          # 160 images, 96 px, 5 epochs, every POC
+    python bench/learning_check.py --pocs poc58_baseline --epochs 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from heritage import augment, config, fileio, ingest, report, runs, splits, synth, train
+from train_bench import result_path  # bench/ is on sys.path when this runs as a script
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def make_data(root: Path, n_images: int, longest_side: int, seed: int) -> Path:
+    synth.write_parquet(root / "parquet", n_images=n_images, seed=seed, longest_side=longest_side, progress=False)
+    folder = root / "data"
+    ingest.ingest(root / "parquet", folder, longest_side=None)
+    augment.augment(folder)
+    splits.write_manifests(folder, splits.PROTOCOLS)
+    return folder
+
+
+def check_poc(poc: str, data_dir: Path, runs_root: Path, epochs: int) -> dict:
+    """Train the POC's first smoke-plan encoder on its first planned fold and compare with all-Clean."""
+    first = config.plan("smoke", [poc], data_dir)[0]  # the main configuration comes first
+    run = config.load_run_config(poc, "smoke", encoder=first.encoder, fold=first.fold,
+                                 overrides={"data_dir": str(data_dir), "runs_root": str(runs_root),
+                                            "epochs": epochs, "max_train_samples": None})
+    start = time.perf_counter()
+    metrics = train.run_training(run, progress=False)
+    test = metrics["test"]
+    history = report.read_history(config.run_dir(run)).to_dict("records")
+    return {
+        "poc": poc, "variant": run.variant, "encoder": run.encoder, "loss": run.loss,
+        "class_weights": run.class_weights, "split": run.split_name, "epochs": epochs,
+        "image_size": run.image_size, "batch_size": run.batch_size, "lr": run.lr,
+        "test_images": test["n_images"], "test_miou": test["miou"], "all_clean_miou": test["all_clean_miou"],
+        "ratio_to_all_clean": test["miou"] / test["all_clean_miou"],
+        "per_class_iou": {name: entry["iou"] for name, entry in test["per_class"].items()},
+        "val_miou_per_epoch": [row["val_miou"] for row in history],
+        "train_loss_per_epoch": [row["train_loss"] for row in history],
+        "best_epoch": metrics["best_epoch"], "wall_time_s": time.perf_counter() - start,
+    }
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pocs", nargs="+", default=config.available_pocs(), choices=config.available_pocs())
+    parser.add_argument("--epochs", type=int, default=5, help="epochs over every training sample")
+    parser.add_argument("--n-images", type=int, default=160, help="synthetic images to generate (without --data)")
+    parser.add_argument("--longest-side", type=int, default=96, help="their longest side in px (without --data)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic data")
+    parser.add_argument("--data", type=Path, help="an ingested, augmented and split data folder instead")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="learning-check-") as scratch:
+        scratch = Path(scratch)
+        data_dir = args.data or make_data(scratch, args.n_images, args.longest_side, args.seed)
+        results = [check_poc(poc, data_dir, scratch / "runs", args.epochs) for poc in tqdm(args.pocs, desc="POCs")]
+    device = runs.device_name(torch.device("cpu"))
+    report = {
+        "device": device, "date": date.today().isoformat(), "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "data": str(args.data) if args.data else {"synthetic_images": args.n_images,
+                                                  "longest_side": args.longest_side, "seed": args.seed},
+        "criterion": "test mIoU / all-Clean test mIoU (the issue's 'clear margin': > 1.2)",
+        "results": results,
+    }
+    path = result_path(args.out, device, report["date"], prefix="learning-")
+    fileio.write_json(path, report)
+    for row in results:
+        print(f"{row['poc']:>18s} {row['encoder']}: test mIoU {row['test_miou']:.4f} vs all-Clean "
+              f"{row['all_clean_miou']:.4f} ({row['ratio_to_all_clean']:.2f}x), {row['wall_time_s']:.0f} s")
+    print(f"-> {path}")
+    return path
+
+
+if __name__ == "__main__":
+    main()
