@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> Path:
         data_dir = args.data or make_data(scratch, args.n_images, args.longest_side, args.seed)
         results = [check_poc(poc, data_dir, scratch / "runs", args.epochs) for poc in tqdm(args.pocs, desc="POCs")]
     device = runs.device_name(torch.device("cpu"))
-    report = {
+    record = {
         "device": device, "date": date.today().isoformat(), "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "data": str(args.data) if args.data else {"synthetic_images": args.n_images,
@@ -85,8 +85,8 @@ def main(argv: list[str] | None = None) -> Path:
         "criterion": "test mIoU / all-Clean test mIoU (the issue's 'clear margin': > 1.2)",
         "results": results,
     }
-    path = result_path(args.out, device, report["date"], prefix="learning-")
-    fileio.write_json(path, report)
+    path = result_path(args.out, device, record["date"], prefix="learning-")
+    fileio.write_json(path, record)
     for row in results:
         print(f"{row['poc']:>18s} {row['encoder']}: test mIoU {row['test_miou']:.4f} vs all-Clean "
               f"{row['all_clean_miou']:.4f} ({row['ratio_to_all_clean']:.2f}x), {row['wall_time_s']:.0f} s")
