@@ -1,6 +1,7 @@
 """Does a smoke-sized training run learn? Each POC's smoke configuration against the all-Clean baseline.
 
-Trains each POC's smoke encoder from scratch on a synthetic stand-in (generated here, or ``--data``)
+Trains each POC's smoke encoder from scratch on the smoke profile's synthetic stand-in (generated
+here by ``heritage.paper.prepare_data``, or ``--data``: a data folder, parquet shards or an export)
 with a larger budget than the smoke profile (``--epochs`` over every training sample instead of 3
 epochs over 32), evaluates once on the fold's test part and records the test mIoU beside the mIoU of
 predicting Clean everywhere on the same pixels (``test.all_clean_miou``), their ratio, the per-class
@@ -9,7 +10,7 @@ far a from-scratch model gets in CPU minutes on this stand-in, whatever they are
 
 Writes ``bench/results/learning-<device>-<date>.json``::
 
-    python bench/learning_check.py                          # 160 images, 96 px, 5 epochs, every POC
+    python bench/learning_check.py                          # the smoke stand-in, 5 epochs, every POC
     python bench/learning_check.py --pocs poc58_baseline --epochs 10
 """
 
@@ -24,19 +25,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from heritage import augment, config, fileio, ingest, report, runs, splits, synth, train
+from heritage import config, fileio, paper, report, runs, train
 from train_bench import result_path  # bench/ is on sys.path when this runs as a script
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-
-
-def make_data(root: Path, n_images: int, longest_side: int, seed: int) -> Path:
-    synth.write_parquet(root / "parquet", n_images=n_images, seed=seed, longest_side=longest_side, progress=False)
-    folder = root / "data"
-    ingest.ingest(root / "parquet", folder, longest_side=None)
-    augment.augment(folder)
-    splits.write_manifests(folder, splits.PROTOCOLS)
-    return folder
 
 
 def check_poc(poc: str, data_dir: Path, runs_root: Path, epochs: int) -> dict:
@@ -66,22 +58,18 @@ def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pocs", nargs="+", default=config.available_pocs(), choices=config.available_pocs())
     parser.add_argument("--epochs", type=int, default=5, help="epochs over every training sample")
-    parser.add_argument("--n-images", type=int, default=160, help="synthetic images to generate (without --data)")
-    parser.add_argument("--longest-side", type=int, default=96, help="their longest side in px (without --data)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic data")
-    parser.add_argument("--data", type=Path, help="an ingested, augmented and split data folder instead")
+    parser.add_argument("--data", type=Path, help="data folder, parquet shards or export instead of the stand-in")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="learning-check-") as scratch:
         scratch = Path(scratch)
-        data_dir = args.data or make_data(scratch, args.n_images, args.longest_side, args.seed)
+        data_dir = paper.prepare_data("smoke", args.data, scratch / "data")
         results = [check_poc(poc, data_dir, scratch / "runs", args.epochs) for poc in tqdm(args.pocs, desc="POCs")]
     device = runs.device_name(torch.device("cpu"))
     record = {
         "device": device, "date": date.today().isoformat(), "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
-        "data": str(args.data) if args.data else {"synthetic_images": args.n_images,
-                                                  "longest_side": args.longest_side, "seed": args.seed},
+        "data": str(args.data) if args.data else {"synthetic": paper.SYNTHETIC["smoke"]},
         "criterion": "test mIoU / all-Clean test mIoU (the issue's 'clear margin': > 1.2)",
         "results": results,
     }

@@ -15,11 +15,9 @@ import pytest
 import torch
 import yaml
 
-from heritage import augment, data, engine, ingest, metrics, paper, runs, splits, synth, train
+from heritage import data, engine, metrics, paper, runs, splits, train
 from heritage.config import ConfigError, RunConfig, load_run_config, run_dir
 
-# The smoke paper's synthetic stand-in (heritage.paper.SYNTHETIC["smoke"]).
-N_IMAGES, LONGEST_SIDE = paper.SYNTHETIC["smoke"]["n_images"], paper.SYNTHETIC["smoke"]["longest_side"]
 LEARNING_POC, LEARNING_ENCODER = "poc58_baseline", "convnext_tiny"  # the POC's smoke encoder
 # "A clear margin": the test mIoU must exceed the all-Clean prediction's by this factor.
 MARGIN = 1.2
@@ -27,13 +25,8 @@ MARGIN = 1.2
 
 @pytest.fixture(scope="module")
 def smoke_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("smoke")
-    synth.write_parquet(root / "parquet", n_images=N_IMAGES, longest_side=LONGEST_SIDE, progress=False)
-    folder = root / "data"
-    ingest.ingest(root / "parquet", folder, longest_side=None)
-    augment.augment(folder)
-    splits.write_manifests(folder, splits.PROTOCOLS)
-    return folder
+    """The smoke paper's synthetic stand-in (heritage.paper.SYNTHETIC["smoke"]), made as `paper` makes it."""
+    return paper.prepare_data("smoke", data_dir=tmp_path_factory.mktemp("smoke") / "data")
 
 
 def all_clean_miou(config: RunConfig) -> float:
