@@ -1,15 +1,16 @@
 """Segmentation losses: Dice, Focal, Dice+Focal and POC-5.5's hierarchical loss.
 
-SMP 0.6 already provides what the seeds needed: ``DiceLoss`` and ``FocalLoss`` in multiclass mode
-take ``ignore_index`` and per-class ``class_weights`` (a weighted mean of the per-class terms). What
-is ours:
+SMP 0.6's ``DiceLoss`` in multiclass mode takes ``ignore_index`` and per-class ``class_weights`` (a
+weighted mean of the per-class terms). What is ours:
 
 - Dice is SMP's soft Dice over the whole batch per class, ``(I + s) / ((P + T) / 2 + s)`` with
   ``I = sum p*t``, ``P = sum p``, ``T = sum t`` over labelled pixels; classes absent from the batch's
   ground truth contribute 0 (but keep their weight in the weighted mean).
-- Focal is SMP's one-vs-rest sigmoid focal loss ``-(1 - p_t)^gamma log p_t`` per class, averaged
-  over labelled pixels; we sum it and divide by the number of labelled pixels ourselves so that a
-  batch with no labelled pixel gives 0 instead of NaN.
+- Focal: the softmax focal loss ``-w_y (1 - p_y)^gamma log p_y`` over the same softmax as
+  Dice, weighted by the true class's weight and averaged with those weights over labelled pixels
+  (0 when no pixel is labelled). SMP's ``FocalLoss`` is one-vs-rest sigmoid and multiplies a
+  class's weight into its negatives as well, which turns balancing weights into a penalty on
+  predicting rare classes: Dice+Focal with inverse-sqrt weights collapsed to all-Clean with it.
 - Every loss runs in float32 with autocast disabled, whatever precision the model ran in.
 - The hierarchical loss derives the binary and coarse targets from the fine target on the device
   with ``taxonomy.FINE_TO_BINARY`` / ``FINE_TO_COARSE`` lookup tables.
@@ -37,16 +38,29 @@ DEFAULT_GAMMA = 2.0
 
 
 class FocalLoss(nn.Module):
-    """SMP's multiclass focal loss averaged over labelled pixels; 0 when no pixel is labelled."""
+    """Softmax focal loss ``-w_y (1 - p_y)^gamma log p_y``, the ``w_y``-weighted mean over labelled pixels.
+
+    ``w_y`` is the weight of the pixel's true class (the alpha-balanced form of Lin et al.); with
+    ``gamma = 0`` this is ``F.cross_entropy(weight=w, ignore_index=255)``. Not SMP's ``FocalLoss``:
+    that one is one-vs-rest sigmoid and applies a class's weight to its negatives too, so the heavy
+    weights of rare classes mostly punish predicting them (on the stand-in it collapses to all-Clean).
+    """
 
     def __init__(self, class_weights: Sequence[float] | None = None, gamma: float = DEFAULT_GAMMA) -> None:
         super().__init__()
-        self.focal = smp.losses.FocalLoss("multiclass", gamma=gamma, ignore_index=taxonomy.IGNORE_INDEX,
-                                          reduction="sum", class_weights=class_weights)
+        self.gamma = gamma
+        self.class_weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        labelled = (target != taxonomy.IGNORE_INDEX).sum().clamp_min(1)
-        return self.focal(logits, target) / labelled
+        target = target.long()
+        labelled = target != taxonomy.IGNORE_INDEX
+        safe_target = torch.where(labelled, target, 0)  # any class index; the weight below is 0 there
+        log_p = torch.log_softmax(logits, dim=1).gather(1, safe_target.unsqueeze(1)).squeeze(1)
+        terms = -(1 - log_p.exp()).pow(self.gamma) * log_p
+        pixel_weights = (labelled.to(terms.dtype) if self.class_weights is None
+                         else self.class_weights.to(logits.device)[safe_target] * labelled)
+        # a batch with no labelled pixel gives 0, not NaN
+        return (terms * pixel_weights).sum() / pixel_weights.sum().clamp_min(torch.finfo(torch.float32).tiny)
 
 
 class WeightedSum(nn.Module):

@@ -60,33 +60,38 @@ def test_weighted_dice_known_answer():
 
 
 def test_focal_known_answer():
-    # One-vs-rest sigmoid focal, gamma 2: a term is (1 - p_t)^2 * -ln(p_t).
-    # Class 0: A (positive, sigmoid(ln 3) = 3/4) -> (1/16) ln(4/3); B (negative, p = 1/2) -> ln2 / 4.
-    # Class 1: A (negative, p = 1/2) and B (positive, p = 1/2) -> ln2 / 4 each.
-    # Per class: mean over the 2 pixels; loss: mean over the 2 classes.
-    class0 = (math.log(4 / 3) / 16 + LN2 / 4) / 2
-    class1 = LN2 / 4
+    # Softmax focal, gamma 2: a pixel's term is (1 - p_y)^2 * -ln(p_y) for its true class y.
+    # A: p_0 = 3/4 -> (1/16) ln(4/3); B: p_1 = 1/2 -> (1/4) ln 2; the loss is their mean.
     logits, target = two_pixel_case()
-    assert losses.build_loss("focal")(logits, target).item() == pytest.approx((class0 + class1) / 2, rel=1e-6)
+    expected = (math.log(4 / 3) / 16 + LN2 / 4) / 2
+    assert losses.build_loss("focal")(logits, target).item() == pytest.approx(expected, rel=1e-6)
 
 
-def test_weighted_focal_known_answer():
-    # 16 classes, all logits 0 except ln 3 on class 0 at both pixels; targets A = 0, B = 1.
-    # Class 0: A positive p = 3/4 -> (1/16) ln(4/3); B negative, p_t = 1/4 -> (9/16) ln 4.
-    # Every other class has p = 1/2 everywhere -> ln2 / 4 per pixel and per class.
-    logits = torch.zeros(1, taxonomy.NUM_CLASSES, 1, 2)
-    logits[0, 0] = LN3
-    target = torch.tensor([[[0, 1]]])
-    class0 = (math.log(4 / 3) / 16 + 9 / 16 * math.log(4)) / 2
-    weights = [2.0] + [1.0] * 15
-    expected = (2 * class0 + 15 * LN2 / 4) / 17
-    assert losses.build_loss("focal", class_weights=weights)(logits, target).item() == pytest.approx(expected, rel=1e-6)
+def test_weighted_focal_weighs_each_pixel_by_its_true_class():
+    # sixteen_class_case: A (class 0) has p_0 = 3/4, B (class 1) p_1 = 1/2, so the terms are those of
+    # test_focal_known_answer; the weighted mean is (w_0 * A + w_1 * B) / (w_0 + w_1). The weights of the
+    # classes no pixel belongs to do not enter: a rare class's heavy weight applies to its own pixels only.
+    weights = [1.0, 3.0] + [50.0] * 14
+    expected = (1 * math.log(4 / 3) / 16 + 3 * LN2 / 4) / 4
+    logits, target = sixteen_class_case()
+    assert losses.build_loss("focal", class_weights=weights)(logits, target).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_focal_with_gamma_zero_is_weighted_cross_entropy():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, taxonomy.NUM_CLASSES, 5, 7, generator=generator)
+    target = torch.randint(0, taxonomy.NUM_CLASSES, (2, 5, 7), generator=generator)
+    target[0, :2] = IGNORE
+    weights = torch.rand(taxonomy.NUM_CLASSES, generator=generator) + 0.1
+    focal = losses.FocalLoss(class_weights=weights, gamma=0.0)(logits, target)
+    expected = torch.nn.functional.cross_entropy(logits, target, weight=weights, ignore_index=IGNORE)
+    assert focal.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_dice_focal_is_the_even_mix():
     logits, target = two_pixel_case()
     dice = 8 / 21
-    focal = ((math.log(4 / 3) / 16 + LN2 / 4) / 2 + LN2 / 4) / 2
+    focal = (math.log(4 / 3) / 16 + LN2 / 4) / 2
     loss = losses.build_loss("dice_focal", smooth=0.0)(logits, target)
     assert loss.item() == pytest.approx(0.5 * dice + 0.5 * focal, rel=1e-6)
 
