@@ -1,4 +1,4 @@
-"""heritage.train: a real smoke run learns (beats the all-Clean prediction) and fills its run folder."""
+"""heritage.train: a real smoke run fills its run folder; trained for minutes, it beats the all-Clean prediction."""
 
 from __future__ import annotations
 
@@ -18,9 +18,15 @@ import yaml
 from heritage import data, engine, metrics, paper, runs, splits, train
 from heritage.config import ConfigError, RunConfig, load_run_config, run_dir
 
-LEARNING_POC, LEARNING_ENCODER = "poc58_baseline", "convnext_tiny"  # the POC's smoke encoder
+SMOKE_POC, SMOKE_ENCODER = "poc58_baseline", "convnext_tiny"  # the POC's smoke encoder
+# The learning test trains POC-5.9's smoke configuration with the budget of bench/learning_check.py's
+# default: 15 epochs over every training sample (~840 steps, ~5 min on 2 cores) instead of the smoke
+# paper's 3 epochs over 32 samples. POC-5.9 because Dice+Focal learns steadily from scratch over seeds
+# (bench/results/learning-seeds-poc59-*.json) while plain Dice (POC-5.8) is seed-fragile (-poc58-).
+LEARNING_POC = "poc59_dicefocal"
+LEARNING_OVERRIDES = {"epochs": 15, "max_train_samples": None}
 # "A clear margin": the test mIoU must exceed the all-Clean prediction's by this factor.
-MARGIN = 1.2
+MARGIN = 1.3
 
 
 @pytest.fixture(scope="module")
@@ -38,24 +44,32 @@ def all_clean_miou(config: RunConfig) -> float:
     return matrix.compute()["miou"]
 
 
-@pytest.fixture(scope="module")
-def smoke_run(smoke_data, tmp_path_factory):
-    config = load_run_config(LEARNING_POC, "smoke", encoder=LEARNING_ENCODER, overrides={
-        "data_dir": str(smoke_data), "runs_root": str(tmp_path_factory.mktemp("runs"))})
+def train_smoke_configuration(poc: str, data_dir: Path, runs_root: Path, **overrides) -> tuple[RunConfig, dict]:
+    config = load_run_config(poc, "smoke", encoder=SMOKE_ENCODER, overrides={
+        "data_dir": str(data_dir), "runs_root": str(runs_root), **overrides})
     return config, train.run_training(config, progress=False)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "measured (bench/results/learning-amd-epyc-2026-12-01.json): from-scratch 30M-parameter encoders do not "
-    "beat the all-Clean test mIoU by 1.2x within a CPU smoke budget; with 5 epochs over all 448 training samples "
-    "of a 160-image stand-in (~280 steps, 80-150 s per POC) the ratios were 1.08 / 1.21 / 1.00 / 1.13 "
-    "(POC-5.5 / 5.8 / 5.9 / 5.9-v2): Peel, Material loss and Lightleak are learnt, but Dice over-predicts damage "
-    "and Clean IoU falls from 0.86 to 0.66-0.81"))
-def test_a_smoke_run_beats_the_all_clean_prediction(smoke_run):
-    config, result = smoke_run
+@pytest.fixture(scope="module")
+def smoke_run(smoke_data, tmp_path_factory):
+    return train_smoke_configuration(SMOKE_POC, smoke_data, tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture(scope="module")
+def learning_run(smoke_data, tmp_path_factory):
+    return train_smoke_configuration(LEARNING_POC, smoke_data, tmp_path_factory.mktemp("runs"), **LEARNING_OVERRIDES)
+
+
+@pytest.mark.slow
+def test_a_smoke_configuration_trained_for_minutes_beats_the_all_clean_prediction(learning_run):
+    config, result = learning_run
     baseline = result["test"]["all_clean_miou"]
     assert result["test"]["miou"] > MARGIN * baseline, (
-        f"{config.poc}/{config.encoder} smoke run: test mIoU {result['test']['miou']:.4f} vs all-Clean {baseline:.4f}")
+        f"{config.poc}/{config.encoder}, {config.epochs} epochs: test mIoU {result['test']['miou']:.4f} "
+        f"vs all-Clean {baseline:.4f}")
+    learnt = [name for name, entry in result["test"]["per_class"].items()
+              if name != "Clean" and entry["iou"] is not None and entry["iou"] > 0.05]
+    assert len(learnt) >= 2, f"damage classes with test IoU > 0.05: {learnt}"
 
 
 def test_the_run_folder_holds_every_documented_file(smoke_run):
@@ -114,11 +128,11 @@ def _args(*words: str) -> argparse.Namespace:
 
 
 def test_command_line_errors_exit_2_with_the_reason(capsys, smoke_data):
-    assert train.main(_args("--poc", LEARNING_POC, "--data", str(smoke_data), "epoch=3")) == 2
+    assert train.main(_args("--poc", SMOKE_POC, "--data", str(smoke_data), "epoch=3")) == 2
     assert "unknown key 'epoch' (did you mean 'epochs'?)" in capsys.readouterr().err
     assert train.main(_args("--data", str(smoke_data))) == 2
     assert "give --poc" in capsys.readouterr().err
-    assert train.main(_args("--config", "run/config.yaml", "--poc", LEARNING_POC)) == 2
+    assert train.main(_args("--config", "run/config.yaml", "--poc", SMOKE_POC)) == 2
     assert "--config already fixes --poc" in capsys.readouterr().err
 
 
@@ -135,16 +149,16 @@ def test_an_interrupted_run_exits_75(monkeypatch, smoke_data, capsys):
         raise engine.Interrupted("SIGUSR1", 1, 3, Path("checkpoint_last.pt"))
 
     monkeypatch.setattr(train, "run_training", interrupted)
-    assert train.main(_args("--poc", LEARNING_POC, "--data", str(smoke_data))) == engine.EXIT_REQUEUE == 75
+    assert train.main(_args("--poc", SMOKE_POC, "--data", str(smoke_data))) == engine.EXIT_REQUEUE == 75
     assert "stopped by SIGUSR1 at epoch 2, step 3" in capsys.readouterr().err
 
 
 def test_sigusr1_to_the_train_command_checkpoints_and_exits_75(smoke_data, tmp_path):
     """The real thing: a `python -m heritage train` process, signalled mid-run, then resumed."""
-    command = [sys.executable, "-m", "heritage", "train", "--poc", LEARNING_POC, "--data", str(smoke_data),
+    command = [sys.executable, "-m", "heritage", "train", "--poc", SMOKE_POC, "--data", str(smoke_data),
                f"runs_root={tmp_path}", "epochs=40", "max_train_samples=16", "batch_size=4", "base_batch_size=4",
                "image_size=32", "--encoder", "convnext_tiny"]
-    config = load_run_config(LEARNING_POC, "smoke", encoder="convnext_tiny", overrides={
+    config = load_run_config(SMOKE_POC, "smoke", encoder="convnext_tiny", overrides={
         "data_dir": str(smoke_data), "runs_root": str(tmp_path), "epochs": 40, "max_train_samples": 16,
         "batch_size": 4, "base_batch_size": 4, "image_size": 32})
     history = run_dir(config) / runs.HISTORY_FILE
