@@ -3,7 +3,7 @@
 Trains each POC's smoke encoder from scratch on the smoke profile's synthetic stand-in (generated
 here by ``heritage.paper.prepare_data``, or ``--data``: a data folder, parquet shards or an export)
 with a larger budget than the smoke profile (``--epochs`` over every training sample instead of 3
-epochs over 32; the default 15 is what tests/test_train.py's learning test trains for POC-5.8),
+epochs over 32; the default 15 is what tests/test_train.py's learning test trains for POC-5.9),
 evaluates once on the fold's test part and records the test mIoU beside the mIoU of predicting
 Clean everywhere on the same pixels (``test.all_clean_miou``), their ratio, the per-class IoU, the
 val mIoU and train loss per epoch and the wall time. A measurement, not a test: the numbers say how
@@ -13,7 +13,7 @@ Writes ``bench/results/learning-<device>-<date>.json``::
 
     python bench/learning_check.py                          # the smoke stand-in, 15 epochs, every POC
     python bench/learning_check.py --pocs poc58_baseline --epochs 10
-    python bench/learning_check.py --pocs poc58_baseline --seeds 1 2 3 --label seeds   # the spread over seeds
+    python bench/learning_check.py --pocs poc58_baseline --seeds 1 2 --label seeds-poc58   # the spread over seeds
 """
 
 from __future__ import annotations
@@ -87,8 +87,8 @@ def main(argv: list[str] | None = None) -> Path:
     path = result_path(args.out, device, record["date"], prefix=prefix)
     fileio.write_json(path, record)
     for row in results:
-        print(f"{row['poc']:>18s} {row['encoder']} seed {row['seed']}: test mIoU {row['test_miou']:.4f} vs all-Clean "
-              f"{row['all_clean_miou']:.4f} ({row['ratio_to_all_clean']:.2f}x), {row['wall_time_s']:.0f} s")
+        print(f"{row['poc']:>18s} {row['encoder']} seed {row['seed']}: test mIoU {row['test_miou']:.4f} "
+              f"vs all-Clean {row['all_clean_miou']:.4f} ({row['ratio_to_all_clean']:.2f}x), {row['wall_time_s']:.0f} s")
     print(f"-> {path}")
     return path
 
