@@ -49,7 +49,9 @@ class FocalLoss(nn.Module):
     def __init__(self, class_weights: Sequence[float] | None = None, gamma: float = DEFAULT_GAMMA) -> None:
         super().__init__()
         self.gamma = gamma
-        self.class_weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+        # a buffer, so that moving the loss to the GPU moves the weights once (not per step)
+        self.register_buffer("class_weights", None if class_weights is None
+                             else torch.as_tensor(class_weights, dtype=torch.float32), persistent=False)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         target = target.long()
