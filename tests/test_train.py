@@ -158,7 +158,7 @@ def test_sigusr1_to_the_train_command_checkpoints_and_exits_75(smoke_data, tmp_p
     command = [sys.executable, "-m", "heritage", "train", "--poc", SMOKE_POC, "--data", str(smoke_data),
                f"runs_root={tmp_path}", "epochs=40", "max_train_samples=16", "batch_size=4", "base_batch_size=4",
                "image_size=32", "--encoder", "convnext_tiny"]
-    config = load_run_config(SMOKE_POC, "smoke", encoder="convnext_tiny", overrides={
+    config = load_run_config(SMOKE_POC, "smoke", encoder=SMOKE_ENCODER, overrides={
         "data_dir": str(smoke_data), "runs_root": str(tmp_path), "epochs": 40, "max_train_samples": 16,
         "batch_size": 4, "base_batch_size": 4, "image_size": 32})
     history = run_dir(config) / runs.HISTORY_FILE
