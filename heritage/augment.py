@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from heritage import fileio, ingest, taxonomy
+from heritage import errors, fileio, ingest, taxonomy
 
 TRANSFORMS = ("hflip", "vflip", "rot")
 MAX_ROTATION_DEG = 30.0
@@ -59,7 +59,7 @@ def apply_transform(image: np.ndarray, mask: np.ndarray, transform: str, angle: 
         return np.ascontiguousarray(image[::-1]), np.ascontiguousarray(mask[::-1])
     if transform == "rot":
         return rotate(image, mask, angle)
-    raise ValueError(f"unknown transform {transform!r} (expected one of {TRANSFORMS})")
+    raise errors.InputError(f"unknown transform {transform!r} (expected one of {TRANSFORMS})")
 
 
 def augment(data_dir: str | os.PathLike, seed: int = DEFAULT_SEED) -> pd.DataFrame:

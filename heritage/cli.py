@@ -2,13 +2,22 @@
 
 A command module exposes ``add_arguments(parser)`` and ``main(args) -> int``. Modules are imported
 only when their command runs (or its ``--help`` is asked for), so ``--help`` stays fast.
+
+Errors: a :class:`heritage.errors.HeritageError` is printed as one line ``heritage <command>: <message>``
+and the command exits with its code (2 for bad input, 1 for failed work); any other exception is a
+bug, printed with its traceback and exit code 70. ``--debug`` (anywhere on the command line) or
+``HERITAGE_DEBUG=1`` prints the traceback of expected errors too.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
+
+from heritage import errors
 
 # command -> (module, one-line help)
 DATA_COMMANDS: dict[str, tuple[str, str]] = {
@@ -47,7 +56,29 @@ def _wanted(argv: list[str]) -> set[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """Run one command; expected errors become one line and an exit code, bugs keep their traceback."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv or os.environ.get(errors.DEBUG_ENVIRONMENT_VARIABLE, "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     args = build_parser(argv).parse_args(argv)
-    module = importlib.import_module(args.module)
-    return int(module.main(args) or 0)
+    command = _command_name(args)
+    try:
+        module = importlib.import_module(args.module)
+        return int(module.main(args) or 0)
+    except errors.HeritageError as err:
+        if debug:
+            traceback.print_exc()
+        print(f"heritage {command}: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print(f"heritage {command}: interrupted", file=sys.stderr)
+        return errors.EXIT_INTERRUPTED
+    except Exception as err:  # noqa: BLE001 - the one place a bug is reported as one
+        traceback.print_exc()
+        print(f"heritage {command}: internal error ({type(err).__name__}): this is a bug in heritage; "
+              f"please report it with the traceback above", file=sys.stderr)
+        return errors.EXIT_BUG
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    return f"data {args.data_command}" if args.command == "data" else args.command

@@ -41,6 +41,8 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from heritage import errors
+
 PROFILES = ("full", "smoke")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 CHANNELS_LAST_MODES = ("auto", "on", "off")
@@ -56,7 +58,7 @@ _PLAN_KEYS = {"encoders", "folds", "variants"}
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.InputError):
     """A configuration value or file is wrong; the message names the key, the value and the source."""
 
 

@@ -36,7 +36,7 @@ import torch  # noqa: E402
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, SequentialSampler  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from heritage import fileio, ingest, taxonomy  # noqa: E402
+from heritage import errors, fileio, ingest, taxonomy  # noqa: E402
 from heritage.augment import FILL_RGB  # noqa: E402
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -84,7 +84,7 @@ def load_resized(data_dir: str | os.PathLike, sample_id: str, image_size: int) -
     image = fileio.read_rgb(ingest.image_path(data_dir, sample_id))
     mask = fileio.read_mask(ingest.annotation_path(data_dir, sample_id))
     if image.shape[:2] != mask.shape:
-        raise ValueError(f"{ingest.image_path(data_dir, sample_id)}: image is {image.shape[1]}x{image.shape[0]} "
+        raise errors.InputError(f"{ingest.image_path(data_dir, sample_id)}: image is {image.shape[1]}x{image.shape[0]} "
                          f"but its annotation is {mask.shape[1]}x{mask.shape[0]}")
     resized = letterbox(image_size)(image=image, mask=mask)
     return resized["image"], resized["mask"]
@@ -111,7 +111,7 @@ class PreloadCache:
         self.image_size = image_size
         self.index = {sample_id: row for row, sample_id in enumerate(self.ids)}
         if len(self.index) != len(self.ids):
-            raise ValueError("PreloadCache: duplicated ids")
+            raise errors.InputError("PreloadCache: duplicated ids")
         shape = (len(self.ids), image_size, image_size, 4)
         if shm_dir is None:
             self.path = None
@@ -123,7 +123,7 @@ class PreloadCache:
                 self._fill(np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)).flush()
         self.array = np.load(self.path, mmap_mode="r")
         if self.array.shape != shape:
-            raise ValueError(f"{self.path}: cached array has shape {self.array.shape}, expected {shape}")
+            raise errors.InputError(f"{self.path}: cached array has shape {self.array.shape}, expected {shape}")
 
     def _fill(self, array: np.ndarray) -> np.ndarray:
         for row, sample_id in enumerate(tqdm(self.ids, desc=f"preload {self.image_size}px", unit="image")):
@@ -175,18 +175,18 @@ class SegmentationDataset(Dataset):
         self.epoch = 0
         self.augmentation = train_augmentation() if train else None
         if not self.ids:
-            raise ValueError(f"{self.data_dir}: SegmentationDataset needs at least one id")
+            raise errors.InputError(f"{self.data_dir}: SegmentationDataset needs at least one id")
         if cache is not None:
             if cache.image_size != image_size:
-                raise ValueError(f"cache holds {cache.image_size}px samples, the dataset needs {image_size}px")
+                raise errors.InputError(f"cache holds {cache.image_size}px samples, the dataset needs {image_size}px")
             missing = [i for i in self.ids if i not in cache]
             if missing:
-                raise ValueError(f"{len(missing)} id(s) are not in the preload cache: {missing[:5]}")
+                raise errors.InputError(f"{len(missing)} id(s) are not in the preload cache: {missing[:5]}")
         else:
             paths = [p for i in self.ids for p in (ingest.image_path(data_dir, i), ingest.annotation_path(data_dir, i))]
             missing = [str(p) for p in paths if not p.is_file()]
             if missing:
-                raise FileNotFoundError(f"{len(missing)} file(s) not found: {missing[:5]}")
+                raise errors.MissingInputError(f"{len(missing)} file(s) not found: {missing[:5]}")
 
     def __len__(self) -> int:
         return len(self.ids)

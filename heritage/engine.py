@@ -47,12 +47,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from heritage import data, metrics, models, runs
+from heritage import data, errors, metrics, models, runs
 from heritage.config import RunConfig
 
 # sysexits.h EX_TEMPFAIL, "temporary failure, the user is invited to retry": the run stopped on a
 # signal after saving checkpoint_last.pt; requeue it and it resumes.
-EXIT_REQUEUE = 75
+EXIT_REQUEUE = errors.EXIT_REQUEUE
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 # With several processes, all must stop at the same step; they agree on it every this many steps
 # (one tiny all-reduce, the only host sync inside an epoch).
@@ -106,7 +106,7 @@ def setup_distributed(device: str | None = None) -> Distributed:
         rank, world, local = 0, 1, 0
     use_cuda = torch.cuda.is_available() if device is None else device == "cuda"
     if use_cuda and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' asked for, but torch sees no CUDA device")
+        raise errors.InputError("device 'cuda' asked for, but torch sees no CUDA device")
     if use_cuda:
         torch.cuda.set_device(local)
     where = torch.device("cuda", local) if use_cuda else torch.device("cpu")
@@ -116,7 +116,7 @@ def setup_distributed(device: str | None = None) -> Distributed:
             env.setdefault("MASTER_PORT", "29500")
         missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if k not in env]
         if missing:
-            raise RuntimeError(f"distributed launch with {world} processes needs {', '.join(missing)} "
+            raise errors.InputError(f"distributed launch with {world} processes needs {', '.join(missing)} "
                                "in the environment (the address and a free port of rank 0's node)")
         torch_dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world,
                                       device_id=where if use_cuda else None)
@@ -340,7 +340,7 @@ def fit(config: RunConfig, model: nn.Module, loss_fn: nn.Module, train_set: Data
                                   seed=config.seed)
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
-        raise ValueError(f"{len(train_set)} training samples make no full batch of {config.batch_size} "
+        raise errors.InputError(f"{len(train_set)} training samples make no full batch of {config.batch_size} "
                          f"(x {dist.world_size} processes); lower batch_size")
 
     # Optimisation: AdamW + OneCycleLR stepped per batch; a GradScaler only for fp16.

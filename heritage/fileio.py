@@ -19,6 +19,8 @@ from typing import Any, Iterator
 import numpy as np
 from PIL import Image
 
+from heritage import errors
+
 # ARTeFACT originals reach ~130 MP; PIL's default bomb guard (89 MP) would refuse real scans.
 Image.MAX_IMAGE_PIXELS = 400_000_000
 # The process umask, read once (os.umask can only be read by setting it): mkstemp creates files 0600,
@@ -69,9 +71,9 @@ def read_json(path: str | os.PathLike) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: file not found") from None
+        raise errors.MissingInputError(f"{path}: file not found") from None
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
+        raise errors.InputError(f"{path}: not valid JSON ({err})") from None
 
 
 def write_png(path: str | os.PathLike, array: np.ndarray) -> None:
@@ -97,9 +99,9 @@ def open_image(source: str | os.PathLike | bytes, name: str | None = None) -> Im
             image = Image.open(source)
         image.load()  # decode now, so truncated files fail here and not later in a worker
     except FileNotFoundError:
-        raise FileNotFoundError(f"{label}: file not found") from None
+        raise errors.MissingInputError(f"{label}: file not found") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise ValueError(f"{label}: cannot read image ({err})") from None
+        raise errors.InputError(f"{label}: cannot read image ({err})") from None
     return image
 
 
@@ -113,7 +115,7 @@ def read_mask(source: str | os.PathLike | bytes, name: str | None = None) -> np.
     label = name or str(source)
     image = open_image(source, name)
     if image.mode not in ("L", "P"):
-        raise ValueError(f"{label}: a class-id mask must be single-channel 8-bit, got mode {image.mode}")
+        raise errors.InputError(f"{label}: a class-id mask must be single-channel 8-bit, got mode {image.mode}")
     return np.asarray(image if image.mode == "L" else image.convert("L"), dtype=np.uint8)
 
 

@@ -14,6 +14,7 @@ been converted, with ``metadata.csv`` written last: a failed ingest leaves the d
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
 import shutil
@@ -28,7 +29,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 from tqdm import tqdm
 
-from heritage import fileio, taxonomy
+from heritage import errors, fileio, taxonomy
 
 PARQUET_COLUMNS = ("id", "image", "annotation", "material", "content")
 EXPORT_COLUMNS = ("id", "material", "content")
@@ -70,25 +71,38 @@ def read_metadata(data_dir: str | os.PathLike) -> pd.DataFrame:
     """The validated ``metadata.csv`` of a data folder (columns in METADATA_COLUMNS order)."""
     path = Path(data_dir) / METADATA_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: file not found (run `python -m heritage data ingest` first)")
+        raise errors.MissingInputError(f"{path}: file not found (run `python -m heritage data ingest` first)")
     table = pd.read_csv(path, dtype=str, keep_default_na=False)
     missing = [c for c in METADATA_COLUMNS if c not in table.columns]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}")
+        raise errors.InputError(f"{path}: missing column(s) {missing}")
     if table.empty:
-        raise ValueError(f"{path}: empty dataset (no rows)")
+        raise errors.InputError(f"{path}: empty dataset (no rows)")
     duplicated = table["id"][table["id"].duplicated()].tolist()
     if duplicated:
-        raise ValueError(f"{path}: duplicated id(s) {duplicated[:5]}")
+        raise errors.InputError(f"{path}: duplicated id(s) {duplicated[:5]}")
     for column in ("width", "height"):
         if not table[column].str.fullmatch(r"[1-9][0-9]*").all():
             bad = table.loc[~table[column].str.fullmatch(r"[1-9][0-9]*"), "id"].tolist()
-            raise ValueError(f"{path}: column {column!r} is not a positive integer for id(s) {bad[:5]}")
+            raise errors.InputError(f"{path}: column {column!r} is not a positive integer for id(s) {bad[:5]}")
         table[column] = table[column].astype(np.int64)
     orphans = sorted(set(table["source_id"]) - set(table.loc[table["transform"] == IDENTITY, "id"]))
     if orphans:
-        raise ValueError(f"{path}: source_id(s) {orphans[:5]} have no original (transform={IDENTITY!r}) row")
+        raise errors.InputError(f"{path}: source_id(s) {orphans[:5]} have no original (transform={IDENTITY!r}) row")
     return table[list(METADATA_COLUMNS)].reset_index(drop=True)
+
+
+def metadata_fingerprint(data_dir: str | os.PathLike) -> str:
+    """sha256 of ``metadata.csv``'s bytes: what split manifests and run configs record of their data.
+
+    It changes whenever a sample is added, removed or relabelled (ingest, augment), not when the data
+    folder is moved or copied elsewhere.
+    """
+    path = Path(data_dir) / METADATA_FILE
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        raise errors.MissingInputError(f"{path}: file not found (run `python -m heritage data ingest` first)") from None
 
 
 def write_metadata(data_dir: str | os.PathLike, table: pd.DataFrame) -> None:
@@ -97,7 +111,7 @@ def write_metadata(data_dir: str | os.PathLike, table: pd.DataFrame) -> None:
 
 def check_id(sample_id: object, where: str) -> str:
     if not isinstance(sample_id, str) or not _ID_PATTERN.fullmatch(sample_id) or "__" in sample_id:
-        raise ValueError(
+        raise errors.InputError(
             f"{where}: id {sample_id!r} is not usable as a file name "
             "(letters, digits, '.', '_', '-'; no '__', which marks augmented copies)"
         )
@@ -113,10 +127,10 @@ def find_shards(source: str | os.PathLike) -> list[Path]:
     if source.is_file():
         return [source]
     if not source.is_dir():
-        raise FileNotFoundError(f"{source}: no such file or folder")
+        raise errors.MissingInputError(f"{source}: no such file or folder")
     shards = sorted((source / "data").glob("*.parquet")) or sorted(source.glob("*.parquet"))
     if not shards:
-        raise FileNotFoundError(f"{source}: no parquet shards (looked for data/*.parquet and *.parquet)")
+        raise errors.MissingInputError(f"{source}: no parquet shards (looked for data/*.parquet and *.parquet)")
     return shards
 
 
@@ -127,7 +141,7 @@ def check_parquet_columns(shards: list[Path]) -> int:
         parquet = pq.ParquetFile(shard)
         missing = [c for c in PARQUET_COLUMNS if c not in parquet.schema_arrow.names]
         if missing:
-            raise ValueError(f"{shard}: missing column(s) {missing} (has {parquet.schema_arrow.names})")
+            raise errors.InputError(f"{shard}: missing column(s) {missing} (has {parquet.schema_arrow.names})")
         rows += parquet.metadata.num_rows
     return rows
 
@@ -153,7 +167,7 @@ def iter_parquet(shards: list[Path]) -> Iterator[RawSample]:
 
 def _text(value: object, column: str, where: str) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{where}: column {column!r} is empty or not a string ({value!r})")
+        raise errors.InputError(f"{where}: column {column!r} is empty or not a string ({value!r})")
     return value
 
 
@@ -162,7 +176,7 @@ def _encoded(value: object, column: str, where: str) -> bytes:
     data = value.get("bytes") if isinstance(value, dict) else value
     if not isinstance(data, bytes) or not data:
         path = value.get("path") if isinstance(value, dict) else None
-        raise ValueError(f"{where}: column {column!r} holds no embedded image bytes (path={path!r})")
+        raise errors.InputError(f"{where}: column {column!r} holds no embedded image bytes (path={path!r})")
     return data
 
 
@@ -172,11 +186,11 @@ def read_export_table(folder: Path) -> pd.DataFrame:
     table = pd.read_csv(path, dtype=str, keep_default_na=False)
     missing = [c for c in EXPORT_COLUMNS if c not in table.columns]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}")
+        raise errors.InputError(f"{path}: missing column(s) {missing}")
     if "transform" in table.columns:  # one of our data folders: re-derive augmented copies later
         table = table[table["transform"] == IDENTITY]
     if table.empty:
-        raise ValueError(f"{path}: empty dataset (no original samples)")
+        raise errors.InputError(f"{path}: empty dataset (no original samples)")
     return table.reset_index(drop=True)
 
 
@@ -194,7 +208,7 @@ def export_samples(folder: Path, table: pd.DataFrame) -> list[RawSample]:
                                  _text(row["content"], "content", where), image, annotation, where))
     missing = [str(p) for s in samples for p in (s.image, s.annotation) if not Path(p).is_file()]
     if missing:
-        raise FileNotFoundError(f"{len(missing)} file(s) listed in {folder / METADATA_FILE} not found: {missing[:5]}")
+        raise errors.MissingInputError(f"{len(missing)} file(s) listed in {folder / METADATA_FILE} not found: {missing[:5]}")
     return samples
 
 
@@ -210,7 +224,7 @@ def decode_sample(sample: RawSample) -> tuple[np.ndarray, np.ndarray]:
     image = fileio.read_rgb(sample.image, name=label("image", sample.image))
     mask = fileio.read_mask(sample.annotation, name=label("annotation", sample.annotation))
     if image.shape[:2] != mask.shape:
-        raise ValueError(
+        raise errors.InputError(
             f"{sample.where}: image is {image.shape[1]}x{image.shape[0]} but annotation is "
             f"{mask.shape[1]}x{mask.shape[0]} (width x height)"
         )
@@ -241,7 +255,7 @@ def ingest(source: str | os.PathLike, out: str | os.PathLike,
     Returns the metadata written (original samples only: re-run ``augment`` afterwards).
     """
     if longest_side is not None and longest_side < 1:
-        raise ValueError(f"longest_side must be a positive number of pixels, got {longest_side}")
+        raise errors.InputError(f"longest_side must be a positive number of pixels, got {longest_side}")
     source = Path(source)
     out = Path(out)
     if source.is_dir() and (source / METADATA_FILE).is_file():
@@ -252,7 +266,7 @@ def ingest(source: str | os.PathLike, out: str | os.PathLike,
         shards = find_shards(source)
         samples, total = iter_parquet(shards), check_parquet_columns(shards)
         if total == 0:
-            raise ValueError(f"{source}: empty dataset (the parquet shards hold no rows)")
+            raise errors.InputError(f"{source}: empty dataset (the parquet shards hold no rows)")
 
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".ingest-", dir=out))
@@ -274,7 +288,7 @@ def _convert_all(samples: Iterable[RawSample], staging: Path, longest_side: int 
     seen: dict[str, str] = {}
     for sample in tqdm(samples, total=total, desc="ingest", unit="image"):
         if sample.id in seen:
-            raise ValueError(f"{sample.where}: duplicated id, first seen at {seen[sample.id]}")
+            raise errors.InputError(f"{sample.where}: duplicated id, first seen at {seen[sample.id]}")
         seen[sample.id] = sample.where
         image, mask = resize_longest_side(*decode_sample(sample), longest_side)
         fileio.write_png(image_path(staging, sample.id), image)

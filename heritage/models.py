@@ -36,7 +36,7 @@ from segmentation_models_pytorch.base import SegmentationHead
 from segmentation_models_pytorch.base.initialization import initialize_head
 from torch import nn
 
-from heritage import taxonomy
+from heritage import errors, taxonomy
 
 ARCHITECTURES: tuple[str, ...] = ("unet", "hierarchical_upernet")
 FAMILIES: tuple[str, ...] = ("CNN", "ViT", "hybrid")
@@ -96,14 +96,14 @@ ENCODERS: dict[str, EncoderSpec] = {
 }
 
 
-class PretrainedWeightsUnavailable(RuntimeError):
+class PretrainedWeightsUnavailable(errors.HeritageError, RuntimeError):
     """ImageNet weights are neither in the local Hugging Face cache nor downloadable."""
 
 
 def encoder_spec(encoder: str) -> EncoderSpec:
     """The registry entry of ``encoder``; ValueError listing the valid names otherwise."""
     if encoder not in ENCODERS:
-        raise ValueError(f"unknown encoder {encoder!r}; valid encoders: {', '.join(ENCODERS)}")
+        raise errors.InputError(f"unknown encoder {encoder!r}; valid encoders: {', '.join(ENCODERS)}")
     return ENCODERS[encoder]
 
 
@@ -111,12 +111,12 @@ def check_image_size(encoder: str, size: int) -> None:
     """Raise ValueError naming the encoder, the size, the rule and valid nearby sizes."""
     spec = encoder_spec(encoder)
     if isinstance(size, bool) or not isinstance(size, int):
-        raise ValueError(f"encoder {encoder!r}: image size must be an integer, got {size!r}")
+        raise errors.InputError(f"encoder {encoder!r}: image size must be an integer, got {size!r}")
     if size % SIZE_MULTIPLE == 0 and size >= spec.min_size:
         return
     below = (size // SIZE_MULTIPLE) * SIZE_MULTIPLE
     nearby = sorted({max(below, spec.min_size), max(below + SIZE_MULTIPLE, spec.min_size)} - {size})
-    raise ValueError(
+    raise errors.InputError(
         f"encoder {encoder!r} ({spec.display_name}) cannot take image size {size}: the size must be "
         f"{spec.size_rule}; valid nearby sizes: {', '.join(map(str, nearby))}"
     )
@@ -159,11 +159,11 @@ def build_model(architecture: str, encoder: str, num_classes: int = taxonomy.NUM
     :class:`HierarchicalUPerNet`. Encoders with a fixed input size refuse other sizes at forward.
     """
     if architecture not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {architecture!r}; valid architectures: {', '.join(ARCHITECTURES)}")
+        raise errors.InputError(f"unknown architecture {architecture!r}; valid architectures: {', '.join(ARCHITECTURES)}")
     spec = encoder_spec(encoder)
     check_image_size(encoder, image_size)
     if num_classes < 2:
-        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+        raise errors.InputError(f"num_classes must be at least 2, got {num_classes}")
     weights_path = require_pretrained_weights(encoder) if pretrained else None
     kwargs = spec.encoder_kwargs(image_size)
     timm_weights: bool | None = None  # SMP's switch for ``tu-`` encoders
@@ -194,7 +194,7 @@ def _input_size_guard(spec: EncoderSpec, image_size: int) -> Callable[[nn.Module
     def check(_module: nn.Module, args: tuple) -> None:
         height, width = args[0].shape[-2:]
         if (height, width) != (image_size, image_size):
-            raise ValueError(
+            raise errors.InputError(
                 f"encoder {spec.key!r} ({spec.display_name}) was built for {image_size}x{image_size} inputs "
                 f"(its attention windows are fixed at build time), got {height}x{width}; use tiles of "
                 f"{image_size} px or build the model with image_size={height}"

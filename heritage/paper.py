@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 from tqdm import tqdm
 
-from heritage import fileio
+from heritage import errors, fileio
 from heritage.config import RunConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -59,8 +59,7 @@ ENV_DATA = "HERITAGE_DATA"
 ENV_RUNS = "HERITAGE_RUNS"
 ENV_PAPER = "HERITAGE_PAPER"
 DONE, FAILED, SKIPPED, SUBMITTED = "done", "failed", "skipped", "submitted"
-# heritage.engine.EXIT_REQUEUE: "checkpointed, run me again" (not imported: engine imports torch).
-REQUEUE_EXIT_CODE = 75
+REQUEUE_EXIT_CODE = errors.EXIT_REQUEUE  # "checkpointed, run me again"
 
 
 # -- notebook parameters <-> RunConfig ---------------------------------------------------------------
@@ -190,7 +189,7 @@ class NotebookJob:
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - fields)
         if unknown:
-            raise ValueError(f"job description has unknown keys {unknown}")
+            raise errors.InputError(f"job description has unknown keys {unknown}")
         converted = {k: (Path(v) if k in paths and v is not None else v) for k, v in values.items()}
         converted["inputs"] = tuple(Path(p) for p in values.get("inputs", ()))
         converted["required"] = tuple(Path(p) for p in values.get("required", ()))
@@ -269,7 +268,7 @@ def run_job(job: NotebookJob, execute: Executor) -> None:
     execute(job)
     missing = [str(p) for p in (job.output, job.html, *job.required) if not p.is_file()]
     if missing:
-        raise RuntimeError(f"{job.name}: the notebook ran but did not write {', '.join(missing)}")
+        raise errors.CommandFailed(f"{job.name}: the notebook ran but did not write {', '.join(missing)}")
     fileio.write_json(job.stamp, {"name": job.name, "key": job.key, "fingerprint": job.fingerprint()})
 
 

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import numpy as np
 from PIL import Image
 
-from heritage import fileio, taxonomy
+from heritage import errors, fileio, taxonomy
 
 if TYPE_CHECKING:  # torch is imported lazily so that `--help` stays fast
     import pandas as pd
@@ -76,7 +76,7 @@ def read_scan(path: str | Path) -> Scan:
     """Read an image file (PNG/JPEG/... via PIL, TIFF via tifffile); errors name the file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: file not found")
+        raise errors.MissingInputError(f"{path}: file not found")
     if path.suffix.lower() in TIFF_SUFFIXES:
         return _read_tiff(path)
     return scan_from_image(fileio.open_image(path))
@@ -100,7 +100,7 @@ def _read_tiff(path: Path) -> Scan:
         except ValueError:
             array = tifffile.imread(path)
     except (OSError, ValueError) as err:  # TiffFileError is a ValueError
-        raise ValueError(f"{path}: cannot read TIFF ({err})") from None
+        raise errors.InputError(f"{path}: cannot read TIFF ({err})") from None
     return tiff_array_to_scan(array, str(path))
 
 
@@ -116,10 +116,10 @@ def tiff_array_to_scan(array: np.ndarray, name: str) -> Scan:
     if array.ndim == 2:
         array = array[..., None]
     if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4):
-        raise ValueError(f"{name}: unsupported TIFF layout {array.shape}; "
+        raise errors.InputError(f"{name}: unsupported TIFF layout {array.shape}; "
                          "expected (H, W) or (H, W, 1-4 samples)")
     if not (array.dtype in (np.uint8, np.uint16) or np.issubdtype(array.dtype, np.floating)):
-        raise ValueError(f"{name}: unsupported TIFF sample type {array.dtype}; "
+        raise errors.InputError(f"{name}: unsupported TIFF sample type {array.dtype}; "
                          "expected 8/16-bit unsigned or float")
     height, width, samples = array.shape
     rgb = np.empty((height, width, 3), dtype=np.uint8)
@@ -163,7 +163,7 @@ def iter_sources(path: str | Path) -> Iterator[ScanSource]:
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: input not found")
+        raise errors.MissingInputError(f"{path}: input not found")
     if path.is_file():
         if path.suffix.lower() == ".parquet":
             yield from _parquet_sources(path)
@@ -176,7 +176,7 @@ def iter_sources(path: str | Path) -> Iterator[ScanSource]:
     files = sorted(p for p in path.iterdir()
                    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
     if not shards and not files:
-        raise ValueError(f"{path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) "
+        raise errors.InputError(f"{path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) "
                          "or parquet shards found")
     for shard in shards:
         yield from _parquet_sources(shard)
@@ -196,7 +196,7 @@ def _parquet_sources(shard: Path) -> Iterator[ScanSource]:
         parquet = pq.ParquetFile(shard)
         missing = {"id", "image"} - set(parquet.schema_arrow.names)
         if missing:
-            raise ValueError(f"missing column(s) {sorted(missing)}")
+            raise errors.InputError(f"missing column(s) {sorted(missing)}")
         for batch in parquet.iter_batches(batch_size=8, columns=["id", "image"]):
             for row in batch.to_pylist():
                 label = f"{shard}:{row['id']}"
@@ -210,14 +210,14 @@ def _parquet_sources(shard: Path) -> Iterator[ScanSource]:
 def _bytes_loader(data: bytes | None, label: str) -> Callable[[], Scan]:
     def load() -> Scan:
         if not data:
-            raise ValueError(f"{label}: no image bytes")
+            raise errors.InputError(f"{label}: no image bytes")
         return scan_from_image(fileio.open_image(data, name=label))
     return load
 
 
 def _failing_loader(message: str) -> Callable[[], Scan]:
     def load() -> Scan:
-        raise ValueError(message)
+        raise errors.InputError(message)
     return load
 
 
@@ -235,9 +235,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available")
+        raise errors.InputError("--device cuda: no CUDA device is available")
     if name not in ("cpu", "cuda"):
-        raise ValueError(f"device {name!r}: expected auto, cpu or cuda")
+        raise errors.InputError(f"device {name!r}: expected auto, cpu or cuda")
     return torch.device(name)
 
 
@@ -247,17 +247,17 @@ def load_model(run_dir: str | Path, device: str | torch.device) -> tuple[torch.n
 
     path = Path(run_dir) / CHECKPOINT_NAME
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no best checkpoint (is {run_dir} a finished run folder?)")
+        raise errors.MissingInputError(f"{path}: no best checkpoint (is {run_dir} a finished run folder?)")
     from heritage.models import build_model
 
     checkpoint = torch.load(path, map_location=device, weights_only=True)
     missing = [k for k in ("model", "config") if k not in checkpoint]
     if missing:
-        raise ValueError(f"{path}: checkpoint lacks {missing}")
+        raise errors.InputError(f"{path}: checkpoint lacks {missing}")
     config = checkpoint["config"]
     missing = [k for k in ("architecture", "encoder", "image_size") if k not in config]
     if missing:
-        raise ValueError(f"{path}: checkpoint config lacks {missing}")
+        raise errors.InputError(f"{path}: checkpoint config lacks {missing}")
     model = build_model(config["architecture"], config["encoder"], image_size=config["image_size"])
     model.load_state_dict(checkpoint["model"])
     return model.to(device).eval(), config
@@ -283,13 +283,13 @@ class SlidingWindow:
 
     def __post_init__(self) -> None:
         if self.tile < 1:
-            raise ValueError(f"tile {self.tile}: must be a positive number of pixels")
+            raise errors.InputError(f"tile {self.tile}: must be a positive number of pixels")
         if not 0.0 <= self.overlap < 1.0:
-            raise ValueError(f"overlap {self.overlap}: must be in [0, 1)")
+            raise errors.InputError(f"overlap {self.overlap}: must be in [0, 1)")
         if self.window not in WINDOWS:
-            raise ValueError(f"window {self.window!r}: expected one of {', '.join(WINDOWS)}")
+            raise errors.InputError(f"window {self.window!r}: expected one of {', '.join(WINDOWS)}")
         if self.batch_size < 1:
-            raise ValueError(f"batch size {self.batch_size}: must be at least 1")
+            raise errors.InputError(f"batch size {self.batch_size}: must be at least 1")
 
     @property
     def stride(self) -> int:
@@ -302,7 +302,7 @@ def tile_starts(length: int, tile: int, stride: int) -> list[int]:
     ``length`` must be at least ``tile`` (shorter images are padded first).
     """
     if length < tile:
-        raise ValueError(f"length {length} is shorter than the tile {tile}; pad the image first")
+        raise errors.InputError(f"length {length} is shorter than the tile {tile}; pad the image first")
     starts = list(range(0, length - tile + 1, stride))
     if starts[-1] != length - tile:
         starts.append(length - tile)
@@ -323,7 +323,7 @@ def tile_window(tile: int, kind: str) -> np.ndarray:
     elif kind == "gaussian":
         profile = np.exp(-0.5 * ((centres - tile / 2) / (tile / 8)) ** 2)
     else:
-        raise ValueError(f"window {kind!r}: expected one of {', '.join(WINDOWS)}")
+        raise errors.InputError(f"window {kind!r}: expected one of {', '.join(WINDOWS)}")
     return np.outer(profile, profile).astype(np.float32)
 
 
@@ -397,7 +397,7 @@ def iter_probability_bands(
                 tiles = np.stack([padded[y:y + tile, x:x + tile] for x in batch_xs])
                 probabilities = predict_tiles(model, tiles, options.tta, device)
                 if probabilities.shape[1] != num_classes:
-                    raise ValueError(f"the model predicts {probabilities.shape[1]} classes, "
+                    raise errors.InputError(f"the model predicts {probabilities.shape[1]} classes, "
                                      f"expected {num_classes}")
                 for x, tile_probabilities in zip(batch_xs, probabilities):
                     blender.add(x, tile_probabilities, window)
@@ -450,7 +450,7 @@ def resolve_scale(scale: float | str, image_size: int, height: int, width: int) 
         return image_size / max(height, width)
     factor = float(scale)
     if not factor > 0:
-        raise ValueError(f"scale {scale!r}: must be 'auto' or a positive factor")
+        raise errors.InputError(f"scale {scale!r}: must be 'auto' or a positive factor")
     return factor
 
 
@@ -507,7 +507,7 @@ def area_table(labels: np.ndarray, dpi: float | None = None) -> pd.DataFrame:
 def overlay(rgb: np.ndarray, labels: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
     """The scan with damage classes blended in the ARTeFACT palette; Clean and Background untinted."""
     if rgb.shape[:2] != labels.shape:
-        raise ValueError(f"overlay: image {rgb.shape[:2]} and label map {labels.shape} differ in size")
+        raise errors.InputError(f"overlay: image {rgb.shape[:2]} and label map {labels.shape} differ in size")
     out = rgb.copy()
     weight = round(alpha * 256)
     for y0 in range(0, labels.shape[0], ROW_CHUNK):  # chunked: uint16 temporaries stay small
@@ -659,7 +659,7 @@ def predict_inputs(model: torch.nn.Module, image_size: int, inputs: str | Path, 
     for source in iter_sources(inputs):
         try:
             if source.name in used:
-                raise ValueError(f"{source.label}: output folder {source.name!r} is already used by "
+                raise errors.InputError(f"{source.label}: output folder {source.name!r} is already used by "
                                  f"{used[source.name]}; rename one of them")
             used[source.name] = source.label
             scan = source.load()
@@ -681,14 +681,14 @@ def check_tile(encoder: str, tile: int, image_size: int) -> None:
     from heritage.models import check_image_size, encoder_spec
 
     if encoder_spec(encoder).fixed_input_size and tile != image_size:
-        raise ValueError(f"tile {tile}: encoder {encoder!r} was built for {image_size} px inputs "
+        raise errors.InputError(f"tile {tile}: encoder {encoder!r} was built for {image_size} px inputs "
                          f"(fixed attention windows); use --tile {image_size}")
     check_image_size(encoder, tile)
 
 
 def main(args: argparse.Namespace) -> int:
     if args.dpi is not None and not args.dpi > 0:
-        raise ValueError(f"--dpi {args.dpi}: must be positive")
+        raise errors.InputError(f"--dpi {args.dpi}: must be positive")
     device = resolve_device(args.device)
     model, config = load_model(args.run, device)
     image_size = int(config["image_size"])

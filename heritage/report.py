@@ -24,7 +24,7 @@ import pandas as pd
 from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
 from scipy import stats
 
-from heritage import fileio, taxonomy
+from heritage import errors, fileio, taxonomy
 from heritage.config import RunConfig
 
 NO_RUN = "no run"
@@ -54,11 +54,11 @@ def load_metrics(path: str | Path) -> dict[str, Any]:
     """Read one run's ``metrics.json`` and check the keys the tables need; errors name the file."""
     metrics = fileio.read_json(path)
     if not isinstance(metrics, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(metrics).__name__}")
+        raise errors.InputError(f"{path}: expected a JSON object, got {type(metrics).__name__}")
     missing = [k for k in ("poc", "encoder", "protocol", "fold", "config_hash", "test") if k not in metrics]
     missing += [f"test.{k}" for k in ("miou", "per_class") if k not in (metrics.get("test") or {})]
     if missing:
-        raise ValueError(f"{path}: lacks {', '.join(missing)}")
+        raise errors.InputError(f"{path}: lacks {', '.join(missing)}")
     return metrics
 
 
@@ -700,7 +700,7 @@ def build_comparison(runs_root: str | Path, planned: pd.DataFrame | None = None)
     runs, ignored = select_runs(load_runs(runs_root), planned)
     summary = summarise(runs, planned)
     if summary.empty:
-        raise ValueError(f"{runs_root}: no finished run (no metrics.json) and no plan to report on")
+        raise errors.InputError(f"{runs_root}: no finished run (no metrics.json) and no plan to report on")
     tables = [encoder_table(summary, poc) for poc in dict.fromkeys(summary["poc"])
               if (summary[(summary["poc"] == poc)]["variant"] == "").any()]
     tables += [poc_table(summary), time_table(summary)]
@@ -775,11 +775,11 @@ def config_table(config: RunConfig) -> pd.DataFrame:
 def read_history(run_dir: str | Path) -> pd.DataFrame:
     path = Path(run_dir) / "history.csv"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: file not found (the run has not finished an epoch)")
+        raise errors.MissingInputError(f"{path}: file not found (the run has not finished an epoch)")
     history = pd.read_csv(path)
     missing = [c for c in ("epoch", "train_loss", "lr") if c not in history.columns]
     if missing:
-        raise ValueError(f"{path}: lacks column(s) {', '.join(missing)}")
+        raise errors.InputError(f"{path}: lacks column(s) {', '.join(missing)}")
     return history
 
 

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from heritage import fileio, taxonomy
+from heritage import errors, fileio, taxonomy
 from heritage.config import RunConfig, run_dir
 
 CONFIG_FILE = "config.yaml"
@@ -145,9 +145,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: checkpoint not found") from None
+        raise errors.MissingInputError(f"{path}: checkpoint not found") from None
     except (RuntimeError, EOFError, OSError) as err:  # torch reports a truncated file as RuntimeError
-        raise ValueError(f"{path}: cannot read checkpoint ({err})") from None
+        raise errors.InputError(f"{path}: cannot read checkpoint ({err})") from None
 
 
 def write_metrics(folder: Path, metrics: dict[str, Any]) -> None:

@@ -56,10 +56,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import yaml
 from tqdm.auto import tqdm
 
-from heritage import fileio
+from heritage import errors, fileio
 
 # The engine's "checkpointed, run me again" exit code (EX_TEMPFAIL from sysexits.h).
-REQUEUE_EXIT_CODE = 75
+REQUEUE_EXIT_CODE = errors.EXIT_REQUEUE
 SITE_FILE_VARIABLE = "HERITAGE_SLURM_SITE_FILE"
 # Environment variables that override the site file, for one submission or one shell.
 ENV_OVERRIDES = {
@@ -90,7 +90,7 @@ _TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 _MEMORY = re.compile(r"^\d+[KMGT]?$")
 
 
-class SlurmError(RuntimeError):
+class SlurmError(errors.CommandFailed):
     """sbatch/squeue failed, or jobs failed; the message names the jobs and their log files."""
 
 

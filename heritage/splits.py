@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from heritage import fileio, ingest
+from heritage import errors, fileio, ingest
 
 PROTOCOLS = ("holdout", "kfold", "loco", "lomo")
 PARTS = ("train", "val", "test")
@@ -57,7 +57,7 @@ def fold_name(label: str) -> str:
 def build_manifest(metadata: pd.DataFrame, protocol: str, k: int = DEFAULT_K, seed: int = DEFAULT_SEED) -> dict:
     """The manifest of ``protocol`` for a data folder's metadata (see ARCHITECTURE.md)."""
     if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r} (expected one of {PROTOCOLS})")
+        raise errors.InputError(f"unknown protocol {protocol!r} (expected one of {PROTOCOLS})")
     sources = metadata[metadata["transform"] == ingest.IDENTITY].sort_values("id").reset_index(drop=True)
     rng = np.random.default_rng(seed)
     folds: list[tuple[str, np.ndarray, dict]] = []  # (name, test mask over sources, extra fields)
@@ -66,7 +66,7 @@ def build_manifest(metadata: pd.DataFrame, protocol: str, k: int = DEFAULT_K, se
         folds.append(("holdout", test, {}))
     elif protocol == "kfold":
         if not 2 <= k <= len(sources):
-            raise ValueError(f"k={k} folds need 2 <= k <= {len(sources)} (the number of source images)")
+            raise errors.InputError(f"k={k} folds need 2 <= k <= {len(sources)} (the number of source images)")
         assignment = deal(sources["material"], [1.0] * k, rng)
         folds.extend((f"fold{i}", assignment == i, {}) for i in range(k))
     else:
@@ -89,7 +89,7 @@ def build_manifest(metadata: pd.DataFrame, protocol: str, k: int = DEFAULT_K, se
         }
         empty = [part for part in PARTS if not fold[part]]
         if empty:
-            raise ValueError(f"{protocol} fold {name!r}: no samples in {empty} "
+            raise errors.InputError(f"{protocol} fold {name!r}: no samples in {empty} "
                              f"({len(sources)} source images are too few for this protocol)")
         manifest_folds.append(fold)
     manifest = {"protocol": protocol, "seed": seed, "group_by": "source_id", "stratify_by": "material",
@@ -104,20 +104,20 @@ def check_manifest(manifest: dict, metadata: pd.DataFrame) -> None:
     """Raise ValueError when a manifest is malformed, stale, or leaks a source across parts."""
     folds = manifest.get("folds")
     if not isinstance(folds, list) or not folds:
-        raise ValueError(f"manifest {manifest.get('protocol')!r}: no 'folds' list")
+        raise errors.InputError(f"manifest {manifest.get('protocol')!r}: no 'folds' list")
     source_of = dict(zip(metadata["id"], metadata["source_id"]))
     originals = set(metadata.loc[metadata["transform"] == ingest.IDENTITY, "id"])
     names = [fold.get("name") for fold in folds]
     if len(set(names)) != len(names):
-        raise ValueError(f"manifest {manifest.get('protocol')!r}: duplicated fold names {names}")
+        raise errors.InputError(f"manifest {manifest.get('protocol')!r}: duplicated fold names {names}")
     problems = []
     for fold in folds:
         missing_parts = [part for part in ("name", *PARTS) if part not in fold]
         if missing_parts:
-            raise ValueError(f"fold {fold.get('name')!r}: missing key(s) {missing_parts}")
+            raise errors.InputError(f"fold {fold.get('name')!r}: missing key(s) {missing_parts}")
         unknown = sorted({i for part in PARTS for i in fold[part]} - source_of.keys())
         if unknown:
-            raise ValueError(f"fold {fold['name']!r}: id(s) {unknown[:5]} are not in metadata.csv "
+            raise errors.InputError(f"fold {fold['name']!r}: id(s) {unknown[:5]} are not in metadata.csv "
                              "(stale manifest? re-run `python -m heritage data split`)")
         for part in ("val", "test"):
             derived = sorted(set(fold[part]) - originals)
@@ -130,7 +130,7 @@ def check_manifest(manifest: dict, metadata: pd.DataFrame) -> None:
                 if leaked:
                     problems.append(f"fold {fold['name']!r}: source id(s) {leaked[:10]} in both {first} and {second}")
     if problems:
-        raise ValueError("leaky manifest: " + "; ".join(problems))
+        raise errors.InputError("leaky manifest: " + "; ".join(problems))
 
 
 def manifest_path(data_dir: str | os.PathLike, protocol: str) -> Path:
@@ -151,18 +151,18 @@ def write_manifests(data_dir: str | os.PathLike, protocols: Sequence[str],
 def load_manifest(data_dir: str | os.PathLike, protocol: str) -> dict:
     """Read and check ``<data>/splits/<protocol>.json`` against the data folder's metadata."""
     if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r} (expected one of {PROTOCOLS})")
+        raise errors.InputError(f"unknown protocol {protocol!r} (expected one of {PROTOCOLS})")
     path = manifest_path(data_dir, protocol)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: file not found (run `python -m heritage data split "
+        raise errors.MissingInputError(f"{path}: file not found (run `python -m heritage data split "
                                 f"--data {data_dir} --protocol {protocol}`)")
     manifest = fileio.read_json(path)
     if manifest.get("protocol") != protocol:
-        raise ValueError(f"{path}: holds protocol {manifest.get('protocol')!r}, expected {protocol!r}")
+        raise errors.InputError(f"{path}: holds protocol {manifest.get('protocol')!r}, expected {protocol!r}")
     try:
         check_manifest(manifest, ingest.read_metadata(data_dir))
     except ValueError as err:
-        raise ValueError(f"{path}: {err}") from None
+        raise errors.InputError(f"{path}: {err}") from None
     return manifest
 
 
@@ -175,7 +175,7 @@ def fold_ids(manifest: dict, fold: str) -> tuple[list[str], list[str], list[str]
     for entry in manifest["folds"]:
         if entry["name"] == fold:
             return list(entry["train"]), list(entry["val"]), list(entry["test"])
-    raise ValueError(f"unknown fold {fold!r} in the {manifest.get('protocol')!r} manifest "
+    raise errors.InputError(f"unknown fold {fold!r} in the {manifest.get('protocol')!r} manifest "
                      f"(folds: {fold_names(manifest)})")
 
 

@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from heritage import fileio, taxonomy
+from heritage import errors, fileio, taxonomy
 
 # --- reference proportions -----------------------------------------------------------------------
 # Embedded so the package works anywhere. Source: /work/shared/reference/artefact/metadata.csv
@@ -96,7 +96,7 @@ def class_pixel_shares(masks: Iterable[np.ndarray]) -> dict[str, float]:
         counts += np.bincount(np.asarray(mask, dtype=np.uint8).ravel(), minlength=256)
     total = counts.sum()
     if total == 0:
-        raise ValueError("class_pixel_shares: no pixels (empty mask collection)")
+        raise errors.InputError("class_pixel_shares: no pixels (empty mask collection)")
     ids = list(range(taxonomy.NUM_CLASSES)) + [taxonomy.IGNORE_INDEX]
     return {name: float(counts[i] / total) for name, i in zip(SHARE_KEYS, ids)}
 
@@ -260,7 +260,7 @@ def _size(u: float, longest_side: int) -> tuple[int, int]:
 def _check_positive(**values: int) -> None:
     for name, value in values.items():
         if not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            raise errors.InputError(f"{name} must be a positive integer, got {value!r}")
 
 
 # --- texture primitives --------------------------------------------------------------------------
@@ -1353,15 +1353,15 @@ def render_sample(rng: np.random.Generator, material: str, content: str, height:
     ``damages=[]`` gives the undamaged picture.
     """
     if material not in MATERIALS:
-        raise ValueError(f"unknown material {material!r} (expected one of {MATERIALS})")
+        raise errors.InputError(f"unknown material {material!r} (expected one of {MATERIALS})")
     if content not in CONTENTS:
-        raise ValueError(f"unknown content {content!r} (expected one of {CONTENTS})")
+        raise errors.InputError(f"unknown content {content!r} (expected one of {CONTENTS})")
     _check_positive(height=height, width=width)
     if min(height, width) < 8:
-        raise ValueError(f"image size {height}x{width} is too small (at least 8 px per side)")
+        raise errors.InputError(f"image size {height}x{width} is too small (at least 8 px per side)")
     unknown = [d for d in damages or () if d not in PAINTERS]
     if unknown:
-        raise ValueError(f"unknown damage class(es) {unknown} (expected names from {DAMAGE_CLASSES})")
+        raise errors.InputError(f"unknown damage class(es) {unknown} (expected names from {DAMAGE_CLASSES})")
 
     scale = max(height, width) / 512.0
     image, tiles = _render_artwork(rng, material, content, height, width, scale)
@@ -1464,14 +1464,14 @@ def write_parquet(out_dir: str | os.PathLike, n_images: int = 417, seed: int = 0
     """
     _check_positive(n_images=n_images, longest_side=longest_side, shard_size=shard_size)
     if longest_side < 32:
-        raise ValueError(f"longest_side must be at least 32 px, got {longest_side}")
+        raise errors.InputError(f"longest_side must be at least 32 px, got {longest_side}")
     plans = plan_dataset(n_images, seed, longest_side)
     n_shards = math.ceil(n_images / shard_size)
     data_dir = Path(out_dir) / "data"
     paths = [data_dir / f"train-{i:05d}-of-{n_shards:05d}.parquet" for i in range(n_shards)]
     foreign = sorted(p.name for p in data_dir.glob("*.parquet") if p not in paths)
     if foreign:
-        raise FileExistsError(f"{data_dir}: holds other parquet shards ({', '.join(foreign[:3])}...); "
+        raise errors.OutputExistsError(f"{data_dir}: holds other parquet shards ({', '.join(foreign[:3])}...); "
                               "write into an empty folder so datasets are not mixed")
     with tqdm(total=n_images, desc="synth", unit="img", disable=not progress) as bar:
         for shard_index, path in enumerate(paths):

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from heritage import errors
+
 IGNORE_INDEX = 255
 
 CLASS_NAMES: tuple[str, ...] = (
@@ -112,7 +114,7 @@ def check_mask_values(mask: np.ndarray, source: str) -> None:
     values = np.unique(mask)
     bad = [int(v) for v in values if int(v) not in VALID_MASK_VALUES]
     if bad:
-        raise ValueError(
+        raise errors.InputError(
             f"{source}: mask values {bad[:10]} are not ARTeFACT class ids "
             f"(expected 0..{NUM_CLASSES - 1} or {IGNORE_INDEX} for Background)"
         )
@@ -144,7 +146,7 @@ def mask_to_rgb(mask: np.ndarray) -> np.ndarray:
 def rgb_to_mask(rgb: np.ndarray, source: str = "annotation_rgb") -> np.ndarray:
     """Invert :func:`mask_to_rgb`; a colour that is not in the palette is an error naming ``source``."""
     if rgb.ndim != 3 or rgb.shape[2] < 3:
-        raise ValueError(f"{source}: expected an RGB image, got shape {rgb.shape}")
+        raise errors.InputError(f"{source}: expected an RGB image, got shape {rgb.shape}")
     packed = _pack(rgb[..., :3])
     colours = {_pack_one(c): i for i, c in enumerate(PALETTE)}
     colours[_pack_one(BACKGROUND_RGB)] = IGNORE_INDEX
@@ -154,7 +156,7 @@ def rgb_to_mask(rgb: np.ndarray, source: str = "annotation_rgb") -> np.ndarray:
     unknown = keys[pos] != packed
     if unknown.any():
         y, x = np.argwhere(unknown)[0]
-        raise ValueError(f"{source}: colour {tuple(int(v) for v in rgb[y, x, :3])} at (x={x}, y={y}) "
+        raise errors.InputError(f"{source}: colour {tuple(int(v) for v in rgb[y, x, :3])} at (x={x}, y={y}) "
                          "is not in the ARTeFACT palette")
     return ids[pos]
 
@@ -169,7 +171,7 @@ def palette_from_pairs(mask: np.ndarray, rgb: np.ndarray) -> dict[int, tuple[int
     for class_id in np.unique(mask):
         colours = np.unique(rgb[mask == class_id][:, :3], axis=0)
         if len(colours) != 1:
-            raise ValueError(f"class id {int(class_id)} is drawn in {len(colours)} colours")
+            raise errors.InputError(f"class id {int(class_id)} is drawn in {len(colours)} colours")
         found[int(class_id)] = tuple(int(v) for v in colours[0])
     return found
 

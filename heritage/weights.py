@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from heritage import fileio, ingest, splits, taxonomy
+from heritage import errors, fileio, ingest, splits, taxonomy
 
 METHODS = ("inverse", "inverse_sqrt", "inverse_sqrt_log_scaled")
 DEFAULT_METHOD = "inverse_sqrt_log_scaled"
@@ -55,12 +55,12 @@ def compute_class_weights(pixel_counts: Iterable[int], method: str, max_ratio: f
     """
     counts = np.asarray(list(pixel_counts), dtype=np.float64)
     if counts.ndim != 1 or (counts < 0).any():
-        raise ValueError(f"pixel_counts must be a 1-D array of non-negative counts, got {counts}")
+        raise errors.InputError(f"pixel_counts must be a 1-D array of non-negative counts, got {counts}")
     if max_ratio is not None and max_ratio < 1:
-        raise ValueError(f"max_ratio must be >= 1, got {max_ratio}")
+        raise errors.InputError(f"max_ratio must be >= 1, got {max_ratio}")
     present = counts > 0
     if not present.any():
-        raise ValueError("no labelled pixels: cannot compute class weights")
+        raise errors.InputError("no labelled pixels: cannot compute class weights")
     frequency = counts[present] / counts.sum()
     if method == "inverse":
         raw = 1.0 / frequency
@@ -73,7 +73,7 @@ def compute_class_weights(pixel_counts: Iterable[int], method: str, max_ratio: f
         if natural > cap:
             raw = raw.min() * (raw / raw.min()) ** (np.log(cap) / np.log(natural))
     else:
-        raise ValueError(f"unknown class-weight method {method!r} (expected one of {METHODS})")
+        raise errors.InputError(f"unknown class-weight method {method!r} (expected one of {METHODS})")
     if max_ratio is not None:
         raw = np.minimum(raw, raw.min() * max_ratio)
     raw = raw / (np.sum(raw * counts[present]) / counts[present].sum())

@@ -132,5 +132,6 @@ def test_cli_weights(copy_data_dir, capsys):
     record = fileio.read_json(weights.weights_path(folder, "holdout", "holdout", "inverse"))
     assert record["ratio"] == pytest.approx(20)
     assert "max/min ratio 20.0" in capsys.readouterr().out
-    with pytest.raises(ValueError, match="unknown fold 'fold0'"):
-        cli.main(["data", "weights", "--data", str(folder), "--protocol", "holdout", "--fold", "fold0"])
+    assert cli.main(["data", "weights", "--data", str(folder), "--protocol", "holdout", "--fold", "fold0"]) == 2
+    assert capsys.readouterr().err.strip() == ("heritage data weights: unknown fold 'fold0' in the 'holdout' "
+                                               "manifest (folds: ['holdout'])")
