@@ -6,10 +6,11 @@ values are these ids, with 255 for Background (pixels outside the artwork), whic
 everywhere (losses, metrics, class weights).
 
 The dataset card documents the columns (id, image, annotation, annotation_rgb, material, content,
-type, descriptions) but not the colours of ``annotation_rgb``. The palette below is therefore ours:
-we always read class ids from ``annotation`` and use the palette only to render masks and to
-round-trip RGB renderings; :func:`palette_from_pairs` recovers the colours actually used in a real
-export so they can be checked against ours.
+type, descriptions) but not the colours of ``annotation_rgb``. The palette below is the one of the
+seeds' ARTeFACT download script (a class name -> hex colour table). We always read class ids from
+``annotation`` and use the palette only to render masks and to round-trip RGB renderings;
+:func:`palette_from_pairs` recovers the colours actually used in a real export so they can be
+checked against this table.
 
 Coarse groups are the hierarchy POC-5.5 trains on. The seeds grouped ids by number ranges
 (e.g. Fold with Cracks as "colour" damage); we group by the physical nature of the damage, which is
@@ -48,26 +49,37 @@ BACKGROUND_NAME = "Background"
 CLASS_IDS: dict[str, int] = {name: i for i, name in enumerate(CLASS_NAMES)}
 VALID_MASK_VALUES: frozenset[int] = frozenset(range(NUM_CLASSES)) | {IGNORE_INDEX}
 
-# RGB colour of each fine class in rendered masks; Background is white.
-PALETTE: tuple[tuple[int, int, int], ...] = (
-    (0, 0, 0),  # Clean
-    (230, 25, 75),  # Material loss
-    (60, 180, 75),  # Peel
-    (255, 225, 25),  # Dust
-    (0, 130, 200),  # Scratch
-    (245, 130, 48),  # Hair
-    (145, 30, 180),  # Dirt
-    (70, 240, 240),  # Fold
-    (240, 50, 230),  # Writing
-    (210, 245, 60),  # Cracks
-    (250, 190, 212),  # Staining
-    (0, 128, 128),  # Stamp
-    (220, 190, 255),  # Sticker
-    (170, 110, 40),  # Puncture
-    (128, 0, 0),  # Burn marks
-    (255, 250, 200),  # Lightleak
-)
-BACKGROUND_RGB: tuple[int, int, int] = (255, 255, 255)
+# Colour of each fine class and of Background in rendered masks, as in the seeds' download script.
+PALETTE_HEX: dict[str, str] = {
+    "Clean": "#000000",
+    "Material loss": "#1CE6FF",
+    "Peel": "#FF34FF",
+    "Dust": "#FF4A46",
+    "Scratch": "#008941",
+    "Hair": "#006FA6",
+    "Dirt": "#A30059",
+    "Fold": "#FFA500",
+    "Writing": "#7A4900",
+    "Cracks": "#0000A6",
+    "Staining": "#63FFAC",
+    "Stamp": "#004D43",
+    "Sticker": "#8FB0FF",
+    "Puncture": "#997D87",
+    "Burn marks": "#809693",
+    "Lightleak": "#F6FF1B",
+    "Background": "#5A0007",
+}
+
+
+def hex_to_rgb(colour: str) -> tuple[int, int, int]:
+    """``"#1CE6FF"`` -> ``(28, 230, 255)``."""
+    if not (len(colour) == 7 and colour[0] == "#"):
+        raise ValueError(f"expected a colour as #RRGGBB, got {colour!r}")
+    return tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
+
+
+PALETTE: tuple[tuple[int, int, int], ...] = tuple(hex_to_rgb(PALETTE_HEX[name]) for name in CLASS_NAMES)
+BACKGROUND_RGB: tuple[int, int, int] = hex_to_rgb(PALETTE_HEX[BACKGROUND_NAME])
 
 COARSE_NAMES: tuple[str, ...] = (
     "Substrate loss",

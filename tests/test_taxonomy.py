@@ -22,6 +22,19 @@ def test_class_table_is_the_artefact_one():
     assert taxonomy.VALID_MASK_VALUES == frozenset([*range(16), 255])
 
 
+def test_palette_is_the_one_of_the_seeds_download_script():
+    # hex colours of the script, converted by hand
+    assert taxonomy.PALETTE[taxonomy.CLASS_IDS["Clean"]] == (0, 0, 0)
+    assert taxonomy.PALETTE[taxonomy.CLASS_IDS["Material loss"]] == (28, 230, 255)  # #1CE6FF
+    assert taxonomy.PALETTE[taxonomy.CLASS_IDS["Fold"]] == (255, 165, 0)  # #FFA500
+    assert taxonomy.PALETTE[taxonomy.CLASS_IDS["Puncture"]] == (153, 125, 135)  # #997D87
+    assert taxonomy.PALETTE[taxonomy.CLASS_IDS["Lightleak"]] == (246, 255, 27)  # #F6FF1B
+    assert taxonomy.BACKGROUND_RGB == (90, 0, 7)  # #5A0007
+    assert list(taxonomy.PALETTE_HEX) == [*taxonomy.CLASS_NAMES, taxonomy.BACKGROUND_NAME]
+    with pytest.raises(ValueError, match="#RRGGBB"):
+        taxonomy.hex_to_rgb("1CE6FF")
+
+
 def test_palette_colours_are_distinct_and_background_is_not_a_class_colour():
     colours = set(taxonomy.PALETTE)
     assert len(colours) == taxonomy.NUM_CLASSES
