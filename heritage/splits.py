@@ -14,8 +14,10 @@ StratifiedGroupKFold does for groups of equal size (every source has exactly 1 +
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -54,8 +56,40 @@ def fold_name(label: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
 
 
-def build_manifest(metadata: pd.DataFrame, protocol: str, k: int = DEFAULT_K, seed: int = DEFAULT_SEED) -> dict:
-    """The manifest of ``protocol`` for a data folder's metadata (see ARCHITECTURE.md)."""
+def min_sources_for_share(fraction: float) -> int:
+    """The fewest items :func:`deal` needs before a part of share ``fraction`` (< 0.5) gets one.
+
+    Item ``p`` (1-based) goes to the minority part once ``fraction * p`` exceeds the majority's lead
+    ``(1 - fraction) * p - (p - 1)``, i.e. once ``p > 1 / (2 * fraction)`` (ties go to the majority).
+    """
+    return math.floor(1 / (2 * fraction)) + 1
+
+
+def fewest_sources(protocol: str, k: int = DEFAULT_K) -> int:
+    """The fewest source images holdout or kfold (``k`` folds) can be built on (every part non-empty)."""
+    needed_rest = min_sources_for_share(VAL_FRACTION)
+    rng = np.random.default_rng(0)  # part sizes depend on the number of items only, not on the order
+    n = 1
+    while True:
+        if protocol == "holdout":
+            tests = [int(np.sum(deal(["m"] * n, (1 - HOLDOUT_TEST_FRACTION, HOLDOUT_TEST_FRACTION), rng) == 1))]
+        else:
+            assignment = deal(["m"] * n, [1.0] * k, rng)
+            tests = [int(np.sum(assignment == i)) for i in range(k)]
+        if min(tests) >= 1 and n - max(tests) >= needed_rest:
+            return n
+        n += 1
+
+
+def build_manifest(metadata: pd.DataFrame, protocol: str, k: int = DEFAULT_K, seed: int = DEFAULT_SEED,
+                   fingerprint: str | None = None) -> dict:
+    """The manifest of ``protocol`` for a data folder's metadata (see ARCHITECTURE.md).
+
+    ``fingerprint`` (:func:`heritage.ingest.metadata_fingerprint` of the folder) is recorded as
+    ``metadata_sha256`` so :func:`load_manifest` can refuse the manifest once ``metadata.csv`` changes.
+    Raises :class:`~heritage.errors.InputError` saying what the set lacks when the protocol cannot be
+    built on it (one material for lomo, too few source images for a part, ...).
+    """
     if protocol not in PROTOCOLS:
         raise errors.InputError(f"unknown protocol {protocol!r} (expected one of {PROTOCOLS})")
     sources = metadata[metadata["transform"] == ingest.IDENTITY].sort_values("id").reset_index(drop=True)
@@ -71,12 +105,27 @@ def build_manifest(metadata: pd.DataFrame, protocol: str, k: int = DEFAULT_K, se
         folds.extend((f"fold{i}", assignment == i, {}) for i in range(k))
     else:
         column = "content" if protocol == "loco" else "material"
-        for label in sorted(sources[column].unique()):
+        labels = sorted(sources[column].unique())
+        if len(labels) < 2:  # one group: its fold would train on nothing
+            plural = "content types" if protocol == "loco" else "materials"
+            raise errors.InputError(f"{protocol} needs >= 2 {plural}; this set has {len(labels)}: "
+                                    f"{', '.join(labels)}")
+        for label in labels:
             folds.append((fold_name(label), (sources[column] == label).to_numpy(), {"held_out": label}))
 
+    needed_rest = min_sources_for_share(VAL_FRACTION)
     manifest_folds = []
     for name, test, extra in folds:
         rest = sources[~test]
+        if len(rest) < needed_rest:
+            if extra:
+                raise errors.InputError(
+                    f"{protocol} fold {name!r}: only {len(rest)} source image(s) outside {extra['held_out']!r}, "
+                    f"too few to train on and carve a validation part ({VAL_FRACTION:.1%} of them needs "
+                    f">= {needed_rest})")
+            raise errors.InputError(f"{protocol} needs >= {fewest_sources(protocol, k)} source images (a test "
+                                    f"part, then a {VAL_FRACTION:.1%} validation part of the rest); "
+                                    f"this set has {len(sources)}")
         val = np.zeros(len(sources), dtype=bool)
         val[np.flatnonzero(~test)] = deal(rest["material"], (1 - VAL_FRACTION, VAL_FRACTION), rng) == 1
         train_sources = set(sources.loc[~test & ~val, "id"])
@@ -88,37 +137,65 @@ def build_manifest(metadata: pd.DataFrame, protocol: str, k: int = DEFAULT_K, se
             "test": sorted(sources.loc[test, "id"]),
         }
         empty = [part for part in PARTS if not fold[part]]
-        if empty:
+        if empty:  # guarded above; kept so no manifest with an empty part is ever written
             raise errors.InputError(f"{protocol} fold {name!r}: no samples in {empty} "
-                             f"({len(sources)} source images are too few for this protocol)")
+                                    f"({len(sources)} source images are too few for this protocol)")
         manifest_folds.append(fold)
     manifest = {"protocol": protocol, "seed": seed, "group_by": "source_id", "stratify_by": "material",
-                "val_fraction": VAL_FRACTION, "folds": manifest_folds}
+                "val_fraction": VAL_FRACTION, "metadata_sha256": fingerprint, "folds": manifest_folds}
     if protocol == "kfold":
         manifest["k"] = k
     check_manifest(manifest, metadata)
     return manifest
 
 
+class StaleManifest(errors.InputError):
+    """The manifest was built from another ``metadata.csv`` (samples added, removed or augmented since)."""
+
+
 def check_manifest(manifest: dict, metadata: pd.DataFrame) -> None:
-    """Raise ValueError when a manifest is malformed, stale, or leaks a source across parts."""
+    """Raise InputError (a ValueError) when a manifest is malformed, stale, or leaks a source across parts.
+
+    Stale (:class:`StaleManifest`): an id is not in ``metadata``, a fold does not cover every source
+    image of ``metadata``, or train lacks a sample (an augmented copy) of one of its sources. This is
+    what catches manifests without ``metadata_sha256`` (written before it was recorded).
+    """
     folds = manifest.get("folds")
     if not isinstance(folds, list) or not folds:
         raise errors.InputError(f"manifest {manifest.get('protocol')!r}: no 'folds' list")
+    if not all(isinstance(fold, dict) for fold in folds):
+        raise errors.InputError(f"manifest {manifest.get('protocol')!r}: every fold must be a JSON object")
     source_of = dict(zip(metadata["id"], metadata["source_id"]))
     originals = set(metadata.loc[metadata["transform"] == ingest.IDENTITY, "id"])
+    samples_of: dict[str, list[str]] = metadata.groupby("source_id")["id"].apply(list).to_dict()
     names = [fold.get("name") for fold in folds]
     if len(set(names)) != len(names):
         raise errors.InputError(f"manifest {manifest.get('protocol')!r}: duplicated fold names {names}")
-    problems = []
-    for fold in folds:
+    for fold in folds:  # structure and staleness first: a stale manifest's "leaks" are only symptoms
         missing_parts = [part for part in ("name", *PARTS) if part not in fold]
         if missing_parts:
             raise errors.InputError(f"fold {fold.get('name')!r}: missing key(s) {missing_parts}")
+        not_lists = [part for part in PARTS if not isinstance(fold[part], list)]
+        if not_lists:
+            raise errors.InputError(f"fold {fold['name']!r}: {not_lists} must be lists of sample ids")
         unknown = sorted({i for part in PARTS for i in fold[part]} - source_of.keys())
         if unknown:
-            raise errors.InputError(f"fold {fold['name']!r}: id(s) {unknown[:5]} are not in metadata.csv "
-                             "(stale manifest? re-run `python -m heritage data split`)")
+            raise StaleManifest(f"fold {fold['name']!r}: id(s) {unknown[:5]} are not in metadata.csv")
+        covered = {source_of[i] for part in PARTS for i in fold[part]}
+        if covered != originals:
+            n_samples = sum(len(samples_of[source]) for source in covered)
+            raise StaleManifest(f"fold {fold['name']!r} covers {len(covered)} of {len(originals)} source images "
+                                f"({n_samples} of {len(metadata)} samples) of metadata.csv; missing e.g. "
+                                f"{sorted(originals - covered)[:5]}")
+        train = set(fold["train"])
+        held = {source_of[i] for part in ("val", "test") for i in fold[part]}  # a leak, reported below
+        lacking = sorted(i for source in {source_of[i] for i in train} - held for i in samples_of[source]
+                         if i not in train)
+        if lacking:
+            raise StaleManifest(f"fold {fold['name']!r}: train lacks {len(lacking)} sample(s) of its source images "
+                                f"in metadata.csv, e.g. {lacking[:5]} (augmented after the split?)")
+    problems = []
+    for fold in folds:
         for part in ("val", "test"):
             derived = sorted(set(fold[part]) - originals)
             if derived:
@@ -137,30 +214,80 @@ def manifest_path(data_dir: str | os.PathLike, protocol: str) -> Path:
     return Path(data_dir) / SPLITS_DIR / f"{protocol}.json"
 
 
+def split_command(data_dir: str | os.PathLike, protocol: str, k: int = DEFAULT_K, seed: int = DEFAULT_SEED) -> str:
+    """The command line that (re)writes one manifest, with the non-default k and seed it was built with."""
+    command = f"python -m heritage data split --data {shlex.quote(str(data_dir))} --protocol {protocol}"
+    if protocol == "kfold" and k != DEFAULT_K:
+        command += f" --k {k}"
+    if seed != DEFAULT_SEED:
+        command += f" --seed {seed}"
+    return command
+
+
+def build_and_write(data_dir: str | os.PathLike, protocols: Sequence[str], k: int = DEFAULT_K,
+                    seed: int = DEFAULT_SEED) -> tuple[list[Path], dict[str, str]]:
+    """Write every manifest of ``protocols`` that can be built: (paths written, protocol -> why not)."""
+    metadata = ingest.read_metadata(data_dir)
+    fingerprint = ingest.metadata_fingerprint(data_dir)
+    written, failed = [], {}
+    for protocol in protocols:
+        try:
+            manifest = build_manifest(metadata, protocol, k=k, seed=seed, fingerprint=fingerprint)
+        except errors.InputError as err:
+            failed[protocol] = str(err)
+            continue
+        path = manifest_path(data_dir, protocol)
+        fileio.write_json(path, manifest)
+        written.append(path)
+    return written, failed
+
+
+def build_failure(written: Sequence[Path], failed: dict[str, str]) -> errors.HeritageError:
+    """InputError when nothing could be built; CommandFailed (exit 1) when only some protocols could."""
+    reasons = "; ".join(failed.values())
+    if not written:
+        return errors.InputError(reasons if len(failed) == 1 else f"no manifest could be built: {reasons}")
+    return errors.CommandFailed(f"wrote {', '.join(p.stem for p in written)}; could not build "
+                                f"{', '.join(failed)}: {reasons}")
+
+
 def write_manifests(data_dir: str | os.PathLike, protocols: Sequence[str],
                     k: int = DEFAULT_K, seed: int = DEFAULT_SEED) -> list[Path]:
-    metadata = ingest.read_metadata(data_dir)
-    paths = []
-    for protocol in protocols:
-        path = manifest_path(data_dir, protocol)
-        fileio.write_json(path, build_manifest(metadata, protocol, k=k, seed=seed))
-        paths.append(path)
-    return paths
+    """Write the manifests of ``protocols``; raise :func:`build_failure`'s error after writing the others."""
+    written, failed = build_and_write(data_dir, protocols, k=k, seed=seed)
+    if failed:
+        raise build_failure(written, failed)
+    return written
 
 
 def load_manifest(data_dir: str | os.PathLike, protocol: str) -> dict:
-    """Read and check ``<data>/splits/<protocol>.json`` against the data folder's metadata."""
+    """Read and check ``<data>/splits/<protocol>.json`` against the data folder's metadata.
+
+    A manifest whose ``metadata_sha256`` differs from ``metadata.csv``'s, or (without the field) that
+    fails :func:`check_manifest`'s coverage check, is refused as stale with the command to re-run.
+    """
     if protocol not in PROTOCOLS:
         raise errors.InputError(f"unknown protocol {protocol!r} (expected one of {PROTOCOLS})")
     path = manifest_path(data_dir, protocol)
     if not path.is_file():
-        raise errors.MissingInputError(f"{path}: file not found (run `python -m heritage data split "
-                                f"--data {data_dir} --protocol {protocol}`)")
+        raise errors.MissingInputError(f"{path}: file not found (run `{split_command(data_dir, protocol)}`)")
     manifest = fileio.read_json(path)
+    if not isinstance(manifest, dict):
+        raise errors.InputError(f"{path}: not a split manifest (expected a JSON object, found "
+                                f"{type(manifest).__name__}); re-run `{split_command(data_dir, protocol)}`")
     if manifest.get("protocol") != protocol:
         raise errors.InputError(f"{path}: holds protocol {manifest.get('protocol')!r}, expected {protocol!r}")
+    metadata = ingest.read_metadata(data_dir)
+    k, seed = manifest.get("k", DEFAULT_K), manifest.get("seed", DEFAULT_SEED)
+    advice = f"re-run `{split_command(data_dir, protocol, k=k, seed=seed)}`"
+    recorded = manifest.get("metadata_sha256")
+    if recorded is not None and recorded != (current := ingest.metadata_fingerprint(data_dir)):
+        raise errors.InputError(f"{path}: stale manifest: built from another metadata.csv (sha256 {recorded[:12]}..., "
+                                f"now {current[:12]}...; samples were added, removed or relabelled since); {advice}")
     try:
-        check_manifest(manifest, ingest.read_metadata(data_dir))
+        check_manifest(manifest, metadata)
+    except StaleManifest as err:
+        raise errors.InputError(f"{path}: stale manifest: {err}; {advice}") from None
     except ValueError as err:
         raise errors.InputError(f"{path}: {err}") from None
     return manifest
@@ -187,9 +314,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    """Write what can be built and print its sizes; then fail (exit 1, or 2 if nothing was built) naming the rest."""
     protocols = PROTOCOLS if args.protocol == "all" else (args.protocol,)
-    for path in write_manifests(args.data, protocols, k=args.k, seed=args.seed):
+    written, failed = build_and_write(args.data, protocols, k=args.k, seed=args.seed)
+    for path in written:
         manifest = fileio.read_json(path)
         sizes = ", ".join(f"{f['name']} {len(f['train'])}/{len(f['val'])}/{len(f['test'])}" for f in manifest["folds"])
         print(f"{path}: train/val/test {sizes}")
+    if failed:
+        raise build_failure(written, failed)
     return 0

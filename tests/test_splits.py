@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from heritage import cli, fileio, ingest, splits
+from heritage import cli, errors, fileio, ingest, splits
 
 # Sources per material and content type in ARTeFACT (statistics.json of the published dataset).
 ARTEFACT_MATERIALS = {"Paper": 186, "Parchment": 42, "Glass": 39, "Tesserae": 30, "Wood": 26, "Canvas": 23,
@@ -115,7 +115,8 @@ def test_stale_or_malformed_manifests_are_refused(copy_data_dir):
     manifest = fileio.read_json(splits.manifest_path(folder, "holdout"))
     manifest["folds"][0]["test"].append("no_such_image")
     fileio.write_json(splits.manifest_path(folder, "holdout"), manifest)
-    with pytest.raises(ValueError, match=r"holdout\.json: fold 'holdout': id\(s\) \['no_such_image'\] are not in"):
+    with pytest.raises(ValueError, match=r"holdout\.json: stale manifest: fold 'holdout': id\(s\) \['no_such_image'\] "
+                                         r"are not in metadata\.csv; re-run `python -m heritage data split --data "):
         splits.load_manifest(folder, "holdout")
     with pytest.raises(ValueError, match="no 'folds' list"):
         splits.check_manifest({"protocol": "kfold", "folds": []}, ingest.read_metadata(folder))
@@ -142,7 +143,8 @@ def test_bad_parameters_and_too_small_datasets():
     with pytest.raises(ValueError, match="unknown protocol 'lopo'"):
         splits.build_manifest(metadata, "lopo")
     tiny = metadata[metadata["source_id"].isin(["src000", "src200"])]  # 2 sources
-    with pytest.raises(ValueError, match=r"no samples in \['val', 'test'\] \(2 source images are too few"):
+    with pytest.raises(ValueError, match=r"holdout needs >= 6 source images \(a test part, then a 12\.5% validation "
+                                         r"part of the rest\); this set has 2"):
         splits.build_manifest(tiny, "holdout")
 
 
@@ -154,3 +156,165 @@ def test_cli_split_all(copy_data_dir, capsys):
     assert len(splits.load_manifest(folder, "kfold")["folds"]) == 4
     assert all(splits.manifest_path(folder, p).is_file() for p in splits.PROTOCOLS)
     assert "kfold.json: train/val/test fold0" in capsys.readouterr().out
+
+
+# -- stale manifests ------------------------------------------------------------------------------
+
+
+def grown_metadata(metadata: pd.DataFrame, factor: int) -> pd.DataFrame:
+    """``metadata`` with ``factor - 1`` more copies of every source (new ids): a larger source ingested."""
+    copies = [metadata]
+    for n in range(1, factor):
+        more = metadata.copy()
+        more["id"] = f"more{n}_" + more["id"]
+        more["source_id"] = f"more{n}_" + more["source_id"]
+        copies.append(more)
+    return pd.concat(copies, ignore_index=True)
+
+
+def test_manifests_record_the_metadata_fingerprint(data_dir):
+    manifest = splits.load_manifest(data_dir, "holdout")
+    assert manifest["metadata_sha256"] == ingest.metadata_fingerprint(data_dir)
+
+
+def test_a_manifest_of_a_smaller_earlier_dataset_is_refused_as_stale(copy_data_dir, capsys):
+    """The issue: a larger source ingested and augmented into the folder, old splits/*.json kept."""
+    folder = copy_data_dir()
+    ingest.write_metadata(folder, grown_metadata(ingest.read_metadata(folder), 5))  # 24 -> 120 sources
+    for protocol in splits.PROTOCOLS:
+        with pytest.raises(ValueError, match=rf"{protocol}\.json: stale manifest: built from another metadata\.csv "
+                                             rf".*; re-run `python -m heritage data split --data {folder} "
+                                             rf"--protocol {protocol}`$"):
+            splits.load_manifest(folder, protocol)
+    assert cli.main(["data", "split", "--data", str(folder), "--protocol", "all"]) == 0  # the advice works
+    train, val, test = splits.fold_ids(splits.load_manifest(folder, "holdout"), "holdout")
+    assert len(train) + 4 * (len(val) + len(test)) == 480
+
+
+def test_a_manifest_without_fingerprint_falls_back_to_the_coverage_check(copy_data_dir):
+    """Manifests written before metadata_sha256: still loaded while they cover metadata.csv, refused once not."""
+    folder = copy_data_dir()
+    for protocol in splits.PROTOCOLS:  # as an older version wrote them
+        manifest = fileio.read_json(splits.manifest_path(folder, protocol))
+        del manifest["metadata_sha256"]
+        fileio.write_json(splits.manifest_path(folder, protocol), manifest)
+    assert splits.load_manifest(folder, "kfold")["folds"]
+    ingest.write_metadata(folder, grown_metadata(ingest.read_metadata(folder), 5))
+    with pytest.raises(ValueError, match=r"holdout\.json: stale manifest: fold 'holdout' covers 24 of 120 source "
+                                         r"images \(96 of 480 samples\) of metadata\.csv; missing e\.g\. \['more1_"
+                                         r".*; re-run `python -m heritage data split --data .* --protocol holdout`"):
+        splits.load_manifest(folder, "holdout")
+
+
+def test_a_split_made_before_augmenting_is_refused_as_stale(copy_data_dir):
+    folder = copy_data_dir()
+    metadata = ingest.read_metadata(folder)
+    ingest.write_metadata(folder, metadata[metadata["transform"] == ingest.IDENTITY])  # originals only
+    splits.write_manifests(folder, ["kfold"], k=4, seed=7)
+    manifest = fileio.read_json(splits.manifest_path(folder, "kfold"))
+    del manifest["metadata_sha256"]  # the coverage check alone must see the missing copies
+    fileio.write_json(splits.manifest_path(folder, "kfold"), manifest)
+    ingest.write_metadata(folder, metadata)  # then augmented
+    with pytest.raises(ValueError, match=r"fold 'fold0': train lacks \d+ sample\(s\) of its source images in "
+                                         r"metadata\.csv, e\.g\. \['.*__hflip'.*\(augmented after the split\?\); "
+                                         r"re-run `python -m heritage data split --data .* --protocol kfold --k 4 "
+                                         r"--seed 7`"):
+        splits.load_manifest(folder, "kfold")
+
+
+def test_a_relabelled_metadata_csv_makes_the_manifest_stale(copy_data_dir):
+    """Same ids, another material: the coverage still holds, the fingerprint does not."""
+    folder = copy_data_dir()
+    metadata = ingest.read_metadata(folder)
+    metadata.loc[0, "material"] = "Ceramic" if metadata.loc[0, "material"] != "Ceramic" else "Paper"
+    ingest.write_metadata(folder, metadata)
+    with pytest.raises(ValueError, match=r"lomo\.json: stale manifest: built from another metadata\.csv"):
+        splits.load_manifest(folder, "lomo")
+
+
+def test_malformed_manifest_files_are_refused_with_the_file_named(copy_data_dir):
+    folder = copy_data_dir()
+    fileio.write_json(splits.manifest_path(folder, "loco"), ["not", "a", "manifest"])
+    with pytest.raises(ValueError, match=r"loco\.json: not a split manifest \(expected a JSON object, found list\)"):
+        splits.load_manifest(folder, "loco")
+    manifest = fileio.read_json(splits.manifest_path(folder, "kfold"))
+    manifest["folds"][0]["test"] = manifest["folds"][0]["test"][0]  # a string, not a list
+    fileio.write_json(splits.manifest_path(folder, "kfold"), manifest)
+    with pytest.raises(ValueError, match=r"kfold\.json: fold 'fold0': \['test'\] must be lists of sample ids"):
+        splits.load_manifest(folder, "kfold")
+
+
+# -- protocols a data set cannot support --------------------------------------------------------
+
+
+def subset(metadata: pd.DataFrame, n_sources: int, **columns: str) -> pd.DataFrame:
+    """The first ``n_sources`` sources of ``metadata`` (with their copies), ``columns`` set to one value."""
+    keep = sorted(set(metadata["source_id"]))[:n_sources]
+    return metadata[metadata["source_id"].isin(keep)].assign(**columns).reset_index(drop=True)
+
+
+@pytest.mark.parametrize(("protocol", "column", "plural"), [("lomo", "material", "materials"),
+                                                            ("loco", "content", "content types")])
+def test_leave_one_out_on_a_single_group_says_what_is_missing(protocol, column, plural):
+    one = subset(artefact_like_metadata(), 30, **{column: "Film emulsion"})
+    with pytest.raises(ValueError, match=rf"^{protocol} needs >= 2 {plural}; this set has 1: Film emulsion$"):
+        splits.build_manifest(one, protocol)
+
+
+def test_leave_one_out_with_too_little_outside_a_group_names_the_group():
+    metadata = subset(artefact_like_metadata(), 10, material="Paper")
+    metadata.loc[metadata["source_id"].isin(["src000", "src001", "src002", "src003", "src004", "src005"]),
+                 "material"] = "Wood"  # 6 Wood and 4 Paper sources: the Wood fold trains on 4 only
+    with pytest.raises(ValueError, match=r"lomo fold 'wood': only 4 source image\(s\) outside 'Wood', too few to "
+                                         r"train on and carve a validation part \(12\.5% of them needs >= 5\)"):
+        splits.build_manifest(metadata, "lomo")
+
+
+@pytest.mark.parametrize(("protocol", "k"), [("holdout", 3), ("kfold", 2), ("kfold", 3), ("kfold", 5)])
+def test_tiny_sets_build_from_the_stated_minimum_and_fail_clearly_below(protocol, k):
+    """No numpy error for any size: below ``fewest_sources`` an InputError names the minimum, from it a manifest."""
+    metadata = artefact_like_metadata()
+    fewest = splits.fewest_sources(protocol, k)
+    for n in range(1, fewest + 3):
+        tiny = subset(metadata, n)
+        if n >= fewest:
+            manifest = splits.build_manifest(tiny, protocol, k=k)
+            assert all(fold[part] for fold in manifest["folds"] for part in splits.PARTS)
+        elif protocol == "kfold" and n < k:
+            with pytest.raises(errors.InputError, match=rf"k={k} folds need 2 <= k <= {n} "):
+                splits.build_manifest(tiny, protocol, k=k)
+        else:
+            with pytest.raises(errors.InputError, match=rf"^{protocol} needs >= {fewest} source images .*; "
+                                                        rf"this set has {n}$"):
+                splits.build_manifest(tiny, protocol, k=k)
+
+
+def write_metadata_only(folder, metadata: pd.DataFrame):
+    """A data folder of metadata.csv alone: enough for `data split`, which reads no pixels."""
+    ingest.write_metadata(folder, metadata)
+    return folder
+
+
+def test_cli_split_all_writes_what_it_can_and_exits_1_naming_the_rest(tmp_path, capsys):
+    folder = write_metadata_only(tmp_path, subset(artefact_like_metadata(), 40, material="Film emulsion"))
+    assert cli.main(["data", "split", "--data", str(folder), "--protocol", "all"]) == errors.EXIT_FAILED
+    captured = capsys.readouterr()
+    assert captured.err == ("heritage data split: wrote holdout, kfold, loco; could not build lomo: lomo needs >= 2 "
+                            "materials; this set has 1: Film emulsion\n")
+    assert "kfold.json: train/val/test fold0" in captured.out
+    assert [p for p in splits.PROTOCOLS if splits.manifest_path(folder, p).is_file()] == ["holdout", "kfold", "loco"]
+    assert splits.load_manifest(folder, "loco")["folds"]
+
+
+def test_cli_split_exits_2_when_nothing_can_be_built(tmp_path, capsys):
+    folder = write_metadata_only(tmp_path, subset(artefact_like_metadata(), 3, material="Paper", content="Line art"))
+    assert cli.main(["data", "split", "--data", str(folder), "--protocol", "lomo"]) == errors.EXIT_BAD_INPUT
+    assert capsys.readouterr().err == "heritage data split: lomo needs >= 2 materials; this set has 1: Paper\n"
+    assert cli.main(["data", "split", "--data", str(folder), "--protocol", "all"]) == errors.EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert err.startswith("heritage data split: no manifest could be built: holdout needs >= 6 source images")
+    assert "kfold needs >= 8 source images" in err and "loco needs >= 2 content types" in err
+    assert not (folder / splits.SPLITS_DIR).exists()
+    with pytest.raises(errors.CommandFailed, match="could not build lomo"):  # the library call fails the same way
+        splits.write_manifests(write_metadata_only(tmp_path / "b", subset(artefact_like_metadata(), 40,
+                                                                              material="Paper")), splits.PROTOCOLS)
