@@ -7,6 +7,7 @@ not Clean (0) as in the seeds, which taught the model that empty corners are und
 
 The rotation angle is drawn per sample from a generator seeded with (seed, id), so re-running gives
 the same files, and the step is idempotent: derived rows are rebuilt from the originals each time.
+It starts by removing the temporary files a killed earlier run left (``ingest.remove_stale``).
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ def augment(data_dir: str | os.PathLike, seed: int = DEFAULT_SEED) -> pd.DataFra
     """Write the three copies of every original in ``data_dir`` and the updated metadata."""
     data_dir = Path(data_dir)
     metadata = ingest.read_metadata(data_dir)
+    ingest.remove_stale(data_dir)  # temporaries of an augment/ingest killed mid-write (kill -9)
     originals = metadata[metadata["transform"] == ingest.IDENTITY]
     rows = []
     for original in tqdm(originals.itertuples(index=False), total=len(originals), desc="augment", unit="image"):

@@ -3,6 +3,15 @@
 Everything the project writes goes through a temporary file in the destination folder and an
 ``os.replace``, so an interrupted job never leaves a half-written file where a finished one is
 expected. Reads name the file in every error.
+
+A temporary file carries its owner (``<pid>@<host>``) in its name, so one left behind by a killed
+process (kill -9, OOM killer, a node lost mid-job) can be told from one a running writer still uses:
+:func:`remove_stale_temporaries` deletes those whose owner is a dead process on this host, or, for
+another host (a shared file system) or an older unowned name, those untouched for ``STALE_AFTER_S``.
+A process reusing a dead owner's pid keeps its junk until then: the rule errs on the side of keeping.
+
+Image reads that may meet untrusted sizes (ingest) open the header first (:func:`open_lazy`) and
+refuse more than ``max_pixels`` pixels before anything is decoded.
 """
 
 from __future__ import annotations
@@ -11,8 +20,11 @@ import contextlib
 import io
 import json
 import os
+import re
+import socket
 import stat
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -22,11 +34,85 @@ from PIL import Image
 from heritage import errors
 
 # ARTeFACT originals reach ~130 MP; PIL's default bomb guard (89 MP) would refuse real scans.
+# This global is PIL's own guard for every other read (it only warns up to twice the value);
+# ingest passes an explicit limit (DEFAULT_MAX_PIXELS, --max-pixels) to open_lazy instead.
 Image.MAX_IMAGE_PIXELS = 400_000_000
+# The ARTeFACT dataset card raises PIL's limit to 243,748,701 px for its largest scan; a little above.
+DEFAULT_MAX_PIXELS = 250_000_000
 # The process umask, read once (os.umask can only be read by setting it): mkstemp creates files 0600,
 # and a run folder or table on a shared cluster must get the permissions a plain open() would give.
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
+
+# --- owners of temporary files and folders ---------------------------------------------------------
+_HOST = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:64] or "localhost"
+OWNER_PATTERN = r"(?P<pid>[0-9]+)@(?P<host>[A-Za-z0-9.-]+)"
+# mkstemp/mkdtemp's random part: 8 characters of tempfile's alphabet.
+RANDOM_PATTERN = r"[a-z0-9_]{8}"
+# Leftovers of another host, or names without an owner (written before owners were recorded), are
+# removed only once untouched for this long: no single write or ingest stays idle for 6 hours.
+STALE_AFTER_S = 6 * 3600
+# atomic_path's temporary: ".<name>.<pid>@<host>.<random>.tmp" (the legacy form had no owner).
+TEMP_FILE_PATTERN = re.compile(rf"\.(?P<name>.+)\.{OWNER_PATTERN}\.{RANDOM_PATTERN}\.tmp")
+LEGACY_TEMP_FILE_PATTERN = re.compile(rf"\.(?P<name>.+)\.{RANDOM_PATTERN}\.tmp")
+
+
+def owner_tag() -> str:
+    """``<pid>@<host>`` of this process, for names of temporary files and folders."""
+    return f"{os.getpid()}@{_HOST}"
+
+
+def owner_is_gone(match: re.Match | None, path: Path, now: float | None = None) -> bool:
+    """Whether the temporary at ``path`` (owner parsed by ``match``, None for a legacy name) is junk.
+
+    On this host the owner's pid decides (dead: junk, at once); otherwise the age of ``path`` and of
+    the folders directly inside it (a running ingest keeps writing into them) must pass STALE_AFTER_S.
+    """
+    if match is not None and match.group("host") == _HOST:
+        return not _pid_alive(int(match.group("pid")))
+    newest = _newest_mtime(path)
+    return newest is not None and (time.time() if now is None else now) - newest > STALE_AFTER_S
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def _newest_mtime(path: Path) -> float | None:
+    try:
+        times = [path.stat().st_mtime]
+        if path.is_dir():
+            times += [p.stat().st_mtime for p in path.iterdir() if p.is_dir()]
+    except FileNotFoundError:  # removed meanwhile by its owner
+        return None
+    return max(times)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete atomic_path's temporary files in ``folder`` left by dead writers; return those removed.
+
+    Only names atomic_path creates are considered (TEMP_FILE_PATTERN, LEGACY_TEMP_FILE_PATTERN).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in folder.iterdir():
+        match = TEMP_FILE_PATTERN.fullmatch(path.name)
+        if match is None and not LEGACY_TEMP_FILE_PATTERN.fullmatch(path.name):
+            continue
+        if path.is_file() and not path.is_symlink() and owner_is_gone(match, path):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 @contextlib.contextmanager
@@ -36,8 +122,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     The result keeps the mode of the file it replaces, or gets ``0o666 & ~umask`` when it is new.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # the name must match TEMP_FILE_PATTERN, so remove_stale_temporaries can clean up after a kill -9
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{owner_tag()}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:  # a file where a folder should be, no permission, a full disk: the user's to fix
+        raise errors.OutputError(f"{path}: cannot write here ({err.strerror or err}"
+                                 f"{': ' + str(err.filename) if err.filename else ''})") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -89,19 +180,73 @@ def encode_png(array: np.ndarray, compress_level: int = 6) -> bytes:
     return buffer.getvalue()
 
 
-def open_image(source: str | os.PathLike | bytes, name: str | None = None) -> Image.Image:
-    """Open and fully decode an image from a path or bytes; errors name the file."""
-    label = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
+def open_image(source: str | os.PathLike | bytes, name: str | None = None,
+               max_pixels: int | None = None) -> Image.Image:
+    """Open and fully decode an image from a path or bytes; errors name the file.
+
+    ``max_pixels`` refuses larger images before decoding (see :func:`open_lazy`); None keeps PIL's guard.
+    """
+    return load(open_lazy(source, name, max_pixels), name or _label(source), max_pixels)
+
+
+def _label(source: str | os.PathLike | bytes) -> str:
+    return str(source) if not isinstance(source, bytes) else "<bytes>"
+
+
+@contextlib.contextmanager
+def _pil_pixel_limit(max_pixels: int | None, opening: bool = False) -> Iterator[None]:
+    """PIL's own bomb guard replaced by ``max_pixels`` meanwhile, so our check and message decide.
+
+    While opening (header only) PIL's guard is off: open_lazy checks the size right after.
+    """
+    if max_pixels is None:
+        yield
+        return
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None if opening else max_pixels
     try:
-        if isinstance(source, bytes):
-            image = Image.open(io.BytesIO(source))
-        else:
-            image = Image.open(source)
-        image.load()  # decode now, so truncated files fail here and not later in a worker
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
+def open_lazy(source: str | os.PathLike | bytes, name: str | None = None,
+              max_pixels: int | None = None) -> Image.Image:
+    """Open an image reading its header only (PIL decodes lazily); refuse more than ``max_pixels``.
+
+    The size check costs nothing, so a small file declaring a huge canvas (a decompression bomb) is
+    refused before it can allocate gigabytes. Decode with :func:`load` (after ``draft`` for JPEG).
+    """
+    label = name or _label(source)
+    try:
+        with _pil_pixel_limit(max_pixels, opening=True):
+            image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
     except FileNotFoundError:
         raise errors.MissingInputError(f"{label}: file not found") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise errors.InputError(f"{label}: cannot read image ({err})") from None
+    width, height = image.size
+    if max_pixels is not None and width * height > max_pixels:
+        image.close()
+        raise errors.InputError(
+            f"{label}: {width}x{height} = {width * height:,} pixels is above the limit of {max_pixels:,} "
+            f"(a decompression bomb, or a scan larger than ARTeFACT's); if it is a genuine scan, raise the "
+            f"limit (ingest --max-pixels), decoding it needs about {_gigabytes(width * height * 4)} of memory"
+        )
+    return image
+
+
+def _gigabytes(n_bytes: int) -> str:
+    return f"{n_bytes / 1e9:.1f} GB" if n_bytes >= 1e8 else f"{n_bytes / 1e6:.1f} MB"
+
+
+def load(image: Image.Image, name: str, max_pixels: int | None = None) -> Image.Image:
+    """Decode a lazily opened image now, so truncated files fail here (naming ``name``), not in a worker."""
+    try:
+        with _pil_pixel_limit(max_pixels):
+            image.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise errors.InputError(f"{name}: cannot read image ({err})") from None
     return image
 
 
@@ -112,7 +257,7 @@ def read_rgb(source: str | os.PathLike | bytes, name: str | None = None) -> np.n
 
 def read_mask(source: str | os.PathLike | bytes, name: str | None = None) -> np.ndarray:
     """(H, W) uint8 class-id mask; refuses colour or 16-bit masks instead of silently converting."""
-    label = name or str(source)
+    label = name or _label(source)
     image = open_image(source, name)
     if image.mode not in ("L", "P"):
         raise errors.InputError(f"{label}: a class-id mask must be single-channel 8-bit, got mode {image.mode}")

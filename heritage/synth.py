@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from heritage import errors, fileio, taxonomy
+from heritage import errors, fileio, taxonomy, vocabulary
 
 # --- reference proportions -----------------------------------------------------------------------
 # Embedded so the package works anywhere. Source: /work/shared/reference/artefact/metadata.csv
@@ -61,13 +61,9 @@ REFERENCE_PAIR_COUNTS: dict[tuple[str, str], int] = {
     ("Ceramic", "Geometric patterns"): 9,
     ("Wood", "Artistic depiction"): 26,
 }
-MATERIALS: tuple[str, ...] = (
-    "Parchment", "Film emulsion", "Glass", "Paper", "Tesserae",
-    "Canvas", "Lime plaster", "Textile", "Ceramic", "Wood",
-)
-CONTENTS: tuple[str, ...] = (
-    "Artistic depiction", "Photographic depiction", "Line art", "Geometric patterns",
-)
+# The vocabulary has one home (heritage.vocabulary, also what ingest checks names against).
+MATERIALS: tuple[str, ...] = vocabulary.MATERIALS
+CONTENTS: tuple[str, ...] = vocabulary.CONTENTS
 REFERENCE_CLASS_PIXEL_COUNTS: dict[str, int] = {
     "Clean": 69751540, "Material loss": 2922531, "Peel": 3877364, "Dust": 23110,
     "Scratch": 171255, "Hair": 5407, "Dirt": 238265, "Fold": 661706, "Writing": 74397,

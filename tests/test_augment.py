@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pandas as pd
@@ -99,3 +103,29 @@ def test_cli_augment(copy_data_dir, capsys):
     folder = copy_data_dir()
     assert cli.main(["data", "augment", "--data", str(folder), "--seed", "42"]) == 0
     assert "24 originals + 72 augmented copies" in capsys.readouterr().out
+
+
+KILL_DURING_AUGMENT = """
+import os, signal, sys
+from heritage import augment, fileio
+real, calls = fileio.write_png, []
+def write_png(path, array):
+    calls.append(path)
+    if len(calls) == 5:
+        with fileio.atomic_path(path) as tmp:  # kill -9 mid-write: the temporary stays
+            tmp.write_bytes(b"half")
+            os.kill(os.getpid(), signal.SIGKILL)
+    real(path, array)
+fileio.write_png = write_png
+augment.augment(sys.argv[1])
+"""
+
+
+def test_temporaries_of_a_killed_augment_are_removed_by_the_next_run(copy_data_dir):
+    folder = copy_data_dir()
+    result = subprocess.run([sys.executable, "-c", KILL_DURING_AUGMENT, str(folder)], capture_output=True)
+    assert result.returncode == -signal.SIGKILL
+    junk = list(folder.rglob("*.tmp"))
+    assert len(junk) == 1 and fileio.TEMP_FILE_PATTERN.fullmatch(junk[0].name)
+    augment.augment(folder)
+    assert not [p for p in folder.rglob("*") if p.name.endswith(".tmp")]

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import stat
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -49,3 +53,43 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
             raise RuntimeError("disk full")
     assert target.read_text() == "epoch,train_loss\n"
     assert [p.name for p in tmp_path.iterdir()] == ["history.csv"]
+
+
+# --- leftovers of killed writers (issue 10, item 7) ------------------------------------------------
+
+KILLED_MID_WRITE = """
+import os, signal, sys
+from heritage import fileio
+with fileio.atomic_path(sys.argv[1]) as tmp:
+    tmp.write_bytes(b"half a png")
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_temporary_left_by_kill_9_is_removed_and_live_or_unrelated_files_are_kept(tmp_path):
+    target = tmp_path / "s0.png"
+    result = subprocess.run([sys.executable, "-c", KILLED_MID_WRITE, str(target)], capture_output=True)
+    assert result.returncode == -signal.SIGKILL
+    (junk,) = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert fileio.TEMP_FILE_PATTERN.fullmatch(junk.name) and not target.exists()
+    unrelated = [tmp_path / name for name in (".s1.png.tmp", "notes.tmp", ".hidden")]
+    for path in unrelated:
+        path.write_text("mine")
+    with fileio.atomic_path(tmp_path / "s2.png") as live:  # a writer that is still running
+        live.write_bytes(b"in progress")
+        assert fileio.remove_stale_temporaries(tmp_path) == [junk]
+        assert live.exists()
+    assert not junk.exists() and all(p.exists() for p in unrelated)
+
+
+def test_temporaries_of_another_host_or_without_owner_are_removed_only_once_stale(tmp_path):
+    recent = tmp_path / ".a.png.123@other-node.abcd1234.tmp"
+    stale = tmp_path / ".b.png.456@other-node.efgh5678.tmp"
+    legacy = tmp_path / ".c.png.ijkl9012.tmp"  # atomic_path's name before owners were recorded
+    for path in (recent, stale, legacy):
+        path.write_bytes(b"x")
+    old = time.time() - fileio.STALE_AFTER_S - 60
+    for path in (stale, legacy):
+        os.utime(path, (old, old))
+    assert sorted(fileio.remove_stale_temporaries(tmp_path)) == sorted([stale, legacy])
+    assert recent.exists()

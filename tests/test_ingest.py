@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import io
+import os
+import re
 import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +21,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import N_SYNTHETIC_IMAGES, PARQUET_SCHEMA, SYNTHETIC_LONGEST_SIDE, make_row, write_rows
+from PIL import Image, ImageOps
+from PIL.JpegImagePlugin import JpegImageFile
 
-from heritage import cli, fileio, ingest, taxonomy
+from heritage import cli, fileio, ingest, synth, taxonomy, vocabulary
 
 
 def shard_rows(synthetic_parquet: Path) -> dict[str, dict]:
@@ -197,7 +209,7 @@ def test_mask_values_outside_the_taxonomy(tmp_path):
     mask = np.zeros((32, 48), np.uint8)
     mask[3, 4] = 16
     rows = [*good_rows(2), make_row("bad", mask=mask)]
-    with pytest.raises(ValueError, match=r"id 'bad'\): annotation: mask values \[16\]"):
+    with pytest.raises(ValueError, match=r"id 'bad'\): annotation: mask values \[16\].*--binary-mask-class"):
         ingest_rows(tmp_path, rows)
 
 
@@ -205,7 +217,7 @@ def test_colour_mask_is_refused(tmp_path):
     rows = good_rows(1)
     rgb = taxonomy.mask_to_rgb(fileio.read_mask(rows[0]["annotation"]["bytes"]))
     rows[0] = with_image(rows[0], "annotation", fileio.encode_png(rgb))
-    with pytest.raises(ValueError, match="single-channel 8-bit, got mode RGB"):
+    with pytest.raises(ValueError, match="single-channel 8-bit, got mode RGB .*pass --rgb-masks.*--binary-mask-class"):
         ingest_rows(tmp_path, rows)
 
 
@@ -299,3 +311,368 @@ def test_copy_of_shards_with_data_subfolder_is_found(synthetic_parquet, tmp_path
     for shard in ingest.find_shards(synthetic_parquet):
         shutil.copy(shard, flat / shard.name)
     assert [p.name for p in ingest.find_shards(flat)] == [p.name for p in ingest.find_shards(synthetic_parquet)]
+
+
+# --- decompression bombs and large scans (issue 10, item 3) ---------------------------------------
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG declaring width x height greyscale pixels whose pixel data is cut short.
+
+    Enough for a header read; decoding it would fail ("truncated"), so a refusal naming the size proves
+    the check ran before any decoding.
+    """
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+            + chunk(b"IDAT", zlib.compress(b"\x00" * (width + 1) * 4)) + chunk(b"IEND", b""))
+
+
+def test_a_decompression_bomb_below_pils_hard_limit_is_refused_from_its_header(tmp_path):
+    rows = good_rows(2)
+    # 441 Mpx: over the default limit, under PIL's hard limit (2 x 400 Mpx), as in the report
+    rows[1] = with_image(rows[1], "image", png_header_only(21000, 21000))
+    with pytest.raises(ValueError, match=r"row 1 \(id 's1'\): image: 21000x21000 = 441,000,000 pixels is above the "
+                                         r"limit of 250,000,000 .*--max-pixels"):
+        ingest_rows(tmp_path, rows)
+    assert not (tmp_path / "data" / "metadata.csv").exists()
+
+
+def test_max_pixels_is_configurable_and_checks_annotations_too(tmp_path):
+    write_rows(tmp_path / "src" / "data" / "train-00000-of-00001.parquet", good_rows(2))
+    with pytest.raises(ValueError, match=r"row 0 \(id 's0'\): image: 48x32 = 1,536 pixels is above the limit of 1,000"):
+        ingest.ingest(tmp_path / "src", tmp_path / "data", max_pixels=1000)
+    rows = good_rows(1)
+    rows[0] = with_image(rows[0], "annotation", png_header_only(4000, 3000))
+    write_rows(tmp_path / "src2" / "x.parquet", rows)
+    with pytest.raises(ValueError, match=r"id 's0'\): annotation: 4000x3000 = 12,000,000 pixels is above the limit"):
+        ingest.ingest(tmp_path / "src2", tmp_path / "data", max_pixels=2000)
+    assert len(ingest.ingest(tmp_path / "src", tmp_path / "data", max_pixels=1536)) == 2
+
+
+def test_cli_max_pixels_refusal_is_one_line_naming_the_row(tmp_path, capsys):
+    write_rows(tmp_path / "src" / "data" / "train-00000-of-00001.parquet", good_rows(2))
+    code = cli.main(["data", "ingest", "--source", str(tmp_path / "src"), "--out", str(tmp_path / "d"),
+                     "--max-pixels", "1000"])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("heritage")]
+    assert code == 2 and len(lines) == 1  # (the rest is tqdm's progress bar)
+    assert lines[0].startswith("heritage data ingest: ") and "row 0 (id 's0'): image: 48x32" in lines[0]
+
+
+def encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def split_sample(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Dark left part / bright right part, and a mask with Dust exactly under the bright part."""
+    image = np.full((height, width, 3), 20, np.uint8)
+    image[:, width * 5 // 8:] = 235
+    mask = np.zeros((height, width), np.uint8)
+    mask[:, width * 5 // 8:] = taxonomy.CLASS_IDS["Dust"]
+    return image, mask
+
+
+def test_a_large_jpeg_is_decoded_reduced_and_stays_aligned_with_its_mask(tmp_path, monkeypatch):
+    image, mask = split_sample(2048, 1024)
+    row = {**make_row("big"), "image": {"bytes": encode(Image.fromarray(image), "JPEG", quality=95), "path": "big.jpg"},
+           "annotation": {"bytes": fileio.encode_png(mask), "path": "big.png"}}
+    write_rows(tmp_path / "src" / "x.parquet", [row])
+    decoded_sizes = []
+    original_load = JpegImageFile.load
+
+    def recording_load(self):  # the real decoder; records the size it decodes at
+        decoded_sizes.append(self.size)
+        return original_load(self)
+
+    monkeypatch.setattr(JpegImageFile, "load", recording_load)
+    metadata = ingest.ingest(tmp_path / "src", tmp_path / "data", longest_side=128)
+    assert decoded_sizes and max(decoded_sizes) == (256, 128)  # libjpeg's 1/8 scale, not 2048x1024
+    assert (metadata["width"][0], metadata["height"][0]) == (128, 64)
+    out_image = fileio.read_rgb(ingest.image_path(tmp_path / "data", "big"))
+    out_mask = fileio.read_mask(ingest.annotation_path(tmp_path / "data", "big"))
+    bright = out_image[..., 0] > 128
+    assert (bright == (out_mask == taxonomy.CLASS_IDS["Dust"])).mean() > 0.99  # aligned, at most a seam column
+    assert set(np.unique(out_mask)) == {0, taxonomy.CLASS_IDS["Dust"]}  # nearest neighbour: no blended ids
+
+
+# --- real annotation formats (issue 10, item 12) --------------------------------------------------
+
+
+def block_mask(width: int = 64, height: int = 48, classes: tuple[int, ...] = (0, 3, 7, 255)) -> np.ndarray:
+    """Class rectangles aligned on 16-pixel blocks, so JPEG's 8x8 DCT and chroma subsampling keep them apart."""
+    mask = np.zeros((height, width), np.uint8)
+    for i, class_id in enumerate(classes):
+        mask[:, i * 16: (i + 1) * 16] = class_id
+    return mask
+
+
+def row_with_mask(sample_id: str, annotation: bytes, size: tuple[int, int] = (64, 48)) -> dict:
+    return with_image(make_row(sample_id, size=size), "annotation", annotation)
+
+
+def test_binary_masks_need_the_opt_in_and_map_to_the_named_class(tmp_path):
+    truth = np.zeros((48, 64), np.uint8)
+    truth[13:35, 11:47] = 1  # edges inside JPEG blocks: ringing
+    png = encode(Image.fromarray(truth * 255).convert("1"), "PNG")
+    jpeg = encode(Image.fromarray(truth * 255), "JPEG", quality=75)  # lossy: ringing around the square
+    assert len(np.unique(np.asarray(Image.open(io.BytesIO(jpeg))))) > 2
+    write_rows(tmp_path / "src" / "x.parquet", [row_with_mask("png", png), row_with_mask("jpeg", jpeg)])
+    with pytest.raises(ValueError, match=r"id 'png'\): annotation: a class-id mask must be single-channel 8-bit, "
+                                         r"got mode 1 .*--binary-mask-class"):
+        ingest.ingest(tmp_path / "src", tmp_path / "data")
+    masks = ingest.MaskFormat(binary_class="Dust", binary_threshold=128)
+    ingest.ingest(tmp_path / "src", tmp_path / "data", longest_side=None, masks=masks)
+    for sample_id in ("png", "jpeg"):
+        mask = fileio.read_mask(ingest.annotation_path(tmp_path / "data", sample_id))
+        np.testing.assert_array_equal(mask, truth * taxonomy.CLASS_IDS["Dust"])
+
+
+def test_binary_mask_options_are_checked():
+    with pytest.raises(ValueError, match="--binary-mask-class 'dust' is not a damage class"):
+        ingest.MaskFormat(binary_class="dust")
+    with pytest.raises(ValueError, match="--binary-threshold must be in 1..255, got 0"):
+        ingest.MaskFormat(binary_class="Dust", binary_threshold=0)
+    with pytest.raises(ValueError, match="exclude each other"):
+        ingest.MaskFormat(binary_class="Dust", rgb=True)
+    with pytest.raises(ValueError, match="apply to --rgb-masks only"):
+        ingest.MaskFormat(unmatched_background=True)
+
+
+def random_mask(seed: int = 0, size: int = 128) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((size, size), np.uint8)
+    for _ in range(20):
+        y, x = rng.integers(0, size - 20, 2)
+        h, w = rng.integers(5, 30, 2)
+        mask[y: y + h, x: x + w] = rng.choice([*range(taxonomy.NUM_CLASSES), taxonomy.IGNORE_INDEX])
+    return mask
+
+
+def test_rgb_masks_are_mapped_through_the_palette_even_as_lossy_jpeg(tmp_path):
+    truth = random_mask()
+    rgb = taxonomy.mask_to_rgb(truth)
+    jpeg = encode(Image.fromarray(rgb), "JPEG", quality=90, subsampling=0)
+    assert not np.array_equal(np.asarray(Image.open(io.BytesIO(jpeg))), rgb)  # really lossy
+    rows = [row_with_mask("png", fileio.encode_png(rgb), (128, 128)), row_with_mask("jpeg", jpeg, (128, 128))]
+    write_rows(tmp_path / "src" / "x.parquet", rows)
+    ingest.ingest(tmp_path / "src", tmp_path / "data", longest_side=None, masks=ingest.MaskFormat(rgb=True))
+    for sample_id in ("png", "jpeg"):
+        np.testing.assert_array_equal(fileio.read_mask(ingest.annotation_path(tmp_path / "data", sample_id)), truth)
+
+
+def test_chroma_subsampled_jpeg_edges_are_refused_or_ignored_as_background_when_asked(tmp_path):
+    truth = random_mask(1)
+    jpeg = encode(Image.fromarray(taxonomy.mask_to_rgb(truth)), "JPEG", quality=90)  # PIL's default 4:2:0
+    write_rows(tmp_path / "src" / "x.parquet", [row_with_mask("s0", jpeg, (128, 128))])
+    with pytest.raises(ValueError, match=r"is not an ARTeFACT palette colour .*--unmatched-as-background"):
+        ingest.ingest(tmp_path / "src", tmp_path / "data", longest_side=None, masks=ingest.MaskFormat(rgb=True))
+    masks = ingest.MaskFormat(rgb=True, unmatched_background=True)
+    ingest.ingest(tmp_path / "src", tmp_path / "data", longest_side=None, masks=masks)
+    mask = fileio.read_mask(ingest.annotation_path(tmp_path / "data", "s0"))
+    ignored = (mask == taxonomy.IGNORE_INDEX) & (truth != taxonomy.IGNORE_INDEX)
+    assert 0 < ignored.mean() < ingest.MAX_UNMATCHED_SHARE  # the far edge pixels are ignored ...
+    wrong = (mask != truth) & ~ignored
+    assert wrong.mean() < 0.01  # ... and only a few, less smeared edge pixels land nearer another class
+
+
+def test_a_mask_in_another_palette_is_refused_even_with_unmatched_as_background(tmp_path):
+    rgb = np.zeros((48, 64, 3), np.uint8)
+    rgb[:, 32:] = far_from_the_palette()
+    write_rows(tmp_path / "src" / "x.parquet", [row_with_mask("s0", fileio.encode_png(rgb))])
+    with pytest.raises(ValueError, match=r"1536 pixels \(50%\) are that far, .*another palette"):
+        ingest.ingest(tmp_path / "src", tmp_path / "data", masks=ingest.MaskFormat(rgb=True, unmatched_background=True))
+
+
+def far_from_the_palette() -> tuple[int, int, int]:
+    palette = taxonomy.palette_array()[[*range(taxonomy.NUM_CLASSES), taxonomy.IGNORE_INDEX]].astype(float)
+    grid = np.stack(np.meshgrid(*[np.arange(0, 256, 15)] * 3, indexing="ij"), -1).reshape(-1, 3).astype(float)
+    distance = np.linalg.norm(grid[:, None] - palette[None], axis=2).min(axis=1)
+    return tuple(int(v) for v in grid[distance.argmax()])
+
+
+def test_an_rgb_mask_colour_outside_the_palette_is_refused_naming_colour_and_pixel(tmp_path):
+    rgb = taxonomy.mask_to_rgb(block_mask())
+    colour = far_from_the_palette()
+    rgb[3, 5] = colour
+    write_rows(tmp_path / "src" / "x.parquet", [row_with_mask("s0", fileio.encode_png(rgb))])
+    with pytest.raises(ValueError, match=rf"id 's0'\): annotation: colour \{re.escape(str(colour))[1:-2]}\) "
+                                         rf"at \(x=5, y=3\) is not an ARTeFACT palette colour .*--palette-tolerance"):
+        ingest.ingest(tmp_path / "src", tmp_path / "data", longest_side=None, masks=ingest.MaskFormat(rgb=True))
+
+
+def test_same_aspect_size_mismatch_is_resized_with_nearest_neighbour_only_when_asked(tmp_path):
+    small = block_mask(32, 24, classes=(0, 5))
+    rows = [row_with_mask("s0", fileio.encode_png(small))]
+    write_rows(tmp_path / "src" / "x.parquet", rows)
+    with pytest.raises(ValueError, match=r"image is 64x48 but annotation is 32x24 \(width x height\): same aspect "
+                                         r"ratio; pass --resize-masks"):
+        ingest.ingest(tmp_path / "src", tmp_path / "data", longest_side=None)
+    ingest.ingest(tmp_path / "src", tmp_path / "data", longest_side=None, masks=ingest.MaskFormat(resize=True))
+    mask = fileio.read_mask(ingest.annotation_path(tmp_path / "data", "s0"))
+    np.testing.assert_array_equal(mask, np.kron(small, np.ones((2, 2), np.uint8)))  # exact 2x nearest
+
+
+def test_a_different_aspect_ratio_is_refused_even_with_resize_masks(tmp_path):
+    write_rows(tmp_path / "src" / "x.parquet", [row_with_mask("s0", fileio.encode_png(np.zeros((48, 48), np.uint8)))])
+    with pytest.raises(ValueError, match=r"image is 64x48 but annotation is 48x48 .*aspect ratios differ"):
+        ingest.ingest(tmp_path / "src", tmp_path / "data", masks=ingest.MaskFormat(resize=True))
+
+
+def camera_jpeg(stored: np.ndarray, orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return encode(Image.fromarray(stored), "JPEG", quality=95, exif=exif)
+
+
+def test_exif_orientation_is_applied_and_the_mask_compared_with_the_upright_size(tmp_path):
+    stored = np.zeros((48, 64, 3), np.uint8)  # stored landscape 64x48; orientation 6 shows it portrait
+    stored[:, :16] = 255
+    jpeg = camera_jpeg(stored, 6)
+    upright = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(jpeg))).convert("RGB"))
+    assert upright.shape == (64, 48, 3)
+    mask = np.zeros((64, 48), np.uint8)
+    mask[:16] = taxonomy.CLASS_IDS["Stamp"]  # the stored left band is the upright top band
+    row = {**make_row("cam"), "image": {"bytes": jpeg, "path": "cam.jpg"},
+           "annotation": {"bytes": fileio.encode_png(mask), "path": "cam.png"}}
+    write_rows(tmp_path / "src" / "x.parquet", [row])
+    ingest.ingest(tmp_path / "src", tmp_path / "data", longest_side=None)
+    np.testing.assert_array_equal(fileio.read_rgb(ingest.image_path(tmp_path / "data", "cam")), upright)
+    assert (upright[:16, :, 0] > 200).all() and (upright[20:, :, 0] < 50).all()
+    metadata = ingest.ingest(tmp_path / "src", tmp_path / "small", longest_side=32)
+    assert (metadata["width"][0], metadata["height"][0]) == (24, 32)
+    image = fileio.read_rgb(ingest.image_path(tmp_path / "small", "cam"))
+    small_mask = fileio.read_mask(ingest.annotation_path(tmp_path / "small", "cam"))
+    assert ((image[..., 0] > 128) == (small_mask == taxonomy.CLASS_IDS["Stamp"])).all()
+
+
+def test_a_mask_of_the_unrotated_pixels_is_refused_naming_the_exif_orientation(tmp_path):
+    row = {**make_row("cam"), "image": {"bytes": camera_jpeg(np.zeros((48, 64, 3), np.uint8), 6), "path": "c.jpg"},
+           "annotation": {"bytes": fileio.encode_png(np.zeros((48, 64), np.uint8)), "path": "c.png"}}
+    write_rows(tmp_path / "src" / "x.parquet", [row])
+    with pytest.raises(ValueError, match=r"image is 48x64 but annotation is 64x48 .*EXIF orientation 6"):
+        ingest.ingest(tmp_path / "src", tmp_path / "data")
+
+
+def test_cli_mask_format_flags(tmp_path, capsys):
+    truth = block_mask()
+    write_rows(tmp_path / "src" / "x.parquet", [row_with_mask("s0", fileio.encode_png(taxonomy.mask_to_rgb(truth)))])
+    base = ["data", "ingest", "--source", str(tmp_path / "src"), "--out", str(tmp_path / "d"), "--longest-side", "0"]
+    assert cli.main(base) == 2
+    assert "--rgb-masks" in capsys.readouterr().err
+    assert cli.main([*base, "--rgb-masks", "--palette-tolerance", "10"]) == 0
+    np.testing.assert_array_equal(fileio.read_mask(ingest.annotation_path(tmp_path / "d", "s0")), truth)
+    assert cli.main([*base, "--binary-mask-class", "Dust", "--binary-threshold", "1"]) == 0
+    assert set(np.unique(fileio.read_mask(ingest.annotation_path(tmp_path / "d", "s0")))) == {0, 3}
+
+
+# --- vocabulary (issue 10, item 13) ----------------------------------------------------------------
+
+
+def test_names_outside_artefacts_vocabulary_warn_once_with_the_nearest_name(tmp_path):
+    rows = [make_row("s0", material="film"), make_row("s1", seed=1, material="film", content="Photographic"),
+            make_row("s2", seed=2)]
+    with pytest.warns(vocabulary.VocabularyWarning) as caught:
+        metadata = ingest_rows(tmp_path, rows)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2, messages
+    assert "material 'film' is not in ARTeFACT's vocabulary (did you mean 'Film emulsion'?)" in messages[0]
+    assert "2 row(s), first train-" in messages[0] or "2 row(s), first " in messages[0]
+    assert "row 0 (id 's0')" in messages[0] and "--strict" in messages[0]
+    assert "content 'Photographic' is not in ARTeFACT's vocabulary (did you mean 'Photographic depiction'?)" in messages[1]
+    assert metadata["material"].tolist() == ["film", "film", "Paper"]  # warned, not rewritten
+
+
+def test_strict_refuses_names_outside_the_vocabulary_naming_the_row(tmp_path):
+    write_rows(tmp_path / "src" / "x.parquet", [make_row("s0"), make_row("s1", seed=1, material="canvas")])
+    with pytest.raises(ValueError, match=r"row 1 \(id 's1'\): material 'canvas' is not in ARTeFACT's vocabulary "
+                                         r"\(did you mean 'Canvas'\?\)"):
+        ingest.ingest(tmp_path / "src", tmp_path / "data", strict=True)
+    assert not (tmp_path / "data" / "metadata.csv").exists()
+
+
+def test_cli_prints_vocabulary_warnings_as_lines_and_strict_exits_2(tmp_path, capsys):
+    write_rows(tmp_path / "src" / "x.parquet", [make_row("s0", material="Vellum")])
+    base = ["data", "ingest", "--source", str(tmp_path / "src"), "--out", str(tmp_path / "d")]
+    assert cli.main(base) == 0
+    err = capsys.readouterr().err
+    assert "heritage data ingest: warning: material 'Vellum' is not in ARTeFACT's vocabulary" in err
+    assert cli.main([*base, "--strict"]) == 2
+    assert "heritage data ingest: " in capsys.readouterr().err
+
+
+def test_the_vocabulary_has_one_home_used_by_synth():
+    assert synth.MATERIALS is vocabulary.MATERIALS and synth.CONTENTS is vocabulary.CONTENTS
+    assert {m for m, _ in synth.REFERENCE_PAIR_COUNTS} == set(vocabulary.MATERIALS)
+    assert {c for _, c in synth.REFERENCE_PAIR_COUNTS} == set(vocabulary.CONTENTS)
+
+
+# --- leftovers of killed runs (issue 10, item 7) --------------------------------------------------
+
+KILL_ON_SECOND_WRITE = """
+import os, signal, sys
+from heritage import fileio, ingest
+real, calls = fileio.write_png, []
+def write_png(path, array):
+    calls.append(path)
+    if len(calls) == 2:
+        with fileio.atomic_path(path) as tmp:  # killed mid-write: the temporary stays too
+            tmp.write_bytes(b"half")
+            os.kill(os.getpid(), signal.SIGKILL)
+    real(path, array)
+fileio.write_png = write_png
+ingest.ingest(sys.argv[1], sys.argv[2], longest_side=None)
+"""
+
+
+def test_a_killed_ingests_staging_folder_is_removed_by_the_next_ingest(tmp_path):
+    src = write_rows(tmp_path / "src" / "x.parquet", good_rows(3)).parent
+    out = tmp_path / "data"
+    result = subprocess.run([sys.executable, "-c", KILL_ON_SECOND_WRITE, str(src), str(out)], capture_output=True)
+    assert result.returncode == -signal.SIGKILL
+    left = [p for p in out.iterdir() if ingest.STAGING_PATTERN.fullmatch(p.name)]
+    assert len(left) == 1 and list(left[0].rglob("*.tmp"))  # the junk of a kill -9
+    ingest.ingest(src, out, longest_side=None)
+    assert not [p for p in out.rglob("*") if p.name.startswith(".")]
+    assert len(ingest.read_metadata(out)) == 3
+
+
+def test_a_running_ingests_staging_folder_is_kept(tmp_path):
+    src = write_rows(tmp_path / "src" / "x.parquet", good_rows(1)).parent
+    out = tmp_path / "data"
+    out.mkdir()
+    # a staging folder owned by this (live) process, e.g. an ingest running in another thread
+    alive = Path(tempfile.mkdtemp(prefix=f"{ingest.STAGING_PREFIX}{fileio.owner_tag()}-", dir=out))
+    # one from another host (shared file system): kept while recent, removed once stale
+    recent = out / ".ingest-123@elsewhere.example-abcd1234"
+    stale = out / ".ingest-456@elsewhere.example-efgh5678"
+    legacy = out / ".ingest-ijkl9012"  # written before owners were recorded
+    unrelated = out / ".ingest-notes"
+    for folder in (recent, stale, legacy, unrelated):
+        (folder / "images").mkdir(parents=True)
+    old = time.time() - fileio.STALE_AFTER_S - 60
+    for folder in (stale, legacy):
+        for path in (folder / "images", folder):
+            os.utime(path, (old, old))
+    ingest.ingest(src, out, longest_side=None)
+    assert alive.is_dir() and recent.is_dir() and unrelated.is_dir()
+    assert not stale.exists() and not legacy.exists()
+
+
+def test_indexed_masks_read_class_ids_from_a_colour_palette_and_grey_levels_from_a_grey_one(tmp_path):
+    truth = block_mask(classes=(0, 3, 7, 255))
+    voc = Image.fromarray(truth, mode="L").convert("P")  # index = class id, colour palette (VOC style)
+    voc.putpalette(taxonomy.palette_array().ravel().tolist())
+    order = [255, 7, 3, 0]  # a grey palette in another order, as PNG optimisers write greyscale
+    grey = Image.fromarray(np.select([truth == v for v in order], [0, 1, 2, 3]).astype(np.uint8), mode="L").convert("P")
+    grey.putpalette([c for v in order for c in (v, v, v)])
+    write_rows(tmp_path / "src" / "x.parquet", [row_with_mask("voc", encode(voc, "PNG")),
+                                                 row_with_mask("grey", encode(grey, "PNG"))])
+    for sample_id in ("voc", "grey"):
+        assert Image.open(io.BytesIO(shard_rows(tmp_path / "src")[sample_id]["annotation"]["bytes"])).mode == "P"
+    ingest.ingest(tmp_path / "src", tmp_path / "data", longest_side=None)
+    for sample_id in ("voc", "grey"):
+        np.testing.assert_array_equal(fileio.read_mask(ingest.annotation_path(tmp_path / "data", sample_id)), truth)
