@@ -15,8 +15,9 @@ Bad input, and the opt-ins for real annotation formats:
 - Sizes are read from the file header before decoding: more than ``--max-pixels`` (default
   :data:`heritage.fileio.DEFAULT_MAX_PIXELS`, just above ARTeFACT's largest scan) is refused naming
   the row, so a decompression bomb never allocates. A JPEG that is downscaled anyway is decoded at
-  1/2, 1/4 or 1/8 size by libjpeg (``Image.draft``), and every image is reduced inside PIL before it
-  becomes an array, so memory stays near one decoded image (PNG cannot be decoded reduced).
+  1/2, 1/4 or 1/8 size by libjpeg (``Image.draft``), a pyramidal TIFF is read from its smallest
+  level that is still large enough (tifffile), and every image is reduced inside PIL before it
+  becomes an array, so memory stays near one decoded image (PNG and flat TIFF decode at full size).
 - Camera JPEGs are turned upright by their EXIF orientation; the annotation is compared against the
   upright size.
 - Annotations are single-channel class ids of exactly the image's size unless asked otherwise:
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import os
 import re
 import shutil
@@ -49,7 +51,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-from PIL import Image, ImageOps
+from PIL import Image
 from tqdm import tqdm
 
 from heritage import errors, fileio, taxonomy, vocabulary
@@ -308,7 +310,7 @@ def decode_sample(sample: RawSample, longest_side: int | None = None,
     if mask_size != size:
         _check_alignment(sample.where, size, mask_size, image_orientation, masks)
     target = target_size(size, longest_side)
-    image_array = _decode_image(image, image_orientation, target, image_label, max_pixels)
+    image_array = _decode_image(image, image_orientation, target, image_label, max_pixels, sample.image)
     mask_array = _decode_mask(mask, mask_orientation, target, mask_label, max_pixels, masks)
     return image_array, mask_array
 
@@ -361,13 +363,17 @@ def _check_alignment(where: str, size: tuple[int, int], mask_size: tuple[int, in
 
 
 def _decode_image(image: Image.Image, orientation: int, target: tuple[int, int], label: str,
-                  max_pixels: int | None) -> np.ndarray:
+                  max_pixels: int | None, source: bytes | Path) -> np.ndarray:
     stored_target = _stored(target, orientation)
     box = None
     if stored_target != image.size and image.format == "JPEG":
         # reduce on decode: libjpeg scales by 1/2, 1/4 or 1/8, to no less than the target
         drafted = image.draft("RGB", stored_target)
         box = drafted[1] if drafted else None
+    elif stored_target != image.size and image.format == "TIFF":
+        level = _tiff_pyramid_level(source, stored_target, label)
+        if level is not None:
+            image = Image.fromarray(level)
     fileio.load(image, label, max_pixels)
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "RGBA", "LA", "PA") or "transparency" in image.info:
         image = Image.fromarray(fileio.to_rgb_array(image))  # explicit 16-bit scaling, alpha on white
@@ -378,6 +384,26 @@ def _decode_image(image: Image.Image, orientation: int, target: tuple[int, int],
     if orientation in _TRANSPOSE:
         image = image.transpose(_TRANSPOSE[orientation])
     return np.asarray(image, dtype=np.uint8)
+
+
+def _tiff_pyramid_level(source: bytes | Path, stored_target: tuple[int, int], label: str) -> np.ndarray | None:
+    """The smallest pyramid level of a tiled TIFF that is still at least the target, read with tifffile.
+
+    Pyramidal TIFFs (sub-IFDs or reduced pages, as slide and IIIF scanners write them) then never
+    decode at full size. None (decode with PIL) for a TIFF without a smaller level or with pixels
+    other than 8-bit grey/RGB.
+    """
+    import tifffile  # only needed for TIFF sources
+
+    try:
+        with tifffile.TiffFile(io.BytesIO(source) if isinstance(source, bytes) else source) as tiff:
+            series = tiff.series[0]
+            levels = [level for level in series.levels[1:] if level.axes in ("YX", "YXS")
+                      and level.dtype == np.uint8 and level.shape[2:] in ((), (3,))
+                      and level.shape[1] >= stored_target[0] and level.shape[0] >= stored_target[1]]
+            return levels[-1].asarray() if levels else None
+    except (tifffile.TiffFileError, ValueError, OSError, IndexError) as err:
+        raise errors.InputError(f"{label}: cannot read TIFF pyramid ({err})") from None
 
 
 def _check_mask_mode(mask: Image.Image, label: str, masks: MaskFormat) -> None:

@@ -676,3 +676,25 @@ def test_indexed_masks_read_class_ids_from_a_colour_palette_and_grey_levels_from
     ingest.ingest(tmp_path / "src", tmp_path / "data", longest_side=None)
     for sample_id in ("voc", "grey"):
         np.testing.assert_array_equal(fileio.read_mask(ingest.annotation_path(tmp_path / "data", sample_id)), truth)
+
+
+def test_a_pyramidal_tiff_is_read_from_its_smallest_sufficient_level(tmp_path):
+    import tifffile
+
+    export = tmp_path / "export"
+    (export / "images").mkdir(parents=True)
+    full = np.full((1024, 2048, 3), 40, np.uint8)
+    # the levels are told apart by their grey: which one ingest read shows in its output
+    with tifffile.TiffWriter(export / "images" / "scan.tif") as tiff:
+        tiff.write(full, subifds=2, photometric="rgb", tile=(256, 256))
+        tiff.write(np.full((512, 1024, 3), 120, np.uint8), subfiletype=1, photometric="rgb", tile=(256, 256))
+        tiff.write(np.full((256, 512, 3), 200, np.uint8), subfiletype=1, photometric="rgb", tile=(256, 256))
+    fileio.write_png(ingest.annotation_path(export, "scan"), np.zeros((1024, 2048), np.uint8))
+    pd.DataFrame({"id": ["scan"], "material": ["Paper"], "content": ["Line art"],
+                  "image_path": ["images/scan.tif"]}).to_csv(export / "metadata.csv", index=False)
+    for longest_side, grey in ((512, 200), (600, 120), (None, 40)):
+        out = tmp_path / f"data{longest_side}"
+        metadata = ingest.ingest(export, out, longest_side=longest_side)
+        image = fileio.read_rgb(ingest.image_path(out, "scan"))
+        assert image.shape == (metadata["height"][0], metadata["width"][0], 3)
+        assert (image == grey).all(), longest_side
