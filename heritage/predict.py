@@ -15,8 +15,8 @@ resolution with nearest neighbour. A factor (``--scale 0.25``, ``--scale 1`` = n
 gives finer boundaries, with damage then larger in pixels than anything seen in training: a
 trade-off to check visually, not a free gain.
 
-Memory. Tiles are predicted row of tiles by row of tiles and blended into a :class:`BandBlender`
-that holds one band of ``tile`` rows across the image width; rows are finalised (argmax) as soon
+Memory. Tiles are predicted in raster order and blended into a :class:`BandBlender` that holds
+one band of ``tile`` rows across the image width; rows are finalised (argmax) as soon
 as no later tile reaches them. The float buffers therefore grow with tile x width, never with the
 height, and no full-resolution 16-class float map exists. What does scale with the image is uint8:
 the scan, its label map and the overlay.
@@ -29,8 +29,11 @@ import base64
 import html
 import io
 import math
+import os
 import re
 import sys
+import tempfile
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
@@ -243,14 +246,15 @@ def resolve_device(name: str) -> torch.device:
 
 def load_model(run_dir: str | Path, device: str | torch.device) -> tuple[torch.nn.Module, dict]:
     """The best checkpoint of a run folder, rebuilt with ``heritage.models`` and set to eval mode."""
-    import torch
-
     path = Path(run_dir) / CHECKPOINT_NAME
     if not path.is_file():
         raise errors.MissingInputError(f"{path}: no best checkpoint (is {run_dir} a finished run folder?)")
     from heritage.models import build_model
+    from heritage.runs import load_checkpoint
 
-    checkpoint = torch.load(path, map_location=device, weights_only=True)
+    checkpoint = load_checkpoint(path)  # a damaged file is an InputError there, not an UnpicklingError
+    if not isinstance(checkpoint, dict):
+        raise errors.InputError(f"{path}: not a heritage checkpoint (holds a {type(checkpoint).__name__})")
     missing = [k for k in ("model", "config") if k not in checkpoint]
     if missing:
         raise errors.InputError(f"{path}: checkpoint lacks {missing}")
@@ -259,8 +263,16 @@ def load_model(run_dir: str | Path, device: str | torch.device) -> tuple[torch.n
     if missing:
         raise errors.InputError(f"{path}: checkpoint config lacks {missing}")
     model = build_model(config["architecture"], config["encoder"], image_size=config["image_size"])
-    model.load_state_dict(checkpoint["model"])
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as err:
+        raise errors.InputError(f"{path}: its weights do not fit the {config['architecture']} / "
+                                f"{config['encoder']} model its config names ({_first_line(err)})") from None
     return model.to(device).eval(), config
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def fine_logits(output: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
@@ -328,28 +340,30 @@ def tile_window(tile: int, kind: str) -> np.ndarray:
 
 
 class BandBlender:
-    """Window-weighted sums of tile probabilities for one band of ``tile`` rows x the image width.
+    """Window-weighted sums of tile probabilities for one band of ``rows`` rows x the image width.
 
-    Buffers are (classes, tile, width) and (tile, width) float32: their size depends on the tile
-    and the width only, never on the image height.
+    Buffers are (classes, rows, width) and (rows, width) float32, ``rows`` being the tile side (or
+    the image height when that is smaller): their size depends on the tile and the width only,
+    never on the image height. Only image pixels are held: tiles arrive cropped to the image.
     """
 
-    def __init__(self, num_classes: int, tile: int, width: int, device: torch.device) -> None:
+    def __init__(self, num_classes: int, rows: int, width: int, device: torch.device) -> None:
         import torch
 
-        self.tile = tile
-        self.sums = torch.zeros((num_classes, tile, width), dtype=torch.float32, device=device)
-        self.weights = torch.zeros((tile, width), dtype=torch.float32, device=device)
+        self.rows = rows
+        self.sums = torch.zeros((num_classes, rows, width), dtype=torch.float32, device=device)
+        self.weights = torch.zeros((rows, width), dtype=torch.float32, device=device)
 
     def add(self, x: int, probabilities: torch.Tensor, window: torch.Tensor) -> None:
-        """Blend one tile's (classes, tile, tile) probabilities in at column ``x``."""
-        self.sums[:, :, x:x + self.tile] += probabilities * window
-        self.weights[:, x:x + self.tile] += window
+        """Blend one tile's (classes, rows, columns) probabilities in at column ``x``."""
+        columns = probabilities.shape[-1]
+        self.sums[:, :, x:x + columns] += probabilities * window
+        self.weights[:, x:x + columns] += window
 
     def pop(self, rows: int) -> torch.Tensor:
         """Normalised probabilities of the band's first ``rows`` rows; the band moves down by ``rows``."""
         done = self.sums[:, :rows] / self.weights[:rows]
-        keep = self.tile - rows
+        keep = self.rows - rows
         self.sums[:, :keep] = self.sums[:, rows:].clone()
         self.sums[:, keep:] = 0.0
         self.weights[:keep] = self.weights[rows:].clone()
@@ -371,6 +385,10 @@ def iter_probability_bands(
     Yields ``(y0, probabilities)`` with probabilities a (classes, rows, W) float32 tensor on
     ``device`` for image rows ``y0 .. y0 + rows``, top to bottom. Images smaller than a tile are
     padded, so every tile has exactly ``options.tile`` pixels a side.
+
+    The work depends on the pixels, not on the orientation: the tiles of a scan and of its transpose
+    are as many, they go to the model in full batches of ``options.batch_size`` in both cases
+    (batches run across rows of tiles), and only the image part of each tile is blended.
     """
     import torch
     from tqdm import tqdm
@@ -388,25 +406,38 @@ def iter_probability_bands(
                            for c in range(3)], axis=-1)
     ys = tile_starts(padded.shape[0], tile, options.stride)
     xs = tile_starts(padded.shape[1], tile, options.stride)
-    window = torch.from_numpy(tile_window(tile, options.window)).to(device)
-    blender = BandBlender(num_classes, tile, padded.shape[1], device)
-    with tqdm(total=len(ys) * len(xs), desc=desc, unit="tile", disable=not progress) as bar:
+    positions = [(y, x) for y in ys for x in xs]  # raster order
+    # The image part of every tile: padding is never blended. A padded side has a single tile at 0,
+    # so padded and image coordinates of tile starts agree.
+    crop = (slice(top, top + min(tile, height)), slice(left, left + min(tile, width)))
+    window = torch.from_numpy(np.ascontiguousarray(tile_window(tile, options.window)[crop])).to(device)
+    blender = BandBlender(num_classes, min(tile, height), width, device)
+    # Batches run across rows of tiles: a tall, narrow scan has one tile per row and would otherwise
+    # call the model once per tile. Tiles of later rows wait in `ahead` until the band reaches them;
+    # `ahead` is empty whenever a batch is predicted, so at most one batch's output is held.
+    ahead: deque[tuple[int, int, torch.Tensor]] = deque()
+    predicted = 0
+    with tqdm(total=len(positions), desc=desc, unit="tile", disable=not progress) as bar:
         for row, y in enumerate(ys):
-            for first in range(0, len(xs), options.batch_size):
-                batch_xs = xs[first:first + options.batch_size]
-                tiles = np.stack([padded[y:y + tile, x:x + tile] for x in batch_xs])
+            while ahead and ahead[0][0] == y:
+                _, x, tile_probabilities = ahead.popleft()
+                blender.add(x, tile_probabilities, window)
+            while predicted < (row + 1) * len(xs):
+                batch = positions[predicted:predicted + options.batch_size]
+                predicted += len(batch)
+                tiles = np.stack([padded[ty:ty + tile, tx:tx + tile] for ty, tx in batch])
                 probabilities = predict_tiles(model, tiles, options.tta, device)
                 if probabilities.shape[1] != num_classes:
                     raise errors.InputError(f"the model predicts {probabilities.shape[1]} classes, "
                                      f"expected {num_classes}")
-                for x, tile_probabilities in zip(batch_xs, probabilities):
-                    blender.add(x, tile_probabilities, window)
-                bar.update(len(batch_xs))
-            next_y = ys[row + 1] if row + 1 < len(ys) else y + tile
-            finished = blender.pop(next_y - y)
-            start, end = max(y, top), min(next_y, top + height)  # drop padding rows
-            if start < end:
-                yield start - top, finished[:, start - y:end - y, left:left + width]
+                for (ty, tx), tile_probabilities in zip(batch, probabilities[:, :, crop[0], crop[1]]):
+                    if ty == y:
+                        blender.add(tx, tile_probabilities, window)
+                    else:
+                        ahead.append((ty, tx, tile_probabilities))
+                bar.update(len(batch))
+            next_y = ys[row + 1] if row + 1 < len(ys) else height  # the last tile ends at the edge
+            yield y, blender.pop(min(next_y, height) - y)
 
 
 def predict_tiles(model: torch.nn.Module, tiles: np.ndarray, tta: bool,
@@ -666,14 +697,123 @@ def predict_inputs(model: torch.nn.Module, image_size: int, inputs: str | Path, 
             factor = resolve_scale(scale, image_size, scan.height, scan.width)
             labels = predict_scan(model, scan, options, device, factor, progress=progress,
                                   desc=source.name)
-            rows.append(write_outputs(out_dir / source.name, source.name, source.label, scan, labels,
-                                      dpi, {**(settings or {}), "scale factor used": f"{factor:.4g}"}))
+            try:
+                rows.append(write_outputs(out_dir / source.name, source.name, source.label, scan, labels,
+                                          dpi, {**(settings or {}), "scale factor used": f"{factor:.4g}"}))
+            except errors.HeritageError:
+                raise
+            except OSError as err:  # e.g. <out>/<name> is a file: this scan fails, not the others
+                raise errors.OutputError(_write_error(out_dir / source.name, err)) from None
         except (OSError, ValueError) as err:  # a bad input must not stop the rest of the folder
-            failures.append((source.label, str(err)))
-            rows.append({"image": source.name, "source": source.label, "error": str(err)})
-            print(f"predict: skipped {source.label}: {err}", file=sys.stderr)
-    write_csv(out_dir / "summary.csv", pd.DataFrame(rows))
+            message = _naming(source.label, err)
+            failures.append((source.label, message))
+            rows.append({"image": source.name, "source": source.label, "error": message})
+            print(f"predict: skipped {message}", file=sys.stderr)
+    try:
+        write_csv(out_dir / "summary.csv", pd.DataFrame(rows))
+    except errors.HeritageError:
+        raise
+    except OSError as err:
+        raise errors.OutputError(_write_error(out_dir / "summary.csv", err)) from None
     return failures
+
+
+def _naming(label: str, err: BaseException) -> str:
+    """``err`` as one line that names the input once (most messages already start with it)."""
+    if isinstance(err, OSError) and not isinstance(err, errors.HeritageError):
+        message = f"{err.strerror or err}" + (f": {err.filename}" if err.filename else "")
+    else:
+        message = str(err)
+    return message if message.startswith(label) else f"{label}: {message}"
+
+
+def _write_error(path: Path, err: OSError) -> str:
+    return f"{err.filename or path}: cannot write ({err.strerror or err})"
+
+
+def check_run_folder(run: str | Path) -> None:
+    """Refuse a missing run folder or checkpoint up front, naming the path (before the model loads)."""
+    run = Path(run)
+    if not run.exists():
+        raise errors.MissingInputError(f"--run {run}: run folder not found")
+    if not run.is_dir():
+        raise errors.InputError(f"--run {run}: not a folder (give the run folder holding {CHECKPOINT_NAME})")
+    path = run / CHECKPOINT_NAME
+    if not path.is_file():
+        raise errors.MissingInputError(f"{path}: no best checkpoint (is {run} a finished run folder?)")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as err:
+        raise errors.InputError(f"{path}: cannot read checkpoint ({err.strerror or err})") from None
+
+
+def check_inputs(inputs: str | Path) -> None:
+    """Refuse, up front, an input without scans and a single scan file that cannot be read.
+
+    Only headers are read (free on large scans). The scans of a folder or shard are decoded one at a
+    time later; one that fails then is skipped with one line naming it.
+    """
+    path = Path(inputs)
+    try:
+        sources = iter_sources(path)
+        first = next(sources, None)
+        sources.close()
+    except PermissionError as err:
+        raise errors.InputError(f"{err.filename or path}: cannot be read ({err.strerror})") from None
+    if first is None:
+        raise errors.InputError(f"{path}: no scans found (an empty parquet shard?)")
+    if path.is_file():
+        _check_header(path)
+
+
+def _check_header(path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import tifffile
+
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            pq.ParquetFile(path).close()
+        elif suffix in TIFF_SUFFIXES:
+            with tifffile.TiffFile(path):
+                pass
+        else:
+            with Image.open(path):  # the header only: decoding waits until the model is loaded
+                pass
+    except PermissionError as err:
+        raise errors.InputError(f"{path}: cannot be read ({err.strerror})") from None
+    except (OSError, SyntaxError, ValueError, pa.ArrowException) as err:  # TiffFileError is a ValueError
+        kind = {".parquet": "parquet shard"}.get(suffix, "TIFF" if suffix in TIFF_SUFFIXES else "image")
+        raise errors.InputError(f"{path}: cannot read {kind} ({err})") from None
+
+
+def check_output_folder(out: str | Path) -> None:
+    """Refuse, before any work, an ``--out`` that cannot hold the results: one line naming it.
+
+    ``out`` must be a folder or creatable (its nearest existing parent is a folder), and writable:
+    a temporary file is created and removed there, which also tells the truth for root, ACLs and
+    read-only mounts. Nothing is created otherwise.
+    """
+    out = Path(out)
+    if os.path.lexists(out) and not out.is_dir():
+        raise errors.OutputError(f"--out {out}: exists and is not a folder")
+    existing = out
+    while not os.path.lexists(existing):
+        existing = existing.parent
+    if not existing.is_dir():
+        raise errors.OutputError(f"--out {out}: cannot be created: {existing} is not a folder")
+    if (out / "summary.csv").is_dir():
+        raise errors.OutputError(f"--out {out}: {out / 'summary.csv'} is a folder; remove it or choose "
+                                 "another --out")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".heritage-write-check.", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        where = "is not writable" if existing == out else f"cannot be created: {existing} is not writable"
+        raise errors.OutputError(f"--out {out}: {where} ({err.strerror or err})") from None
 
 
 def check_tile(encoder: str, tile: int, image_size: int) -> None:
@@ -689,11 +829,17 @@ def check_tile(encoder: str, tile: int, image_size: int) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.dpi is not None and not args.dpi > 0:
         raise errors.InputError(f"--dpi {args.dpi}: must be positive")
+    # every input and the output first: a mistake is not reported after the model has loaded
+    SlidingWindow(tile=1 if args.tile is None else args.tile, overlap=args.overlap, window=args.window,
+                  batch_size=args.batch)  # the tiling settings (the default tile comes with the run)
+    check_run_folder(args.run)
+    check_inputs(args.input)
+    check_output_folder(args.out)
     device = resolve_device(args.device)
     model, config = load_model(args.run, device)
     image_size = int(config["image_size"])
-    options = SlidingWindow(tile=args.tile or image_size, overlap=args.overlap, window=args.window,
-                            batch_size=args.batch, tta=args.tta == "flip")
+    options = SlidingWindow(tile=image_size if args.tile is None else args.tile, overlap=args.overlap,
+                            window=args.window, batch_size=args.batch, tta=args.tta == "flip")
     check_tile(config["encoder"], options.tile, image_size)
     settings = {"run": args.run, "architecture": config["architecture"], "encoder": config["encoder"],
                 "training image_size": image_size, "scale": args.scale, "tile": options.tile,
@@ -702,9 +848,8 @@ def main(args: argparse.Namespace) -> int:
     failures = predict_inputs(model, image_size, args.input, args.out, options, device, args.scale,
                               args.dpi, settings)
     print(f"predict: damage maps in {args.out}; summary in {args.out / 'summary.csv'}", file=sys.stderr)
-    if failures:
-        print(f"predict: {len(failures)} input(s) failed:", file=sys.stderr)
-        for label, message in failures:
-            print(f"  {label}: {message}", file=sys.stderr)
-        return 1
+    if failures:  # each was reported when skipped; the last line says how many
+        named = ", ".join(label for label, _ in failures[:3]) + (", ..." if len(failures) > 3 else "")
+        raise errors.CommandFailed(f"{len(failures)} input(s) failed ({named}); the others were "
+                                   f"predicted; errors in {args.out / 'summary.csv'}")
     return 0

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -386,7 +389,11 @@ def test_cli_predicts_a_folder_with_a_trained_run_folder(tmp_path, capsys):
     argv = ["predict", "--run", str(run), "--input", str(scans), "--out", str(out), "--device", "cpu",
             "--scale", "1", "--overlap", "0.5", "--dpi", "600"]
     assert cli.main(argv) == 1  # one input failed...
-    assert "broken.png" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    broken = scans / "broken.png"
+    assert f"predict: skipped {broken}: cannot read image" in err[0]  # the file named once
+    assert err[-1] == (f"heritage predict: 1 input(s) failed ({broken}); the others were predicted; "
+                       f"errors in {out / 'summary.csv'}")
     labels = np.asarray(Image.open(out / "wide" / "mask.png"))  # ...the other was still predicted
     assert labels.shape == (60, 150) and set(np.unique(labels)) <= set(range(taxonomy.NUM_CLASSES))
     assert (out / "wide" / "report.html").is_file()
@@ -398,3 +405,176 @@ def test_cli_refuses_a_tile_a_fixed_size_encoder_cannot_take():
         predict.check_tile("swin_tiny", 96, image_size=64)
     with pytest.raises(ValueError, match="cannot take image size 50"):
         predict.check_tile("convnext_tiny", 50, image_size=64)
+
+
+# ----------------------------------------------------------------------------- orientation
+
+
+class CountingNet(nn.Module):
+    """Transpose-equivariant (symmetric 3x3 kernels, zero padding) and counts its forward calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+                                  nn.Conv2d(8, taxonomy.NUM_CLASSES, 3, padding=1))
+        with torch.no_grad():  # a kernel equal to its transpose commutes with transposing the input
+            for layer in (self.body[0], self.body[2]):
+                layer.weight.copy_((layer.weight + layer.weight.transpose(2, 3)) / 2)
+        self.calls: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append(x.shape[0])
+        return self.body(x)
+
+
+@pytest.mark.parametrize("height, width", [(20, 300), (45, 130), (33, 33)])
+def test_a_transposed_scan_costs_the_same_and_gives_the_transposed_map(height, width):
+    # tall scans used to call the model once per tile (batches stopped at each row of tiles)
+    options = predict.SlidingWindow(tile=32, overlap=0.25, batch_size=4)
+    image = random_image(height, width)
+    model = CountingNet()
+    wide = tiled_probabilities(model, image, options)
+    wide_calls, model.calls = model.calls, []
+    tall = tiled_probabilities(model, np.ascontiguousarray(image.transpose(1, 0, 2)), options)
+    tiles = (len(predict.tile_starts(max(height, 32), 32, options.stride))
+             * len(predict.tile_starts(max(width, 32), 32, options.stride)))
+    assert sum(wide_calls) == sum(model.calls) == tiles  # as many windows either way...
+    assert len(wide_calls) == len(model.calls) == -(-tiles // options.batch_size)  # ...in full batches
+    np.testing.assert_allclose(tall, wide.transpose(0, 2, 1), atol=1e-6)
+
+
+def test_batches_across_rows_of_tiles_blend_as_single_tiles_do():
+    image = random_image(150, 30, seed=3)
+    single = tiled_probabilities(CountingNet(), image, predict.SlidingWindow(tile=32, batch_size=1))
+    model = CountingNet()
+    batched = tiled_probabilities(model, image, predict.SlidingWindow(tile=32, batch_size=5))
+    assert model.calls == [5, 1]  # 6 rows of one tile: the first batch spans five of them
+    np.testing.assert_allclose(batched, single, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- bad arguments
+
+
+def _out_is_a_file(tmp_path):
+    (tmp_path / "out.txt").write_text("a file")
+    return {"out": tmp_path / "out.txt"}
+
+
+def _out_under_a_file(tmp_path):
+    (tmp_path / "out.txt").write_text("a file")
+    return {"out": tmp_path / "out.txt" / "maps"}
+
+
+def _summary_is_a_folder(tmp_path):
+    (tmp_path / "out" / "summary.csv").mkdir(parents=True)
+    return {}
+
+
+def _run_missing(tmp_path):
+    return {"run": tmp_path / "nowhere"}
+
+
+def _run_is_a_file(tmp_path):
+    (tmp_path / "run.pt").write_bytes(b"")
+    return {"run": tmp_path / "run.pt"}
+
+
+def _input_missing(tmp_path):
+    return {"input": tmp_path / "no-scans"}
+
+
+def _input_without_scans(tmp_path):
+    (tmp_path / "empty").mkdir()
+    return {"input": tmp_path / "empty"}
+
+
+def _input_unreadable(tmp_path):
+    (tmp_path / "scan.png").write_text("not an image")
+    return {"input": tmp_path / "scan.png"}
+
+
+def _input_unreadable_tiff(tmp_path):
+    (tmp_path / "scan.tif").write_text("not a tiff")
+    return {"input": tmp_path / "scan.tif"}
+
+
+@pytest.mark.parametrize("arrange, message", [
+    (_out_is_a_file, r"--out \S*out\.txt: exists and is not a folder"),
+    (_out_under_a_file, r"--out \S*maps: cannot be created: \S*out\.txt is not a folder"),
+    (_summary_is_a_folder, r"summary\.csv is a folder"),
+    (_run_missing, r"--run \S*nowhere: run folder not found"),
+    (_run_is_a_file, r"--run \S*run\.pt: not a folder"),
+    (_input_missing, r"no-scans: input not found"),
+    (_input_without_scans, r"empty: no images"),
+    (_input_unreadable, r"scan\.png: cannot read image"),
+    (_input_unreadable_tiff, r"scan\.tif: cannot read TIFF"),
+])
+def test_bad_arguments_are_one_line_before_the_model_loads(tmp_path, capsys, arrange, message):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint_best.pt").write_bytes(b"not a checkpoint")  # loading it would fail: checks come first
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    write_image(scans / "a.png", random_image(40, 40))
+    paths = {"run": run, "input": scans, "out": tmp_path / "out", **arrange(tmp_path)}
+    argv = ["predict", "--device", "cpu", *(f"--{k}={v}" for k, v in paths.items())]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("heritage predict: "), err
+    assert re.search(message, err[0]), err[0]
+    assert not (tmp_path / "out").exists() or arrange is _summary_is_a_folder  # nothing was written
+
+
+def test_a_damaged_checkpoint_is_one_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint_best.pt").write_bytes(b"not a checkpoint")
+    write_image(tmp_path / "a.png", random_image(40, 40))
+    argv = ["predict", "--device", "cpu", "--run", str(run), "--input", str(tmp_path / "a.png"),
+            "--out", str(tmp_path / "out")]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "checkpoint_best.pt: cannot read checkpoint" in err[0], err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_an_unwritable_out_is_one_line(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    with pytest.raises(OSError, match=r"--out \S*maps: cannot be created: \S*locked is not writable"):
+        predict.check_output_folder(locked / "maps")
+    with pytest.raises(OSError, match=r"--out \S*locked: is not writable"):
+        predict.check_output_folder(locked)
+
+
+def test_an_output_folder_taken_by_a_file_fails_that_scan_only(tmp_path):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    write_image(scans / "a.png", random_image(40, 40))
+    write_image(scans / "b.png", random_image(40, 40))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a").write_text("a file where a's folder should be")
+    failures = predict.predict_inputs(ConstantNet(), 32, scans, out, predict.SlidingWindow(tile=32),
+                                      CPU, progress=False)
+    [(label, message)] = failures
+    assert label == str(scans / "a.png") and message.startswith(f"{label}: {out / 'a'}")
+    assert "[Errno" not in message and "File exists" in message
+    assert (out / "b" / "mask.png").is_file()
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--tile", "0", "tile 0: must be a positive"), ("--overlap", "1.5", "overlap 1.5"),
+    ("--batch", "0", "batch size 0"),
+])
+def test_bad_tiling_settings_are_refused_before_the_model_loads(tmp_path, capsys, flag, value, message):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint_best.pt").write_bytes(b"not a checkpoint")  # loading it would fail: checks come first
+    write_image(tmp_path / "a.png", random_image(40, 40))
+    argv = ["predict", "--run", str(run), "--input", str(tmp_path / "a.png"), "--out", str(tmp_path / "out"),
+            flag, value]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
