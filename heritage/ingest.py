@@ -305,13 +305,20 @@ def decode_sample(sample: RawSample, longest_side: int | None = None,
     image = fileio.open_lazy(sample.image, image_label, max_pixels)
     mask = fileio.open_lazy(sample.annotation, mask_label, max_pixels)
     _check_mask_mode(mask, mask_label, masks)
-    image_orientation, mask_orientation = _orientation(image), _orientation(mask)
-    size, mask_size = _upright_size(image, image_orientation), _upright_size(mask, mask_orientation)
-    if mask_size != size:
-        _check_alignment(sample.where, size, mask_size, image_orientation, masks)
-    target = target_size(size, longest_side)
-    image_array = _decode_image(image, image_orientation, target, image_label, max_pixels, sample.image)
-    mask_array = _decode_mask(mask, mask_orientation, target, mask_label, max_pixels, masks)
+    try:
+        image_orientation, mask_orientation = _orientation(image), _orientation(mask)
+        size, mask_size = _upright_size(image, image_orientation), _upright_size(mask, mask_orientation)
+        if mask_size != size:
+            _check_alignment(sample.where, size, mask_size, image_orientation, masks)
+        target = target_size(size, longest_side)
+        image_array = _decode_image(image, image_orientation, target, image_label, max_pixels, sample.image)
+        mask_array = _decode_mask(mask, mask_orientation, target, mask_label, max_pixels, masks)
+    except MemoryError:  # an admitted size can still exceed this machine's memory: say which row
+        width, height = image.size
+        raise errors.InputError(
+            f"{sample.where}: not enough memory to decode its {width}x{height} = {width * height:,} pixel "
+            f"image (--max-pixels is {f'{max_pixels:,}' if max_pixels else 'off'}); run with more memory, or "
+            "lower --max-pixels to refuse such scans up front") from None
     return image_array, mask_array
 
 
@@ -325,8 +332,15 @@ def target_size(size: tuple[int, int], longest_side: int | None) -> tuple[int, i
 
 
 def _orientation(image: Image.Image) -> int:
+    """The EXIF Orientation (1 = as stored), read without decoding the pixels."""
     try:
-        return int(image.getexif().get(0x0112, 1))  # EXIF Orientation
+        if image.format == "PNG":  # PIL's PNG getexif() decodes the whole image to find a late eXIf chunk
+            exif = Image.Exif()
+            if image.info.get("exif"):
+                exif.load(image.info["exif"])
+        else:
+            exif = image.getexif()
+        return int(exif.get(0x0112, 1))
     except (TypeError, ValueError, OSError, SyntaxError):  # a malformed EXIF block: keep the stored pixels
         return 1
 

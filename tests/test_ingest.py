@@ -698,3 +698,39 @@ def test_a_pyramidal_tiff_is_read_from_its_smallest_sufficient_level(tmp_path):
         image = fileio.read_rgb(ingest.image_path(out, "scan"))
         assert image.shape == (metadata["height"][0], metadata["width"][0], 3)
         assert (image == grey).all(), longest_side
+
+
+OUT_OF_MEMORY = """
+import resource, sys
+from heritage import ingest
+vm = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (vm + (300 << 20), resource.RLIM_INFINITY))  # 300 MB more
+try:
+    ingest.ingest(sys.argv[1], sys.argv[2], longest_side=None)
+except ValueError as err:
+    print(err)
+"""
+
+
+def valid_png(width: int, height: int, bit_depth: int = 1) -> bytes:
+    """A valid all-black greyscale PNG, streamed: a few kB for any size (decoding it is what costs)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    compressor = zlib.compressobj(9)
+    row = b"\x00" * (1 + (width * bit_depth + 7) // 8)
+    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_running_out_of_memory_on_an_admitted_scan_names_the_row(tmp_path):
+    # 144 Mpx passes the default limit; as RGB it needs 432 MB, more than the child may allocate
+    row = with_image(make_row("huge"), "image", valid_png(12000, 12000))
+    row = with_image(row, "annotation", valid_png(12000, 12000, bit_depth=8))
+    src = write_rows(tmp_path / "src" / "x.parquet", [make_row("s0"), row]).parent
+    result = subprocess.run([sys.executable, "-c", OUT_OF_MEMORY, str(src), str(tmp_path / "data")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "row 1 (id 'huge'): not enough memory to decode its 12000x12000 = 144,000,000 pixel image" in result.stdout
+    assert "--max-pixels" in result.stdout
