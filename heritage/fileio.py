@@ -6,9 +6,9 @@ expected. Reads name the file in every error.
 
 A temporary file carries its owner (``<pid>@<host>``) in its name, so one left behind by a killed
 process (kill -9, OOM killer, a node lost mid-job) can be told from one a running writer still uses:
-:func:`remove_stale_temporaries` deletes those whose owner is a dead process on this host, or, for
-another host (a shared file system) or an older unowned name, those untouched for ``STALE_AFTER_S``.
-A process reusing a dead owner's pid keeps its junk until then: the rule errs on the side of keeping.
+:func:`remove_stale_temporaries` deletes those whose owner is a dead process on this host at once, and
+any (another host's on a shared file system, an unowned legacy name, a dead owner's pid reused by a
+new process) once untouched for ``STALE_AFTER_S``: a live writer keeps touching its files.
 
 Image reads that may meet untrusted sizes (ingest) open the header first (:func:`open_lazy`) and
 refuse more than ``max_pixels`` pixels before anything is decoded.
@@ -49,8 +49,8 @@ _HOST = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:64] or "localhost"
 OWNER_PATTERN = r"(?P<pid>[0-9]+)@(?P<host>[A-Za-z0-9.-]+)"
 # mkstemp/mkdtemp's random part: 8 characters of tempfile's alphabet.
 RANDOM_PATTERN = r"[a-z0-9_]{8}"
-# Leftovers of another host, or names without an owner (written before owners were recorded), are
-# removed only once untouched for this long: no single write or ingest stays idle for 6 hours.
+# Leftovers of another host, names without an owner (written before owners were recorded) and those
+# of a live pid (possibly reused) are removed once untouched this long: no write or ingest idles 6 h.
 STALE_AFTER_S = 6 * 3600
 # atomic_path's temporary: ".<name>.<pid>@<host>.<random>.tmp" (the legacy form had no owner).
 TEMP_FILE_PATTERN = re.compile(rf"\.(?P<name>.+)\.{OWNER_PATTERN}\.{RANDOM_PATTERN}\.tmp")
@@ -65,11 +65,11 @@ def owner_tag() -> str:
 def owner_is_gone(match: re.Match | None, path: Path, now: float | None = None) -> bool:
     """Whether the temporary at ``path`` (owner parsed by ``match``, None for a legacy name) is junk.
 
-    On this host the owner's pid decides (dead: junk, at once); otherwise the age of ``path`` and of
-    the folders directly inside it (a running ingest keeps writing into them) must pass STALE_AFTER_S.
+    An owner on this host that is dead: junk at once. Otherwise the newest mtime of ``path`` and of
+    the folders directly inside it (a running ingest keeps writing into them) must be STALE_AFTER_S old.
     """
-    if match is not None and match.group("host") == _HOST:
-        return not _pid_alive(int(match.group("pid")))
+    if match is not None and match.group("host") == _HOST and not _pid_alive(int(match.group("pid"))):
+        return True
     newest = _newest_mtime(path)
     return newest is not None and (time.time() if now is None else now) - newest > STALE_AFTER_S
 

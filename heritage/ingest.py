@@ -30,7 +30,7 @@ Bad input, and the opt-ins for real annotation formats:
 - Materials and contents outside ARTeFACT's vocabulary (:mod:`heritage.vocabulary`) are warned
   about with the closest name, and refused with ``--strict``.
 - A staging folder or temporary file left by a killed ingest/augment is removed by the next one
-  (owner pid dead on this host, or untouched for :data:`heritage.fileio.STALE_AFTER_S` otherwise).
+  (owner pid dead on this host, or untouched for :data:`heritage.fileio.STALE_AFTER_S`).
 """
 
 from __future__ import annotations

@@ -651,15 +651,17 @@ def test_a_running_ingests_staging_folder_is_kept(tmp_path):
     stale = out / ".ingest-456@elsewhere.example-efgh5678"
     legacy = out / ".ingest-ijkl9012"  # written before owners were recorded
     unrelated = out / ".ingest-notes"
-    for folder in (recent, stale, legacy, unrelated):
+    # a live pid whose folder nobody touched for hours: the dead owner's pid was reused
+    reused = out / f".ingest-{fileio.owner_tag()}-mnop3456"
+    for folder in (recent, stale, legacy, unrelated, reused):
         (folder / "images").mkdir(parents=True)
     old = time.time() - fileio.STALE_AFTER_S - 60
-    for folder in (stale, legacy):
+    for folder in (stale, legacy, reused):
         for path in (folder / "images", folder):
             os.utime(path, (old, old))
     ingest.ingest(src, out, longest_side=None)
     assert alive.is_dir() and recent.is_dir() and unrelated.is_dir()
-    assert not stale.exists() and not legacy.exists()
+    assert not stale.exists() and not legacy.exists() and not reused.exists()
 
 
 def test_indexed_masks_read_class_ids_from_a_colour_palette_and_grey_levels_from_a_grey_one(tmp_path):
