@@ -103,7 +103,8 @@ class MaskFormat:
 
     def __post_init__(self) -> None:
         if self.binary_class is not None and self.rgb:
-            raise errors.InputError("--binary-mask-class and --rgb-masks exclude each other: a mask is one or the other")
+            raise errors.InputError("--binary-mask-class and --rgb-masks exclude each other: "
+                                    "a mask is one or the other")
         if self.binary_class is not None and self.binary_class not in taxonomy.CLASS_NAMES[1:]:
             raise errors.InputError(f"--binary-mask-class {self.binary_class!r} is not a damage class "
                                     f"(expected one of {list(taxonomy.CLASS_NAMES[1:])})")
@@ -455,7 +456,8 @@ def _decode_mask(mask: Image.Image, orientation: int, target: tuple[int, int], l
     try:
         taxonomy.check_mask_values(array, where)
     except errors.InputError as err:
-        raise errors.InputError(f"{err}; for binary masks pass --binary-mask-class NAME [--binary-threshold T]") from None
+        raise errors.InputError(
+            f"{err}; for binary masks pass --binary-mask-class NAME [--binary-threshold T]") from None
     return array
 
 
