@@ -7,12 +7,16 @@ run's ``metrics.json``.
 
 No number is typed in here: every cell comes from a run, a planned cell without a run says
 "no run", and every table and figure written records the run folders (and config hashes) it was
-made from in ``provenance.json``. "A beats B" is only claimed from a paired comparison across folds
-whose 95% t confidence interval excludes 0.
+made from in ``provenance.json``. Every table and figure also carries a provenance banner
+(:class:`Banner`: profile, data and its fingerprint, pretrained or from scratch, epochs, how many
+runs beat their all-Clean baseline). "A better" / "B better" is only stated where :func:`decide`
+allows it (the verdict rules: at least 3 paired folds, a 95% t interval of the mean difference that
+excludes 0, and both sides above their all-Clean baseline on every paired fold).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
@@ -36,10 +40,15 @@ SETTING = ["poc", "variant", "encoder", "protocol"]
 CONFIG_FIELDS = ["architecture", "loss", "class_weights", "image_size", "batch_size", "lr", "epochs"]
 ABLATION_POC = "poc59v2_flagship"
 CONFIDENCE = 0.95
+MIN_PAIRED_UNITS = 3  # fewer paired folds give an interval too unstable to state a verdict on
+A_BETTER, B_BETTER, NOT_SUPPORTED = "A better", "B better", "not supported"
+# heritage.synth.sample_id starts every stand-in id with it; ARTeFACT's own ids are cuids ("c...").
+SYNTHETIC_ID_PREFIX = "syn"
+SYNTHETIC, ARTEFACT = "synthetic stand-in", "ARTeFACT"
 FAMILY_ORDER = ["CNN", "ViT", "hybrid"]
 RUN_COLUMNS = [
     "run_dir", "poc", "variant", "encoder", "family", "architecture", "loss", "class_weights",
-    "protocol", "fold", "profile", "seed", "config_hash", "image_size", "batch_size", "lr", "epochs",
+    "protocol", "fold", "profile", "pretrained", "seed", "config_hash", "image_size", "batch_size", "lr", "epochs",
     "params_m", "device", "best_epoch", "miou", "all_clean_miou", "pixel_accuracy", "binary_miou", "coarse_miou",
     "fine_miou", "train_images_per_s", "eval_images_per_s", "peak_memory_mb", "wall_time_s", "per_class",
 ]
@@ -71,7 +80,22 @@ def load_runs(runs_root: str | Path) -> pd.DataFrame:
     root = Path(runs_root)
     rows = [_run_row(load_metrics(path), path.parent.relative_to(root).as_posix())
             for path in sorted(root.glob(f"**/{METRICS_FILE}"))]
-    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+    frame = pd.DataFrame(rows, columns=RUN_COLUMNS)
+    frame["pretrained"] = [_pretrained(root / d, p) for d, p in zip(frame["run_dir"], frame["pretrained"])]
+    return frame
+
+
+def _pretrained(run_dir: Path, recorded: Any) -> bool | None:
+    """``pretrained`` from metrics.json, else from the run's config.yaml; None when neither says."""
+    if recorded is not None:
+        return bool(recorded)
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return None
+    import yaml
+
+    value = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("pretrained")
+    return None if value is None else bool(value)
 
 
 def _run_row(metrics: dict[str, Any], run_dir: str) -> dict[str, Any]:
@@ -106,8 +130,8 @@ def planned_runs(configs: Iterable[RunConfig]) -> pd.DataFrame:
 
     rows = [{"poc": c.poc, "variant": c.variant or "", "encoder": c.encoder, "protocol": c.protocol,
              "fold": c.fold, "config_hash": c.config_hash(), "family": models.ENCODERS[c.encoder].family,
-             **{name: getattr(c, name) for name in CONFIG_FIELDS}} for c in configs]
-    return pd.DataFrame(rows, columns=[*SETTING, "fold", "config_hash", "family", *CONFIG_FIELDS])
+             **{name: getattr(c, name) for name in CONFIG_FIELDS}, "pretrained": c.pretrained} for c in configs]
+    return pd.DataFrame(rows, columns=[*SETTING, "fold", "config_hash", "family", *CONFIG_FIELDS, "pretrained"])
 
 
 def select_runs(runs: pd.DataFrame, planned: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -143,23 +167,90 @@ class PairedDifference:
 
     @property
     def testable(self) -> bool:
+        """An interval exists (two pairs or more)."""
         return self.n >= 2
 
     @property
-    def supported(self) -> bool:
-        """True when the interval excludes 0: only then do the data support a difference."""
+    def excludes_zero(self) -> bool:
         return self.testable and (self.ci_low > 0 or self.ci_high < 0)
 
-    def verdict(self, a: str, b: str, scale: float = 100.0, unit: str = "mIoU points") -> str:
-        interval = f"{self.confidence:.0%} CI [{self.ci_low * scale:+.2f}, {self.ci_high * scale:+.2f}]"
-        if not self.testable:
-            return f"{a} vs {b}: not testable, {self.n} paired fold(s) (an interval needs at least 2)"
+    def interval(self, scale: float = 100.0) -> str:
+        return f"{self.confidence:.0%} CI [{self.ci_low * scale:+.2f}, {self.ci_high * scale:+.2f}]"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a paired comparison of A and B may state (see :func:`decide`)."""
+
+    difference: PairedDifference
+    above_a: int | None  # paired folds on which A's mIoU is above its all-Clean mIoU; None: not recorded
+    above_b: int | None
+    label: str  # A_BETTER, B_BETTER or NOT_SUPPORTED
+    reasons: tuple[str, ...] = ()  # why not supported
+
+    @property
+    def supported(self) -> bool:
+        return self.label != NOT_SUPPORTED
+
+    @property
+    def cell(self) -> str:
+        """The table cell: "A better", "B better" or "not supported: <reasons>"."""
+        return self.label if self.supported else f"{NOT_SUPPORTED}: {'; '.join(self.reasons)}"
+
+    def statement(self, a: str, b: str, scale: float = 100.0, unit: str = "mIoU points") -> str:
+        """One sentence naming A and B; it says "beats" only for a supported verdict."""
+        d = self.difference
         if self.supported:
-            winner, loser = (a, b) if self.mean > 0 else (b, a)
-            return (f"{winner} beats {loser} by {abs(self.mean) * scale:.2f} {unit} "
-                    f"({interval}, n={self.n} paired folds)")
-        return (f"the data do not support a difference between {a} and {b} "
-                f"(mean A-B {self.mean * scale:+.2f} {unit}, {interval} includes 0, n={self.n})")
+            winner, loser = (a, b) if self.label == A_BETTER else (b, a)
+            return (f"{winner} beats {loser} by {abs(d.mean) * scale:.2f} {unit} ({d.interval(scale)}, "
+                    f"n={d.n} paired folds, both above their all-Clean baseline on every paired fold)")
+        numbers = "no paired folds" if d.n == 0 else (
+            f"mean A-B {d.mean * scale:+.2f} {unit}" + (f", {d.interval(scale)}" if d.testable else "") + f", n={d.n}")
+        return f"{a} vs {b}: {NOT_SUPPORTED} ({'; '.join(self.reasons)}); {numbers}"
+
+
+def decide(miou_a: Sequence[float], miou_b: Sequence[float], clean_a: Sequence[float], clean_b: Sequence[float],
+           confidence: float = CONFIDENCE) -> Verdict:
+    """The verdict rules, the only place a table's "A better" / "B better" comes from.
+
+    The inputs are aligned per paired fold: mIoU of A and of B, and the all-Clean mIoU of A's and of
+    B's test pixels (``test.all_clean_miou``). "A better" (or "B better") needs all of:
+
+    1. at least MIN_PAIRED_UNITS (3) paired folds;
+    2. a ``confidence`` t interval of the mean difference A - B that excludes 0;
+    3. A and B each above their all-Clean baseline on every paired fold (a model that does not beat
+       predicting Clean everywhere has learnt nothing its ranking could mean).
+
+    Otherwise the label is NOT_SUPPORTED with every failed rule as a reason: "both below the
+    all-Clean baseline" (or "A below ..." / "B below ... on k of n paired folds"; below = not above),
+    "no all-Clean baseline recorded for A", "2 paired folds: too few", "interval includes 0".
+    """
+    difference = paired_difference(miou_a, miou_b, confidence)
+    n = difference.n
+    above_a, above_b = _folds_above(miou_a, clean_a), _folds_above(miou_b, clean_b)
+    reasons = []
+    if n:
+        reasons += [f"no all-Clean baseline recorded for {side}"
+                    for side, above in (("A", above_a), ("B", above_b)) if above is None]
+        short = [(side, above) for side, above in (("A", above_a), ("B", above_b)) if above is not None and above < n]
+        if len(short) == 2 and all(above == 0 for _, above in short):
+            reasons.append("both below the all-Clean baseline")
+        else:
+            reasons += [f"{side} below the all-Clean baseline" + (f" on {n - above} of {n} paired folds" if above else "")
+                        for side, above in short]
+    if n < MIN_PAIRED_UNITS:
+        reasons.append(f"{n} paired fold{'' if n == 1 else 's'}: too few")
+    if difference.testable and not difference.excludes_zero:
+        reasons.append("interval includes 0")
+    label = NOT_SUPPORTED if reasons else (A_BETTER if difference.mean > 0 else B_BETTER)
+    return Verdict(difference, above_a, above_b, label, tuple(reasons))
+
+
+def _folds_above(miou: Sequence[float], clean: Sequence[float]) -> int | None:
+    clean = np.asarray(clean, dtype=float)
+    if np.isnan(clean).any():
+        return None
+    return int((np.asarray(miou, dtype=float) > clean).sum())
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE) -> PairedDifference:
@@ -256,7 +347,9 @@ class Table:
 
     ``data`` holds numbers as stored in ``metrics.json`` (mIoU as a fraction) or the markers
     "no run"/"absent"; ``display`` holds the formatted cells (mIoU in %); ``runs`` lists
-    ``{"run_dir", "config_hash"}`` of every run behind a cell; ``notes`` are lines printed under it.
+    ``{"run_dir", "config_hash"}`` of every run behind a cell; ``notes`` are lines printed under it;
+    ``banner`` is the provenance banner (:class:`Banner`); ``csv_units`` maps a ``data`` column to its
+    CSV header and scale where CSV_UNITS does not already (the CSV shows the units of the display).
     """
 
     name: str
@@ -265,30 +358,110 @@ class Table:
     display: pd.DataFrame
     runs: list[dict[str, str]]
     notes: list[str] = field(default_factory=list)
+    banner: str = ""
+    csv_units: dict[str, tuple[str, float]] = field(default_factory=dict)
 
     def to_markdown(self) -> str:
-        lines = [f"**{self.caption}**", "", self.display.to_markdown(index=False, disable_numparse=True), ""]
+        lines = [f"**{self.caption}**", ""]
+        lines += [f"> {self.banner}", ""] if self.banner else []
+        lines += [self.display.to_markdown(index=False, disable_numparse=True), ""]
         lines += [*(f"{note}  " for note in self.notes), ""] if self.notes else []
         lines.append(f"Made from {_runs_sentence(self.runs)}." if self.runs else "No run behind this table yet.")
         return "\n".join(lines) + "\n"
 
     def to_latex(self) -> str:
-        styler = self.display.style.hide(axis="index").format(escape="latex")
-        styler = styler.format_index(escape="latex", axis=1)
-        body = styler.to_latex(caption=_latex_escape(self.caption), label=f"tab:{self.name}",
-                               hrules=True, position_float="centering")
-        return body.replace("±", r"$\pm$")
+        """A ``table`` float for ``\\input``: booktabs rules, numeric columns right-aligned, shrunk to the
+        text width when wider, ASCII only (LaTeX commands for minus, ±, dashes)."""
+        columns = list(self.display.columns)
+        spec = "".join("r" if _is_numeric_column(self.display[c]) else "l" for c in columns)
+        caption = _latex_text(self.caption) + (f". {_latex_text(self.banner)}" if self.banner else "")
+        lines = [
+            f"% {self.name}: needs \\usepackage{{booktabs}} and \\usepackage{{graphicx}} in the preamble;",
+            f"% use it with \\input{{tables/{self.name}.tex}}. Made by heritage.report from run folders (provenance.json).",
+            r"\begin{table}[htbp]", r"\centering", r"\footnotesize", f"\\caption{{{caption}}}",
+            f"\\label{{tab:{self.name}}}",
+            # \width is the tabular's natural width: scale down only when it exceeds the line
+            r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
+            f"\\begin{{tabular}}{{{spec}}}", r"\toprule",
+            " & ".join(_latex_text(str(c)) for c in columns) + r" \\", r"\midrule",
+            *(" & ".join(_latex_text(str(v)) for v in row) + r" \\" for row in self.display.itertuples(index=False)),
+            r"\bottomrule", r"\end{tabular}}",
+        ]
+        if self.notes:
+            lines += [r"\par\smallskip\footnotesize", *(_latex_text(note.removeprefix("- ")) + r"\par" for note in self.notes)]
+        lines.append(r"\end{table}")
+        return "\n".join(lines) + "\n"
+
+    def csv_frame(self) -> pd.DataFrame:
+        """``data`` in the display's units: numbers scaled, headers naming the unit ("miou_mean (%)")."""
+        frame = self.data.copy()
+        renamed = {}
+        for column in frame.columns:
+            unit = self.csv_units.get(column) or CSV_UNITS.get(column)
+            if unit is None:
+                continue
+            header, scale = unit
+            frame[column] = [_scaled(v, scale) for v in frame[column]]
+            renamed[column] = header
+        return frame.rename(columns=renamed)
+
+    def to_csv(self) -> str:
+        """CSV text whose first line is ``# <banner>`` (read it with ``pandas.read_csv(path, comment="#")``)."""
+        body = self.csv_frame().to_csv(index=False)
+        return (f"# {self.banner}\n" if self.banner else "") + body
+
+
+# data column -> (CSV header, factor from the metrics.json unit to the display's)
+CSV_UNITS: dict[str, tuple[str, float]] = {
+    **{name: (f"{name} (%)", 100.0) for name in (
+        "miou", "miou_mean", "miou_std", "all_clean_miou", "all_clean_miou_mean", "binary_miou_mean",
+        "coarse_miou_mean", "fine_miou_mean")},
+    **{name: (f"{name} (img/s)", 1.0) for name in (
+        "train_images_per_s_mean", "eval_images_per_s_mean", "train_images_per_s_min", "train_images_per_s_max")},
+    **{name: (f"{name.replace('_s_', '_').removesuffix('_s')} (min)", 1 / 60) for name in (
+        "wall_time_s_mean", "wall_time_total_s", "run_mean_s", "encoder_all_folds_mean_s", "total_s")},
+    "peak_memory_mb_mean": ("peak_memory_mean (MB)", 1.0), "params_m_mean": ("params_mean (M)", 1.0),
+    **{name: (f"{name} (mIoU points)", 100.0) for name in ("mean_diff", "ci_low", "ci_high")},
+}
+
+
+def _scaled(value: Any, scale: float) -> Any:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return value  # markers ("no run", "absent") stay as they are
+    return float(value) * scale
+
+
+_NUMERIC_CELL = re.compile(r"[\[(]?[+\-−]?\d[\d.,]*(?:\s*(?:±|–|/|,)\s*[+\-−]?\d[\d.,]*)?[\])]?(?: px)?")
+_NON_NUMBERS = {NO_RUN, ABSENT, "n/a", "—", "not planned", ""}
+
+
+def _is_numeric_column(cells: pd.Series) -> bool:
+    """Cells are numbers ("32.00 ± 2.00", "[+0.1, +0.3]", "2/3", "64 px") or markers, with one number at least."""
+    texts = [str(c) for c in cells]
+    numbers = [t for t in texts if t not in _NON_NUMBERS]
+    return bool(numbers) and all(_NUMERIC_CELL.fullmatch(t) for t in numbers)
+
+
+_LATEX_CHARS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}",
+                "±": r"$\pm$", "−": "$-$", "–": "--", "—": "---", "×": r"$\times$", "≥": r"$\geq$",
+                "≤": r"$\leq$", "…": r"\dots{}", "’": "'", "“": "``", "”": "''"}
+
+
+def _latex_text(text: str) -> str:
+    """Text as LaTeX for pdflatex: special characters escaped, a sign before a number as a math minus."""
+    escaped = "".join(_LATEX_CHARS.get(ch, ch) for ch in text)
+    escaped = re.sub(r"(?<![\w.])-(?=\d)", "$-$", escaped)  # "-0.96", "[-1.2," but not "POC-5.9" or "2026-12"
+    bad = sorted({ch for ch in escaped if ord(ch) > 127})
+    if bad:
+        raise ValueError(f"no LaTeX spelling for {''.join(bad)!r} in {text!r}: add it to _LATEX_CHARS")
+    return escaped
 
 
 def _runs_sentence(runs: list[dict[str, str]]) -> str:
     listed = ", ".join(f"`{r['run_dir']}` ({r['config_hash']})" for r in runs)
     return f"{len(runs)} run(s): {listed}"
-
-
-def _latex_escape(text: str) -> str:
-    specials = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-    return "".join(specials.get(ch, ch) for ch in text)
 
 
 def _sources(frame: pd.DataFrame) -> list[dict[str, str]]:
@@ -369,21 +542,24 @@ def poc_table(summary: pd.DataFrame) -> Table:
         done = rows[rows["n_runs"] > 0]
         if done.empty:
             data_rows.append({"poc": poc, "protocol": protocol, **dict.fromkeys(
-                ["best_encoder", "miou_mean", "miou_std", "train_images_per_s_min", "train_images_per_s_max",
-                 "wall_time_total_s", "n_runs"], NO_RUN)})
+                ["highest_miou_encoder", "miou_mean", "miou_std", "all_clean_miou_mean", "train_images_per_s_min",
+                 "train_images_per_s_max", "wall_time_total_s", "n_runs"], NO_RUN)})
             display_rows.append({"POC": poc_label(poc), "Protocol": protocol, **dict.fromkeys(
-                ["Best encoder", "Best mIoU (%)", "Train img/s", "Time to results (min)", "Runs"], NO_RUN)})
+                ["Highest mean mIoU", "Its mIoU (%)", "All-Clean mIoU (%)", "Train img/s", "Time to results (min)",
+                 "Runs"], NO_RUN)})
             continue
         best = done.loc[done["miou_mean"].idxmax()]
         data_rows.append({
-            "poc": poc, "protocol": protocol, "best_encoder": best["encoder"], "miou_mean": best["miou_mean"],
-            "miou_std": best["miou_std"], "train_images_per_s_min": done["train_images_per_s_mean"].min(),
+            "poc": poc, "protocol": protocol, "highest_miou_encoder": best["encoder"], "miou_mean": best["miou_mean"],
+            "miou_std": best["miou_std"], "all_clean_miou_mean": best["all_clean_miou_mean"],
+            "train_images_per_s_min": done["train_images_per_s_mean"].min(),
             "train_images_per_s_max": done["train_images_per_s_mean"].max(),
             "wall_time_total_s": done["wall_time_total_s"].sum(), "n_runs": int(done["n_runs"].sum()),
         })
         display_rows.append({
-            "POC": poc_label(poc), "Protocol": protocol, "Best encoder": encoder_label(best["encoder"]),
-            "Best mIoU (%)": _percent(best["miou_mean"], best["miou_std"]),
+            "POC": poc_label(poc), "Protocol": protocol, "Highest mean mIoU": encoder_label(best["encoder"]),
+            "Its mIoU (%)": _percent(best["miou_mean"], best["miou_std"]),
+            "All-Clean mIoU (%)": _fixed(best["all_clean_miou_mean"], 2, 100),
             "Train img/s": "–".join(_fixed(f(done["train_images_per_s_mean"])) for f in (np.min, np.max)),
             "Time to results (min)": _fixed(done["wall_time_total_s"].sum(), 1, 1 / 60),
             "Runs": f"{int(done['n_runs'].sum())}/{int(rows['n_planned'].sum())}",
@@ -391,8 +567,9 @@ def poc_table(summary: pd.DataFrame) -> Table:
     return Table(
         name="poc_comparison",
         caption=("POC by POC (main configurations): the encoder with the highest mean test mIoU "
-                 "(a description, not a tested claim: see the RQ tables), the range of training "
-                 "throughput over encoders, and the summed wall time of all runs"),
+                 "(a description, not a tested claim: see the RQ tables) beside the mIoU of predicting Clean "
+                 "everywhere on its test pixels, the range of training throughput over encoders, and the summed "
+                 "wall time of all runs"),
         data=pd.DataFrame(data_rows), display=pd.DataFrame(display_rows), runs=_sources(main),
     )
 
@@ -441,6 +618,7 @@ def per_class_table(runs: pd.DataFrame, summary: pd.DataFrame) -> Table:
         caption=("Test IoU (%) per class, mean over the folds in which the class occurs; "
                  f"'{ABSENT}': in no test fold of that setting is the class in the ground truth or the prediction"),
         data=data, display=display, runs=_sources(main),
+        csv_units={label: (f"{label} IoU (%)", 100.0) for label in data.columns if label != "class"},
     )
 
 
@@ -504,56 +682,72 @@ def ablation_table(summary: pd.DataFrame, poc: str = ABLATION_POC) -> Table:
 # -- paired comparisons (the research questions) -----------------------------------------------------
 
 
-def compare_settings(runs: pd.DataFrame, a: pd.Series, b: pd.Series, metric: str = "miou") -> PairedDifference:
-    """Paired difference of ``metric`` between two settings over the (protocol, fold) both have run."""
-    runs_a = runs[_matches(runs, [a[k] for k in SETTING])].set_index(["protocol", "fold"])[metric]
-    runs_b = runs[_matches(runs, [b[k] for k in SETTING])].set_index(["protocol", "fold"])[metric]
+def paired_runs(runs: pd.DataFrame, a: pd.Series, b: pd.Series) -> pd.DataFrame:
+    """The (protocol, fold) both settings have run, sorted: ``miou_a/b`` and ``all_clean_miou_a/b``."""
+    columns = ["miou", "all_clean_miou"]
+    runs_a = runs[_matches(runs, [a[k] for k in SETTING])].set_index(["protocol", "fold"])[columns]
+    runs_b = runs[_matches(runs, [b[k] for k in SETTING])].set_index(["protocol", "fold"])[columns]
     shared = runs_a.index.intersection(runs_b.index).sort_values()
-    return paired_difference(runs_a.loc[shared].to_numpy(), runs_b.loc[shared].to_numpy())
+    return runs_a.loc[shared].add_suffix("_a").join(runs_b.loc[shared].add_suffix("_b"))
+
+
+def compare_settings(runs: pd.DataFrame, a: pd.Series, b: pd.Series) -> Verdict:
+    """The verdict (:func:`decide`) on the test mIoU of two settings over the folds both have run."""
+    paired = paired_runs(runs, a, b)
+    return decide(paired["miou_a"].to_numpy(), paired["miou_b"].to_numpy(),
+                  paired["all_clean_miou_a"].to_numpy(), paired["all_clean_miou_b"].to_numpy())
 
 
 def comparison_table(name: str, caption: str, runs: pd.DataFrame, summary: pd.DataFrame,
                      pairs: Sequence[tuple[int, int]], factors: Sequence[str]) -> Table:
-    """One row per pair of summary rows (A, B): paired mIoU difference A - B, 95% CI and verdict.
+    """One row per pair of summary rows (A, B): paired mIoU difference A - B, 95% CI and the verdict.
 
-    ``factors`` are the summary columns under test (the first is recorded as ``factor_a/b``; the
-    others change with it by design, like the multi-task loss with the multi-task model). Other
-    CONFIG_FIELDS that differ are listed in "also differs", since they confound the comparison.
+    The verdict is :func:`decide`'s. ``factors`` are the summary columns under test (the first is
+    recorded as ``factor_a/b``; the others change with it by design, like the multi-task loss with the
+    multi-task model). Other CONFIG_FIELDS that differ are listed in "also differs", since they
+    confound the comparison.
     """
     factor = factors[0]
     data_rows, display_rows, notes = [], [], []
     for index_a, index_b in pairs:
         a, b = summary.loc[index_a], summary.loc[index_b]
         label_a, label_b = setting_label(a), setting_label(b)
-        difference = compare_settings(runs, a, b)
+        verdict = compare_settings(runs, a, b)
+        difference = verdict.difference
         confounders = [f for f in CONFIG_FIELDS if f not in factors and not _same(a.get(f), b.get(f))]
-        verdict = difference.verdict(label_a, label_b)
+        statement = verdict.statement(label_a, label_b)
         data_rows.append({
             "a": label_a, "b": label_b, "factor_a": a[factor], "factor_b": b[factor],
             "n_pairs": difference.n, "mean_diff": difference.mean, "ci_low": difference.ci_low,
-            "ci_high": difference.ci_high, "supported": difference.supported,
-            "also_differs": ", ".join(confounders), "verdict": verdict,
+            "ci_high": difference.ci_high, "a_folds_above_all_clean": verdict.above_a,
+            "b_folds_above_all_clean": verdict.above_b, "also_differs": ", ".join(confounders),
+            "verdict": verdict.label, "reason": "; ".join(verdict.reasons), "statement": statement,
         })
         display_rows.append({
             "A": label_a, "B": label_b, "Paired folds": difference.n,
             "A − B (mIoU pts)": _fixed(difference.mean, 2, 100),
             "95% CI": (f"[{_fixed(difference.ci_low, 2, 100)}, {_fixed(difference.ci_high, 2, 100)}]"
                        if difference.testable else "n/a"),
+            "Folds A, B above all-Clean": (f"{_count(verdict.above_a)}, {_count(verdict.above_b)} of {difference.n}"
+                                           if difference.n else "n/a"),
             "Also differs": ", ".join(confounders) or "—",
-            "Verdict": ("A better" if difference.supported and difference.mean > 0 else
-                        "B better" if difference.supported else
-                        "no supported difference" if difference.testable else "not testable"),
+            "Verdict": verdict.cell,
         })
-        notes.append(f"- {verdict}" + (f" (also differs: {', '.join(confounders)})" if confounders else ""))
+        notes.append(f"- {statement}" + (f" (also differs: {', '.join(confounders)})" if confounders else ""))
     if not pairs:
         notes.append("- No pair of settings with runs for this question.")
-    elif not any(row["supported"] for row in data_rows):
-        notes.insert(0, "The data do not support a difference for any pair: every 95% CI includes 0 "
-                        "or too few folds are paired.")
+    elif not any(row["verdict"] != NOT_SUPPORTED for row in data_rows):
+        notes.insert(0, f"No pair meets the verdict rules ({MIN_PAIRED_UNITS}+ paired folds, a 95% CI excluding 0, "
+                        "both sides above their all-Clean baseline on every paired fold): no difference is claimed.")
     involved = summary.loc[sorted({i for pair in pairs for i in pair})] if pairs else summary.iloc[0:0]
     return Table(name=name, caption=caption, data=pd.DataFrame(data_rows, columns=[
-        "a", "b", "factor_a", "factor_b", "n_pairs", "mean_diff", "ci_low", "ci_high", "supported",
-        "also_differs", "verdict"]), display=pd.DataFrame(display_rows), runs=_sources(involved), notes=notes)
+        "a", "b", "factor_a", "factor_b", "n_pairs", "mean_diff", "ci_low", "ci_high", "a_folds_above_all_clean",
+        "b_folds_above_all_clean", "also_differs", "verdict", "reason", "statement"]),
+        display=pd.DataFrame(display_rows), runs=_sources(involved), notes=notes)
+
+
+def _count(value: int | None) -> str:
+    return "not recorded" if value is None else str(value)
 
 
 def _same(x: Any, y: Any) -> bool:
@@ -661,15 +855,125 @@ def miou_throughput_plot(summary: pd.DataFrame) -> Figure:
     return fig
 
 
-def save_figure(fig: Figure, path_without_suffix: str | Path) -> list[Path]:
-    """Write ``fig`` as PNG and PDF next to each other (atomically); return both paths."""
+def add_footer(fig: Figure, text: str) -> None:
+    """A text line under the figure (wrapped to its width); saved figures grow to hold it."""
+    import textwrap
+
+    width = max(40, int(fig.get_figwidth() * 19))  # ~19 x-small characters per inch
+    fig.text(0.0, 0.0, textwrap.fill(text, width), ha="left", va="top", fontsize="x-small", color="dimgrey",
+             gid="provenance-footer")
+
+
+def footer_text(fig: Figure) -> str | None:
+    """The footer :func:`add_footer` wrote, unwrapped; None when there is none."""
+    found = [t.get_text() for t in fig.texts if t.get_gid() == "provenance-footer"]
+    return " ".join(found[-1].split()) if found else None
+
+
+def save_figure(fig: Figure, path_without_suffix: str | Path, footer: str | None = None) -> list[Path]:
+    """Write ``fig`` as PNG and PDF next to each other (atomically); return both paths.
+
+    With ``footer`` the figure gets that text line (:func:`add_footer`) once, before saving.
+    """
+    if footer is not None and footer_text(fig) != " ".join(footer.split()):
+        add_footer(fig, footer)
     written = []
     for suffix in (".png", ".pdf"):
         path = Path(path_without_suffix).with_suffix(suffix)
         with fileio.atomic_path(path) as tmp:
-            fig.savefig(tmp, format=suffix[1:], dpi=150)
+            # a tight box holds the footer drawn below the axes area
+            fig.savefig(tmp, format=suffix[1:], dpi=150, **({"bbox_inches": "tight"} if footer else {}))
         written.append(path)
     return written
+
+
+# -- the provenance banner ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Banner:
+    """What every table and figure says about where its numbers come from."""
+
+    profile: str  # the runs' profile(s), e.g. "smoke"
+    data: str  # SYNTHETIC, ARTEFACT, or "unknown"
+    data_fingerprint: str | None  # sha256 of the data folder's metadata.csv
+    weights: str  # "trained from scratch", "ImageNet-pretrained", ...
+    epochs: str  # "3" or "3-50"
+    n_runs: int
+    n_above_all_clean: int  # runs whose test mIoU is above their all-Clean mIoU
+    n_with_all_clean: int  # runs that recorded an all-Clean mIoU
+
+    @property
+    def text(self) -> str:
+        data = self.data + (f" (metadata.csv sha256 {self.data_fingerprint[:12]})" if self.data_fingerprint else "")
+        if self.n_runs == 0:
+            baseline = "no finished run"
+        else:
+            baseline = f"{self.n_above_all_clean} of {self.n_with_all_clean} runs beat their all-Clean baseline"
+            if self.n_with_all_clean < self.n_runs:
+                baseline += f" ({self.n_runs - self.n_with_all_clean} recorded none)"
+        text = f"Provenance: {self.profile} profile; data: {data}; {self.weights}; {self.epochs} epochs; {baseline}."
+        if "smoke" in self.profile.split(", "):
+            text += " Smoke profile: a pipeline check, not a measurement of the models."
+        if self.data == SYNTHETIC:
+            text += " Synthetic stand-in: these numbers say nothing about real artworks."
+        return text
+
+    def to_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "text": self.text}
+
+
+def data_kind(data_dir: str | Path) -> str:
+    """SYNTHETIC when every original sample id is a stand-in id, ARTEFACT when none is."""
+    from heritage import ingest
+
+    metadata = ingest.read_metadata(data_dir)
+    synthetic = metadata.loc[metadata["transform"] == ingest.IDENTITY, "id"].str.startswith(SYNTHETIC_ID_PREFIX)
+    return SYNTHETIC if synthetic.all() else ARTEFACT if not synthetic.any() else f"mixed ({SYNTHETIC} and other)"
+
+
+def make_banner(runs: pd.DataFrame, planned: pd.DataFrame | None = None, data_dir: str | Path | None = None,
+                profile: str | None = None) -> Banner:
+    """The banner of a comparison: from the runs, or from the plan (and ``profile``) before any run."""
+    from heritage import ingest
+
+    source = runs if len(runs) or planned is None else planned
+    profiles = sorted({str(p) for p in runs["profile"].dropna()}) if len(runs) else []
+    epochs = sorted({int(e) for e in source["epochs"].dropna()}) if "epochs" in source else []
+    pretrained = list(source["pretrained"]) if "pretrained" in source else [None] * len(source)
+    known = [bool(v) for v in pretrained if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not pretrained or len(known) < len(pretrained):
+        weights = f"pretrained or from scratch: not recorded for {len(pretrained) - len(known)} of {len(pretrained)} runs"
+    elif not any(known):
+        weights = "trained from scratch"
+    elif all(known):
+        weights = "ImageNet-pretrained encoders"
+    else:
+        weights = f"{sum(known)} of {len(known)} runs ImageNet-pretrained, the rest trained from scratch"
+    has_baseline = runs["all_clean_miou"].notna()
+    return Banner(
+        profile=", ".join(profiles) or profile or "unknown",
+        data=data_kind(data_dir) if data_dir is not None else "unknown",
+        data_fingerprint=ingest.metadata_fingerprint(data_dir) if data_dir is not None else None,
+        weights=weights,
+        epochs="unknown" if not epochs else str(epochs[0]) if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}",
+        n_runs=len(runs), n_with_all_clean=int(has_baseline.sum()),
+        n_above_all_clean=int((runs["miou"][has_baseline] > runs["all_clean_miou"][has_baseline]).sum()),
+    )
+
+
+def banner_html(paper_dir: str | Path) -> str:
+    """The banner of ``paper_dir/provenance.json`` as an HTML paragraph for the index page ("" without one)."""
+    import html
+
+    path = Path(paper_dir) / "provenance.json"
+    if not path.is_file():
+        return ""
+    banner = fileio.read_json(path).get("banner")
+    if not banner:
+        return ("<p class='banner'><strong>provenance.json has no provenance banner: run the comparison "
+                "(99_comparison) again.</strong></p>")
+    return f"<p class='banner'><strong>{html.escape(banner['text'])}</strong></p>"
 
 
 # -- the comparison --------------------------------------------------------------------------------
@@ -684,6 +988,7 @@ class Comparison:
     summary: pd.DataFrame
     tables: list[Table]
     figures: dict[str, tuple[Figure, list[dict[str, str]], str]]  # name -> (figure, runs, caption)
+    banner: Banner
 
     def table(self, name: str) -> Table:
         for table in self.tables:
@@ -695,8 +1000,12 @@ class Comparison:
         return self.figures[name][0]
 
 
-def build_comparison(runs_root: str | Path, planned: pd.DataFrame | None = None) -> Comparison:
-    """Read every run under ``runs_root``, keep those of the plan, and build all tables and figures."""
+def build_comparison(runs_root: str | Path, planned: pd.DataFrame | None = None,
+                     data_dir: str | Path | None = None, profile: str | None = None) -> Comparison:
+    """Read every run under ``runs_root``, keep those of the plan, and build all tables and figures.
+
+    ``data_dir`` (the data folder of the plan) and ``profile`` go into the provenance banner.
+    """
     runs, ignored = select_runs(load_runs(runs_root), planned)
     summary = summarise(runs, planned)
     if summary.empty:
@@ -727,29 +1036,37 @@ def build_comparison(runs_root: str | Path, planned: pd.DataFrame | None = None)
         "miou_vs_throughput": (miou_throughput_plot(summary), _sources(summary),
                                "Test mIoU (mean ± std over folds) against training throughput per setting"),
     }
-    return Comparison(runs=runs, ignored=ignored, summary=summary, tables=tables, figures=figures)
+    banner = make_banner(runs, planned, data_dir, profile)
+    for table in tables:
+        table.banner = banner.text
+    for fig, _, _ in figures.values():
+        add_footer(fig, banner.text)
+    return Comparison(runs=runs, ignored=ignored, summary=summary, tables=tables, figures=figures, banner=banner)
 
 
 def write_comparison(comparison: Comparison, paper_dir: str | Path, runs_root: str | Path) -> dict[str, Any]:
     """Write ``tables/*.{md,tex,csv}``, ``figures/*.{png,pdf}`` and ``provenance.json`` under ``paper_dir``.
 
-    Returns the provenance record: each written file (relative to ``paper_dir``) -> caption and the
-    run folders (relative to ``runs_root``) with their config hashes.
+    Returns the provenance record: the banner, and each written file (relative to ``paper_dir``) ->
+    caption and the run folders (relative to ``runs_root``) with their config hashes. Every table
+    and figure carries the comparison's banner (tables in their caption, figures as a footer).
     """
     paper_dir = Path(paper_dir)
+    banner = comparison.banner.text
     artefacts: dict[str, Any] = {}
     for table in comparison.tables:
+        table.banner = banner
         stem = paper_dir / "tables" / table.name
         fileio.write_text(stem.with_suffix(".md"), table.to_markdown())
         fileio.write_text(stem.with_suffix(".tex"), table.to_latex())
-        with fileio.atomic_path(stem.with_suffix(".csv")) as tmp:
-            table.data.to_csv(tmp, index=False)
+        fileio.write_text(stem.with_suffix(".csv"), table.to_csv())
         for suffix in (".md", ".tex", ".csv"):
             artefacts[f"tables/{table.name}{suffix}"] = {"caption": table.caption, "runs": table.runs}
     for name, (fig, runs, caption) in comparison.figures.items():
-        for path in save_figure(fig, paper_dir / "figures" / name):
+        for path in save_figure(fig, paper_dir / "figures" / name, footer=banner):
             artefacts[path.relative_to(paper_dir).as_posix()] = {"caption": caption, "runs": runs}
     provenance = {
+        "banner": comparison.banner.to_json(),
         "runs_root": str(Path(runs_root).resolve()),
         "artefacts": artefacts,
         "ignored_runs": [{"run_dir": r.run_dir, "config_hash": r.config_hash, "reason": r.reason}

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +35,10 @@ def fake_hash(*parts: str) -> str:
 def write_run(root: Path, poc: str, encoder: str, fold: str, miou: float, *, variant: str | None = None,
               protocol: str = "kfold", image_size: int = 64, architecture: str = "unet", loss: str = "dice",
               class_weights: str | None = None, absent: tuple[str, ...] = ("Burn marks",),
-              config_hash: str | None = None, hierarchical: dict | None = None) -> Path:
-    """A run folder holding only ``metrics.json`` in the ARCHITECTURE.md schema."""
+              config_hash: str | None = None, hierarchical: dict | None = None, all_clean: float = 0.06,
+              epochs: int = 6, pretrained: bool | None = False) -> Path:
+    """A run folder holding ``metrics.json`` in the ARCHITECTURE.md schema (and ``config.yaml`` with
+    ``pretrained`` unless it is None)."""
     poc_key = poc if variant is None else f"{poc}-{variant}"
     folder = root / poc_key / encoder / f"{protocol}-{fold}"
     per_class = {}
@@ -45,9 +51,9 @@ def write_run(root: Path, poc: str, encoder: str, fold: str, miou: float, *, var
         "architecture": architecture, "loss": loss, "class_weights": class_weights, "protocol": protocol,
         "fold": fold, "profile": "smoke", "seed": 42,
         "config_hash": config_hash or fake_hash(poc_key, encoder, protocol, fold),
-        "image_size": image_size, "batch_size": 8, "lr": 2e-3, "epochs": 6, "params_m": 30.0, "device": "cpu",
+        "image_size": image_size, "batch_size": 8, "lr": 2e-3, "epochs": epochs, "params_m": 30.0, "device": "cpu",
         "best_epoch": 5, "val": {"miou": miou},
-        "test": {"miou": miou, "all_clean_miou": 0.06, "pixel_accuracy": 0.9, "n_images": 4, "per_class": per_class,
+        "test": {"miou": miou, "all_clean_miou": all_clean, "pixel_accuracy": 0.9, "n_images": 4, "per_class": per_class,
                  "confusion_matrix": np.eye(taxonomy.NUM_CLASSES, dtype=int).tolist()},
         "throughput": {"train_images_per_s": 100.0 * (1 + FOLDS.index(fold)) if fold in FOLDS else 50.0,
                        "eval_images_per_s": 300.0},
@@ -56,6 +62,8 @@ def write_run(root: Path, poc: str, encoder: str, fold: str, miou: float, *, var
     if hierarchical:
         metrics["hierarchical"] = hierarchical
     fileio.write_json(folder / "metrics.json", metrics)
+    if pretrained is not None:
+        fileio.write_text(folder / "config.yaml", f"poc: {poc}\nencoder: {encoder}\npretrained: {str(pretrained).lower()}\n")
     return folder
 
 
@@ -145,24 +153,66 @@ def test_paired_difference_matches_a_paired_t_interval() -> None:
     assert diff.mean == pytest.approx(0.10)
     assert (diff.ci_low, diff.ci_high) == pytest.approx((expected.low, expected.high))
     assert diff.ci_high - diff.mean == pytest.approx(stats.t.ppf(0.975, 2) * 0.02 / math.sqrt(3))
-    assert diff.supported
-    assert diff.verdict("A", "B").startswith("A beats B by 10.00 mIoU points")
+    assert diff.excludes_zero
 
 
-def test_an_interval_including_zero_supports_no_difference() -> None:
-    diff = report.paired_difference([0.31, 0.30, 0.355], [0.30, 0.32, 0.34])
-    assert diff.ci_low < 0 < diff.ci_high
-    assert not diff.supported
-    assert "do not support a difference" in diff.verdict("MaxViT", "ConvNeXt")
-
-
-def test_one_pair_is_not_testable_and_a_negative_difference_names_b() -> None:
+def test_one_pair_has_no_interval_and_constant_differences_a_zero_width_one() -> None:
     single = report.paired_difference([0.3], [0.2])
-    assert not single.testable and math.isnan(single.ci_low)
-    assert "not testable" in single.verdict("A", "B")
+    assert not single.testable and math.isnan(single.ci_low) and not single.excludes_zero
     constant = report.paired_difference([0.1, 0.2], [0.3, 0.4])
     assert (constant.ci_low, constant.ci_high) == pytest.approx((-0.2, -0.2))
-    assert constant.verdict("A", "B").startswith("B beats A by 20.00")
+
+
+# -- the verdict rules (hand-computed cases) ---------------------------------------------------------
+
+A3, B3 = [0.40, 0.44, 0.41], [0.30, 0.32, 0.33]  # differences 0.10, 0.12, 0.08: mean 0.10, sd 0.02
+CLEAN3 = [0.06, 0.06, 0.06]
+
+
+def test_three_folds_an_interval_excluding_zero_and_both_above_all_clean_give_a_verdict() -> None:
+    verdict = report.decide(A3, B3, CLEAN3, CLEAN3)
+    assert verdict.label == "A better" and verdict.reasons == () and verdict.cell == "A better"
+    assert (verdict.above_a, verdict.above_b) == (3, 3)
+    # half width t(0.975, 2) * 0.02 / sqrt(3) = 4.3027 * 0.011547 = 0.04968: [+5.03, +14.97] points
+    assert verdict.statement("MiT", "ConvNeXt").startswith(
+        "MiT beats ConvNeXt by 10.00 mIoU points (95% CI [+5.03, +14.97], n=3 paired folds")
+    swapped = report.decide(B3, A3, CLEAN3, CLEAN3)
+    assert swapped.label == "B better" and swapped.statement("x", "y").startswith("y beats x by 10.00")
+
+
+def test_the_smoke_case_both_below_all_clean_on_two_folds_is_not_supported() -> None:
+    # as in issue 12: ConvNeXt ~2.03 vs MiT ~1.07 mIoU, all-Clean 5.50, two folds, interval excluding 0
+    verdict = report.decide([0.0200, 0.0206], [0.0100, 0.0114], [0.055, 0.055], [0.055, 0.055])
+    assert verdict.difference.excludes_zero  # differences 0.0100, 0.0092: [+0.45, +1.47] points
+    assert verdict.label == "not supported"
+    assert verdict.cell == "not supported: both below the all-Clean baseline; 2 paired folds: too few"
+    assert "beats" not in verdict.statement("ConvNeXt-T", "MiT-B3")
+    assert verdict.statement("ConvNeXt-T", "MiT-B3").startswith("ConvNeXt-T vs MiT-B3: not supported (both below")
+
+
+def test_an_interval_including_zero_is_not_supported() -> None:
+    verdict = report.decide([0.31, 0.30, 0.355], [0.30, 0.32, 0.34], CLEAN3, CLEAN3)
+    assert verdict.difference.ci_low < 0 < verdict.difference.ci_high
+    assert verdict.cell == "not supported: interval includes 0"
+
+
+def test_one_side_below_all_clean_on_one_fold_is_not_supported() -> None:
+    # B's 0.30 on the first fold is not above that fold's all-Clean 0.31
+    verdict = report.decide(A3, B3, CLEAN3, [0.31, 0.06, 0.06])
+    assert verdict.above_b == 2
+    assert verdict.cell == "not supported: B below the all-Clean baseline on 1 of 3 paired folds"
+    below = report.decide(A3, B3, [0.5, 0.5, 0.5], CLEAN3)
+    assert below.cell == "not supported: A below the all-Clean baseline"
+
+
+def test_an_unrecorded_baseline_or_too_few_folds_is_not_supported() -> None:
+    unrecorded = report.decide(A3, B3, [math.nan] * 3, CLEAN3)
+    assert unrecorded.above_a is None
+    assert unrecorded.cell == "not supported: no all-Clean baseline recorded for A"
+    assert report.decide([0.3], [0.2], [0.06], [0.06]).cell == "not supported: 1 paired fold: too few"
+    none = report.decide([], [], [], [])
+    assert none.cell == "not supported: 0 paired folds: too few"
+    assert none.statement("A", "B") == "A vs B: not supported (0 paired folds: too few); no paired folds"
 
 
 def test_paired_difference_refuses_unequal_lengths() -> None:
@@ -220,17 +270,84 @@ def test_research_question_tables_claim_only_supported_differences(runs_root, pl
     comparison = report.build_comparison(runs_root, planned)
     rq1 = table_named(comparison, "rq1_family").data
     vit = rq1[(rq1["a"] == "POC-5.9-v2 ConvNeXt-Tiny") & (rq1["b"] == "POC-5.9-v2 SegFormer MiT-B3")].iloc[0]
-    assert vit["n_pairs"] == 3 and vit["supported"]
+    assert vit["n_pairs"] == 3 and vit["verdict"] == "B better" and vit["reason"] == ""
+    assert (vit["a_folds_above_all_clean"], vit["b_folds_above_all_clean"]) == (3, 3)
     assert vit["mean_diff"] == pytest.approx(-np.mean(np.subtract(FLAGSHIP["mit_b3"], FLAGSHIP["convnext_tiny"])))
-    assert vit["verdict"].startswith("POC-5.9-v2 SegFormer MiT-B3 beats POC-5.9-v2 ConvNeXt-Tiny")
+    assert vit["statement"].startswith("POC-5.9-v2 SegFormer MiT-B3 beats POC-5.9-v2 ConvNeXt-Tiny")
     hybrid = rq1[(rq1["a"] == "POC-5.9-v2 ConvNeXt-Tiny") & (rq1["b"] == "POC-5.9-v2 MaxViT-Tiny")].iloc[0]
-    assert not hybrid["supported"] and "do not support" in hybrid["verdict"]
-    rq2 = table_named(comparison, "rq2_multitask").data
-    assert rq2.iloc[0]["n_pairs"] == 1 and "not testable" in rq2.iloc[0]["verdict"]
-    assert rq2.iloc[0]["also_differs"] == ""  # the multi-task loss comes with the multi-task model
+    assert hybrid["verdict"] == "not supported" and hybrid["reason"] == "interval includes 0"
+    rq2 = table_named(comparison, "rq2_multitask")
+    assert rq2.data.iloc[0]["n_pairs"] == 1 and rq2.data.iloc[0]["reason"] == "1 paired fold: too few"
+    assert rq2.display.iloc[0]["Verdict"] == "not supported: 1 paired fold: too few"
+    assert rq2.data.iloc[0]["also_differs"] == ""  # the multi-task loss comes with the multi-task model
     rq3 = table_named(comparison, "rq3_resolution").data.iloc[0]
     assert (rq3["factor_a"], rq3["factor_b"]) == (64, 32) and rq3["also_differs"] == ""
-    assert rq3["supported"] and rq3["mean_diff"] == pytest.approx(0.32 - 0.21)
+    assert rq3["verdict"] == "A better" and rq3["mean_diff"] == pytest.approx(0.32 - 0.21)
+
+
+def smoke_like_runs(root: Path) -> Path:
+    """Issue 12's smoke paper: two flagship folds, every model below its all-Clean baseline (5.50%)."""
+    for encoder, values in {"convnext_tiny": [0.0200, 0.0206], "mit_b3": [0.0100, 0.0114],
+                            "maxvit_tiny": [0.0150, 0.0140]}.items():
+        for fold, miou in zip(FOLDS[:2], values):
+            write_run(root, "poc59v2_flagship", encoder, fold, miou, all_clean=0.055, epochs=3,
+                      class_weights="inverse_sqrt_log_scaled")
+    return root
+
+
+def test_smoke_like_runs_state_no_verdict(tmp_path: Path) -> None:
+    comparison = report.build_comparison(smoke_like_runs(tmp_path / "runs"))
+    rq1 = comparison.table("rq1_family")
+    cnn_vit = rq1.display[(rq1.display["A"] == "POC-5.9-v2 ConvNeXt-Tiny")
+                          & (rq1.display["B"] == "POC-5.9-v2 SegFormer MiT-B3")].iloc[0]
+    assert cnn_vit["Verdict"] == "not supported: both below the all-Clean baseline; 2 paired folds: too few"
+    assert cnn_vit["Folds A, B above all-Clean"] == "0, 0 of 2"
+    assert rq1.notes[0].startswith("No pair meets the verdict rules")
+    written = tmp_path / "paper"
+    report.write_comparison(comparison, written, tmp_path / "runs")
+    for path in (written / "tables").iterdir():
+        text = path.read_text()
+        assert not re.search(r"\b(better|beats|best)\b", text, re.IGNORECASE), path.name
+
+
+def _rules_hold(runs: pd.DataFrame, a: str, b: str) -> bool:
+    """The verdict rules recomputed from the run rows, independently of report.decide."""
+    def rows(label: str) -> pd.DataFrame:
+        mine = runs[[report.setting_label(r) == label for _, r in runs.iterrows()]]
+        return mine.set_index(["protocol", "fold"])
+
+    runs_a, runs_b = rows(a), rows(b)
+    shared = runs_a.index.intersection(runs_b.index)
+    if len(shared) < 3:
+        return False
+    ra, rb = runs_a.loc[shared], runs_b.loc[shared]
+    diff = ra["miou"].to_numpy() - rb["miou"].to_numpy()
+    half = stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / math.sqrt(len(diff))
+    above = (ra["miou"] > ra["all_clean_miou"]).all() and (rb["miou"] > rb["all_clean_miou"]).all()
+    return bool(above and (diff.mean() - half > 0 or diff.mean() + half < 0))
+
+
+def test_no_table_states_a_verdict_the_rules_do_not_support(runs_root, planned, tmp_path) -> None:
+    paper = tmp_path / "paper"
+    comparison = report.build_comparison(runs_root, planned)
+    report.write_comparison(comparison, paper, runs_root)
+    runs = report.load_runs(runs_root)
+    supported_rows = {}
+    for table in comparison.tables:
+        if "verdict" not in table.data:
+            continue
+        for _, row in table.data.iterrows():
+            assert (row["verdict"] != "not supported") == _rules_hold(runs, row["a"], row["b"]), (table.name, row["a"])
+        supported_rows[table.name] = int((table.data["verdict"] != "not supported").sum())
+    # MiT-B3 above ConvNeXt and MaxViT; dice_focal below the main configuration
+    assert supported_rows["rq1_family"] == 2 and supported_rows["ablation_paired"] == 1
+    for path in sorted((paper / "tables").iterdir()):
+        text = path.read_text()
+        n = supported_rows.get(path.stem, 0)
+        # a supported row says "A/B better" once (its verdict cell) and "beats" once (its statement)
+        assert len(re.findall(r"\b[AB] better\b", text)) == n, path.name
+        assert len(re.findall(r"\bbeats\b", text)) == n, path.name
+        assert not re.search(r"\bbest\b", text, re.IGNORECASE), path.name
 
 
 # -- writing ---------------------------------------------------------------------------------------
@@ -244,8 +361,17 @@ def test_write_comparison_writes_tables_figures_and_provenance(runs_root, planne
     for suffix in ("png", "pdf"):
         assert (paper / "figures" / f"per_class_iou_heatmap.{suffix}").stat().st_size > 1000
         assert (paper / "figures" / f"miou_vs_throughput.{suffix}").stat().st_size > 1000
-    csv = pd.read_csv(paper / "tables" / "encoders_poc59v2_flagship.csv").set_index("encoder")
-    assert csv.loc["mit_b3", "miou_mean"] == pytest.approx(np.mean(FLAGSHIP["mit_b3"]))
+    csv = pd.read_csv(paper / "tables" / "encoders_poc59v2_flagship.csv", comment="#").set_index("encoder")
+    # percent, as in the Markdown and LaTeX tables, with the unit in the header
+    assert csv.loc["mit_b3", "miou_mean (%)"] == pytest.approx(100 * np.mean(FLAGSHIP["mit_b3"]))
+    assert csv.loc["mit_b3", "all_clean_miou_mean (%)"] == pytest.approx(6.0)
+    assert csv.loc["mit_b3", "wall_time_mean (min)"] == pytest.approx(1.0)  # 60 s per fold
+    rq1 = pd.read_csv(paper / "tables" / "rq1_family.csv", comment="#")
+    assert rq1.loc[0, "mean_diff (mIoU points)"] == pytest.approx(100 * rq1_diff_convnext_minus_mit())
+    per_class = pd.read_csv(paper / "tables" / "per_class_iou.csv", comment="#").set_index("class")
+    assert float(per_class.loc["Peel", "POC-5.9-v2 SegFormer MiT-B3 IoU (%)"]) == pytest.approx(
+        100 * (np.mean(FLAGSHIP["mit_b3"]) + 0.01))
+    assert per_class.loc["Burn marks", "POC-5.9-v2 SegFormer MiT-B3 IoU (%)"] == report.ABSENT
     markdown = (paper / "tables" / "encoders_poc58_baseline.md").read_text()
     assert "no run" in markdown and "`poc58_baseline/swin_tiny/holdout-holdout`" in markdown
     latex = (paper / "tables" / "encoders_poc59v2_flagship.tex").read_text()
@@ -256,6 +382,100 @@ def test_write_comparison_writes_tables_figures_and_provenance(runs_root, planne
     assert {r["run_dir"] for r in entry["runs"]} == {f"poc59v2_flagship/{e}/kfold-{f}" for e in FLAGSHIP for f in FOLDS}
     assert all(r["config_hash"].startswith("h") for r in entry["runs"])
     assert "figures/miou_vs_throughput.pdf" in recorded["artefacts"]
+
+
+def rq1_diff_convnext_minus_mit() -> float:
+    return float(np.mean(np.subtract(FLAGSHIP["convnext_tiny"], FLAGSHIP["mit_b3"])))
+
+
+def metadata_folder(folder: Path, ids: list[str]) -> Path:
+    """A data folder holding only metadata.csv (what the banner reads), originals only."""
+    from heritage import ingest
+
+    ingest.write_metadata(folder, pd.DataFrame({
+        "id": ids, "material": "Paper", "content": "Line art", "width": 32, "height": 32, "source_id": ids,
+        "transform": ingest.IDENTITY}))
+    return folder
+
+
+def test_the_banner_names_profile_data_weights_epochs_and_the_baseline(tmp_path: Path) -> None:
+    data = metadata_folder(tmp_path / "data", ["syn0000000000000000000001", "syn0000000000000000000002"])
+    digest = hashlib.sha256((data / "metadata.csv").read_bytes()).hexdigest()
+    banner = report.build_comparison(smoke_like_runs(tmp_path / "runs"), data_dir=data).banner
+    assert banner.data == report.SYNTHETIC and banner.data_fingerprint == digest
+    assert banner.text == (
+        f"Provenance: smoke profile; data: synthetic stand-in (metadata.csv sha256 {digest[:12]}); "
+        "trained from scratch; 3 epochs; 0 of 6 runs beat their all-Clean baseline. "
+        "Smoke profile: a pipeline check, not a measurement of the models. "
+        "Synthetic stand-in: these numbers say nothing about real artworks.")
+    real = metadata_folder(tmp_path / "real", ["cljmrkz5n341f07clcujw105j"])
+    write_run(tmp_path / "runs", "poc58_baseline", "convnext_tiny", "holdout", 0.3, protocol="holdout",
+              epochs=50, pretrained=True)
+    mixed = report.make_banner(report.load_runs(tmp_path / "runs"), data_dir=real)
+    assert mixed.data == report.ARTEFACT
+    assert (mixed.weights, mixed.epochs) == ("1 of 7 runs ImageNet-pretrained, the rest trained from scratch", "3-50")
+    assert "1 of 7 runs beat their all-Clean baseline" in mixed.text
+
+
+def test_every_table_and_figure_written_carries_the_banner(runs_root, planned, tmp_path) -> None:
+    data = metadata_folder(tmp_path / "data", ["syn0000000000000000000001"])
+    paper = tmp_path / "paper"
+    comparison = report.build_comparison(runs_root, planned, data_dir=data, profile="smoke")
+    provenance = report.write_comparison(comparison, paper, runs_root)
+    banner = comparison.banner.text
+    assert banner.startswith("Provenance: smoke profile; data: synthetic stand-in (metadata.csv sha256 ")
+    assert "trained from scratch; 6 epochs; 18 of 18 runs beat their all-Clean baseline." in banner
+    assert provenance["banner"]["text"] == banner and provenance["banner"]["profile"] == "smoke"
+    tables = sorted(name for name in provenance["artefacts"] if name.startswith("tables/"))
+    assert len(tables) == 3 * len(comparison.tables)
+    for name in tables:
+        text = (paper / name).read_text()
+        if name.endswith(".csv"):
+            assert text.splitlines()[0] == f"# {banner}", name
+        elif name.endswith(".md"):
+            assert f"> {banner}" in text, name
+        else:  # the banner has no LaTeX special characters: it stands as is in the caption
+            caption = next(line for line in text.splitlines() if line.startswith(r"\caption{"))
+            assert banner in caption, name
+    for name, (fig, _, _) in comparison.figures.items():
+        assert report.footer_text(fig) == banner, name
+        assert sum(t.get_gid() == "provenance-footer" for t in fig.texts) == 1  # written once, not per save
+    assert "provenance-footer" not in report.banner_html(paper) and banner in report.banner_html(paper)
+    assert report.banner_html(tmp_path / "nowhere") == ""
+
+
+def test_latex_tables_are_ascii_right_aligned_and_escaped(runs_root, planned) -> None:
+    comparison = report.build_comparison(runs_root, planned)
+    for table in comparison.tables:
+        latex = table.to_latex()
+        assert latex.isascii(), table.name
+        assert r"\toprule" in latex and "booktabs" in latex.splitlines()[0]
+    rq1 = comparison.table("rq1_family").to_latex()
+    # A, B, Paired folds, A - B, 95% CI, folds above all-Clean, also differs, verdict
+    assert r"\begin{tabular}{llrrrlll}" in rq1
+    assert r"A $-$ B (mIoU pts)" in rq1 and r"95\% CI" in rq1 and "$-$" + f"{-100 * rq1_diff_convnext_minus_mit():.2f}" in rq1
+    assert "\u2212" not in rq1
+    flagship = comparison.table("encoders_poc59v2_flagship").to_latex()
+    # Encoder, Family, Protocol; then Size, Folds, mIoU, All-Clean, img/s x2, time, memory, params
+    assert r"\begin{tabular}{lllrrrrrrrrr}" in flagship and r"$\pm$" in flagship
+    assert report._latex_text("a_b & 50% <x> #1 ~ -0.5 POC-5.9") == (
+        r"a\_b \& 50\% \textless{}x\textgreater{} \#1 \textasciitilde{} $-$0.5 POC-5.9")
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
+def test_latex_tables_compile(runs_root, planned, tmp_path) -> None:
+    paper = tmp_path / "paper"
+    comparison = report.build_comparison(runs_root, planned, profile="smoke")
+    report.write_comparison(comparison, paper, runs_root)
+    inputs = "\n".join(f"\\input{{tables/{t.name}.tex}}" for t in comparison.tables)
+    (paper / "main.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage{graphicx}\n"
+                                    f"\\begin{{document}}\n{inputs}\n\\end{{document}}\n")
+    result = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "main.tex"], cwd=paper,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert (paper / "main.pdf").stat().st_size > 1000
+    log = (paper / "main.log").read_text(errors="replace")
+    assert "Overfull \\hbox" not in log  # every table fits the text width
 
 
 def test_planned_runs_from_the_real_plan(data_dir: Path) -> None:
