@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     except errors.HeritageError as err:
         if debug:
             traceback.print_exc()
-        print(f"heritage {command}: {err}", file=sys.stderr)
+        print(f"heritage {command}: {one_line(str(err))}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print(f"heritage {command}: interrupted", file=sys.stderr)
@@ -78,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"heritage {command}: internal error ({type(err).__name__}): this is a bug in heritage; "
               f"please report it with the traceback above", file=sys.stderr)
         return errors.EXIT_BUG
+
+
+def one_line(message: str) -> str:
+    """``message`` on one line (some carry a library's multi-line text, e.g. a YAML parser's)."""
+    return " ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
 def _command_name(args: argparse.Namespace) -> str:

@@ -44,6 +44,9 @@ NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 COMPARISON_NOTEBOOK = "99_comparison"
 DATASET_NOTEBOOK = "00_dataset"
 KERNEL_NAME = "heritage"
+# The kernel shares our stderr: keep its app's start-up warnings (e.g. "running over TCP without
+# encryption") off it, so a failure stays the one line the CLI prints. Cells' output is unaffected.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 # Synthetic stand-in per profile. Smoke: small images, so the whole smoke paper runs in minutes on
 # a CPU (its runs train on 32 samples whatever the size of the set), and enough of them that a test
 # fold holds ~50 images (holdout ~30) rather than a handful; full: the size of ARTeFACT.
@@ -186,10 +189,18 @@ class NotebookJob:
     @classmethod
     def from_json(cls, values: Mapping[str, Any]) -> NotebookJob:
         paths = {"template", "output", "html", "run_dir"}
+        if not isinstance(values, Mapping):
+            raise errors.InputError(f"a job description is a JSON object, got {type(values).__name__}")
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - fields)
         if unknown:
             raise errors.InputError(f"job description has unknown keys {unknown}")
+        required = [f.name for f in dataclasses.fields(cls)
+                    if f.default is dataclasses.MISSING and f.name not in values]
+        if required:
+            raise errors.InputError(f"job description lacks the keys {required}")
+        if not isinstance(values["parameters"], Mapping):
+            raise errors.InputError("job description: 'parameters' must be a JSON object")
         converted = {k: (Path(v) if k in paths and v is not None else v) for k, v in values.items()}
         converted["inputs"] = tuple(Path(p) for p in values.get("inputs", ()))
         converted["required"] = tuple(Path(p) for p in values.get("required", ()))
@@ -282,11 +293,49 @@ def execute_notebook(job: NotebookJob) -> None:
     """
     import papermill
 
+    check_parameters(job.template, job.parameters)  # papermill would only warn and run without them
     job.output.parent.mkdir(parents=True, exist_ok=True)
     with _forwarding_to_children(signal.SIGUSR1):
         papermill.execute_notebook(str(job.template), str(job.output), parameters=job.parameters,
-                                   kernel_name=KERNEL_NAME, cwd=str(job.template.parent), progress_bar=False)
+                                   kernel_name=KERNEL_NAME, language="python", cwd=str(job.template.parent),
+                                   progress_bar=False, extra_arguments=KERNEL_ARGUMENTS)
     render_html(job.output, job.html)
+
+
+def notebook_parameter_names(template: Path) -> list[str] | None:
+    """The names assigned in ``template``'s cell tagged ``parameters`` (papermill's own inspection of a
+    Python cell), or None when it has no such cell."""
+    import nbformat
+    from papermill.translators import PythonTranslator
+
+    try:
+        notebook = nbformat.read(str(template), as_version=4)
+    except FileNotFoundError:
+        raise errors.MissingInputError(f"{template}: notebook template not found") from None
+    except (OSError, ValueError, nbformat.ValidationError) as err:
+        raise errors.InputError(f"{template}: not a readable notebook ({_one_line(str(err))})") from None
+    cells = [cell for cell in notebook.cells if "parameters" in cell.get("metadata", {}).get("tags", [])]
+    return [parameter.name for parameter in PythonTranslator.inspect(cells[0])] if cells else None
+
+
+def check_parameters(template: Path, parameters: Mapping[str, Any]) -> None:
+    """Refuse parameters ``template`` does not declare, naming each with the nearest declared name."""
+    import difflib
+
+    known = notebook_parameter_names(template)  # read even without parameters: a missing template is ours to report
+    if not parameters:
+        return
+    if known is None:
+        raise errors.InputError(f"{template}: no cell tagged 'parameters', so the parameters "
+                                f"{', '.join(map(repr, parameters))} would set nothing the notebook reads")
+    unknown = [name for name in parameters if name not in known]
+    if unknown:
+        def named(name: str) -> str:
+            close = difflib.get_close_matches(name, known, n=1)
+            return f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+
+        raise errors.InputError(f"{template}: unknown notebook parameter(s) {', '.join(map(named, unknown))}; "
+                                f"its parameters: {', '.join(known) or 'none'}")
 
 
 @contextlib.contextmanager
@@ -391,10 +440,22 @@ class LocalScheduler:
 
 
 def _first_line(err: BaseException) -> str:
+    """One line saying what failed: for a failed cell its exception, message, cell and first source line."""
+    from papermill.exceptions import PapermillExecutionError
+
+    if isinstance(err, PapermillExecutionError):  # str() of it is only a banner and the traceback
+        source = next((line.strip() for line in (err.source or "").splitlines() if line.strip()), "")
+        # In [n] as Jupyter shows it (papermill's cell_index misses the banner cell it adds on top)
+        cell = f"In [{err.exec_count}]" if err.exec_count is not None else f"#{err.cell_index}, not executed"
+        return f"{err.ename}: {_one_line(str(err.evalue))[:300]} (cell {cell}: {source[:120]})"
     text = str(err).strip().splitlines()
     # papermill's error text starts with a banner line; the exception name and message follow it
     lines = [line for line in text if line.strip() and not set(line.strip()) <= set("-=")]
     return (f"{type(err).__name__}: " + " | ".join(lines[:3]))[:500] if lines else type(err).__name__
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def job_command(job_file: Path) -> list[str]:
@@ -412,12 +473,12 @@ def write_job_file(job: NotebookJob) -> Path:
 def make_scheduler(name: str, args: argparse.Namespace) -> Scheduler:
     if name == "local":
         if args.no_wait or args.attach:
-            raise SystemExit("--no-wait and --attach apply to --scheduler slurm only")
+            raise errors.InputError("--no-wait and --attach apply to --scheduler slurm only")
         return LocalScheduler(execute_notebook)
     if name == "slurm":
         return SlurmScheduler(profile=args.profile, runs_root=args.runs_root, wait=not args.no_wait,
                               attach=args.attach)
-    raise SystemExit(f"unknown scheduler {name!r} (local, slurm)")
+    raise errors.InputError(f"unknown scheduler {name!r} (local, slurm)")
 
 
 class SlurmScheduler:
@@ -526,11 +587,15 @@ def write_index(paper_dir: Path, jobs: Sequence[NotebookJob], comparison: Notebo
                     f"{html.escape(artefacts[f'{stem}.png']['caption'])} "
                     + " ".join(link(paper_dir / f"{stem}.{s}", s) for s in suffixes) + "</figcaption></figure>"
                     for stem, suffixes in figures.items() if "png" in suffixes]
+    from heritage import report  # the provenance banner of the comparison, at the top of the page
+
+    banner = report.banner_html(paper_dir)
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>heritage: the compendium</title>
 <style>body{{font-family:sans-serif;max-width:72em;margin:2em auto}}td,th{{padding:2px 8px;text-align:left}}
 tr.failed td{{background:#fdd}} .missing{{color:#999}} figure{{display:inline-block;margin:1em}}</style></head>
 <body><h1>Semantic segmentation of damage in heritage artworks</h1>
+{banner}
 <p>Comparison: {link(comparison.html, 'report (HTML)')}, {link(comparison.output, 'notebook')},
 {link(provenance_path, 'provenance.json')} (which runs made each table and figure).</p>
 {''.join(f'<p>{item}</p>' for item in others)}
@@ -574,6 +639,7 @@ def main(args: argparse.Namespace) -> int:
     if args.execute is not None:
         return execute_job_file(args.execute)
     started = time.perf_counter()
+    scheduler = make_scheduler(args.scheduler, args)  # wrong options fail before minutes of data preparation
     data_dir = prepare_data(args.profile, args.data, args.data_dir)
     if args.prepare_data_only:
         print(f"data folder ready: {data_dir}")
@@ -588,22 +654,30 @@ def main(args: argparse.Namespace) -> int:
                 render_html(job.output, job.html)
         print(f"index: {write_index(args.paper_dir, jobs, comparison, {})}")
         return 0
+    for job in [*jobs, comparison]:  # a template that lost a parameter fails now, not after hours of runs
+        check_parameters(job.template, job.parameters)
     ensure_kernel()  # here, before any batch job needs it
-    results = run_paper(jobs, comparison, make_scheduler(args.scheduler, args))
+    results = run_paper(jobs, comparison, scheduler)
     return report_results(results, args.paper_dir, jobs, comparison, time.perf_counter() - started)
 
 
 def execute_job_file(path: Path) -> int:
-    """``--execute``: run one job description; exit 75 when training stopped on a signal (requeue me)."""
+    """``--execute``: run one job description; exit 75 when training stopped on a signal (requeue me),
+    1 (:class:`errors.CommandFailed`) when a cell failed."""
     from papermill.exceptions import PapermillExecutionError
 
-    job = NotebookJob.from_json(fileio.read_json(path))
+    values = fileio.read_json(path)
+    try:
+        job = NotebookJob.from_json(values)
+    except errors.InputError as err:
+        raise errors.InputError(f"{path}: {err}") from None
+    check_parameters(job.template, job.parameters)  # before registering a kernel for nothing
     ensure_kernel()
     try:
         run_job(job, execute_notebook)
     except PapermillExecutionError as err:
         if err.ename != "Interrupted":  # heritage.engine.Interrupted: checkpoint written, resume later
-            raise
+            raise errors.CommandFailed(f"{job.name}: {_first_line(err)}; executed notebook: {job.output}") from err
         print(f"{job.name}: {err.evalue}; executed notebook: {job.output}", file=sys.stderr)
         return REQUEUE_EXIT_CODE
     return 0

@@ -6,11 +6,20 @@ import argparse
 import shutil
 from pathlib import Path
 
+import nbformat
 import pytest
 
-from heritage import config, fileio, paper
+from heritage import config, errors, fileio, paper
 
 POCS = ["poc55_multitask", "poc58_baseline"]
+
+
+def make_template(path: Path, parameters_source: str | None = "epochs = 1\nlr = None  # None: from the POC") -> Path:
+    cells = [nbformat.v4.new_code_cell("import os")]
+    if parameters_source is not None:
+        cells.append(nbformat.v4.new_code_cell(parameters_source, metadata={"tags": ["parameters"]}))
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), path)
+    return path
 
 
 class FakeExecutor:
@@ -33,12 +42,20 @@ class FakeExecutor:
             fileio.write_json(job.output.parent / "provenance.json", {"artefacts": {}})
 
 
+# The parameters each template declares (what `paper` checks its jobs' parameters against).
+TEMPLATE_PARAMETERS = {
+    **{poc: ["profile", "encoder", "fold", "variant", *paper.OVERRIDE_PARAMETERS, "config_hash"] for poc in POCS},
+    paper.DATASET_NOTEBOOK: ["data_dir"],
+    paper.COMPARISON_NOTEBOOK: ["profile", "pocs", "data_dir", "runs_root", "paper_dir"],
+}
+
+
 @pytest.fixture
 def notebooks(tmp_path: Path) -> Path:
     folder = tmp_path / "notebooks"
     folder.mkdir()
-    for name in [*POCS, paper.COMPARISON_NOTEBOOK, paper.DATASET_NOTEBOOK]:
-        (folder / f"{name}.ipynb").write_text(f'{{"template": "{name}"}}')
+    for name, parameters in TEMPLATE_PARAMETERS.items():
+        make_template(folder / f"{name}.ipynb", "\n".join(f"{p} = None" for p in parameters))
     return folder
 
 
@@ -176,8 +193,64 @@ def test_notebook_parameters_carry_overridden_training_values(tmp_path, data_dir
 
 def test_local_scheduler_refuses_slurm_options() -> None:
     args = argparse.Namespace(no_wait=True, attach=False)
-    with pytest.raises(SystemExit, match="slurm only"):
+    with pytest.raises(errors.InputError, match="slurm only"):  # one line from the CLI, not a bare SystemExit
         paper.make_scheduler("local", args)
+
+
+def test_unknown_notebook_parameters_are_refused_by_name(tmp_path) -> None:
+    template = make_template(tmp_path / "t.ipynb")
+    assert paper.notebook_parameter_names(template) == ["epochs", "lr"]
+    paper.check_parameters(template, {"epochs": 3, "lr": 0.1})
+    with pytest.raises(errors.InputError, match=r"unknown notebook parameter\(s\) 'epoch' \(did you mean "
+                                                r"'epochs'\?\), 'colour'; its parameters: epochs, lr"):
+        paper.check_parameters(template, {"epoch": 3, "colour": "red"})
+    bare = make_template(tmp_path / "bare.ipynb", parameters_source=None)
+    paper.check_parameters(bare, {})
+    with pytest.raises(errors.InputError, match="no cell tagged 'parameters'"):
+        paper.check_parameters(bare, {"epochs": 3})
+    with pytest.raises(errors.MissingInputError, match="notebook template not found"):
+        paper.check_parameters(tmp_path / "missing.ipynb", {})
+    (tmp_path / "broken.ipynb").write_text("{")
+    with pytest.raises(errors.InputError, match="broken.ipynb: not a readable notebook"):
+        paper.check_parameters(tmp_path / "broken.ipynb", {})
+
+
+def test_execute_notebook_refuses_an_unknown_parameter_before_papermill_runs(tmp_path, monkeypatch) -> None:
+    import papermill
+
+    def papermill_must_not_run(*args, **kwargs):
+        raise AssertionError("papermill ran with an unknown parameter")
+
+    monkeypatch.setattr(papermill, "execute_notebook", papermill_must_not_run)
+    job = paper.NotebookJob(name="j", template=make_template(tmp_path / "t.ipynb"), output=tmp_path / "out.ipynb",
+                            html=tmp_path / "out.html", parameters={"epoch": 3}, key="k")
+    with pytest.raises(errors.InputError, match="'epoch' \\(did you mean 'epochs'\\?\\)"):
+        paper.execute_notebook(job)
+    assert not job.output.exists()
+
+
+def test_a_failed_cell_is_reported_with_its_exception_message_and_cell() -> None:
+    from papermill.exceptions import PapermillExecutionError
+
+    err = PapermillExecutionError(cell_index=5, exec_count=3, source="\nmetrics = train(config)\nprint(metrics)",
+                                  ename="ConfigError", evalue="image_size: 30 is not\na multiple of 32",
+                                  traceback=["\x1b[31m---------\x1b[0m", "ConfigError Traceback", "Cell In[3], line 1"])
+    assert paper._first_line(err) == ("ConfigError: image_size: 30 is not a multiple of 32 "
+                                      "(cell In [3]: metrics = train(config))")
+    # a local run's failure line carries it, with the executed notebook on the next line
+    job = paper.NotebookJob(name="poc/enc/split", template=Path("t.ipynb"), output=Path("runs/x/notebook.ipynb"),
+                            html=Path("runs/x/report.html"), parameters={}, key="k")
+    line = paper.JobResult(job, paper.FAILED, 1.0, paper._first_line(err)).line()
+    assert "poc/enc/split: ConfigError: image_size: 30" in line and "executed notebook: runs/x/notebook.ipynb" in line
+
+
+def test_a_job_file_must_describe_a_job(tmp_path) -> None:
+    for content, message in (("[]", "is a JSON object, got list"), ('{"name": "x"}', "lacks the keys"),
+                             ('{"name": "x", "colour": 1}', "unknown keys \\['colour'\\]")):
+        path = tmp_path / "job.json"
+        path.write_text(content)
+        with pytest.raises(errors.InputError, match=f"job.json: .*{message}"):
+            paper.execute_job_file(path)
 
 
 def test_prepare_data_completes_a_folder_without_redoing_it(tmp_path, data_dir) -> None:
@@ -209,3 +282,22 @@ def test_the_command_wires_data_plan_scheduler_and_index(tmp_path, data_dir, not
     executor.fail.clear()
     assert cli.main(argv) == 0
     assert executor.calls[-2:] == ["poc58_baseline/convnext_tiny/holdout-holdout", "comparison"]
+
+
+def test_the_command_checks_every_template_before_executing_any(tmp_path, data_dir, notebooks, monkeypatch,
+                                                                capfd) -> None:
+    from heritage import cli
+
+    executor = FakeExecutor()
+    monkeypatch.setattr(paper, "execute_notebook", executor)
+    monkeypatch.setattr(paper, "ensure_kernel", lambda: None)
+    comparison_parameters = [p for p in TEMPLATE_PARAMETERS[paper.COMPARISON_NOTEBOOK] if p != "paper_dir"]
+    make_template(notebooks / f"{paper.COMPARISON_NOTEBOOK}.ipynb",
+                  "\n".join(f"{p} = None" for p in comparison_parameters))
+    argv = ["paper", "--data", str(data_dir), "--pocs", *POCS, "--notebooks", str(notebooks),
+            "--runs-root", str(tmp_path / "runs"), "--paper-dir", str(tmp_path / "paper")]
+    assert cli.main(argv) == errors.EXIT_BAD_INPUT
+    assert executor.calls == []  # the comparison runs last: its template is checked before the first run
+    err = capfd.readouterr().err.strip()
+    assert err.startswith("heritage paper: ")
+    assert "99_comparison.ipynb: unknown notebook parameter(s) 'paper_dir'" in err
