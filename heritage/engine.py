@@ -10,10 +10,12 @@ Every epoch appends a row to ``history.csv`` (train loss, validation mIoU, LR, i
 first steps left out, peak memory, elapsed time) and, every ``checkpoint_every`` epochs, rewrites
 ``checkpoint_last.pt`` (everything needed to resume: model, optimizer, scheduler, scaler, RNG states,
 history) after ``checkpoint_best.pt`` (the weights of the best validation mIoU so far, kept in memory
-in between: one write instead of one per improvement). Starting again on the same run folder resumes from
-``checkpoint_last.pt``; on CPU the resumed run ends with the same numbers as an uninterrupted one,
-because the data order and the augmentations are functions of (seed, epoch, index) and the RNG
-states are restored.
+in between: one write instead of one per improvement). ``checkpoint_last.pt`` is written new-then-rotate
+(:func:`heritage.runs.save_resume_checkpoint`): the one before it stays as ``checkpoint_last.prev.pt``.
+Starting again on the same run folder resumes from ``checkpoint_last.pt``, or, with a warning, from
+``checkpoint_last.prev.pt`` when the newest cannot be read; on CPU the resumed run ends with the same
+numbers as an uninterrupted one, because the data order and the augmentations are functions of
+(seed, epoch, index) and the RNG states are restored.
 
 SIGTERM or SIGUSR1 (SLURM preemption or ``--signal=B:USR1@<seconds>`` before the time limit) ends
 the current step, writes ``checkpoint_last.pt`` (with the position inside the epoch) and raises
@@ -351,7 +353,7 @@ def fit(config: RunConfig, model: nn.Module, loss_fn: nn.Module, train_set: Data
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
     # Resume: everything comes back, including where inside an epoch a signal stopped us.
-    state = _resume_state(folder, config)
+    state, resumed_from = _resume_state(folder, config, report=dist.is_main)
     start_epoch, start_step, history = 0, 0, []
     best = {"epoch": 0, "val_miou": -math.inf, "val": {}}
     loss_sum = torch.zeros((), device=device)
@@ -371,6 +373,8 @@ def fit(config: RunConfig, model: nn.Module, loss_fn: nn.Module, train_set: Data
     # The best weights wait in memory and are written with checkpoint_last.pt (or at the end), so a
     # noisy validation curve does not cost a checkpoint write per improvement.
     best_weights: dict[str, torch.Tensor] | None = None
+    # Resumed from checkpoint_last.prev.pt: the unreadable newest must not become the fallback.
+    rotate_last = resumed_from is None or resumed_from.name == runs.LAST_CHECKPOINT
 
     def write_best() -> None:
         nonlocal best_weights
@@ -381,14 +385,16 @@ def fit(config: RunConfig, model: nn.Module, loss_fn: nn.Module, train_set: Data
         best_weights = None
 
     def checkpoint(epoch: int, step: int) -> None:
+        nonlocal rotate_last
         write_best()  # first, so checkpoint_last.pt never points at a best epoch that is not on disk
         if dist.is_main:
-            runs.save_checkpoint(folder / runs.LAST_CHECKPOINT, {
+            runs.save_resume_checkpoint(folder, {
                 "model": net.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                 "epoch": epoch, "step": step, "loss_sum": float(loss_sum), "rng": rng_state(),
                 "best": best, "history": history, "config_hash": config.config_hash(),
-            })
+            }, rotate=rotate_last)
+            rotate_last = True
 
     parameters = [p for p in net.parameters() if p.requires_grad]
     epochs_bar = tqdm(range(start_epoch, config.epochs), desc=f"{config.poc_key}/{config.encoder}",
@@ -477,17 +483,25 @@ def fit(config: RunConfig, model: nn.Module, loss_fn: nn.Module, train_set: Data
                      wall_time_s=history[-1]["elapsed_s"] if history else 0.0)
 
 
-def _resume_state(folder: Path, config: RunConfig) -> dict[str, Any] | None:
-    """``checkpoint_last.pt`` when it belongs to this configuration, else None (a fresh start)."""
-    path = folder / runs.LAST_CHECKPOINT
-    if not path.exists():
-        return None
-    state = runs.load_checkpoint(path)
+def _resume_state(folder: Path, config: RunConfig, report: bool = True
+                  ) -> tuple[dict[str, Any] | None, Path | None]:
+    """(state, its path) of ``checkpoint_last.pt`` (or, with a warning, ``checkpoint_last.prev.pt`` when
+    the newest is unreadable) when it belongs to this configuration, else (None, path or None): a fresh
+    start. Raises :class:`~heritage.errors.InputError` naming the files to delete when none is readable.
+    """
+    def log(message: str) -> None:
+        if report:  # one warning per run, not one per DDP process
+            tqdm.write(message, file=sys.stderr)
+
+    found = runs.load_resume_checkpoint(folder, log=log)
+    if found is None:
+        return None, None
+    state, path = found
     if state.get("config_hash") != config.config_hash():
-        tqdm.write(f"{path}: written for another configuration (hash {state.get('config_hash')}, now "
-                   f"{config.config_hash()}); starting from scratch")
-        return None
-    return state
+        log(f"{path}: written for another configuration (hash {state.get('config_hash')}, now "
+            f"{config.config_hash()}); starting from scratch")
+        return None, path
+    return state, path
 
 
 def _mean_over_processes(value: torch.Tensor, dist: Distributed) -> float:

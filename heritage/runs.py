@@ -2,11 +2,13 @@
 
 ``runs_root/<poc>[-<variant>]/<encoder>/<protocol>-<fold>/`` (see ARCHITECTURE.md) holds
 ``config.yaml``, ``environment.json``, ``class_weights.json``, ``history.csv``,
-``checkpoint_last.pt``, ``checkpoint_best.pt``, ``predictions/<id>.png`` and, written last,
-``metrics.json``: its presence (with a matching config hash) means the run finished, and
-``checkpoint_last.pt`` (the resume state) is then deleted.
+``checkpoint_last.pt`` (with the one before it, ``checkpoint_last.prev.pt``), ``checkpoint_best.pt``,
+``predictions/<id>.png`` and, written last, ``metrics.json``: its presence (with a matching config
+hash) means the run finished, and the resume checkpoints are then deleted.
 Every file is written atomically (temporary file + rename), so an interrupted job never leaves a
-half-written file behind.
+half-written file behind; checkpoints are also flushed to disk before the rename, and resume falls
+back to ``checkpoint_last.prev.pt`` when ``checkpoint_last.pt`` cannot be read anyway (a full disk,
+a copy cut short).
 """
 
 from __future__ import annotations
@@ -14,14 +16,16 @@ from __future__ import annotations
 import csv
 import io
 import os
+import pickle
 import platform
+import shlex
 import socket
 import subprocess
 import sys
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -34,6 +38,12 @@ ENVIRONMENT_FILE = "environment.json"
 CLASS_WEIGHTS_FILE = "class_weights.json"
 HISTORY_FILE = "history.csv"
 LAST_CHECKPOINT = "checkpoint_last.pt"
+# The resume state before checkpoint_last.pt: resume falls back to it when the newest is unreadable.
+PREVIOUS_CHECKPOINT = "checkpoint_last.prev.pt"
+RESUME_CHECKPOINTS = (LAST_CHECKPOINT, PREVIOUS_CHECKPOINT)  # newest first
+# What engine.fit needs from a resume state (a file without them is not one, e.g. a copied best).
+RESUME_KEYS = ("model", "optimizer", "scheduler", "scaler", "rng", "epoch", "step", "loss_sum", "best",
+               "history", "config_hash")
 BEST_CHECKPOINT = "checkpoint_best.pt"
 METRICS_FILE = "metrics.json"
 PREDICTIONS_DIR = "predictions"
@@ -138,6 +148,73 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """``torch.save`` through a temporary file, so a kill mid-write keeps the previous checkpoint."""
     with fileio.atomic_path(path) as tmp:
         torch.save(state, tmp)
+        _fsync(tmp)
+
+
+def _fsync(path: Path) -> None:
+    """Flush the file's data to disk before it is renamed into place: a node crash after the rename
+    must not leave an empty or truncated checkpoint under the final name."""
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+def save_resume_checkpoint(folder: Path, state: dict[str, Any], rotate: bool = True) -> Path:
+    """Write ``checkpoint_last.pt`` new-then-rotate: the new state is written and flushed in full, then the
+    current ``checkpoint_last.pt`` becomes ``checkpoint_last.prev.pt`` and the new one takes its name.
+
+    ``rotate=False`` overwrites ``checkpoint_last.pt`` and keeps ``checkpoint_last.prev.pt``: for the
+    first write after resuming from the previous one (the newest was unreadable and must not become
+    the fallback). Returns the path of ``checkpoint_last.pt``.
+    """
+    last, previous = folder / LAST_CHECKPOINT, folder / PREVIOUS_CHECKPOINT
+    with fileio.atomic_path(last) as tmp:
+        torch.save(state, tmp)
+        _fsync(tmp)
+        if rotate and last.exists():  # a kill between the two renames leaves .prev, which resume takes
+            os.replace(last, previous)
+    return last
+
+
+def load_resume_checkpoint(folder: Path, log: Callable[[str], None] | None = None
+                           ) -> tuple[dict[str, Any], Path] | None:
+    """The newest usable resume state of a run folder and its path, or None when there is none.
+
+    ``checkpoint_last.pt`` first; when it is missing or unreadable (truncated, not a resume state),
+    ``checkpoint_last.prev.pt`` with a warning through ``log`` (default: stderr). When checkpoint files
+    exist but none is usable, raises :class:`~heritage.errors.InputError` naming the files to delete.
+    """
+    log = log or _warn
+    found = [folder / name for name in RESUME_CHECKPOINTS if (folder / name).exists()]
+    if not found:
+        return None
+    problems: list[str] = []
+    for path in found:
+        try:
+            state = load_checkpoint(path)
+            if not isinstance(state, dict) or not set(RESUME_KEYS) <= set(state):
+                missing = sorted(set(RESUME_KEYS) - set(state)) if isinstance(state, dict) else list(RESUME_KEYS)
+                raise errors.InputError(f"{path}: not a resume checkpoint (missing {missing})")
+        except errors.InputError as err:
+            problems.append(str(err))
+            continue
+        if path.name != LAST_CHECKPOINT:
+            reason = problems[0] if problems else f"{folder / LAST_CHECKPOINT}: missing"
+            log(f"warning: {reason}; resuming from {path} (the checkpoint before it)")
+        return state, path
+    names = " and ".join(str(path) for path in found)
+    remove = " ".join(shlex.quote(str(path)) for path in found)
+    raise errors.InputError(f"cannot resume the run in {folder}: {'; '.join(problems)}. Delete {names} to "
+                            f"train this run from the start (`rm {remove}`)")
+
+
+def remove_resume_checkpoints(folder: Path) -> None:
+    """Delete ``checkpoint_last.pt`` and ``checkpoint_last.prev.pt`` (the run finished)."""
+    for name in reversed(RESUME_CHECKPOINTS):  # the older first: a kill in between keeps the newest
+        (folder / name).unlink(missing_ok=True)
+
+
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -146,8 +223,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise errors.MissingInputError(f"{path}: checkpoint not found") from None
-    except (RuntimeError, EOFError, OSError) as err:  # torch reports a truncated file as RuntimeError
-        raise errors.InputError(f"{path}: cannot read checkpoint ({err})") from None
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
+        # torch reports a truncated file as RuntimeError, a damaged pickle as UnpicklingError
+        reason = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else type(err).__name__
+        raise errors.InputError(f"{path}: cannot read checkpoint, the file is damaged or truncated "
+                                f"({reason})") from None
 
 
 def write_metrics(folder: Path, metrics: dict[str, Any]) -> None:

@@ -131,7 +131,7 @@ def _final_evaluation(config: RunConfig, model: Any, test_set: Any, folder: Path
         metrics["hierarchical"] = test["hierarchical"]
     runs.write_metrics(folder, metrics)
     # Finished: the resume state (model + optimizer, ~3x the model) is no longer needed.
-    (folder / runs.LAST_CHECKPOINT).unlink(missing_ok=True)
+    runs.remove_resume_checkpoints(folder)  # checkpoint_last.pt and its .prev
     return metrics
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from heritage import data, engine, losses, runs, splits
+from heritage import data, engine, errors, losses, runs, splits
 from heritage.config import load_run_config
 
 SIZE = 32
@@ -137,6 +137,51 @@ def test_checkpoints_load_with_weights_only(data_dir, fold, tmp_path):
     last = torch.load(folder / runs.LAST_CHECKPOINT, weights_only=True)
     assert {"model", "optimizer", "scheduler", "scaler", "epoch", "step", "rng", "best", "history"} <= set(last)
     assert (last["epoch"], last["step"]) == (2, 0)
+    previous = torch.load(folder / runs.PREVIOUS_CHECKPOINT, weights_only=True)  # the one before, kept
+    assert (previous["epoch"], previous["step"]) == (1, 0)
+
+
+def test_a_truncated_last_checkpoint_resumes_from_the_previous_one_to_the_same_result(data_dir, fold, tmp_path,
+                                                                                      capsys):
+    config = make_config(data_dir, tmp_path / "uninterrupted")
+    reference, reference_model, _ = train(config, fold, data_dir)
+
+    config = make_config(data_dir, tmp_path / "truncated")
+    signalling = SignallingDataset(data_dir, fold[0], SIZE, train=True, seed=config.seed,
+                                   at=(2, sample_at(config, len(fold[0]), 2, 5)))
+    with pytest.raises(engine.Interrupted) as stopped:
+        train(config, fold, data_dir, train_set=signalling)
+    last = stopped.value.checkpoint
+    previous = last.parent / runs.PREVIOUS_CHECKPOINT
+    assert torch.load(previous, weights_only=True)["epoch"] == 2  # the end of epoch 2, before the signal
+    last.write_bytes(last.read_bytes()[:1000])  # what a full disk or a cut copy leaves behind
+    capsys.readouterr()
+
+    resumed, resumed_model, _ = train(config, fold, data_dir)
+    assert f"warning: {last}: cannot read checkpoint, the file is damaged or truncated" in capsys.readouterr().err
+    assert comparable(resumed.history) == comparable(reference.history)  # epoch 3 trained again, identically
+    assert resumed.best_epoch == reference.best_epoch
+    assert_same_weights(resumed_model, reference_model)
+    # The damaged file was overwritten, not rotated into the fallback.
+    assert torch.load(previous, weights_only=True)["epoch"] == 2
+    assert torch.load(last, weights_only=True)["epoch"] == 3
+
+
+def test_a_run_without_a_readable_checkpoint_says_which_files_to_delete(data_dir, fold, tmp_path):
+    config = make_config(data_dir, tmp_path, epochs=2)
+    _, _, folder = train(config, fold, data_dir)
+    for name in runs.RESUME_CHECKPOINTS:
+        path = folder / name
+        path.write_bytes(path.read_bytes()[:100])
+    last, previous = folder / runs.LAST_CHECKPOINT, folder / runs.PREVIOUS_CHECKPOINT
+    with pytest.raises(errors.InputError, match=rf"cannot resume the run in {folder}: .*\. Delete {last} and "
+                                                rf"{previous} to train this run from the start "
+                                                rf"\(`rm {last} {previous}`\)$"):
+        train(config, fold, data_dir)
+    last.unlink()
+    previous.unlink()  # as the message says: the run starts again
+    result, _, _ = train(config, fold, data_dir)
+    assert len(result.history) == 2
 
 
 def test_history_has_one_row_per_epoch_with_the_documented_columns(data_dir, fold, tmp_path):

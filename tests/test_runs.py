@@ -1,0 +1,95 @@
+"""heritage.runs: resume checkpoints written new-then-rotate, and the fallback when the newest is damaged."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from heritage import errors, runs
+
+
+def resume_state(epoch: int) -> dict:
+    """A small state with every key engine.fit reads back."""
+    state = {key: {} for key in runs.RESUME_KEYS}
+    state.update(model={"weight": torch.full((4,), float(epoch))}, epoch=epoch, step=0, loss_sum=0.0, history=[],
+                 config_hash="abc")
+    return state
+
+
+def truncate(path: Path, keep: float = 0.5) -> None:
+    """Cut a file short, as a full disk or an interrupted copy leaves it."""
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def test_each_write_keeps_the_previous_checkpoint(tmp_path):
+    runs.save_resume_checkpoint(tmp_path, resume_state(1))
+    assert not (tmp_path / runs.PREVIOUS_CHECKPOINT).exists()
+    runs.save_resume_checkpoint(tmp_path, resume_state(2))
+    runs.save_resume_checkpoint(tmp_path, resume_state(3))
+    assert torch.load(tmp_path / runs.LAST_CHECKPOINT, weights_only=True)["epoch"] == 3
+    assert torch.load(tmp_path / runs.PREVIOUS_CHECKPOINT, weights_only=True)["epoch"] == 2
+    runs.save_resume_checkpoint(tmp_path, resume_state(4), rotate=False)  # overwrite the newest only
+    assert torch.load(tmp_path / runs.PREVIOUS_CHECKPOINT, weights_only=True)["epoch"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(runs.RESUME_CHECKPOINTS)  # no temporary left
+    runs.remove_resume_checkpoints(tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def test_resume_takes_the_newest_readable_checkpoint(tmp_path):
+    messages: list[str] = []
+    assert runs.load_resume_checkpoint(tmp_path, log=messages.append) is None  # nothing to resume
+    runs.save_resume_checkpoint(tmp_path, resume_state(1))
+    runs.save_resume_checkpoint(tmp_path, resume_state(2))
+    state, path = runs.load_resume_checkpoint(tmp_path, log=messages.append)
+    assert (state["epoch"], path.name, messages) == (2, runs.LAST_CHECKPOINT, [])
+
+    truncate(tmp_path / runs.LAST_CHECKPOINT)
+    state, path = runs.load_resume_checkpoint(tmp_path, log=messages.append)
+    assert (state["epoch"], path.name) == (1, runs.PREVIOUS_CHECKPOINT)
+    assert len(messages) == 1
+    assert re.fullmatch(rf"warning: {tmp_path / runs.LAST_CHECKPOINT}: cannot read checkpoint, the file is damaged "
+                        rf"or truncated \(PytorchStreamReader failed reading zip archive[^)]*\); resuming from "
+                        rf"{tmp_path / runs.PREVIOUS_CHECKPOINT} \(the checkpoint before it\)", messages[0])
+
+
+def test_a_kill_between_the_two_renames_resumes_from_the_previous_checkpoint(tmp_path, capsys):
+    runs.save_resume_checkpoint(tmp_path, resume_state(1))
+    runs.save_resume_checkpoint(tmp_path, resume_state(2))
+    (tmp_path / runs.LAST_CHECKPOINT).unlink()  # the newest was renamed to .prev, the new one not yet in place
+    state, path = runs.load_resume_checkpoint(tmp_path)
+    assert (state["epoch"], path.name) == (1, runs.PREVIOUS_CHECKPOINT)
+    assert capsys.readouterr().err == (f"warning: {tmp_path / runs.LAST_CHECKPOINT}: missing; resuming from "
+                                       f"{tmp_path / runs.PREVIOUS_CHECKPOINT} (the checkpoint before it)\n")
+
+
+def test_no_usable_checkpoint_names_the_files_to_delete(tmp_path):
+    runs.save_resume_checkpoint(tmp_path, resume_state(1))
+    truncate(tmp_path / runs.LAST_CHECKPOINT)
+    last, previous = tmp_path / runs.LAST_CHECKPOINT, tmp_path / runs.PREVIOUS_CHECKPOINT
+    with pytest.raises(errors.InputError, match=rf"^cannot resume the run in {tmp_path}: {last}: cannot read "
+                                                rf"checkpoint, the file is damaged or truncated \(.*\)\. Delete {last} "
+                                                rf"to train this run from the start \(`rm {last}`\)$"):
+        runs.load_resume_checkpoint(tmp_path)
+
+    torch.save({"model": {}, "epoch": 3}, previous)  # e.g. a best checkpoint copied into place
+    last.write_bytes(b"")
+    with pytest.raises(errors.InputError) as refused:
+        runs.load_resume_checkpoint(tmp_path)
+    assert str(refused.value) == (
+        f"cannot resume the run in {tmp_path}: {last}: cannot read checkpoint, the file is damaged or truncated "
+        f"(EOFError); {previous}: not a resume checkpoint (missing ['best', 'config_hash', 'history', 'loss_sum', "
+        f"'optimizer', 'rng', 'scaler', 'scheduler', 'step']). Delete {last} and {previous} to train this run "
+        f"from the start (`rm {last} {previous}`)")
+
+
+def test_load_checkpoint_errors_name_the_file(tmp_path):
+    with pytest.raises(errors.MissingInputError, match=r"nothing\.pt: checkpoint not found"):
+        runs.load_checkpoint(tmp_path / "nothing.pt")
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint" * 10)
+    with pytest.raises(errors.InputError, match=r"garbage\.pt: cannot read checkpoint, the file is damaged or "
+                                                r"truncated \(Weights only load failed\)$"):
+        runs.load_checkpoint(tmp_path / "garbage.pt")
