@@ -373,22 +373,27 @@ class Table:
         """A ``table`` float for ``\\input``: booktabs rules, numeric columns right-aligned, shrunk to the
         text width when wider, ASCII only (LaTeX commands for minus, ±, dashes)."""
         columns = list(self.display.columns)
-        spec = "".join("r" if _is_numeric_column(self.display[c]) else "l" for c in columns)
+        spec = "".join(_column_spec(self.display[c]) for c in columns)
         caption = _latex_text(self.caption) + (f". {_latex_text(self.banner)}" if self.banner else "")
         lines = [
             f"% {self.name}: needs \\usepackage{{booktabs}} and \\usepackage{{graphicx}} in the preamble;",
             f"% use it with \\input{{tables/{self.name}.tex}}. Made by heritage.report from run folders (provenance.json).",
-            r"\begin{table}[htbp]", r"\centering", r"\footnotesize", f"\\caption{{{caption}}}",
+            # local to the float: small type and narrow gaps keep wide tables from shrinking much
+            r"\begin{table}[htbp]", r"\centering", r"\scriptsize", r"\setlength{\tabcolsep}{3pt}",
+            f"\\caption{{{caption}}}",
             f"\\label{{tab:{self.name}}}",
-            # \width is the tabular's natural width: scale down only when it exceeds the line
-            r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
-            f"\\begin{{tabular}}{{{spec}}}", r"\toprule",
-            " & ".join(_latex_text(str(c)) for c in columns) + r" \\", r"\midrule",
-            *(" & ".join(_latex_text(str(v)) for v in row) + r" \\" for row in self.display.itertuples(index=False)),
-            r"\bottomrule", r"\end{tabular}}",
         ]
+        if columns:  # a tabular needs a column
+            # \width is the tabular's natural width: scale down only when it exceeds the line
+            lines += [
+                r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
+                f"\\begin{{tabular}}{{{spec}}}", r"\toprule",
+                " & ".join(_latex_text(str(c)) for c in columns) + r" \\", r"\midrule",
+                *(" & ".join(_latex_text(str(v)) for v in row) + r" \\" for row in self.display.itertuples(index=False)),
+                r"\bottomrule", r"\end{tabular}}",
+            ]
         if self.notes:
-            lines += [r"\par\smallskip\footnotesize", *(_latex_text(note.removeprefix("- ")) + r"\par" for note in self.notes)]
+            lines += [r"\par\smallskip\raggedright", *(_latex_text(note.removeprefix("- ")) + r"\par" for note in self.notes)]
         lines.append(r"\end{table}")
         return "\n".join(lines) + "\n"
 
@@ -433,6 +438,13 @@ def _scaled(value: Any, scale: float) -> Any:
 
 _NUMERIC_CELL = re.compile(r"[\[(]?[+\-−]?\d[\d.,]*(?:\s*(?:±|–|/|,)\s*[+\-−]?\d[\d.,]*)?[\])]?(?: px)?")
 _NON_NUMBERS = {NO_RUN, ABSENT, "n/a", "—", "not planned", ""}
+
+
+def _column_spec(cells: pd.Series) -> str:
+    """LaTeX column type: numbers right-aligned, long text (a verdict's reasons) wrapped, the rest left."""
+    if _is_numeric_column(cells):
+        return "r"
+    return "p{12em}" if max((len(str(c)) for c in cells), default=0) > 32 else "l"
 
 
 def _is_numeric_column(cells: pd.Series) -> bool:
@@ -743,7 +755,12 @@ def comparison_table(name: str, caption: str, runs: pd.DataFrame, summary: pd.Da
     return Table(name=name, caption=caption, data=pd.DataFrame(data_rows, columns=[
         "a", "b", "factor_a", "factor_b", "n_pairs", "mean_diff", "ci_low", "ci_high", "a_folds_above_all_clean",
         "b_folds_above_all_clean", "also_differs", "verdict", "reason", "statement"]),
-        display=pd.DataFrame(display_rows), runs=_sources(involved), notes=notes)
+        display=pd.DataFrame(display_rows, columns=_COMPARISON_COLUMNS), runs=_sources(involved), notes=notes)
+
+
+# Display columns of a comparison table, also when no pair has runs (a header with no rows).
+_COMPARISON_COLUMNS = ["A", "B", "Paired folds", "A − B (mIoU pts)", "95% CI", "Folds A, B above all-Clean",
+                       "Also differs", "Verdict"]
 
 
 def _count(value: int | None) -> str:
