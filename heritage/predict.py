@@ -16,10 +16,10 @@ gives finer boundaries, with damage then larger in pixels than anything seen in 
 trade-off to check visually, not a free gain.
 
 Memory. Tiles are predicted in raster order and blended into a :class:`BandBlender` that holds
-one band of ``tile`` rows across the image width; rows are finalised (argmax) as soon
-as no later tile reaches them. The float buffers therefore grow with tile x width, never with the
-height, and no full-resolution 16-class float map exists. What does scale with the image is uint8:
-the scan, its label map and the overlay.
+one band of ``tile`` rows across the image width (on a narrow scan, one batch of tiles' pixels);
+rows are finalised (argmax) once no later tile reaches them. The float buffers therefore grow with
+tile x width (or the batch), never with the height, and no full-resolution 16-class float map
+exists. What does scale with the image is uint8: the scan, its label map and the overlay.
 """
 
 from __future__ import annotations
@@ -342,9 +342,9 @@ def tile_window(tile: int, kind: str) -> np.ndarray:
 class BandBlender:
     """Window-weighted sums of tile probabilities for one band of ``rows`` rows x the image width.
 
-    Buffers are (classes, rows, width) and (rows, width) float32, ``rows`` being the tile side (or
-    the image height when that is smaller): their size depends on the tile and the width only,
-    never on the image height. Only image pixels are held: tiles arrive cropped to the image.
+    Buffers are (classes, rows, width) and (rows, width) float32; :func:`band_rows` sizes the band
+    from the tile, the width and the batch, never from the image height. Only image pixels are
+    held: tiles arrive cropped to the image.
     """
 
     def __init__(self, num_classes: int, rows: int, width: int, device: torch.device) -> None:
@@ -354,11 +354,11 @@ class BandBlender:
         self.sums = torch.zeros((num_classes, rows, width), dtype=torch.float32, device=device)
         self.weights = torch.zeros((rows, width), dtype=torch.float32, device=device)
 
-    def add(self, x: int, probabilities: torch.Tensor, window: torch.Tensor) -> None:
-        """Blend one tile's (classes, rows, columns) probabilities in at column ``x``."""
-        columns = probabilities.shape[-1]
-        self.sums[:, :, x:x + columns] += probabilities * window
-        self.weights[:, x:x + columns] += window
+    def add(self, y: int, x: int, probabilities: torch.Tensor, window: torch.Tensor) -> None:
+        """Blend one tile's (classes, rows, columns) probabilities in at band row ``y``, column ``x``."""
+        rows, columns = probabilities.shape[-2:]
+        self.sums[:, y:y + rows, x:x + columns].addcmul_(probabilities, window)  # no temporary
+        self.weights[y:y + rows, x:x + columns] += window
 
     def pop(self, rows: int) -> torch.Tensor:
         """Normalised probabilities of the band's first ``rows`` rows; the band moves down by ``rows``."""
@@ -369,6 +369,17 @@ class BandBlender:
         self.weights[:keep] = self.weights[rows:].clone()
         self.weights[keep:] = 0.0
         return done
+
+
+def band_rows(height: int, width: int, tile: int, batch_size: int) -> int:
+    """Rows of the blending band: a tile's rows, or for a narrow scan one batch of tiles' pixels.
+
+    A band of ``tile`` rows is finished once per row of tiles; on a narrow scan that is once per
+    few pixels, and the fixed cost of each finishing step would make a tall scan slower than its
+    transpose. So the band holds at least ``batch_size`` tiles' worth of pixels (as much memory
+    as the batch's own probabilities): never more rows than the image, never fewer than a tile.
+    """
+    return min(height, max(tile, -(-batch_size * tile * tile // width)))
 
 
 def iter_probability_bands(
@@ -388,7 +399,8 @@ def iter_probability_bands(
 
     The work depends on the pixels, not on the orientation: the tiles of a scan and of its transpose
     are as many, they go to the model in full batches of ``options.batch_size`` in both cases
-    (batches run across rows of tiles), and only the image part of each tile is blended.
+    (batches run across rows of tiles), only the image part of each tile is blended, and a narrow
+    scan's band spans many rows of tiles (:func:`band_rows`).
     """
     import torch
     from tqdm import tqdm
@@ -411,17 +423,21 @@ def iter_probability_bands(
     # so padded and image coordinates of tile starts agree.
     crop = (slice(top, top + min(tile, height)), slice(left, left + min(tile, width)))
     window = torch.from_numpy(np.ascontiguousarray(tile_window(tile, options.window)[crop])).to(device)
-    blender = BandBlender(num_classes, min(tile, height), width, device)
+    blender = BandBlender(num_classes, band_rows(height, width, tile, options.batch_size), width, device)
+    origin = 0  # the image row of the band's first row
     # Batches run across rows of tiles: a tall, narrow scan has one tile per row and would otherwise
-    # call the model once per tile. Tiles of later rows wait in `ahead` until the band reaches them;
+    # call the model once per tile. Tiles of later rows wait in `ahead` until their row is blended;
     # `ahead` is empty whenever a batch is predicted, so at most one batch's output is held.
     ahead: deque[tuple[int, int, torch.Tensor]] = deque()
     predicted = 0
     with tqdm(total=len(positions), desc=desc, unit="tile", disable=not progress) as bar:
         for row, y in enumerate(ys):
+            if y + min(tile, height) > origin + blender.rows:  # full: rows above y are finished
+                yield origin, blender.pop(y - origin)
+                origin = y
             while ahead and ahead[0][0] == y:
                 _, x, tile_probabilities = ahead.popleft()
-                blender.add(x, tile_probabilities, window)
+                blender.add(y - origin, x, tile_probabilities, window)
             while predicted < (row + 1) * len(xs):
                 batch = positions[predicted:predicted + options.batch_size]
                 predicted += len(batch)
@@ -432,12 +448,11 @@ def iter_probability_bands(
                                      f"expected {num_classes}")
                 for (ty, tx), tile_probabilities in zip(batch, probabilities[:, :, crop[0], crop[1]]):
                     if ty == y:
-                        blender.add(tx, tile_probabilities, window)
+                        blender.add(y - origin, tx, tile_probabilities, window)
                     else:
                         ahead.append((ty, tx, tile_probabilities))
                 bar.update(len(batch))
-            next_y = ys[row + 1] if row + 1 < len(ys) else height  # the last tile ends at the edge
-            yield y, blender.pop(min(next_y, height) - y)
+        yield origin, blender.pop(height - origin)
 
 
 def predict_tiles(model: torch.nn.Module, tiles: np.ndarray, tta: bool,

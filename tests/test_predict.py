@@ -189,12 +189,25 @@ def test_band_buffers_depend_on_tile_and_width_not_on_height(monkeypatch):
             shapes.append((tuple(self.sums.shape), tuple(self.weights.shape)))
 
     monkeypatch.setattr(predict, "BandBlender", RecordingBlender)
-    options = predict.SlidingWindow(tile=32, overlap=0.25, batch_size=8)
-    for height in (40, 400):
-        labels = predict.predict_labels(PointwiseNet(), random_image(height, 70), options, CPU,
+    options = predict.SlidingWindow(tile=32, overlap=0.25, batch_size=2)
+    for height, width in ((100, 70), (1000, 70), (1000, 20)):
+        labels = predict.predict_labels(PointwiseNet(), random_image(height, width), options, CPU,
                                         progress=False)
-        assert labels.shape == (height, 70)
-    assert shapes == [((taxonomy.NUM_CLASSES, 32, 70), (32, 70))] * 2
+        assert labels.shape == (height, width)
+    # a tile's rows; on a narrow scan, one batch of tiles' pixels (2 * 32 * 32 / 20 px = 103 rows)
+    assert shapes == [((taxonomy.NUM_CLASSES, 32, 70), (32, 70))] * 2 + [
+        ((taxonomy.NUM_CLASSES, 103, 20), (103, 20))]
+
+
+def test_a_narrow_scan_is_finished_in_as_few_bands_as_its_transpose():
+    # each finished band costs fixed work (normalise, argmax, copy): a tall scan used to pay it
+    # once per row of tiles, its transpose once
+    options = predict.SlidingWindow(tile=32, overlap=0.25, batch_size=8)
+    tall = list(predict.iter_probability_bands(PointwiseNet(), random_image(600, 20), options, CPU,
+                                               progress=False))
+    wide = list(predict.iter_probability_bands(PointwiseNet(), random_image(20, 600), options, CPU,
+                                               progress=False))
+    assert len(wide) == 1 and len(tall) <= 2
 
 
 def test_model_with_the_wrong_number_of_classes_is_refused():
