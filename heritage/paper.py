@@ -534,10 +534,24 @@ def prepare_data(profile: str, source: str | os.PathLike | None = None,
     metadata = ingest.read_metadata(target)
     if (metadata["transform"] == ingest.IDENTITY).all():
         augment.augment(target)
-    missing = [p for p in splits.PROTOCOLS if not splits.manifest_path(target, p).is_file()]
-    if missing:
-        splits.write_manifests(target, missing)
+    outdated = [p for p in splits.PROTOCOLS if _manifest_outdated(target, p)]
+    if outdated:
+        splits.write_manifests(target, outdated)
     return target
+
+
+def _manifest_outdated(data_dir: Path, protocol: str) -> bool:
+    """True when ``protocol``'s manifest is missing, or stale for the data folder as it is now (said)."""
+    from heritage import splits
+
+    if not splits.manifest_path(data_dir, protocol).is_file():
+        return True
+    try:
+        splits.load_manifest(data_dir, protocol)
+    except errors.InputError as err:
+        print(f"data: rebuilding the {protocol} manifest: {err}")
+        return True
+    return False
 
 
 def _is_data_folder(folder: Path) -> bool:

@@ -264,6 +264,22 @@ def test_prepare_data_completes_a_folder_without_redoing_it(tmp_path, data_dir) 
     assert (copy / "metadata.csv").read_bytes() == before  # neither re-ingested nor re-augmented
 
 
+def test_prepare_data_rebuilds_a_manifest_made_stale_by_new_samples(tmp_path, data_dir, capsys) -> None:
+    from heritage import ingest, splits
+
+    copy = Path(shutil.copytree(data_dir, tmp_path / "data"))
+    table = ingest.read_metadata(copy)
+    dropped = table["source_id"].iloc[0]
+    ingest.write_metadata(copy, table[table["source_id"] != dropped])  # the data changed after the split
+    with pytest.raises(errors.InputError, match="stale manifest"):
+        splits.load_manifest(copy, "kfold")
+    assert paper.prepare_data("smoke", data_dir=copy) == copy
+    assert "data: rebuilding the kfold manifest" in capsys.readouterr().out
+    for protocol in splits.PROTOCOLS:
+        manifest = splits.load_manifest(copy, protocol)  # now current: loads without refusal
+        assert all(dropped not in fold["train"] + fold["val"] + fold["test"] for fold in manifest["folds"])
+
+
 def test_the_command_wires_data_plan_scheduler_and_index(tmp_path, data_dir, notebooks, monkeypatch, capsys) -> None:
     from heritage import cli
 
