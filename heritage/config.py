@@ -17,11 +17,21 @@ entry refines the shared one)::
     settings -> profile.settings -> encoders[e] -> profile.encoders[e]
              -> variants[v] -> profile.variants[v] -> overrides
 
+The fields that select a run (:data:`SELECTION_FIELDS`: poc, profile, encoder, variant, fold) come
+from the arguments of :func:`load_run_config` or from its overrides (``fold=fold2``), never from a
+POC file; given both ways with different values they are refused, never silently dropped.
+
 A profile's ``plan`` says which runs :func:`plan` makes: ``encoders``, ``folds`` and ``variants``
 (lists, or ``all``; variants default to none). Folds come from the data folder's split manifest.
 
 The learning rate follows the linear scaling rule ``lr = base_lr * batch_size / base_batch_size``
 unless ``lr`` is set explicitly.
+
+The config hash covers what determines a run's results, including the *content* of its data (the
+sha256 of ``metadata.csv`` and of the protocol's split manifest, :func:`data_fingerprint`), not where
+the data folder lives: a moved or copied data folder keeps the hash, rewritten data changes it. So
+hashing needs the data folder; without it :meth:`RunConfig.config_hash` raises
+:class:`heritage.errors.MissingInputError` (resolving a config does not need the data).
 """
 
 from __future__ import annotations
@@ -49,9 +59,17 @@ CHANNELS_LAST_MODES = ("auto", "on", "off")
 # Where `heritage paper` writes the synthetic stand-in of each profile (heritage.paper.SYNTHETIC).
 DEFAULT_DATA_DIRS = {"smoke": "data/synthetic-smoke", "full": "data/synthetic"}
 DEFAULT_RUNS_ROOT = "runs"
-# Fields that say where things are written, how fast data loads or how often state is saved, not
-# what is computed: they stay out of the config hash, so changing them does not invalidate finished runs.
-UNHASHED_FIELDS = ("runs_root", "num_workers", "shm", "checkpoint_every", "timing_skip_steps")
+# Fields that say where things are, how fast data loads or how often state is saved, not what is
+# computed: they stay out of the config hash, so changing them does not invalidate finished runs.
+# (data_dir is replaced by the fingerprint of the data's content, see RunConfig.config_hash.)
+UNHASHED_FIELDS = ("data_dir", "runs_root", "num_workers", "shm", "checkpoint_every", "timing_skip_steps")
+# Fields that pick the run rather than configure it: set by load_run_config's arguments or overrides.
+SELECTION_FIELDS = ("poc", "profile", "encoder", "variant", "fold")
+# Fields that name a component of the run folder (runs_root/<poc>[-<variant>]/<encoder>/<protocol>-<fold>).
+PATH_FIELDS = ("poc", "variant", "encoder", "protocol", "fold")
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# Keys config.yaml holds besides the fields: derived on writing, dropped on reading.
+DERIVED_KEYS = ("data_fingerprint", "config_hash")
 _TOP_KEYS = {"title", "description", "main_variant", "settings", "encoders", "variants", "profiles"}
 _PROFILE_KEYS = {"settings", "encoders", "variants", "plan"}
 _PLAN_KEYS = {"encoders", "folds", "variants"}
@@ -126,21 +144,27 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def config_hash(self) -> str:
-        """Stable 16-hex-digit hash of what determines the results (not of :data:`UNHASHED_FIELDS`)."""
+        """Stable 16-hex-digit hash of what determines the results: the fields (not
+        :data:`UNHASHED_FIELDS`) and the data's :func:`data_fingerprint`, which needs the data folder."""
+        return self._hash(data_fingerprint(self.data_dir, self.protocol))
+
+    def _hash(self, fingerprint: Mapping[str, str]) -> str:
         content = {k: v for k, v in self.to_dict().items() if k not in UNHASHED_FIELDS}
-        content["data_dir"] = str(Path(self.data_dir).expanduser().resolve())
+        content["data"] = dict(fingerprint)
         blob = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def to_yaml(self) -> str:
-        """The resolved config plus its ``config_hash``, as written to a run folder's ``config.yaml``."""
-        return yaml.safe_dump({**self.to_dict(), "config_hash": self.config_hash()}, sort_keys=False)
+        """The resolved config plus its data fingerprint and ``config_hash``, as written to a run
+        folder's ``config.yaml``."""
+        fingerprint = data_fingerprint(self.data_dir, self.protocol)
+        return yaml.safe_dump({**self.to_dict(), "data_fingerprint": fingerprint,
+                               "config_hash": self._hash(fingerprint)}, sort_keys=False)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], source: str = "config") -> RunConfig:
         """Build from a mapping of field values; unknown keys are an error naming ``source``."""
         values = dict(values)
-        values.pop("config_hash", None)  # derived, recomputed from the fields
         _check_keys(values, source)
         for name in ("poc", "encoder"):
             if name not in values:
@@ -152,8 +176,9 @@ class RunConfig:
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> RunConfig:
-        """Read a resolved config (e.g. a run folder's ``config.yaml``)."""
-        return cls.from_dict(_read_yaml(Path(path)), source=str(path))
+        """Read a resolved config (e.g. a run folder's ``config.yaml``); its derived keys are dropped."""
+        values = {k: v for k, v in _read_yaml(Path(path)).items() if k not in DERIVED_KEYS}
+        return cls.from_dict(values, source=str(path))
 
     # -- derived facts -------------------------------------------------------------------------
 
@@ -169,6 +194,26 @@ class RunConfig:
     @property
     def split_name(self) -> str:
         return f"{self.protocol}-{self.fold}"
+
+
+def data_fingerprint(data_dir: str | os.PathLike, protocol: str) -> dict[str, str]:
+    """sha256 of ``<data_dir>/metadata.csv`` and of the protocol's split manifest: what a run's
+    results depend on of its data folder, whatever its path. Raises MissingInputError without them."""
+    from heritage import ingest, splits
+
+    folder = Path(data_dir)
+    why = "the config hash fingerprints the data a run uses"
+    if not folder.is_dir():
+        raise errors.MissingInputError(
+            f"data_dir: {folder} does not exist ({why}; make the data folder with `python -m heritage data "
+            f"ingest` or `python -m heritage paper --prepare-data-only`, or point data_dir/--data at it)")
+    metadata = ingest.metadata_fingerprint(folder)  # raises naming metadata.csv and `data ingest`
+    manifest = splits.manifest_path(folder, protocol)
+    if not manifest.is_file():
+        raise errors.MissingInputError(
+            f"{manifest}: file not found ({why}; run `python -m heritage data split --data {folder} "
+            f"--protocol {protocol}`)")
+    return {"metadata": metadata, "manifest": hashlib.sha256(manifest.read_bytes()).hexdigest()}
 
 
 def run_dir(config: RunConfig) -> Path:
@@ -210,7 +255,7 @@ def poc_variants(poc: str) -> list[str]:
 
 def load_run_config(
     poc: str,
-    profile: str = "smoke",
+    profile: str | None = None,
     encoder: str | None = None,
     fold: str | None = None,
     variant: str | None = None,
@@ -218,11 +263,24 @@ def load_run_config(
 ) -> RunConfig:
     """Resolve one run of a POC (see the module docstring for the layer order).
 
-    ``encoder`` defaults to the POC's first encoder, ``fold`` to the first fold of the protocol
-    (from the data folder's manifest when it exists). ``overrides`` is a dict of field values or a
-    list of ``"key=value"`` strings whose values are parsed as YAML (``epochs=3``, ``grad_clip=null``).
-    Asking for the POC's ``main_variant`` gives the main configuration (variant None).
+    ``profile`` defaults to smoke, ``encoder`` to the POC's first encoder, ``fold`` to the first fold
+    of the protocol (from the data folder's manifest when it exists). ``overrides`` is a dict of field
+    values or a list of ``"key=value"`` strings whose values are parsed as YAML (``epochs=3``,
+    ``grad_clip=null``); an override of a selection field (``fold=fold2``) counts as that argument,
+    and contradicting the argument is an error. Asking for the POC's ``main_variant`` gives the main
+    configuration (variant None).
     """
+    overrides = parse_overrides(overrides)
+    chosen = {"poc": poc, "profile": profile, "encoder": encoder, "variant": variant, "fold": fold}
+    for name in SELECTION_FIELDS:
+        if name in overrides:
+            value = overrides.pop(name)
+            if chosen[name] is not None and value != chosen[name]:
+                raise ConfigError(f"{name} given twice with different values: {chosen[name]!r} (--{name}) "
+                                  f"and {value!r} (override {name}={value}); give it once")
+            chosen[name] = value
+    poc, encoder, variant, fold = chosen["poc"], chosen["encoder"], chosen["variant"], chosen["fold"]
+    profile = "smoke" if chosen["profile"] is None else chosen["profile"]
     spec = load_poc(poc)
     source = str(poc_path(poc))
     if profile not in PROFILES:
@@ -256,7 +314,12 @@ def load_run_config(
             (f"variants.{variant}", _without(variants[variant] or {}, "encoders")),
             (f"profiles.{profile}.variants.{variant}", (prof.get("variants") or {}).get(variant) or {}),
         ]
-    layers.append(("overrides", parse_overrides(overrides)))
+    for where, layer in layers:
+        selecting = [key for key in layer if key in SELECTION_FIELDS]
+        if selecting:  # the arguments would overwrite it: refuse rather than drop it
+            raise ConfigError(f"{source}: {where}: {selecting[0]!r} selects the run and cannot be set in a "
+                              f"POC file; pass it as --{selecting[0]} or {selecting[0]}=...")
+    layers.append(("overrides", overrides))
 
     values: dict[str, Any] = {}
     for where, layer in layers:
@@ -312,6 +375,10 @@ def plan(profile: str = "smoke", pocs: Iterable[str] | None = None,
     ``<data_dir>/splits/<protocol>.json``, which must exist.
     """
     extra = parse_overrides(overrides)
+    selecting = [key for key in extra if key in SELECTION_FIELDS]
+    if selecting:  # the plan picks these itself: an override of them would be replaced, so refuse it
+        raise ConfigError(f"plan: override {selecting[0]!r} cannot be used: the plan picks poc, profile, "
+                          "encoder, variant and fold itself (profiles.<profile>.plan in the POC file)")
     if data_dir is not None:
         extra["data_dir"] = str(data_dir)
     configs: list[RunConfig] = []
@@ -386,6 +453,11 @@ def _type_name(expected: Any) -> str:
 def _check_values(config: RunConfig) -> None:
     from heritage import losses, models, splits, weights
 
+    for name in PATH_FIELDS:  # they become folder names: no separators, no "..", nothing hidden
+        value = getattr(config, name)
+        if value is not None and not SAFE_NAME.fullmatch(value):
+            raise ConfigError(f"{name}: {value!r} cannot name a run folder; use letters, digits, '.', '_' "
+                              "and '-', starting with a letter or digit")
     _require_choice("architecture", config.architecture, models.ARCHITECTURES)
     _require_choice("encoder", config.encoder, list(models.ENCODERS))
     _require_choice("loss", config.loss, losses.LOSSES)
@@ -414,8 +486,6 @@ def _check_values(config: RunConfig) -> None:
             raise ConfigError(f"{name}: must be >= 0, got {getattr(config, name)!r}")
     if not 0 < config.pct_start < 1:
         raise ConfigError(f"pct_start: must be in (0, 1), got {config.pct_start!r}")
-    if not config.fold:
-        raise ConfigError("fold: must be a non-empty fold name")
     try:
         models.check_image_size(config.encoder, config.image_size)
     except ValueError as err:

@@ -53,11 +53,21 @@ _PACKAGES = ("torch", "torchvision", "segmentation-models-pytorch", "timm", "alb
 
 
 def prepare(config: RunConfig) -> Path:
-    """Create the run folder and write ``config.yaml`` and ``environment.json``; return the folder."""
+    """Create the run folder and write ``config.yaml`` and ``environment.json``; return the folder.
+
+    Both contents are made first (the config hash needs the data folder), so a config that cannot be
+    hashed leaves no folder behind.
+    """
     folder = run_dir(config)
-    folder.mkdir(parents=True, exist_ok=True)
-    fileio.write_text(folder / CONFIG_FILE, config.to_yaml())
-    fileio.write_json(folder / ENVIRONMENT_FILE, capture_environment())
+    text = config.to_yaml()
+    environment = capture_environment()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a file in the way, no permission: the user's runs_root, not a bug
+        raise errors.OutputError(f"{folder}: cannot create the run folder ({err.strerror or err}); "
+                                 "check runs_root") from None
+    fileio.write_text(folder / CONFIG_FILE, text)
+    fileio.write_json(folder / ENVIRONMENT_FILE, environment)
     return folder
 
 

@@ -6,7 +6,10 @@ RAM or /dev/shm), the model and the loss; :func:`heritage.engine.fit` trains it 
 on validation mIoU; the best checkpoint is then evaluated once on the test part, prediction panels
 are drawn for a few test images, and ``metrics.json`` is written last.
 
-Exit codes of the command: 0 done, 2 bad configuration, 75 (:data:`heritage.engine.EXIT_REQUEUE`)
+Everything is validated before anything is written (:func:`check_inputs`): a run that cannot start
+leaves no run folder behind.
+
+Exit codes of the command: 0 done, 2 bad configuration or data, 75 (:data:`heritage.engine.EXIT_REQUEUE`)
 stopped by SIGTERM/SIGUSR1 after writing ``checkpoint_last.pt`` (run it again to resume).
 """
 
@@ -17,7 +20,26 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from heritage import errors
 from heritage.config import ConfigError, RunConfig, load_run_config, parse_overrides, run_dir
+
+
+def check_inputs(config: RunConfig) -> tuple[list[str], list[str], list[str]]:
+    """The fold's (train, val, test) ids, after checking the data folder, its ``metadata.csv``, the
+    protocol's split manifest and the fold; raises an expected error naming what is missing."""
+    from heritage import ingest, splits
+
+    data = Path(config.data_dir)
+    if not data.is_dir():
+        raise errors.MissingInputError(
+            f"data_dir: {data} does not exist (make it with `python -m heritage data ingest`, or `python -m "
+            f"heritage paper --prepare-data-only` for the synthetic stand-in, and pass it with --data)")
+    if not (data / ingest.METADATA_FILE).is_file():
+        raise errors.MissingInputError(f"data_dir: {data} is not a data folder: it has no {ingest.METADATA_FILE} "
+                                       "(run `python -m heritage data ingest` into it first)")
+    manifest = splits.load_manifest(data, config.protocol)
+    return splits.fold_ids(manifest, config.fold)
+
 
 def run_training(config: RunConfig, progress: bool = True) -> dict[str, Any]:
     """Train ``config`` into its run folder (resuming if it was interrupted) and return the metrics.
@@ -29,8 +51,9 @@ def run_training(config: RunConfig, progress: bool = True) -> dict[str, Any]:
     import torch
     import torch.distributed as torch_dist
 
-    from heritage import data, engine, losses, models, runs, splits, taxonomy, weights
+    from heritage import data, engine, losses, models, runs, taxonomy, weights
 
+    train_ids, val_ids, test_ids = check_inputs(config)  # before the run folder exists
     dist = engine.setup_distributed()
     try:
         folder = run_dir(config)
@@ -38,8 +61,6 @@ def run_training(config: RunConfig, progress: bool = True) -> dict[str, Any]:
             runs.prepare(config)
             (folder / runs.METRICS_FILE).unlink(missing_ok=True)  # not finished until written again
 
-        manifest = splits.load_manifest(config.data_dir, config.protocol)
-        train_ids, val_ids, test_ids = splits.fold_ids(manifest, config.fold)
         if config.max_train_samples is not None and config.max_train_samples < len(train_ids):
             rng = np.random.default_rng(config.seed)
             train_ids = sorted(rng.choice(train_ids, size=config.max_train_samples, replace=False).tolist())
@@ -140,7 +161,7 @@ def _final_evaluation(config: RunConfig, model: Any, test_set: Any, folder: Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--poc", help="POC key, e.g. poc59v2_flagship (not with --config)")
-    parser.add_argument("--profile", default="smoke", help="smoke (CPU, seconds) or full (the seeds' settings)")
+    parser.add_argument("--profile", help="smoke (CPU, seconds; the default) or full (the seeds' settings)")
     parser.add_argument("--encoder", help="default: the POC's first encoder")
     parser.add_argument("--fold", help="default: the protocol's first fold")
     parser.add_argument("--variant", help="a named variant of the POC (e.g. dice_focal)")
@@ -173,9 +194,13 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     """The RunConfig the command line describes (POC + options, or --config), with overrides."""
     overrides = parse_overrides(args.overrides)
     if args.data is not None:
+        if "data_dir" in overrides and overrides["data_dir"] != args.data:
+            raise ConfigError(f"data_dir given twice with different values: {args.data!r} (--data) and "
+                              f"{overrides['data_dir']!r} (override data_dir=...); give it once")
         overrides["data_dir"] = args.data
     if args.config is not None:
-        chosen = [f"--{name}" for name in ("poc", "encoder", "fold", "variant") if getattr(args, name)]
+        chosen = [f"--{name}" for name in ("poc", "profile", "encoder", "fold", "variant")
+                  if getattr(args, name) is not None]
         if chosen:
             raise ConfigError(f"--config already fixes {', '.join(chosen)}; change fields with key=value")
         base = RunConfig.from_yaml(args.config).to_dict()

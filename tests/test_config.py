@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ import yaml
 
 from heritage import config
 from heritage.config import ConfigError, RunConfig, load_run_config, plan, run_dir
+from heritage.errors import MissingInputError
 
 
 def test_every_poc_resolves_for_every_profile_and_encoder(data_dir):
@@ -152,7 +155,50 @@ def test_config_hash_is_stable_and_ignores_where_runs_are_written(data_dir, tmp_
     assert dataclasses.replace(base, num_workers=4).config_hash() == base.config_hash()
     assert dataclasses.replace(base, epochs=base.epochs + 1).config_hash() != base.config_hash()
     assert dataclasses.replace(base, seed=7).config_hash() != base.config_hash()
-    assert dataclasses.replace(base, data_dir=str(tmp_path)).config_hash() != base.config_hash()
+
+
+def test_config_hash_follows_the_data_content_not_its_path(data_dir, tmp_path):
+    base = load_run_config("poc59v2_flagship", "smoke", overrides={"data_dir": str(data_dir)})
+    copy = Path(shutil.copytree(data_dir, tmp_path / "elsewhere" / "data"))
+    moved = dataclasses.replace(base, data_dir=str(copy))
+    assert moved.config_hash() == base.config_hash()  # a moved or shared data folder keeps its runs
+
+    metadata = copy / "metadata.csv"
+    lines = metadata.read_text().splitlines()
+    row = lines[-1].split(",")
+    row[1] = "Relabelled material"  # one sample's material rewritten in place
+    metadata.write_text("\n".join([*lines[:-1], ",".join(row)]) + "\n")
+    changed_metadata = moved.config_hash()
+    assert changed_metadata != base.config_hash()
+
+    manifest_path = copy / "splits" / "kfold.json"
+    manifest = json.loads(manifest_path.read_text())
+    first = manifest["folds"][0]
+    first["val"], first["test"] = first["val"][1:], [*first["test"], first["val"][0]]  # one id moved
+    manifest_path.write_text(json.dumps(manifest))
+    changed_manifest = moved.config_hash()
+    assert changed_manifest not in (base.config_hash(), changed_metadata)
+    (copy / "splits" / "holdout.json").write_text("{}")  # another protocol's manifest is no input of this run
+    assert moved.config_hash() == changed_manifest
+
+
+def test_config_hash_needs_the_data_folder_and_names_what_is_missing(data_dir, tmp_path):
+    base = load_run_config("poc58_baseline", "smoke", overrides={"data_dir": str(data_dir)})
+    with pytest.raises(MissingInputError, match=rf"data_dir: {tmp_path / 'none'} does not exist .*data ingest"):
+        dataclasses.replace(base, data_dir=str(tmp_path / "none")).config_hash()
+    with pytest.raises(MissingInputError, match=rf"{tmp_path / 'metadata.csv'}: file not found"):
+        dataclasses.replace(base, data_dir=str(tmp_path)).config_hash()
+    copy = Path(shutil.copytree(data_dir, tmp_path / "data"))
+    (copy / "splits" / "holdout.json").unlink()
+    with pytest.raises(MissingInputError, match=r"splits/holdout.json: file not found .*data split"):
+        dataclasses.replace(base, data_dir=str(copy)).config_hash()
+
+
+def test_config_yaml_records_the_data_folder_and_its_fingerprint(data_dir):
+    resolved = load_run_config("poc58_baseline", "smoke", overrides={"data_dir": str(data_dir)})
+    written = yaml.safe_load(resolved.to_yaml())
+    assert written["data_dir"] == str(data_dir) and written["config_hash"] == resolved.config_hash()
+    assert set(written["data_fingerprint"]) == {"metadata", "manifest"}
 
 
 def test_yaml_round_trip_keeps_the_config_and_its_hash(data_dir, tmp_path):
@@ -214,3 +260,50 @@ def test_poc_files_are_package_data():
         path = config.poc_path(poc)
         assert Path(path).is_file() and path.suffix == ".yaml"
         assert set(config.load_poc(poc)["profiles"]) == {"full", "smoke"}
+
+
+def test_selection_overrides_take_effect(data_dir):
+    overrides = [f"data_dir={data_dir}", "protocol=kfold", "fold=fold2"]
+    assert load_run_config("poc58_baseline", "smoke", overrides=overrides).split_name == "kfold-fold2"
+    chosen = load_run_config("poc59v2_flagship", overrides=[f"data_dir={data_dir}", "encoder=mit_b3", "profile=full"])
+    assert (chosen.encoder, chosen.profile, chosen.image_size) == ("mit_b3", "full", 384)
+    variant = load_run_config("poc59v2_flagship", overrides=[f"data_dir={data_dir}", "variant=dice_focal"])
+    assert (variant.variant, variant.loss) == ("dice_focal", "dice_focal")
+    same = load_run_config("poc58_baseline", "smoke", fold="holdout", overrides={"data_dir": str(data_dir),
+                                                                                 "fold": "holdout"})
+    assert same.fold == "holdout"  # the same value given twice is no conflict
+
+
+@pytest.mark.parametrize(("kwargs", "override", "message"), [
+    ({"fold": "fold1"}, "fold=fold2", r"fold given twice with different values: 'fold1' \(--fold\) and 'fold2'"),
+    ({"encoder": "convnext_tiny"}, "encoder=mit_b3", r"encoder given twice .*'convnext_tiny' \(--encoder\) and 'mit_b3'"),
+    ({"profile": "smoke"}, "profile=full", r"profile given twice .*'smoke' \(--profile\) and 'full'"),
+    ({"variant": "dice"}, "variant=res256", r"variant given twice .*'dice' \(--variant\) and 'res256'"),
+    ({}, "poc=poc58_baseline", r"poc given twice .*'poc59v2_flagship' \(--poc\) and 'poc58_baseline'"),
+    ({}, "fold=fold7", r"unknown fold 'fold7' for protocol 'kfold'; the manifest has fold0, fold1, fold2"),
+])
+def test_selection_overrides_that_contradict_or_miss_are_refused(data_dir, kwargs, override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_run_config("poc59v2_flagship", overrides=[f"data_dir={data_dir}", override], **kwargs)
+
+
+def test_a_poc_file_cannot_set_what_selects_the_run(data_dir, monkeypatch):
+    real = config.load_poc("poc58_baseline")
+    spec = {**real, "settings": {**real["settings"], "fold": "fold1"}}  # the arguments would overwrite it
+    monkeypatch.setattr(config, "load_poc", lambda poc: spec)
+    with pytest.raises(ConfigError, match=r"poc58_baseline.yaml: settings: 'fold' selects the run and cannot be set"):
+        load_run_config("poc58_baseline", overrides={"data_dir": str(data_dir)})
+
+
+def test_plan_refuses_overrides_it_would_replace(data_dir):
+    with pytest.raises(ConfigError, match=r"plan: override 'fold' cannot be used"):
+        plan("smoke", pocs=["poc58_baseline"], data_dir=data_dir, overrides=["fold=holdout"])
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("fold", "../../../../escaped"), ("fold", "a/b"), ("poc", ".hidden"), ("variant", ".."),
+])
+def test_run_folder_names_must_be_path_safe(data_dir, name, value):
+    values = load_run_config("poc58_baseline", "smoke", overrides={"data_dir": str(data_dir)}).to_dict()
+    with pytest.raises(ConfigError, match=rf"config.yaml: {name}: {value!r} cannot name a run folder"):
+        RunConfig.from_dict({**values, name: value}, source="config.yaml")

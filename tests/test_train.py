@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from heritage import data, engine, metrics, paper, runs, splits, train
+from heritage import data, engine, errors, metrics, paper, runs, splits, train
 from heritage.config import ConfigError, RunConfig, load_run_config, run_dir
 
 SMOKE_POC, SMOKE_ENCODER = "poc58_baseline", "convnext_tiny"  # the POC's smoke encoder
@@ -175,3 +176,74 @@ def test_sigusr1_to_the_train_command_checkpoints_and_exits_75(smoke_data, tmp_p
     state = torch.load(run_dir(config) / runs.LAST_CHECKPOINT, weights_only=True)
     assert 1 <= len(state["history"]) < config.epochs
     assert not (run_dir(config) / runs.METRICS_FILE).exists()
+
+
+def _train_cli(*words: str) -> int:
+    from heritage import cli
+
+    return cli.main(["train", *words])
+
+
+def test_a_fold_override_trains_that_fold_and_contradictions_are_refused(data_dir, tmp_path, capsys):
+    chosen = train.config_from_args(_args("--poc", SMOKE_POC, "--data", str(data_dir), "protocol=kfold", "fold=fold2"))
+    assert chosen.split_name == "kfold-fold2"
+    runs_root = tmp_path / "runs"
+    refused = [  # (options, key=value words, message); argparse wants the key=value words together
+        (("--fold", "fold1"), ("protocol=kfold", "fold=fold2"), "fold given twice with different values: 'fold1' (--fold)"),
+        ((), ("protocol=kfold", "fold=fold7"), "unknown fold 'fold7' for protocol 'kfold'; the manifest has fold0, fold1, fold2"),
+        (("--encoder", SMOKE_ENCODER), ("encoder=swin_tiny",), "encoder given twice"),
+        (("--profile", "smoke"), ("profile=full",), "profile given twice"),
+        ((), (f"data_dir={tmp_path}",), "data_dir given twice with different values"),
+    ]
+    for options, overrides, message in refused:
+        assert _train_cli("--poc", SMOKE_POC, "--data", str(data_dir), *options, f"runs_root={runs_root}",
+                          *overrides) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("heritage train: ") and message in err, (options, overrides, err)
+    assert not runs_root.exists()
+
+
+def test_a_config_file_with_a_path_in_a_name_is_refused_before_anything_is_written(data_dir, tmp_path, capsys):
+    runs_root = tmp_path / "a" / "b" / "runs"
+    values = load_run_config(SMOKE_POC, "smoke", overrides={"data_dir": str(data_dir), "runs_root": str(runs_root)})
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({**values.to_dict(), "fold": "../../../../escaped"}))
+    assert _train_cli("--config", str(path)) == 2
+    assert "fold: '../../../../escaped' cannot name a run folder" in capsys.readouterr().err
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["config.yaml"]
+    assert _train_cli("--config", str(path), "--profile", "full") == 2
+    assert "--config already fixes --profile" in capsys.readouterr().err
+
+
+def test_missing_data_fails_before_the_run_folder_is_made(data_dir, tmp_path, capsys):
+    runs_root = tmp_path / "runs"
+    no_manifest = Path(shutil.copytree(data_dir, tmp_path / "no_manifest"))
+    (no_manifest / "splits" / "holdout.json").unlink()
+    (tmp_path / "empty").mkdir()
+    cases = [
+        (tmp_path / "missing", "data_dir: {} does not exist"),
+        (tmp_path / "empty", "data_dir: {} is not a data folder: it has no metadata.csv"),
+        (no_manifest, "{}/splits/holdout.json: file not found"),
+    ]
+    for folder, message in cases:
+        assert _train_cli("--poc", SMOKE_POC, "--data", str(folder), f"runs_root={runs_root}") == 2
+        err = capsys.readouterr().err
+        assert err.startswith("heritage train: ") and message.format(folder) in err, err
+        assert not runs_root.exists()
+    stale = tmp_path / "stale.yaml"  # a rerun whose protocol changed but whose fold did not
+    stale.write_text(load_run_config(SMOKE_POC, "smoke", overrides={"data_dir": str(data_dir), "runs_root": str(runs_root)}).to_yaml())
+    assert _train_cli("--config", str(stale), "protocol=kfold") == 2
+    assert "unknown fold 'holdout' in the 'kfold' manifest" in capsys.readouterr().err
+    assert not runs_root.exists()
+
+
+def test_prepare_writes_nothing_when_the_config_cannot_be_hashed_or_placed(data_dir, tmp_path):
+    config = load_run_config(SMOKE_POC, "smoke", overrides={"data_dir": str(tmp_path / "missing"),
+                                                            "runs_root": str(tmp_path / "runs")})
+    with pytest.raises(errors.MissingInputError, match="data_dir: .*missing does not exist"):
+        runs.prepare(config)
+    assert not (tmp_path / "runs").exists()
+    (tmp_path / "file").write_text("")  # a file where the runs root should be
+    placed = load_run_config(SMOKE_POC, "smoke", overrides={"data_dir": str(data_dir), "runs_root": str(tmp_path / "file")})
+    with pytest.raises(errors.OutputError, match=r"file/poc58_baseline/convnext_tiny/holdout-holdout: cannot create the run folder"):
+        runs.prepare(placed)
