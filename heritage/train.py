@@ -203,6 +203,11 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                   if getattr(args, name) is not None]
         if chosen:
             raise ConfigError(f"--config already fixes {', '.join(chosen)}; change fields with key=value")
+        relabelling = [key for key in ("poc", "profile", "variant") if key in overrides]
+        if relabelling:  # a resolved config has no POC layers left: only the label would change
+            raise ConfigError(f"{args.config}: override {relabelling[0]}= would rename the run without applying "
+                              f"that {relabelling[0]}'s settings; resolve it anew with --poc ... "
+                              f"--{relabelling[0]} ... instead")
         base = RunConfig.from_yaml(args.config).to_dict()
         return RunConfig.from_dict({**base, **overrides, **({"lr": None} if _rescales(overrides) else {})},
                                    source=str(args.config))

@@ -213,6 +213,9 @@ def test_a_config_file_with_a_path_in_a_name_is_refused_before_anything_is_writt
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["config.yaml"]
     assert _train_cli("--config", str(path), "--profile", "full") == 2
     assert "--config already fixes --profile" in capsys.readouterr().err
+    assert _train_cli("--config", str(path), "variant=dice_focal") == 2  # the loss would stay plain Dice
+    assert "override variant= would rename the run without applying that variant's settings" in capsys.readouterr().err
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["config.yaml"]
 
 
 def test_missing_data_fails_before_the_run_folder_is_made(data_dir, tmp_path, capsys):
