@@ -1464,6 +1464,10 @@ def write_parquet(out_dir: str | os.PathLike, n_images: int = 417, seed: int = 0
     plans = plan_dataset(n_images, seed, longest_side)
     n_shards = math.ceil(n_images / shard_size)
     data_dir = Path(out_dir) / "data"
+    try:  # before generating anything: --out may be a file or not writable
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise errors.OutputError(f"{data_dir}: cannot create the output folder ({err.strerror or err})") from None
     paths = [data_dir / f"train-{i:05d}-of-{n_shards:05d}.parquet" for i in range(n_shards)]
     foreign = sorted(p.name for p in data_dir.glob("*.parquet") if p not in paths)
     if foreign:

@@ -174,11 +174,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from heritage import engine
 
-    try:
-        config = config_from_args(args)
-    except ConfigError as err:
-        print(f"heritage train: {err}", file=sys.stderr)
-        return 2
+    config = config_from_args(args)  # a ConfigError is the CLI's to print (one line, exit 2)
     try:
         metrics = run_training(config)
     except engine.Interrupted as stop:

@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from heritage import data, engine, errors, metrics, paper, runs, splits, train
+from heritage import cli, data, engine, errors, metrics, paper, runs, splits, train
 from heritage.config import ConfigError, RunConfig, load_run_config, run_dir
 
 SMOKE_POC, SMOKE_ENCODER = "poc58_baseline", "convnext_tiny"  # the POC's smoke encoder
@@ -129,12 +129,13 @@ def _args(*words: str) -> argparse.Namespace:
 
 
 def test_command_line_errors_exit_2_with_the_reason(capsys, smoke_data):
-    assert train.main(_args("--poc", SMOKE_POC, "--data", str(smoke_data), "epoch=3")) == 2
-    assert "unknown key 'epoch' (did you mean 'epochs'?)" in capsys.readouterr().err
-    assert train.main(_args("--data", str(smoke_data))) == 2
-    assert "give --poc" in capsys.readouterr().err
-    assert train.main(_args("--config", "run/config.yaml", "--poc", SMOKE_POC)) == 2
-    assert "--config already fixes --poc" in capsys.readouterr().err
+    for words, reason in ((["--poc", SMOKE_POC, "--data", str(smoke_data), "epoch=3"],
+                           "unknown key 'epoch' (did you mean 'epochs'?)"),
+                          (["--data", str(smoke_data)], "give --poc"),
+                          (["--config", "run/config.yaml", "--poc", SMOKE_POC], "--config already fixes --poc")):
+        assert cli.main(["train", *words]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("heritage train: ") and reason in err and err.count("\n") == 1, err
 
 
 def test_config_file_reruns_a_run_with_overrides(smoke_run, tmp_path):
