@@ -257,6 +257,29 @@ def comparison_job(configs: Sequence[RunConfig], notebooks_dir: Path, paper_dir:
     )
 
 
+def damage_maps_job(configs: Sequence[RunConfig], notebooks_dir: Path, paper_dir: Path,
+                    n_scans: int | None = None) -> NotebookJob | None:
+    """``damage_maps`` into ``paper_dir/damage-maps`` (heritage.gallery): the flagship's best main run
+    predicts a few of its test scans. Its inputs are those runs' ``metrics.json``; None when the plan
+    holds no main flagship run."""
+    from heritage import gallery
+
+    runs = gallery.planned_runs(configs)
+    if not runs:
+        return None
+    n_scans = gallery.N_SCANS if n_scans is None else n_scans
+    folder = paper_dir / gallery.GALLERY_DIR
+    template = notebooks_dir / f"{gallery.NOTEBOOK}.ipynb"
+    key = hashlib.sha256(" ".join([str(n_scans), *(h for _, h in runs)]).encode()).hexdigest()
+    return NotebookJob(
+        name="damage-maps", template=template, output=folder / f"{gallery.NOTEBOOK}.ipynb",
+        html=folder / f"{gallery.NOTEBOOK}.html",
+        parameters={"runs": runs, "out_dir": str(folder.resolve()), "n_scans": n_scans}, key=key,
+        inputs=(template, *(Path(run_dir) / "metrics.json" for run_dir, _ in runs)),
+        required=(folder / gallery.INDEX_FILE,),
+    )
+
+
 def is_up_to_date(job: NotebookJob) -> bool:
     """Outputs complete and made for the same key and inputs (and, for a run, ``runs.is_complete``)."""
     if not all(path.is_file() for path in (job.output, job.html, job.stamp, *job.required)):
@@ -405,12 +428,18 @@ class JobResult:
         return f"[{self.state:<7} {self.seconds:7.1f} s] {self.job.name} -> {shown}"
 
 
+def finals(final: NotebookJob | Sequence[NotebookJob] | None) -> list[NotebookJob]:
+    """``final`` as a list: the jobs that run once every other job has finished."""
+    return [] if final is None else [final] if isinstance(final, NotebookJob) else list(final)
+
+
 class Scheduler(Protocol):
-    """Executes run jobs, then ``final`` (the comparison) once they have finished."""
+    """Executes run jobs, then ``final`` (the comparison, the damage maps) once they have finished."""
 
     waits: bool  # False: run() only submitted the jobs (their results come later)
 
-    def run(self, jobs: Sequence[NotebookJob], final: NotebookJob | None) -> list[JobResult]: ...
+    def run(self, jobs: Sequence[NotebookJob], final: NotebookJob | Sequence[NotebookJob] | None
+            ) -> list[JobResult]: ...
 
 
 class LocalScheduler:
@@ -421,8 +450,9 @@ class LocalScheduler:
     def __init__(self, execute: Executor) -> None:
         self.execute = execute
 
-    def run(self, jobs: Sequence[NotebookJob], final: NotebookJob | None) -> list[JobResult]:
-        queue = [*jobs, *([final] if final is not None else [])]
+    def run(self, jobs: Sequence[NotebookJob], final: NotebookJob | Sequence[NotebookJob] | None
+            ) -> list[JobResult]:
+        queue = [*jobs, *finals(final)]
         results = []
         with tqdm(total=len(queue), desc="paper", unit="notebook", disable=not queue) as bar:
             for job in queue:
@@ -493,10 +523,11 @@ class SlurmScheduler:
         self.waits = wait
         self.options = {"profile": profile, "runs_root": Path(runs_root), "wait": wait, "attach": attach}
 
-    def run(self, jobs: Sequence[NotebookJob], final: NotebookJob | None) -> list[JobResult]:
+    def run(self, jobs: Sequence[NotebookJob], final: NotebookJob | Sequence[NotebookJob] | None
+            ) -> list[JobResult]:
         from heritage import slurm
 
-        return slurm.run_plan_on_slurm(jobs, final, write_job_file=write_job_file, job_command=job_command,
+        return slurm.run_plan_on_slurm(jobs, finals(final), write_job_file=write_job_file, job_command=job_command,
                                        **self.options)
 
 
@@ -662,16 +693,17 @@ def main(args: argparse.Namespace) -> int:
     jobs = [dataset_job(data_dir, args.notebooks, args.paper_dir), *(run_job_for(c, args.notebooks) for c in configs)]
     comparison = comparison_job(configs, args.notebooks, args.paper_dir, comparison_parameters(
         args.profile, args.pocs, data_dir, args.runs_root, args.paper_dir))
+    maps = damage_maps_job(configs, args.notebooks, args.paper_dir)
     if args.render_only:
-        for job in [*jobs, comparison]:
+        for job in [*jobs, comparison, *finals(maps)]:
             if job.output.is_file():
                 render_html(job.output, job.html)
         print(f"index: {write_index(args.paper_dir, jobs, comparison, {})}")
         return 0
-    for job in [*jobs, comparison]:  # a template that lost a parameter fails now, not after hours of runs
+    for job in [*jobs, comparison, *finals(maps)]:  # a template that lost a parameter fails now, not after hours of runs
         check_parameters(job.template, job.parameters)
     ensure_kernel()  # here, before any batch job needs it
-    results = run_paper(jobs, comparison, scheduler)
+    results = run_paper(jobs, comparison, scheduler, maps)
     return report_results(results, args.paper_dir, jobs, comparison, time.perf_counter() - started)
 
 
@@ -697,18 +729,28 @@ def execute_job_file(path: Path) -> int:
     return 0
 
 
-def run_paper(jobs: Sequence[NotebookJob], comparison: NotebookJob, scheduler: Scheduler) -> list[JobResult]:
-    """Skip up-to-date runs, hand the rest (and the comparison, when needed) to ``scheduler``."""
+def run_paper(jobs: Sequence[NotebookJob], comparison: NotebookJob, scheduler: Scheduler,
+              damage_maps: NotebookJob | None = None) -> list[JobResult]:
+    """Skip up-to-date runs, hand the rest (and the comparison and damage maps, when needed) to ``scheduler``."""
     pending = [job for job in jobs if not is_up_to_date(job)]
     skipped = [JobResult(job, SKIPPED) for job in jobs if job not in pending]
     for result in skipped:
         print(result.line())
-    final = comparison if pending or not is_up_to_date(comparison) else None
-    if final is None:
-        skipped.append(JobResult(comparison, SKIPPED))
-        print(skipped[-1].line())
+    final = []
+    for job in (comparison, damage_maps):
+        if job is None:
+            continue
+        # the comparison follows any executed job; the damage maps only the runs whose metrics they read
+        follows = pending if job is comparison else [p for p in pending if p.run_dir is not None
+                                                     and p.run_dir / "metrics.json" in job.inputs]
+        if follows or not is_up_to_date(job):
+            final.append(job)
+        else:
+            skipped.append(JobResult(job, SKIPPED))
+            print(skipped[-1].line())
     print(f"paper: {len(pending)} of {len(jobs)} notebooks to execute, comparison "
-          f"{'to execute' if final else 'up to date'}")
+          f"{'to execute' if comparison in final else 'up to date'}"
+          + ("" if damage_maps is None else f", damage maps {'to make' if damage_maps in final else 'up to date'}"))
     return [*skipped, *scheduler.run(pending, final)]
 
 

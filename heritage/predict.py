@@ -36,12 +36,12 @@ import tempfile
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 from PIL import Image
 
-from heritage import errors, fileio, taxonomy
+from heritage import errors, fileio, overlays, taxonomy
 
 if TYPE_CHECKING:  # torch is imported lazily so that `--help` stays fast
     import pandas as pd
@@ -51,8 +51,8 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".
 TIFF_SUFFIXES = frozenset({".tif", ".tiff"})
 WINDOWS = ("hann", "gaussian")
 CHECKPOINT_NAME = "checkpoint_best.pt"
-OVERLAY_ALPHA = 0.5  # opacity of damage colours over the scan; Clean and Background stay untinted
-PREVIEW_SIDE = 1600  # longest side of the overlay preview embedded in report.html
+OVERLAY_ALPHA = overlays.ALPHA  # opacity of damage colours over the scan; Clean and Background stay untinted
+PREVIEW_SIDE = 1600  # longest side of the scan and overlay previews embedded in report.html
 ROW_CHUNK = 256  # rows converted/blended at a time: bounds temporaries on 100 MP scans
 
 
@@ -185,6 +185,11 @@ def iter_sources(path: str | Path) -> Iterator[ScanSource]:
         yield from _parquet_sources(shard)
     for file in files:
         yield _file_source(file)
+
+
+def file_source(path: Path, name: str | None = None) -> ScanSource:
+    """One image file as a source (its output folder: ``name``, default the file's stem)."""
+    return ScanSource(_safe_name(name or path.stem), str(path), lambda: read_scan(path))
 
 
 def _file_source(path: Path) -> ScanSource:
@@ -550,20 +555,7 @@ def area_table(labels: np.ndarray, dpi: float | None = None) -> pd.DataFrame:
     return table
 
 
-def overlay(rgb: np.ndarray, labels: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
-    """The scan with damage classes blended in the ARTeFACT palette; Clean and Background untinted."""
-    if rgb.shape[:2] != labels.shape:
-        raise errors.InputError(f"overlay: image {rgb.shape[:2]} and label map {labels.shape} differ in size")
-    out = rgb.copy()
-    weight = round(alpha * 256)
-    for y0 in range(0, labels.shape[0], ROW_CHUNK):  # chunked: uint16 temporaries stay small
-        rows = slice(y0, y0 + ROW_CHUNK)
-        chunk_labels = labels[rows]
-        damaged = (chunk_labels != taxonomy.CLASS_IDS["Clean"]) & (chunk_labels != taxonomy.IGNORE_INDEX)
-        colours = taxonomy.mask_to_rgb(chunk_labels[damaged]).astype(np.uint16)
-        pixels = out[rows][damaged].astype(np.uint16)
-        out[rows][damaged] = ((pixels * (256 - weight) + colours * weight) >> 8).astype(np.uint8)
-    return out
+overlay = overlays.overlay  # one home for overlays: heritage.overlays
 
 
 def summary_row(name: str, source: str, shape: tuple[int, int], areas: pd.DataFrame) -> dict:
@@ -581,16 +573,18 @@ def summary_row(name: str, source: str, shape: tuple[int, int], areas: pd.DataFr
 
 
 def write_outputs(out_dir: str | Path, name: str, source: str, scan: Scan, labels: np.ndarray,
-                  dpi: float | None = None, settings: dict | None = None) -> dict:
-    """Write mask.png, overlay.png, areas.csv and report.html for one scan; return its summary row."""
+                  dpi: float | None = None, settings: dict | None = None, provenance: str = "") -> dict:
+    """Write mask.png, overlay.png, areas.csv and report.html for one scan; return its summary row.
+
+    ``provenance`` is an HTML paragraph for the top of the report (:func:`provenance_html`).
+    """
     out_dir = Path(out_dir)
     fileio.write_png(out_dir / "mask.png", labels)
-    blended = overlay(scan.rgb, labels)
-    fileio.write_png(out_dir / "overlay.png", blended)
+    fileio.write_png(out_dir / "overlay.png", overlay(scan.rgb, labels))
     table = area_table(labels, dpi)
     write_csv(out_dir / "areas.csv", table)
     fileio.write_text(out_dir / "report.html",
-                      render_report(name, source, blended, table, settings or {}))
+                      render_report(name, source, scan.rgb, labels, table, settings or {}, provenance))
     return summary_row(name, source, labels.shape, table)
 
 
@@ -599,49 +593,101 @@ def write_csv(path: str | Path, table: pd.DataFrame) -> None:
         table.to_csv(tmp, index=False, float_format="%.6g")
 
 
-def render_report(name: str, source: str, blended: np.ndarray, table: pd.DataFrame,
-                  settings: dict) -> str:
-    """A self-contained HTML page: overlay preview (linking the full-resolution files), legend, table."""
+def display_pair(rgb: np.ndarray, labels: np.ndarray,
+                 max_side: int = PREVIEW_SIDE) -> tuple[np.ndarray, np.ndarray, int]:
+    """The scan and its overlay at display size, and the enlargement used (1 when shrunk or kept).
+
+    Large scans shrink to ``max_side`` (area averaging; labels nearest); small ones are enlarged by
+    an integer factor with nearest neighbour to at least ``overlays.DISPLAY_MIN_WIDTH`` wide. The
+    overlay is drawn at display size, so its outlines are visible whatever the scan's size.
+    """
     import cv2
 
-    height, width = blended.shape[:2]
-    shrink = min(1.0, PREVIEW_SIDE / max(height, width))
-    preview = blended
-    if shrink < 1.0:  # shrink before handing to PIL, which would copy the full-resolution array
+    height, width = labels.shape
+    factor = 1
+    if max(height, width) > max_side:  # shrink before PIL, which would copy the full-resolution array
+        shrink = max_side / max(height, width)
         size = (max(1, round(width * shrink)), max(1, round(height * shrink)))
-        preview = cv2.resize(blended, size, interpolation=cv2.INTER_AREA)
+        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+        labels = cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST)
+    else:
+        factor = min(overlays.display_factor(width), max(1, max_side // max(height, width)))
+        rgb, labels = overlays.enlarge(rgb, factor), overlays.enlarge(labels, factor)
+    return rgb, overlay(rgb, labels, outline=1 + factor // 6), factor
+
+
+def image_src(picture: np.ndarray, lossless: bool) -> str:
+    """A data URI: PNG for enlarged small scans (crisp edges, small files), JPEG for photographs."""
+    kind = "png" if lossless else "jpeg"
     buffer = io.BytesIO()
-    Image.fromarray(preview).save(buffer, format="JPEG", quality=90)
-    image_src = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    Image.fromarray(picture).save(buffer, format=kind.upper(), **({} if lossless else {"quality": 92}))
+    return f"data:image/{kind};base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def provenance_html(run_dir: str | Path | None) -> str:
+    """The run's provenance banner as an HTML paragraph, with a red warning when the run is below its
+    all-Clean baseline (``test.miou`` and ``test.all_clean_miou`` of its ``metrics.json``)."""
+    if run_dir is None:
+        return "<p class='banner warning'>No trained run: these maps come from an untrained model.</p>"
+    path = Path(run_dir) / "metrics.json"
+    if not path.is_file():
+        return (f"<p class='banner warning'>{html.escape(str(path))} not found: this run has not been "
+                "evaluated, so nothing says whether its maps beat predicting Clean everywhere.</p>")
+    from heritage import report
+
+    banner = report.run_banner(run_dir)
+    test = fileio.read_json(path).get("test") or {}
+    miou, clean = test.get("miou"), test.get("all_clean_miou")
+    paragraph = f"<p class='banner'>{html.escape(banner.text)}</p>"
+    if miou is None or clean is None:
+        return paragraph + "<p class='banner warning'>The run recorded no all-Clean baseline.</p>"
+    if miou <= clean:
+        return paragraph + (f"<p class='banner warning'>This run's test mIoU ({100 * miou:.2f}%) is not above "
+                            f"its all-Clean baseline ({100 * clean:.2f}%, predicting Clean everywhere): "
+                            "these maps show the pipeline, not damage the model has learnt to find.</p>")
+    return paragraph + (f"<p class='banner'>Test mIoU {100 * miou:.2f}% against an all-Clean baseline of "
+                        f"{100 * clean:.2f}%.</p>")
+
+
+def render_report(name: str, source: str, rgb: np.ndarray, labels: np.ndarray, table: pd.DataFrame,
+                  settings: dict, provenance: str = "") -> str:
+    """A self-contained HTML page: scan and overlay side by side, legend, area table, settings."""
+    scan_view, overlay_view, factor = display_pair(rgb, labels)
     present = table[(table["pixels"] > 0) & (table["class_id"] != taxonomy.IGNORE_INDEX)]
-    legend = "".join(
-        f'<li><span class="swatch" style="background:rgb{taxonomy.PALETTE[int(i)]}"></span>'
-        f"{html.escape(str(c))}</li>" for i, c in zip(present["class_id"], present["class"]))
+    legend = overlays.legend_html(present["class_id"])
     shown = table.assign(percent_of_artwork=table["percent_of_artwork"].map(
         lambda v: "" if math.isnan(v) else f"{v:.3f}"))
     if "area_mm2" in shown:
         shown["area_mm2"] = shown["area_mm2"].map(lambda v: f"{v:.2f}")
     settings_rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
                             for k, v in settings.items())
+    height, width = labels.shape
+    scaled = (f"shown enlarged {factor}&times; (nearest neighbour)" if factor > 1 else
+              "shown reduced" if scan_view.shape[1] < width else "shown at full size")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Damage map: {html.escape(name)}</title>
 <style>
-body {{ font-family: sans-serif; margin: 2em; max-width: 1700px; }}
-img {{ max-width: 100%; border: 1px solid #ccc; }}
+body {{ font-family: sans-serif; margin: 2em; max-width: 1800px; }}
+.pair {{ display: flex; flex-wrap: wrap; gap: 1em; }}
+.pair figure {{ margin: 0; flex: 1 1 {min(scan_view.shape[1], 860)}px; max-width: {scan_view.shape[1]}px; }}
+.pair img {{ width: 100%; border: 1px solid #ccc; image-rendering: pixelated; }}
+.banner {{ font-weight: bold; }} .warning {{ color: #b00000; }}
 table {{ border-collapse: collapse; margin: 1em 0; }}
 td, th {{ border: 1px solid #ccc; padding: 0.2em 0.6em; text-align: left; }}
-ul.legend {{ list-style: none; padding: 0; columns: 4; }}
-.swatch {{ display: inline-block; width: 1em; height: 1em; margin-right: 0.4em;
-           border: 1px solid #555; vertical-align: middle; }}
-</style></head><body>
+{overlays.LEGEND_CSS}</style></head><body>
 <h1>Damage map: {html.escape(name)}</h1>
-<p>Source: <code>{html.escape(source)}</code>, {blended.shape[1]} &times; {blended.shape[0]} px.
-Damage classes are blended at {OVERLAY_ALPHA:.0%} opacity; Clean and Background are shown untinted.
-Full resolution: <a href="overlay.png">overlay.png</a>, <a href="mask.png">mask.png</a>
+{provenance}
+<p>Source: <code>{html.escape(source)}</code>, {width} &times; {height} px, {scaled}.
+Damage classes are blended at {OVERLAY_ALPHA:.0%} opacity with a dark outline; Clean and Background are
+untinted. Full resolution: <a href="overlay.png">overlay.png</a>, <a href="mask.png">mask.png</a>
 (class ids, 255 = Background), <a href="areas.csv">areas.csv</a>.</p>
-<img src="{image_src}" alt="damage overlay of {html.escape(name)}">
+<div class="pair">
+<figure><img src="{image_src(scan_view, factor > 1)}" alt="scan {html.escape(name)}"><figcaption>scan</figcaption></figure>
+<figure><img src="{image_src(overlay_view, factor > 1)}" alt="damage overlay of {html.escape(name)}">
+<figcaption>predicted damage</figcaption></figure>
+</div>
 <h2>Legend (classes found)</h2>
-<ul class="legend">{legend or "<li>no damage class found</li>"}</ul>
+{legend}
 <h2>Areas</h2>
 {shown.to_html(index=False, escape=True, na_rep="")}
 <h2>Settings</h2>
@@ -690,19 +736,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def predict_inputs(model: torch.nn.Module, image_size: int, inputs: str | Path, out_dir: str | Path,
                    options: SlidingWindow, device: torch.device, scale: float | str = "auto",
                    dpi: float | None = None, settings: dict | None = None,
-                   progress: bool = True) -> list[tuple[str, str]]:
+                   progress: bool = True, provenance: str = "") -> list[tuple[str, str]]:
     """Predict every scan under ``inputs`` into ``out_dir``; returns the (input, error) failures.
 
     A scan that cannot be read is reported and skipped, the others are still predicted;
     ``out_dir/summary.csv`` gets one row per input, failed ones with their error.
     """
+    return predict_sources(model, image_size, iter_sources(inputs), out_dir, options, device, scale, dpi,
+                           settings, progress, provenance)
+
+
+def predict_sources(model: torch.nn.Module, image_size: int, sources: Iterable[ScanSource],
+                    out_dir: str | Path, options: SlidingWindow, device: torch.device,
+                    scale: float | str = "auto", dpi: float | None = None, settings: dict | None = None,
+                    progress: bool = True, provenance: str = "") -> list[tuple[str, str]]:
+    """:func:`predict_inputs` for given sources (e.g. chosen samples of a data folder)."""
     import pandas as pd
 
     out_dir = Path(out_dir)
     rows: list[dict] = []
     failures: list[tuple[str, str]] = []
     used: dict[str, str] = {}
-    for source in iter_sources(inputs):
+    for source in sources:
         try:
             if source.name in used:
                 raise errors.InputError(f"{source.label}: output folder {source.name!r} is already used by "
@@ -714,7 +769,8 @@ def predict_inputs(model: torch.nn.Module, image_size: int, inputs: str | Path, 
                                   desc=source.name)
             try:
                 rows.append(write_outputs(out_dir / source.name, source.name, source.label, scan, labels,
-                                          dpi, {**(settings or {}), "scale factor used": f"{factor:.4g}"}))
+                                          dpi, {**(settings or {}), "scale factor used": f"{factor:.4g}"},
+                                          provenance))
             except errors.HeritageError:
                 raise
             except OSError as err:  # e.g. <out>/<name> is a file: this scan fails, not the others
@@ -861,7 +917,7 @@ def main(args: argparse.Namespace) -> int:
                 "overlap": options.overlap, "window": options.window, "tta": args.tta,
                 "dpi": args.dpi or "not given", "device": device.type}
     failures = predict_inputs(model, image_size, args.input, args.out, options, device, args.scale,
-                              args.dpi, settings)
+                              args.dpi, settings, provenance=provenance_html(args.run))
     print(f"predict: damage maps in {args.out}; summary in {args.out / 'summary.csv'}", file=sys.stderr)
     if failures:  # each was reported when skipped; the last line says how many
         named = ", ".join(label for label, _ in failures[:3]) + (", ..." if len(failures) > 3 else "")

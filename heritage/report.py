@@ -28,7 +28,7 @@ import pandas as pd
 from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
 from scipy import stats
 
-from heritage import errors, fileio, taxonomy
+from heritage import errors, fileio, overlays, taxonomy
 from heritage.config import RunConfig
 
 NO_RUN = "no run"
@@ -979,6 +979,23 @@ def make_banner(runs: pd.DataFrame, planned: pd.DataFrame | None = None, data_di
     )
 
 
+def run_banner(run_dir: str | Path) -> Banner:
+    """The banner of one finished run (``metrics.json``; data from its config's ``data_dir`` when present)."""
+    import yaml
+
+    run_dir = Path(run_dir)
+    row = _run_row(load_metrics(run_dir / METRICS_FILE), run_dir.name)
+    row["pretrained"] = _pretrained(run_dir, row["pretrained"])
+    config_path = run_dir / "config.yaml"
+    config = (yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}) if config_path.is_file() else {}
+    data_dir = config.get("data_dir")
+    known = data_dir is not None and (Path(data_dir) / "metadata.csv").is_file()
+    banner = make_banner(pd.DataFrame([row], columns=RUN_COLUMNS), data_dir=data_dir if known else None)
+    if not known and (config.get("data_fingerprint") or {}).get("metadata"):
+        banner = dataclasses.replace(banner, data_fingerprint=config["data_fingerprint"]["metadata"])
+    return banner
+
+
 def banner_html(paper_dir: str | Path) -> str:
     """The banner of ``paper_dir/provenance.json`` as an HTML paragraph for the index page ("" without one)."""
     import html
@@ -1267,12 +1284,7 @@ def plot_material_content(dataset_stats: dict[str, Any]) -> Figure:
     return fig
 
 
-def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.55) -> np.ndarray:
-    """``image`` with damage classes painted over in the palette; Clean and Background stay visible."""
-    colours = taxonomy.mask_to_rgb(mask).astype(float)
-    damaged = ((mask != taxonomy.CLASS_IDS["Clean"]) & (mask != taxonomy.IGNORE_INDEX))[..., None]
-    blended = np.where(damaged, (1 - alpha) * image + alpha * colours, image)
-    return blended.round().astype(np.uint8)
+overlay = overlays.overlay  # one home for overlays and legends: heritage.overlays
 
 
 def example_ids(data_dir: str | Path, n: int) -> list[str]:
@@ -1289,8 +1301,6 @@ def example_ids(data_dir: str | Path, n: int) -> list[str]:
 
 def plot_examples(data_dir: str | Path, ids: Sequence[str]) -> Figure:
     """One row per sample: the image, its damage overlay and its mask in the palette, with a legend."""
-    from matplotlib.patches import Patch
-
     from heritage import ingest
 
     fig = Figure(figsize=(10.0, 3.2 * len(ids)), layout="constrained")
@@ -1302,14 +1312,11 @@ def plot_examples(data_dir: str | Path, ids: Sequence[str]) -> Figure:
         taxonomy.check_mask_values(mask, str(ingest.annotation_path(data_dir, sample_id)))
         shown |= set(np.unique(mask).tolist())
         for ax, picture, title in zip(row, (image, overlay(image, mask), taxonomy.mask_to_rgb(mask)),
-                                      (sample_id, "damage overlay", "mask")):
+                                      (sample_id, "damage overlay", "mask (Clean black)")):
             ax.imshow(picture, interpolation="nearest")
             ax.set_title(title, fontsize="small")
             ax.set_axis_off()
-    palette = taxonomy.palette_array()
-    handles = [Patch(facecolor=palette[c] / 255, edgecolor="grey",
-                     label=taxonomy.CLASS_NAMES[c] if c < taxonomy.NUM_CLASSES else taxonomy.BACKGROUND_NAME)
-               for c in sorted(shown)]
+    handles = overlays.legend_handles(shown)  # the overlay's legend; in the mask, Clean is black
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), fontsize="small")
     return fig
 

@@ -667,10 +667,10 @@ def run_plan_on_slurm(jobs: Sequence[Any], final: Any | None, *, job_command: Ca
 
     Each job (``paper.NotebookJob``) becomes a batch job running ``job_command(write_job_file(job))``.
     Runs (jobs with a ``run_dir``, named ``<poc>/<encoder>/<split>``) of one POC x encoder form an
-    array; ``final`` (the comparison) depends ``afterok`` on every other job. Jobs without a run
-    folder (dataset, comparison) keep their SLURM files in ``<runs_root>/.slurm-<name>``. Resources
-    come from the site file (:func:`load_site`): kind ``run`` for runs, else the job's name
-    (``dataset``, ``comparison``). ``wait=False`` returns after submitting (state ``submitted``);
+    array; ``final`` (the comparison, or a list: comparison, damage maps) depends ``afterok`` on every
+    other job. Jobs without a run folder (dataset, comparison, damage-maps) keep their SLURM files in
+    ``<runs_root>/.slurm-<name>``. Resources come from the site file (:func:`load_site`): kind ``run``
+    for runs, else the job's name (``dataset``, ``comparison``, ``damage-maps``). ``wait=False`` returns after submitting (state ``submitted``);
     ``attach=True`` submits nothing and follows ``<runs_root>/.slurm-submission.json`` instead;
     ``chain=True`` runs the jobs one after another (fair throughput measurements). The poll interval
     defaults to ``$HERITAGE_SLURM_POLL_SECONDS`` or 15 s.
@@ -679,7 +679,8 @@ def run_plan_on_slurm(jobs: Sequence[Any], final: Any | None, *, job_command: Ca
 
     submission_file = Path(runs_root) / SUBMISSION_FILE
     poll_seconds = poll_seconds or float(os.environ.get(POLL_SECONDS_VARIABLE, 15))
-    notebook_jobs = {job.name: job for job in [*jobs, *([final] if final is not None else [])]}
+    finals = [] if final is None else list(final) if isinstance(final, (list, tuple)) else [final]
+    notebook_jobs = {job.name: job for job in [*jobs, *finals]}
     if attach:
         scheduler = SlurmScheduler.attach(submission_file, poll_seconds=poll_seconds)
         print(f"slurm: following {len(scheduler.jobs)} jobs of {submission_file}")
@@ -703,8 +704,7 @@ def run_plan_on_slurm(jobs: Sequence[Any], final: Any | None, *, job_command: Ca
                    resources=site.resources(profile, job.name), depends_on=depends_on)
 
     batch = [batch_job(job) for job in jobs]
-    if final is not None:
-        batch.append(batch_job(final, depends_on=tuple(job.name for job in jobs)))
+    batch += [batch_job(last, depends_on=tuple(job.name for job in jobs)) for last in finals]
     scheduler = SlurmScheduler(submission_file, poll_seconds=poll_seconds)
     ids = scheduler.submit(batch, chain=chain)
     slurm_ids = sorted({job_id.split("_")[0] for job_id in ids.values()}, key=int)

@@ -40,6 +40,8 @@ class FakeExecutor:
             fileio.write_json(job.run_dir / "metrics.json", {"config_hash": job.key, "test": {"miou": 0.25}})
         elif job.name == "comparison":
             fileio.write_json(job.output.parent / "provenance.json", {"artefacts": {}})
+        elif job.name == "damage-maps":
+            (job.output.parent / "index.html").write_text("<html></html>")
 
 
 # The parameters each template declares (what `paper` checks its jobs' parameters against).
@@ -317,3 +319,37 @@ def test_the_command_checks_every_template_before_executing_any(tmp_path, data_d
     err = capfd.readouterr().err.strip()
     assert err.startswith("heritage paper: ")
     assert "99_comparison.ipynb: unknown notebook parameter(s) 'paper_dir'" in err
+
+
+def test_damage_maps_follow_the_flagship_main_runs_only_and_are_skipped_when_up_to_date(tmp_path, data_dir,
+                                                                                       notebooks) -> None:
+    from heritage import gallery
+
+    make_template(notebooks / f"{gallery.POC}.ipynb", "\n".join(f"{p} = None" for p in TEMPLATE_PARAMETERS[POCS[1]]))
+    make_template(notebooks / f"{gallery.NOTEBOOK}.ipynb", "runs = None\nout_dir = None\nn_scans = 4")
+    configs = config.plan("smoke", [POCS[1], gallery.POC], data_dir, overrides={"runs_root": str(tmp_path / "runs")})
+    jobs = [paper.run_job_for(c, notebooks) for c in configs]
+    comparison = paper.comparison_job(configs, notebooks, tmp_path / "paper", {"profile": "smoke"})
+    maps = paper.damage_maps_job(configs, notebooks, tmp_path / "paper")
+    assert paper.damage_maps_job(configs[:1], notebooks, tmp_path / "paper") is None  # no flagship run planned
+    main_runs = {str(config.run_dir(c)) for c in configs if c.poc == gallery.POC and c.variant is None}
+    assert {run_dir for run_dir, _ in maps.parameters["runs"]} == main_runs
+    paper.check_parameters(maps.template, maps.parameters)
+
+    first = FakeExecutor()
+    paper.run_paper(jobs, comparison, paper.LocalScheduler(first), maps)
+    assert first.calls[-2:] == ["comparison", "damage-maps"]  # after every run
+    second = FakeExecutor()
+    results = paper.run_paper(jobs, comparison, paper.LocalScheduler(second), maps)
+    assert second.calls == [] and states(results)["damage-maps"] == paper.SKIPPED
+
+    variant = next(j for j in jobs if "-" in j.name.split("/")[0])  # an ablation run: not shown in the maps
+    variant.html.unlink()
+    third = FakeExecutor()
+    paper.run_paper(jobs, comparison, paper.LocalScheduler(third), maps)
+    assert third.calls == [variant.name, "comparison"]
+    main = next(j for j in jobs if j.run_dir is not None and str(j.run_dir) in main_runs)
+    main.html.unlink()
+    fourth = FakeExecutor()
+    paper.run_paper(jobs, comparison, paper.LocalScheduler(fourth), maps)
+    assert fourth.calls == [main.name, "comparison", "damage-maps"]

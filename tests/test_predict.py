@@ -323,7 +323,7 @@ def test_area_table_counts_pixels_percent_of_artwork_and_mm2():
 def test_overlay_tints_damage_only():
     rgb = np.full((2, 3, 3), 100, np.uint8)
     labels = np.array([[0, 1, 255], [2, 0, 0]], np.uint8)
-    out = predict.overlay(rgb, labels)
+    out = predict.overlay(rgb, labels, outline=0)
     assert (out[0, 0] == 100).all() and (out[0, 2] == 100).all()  # Clean, Background untouched
     expected = (100 + np.asarray(taxonomy.PALETTE[1])) // 2
     np.testing.assert_array_equal(out[0, 1], expected)
@@ -348,7 +348,7 @@ def test_folder_with_a_bad_file_still_predicts_the_others(tmp_path):
         for file in ("mask.png", "overlay.png", "areas.csv", "report.html"):
             assert (out / name / file).is_file()
         assert Image.open(out / name / "mask.png").size == size
-        assert "data:image/jpeg;base64," in (out / name / "report.html").read_text()
+        assert "data:image/png;base64," in (out / name / "report.html").read_text()  # small: enlarged, PNG
     summary = pd.read_csv(out / "summary.csv", keep_default_na=False)
     assert list(summary["image"]) == ["a", "b", "broken"]
     assert "broken.png: cannot read image" in summary.loc[2, "error"]

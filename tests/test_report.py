@@ -513,7 +513,7 @@ def test_run_panels_from_a_run_folder(runs_root: Path, tmp_path: Path) -> None:
 def test_overlay_paints_damage_only() -> None:
     image = np.full((2, 2, 3), 100, dtype=np.uint8)
     mask = np.array([[0, 1], [255, 0]], dtype=np.uint8)
-    painted = report.overlay(image, mask, alpha=1.0)
+    painted = report.overlay(image, mask, alpha=1.0, outline=0)
     assert painted[0, 1].tolist() == list(taxonomy.PALETTE[1])
     assert painted[0, 0].tolist() == [100, 100, 100] and painted[1, 0].tolist() == [100, 100, 100]
 

@@ -1,0 +1,121 @@
+"""heritage.overlays (one home for overlays and legends) and the damage-map report drawn with it."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from heritage import fileio, overlays, predict, report, taxonomy
+
+DUST, STICKER, LIGHTLEAK = (taxonomy.CLASS_IDS[n] for n in ("Dust", "Sticker", "Lightleak"))
+
+
+def test_a_light_damage_region_on_a_white_scan_gets_a_dark_rim() -> None:
+    white = np.full((9, 9, 3), 255, np.uint8)
+    labels = np.zeros((9, 9), np.uint8)
+    labels[3:6, 3:6] = LIGHTLEAK
+    out = overlays.overlay(white, labels)
+    assert out[4, 4].tolist() == overlays.overlay(white, labels, outline=0)[4, 4].tolist()  # interior tinted
+    assert out[4, 4].tolist() != [255, 255, 255]
+    rim = overlays.outline_mask(labels)
+    expected = np.zeros((9, 9), bool)
+    expected[2:7, 2:7] = True
+    expected[3:6, 3:6] = False  # the rim is outside the region, which keeps its colour
+    np.testing.assert_array_equal(rim, expected)
+    assert (out[rim] == overlays.OUTLINE_RGB).all()
+    assert (out[0, 0] == 255).all()  # Clean away from damage is untouched
+
+
+def test_two_touching_damage_classes_are_separated_by_one_line_and_background_is_untinted() -> None:
+    labels = np.zeros((4, 6), np.uint8)
+    labels[:, :3], labels[:, 3:] = DUST, STICKER
+    labels[0, 0] = taxonomy.IGNORE_INDEX
+    rim = overlays.outline_mask(labels)
+    assert rim[:, 2].all() and not rim[:, 3:].any()  # the lower id's column next to the higher id
+    assert rim[0, 0]  # Background beside damage gets the rim too (it is untinted)
+    assert overlays.overlay(np.zeros((4, 6, 3), np.uint8), labels, outline=0)[0, 0].tolist() == [0, 0, 0]
+
+
+def test_outlines_of_a_tall_scan_do_not_depend_on_the_row_chunks(monkeypatch) -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.choice([0, DUST, STICKER, 255], size=(53, 17)).astype(np.uint8)
+    whole = overlays.outline_mask(labels, width=2)
+    monkeypatch.setattr(overlays, "ROW_CHUNK", 5)
+    np.testing.assert_array_equal(overlays.outline_mask(labels, width=2), whole)
+
+
+def test_the_legend_lists_clean_as_untinted_and_edges_every_swatch() -> None:
+    page = overlays.legend_html([0, DUST, 255])
+    assert "Clean (untinted)" in page and "Background (untinted)" in page
+    assert "rgb(0, 0, 0)" not in page  # no black Clean swatch
+    assert f"rgb{taxonomy.PALETTE[DUST]}" in page
+    assert "border: 2px solid" in overlays.LEGEND_CSS
+    handles = overlays.legend_handles([0, DUST])
+    assert [h.get_label() for h in handles] == ["Clean (untinted)", "Dust"]
+    assert handles[0].get_facecolor()[3] == 0  # hollow
+
+
+def test_report_and_predict_draw_the_same_overlay() -> None:
+    rgb = np.random.default_rng(1).integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    labels = np.zeros((6, 7), np.uint8)
+    labels[1:4, 2:5] = DUST
+    np.testing.assert_array_equal(report.overlay(rgb, labels), predict.overlay(rgb, labels))
+    assert predict.OVERLAY_ALPHA == overlays.ALPHA
+
+
+def embedded_images(page: str) -> list[Image.Image]:
+    return [Image.open(io.BytesIO(base64.b64decode(data)))
+            for data in re.findall(r"data:image/(?:png|jpeg);base64,([A-Za-z0-9+/=]+)", page)]
+
+
+def test_a_small_scan_is_shown_beside_its_overlay_enlarged_with_nearest_neighbour() -> None:
+    rgb = np.random.default_rng(2).integers(0, 256, (40, 96, 3), dtype=np.uint8)
+    labels = np.zeros((40, 96), np.uint8)
+    labels[10:20, 10:30] = STICKER
+    page = predict.render_report("s", "s.png", rgb, labels, predict.area_table(labels), {})
+    scan, shown = embedded_images(page)
+    assert scan.size == shown.size and scan.size[0] >= overlays.DISPLAY_MIN_WIDTH
+    factor = scan.size[0] // 96
+    np.testing.assert_array_equal(np.asarray(scan), overlays.enlarge(rgb, factor))  # PNG, nearest
+    assert "Sticker" in page and "Clean (untinted)" in page
+    assert 'class="pair"' in page
+
+
+def test_a_large_scan_is_shown_reduced() -> None:
+    rgb = np.zeros((300, 2000, 3), np.uint8)
+    labels = np.zeros((300, 2000), np.uint8)
+    scan_view, overlay_view, factor = predict.display_pair(rgb, labels)
+    assert factor == 1 and scan_view.shape[1] == predict.PREVIEW_SIDE == overlay_view.shape[1]
+
+
+def finished_run(tmp_path, miou: float, all_clean: float):
+    run = tmp_path / "run"
+    metrics = {"poc": "poc59v2_flagship", "encoder": "convnext_tiny", "protocol": "kfold", "fold": "fold0",
+               "config_hash": "h", "profile": "smoke", "epochs": 3, "pretrained": False,
+               "test": {"miou": miou, "all_clean_miou": all_clean, "per_class": {}}}
+    fileio.write_json(run / "metrics.json", metrics)
+    return run
+
+
+@pytest.mark.parametrize("miou, warned", [(0.05, True), (0.5, False)])
+def test_the_report_banner_says_in_red_when_the_run_is_below_its_all_clean_baseline(tmp_path, miou, warned):
+    paragraph = predict.provenance_html(finished_run(tmp_path, miou, all_clean=0.10))
+    assert "Provenance: smoke profile" in paragraph and "trained from scratch" in paragraph
+    assert ("class='banner warning'" in paragraph) is warned
+    assert f"{100 * miou:.2f}%" in paragraph and "10.00%" in paragraph
+    assert "warning" in predict.provenance_html(tmp_path / "nowhere")  # not evaluated: said, in red
+
+
+def test_write_outputs_puts_the_banner_in_the_report(tmp_path) -> None:
+    scan = predict.Scan(np.full((8, 8, 3), 200, np.uint8), None)
+    labels = np.zeros((8, 8), np.uint8)
+    predict.write_outputs(tmp_path / "s", "s", "s.png", scan, labels,
+                          provenance=predict.provenance_html(finished_run(tmp_path, 0.05, 0.1)))
+    assert "is not above its all-Clean baseline" in (tmp_path / "s" / "report.html").read_text()
+    assert isinstance(pd.read_csv(tmp_path / "s" / "areas.csv"), pd.DataFrame)
