@@ -12,11 +12,12 @@ NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 STAMP     := $(VENV)/.installed-test
 LAB_STAMP := $(VENV)/.installed-lab
 
-.PHONY: env data paper html lab test strip clean help
+.PHONY: env data paper html lab test gpu-check strip clean help
 
 help:
 	@echo "make paper   run the whole compendium (PROFILE=smoke|full, SCHEDULER=local|slurm, DATA=path)"
 	@echo "make test    unit tests, notebooks under nbval, end-to-end smoke paper"
+	@echo "make gpu-check   the GPU acceptance run (bench/gpu_check.py; a CPU dry run without a GPU)"
 	@echo "make env | data | html | lab | strip | clean"
 
 env: $(STAMP)
@@ -56,6 +57,11 @@ test: env
 	HERITAGE_E2E_ROOT=$(TEST_ROOT) $(PY) -m pytest
 	HERITAGE_DATA=$(TEST_ROOT)/data HERITAGE_RUNS=$(TEST_ROOT)/runs HERITAGE_PAPER=$(TEST_ROOT)/nbval-paper \
 		$(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks/
+
+# The GPU acceptance run (< 8 min on one H100/H200): one JSON in bench/results/. Without a GPU it is
+# a CPU dry run of the same steps at tiny sizes (tests/test_bench.py runs that one).
+gpu-check: env
+	$(PY) bench/gpu_check.py
 
 # Notebooks are stored without outputs.
 strip: env
