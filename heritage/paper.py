@@ -34,8 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
-from tqdm import tqdm
-
 from heritage import errors, fileio
 from heritage.config import RunConfig
 
@@ -298,12 +296,18 @@ Executor = Callable[[NotebookJob], None]
 
 def run_job(job: NotebookJob, execute: Executor) -> None:
     """Execute one job and stamp it; raises on failure, leaving the executed notebook for inspection."""
+    from heritage import progress
+
     job.stamp.unlink(missing_ok=True)  # outputs about to be replaced are not up to date until done
+    started = time.perf_counter()
     execute(job)
     missing = [str(p) for p in (job.output, job.html, *job.required) if not p.is_file()]
     if missing:
         raise errors.CommandFailed(f"{job.name}: the notebook ran but did not write {', '.join(missing)}")
-    fileio.write_json(job.stamp, {"name": job.name, "key": job.key, "fingerprint": job.fingerprint()})
+    # seconds and setting: what later ETAs of runs like this one are estimated from (heritage.progress)
+    fileio.write_json(job.stamp, {"name": job.name, "key": job.key, "fingerprint": job.fingerprint(),
+                                  "seconds": round(time.perf_counter() - started, 1),
+                                  "setting": progress.stamp_setting(job.config)})
 
 
 def execute_notebook(job: NotebookJob) -> None:
@@ -443,30 +447,60 @@ class Scheduler(Protocol):
 
 
 class LocalScheduler:
-    """One job after the other in this process's machine, with a progress bar and a line per job."""
+    """One job after the other on this machine: a line when each starts and ends, and one per epoch of a
+    run (heritage.progress polls its history.csv), with ETAs from measured times or said unknown."""
 
     waits = True
 
-    def __init__(self, execute: Executor) -> None:
+    def __init__(self, execute: Executor, poll_seconds: float | None = None) -> None:
         self.execute = execute
+        self.poll_seconds = poll_seconds
 
     def run(self, jobs: Sequence[NotebookJob], final: NotebookJob | Sequence[NotebookJob] | None
             ) -> list[JobResult]:
+        from heritage import progress
+
         queue = [*jobs, *finals(final)]
+        # each job's own last time, read before run_job replaces its stamp
+        previous = {job.name: _stamp_seconds(job) for job in queue}
+
+        def estimate(job: NotebookJob) -> progress.Estimate:
+            return progress.expected_seconds(job.name, job.config, job.run_dir, previous[job.name])
+
+        if queue:
+            print(f"paper: {len(queue)} job(s) to execute, expected {progress.remaining(map(estimate, queue))}",
+                  flush=True)
         results = []
-        with tqdm(total=len(queue), desc="paper", unit="notebook", disable=not queue) as bar:
-            for job in queue:
-                bar.set_postfix_str(job.name)
-                start = time.perf_counter()
-                try:
+        for index, job in enumerate(queue):
+            later = progress.remaining(map(estimate, queue[index + 1:]))  # re-read: new stamps measure more
+            print(f"[{index + 1}/{len(queue)}] {job.name}: started, expected {estimate(job).text()}; "
+                  f"then {later}", flush=True)
+            watcher = contextlib.nullcontext()
+            if job.run_dir is not None:
+                epochs = (job.config or {}).get("epochs")
+                watcher = progress.EpochWatcher(job.name, job.run_dir, epochs, lambda line: print(line, flush=True),
+                                                after=f"then {later}",
+                                                poll_seconds=self.poll_seconds or progress.POLL_SECONDS)
+            start = time.perf_counter()
+            try:
+                with watcher:
                     run_job(job, self.execute)
-                    result = JobResult(job, DONE, time.perf_counter() - start)
-                except Exception as err:  # noqa: BLE001 - one failed notebook must not stop the others
-                    result = JobResult(job, FAILED, time.perf_counter() - start, _first_line(err))
-                results.append(result)
-                bar.write(result.line())
-                bar.update()
+                result = JobResult(job, DONE, time.perf_counter() - start)
+            except Exception as err:  # noqa: BLE001 - one failed notebook must not stop the others
+                result = JobResult(job, FAILED, time.perf_counter() - start, _first_line(err))
+            results.append(result)
+            print(result.line(), flush=True)
         return results
+
+
+def _stamp_seconds(job: NotebookJob) -> float | None:
+    """The measured seconds of ``job``'s last execution for the same key (config), from its stamp."""
+    try:
+        stamp = fileio.read_json(job.stamp) if job.stamp.is_file() else {}
+    except (OSError, ValueError):
+        return None
+    seconds = stamp.get("seconds") if isinstance(stamp, dict) and stamp.get("key") == job.key else None
+    return float(seconds) if isinstance(seconds, (int, float)) else None
 
 
 def _first_line(err: BaseException) -> str:
