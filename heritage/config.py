@@ -56,13 +56,16 @@ from heritage import errors
 PROFILES = ("full", "smoke")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 CHANNELS_LAST_MODES = ("auto", "on", "off")
+SAMPLING_MODES = ("letterbox", "patch")  # heritage.data: whole images shrunk to image_size, or crops
+NATIVE = "native"  # working_resolution: the data folder's stored size
 # Where `heritage paper` writes the synthetic stand-in of each profile (heritage.paper.SYNTHETIC).
 DEFAULT_DATA_DIRS = {"smoke": "data/synthetic-smoke", "full": "data/synthetic"}
 DEFAULT_RUNS_ROOT = "runs"
 # Fields that say where things are, how fast data loads or how often state is saved, not what is
 # computed: they stay out of the config hash, so changing them does not invalidate finished runs.
 # (data_dir is replaced by the fingerprint of the data's content, see RunConfig.config_hash.)
-UNHASHED_FIELDS = ("data_dir", "runs_root", "num_workers", "shm", "checkpoint_every", "timing_skip_steps")
+UNHASHED_FIELDS = ("data_dir", "runs_root", "num_workers", "shm", "checkpoint_every", "timing_skip_steps",
+                   "cache_dir")
 # Fields that pick the run rather than configure it: set by load_run_config's arguments or overrides.
 SELECTION_FIELDS = ("poc", "profile", "encoder", "variant", "fold")
 # Fields that name a component of the run folder (runs_root/<poc>[-<variant>]/<encoder>/<protocol>-<fold>).
@@ -124,8 +127,17 @@ class RunConfig:
     # write checkpoint_last.pt every N epochs (and after the last); 0 = only when a signal stops the run
     checkpoint_every: int = 1
     timing_skip_steps: int = 2  # first steps of each epoch left out of the images/s measurement
-    n_prediction_panels: int = 4
+    n_prediction_panels: int = 6  # the run report shows them
     runs_root: str = DEFAULT_RUNS_ROOT
+    # letterbox: train on whole images shrunk into image_size x image_size (the seeds); patch: on random
+    # image_size crops of the working resolution, which keeps thin damage at its stored width.
+    sampling: str = "letterbox"
+    # The resolution crops come from (patch) and val/test are scored at (both modes): "native" (the data
+    # folder's stored size) or an int N (longest side at most N px, never enlarged). Float in the type
+    # only to refuse scale factors with a clear message.
+    working_resolution: str | int | float = NATIVE
+    foreground_share: float = 0.33  # patch: share of crops centred on a damage pixel (nnU-Net style)
+    cache_dir: str | None = None  # working-resolution .npy files; None = <data_dir>/cache
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -495,6 +507,21 @@ def _check_values(config: RunConfig) -> None:
         losses.build_loss(config.loss, None, **config.loss_params)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"loss_params: {config.loss_params!r} do not suit loss {config.loss!r}: {err}") from None
+    _require_choice("sampling", config.sampling, SAMPLING_MODES)
+    resolution = config.working_resolution
+    if isinstance(resolution, float):
+        raise ConfigError(f"working_resolution: {resolution!r} looks like a scale factor; give {NATIVE!r} (the data "
+                          "folder's stored size) or a longest side in whole pixels, e.g. 1024")
+    if isinstance(resolution, str) and resolution != NATIVE:
+        raise ConfigError(f"working_resolution: unknown value {resolution!r}; give {NATIVE!r} (the data folder's "
+                          "stored size) or a longest side in pixels, e.g. 1024")
+    if isinstance(resolution, int) and resolution <= 0:
+        raise ConfigError(f"working_resolution: a longest side must be a positive number of pixels, got {resolution}")
+    if config.sampling == "patch" and isinstance(resolution, int) and resolution < config.image_size:
+        raise ConfigError(f"working_resolution: {resolution} px is below image_size {config.image_size}: every "
+                          "patch would be mostly padding; raise it or use sampling: letterbox")
+    if not 0.0 <= config.foreground_share <= 1.0:
+        raise ConfigError(f"foreground_share: a share of crops is in [0, 1], got {config.foreground_share!r}")
     if config.hierarchical != (config.loss == "hierarchical"):
         raise ConfigError(f"loss: {config.loss!r} does not fit architecture {config.architecture!r} "
                           "(the hierarchical model needs loss 'hierarchical' and only it)")

@@ -304,6 +304,95 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, dtype: 
     return result, result["n_images"] / max(seconds, 1e-9)
 
 
+# The hierarchical model's heads as channel ranges of one tensor, so one tiler blends all three.
+HEADS = {"fine": (0, 16), "binary": (16, 18), "coarse": (18, 22)}
+PANEL_SIDE = 512  # longest side of the prediction panels drawn from working-resolution evaluations
+
+
+class _HeadsAsChannels(nn.Module):
+    """The heads' log-probabilities side by side: the tiler's softmax over all of them gives each head's
+    probabilities / 3, so blending and the per-head argmax are those of each head on its own."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        outputs = self.model(images)
+        return torch.cat([torch.log_softmax(outputs[name].float(), dim=1) for name in HEADS], dim=1)
+
+
+@torch.inference_mode()
+def evaluate_images(model: nn.Module, images: data.EvaluationSet, device: torch.device, hierarchical: bool,
+                    tile: int, batch_size: int, desc: str = "eval", progress: bool = True, keep: int = 0
+                    ) -> tuple[dict[str, Any], float, list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]]:
+    """:func:`evaluate`'s result over whole images at the working resolution, images/s, and panels.
+
+    Each image is predicted with ``heritage.predict``'s sliding window (tiles of ``tile`` px, Hann
+    blending, the same code as ``python -m heritage predict``); a letterbox model input is predicted
+    whole (one tile) and its label map resized to the evaluation resolution with nearest neighbour.
+    The confusion matrix is accumulated on those pixels, in row chunks (no full-size int64 copies).
+    ``keep``: the first images' (id, picture, truth, prediction), shrunk to PANEL_SIDE, for panels.
+    """
+    from PIL import Image
+
+    from heritage import predict as tiled
+
+    model.eval()
+    options = tiled.SlidingWindow(tile=tile, batch_size=batch_size)
+    matrices = metrics.HierarchicalMetrics(device=device) if hierarchical else metrics.ConfusionMatrix(device=device)
+    heads = HEADS if hierarchical else {"fine": HEADS["fine"]}
+    net = _HeadsAsChannels(model) if hierarchical else model
+    channels = max(hi for _, hi in heads.values())
+    panels = []
+    synchronize(device)
+    start = time.perf_counter()
+    for item in tqdm(images, desc=desc, leave=False, disable=not progress, unit="image", total=len(images)):
+        maps = {name: np.empty(item.model_input.shape[:2], dtype=np.uint8) for name in heads}
+        for y0, probabilities in tiled.iter_probability_bands(net, item.model_input, options, device,
+                                                              num_classes=channels, progress=False):
+            rows = slice(y0, y0 + probabilities.shape[1])
+            for name, (lo, hi) in heads.items():
+                maps[name][rows] = probabilities[lo:hi].argmax(0).to(torch.uint8).cpu().numpy()
+        height, width = item.mask.shape
+        if (height, width) != item.model_input.shape[:2]:  # letterbox: back to the scored pixels
+            maps = {name: np.array(Image.fromarray(labels).resize((width, height), Image.Resampling.NEAREST))
+                    for name, labels in maps.items()}
+        rows = max(1, (1 << 22) // width)
+        for y0 in range(0, height, rows):
+            target = torch.from_numpy(np.ascontiguousarray(item.mask[y0:y0 + rows]))[None]
+            predicted = {name: torch.from_numpy(labels[y0:y0 + rows])[None] for name, labels in maps.items()}
+            first = int(y0 == 0)  # one image per image, however many chunks
+            if hierarchical:
+                matrices.update(predicted, target, n_images=first)
+            else:
+                matrices.update(predicted["fine"], target, n_images=first)
+        if len(panels) < keep:
+            panels.append((item.sample_id, *_shrunk(np.asarray(item.picture), np.asarray(item.mask), maps["fine"])))
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    fine = matrices.fine if hierarchical else matrices
+    result = {**fine.compute(), "all_clean_miou": metrics.constant_prediction_miou(fine.matrix),
+              "confusion_matrix": fine.matrix.cpu().tolist()}
+    if hierarchical:
+        result["hierarchical"] = matrices.compute()
+    return result, result["n_images"] / max(seconds, 1e-9), panels
+
+
+def _shrunk(picture: np.ndarray, truth: np.ndarray, prediction: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Picture (area), truth and prediction (nearest) with the longest side at most PANEL_SIDE."""
+    import cv2
+
+    height, width = truth.shape
+    factor = PANEL_SIDE / max(height, width)
+    if factor >= 1:
+        return picture, truth, prediction
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    return (cv2.resize(picture, size, interpolation=cv2.INTER_AREA),
+            cv2.resize(truth, size, interpolation=cv2.INTER_NEAREST),
+            cv2.resize(prediction, size, interpolation=cv2.INTER_NEAREST))
+
+
 @torch.inference_mode()
 def predict(model: nn.Module, images: torch.Tensor, device: torch.device, dtype: torch.dtype | None,
             channels_last: bool) -> torch.Tensor:
@@ -357,8 +446,10 @@ def fit(config: RunConfig, model: nn.Module, loss_fn: nn.Module, train_set: Data
     # Data: deterministic order and augmentations per (seed, epoch); evaluation on rank 0 only.
     train_loader = data.make_loader(train_set, config.batch_size, train=True, num_workers=config.num_workers,
                                     seed=config.seed, distributed=dist.enabled)
-    val_loader = data.make_loader(val_set, config.batch_size, train=False, num_workers=config.num_workers,
-                                  seed=config.seed)
+    # Whole images at the working resolution (data.EvaluationSet), or a letterboxed Dataset's batches.
+    whole_images = isinstance(val_set, data.EvaluationSet)
+    val_loader = None if whole_images else data.make_loader(val_set, config.batch_size, train=False,
+                                                            num_workers=config.num_workers, seed=config.seed)
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
         raise errors.InputError(f"{len(train_set)} training samples make no full batch of {config.batch_size} "
@@ -466,8 +557,12 @@ def fit(config: RunConfig, model: nn.Module, loss_fn: nn.Module, train_set: Data
                                    "lr": scheduler.get_last_lr()[0]}
             if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
                 if dist.is_main:
-                    val, _ = evaluate(eval_model, val_loader, device, dtype, channels_last, config.hierarchical,
-                                      desc="val", progress=progress)
+                    if whole_images:
+                        val = evaluate_images(eval_model, val_set, device, config.hierarchical, config.image_size,
+                                              config.batch_size, desc="val", progress=progress)[0]
+                    else:
+                        val, _ = evaluate(eval_model, val_loader, device, dtype, channels_last, config.hierarchical,
+                                          desc="val", progress=progress)
                     row.update(_history_metrics(val))
                     if row["val_miou"] > best["val_miou"]:
                         best = {"epoch": epoch + 1, "val_miou": row["val_miou"], "val": val}

@@ -71,13 +71,15 @@ class ConfusionMatrix:
         self._reduced = False
 
     @torch.no_grad()
-    def update(self, logits_or_preds: torch.Tensor, target: torch.Tensor) -> None:
+    def update(self, logits_or_preds: torch.Tensor, target: torch.Tensor, n_images: int | None = None) -> None:
+        """``n_images``: images the update completes (default the batch size; 0 for a band of rows of an
+        image whose other bands come in other updates)."""
         preds = self._predictions(logits_or_preds, target)
         target = target.to(self.device, non_blocking=True)
         rows = torch.where(target == self.ignore_index, self.num_classes, target).reshape(-1).long()
         cols = preds.to(self.device, non_blocking=True).reshape(-1).long()
         self._counts.index_put_((rows, cols), torch.ones_like(rows), accumulate=True)
-        self._n_images += target.shape[0]
+        self._n_images += target.shape[0] if n_images is None else n_images
 
     def reduce_distributed(self) -> None:
         """Sum the counts of all processes (once, after the last update) when torch.distributed runs."""
@@ -157,11 +159,11 @@ class HierarchicalMetrics:
     def levels(self) -> dict[str, ConfusionMatrix]:
         return {"binary": self.binary, "coarse": self.coarse, "fine": self.fine}
 
-    def update(self, outputs: dict[str, torch.Tensor], target: torch.Tensor) -> None:
+    def update(self, outputs: dict[str, torch.Tensor], target: torch.Tensor, n_images: int | None = None) -> None:
         target = target.to(self.fine.device, non_blocking=True).long()
-        self.binary.update(outputs["binary"], self._fine_to_binary[target])
-        self.coarse.update(outputs["coarse"], self._fine_to_coarse[target])
-        self.fine.update(outputs["fine"], target)
+        self.binary.update(outputs["binary"], self._fine_to_binary[target], n_images)
+        self.coarse.update(outputs["coarse"], self._fine_to_coarse[target], n_images)
+        self.fine.update(outputs["fine"], target, n_images)
 
     def reset(self) -> None:
         for matrix in self.levels().values():

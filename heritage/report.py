@@ -37,7 +37,8 @@ METRICS_FILE = "metrics.json"
 # A setting is one configuration evaluated on several folds; its runs differ only in the fold.
 SETTING = ["poc", "variant", "encoder", "protocol"]
 # Fields a paired comparison reports as "also differs" when they differ besides the factor tested.
-CONFIG_FIELDS = ["architecture", "loss", "class_weights", "image_size", "batch_size", "lr", "epochs"]
+CONFIG_FIELDS = ["architecture", "loss", "class_weights", "image_size", "batch_size", "lr", "epochs",
+                 "sampling", "working_resolution"]  # the last two: a patch arm is no loss variant (issue 11)
 ABLATION_POC = "poc59v2_flagship"
 CONFIDENCE = 0.95
 MIN_PAIRED_UNITS = 3  # fewer paired folds give an interval too unstable to state a verdict on
@@ -49,6 +50,7 @@ FAMILY_ORDER = ["CNN", "ViT", "hybrid"]
 RUN_COLUMNS = [
     "run_dir", "poc", "variant", "encoder", "family", "architecture", "loss", "class_weights",
     "protocol", "fold", "profile", "pretrained", "seed", "config_hash", "image_size", "batch_size", "lr", "epochs",
+    "sampling", "working_resolution",
     "params_m", "device", "best_epoch", "miou", "all_clean_miou", "pixel_accuracy", "binary_miou", "coarse_miou",
     "fine_miou", "train_images_per_s", "eval_images_per_s", "peak_memory_mb", "wall_time_s", "per_class",
 ]

@@ -67,19 +67,19 @@ def run_training(config: RunConfig, progress: bool = True) -> dict[str, Any]:
 
         class_weights = None
         if config.class_weights is not None:
-            counts = weights.count_pixels(config.data_dir, train_ids)
+            counts = weights.count_pixels(config.data_dir, train_ids, progress=progress)
             class_weights = weights.compute_class_weights(counts, config.class_weights,
                                                           config.class_weight_max_ratio)
         if dist.is_main:
             runs.write_class_weights(folder, class_weights, config.class_weights, config.class_weight_max_ratio)
 
-        cache = None
-        if config.preload:
-            cache = data.PreloadCache(config.data_dir, [*train_ids, *val_ids, *test_ids], config.image_size,
-                                      shm_dir="/dev/shm" if config.shm else None)
-        datasets = {part: data.SegmentationDataset(config.data_dir, ids, config.image_size, train=part == "train",
-                                                   cache=cache, seed=config.seed)
-                    for part, ids in (("train", train_ids), ("val", val_ids), ("test", test_ids))}
+        datasets = {"train": _training_set(config, train_ids, progress and dist.is_main)}
+        # val and test: whole images at the working resolution, in both sampling modes
+        model_input = "letterbox" if config.sampling == "letterbox" else "working"
+        for part, ids in (("val", val_ids), ("test", test_ids)):
+            datasets[part] = data.EvaluationSet(config.data_dir, ids, config.image_size, config.working_resolution,
+                                                model_input, cache_dir=config.cache_dir,
+                                                progress=progress and dist.is_main)
 
         engine.seed_everything(config.seed)  # the initial weights are part of what the seed fixes
         model = models.build_model(config.architecture, config.encoder, num_classes=taxonomy.NUM_CLASSES,
@@ -93,7 +93,8 @@ def run_training(config: RunConfig, progress: bool = True) -> dict[str, Any]:
 
         result: dict[str, Any] = {}
         if dist.is_main:
-            result = _final_evaluation(config, model, datasets["test"], folder, fitted, dist, progress)
+            result = _final_evaluation(config, model, datasets["test"], folder, fitted, dist, progress,
+                                       scale_record(config, [*train_ids, *val_ids, *test_ids]))
         if dist.enabled:
             shared = [result]
             torch_dist.broadcast_object_list(shared, src=0)
@@ -103,32 +104,70 @@ def run_training(config: RunConfig, progress: bool = True) -> dict[str, Any]:
         engine.teardown_distributed(dist)
 
 
+def _training_set(config: RunConfig, train_ids: list[str], progress: bool) -> Any:
+    """Letterboxed whole images (optionally preloaded) or patches of the working resolution."""
+    from heritage import data
+
+    if config.sampling == "patch":
+        return data.PatchDataset(config.data_dir, train_ids, config.image_size, config.working_resolution,
+                                 config.foreground_share, seed=config.seed, cache_dir=config.cache_dir,
+                                 progress=progress)
+    cache = None
+    if config.preload:
+        cache = data.PreloadCache(config.data_dir, train_ids, config.image_size,
+                                  shm_dir="/dev/shm" if config.shm else None, progress=progress)
+    return data.SegmentationDataset(config.data_dir, train_ids, config.image_size, train=True, cache=cache,
+                                    seed=config.seed)
+
+
+def scale_record(config: RunConfig, ids: list[str]) -> dict[str, Any]:
+    """Pixels the model sees, and pixels scored, per pixel of the reference image, over ``ids``.
+
+    The reference is the original scan when ``metadata.csv`` has ``original_width``/``original_height``
+    columns, else the data folder's stored image (``width``/``height``). Letterbox: image_size / longest
+    side; patch: the working resolution's longest side / the reference's. Min, median and max.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from heritage import ingest
+
+    table = pd.read_csv(Path(config.data_dir) / ingest.METADATA_FILE).set_index("id").loc[ids]
+    stored = np.maximum(table["width"], table["height"]).to_numpy(dtype=np.float64)
+    if {"original_width", "original_height"} <= set(table.columns):
+        reference = np.maximum(table["original_width"], table["original_height"]).to_numpy(dtype=np.float64)
+        where = "original scan (metadata.csv original_width/original_height)"
+    else:
+        reference = stored
+        where = ("data folder's stored image (metadata.csv width/height); the original scan size is not "
+                 "recorded, so factors are relative to the data folder")
+    working = stored if config.working_resolution == "native" else np.minimum(stored, config.working_resolution)
+    seen = config.image_size / reference if config.sampling == "letterbox" else working / reference
+
+    def summary(factors: np.ndarray) -> dict[str, float]:
+        return {name: float(f"{value:.6g}") for name, value in
+                (("min", factors.min()), ("median", float(np.median(factors))), ("max", factors.max()))}
+
+    return {"reference": where, "sampling": config.sampling, "n_images": len(ids),
+            "model_input": summary(seen), "evaluation": summary(working / reference)}
+
+
 def _final_evaluation(config: RunConfig, model: Any, test_set: Any, folder: Path, fitted: Any,
-                      dist: Any, progress: bool) -> dict[str, Any]:
+                      dist: Any, progress: bool, scale: dict[str, Any]) -> dict[str, Any]:
     """Evaluate the best checkpoint once on the test part, draw panels, write ``metrics.json``."""
     import numpy as np
-    import torch
 
     from heritage import data, engine, models, runs, taxonomy
 
     best = runs.load_checkpoint(folder / runs.BEST_CHECKPOINT)
     model.load_state_dict(best["model"])
-    dtype = engine.autocast_dtype(config.amp, dist.device)
-    channels_last = engine.uses_channels_last(config.channels_last, config.encoder, dist.device)
-    loader = data.make_loader(test_set, config.batch_size, train=False, num_workers=config.num_workers,
-                              seed=config.seed)
-    test, eval_images_per_s = engine.evaluate(model, loader, dist.device, dtype, channels_last,
-                                              config.hierarchical, desc="test", progress=progress)
+    test, eval_images_per_s, panels = engine.evaluate_images(
+        model, test_set, dist.device, config.hierarchical, config.image_size, config.batch_size, desc="test",
+        progress=progress, keep=config.n_prediction_panels)
+    evaluated_at = data.describe_resolution(config.working_resolution)
 
-    mean = torch.tensor(data.IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(data.IMAGENET_STD).view(3, 1, 1)
-    for index in range(min(config.n_prediction_panels, len(test_set))):
-        image, truth = test_set[index]
-        prediction = engine.predict(model, image[None], dist.device, dtype, channels_last)[0].numpy()
-        truth = truth.numpy().astype(np.uint8)
+    for sample_id, picture, truth, prediction in panels:  # what was scored, at the evaluation resolution
         prediction = np.where(truth == taxonomy.IGNORE_INDEX, taxonomy.IGNORE_INDEX, prediction).astype(np.uint8)
-        picture = ((image * std + mean).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-        sample_id = test_set.ids[index]
         runs.save_prediction_panel(folder / runs.PREDICTIONS_DIR / f"{sample_id}.png", picture, truth, prediction,
                                    title=f"{sample_id} - {config.poc_key} / {config.encoder} / {config.split_name}")
 
@@ -141,9 +180,13 @@ def _final_evaluation(config: RunConfig, model: Any, test_set: Any, folder: Path
         "lr": config.lr, "epochs": config.epochs,
         "params_m": round(models.count_parameters(model) / 1e6, 3),
         "device": runs.device_name(dist.device), "world_size": dist.world_size,
+        "sampling": config.sampling, "working_resolution": config.working_resolution,
+        "foreground_share": config.foreground_share if config.sampling == "patch" else None,
+        "scale": scale,
         "best_epoch": fitted.best_epoch,
-        "val": {key: fitted.best_val[key] for key in ("miou", "pixel_accuracy", "n_images")},
-        "test": {key: value for key, value in test.items() if key != "hierarchical"},
+        "val": {**{key: fitted.best_val[key] for key in ("miou", "pixel_accuracy", "n_images")},
+                "evaluated_at": evaluated_at},
+        "test": {**{key: value for key, value in test.items() if key != "hierarchical"}, "evaluated_at": evaluated_at},
         "throughput": {"train_images_per_s": fitted.train_images_per_s, "eval_images_per_s": eval_images_per_s},
         "peak_memory_mb": fitted.peak_memory_mb,
         "wall_time_s": fitted.wall_time_s,

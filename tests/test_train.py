@@ -37,10 +37,13 @@ def smoke_data(tmp_path_factory) -> Path:
 
 
 def all_clean_miou(config: RunConfig) -> float:
-    """Test mIoU of predicting Clean everywhere, with the same data pipeline and metrics code."""
+    """Test mIoU of predicting Clean everywhere on the pixels runs are scored on (the data folder's masks at
+    the working resolution), with the metrics code."""
     _, _, test_ids = splits.fold_ids(splits.load_manifest(config.data_dir, config.protocol), config.fold)
     matrix = metrics.ConfusionMatrix()
-    for _, mask in data.SegmentationDataset(config.data_dir, test_ids, config.image_size, train=False):
+    for sample_id in test_ids:
+        mask = torch.from_numpy(data.to_working_resolution(*data.read_sample(config.data_dir, sample_id),
+                                                           config.working_resolution)[1])
         matrix.update(torch.zeros_like(mask)[None], mask[None])
     return matrix.compute()["miou"]
 
@@ -108,6 +111,9 @@ def test_metrics_follow_the_documented_schema(smoke_run):
     assert all(c["iou"] is None for c in test["per_class"].values() if not c["present"])
     assert result["throughput"]["train_images_per_s"] > 0 and result["throughput"]["eval_images_per_s"] > 0
     assert "hierarchical" not in result
+    assert test["evaluated_at"] == result["val"]["evaluated_at"] == "native: the data folder's stored size"
+    assert (result["sampling"], result["working_resolution"]) == ("letterbox", "native")
+    assert result["scale"]["model_input"]["max"] == pytest.approx(config.image_size / 96, rel=0.05)  # smoke: <= 96 px
     # the trivial baseline recorded beside the model's mIoU equals scoring an all-Clean prediction
     assert test["all_clean_miou"] == pytest.approx(all_clean_miou(config))
 
