@@ -75,3 +75,10 @@ def test_the_gallery_holds_a_report_per_scan_and_says_which_run_and_why(data_dir
     assert "class='banner warning'" in page  # below the baseline: said in red on the gallery too
     record = fileio.read_json(index.parent / gallery.RECORD_FILE)
     assert record["scans"] == ids and record["run_dir"] == str(choice.best.run_dir)
+
+
+def test_the_notebook_declares_every_parameter_papermill_can_set() -> None:
+    from heritage import paper
+
+    names = paper.notebook_parameter_names(paper.NOTEBOOKS_DIR / f"{gallery.NOTEBOOK}.ipynb")
+    assert names == ["runs", "out_dir", "profile", "data_dir", "runs_root", "paper_dir", "n_scans", "device"]
