@@ -2,11 +2,20 @@
 
     python bench/predict_bench.py --megapixels 50 --model small_cnn
     python bench/predict_bench.py --megapixels 12 --model unet_convnext_tiny
+    python bench/predict_bench.py --mode orientation --shapes 50x2500 2500x50 50x20000 20000x50 \
+        --compare-with /tmp/predict_before.py   # e.g. from `git show <rev>:heritage/predict.py`
+
+``--mode orientation`` times ``predict_scan`` at ``--scale 1`` on WxH and HxW scans of the same
+pixels, interleaved (round-robin, the order rotating each round) so that a shared, noisy machine
+slows every shape and implementation alike; with ``--compare-with`` an older ``heritage/predict.py``
+is timed in the same rounds (A/B). It counts the model's forward calls and tiles, and writes
+``bench/results/predict-orientation-<cpu>-<date>.json``.
 
 Each call predicts one scan at native resolution (``--scale 1``: the case where memory matters),
 writes its outputs to a temporary folder, and appends one record to
 ``bench/results/predict-cpu-<date>.json``. Run one configuration per process: ``ru_maxrss`` is the
-peak of the whole process.
+peak of the whole process. ``--shape 50x20000`` predicts a WIDTHxHEIGHT scan instead, and
+``--compare-with`` an older ``heritage/predict.py`` instead of the current one.
 
 Memory is reported three ways: ``ru_maxrss`` (the process peak, torch included),
 ``tracemalloc`` (Python and numpy allocations only; torch's CPU allocator is invisible to it), and
@@ -17,11 +26,14 @@ tiled inference avoids.
 from __future__ import annotations
 
 import argparse
-import json
 import datetime as dt
+import importlib.util
+import json
 import os
 import platform
+import re
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -32,7 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from heritage import fileio, models, predict, taxonomy
+from heritage import fileio, models, predict, runs, taxonomy
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MB = 1024 * 1024
@@ -63,6 +75,10 @@ def synthetic_scan(megapixels: float, seed: int = 0) -> predict.Scan:
     """A smooth 3:2 RGB scan (gradients and rings with a little noise: PNG-compressible like a photo)."""
     width = int(round((megapixels * 1e6 * 1.5) ** 0.5))
     height = int(round(megapixels * 1e6 / width))
+    return predict.Scan(synthetic_rgb(height, width, seed), None)
+
+
+def synthetic_rgb(height: int, width: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     rgb = np.empty((height, width, 3), dtype=np.uint8)
     x = np.arange(width, dtype=np.float32)
@@ -73,7 +89,7 @@ def synthetic_scan(megapixels: float, seed: int = 0) -> predict.Scan:
         noise = rng.normal(0, 4, base.shape)
         for c, shift in enumerate((0, 20, -20)):
             rgb[y0:y0 + len(y), :, c] = np.clip(base + shift + noise, 0, 255).astype(np.uint8)
-    return predict.Scan(rgb, None)
+    return rgb
 
 
 def peak_rss_mb() -> float:
@@ -82,18 +98,32 @@ def peak_rss_mb() -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--megapixels", type=float, default=50.0)
+    parser.add_argument("--mode", choices=("scan", "orientation"), default="scan")
+    parser.add_argument("--megapixels", type=float, default=50.0, help="scan mode: the scan's size")
+    parser.add_argument("--shape", type=shape_arg, default=None,
+                        help="scan mode: WIDTHxHEIGHT instead of a 3:2 scan of --megapixels")
     parser.add_argument("--model", choices=("unet_convnext_tiny", "small_cnn"), default="small_cnn")
     parser.add_argument("--tile", type=int, default=384)
     parser.add_argument("--overlap", type=float, default=0.25)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--shapes", nargs="+", type=shape_arg, default=None,
+                        help="orientation mode: WxH shapes; each is also timed as HxW "
+                             "(default 50x2500 50x20000)")
+    parser.add_argument("--rounds", type=int, default=3, help="orientation mode: interleaved rounds")
+    parser.add_argument("--compare-with", type=Path, default=None,
+                        help="an older heritage/predict.py: timed in the same rounds (orientation "
+                             "mode) or instead of the current one (scan mode, one per process)")
     args = parser.parse_args()
+    if args.mode == "orientation":
+        return orientation(args)
 
     torch.manual_seed(0)
     device = torch.device("cpu")
     model = build(args.model, args.tile)
-    scan = synthetic_scan(args.megapixels)
-    options = predict.SlidingWindow(tile=args.tile, overlap=args.overlap, batch_size=args.batch)
+    scan = (synthetic_scan(args.megapixels) if args.shape is None
+            else predict.Scan(synthetic_rgb(args.shape[1], args.shape[0]), None))
+    module = load_predict_module(args.compare_with) if args.compare_with else predict
+    options = module.SlidingWindow(tile=args.tile, overlap=args.overlap, batch_size=args.batch)
     tiles = (len(predict.tile_starts(max(scan.height, args.tile), args.tile, options.stride))
              * len(predict.tile_starts(max(scan.width, args.tile), args.tile, options.stride)))
     rss_before = peak_rss_mb()
@@ -101,11 +131,11 @@ def main() -> int:
 
     tracemalloc.start()
     start = time.perf_counter()
-    labels = predict.predict_scan(model, scan, options, device, scale=1.0, desc="bench")
+    labels = module.predict_scan(model, scan, options, device, scale=1.0, desc="bench")
     predict_s = time.perf_counter() - start
     with tempfile.TemporaryDirectory(prefix="predict-bench-") as tmp:
         start = time.perf_counter()
-        predict.write_outputs(Path(tmp) / "scan", "scan", "synthetic", scan, labels)
+        module.write_outputs(Path(tmp) / "scan", "scan", "synthetic", scan, labels)
         write_s = time.perf_counter() - start
     _, traced_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
@@ -117,6 +147,8 @@ def main() -> int:
         "model_note": ("heritage.models UNet, ConvNeXt-Tiny encoder, random weights"
                        if args.model == "unet_convnext_tiny" else SmallCNN.__doc__),
         "parameters": models.count_parameters(model),
+        "predict_module": str(args.compare_with) if args.compare_with else "current",
+        "git_commit": runs.git_commit(),
         "height": scan.height, "width": scan.width, "megapixels": scan.height * scan.width / 1e6,
         "scale": 1.0, "tile": args.tile, "overlap": args.overlap, "batch": args.batch, "tiles": tiles,
         "predict_s": round(predict_s, 2), "tiles_per_s": round(tiles / predict_s, 3),
@@ -125,7 +157,9 @@ def main() -> int:
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "tracemalloc_peak_mb": round(traced_peak / MB, 1),
         "image_uint8_mb": round(scan.rgb.nbytes / MB, 1),
-        "band_accumulator_mb": round((taxonomy.NUM_CLASSES + 1) * args.tile * scan.width * floats / MB, 1),
+        "band_accumulator_mb": round((taxonomy.NUM_CLASSES + 1) * floats / MB * (  # before: padded width
+            predict.band_rows(scan.height, scan.width, args.tile, args.batch) * scan.width
+            if module is predict else args.tile * max(scan.width, args.tile)), 1),
         "full_resolution_float_map_mb": round(taxonomy.NUM_CLASSES * scan.height * scan.width * floats / MB, 1),
         "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
         "load_average_at_start": round(load_before, 2),
@@ -135,6 +169,101 @@ def main() -> int:
     records = fileio.read_json(path) if path.exists() else []
     fileio.write_json(path, [*records, record])
     print(json.dumps(record, indent=2))
+    print(f"appended to {path}", file=sys.stderr)
+    return 0
+
+
+def shape_arg(value: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(\d+)x(\d+)", value)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected WIDTHxHEIGHT, e.g. 50x2500")
+    return int(match[1]), int(match[2])
+
+
+def load_predict_module(path: Path):
+    """An older ``heritage/predict.py`` imported under its own name, beside the current one."""
+    spec = importlib.util.spec_from_file_location("predict_compared", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def orientation(args: argparse.Namespace) -> int:
+    """Time WxH against HxW at --scale 1, interleaved, for the current (and an older) predict."""
+    torch.manual_seed(0)
+    device = torch.device("cpu")
+    model = build(args.model, args.tile)
+    calls = []
+    model.register_forward_pre_hook(lambda module, inputs: calls.append(int(inputs[0].shape[0])))
+    implementations = {"current": predict}
+    if args.compare_with:
+        implementations["compared"] = load_predict_module(args.compare_with)
+    pairs = args.shapes or [(50, 2500), (50, 20000)]
+    shapes = [shape for w, h in pairs for shape in ((w, h), (h, w))]  # (width, height)
+    scans = {shape: predict.Scan(synthetic_rgb(shape[1], shape[0]), None) for shape in set(shapes)}
+    options = {name: module.SlidingWindow(tile=args.tile, overlap=args.overlap, batch_size=args.batch)
+               for name, module in implementations.items()}
+    for name, module in implementations.items():  # warm-up: first calls pay for imports and allocator
+        module.predict_scan(model, predict.Scan(synthetic_rgb(64, 64), None), options[name], device,
+                            scale=1.0, progress=False)
+    jobs = [(name, shape) for shape in shapes for name in implementations]
+    load_before = os.getloadavg()[0]
+    measurements = []
+    for round_ in range(args.rounds):
+        shift = round_ % len(jobs)  # rotate the order so no job always runs first or last
+        for name, shape in jobs[shift:] + jobs[:shift]:
+            calls.clear()
+            start = time.perf_counter()
+            implementations[name].predict_scan(model, scans[shape], options[name], device, scale=1.0,
+                                               progress=False)
+            seconds = time.perf_counter() - start
+            measurements.append({"implementation": name, "width": shape[0], "height": shape[1],
+                                 "round": round_, "predict_s": round(seconds, 3),
+                                 "model_calls": len(calls), "tiles": sum(calls)})
+            print(f"{name:>8s} {shape[0]}x{shape[1]}: {seconds:.2f} s, {len(calls)} model calls, "
+                  f"{sum(calls)} tiles", file=sys.stderr, flush=True)
+    summary = []
+    for name in implementations:
+        for w, h in pairs:
+            median = {}
+            for shape in ((w, h), (h, w)):
+                times = [m["predict_s"] for m in measurements
+                         if m["implementation"] == name and (m["width"], m["height"]) == shape]
+                median[shape] = statistics.median(times)
+            one = next(m for m in measurements if m["implementation"] == name
+                       and (m["width"], m["height"]) == (w, h))
+            other = next(m for m in measurements if m["implementation"] == name
+                         and (m["width"], m["height"]) == (h, w))
+            summary.append({
+                "implementation": name, "shape": f"{w}x{h}", "transposed": f"{h}x{w}",
+                "median_s": round(median[(w, h)], 3), "transposed_median_s": round(median[(h, w)], 3),
+                "transposed_over_shape": round(median[(h, w)] / median[(w, h)], 3),
+                "model_calls": one["model_calls"], "transposed_model_calls": other["model_calls"],
+                "tiles": one["tiles"], "transposed_tiles": other["tiles"],
+            })
+    record = {
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "mode": "orientation", "model": args.model, "parameters": models.count_parameters(model),
+        "shapes_note": "WIDTHxHEIGHT; each shape timed as given and transposed, predict_scan at scale 1 "
+                       "(tiling, model, blending, argmax; no file writes)",
+        "timing_note": ("interleaved: every round runs each implementation on each shape once, the "
+                        "order rotating per round, on a machine shared with other CPU-heavy jobs: "
+                        "compare medians within this record, not across records"),
+        "implementations": {name: getattr(module, "__file__", None)
+                            for name, module in implementations.items()},
+        "git_commit": runs.git_commit(),  # "current" is this checkout's heritage/predict.py
+        "tile": args.tile, "overlap": args.overlap, "batch": args.batch, "rounds": args.rounds,
+        "summary": summary, "measurements": measurements,
+        "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+        "load_average_at_start": round(load_before, 2), "load_average_at_end": round(os.getloadavg()[0], 2),
+        "cpu": runs.cpu_name(), "torch": torch.__version__, "python": platform.python_version(),
+    }
+    slug = re.sub(r"[^a-z0-9]+", "-", runs.cpu_name().lower()).strip("-")
+    path = RESULTS / f"predict-orientation-{slug}-{dt.date.today().isoformat()}.json"
+    records = fileio.read_json(path) if path.exists() else []
+    fileio.write_json(path, [*records, record])
+    print(json.dumps(summary, indent=2))
     print(f"appended to {path}", file=sys.stderr)
     return 0
 

@@ -441,8 +441,7 @@ def iter_probability_bands(
                 yield origin, blender.pop(y - origin)
                 origin = y
             while ahead and ahead[0][0] == y:
-                _, x, tile_probabilities = ahead.popleft()
-                blender.add(y - origin, x, tile_probabilities, window)
+                blender.add(y - origin, *ahead.popleft()[1:], window)
             while predicted < (row + 1) * len(xs):
                 batch = positions[predicted:predicted + options.batch_size]
                 predicted += len(batch)
@@ -456,6 +455,7 @@ def iter_probability_bands(
                         blender.add(y - origin, tx, tile_probabilities, window)
                     else:
                         ahead.append((ty, tx, tile_probabilities))
+                del probabilities, tile_probabilities  # only `ahead` may keep a batch past the next one
                 bar.update(len(batch))
         yield origin, blender.pop(height - origin)
 
