@@ -44,8 +44,10 @@ $(LAB_STAMP): pyproject.toml $(STAMP)
 	$(PY) -m pip install --quiet -e '.[test,lab]'
 	@touch $@
 
-lab: $(LAB_STAMP)
-	$(VENV)/bin/jupyter lab --notebook-dir=.
+# The data first (the notebooks read it), then JupyterLab with the project kernel "heritage (.venv)";
+# Jupyter refuses to start as root without --allow-root (containers, CI machines).
+lab: $(LAB_STAMP) data
+	$(VENV)/bin/jupyter lab --notebook-dir=. $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # The end-to-end smoke paper keeps its folder in build/test, so nbval then finds the POC notebooks'
 # runs complete and re-executes the notebooks against them instead of training again. Absolute:

@@ -631,56 +631,62 @@ def _is_data_folder(folder: Path) -> bool:
 
 def write_index(paper_dir: Path, jobs: Sequence[NotebookJob], comparison: NotebookJob,
                 results: Mapping[str, JobResult]) -> Path:
-    """``paper/index.html``: the dataset and comparison reports, each table and figure, every run's report.
+    """``paper/index.html``, a reader's landing page: the provenance banner, each research question's
+    verdict and reason, links to ``paper.pdf`` (built first, :func:`heritage.publish.build_manuscript`)
+    and the damage-map gallery, every table inline, every figure at full width, every run's report.
 
     ``jobs`` are the run jobs and the dataset job (the one without a run folder); links are relative.
     """
+    from heritage import publish, report
+
     def link(path: Path, text: str) -> str:
         if not path.is_file():
             return f"<span class='missing'>{html.escape(text)} (missing)</span>"
         return f"<a href='{html.escape(os.path.relpath(path, paper_dir))}'>{html.escape(text)}</a>"
 
+    built = publish.build_manuscript(paper_dir)
+    if built is not None:
+        print(f"paper: {built.message}", file=sys.stdout if built.pdf else sys.stderr)
     rows, others = [], []
     for job in jobs:
         if job.run_dir is None:
             others.append(f"The data at a glance: {link(job.html, 'report (HTML)')}, {link(job.output, 'notebook')}")
             continue
         metrics = fileio.read_json(job.run_dir / "metrics.json") if (job.run_dir / "metrics.json").is_file() else {}
-        miou = f"{100 * metrics['test']['miou']:.2f}" if metrics.get("config_hash") == job.key else "—"
+        current = metrics.get("config_hash") == job.key
+        miou, clean = (metrics["test"].get(k) if current else None for k in ("miou", "all_clean_miou"))
+        above = "—" if miou is None or clean is None else "yes" if miou > clean else "no"
         state = results[job.name].state if job.name in results else (
             DONE if is_up_to_date(job) else "outdated" if job.output.is_file() else "not run")
         css_class = state.replace(" ", "-")
-        rows.append(f"<tr class='{css_class}'><td>{html.escape(job.name)}</td><td>{state}</td><td>{miou}</td>"
-                    f"<td>{link(job.html, 'report')}</td><td>{link(job.output, 'notebook')}</td></tr>")
+        cells = "".join(f"<td class='num'>{'—' if v is None else f'{100 * v:.2f}'}</td>" for v in (miou, clean))
+        rows.append(f"<tr class='{css_class}'><td>{html.escape(job.name)}</td><td>{state}</td>{cells}"
+                    f"<td>{above}</td><td>{link(job.html, 'report')}</td><td>{link(job.output, 'notebook')}</td></tr>")
     provenance_path = paper_dir / "provenance.json"
-    artefacts = fileio.read_json(provenance_path)["artefacts"] if provenance_path.is_file() else {}
-    tables: dict[str, list[str]] = {}
-    figures: dict[str, list[str]] = {}
-    for name in artefacts:
-        stem, _, suffix = name.rpartition(".")
-        (tables if name.startswith("tables/") else figures).setdefault(stem, []).append(suffix)
-    table_items = [f"<li>{html.escape(artefacts[f'{stem}.{suffixes[0]}']['caption'])}: "
-                   + " ".join(link(paper_dir / f"{stem}.{s}", s) for s in suffixes) + "</li>"
-                   for stem, suffixes in tables.items()]
-    figure_items = [f"<figure><img src='{html.escape(stem)}.png' width='480'><figcaption>"
-                    f"{html.escape(artefacts[f'{stem}.png']['caption'])} "
-                    + " ".join(link(paper_dir / f"{stem}.{s}", s) for s in suffixes) + "</figcaption></figure>"
-                    for stem, suffixes in figures.items() if "png" in suffixes]
-    from heritage import report  # the provenance banner of the comparison, at the top of the page
-
-    banner = report.banner_html(paper_dir)
+    provenance = publish.read_provenance(paper_dir)
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>heritage: the compendium</title>
-<style>body{{font-family:sans-serif;max-width:72em;margin:2em auto}}td,th{{padding:2px 8px;text-align:left}}
-tr.failed td{{background:#fdd}} .missing{{color:#999}} figure{{display:inline-block;margin:1em}}</style></head>
+<style>body{{font-family:sans-serif;max-width:72em;margin:2em auto;padding:0 1em}}
+td,th{{padding:2px 8px;text-align:left;vertical-align:top}} td.num,table.data td{{text-align:right}}
+table.data td:first-child{{text-align:left}} table{{border-collapse:collapse;margin:0.5em 0}}
+tr:nth-child(even){{background:#f6f6f6}} th{{border-bottom:1px solid #999}}
+tr.failed td{{background:#fdd}} .missing{{color:#999}} .banner{{color:#555}}
+figure{{margin:1.5em 0}} figure.table{{overflow-x:auto}} li.verdict{{margin:0.4em 0}}
+.files{{font-size:small}}</style></head>
 <body><h1>Semantic segmentation of damage in heritage artworks</h1>
-{banner}
+{report.banner_html(paper_dir)}
+{publish.links_html(paper_dir)}
+<h2>Research questions</h2>
+{publish.findings_html(provenance)}
 <p>Comparison: {link(comparison.html, 'report (HTML)')}, {link(comparison.output, 'notebook')},
 {link(provenance_path, 'provenance.json')} (which runs made each table and figure).</p>
 {''.join(f'<p>{item}</p>' for item in others)}
-<h2>Tables</h2><ul>{''.join(table_items) or '<li>none yet</li>'}</ul>
-<h2>Figures</h2>{''.join(figure_items) or '<p>none yet</p>'}
-<h2>Runs</h2><table><tr><th>run</th><th>state</th><th>test mIoU (%)</th><th>report</th><th>notebook</th></tr>
+<h2>Tables</h2>
+{publish.tables_html(paper_dir, provenance)}
+<h2>Figures</h2>
+{publish.figures_html(paper_dir, provenance)}
+<h2>Runs</h2><table><tr><th>run</th><th>state</th><th>test mIoU (%)</th><th>all-Clean mIoU (%)</th>
+<th>above all-Clean</th><th>report</th><th>notebook</th></tr>
 {''.join(rows)}</table></body></html>
 """
     path = paper_dir / "index.html"

@@ -417,6 +417,20 @@ class Table:
         body = self.csv_frame().to_csv(index=False)
         return (f"# {self.banner}\n" if self.banner else "") + body
 
+    def to_html(self) -> str:
+        """An HTML fragment (for the index page): caption, banner, the display table, its notes."""
+        import html
+
+        parts = [f"<figure class='table' id='tab-{html.escape(self.name)}'>"
+                 f"<figcaption><strong>{html.escape(self.caption)}</strong>"
+                 + (f"<br><span class='banner'>{html.escape(self.banner)}</span>" if self.banner else "")
+                 + "</figcaption>",
+                 self.display.to_html(index=False, escape=True, border=0, classes="data", na_rep="")]
+        if self.notes:
+            parts.append("<ul class='notes'>" + "".join(f"<li>{html.escape(n.removeprefix('- '))}</li>"
+                                                        for n in self.notes) + "</ul>")
+        return "\n".join(parts) + "</figure>\n"
+
 
 # data column -> (CSV header, factor from the metrics.json unit to the display's)
 CSV_UNITS: dict[str, tuple[str, float]] = {
@@ -1080,11 +1094,55 @@ def build_comparison(runs_root: str | Path, planned: pd.DataFrame | None = None,
     return Comparison(runs=runs, ignored=ignored, summary=summary, tables=tables, figures=figures, banner=banner)
 
 
-def write_comparison(comparison: Comparison, paper_dir: str | Path, runs_root: str | Path) -> dict[str, Any]:
-    """Write ``tables/*.{md,tex,csv}``, ``figures/*.{png,pdf}`` and ``provenance.json`` under ``paper_dir``.
+# The research questions, in the order a reader meets them, by the name of their paired table.
+QUESTIONS = {
+    "rq1_family": "RQ1: does the encoder family (CNN, ViT, hybrid) change the test mIoU?",
+    "rq2_multitask": "RQ2: does the multi-task hierarchical model change the test mIoU?",
+    "rq3_resolution": "RQ3: does the image size change the test mIoU?",
+    "ablation_paired": f"Loss ablation ({poc_label(ABLATION_POC)}): does a loss variant change the test mIoU?",
+}
 
-    Returns the provenance record: the banner, and each written file (relative to ``paper_dir``) ->
-    caption and the run folders (relative to ``runs_root``) with their config hashes. Every table
+
+def findings(tables: Sequence[Table]) -> list[dict[str, Any]]:
+    """Each research question's verdict from its paired table (:func:`decide`'s verdicts, nothing else).
+
+    ``verdict`` is "supported" (at least one pair meets the rules), "not supported" or "no pair";
+    ``reason`` is one sentence: the supported statements, or why nothing is claimed (each reason with
+    the number of pairs it holds for).
+    """
+    from collections import Counter
+
+    by_name = {table.name: table for table in tables}
+    result = []
+    for name, question in QUESTIONS.items():
+        if name not in by_name:
+            continue
+        data = by_name[name].data
+        supported = data[data["verdict"] != NOT_SUPPORTED]
+        if data.empty:
+            verdict, reason = "no pair", "No pair of settings with runs answers it; nothing is claimed."
+        elif len(supported):
+            verdict = "supported"
+            reason = (f"{len(supported)} of {len(data)} pairs meet the verdict rules: "
+                      + "; ".join(supported["statement"]) + ".")
+        else:
+            counts = Counter(r for reasons in data["reason"] for r in reasons.split("; ") if r)
+            verdict = NOT_SUPPORTED
+            reason = (f"None of the {len(data)} pair{'' if len(data) == 1 else 's'} meets the verdict rules, "
+                      "so no difference is claimed. Reasons: "
+                      + "; ".join(f"{r} (in {n} of {len(data)})" for r, n in counts.most_common()) + ".")
+        result.append({"table": name, "question": question, "verdict": verdict, "reason": reason,
+                       "n_pairs": len(data), "n_supported": len(supported),
+                       "statements": list(supported["statement"])})
+    return result
+
+
+def write_comparison(comparison: Comparison, paper_dir: str | Path, runs_root: str | Path) -> dict[str, Any]:
+    """Write ``tables/*.{md,tex,csv,html}``, ``figures/*.{png,pdf}`` and ``provenance.json`` under ``paper_dir``.
+
+    Returns the provenance record: the banner, each written file (relative to ``paper_dir``) ->
+    caption and the run folders (relative to ``runs_root``) with their config hashes, and the
+    research questions' :func:`findings`. Every table
     and figure carries the comparison's banner (tables in their caption, figures as a footer).
     """
     paper_dir = Path(paper_dir)
@@ -1096,7 +1154,8 @@ def write_comparison(comparison: Comparison, paper_dir: str | Path, runs_root: s
         fileio.write_text(stem.with_suffix(".md"), table.to_markdown())
         fileio.write_text(stem.with_suffix(".tex"), table.to_latex())
         fileio.write_text(stem.with_suffix(".csv"), table.to_csv())
-        for suffix in (".md", ".tex", ".csv"):
+        fileio.write_text(stem.with_suffix(".html"), table.to_html())
+        for suffix in (".md", ".tex", ".csv", ".html"):
             artefacts[f"tables/{table.name}{suffix}"] = {"caption": table.caption, "runs": table.runs}
     for name, (fig, runs, caption) in comparison.figures.items():
         for path in save_figure(fig, paper_dir / "figures" / name, footer=banner):
@@ -1105,6 +1164,7 @@ def write_comparison(comparison: Comparison, paper_dir: str | Path, runs_root: s
         "banner": comparison.banner.to_json(),
         "runs_root": str(Path(runs_root).resolve()),
         "artefacts": artefacts,
+        "findings": findings(comparison.tables),
         "ignored_runs": [{"run_dir": r.run_dir, "config_hash": r.config_hash, "reason": r.reason}
                          for r in comparison.ignored.itertuples()],
     }
@@ -1123,6 +1183,41 @@ def config_table(config: RunConfig) -> pd.DataFrame:
     rows += [(name, repr(value) if isinstance(value, (dict, type(None))) else str(value))
              for name, value in config.to_dict().items()]
     return pd.DataFrame(rows, columns=["setting", "value"])
+
+
+def config_details_html(config: RunConfig) -> str:
+    """:func:`config_table` folded into an HTML ``<details>`` element (the end of a run report)."""
+    import html
+
+    return (f"<details><summary>Configuration: run folder, config hash {html.escape(config.config_hash())} and "
+            f"every setting ({len(config.to_dict())})</summary>"
+            + config_table(config).to_html(index=False, escape=True, border=0) + "</details>")
+
+
+def run_headline(metrics: dict[str, Any]) -> str:
+    """One Markdown line: the test mIoU beside the all-Clean baseline, and which side of it the run is."""
+    test = metrics["test"]
+    miou, clean = _number(test["miou"]), _number(test.get("all_clean_miou"))
+    line = f"**Test mIoU {100 * miou:.2f}%**"
+    if math.isnan(clean):
+        return line + " (this run recorded no all-Clean baseline)."
+    side = "above" if miou > clean else "not above"
+    return (line + f" against **{100 * clean:.2f}%** for predicting Clean everywhere on the same test pixels: "
+            f"{side} that trivial baseline.")
+
+
+def per_class_frame(metrics: dict[str, Any]) -> pd.DataFrame:
+    """Test IoU, precision, recall and F1 (%) and support (pixels) per class; ABSENT where the class is
+    in neither ground truth nor prediction."""
+    per_class = metrics["test"]["per_class"]
+    rows = []
+    for name in taxonomy.CLASS_NAMES:
+        entry = per_class.get(name) or {}
+        present = entry.get("iou") is not None
+        rows.append({"class": name, **{f"{k} (%)": _fixed(_number(entry.get(k)), 2, 100) if present else ABSENT
+                                       for k in ("iou", "precision", "recall", "f1")},
+                     "support (px)": entry.get("support", 0)})
+    return pd.DataFrame(rows)
 
 
 def read_history(run_dir: str | Path) -> pd.DataFrame:
@@ -1219,20 +1314,39 @@ def confusion_matrix(metrics: dict[str, Any]) -> np.ndarray | None:
 
 
 def plot_confusion(matrix: np.ndarray) -> Figure:
-    """Row-normalised confusion matrix (each true class sums to 100%: the diagonal is the recall)."""
+    """Row-normalised confusion matrix (each true class sums to 100%: the diagonal is the recall).
+
+    Rows are labelled with their pixel count; a cell holding pixels that round to 0% says "<1", an
+    empty cell nothing; rows without pixels are blank.
+    """
     import seaborn as sns
 
     totals = matrix.sum(axis=1, keepdims=True)
     normalised = np.divide(100 * matrix, totals, out=np.full_like(matrix, np.nan), where=totals > 0)
-    fig = Figure(figsize=(9.0, 7.5), layout="constrained")
+    labels = np.where(matrix == 0, "", np.where(normalised < 0.5, "<1", np.char.mod("%.0f", np.nan_to_num(normalised))))
+    rows = [f"{name} ({_pixels(n)})" for name, n in zip(taxonomy.CLASS_NAMES, totals[:, 0])]
+    fig = Figure(figsize=(12.0, 10.0), layout="constrained")
     ax = fig.add_subplot()
-    sns.heatmap(pd.DataFrame(normalised, index=taxonomy.CLASS_NAMES, columns=taxonomy.CLASS_NAMES), ax=ax,
-                vmin=0, vmax=100, cmap="magma_r", annot=True, fmt=".0f", annot_kws={"fontsize": "xx-small"},
-                cbar_kws={"label": "% of the true class's pixels"})
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class (rows without pixels are blank)")
-    ax.set_title("Test confusion matrix, normalised per true class")
+    sns.heatmap(pd.DataFrame(normalised, index=rows, columns=taxonomy.CLASS_NAMES), ax=ax, vmin=0, vmax=100,
+                cmap="magma_r", annot=labels, fmt="", annot_kws={"fontsize": 9}, linewidths=0.5, linecolor="#dddddd",
+                cbar_kws={"label": "% of the true class's pixels", "shrink": 0.8})
+    ax.tick_params(axis="both", labelsize=10)
+    ax.set_xticks(ax.get_xticks(), ax.get_xticklabels(), rotation=40, ha="right", rotation_mode="anchor")
+    ax.set_xlabel("predicted class", fontsize=11)
+    ax.set_ylabel("true class (its test pixels)", fontsize=11)
+    ax.set_title(f"Test confusion matrix, normalised per true class ({_pixels(matrix.sum(), '')} labelled pixels; "
+                 "outlined: the diagonal, i.e. each class's recall)", fontsize=12)
+    from matplotlib.patches import Rectangle
+
+    for i in range(len(matrix)):
+        ax.add_patch(Rectangle((i, i), 1, 1, fill=False, edgecolor="black", linewidth=1.2))
     return fig
+
+
+def _pixels(count: float, unit: str = " px") -> str:
+    count = int(count)
+    return (f"{count / 1e6:.1f}M{unit}" if count >= 1e6 else f"{count / 1e3:.1f}k{unit}" if count >= 1e4
+            else f"{count}{unit}")
 
 
 def prediction_panels(run_dir: str | Path) -> list[Path]:

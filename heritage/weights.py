@@ -33,11 +33,12 @@ DEFAULT_MAX_RATIO = 36.0
 WEIGHTS_DIR = "weights"
 
 
-def count_pixels(data_dir: str | os.PathLike, ids: Iterable[str]) -> np.ndarray:
-    """Pixels of each of the NUM_CLASSES classes over the masks of ``ids`` (int64; Background excluded)."""
+def count_pixels(data_dir: str | os.PathLike, ids: Iterable[str], progress: bool = True) -> np.ndarray:
+    """Pixels of each of the NUM_CLASSES classes over the masks of ``ids`` (int64; Background excluded);
+    a progress bar for 100 masks or more unless ``progress`` is False."""
     ids = list(ids)
     counts = np.zeros(256, dtype=np.int64)
-    for sample_id in tqdm(ids, desc="count pixels", unit="mask", disable=len(ids) < 100):
+    for sample_id in tqdm(ids, desc="count pixels", unit="mask", disable=not progress or len(ids) < 100):
         path = ingest.annotation_path(data_dir, sample_id)
         mask = fileio.read_mask(path)
         mask_counts = np.bincount(mask.ravel(), minlength=256)

@@ -101,3 +101,20 @@ def test_a_stop_signal_reaches_the_kernel_and_asks_for_a_requeue(tmp_path: Path)
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == paper.REQUEUE_EXIT_CODE, result.stderr[-3000:]
     assert "stop: checkpoint saved" in result.stderr and not job.stamp.exists()
+
+
+def test_run_reports_hold_no_stderr_and_the_paper_reads_as_one(smoke_paper: dict) -> None:
+    import nbformat
+    import shutil
+
+    root = smoke_paper["root"]
+    for planned in paper.planned_configs("smoke", None, root / "data", root / "runs"):
+        notebook = nbformat.read(config.run_dir(planned) / "notebook.ipynb", as_version=4)
+        noise = [output.get("text", "")[:200] for cell in notebook.cells for output in cell.get("outputs", [])
+                 if output.get("name") == "stderr"]
+        assert not noise, f"{planned.poc_key}/{planned.encoder}: {noise}"  # no warnings, no progress bars
+        assert len(list((config.run_dir(planned) / "predictions").glob("*.png"))) >= 6
+    index = (root / "paper" / "index.html").read_text()
+    assert "Research questions" in index and "<table class=\"dataframe data\">" in index
+    assert (root / "paper" / "paper.tex").is_file()
+    assert (root / "paper" / "paper.pdf").is_file() == (shutil.which("pdflatex") is not None)

@@ -427,13 +427,15 @@ def test_every_table_and_figure_written_carries_the_banner(runs_root, planned, t
     assert "trained from scratch; 6 epochs; 18 of 18 runs beat their all-Clean baseline." in banner
     assert provenance["banner"]["text"] == banner and provenance["banner"]["profile"] == "smoke"
     tables = sorted(name for name in provenance["artefacts"] if name.startswith("tables/"))
-    assert len(tables) == 3 * len(comparison.tables)
+    assert len(tables) == 4 * len(comparison.tables)  # md, tex, csv and the index page's html fragment
     for name in tables:
         text = (paper / name).read_text()
         if name.endswith(".csv"):
             assert text.splitlines()[0] == f"# {banner}", name
         elif name.endswith(".md"):
             assert f"> {banner}" in text, name
+        elif name.endswith(".html"):
+            assert f"<span class='banner'>{banner}</span>" in text and "<table" in text, name
         else:  # the banner has no LaTeX special characters: it stands as is in the caption
             caption = next(line for line in text.splitlines() if line.startswith(r"\caption{"))
             assert banner in caption, name

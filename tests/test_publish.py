@@ -1,0 +1,110 @@
+"""heritage.publish: the index page's sections and the manuscript, from fabricated run folders."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from test_report import planned, runs_root, smoke_like_runs  # noqa: F401 - fixtures and run writers
+
+from heritage import fileio, paper, publish, report
+
+
+def write_paper(runs: Path, paper_dir: Path, planned_runs=None) -> dict:
+    comparison = report.build_comparison(runs, planned_runs, profile="smoke")
+    return report.write_comparison(comparison, paper_dir, runs)
+
+
+def test_findings_come_from_the_verdicts(runs_root, planned, tmp_path) -> None:  # noqa: F811
+    provenance = write_paper(runs_root, tmp_path / "paper", planned)
+    found = {f["table"]: f for f in provenance["findings"]}
+    assert list(found) == ["rq1_family", "rq2_multitask", "rq3_resolution", "ablation_paired"]
+    # MiT-B3 beats ConvNeXt and MaxViT on 3 folds (test_report's numbers); RQ2 has 1 holdout pair
+    assert found["rq1_family"]["verdict"] == "supported" and found["rq1_family"]["n_supported"] == 2
+    assert "SegFormer MiT-B3 beats POC-5.9-v2 ConvNeXt-Tiny" in found["rq1_family"]["reason"]
+    assert found["rq2_multitask"]["verdict"] == "not supported"
+    assert found["rq2_multitask"]["reason"] == (
+        "None of the 1 pair meets the verdict rules, so no difference is claimed. "
+        "Reasons: 1 paired fold: too few (in 1 of 1).")
+
+
+def test_nothing_supported_is_said_so(tmp_path) -> None:
+    provenance = write_paper(smoke_like_runs(tmp_path / "runs"), tmp_path / "paper")
+    found = {f["table"]: f for f in provenance["findings"]}
+    assert found["rq1_family"]["verdict"] == "not supported"
+    assert "both below the all-Clean baseline (in 3 of 3)" in found["rq1_family"]["reason"]
+    assert found["rq2_multitask"]["verdict"] == "no pair"
+    text = publish.manuscript_text(tmp_path / "paper", provenance)
+    assert "None of the research questions has a supported answer in this build" in text
+    assert "beats" not in text and "better" not in text.replace("``not supported''", "")
+
+
+def test_the_index_page_is_a_landing_page(runs_root, planned, tmp_path, monkeypatch) -> None:  # noqa: F811
+    monkeypatch.setattr(shutil, "which", lambda name: None)  # no pdflatex: the page says paper.pdf is not built
+    paper_dir = tmp_path / "paper"
+    provenance = write_paper(runs_root, paper_dir, planned)
+    (paper_dir / "damage-maps").mkdir()
+    (paper_dir / "damage-maps" / "index.html").write_text("<html></html>")
+    template = tmp_path / "nb.ipynb"
+    job = paper.NotebookJob(name="poc58_baseline/convnext_tiny/holdout-holdout", template=template,
+                            output=tmp_path / "out.ipynb", html=tmp_path / "out.html", parameters={},
+                            key=fileio.read_json(runs_root / "poc58_baseline/convnext_tiny/holdout-holdout/metrics.json")[
+                                "config_hash"], run_dir=runs_root / "poc58_baseline/convnext_tiny/holdout-holdout")
+    comparison = paper.NotebookJob(name="comparison", template=template, output=paper_dir / "99.ipynb",
+                                   html=paper_dir / "99.html", parameters={}, key="k")
+    index = paper.write_index(paper_dir, [job], comparison, {}).read_text()
+    assert provenance["banner"]["text"] in index
+    for finding in provenance["findings"]:
+        assert finding["question"] in index
+        assert finding["reason"].split(": ")[0] in index  # html-escaped text keeps these words
+    assert "<table class=\"dataframe data\">" in index  # tables inline, not links only
+    assert index.count("<figure class='table'") == len(report.build_comparison(runs_root, planned).tables)
+    assert "<a href='figures/per_class_iou_heatmap.pdf'><img src='figures/per_class_iou_heatmap.png'" in index
+    assert "style='width:100%'" in index
+    assert "<a href='damage-maps/index.html'>" in index and "paper.pdf (not built" in index
+    # the run's row: mIoU 21.00 beside its all-Clean 6.00, above it
+    assert "<td class='num'>21.00</td><td class='num'>6.00</td><td>yes</td>" in index
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
+@pytest.mark.parametrize("kind", ["verdicts", "smoke"])
+def test_the_manuscript_compiles_with_every_table_and_figure_inside_the_margins(kind, runs_root, planned,  # noqa: F811
+                                                                                tmp_path) -> None:
+    paper_dir = tmp_path / "paper"
+    if kind == "verdicts":
+        provenance = write_paper(runs_root, paper_dir, planned)
+    else:
+        provenance = write_paper(smoke_like_runs(tmp_path / "smoke_runs"), paper_dir)
+    built = publish.build_manuscript(paper_dir)
+    assert built.pdf == paper_dir / "paper.pdf", built.message
+    assert built.pdf.stat().st_size > 10_000
+    tex = (paper_dir / "paper.tex").read_text()
+    assert tex.isascii()
+    for name in provenance["artefacts"]:
+        if name.startswith("tables/") and name.endswith(".tex"):
+            assert f"\\input{{{name}}}" in tex
+        if name.startswith("figures/") and name.endswith(".pdf"):
+            assert f"{{{name}}}" in tex and "\\includegraphics" in tex
+    banner = report._latex_text(provenance["banner"]["text"])
+    assert tex.count(banner) == 2 and tex.count(banner.removeprefix("Provenance: ")) == 3  # paragraph, 2 figures
+    log = paper_dir / publish.LATEX_DIR / "paper.log"
+    assert [p for p in publish.overfull_boxes(log) if p > 3.0] == []
+    assert publish.build_manuscript(paper_dir).message.endswith("(up to date)")
+
+
+def test_overfull_boxes_are_read_from_the_log(tmp_path) -> None:
+    log = tmp_path / "x.log"
+    log.write_text("Overfull \\hbox (12.5pt too wide) in paragraph at lines 3--4\nUnderfull \\hbox\n"
+                   "Overfull \\hbox (0.4pt too wide) detected at line 9\n")
+    assert publish.overfull_boxes(log) == [12.5, 0.4]
+
+
+def test_without_pdflatex_the_manuscript_is_written_and_the_pdf_skipped(runs_root, tmp_path,  # noqa: F811
+                                                                       monkeypatch) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    write_paper(runs_root, tmp_path / "paper")
+    built = publish.build_manuscript(tmp_path / "paper")
+    assert (tmp_path / "paper" / "paper.tex").is_file() and built.pdf is None
+    assert built.message.startswith("pdflatex not found:") and "\n" not in built.message
+    assert not (tmp_path / "paper" / "paper.pdf").exists()
