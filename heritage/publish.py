@@ -140,8 +140,10 @@ def manuscript_text(paper_dir: str | Path, provenance: dict[str, Any]) -> str:
     findings = ("\\begin{itemize}\n" + "\n".join(items) + "\n\\end{itemize}") if items else (
         "No research question has a paired table in this build.")
     paper_dir = Path(paper_dir)
-    tables = "\n".join(f"\\input{{tables/{stem}.tex}}" for stem in _stems(provenance, "tables", "tex")
-                       if (paper_dir / "tables" / f"{stem}.tex").is_file())
+    inputs = [f"\\input{{tables/{stem}.tex}}" for stem in _stems(provenance, "tables", "tex")
+              if (paper_dir / "tables" / f"{stem}.tex").is_file()]
+    # LaTeX holds at most 18 floats waiting for a page: flush them every 8 tables
+    tables = "\n".join(line + ("\n\\clearpage" if i % 8 == 7 else "") for i, line in enumerate(inputs))
     figures = []
     for stem in _stems(provenance, "figures", "pdf"):
         caption = latex(provenance["artefacts"][f"figures/{stem}.pdf"]["caption"]) + ". " + latex(banner["text"])
