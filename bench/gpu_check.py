@@ -354,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.ddp_worker:
         return ddp_worker(args)
 
+    if args.dry_run:  # the CLI and torchrun children too must stay on the CPU, even on a GPU machine
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
     plan = dry_plan() if args.dry_run or not torch.cuda.is_available() else gpu_plan()
     if args.budget_s is not None:
         plan.budget_s = args.budget_s
