@@ -189,7 +189,7 @@ def _page(choice: Choice, config, provenance: str, rows: list[str]) -> str:
 <style>body{{font-family:sans-serif;max-width:100em;margin:2em auto}} .banner{{font-weight:bold}}
 .warning{{color:#b00000}} .row{{display:flex;flex-wrap:wrap;gap:1em}} figure{{margin:0}}
 figure img{{width:100%;max-width:768px;image-rendering:pixelated;border:1px solid #ccc}}
-.row figure{{flex:1 1 300px}} td,th{{padding:2px 8px;text-align:left}} tr.chosen td{{font-weight:bold}}
+.row figure{{flex:1 1 0;min-width:0}} td,th{{padding:2px 8px;text-align:left}} tr.chosen td{{font-weight:bold}}
 {overlays.LEGEND_CSS}</style></head><body>
 <h1>Damage maps of held-out test scans ({POC}, main configuration)</h1>
 {provenance}

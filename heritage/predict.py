@@ -669,7 +669,7 @@ def render_report(name: str, source: str, rgb: np.ndarray, labels: np.ndarray, t
 <style>
 body {{ font-family: sans-serif; margin: 2em; max-width: 1800px; }}
 .pair {{ display: flex; flex-wrap: wrap; gap: 1em; }}
-.pair figure {{ margin: 0; flex: 1 1 {min(scan_view.shape[1], 860)}px; max-width: {scan_view.shape[1]}px; }}
+.pair figure {{ margin: 0; flex: 1 1 0; min-width: 0; max-width: {scan_view.shape[1]}px; }}
 .pair img {{ width: 100%; border: 1px solid #ccc; image-rendering: pixelated; }}
 .banner {{ font-weight: bold; }} .warning {{ color: #b00000; }}
 table {{ border-collapse: collapse; margin: 1em 0; }}
