@@ -118,3 +118,28 @@ def test_run_reports_hold_no_stderr_and_the_paper_reads_as_one(smoke_paper: dict
     assert "Research questions" in index and "<table class=\"dataframe data\">" in index
     assert (root / "paper" / "paper.tex").is_file()
     assert (root / "paper" / "paper.pdf").is_file() == (shutil.which("pdflatex") is not None)
+
+
+def test_the_damage_maps_show_the_best_flagship_runs_own_test_scans(smoke_paper: dict) -> None:
+    from heritage import gallery, splits
+
+    root = smoke_paper["root"]
+    maps = root / "paper" / gallery.GALLERY_DIR
+    record = fileio.read_json(maps / gallery.RECORD_FILE)
+    configs = paper.planned_configs("smoke", [gallery.POC], root / "data", root / "runs")
+    main = {str(config.run_dir(c)): c for c in configs if c.variant is None}
+    chosen = main[record["run_dir"]]
+    assert max(c["val_miou"] for c in record["candidates"]) == next(
+        c["val_miou"] for c in record["candidates"] if c["run_dir"] == record["run_dir"])
+    _, _, test = splits.fold_ids(splits.load_manifest(root / "data", chosen.protocol), chosen.fold)
+    assert len(record["scans"]) == gallery.N_SCANS and set(record["scans"]) <= set(test)
+    for sample_id in record["scans"]:
+        assert (maps / sample_id / "report.html").is_file()
+    assert "damage-maps/index.html" in (root / "paper" / "index.html").read_text()
+    assert "damage maps up to date" in paper_again(smoke_paper)
+
+
+def paper_again(smoke_paper: dict) -> str:
+    again = subprocess.run(smoke_paper["command"], capture_output=True, text=True, cwd=smoke_paper["root"])
+    assert again.returncode == 0, again.stderr[-4000:]
+    return again.stdout
