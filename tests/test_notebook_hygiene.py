@@ -23,8 +23,7 @@ def test_there_are_notebooks():
     assert NOTEBOOKS, "notebooks/ holds no notebooks"
 
 
-# predict and damage_maps belong to the damage-map work and still name python3; they join once switched.
-PROJECT_KERNEL_NOTEBOOKS = [p for p in NOTEBOOKS if p.name not in ("predict.ipynb", "damage_maps.ipynb")]
+PROJECT_KERNEL_NOTEBOOKS = NOTEBOOKS
 
 
 @pytest.mark.parametrize("path", PROJECT_KERNEL_NOTEBOOKS, ids=[p.name for p in PROJECT_KERNEL_NOTEBOOKS])
