@@ -545,3 +545,15 @@ def test_a_plan_without_runs_gives_tables_of_no_run(tmp_path: Path, planned: pd.
     assert comparison.table("rq1_family").notes == ["- No pair of settings with runs for this question."]
     with pytest.raises(ValueError, match="no finished run"):
         report.build_comparison(tmp_path / "no_runs_yet")
+
+
+def test_the_throughput_axis_is_logarithmic_only_over_a_decade(runs_root, planned, tmp_path) -> None:
+    comparison = report.build_comparison(runs_root, planned)  # 50 to 300 img/s: less than a decade
+    assert comparison.figure("miou_vs_throughput").axes[0].get_xscale() == "linear"
+    write_run(tmp_path / "runs", "poc58_baseline", "convnext_tiny", "holdout", 0.2, protocol="holdout")
+    fast = write_run(tmp_path / "runs", "poc58_baseline", "swin_tiny", "holdout", 0.3, protocol="holdout")
+    metrics = fileio.read_json(fast / "metrics.json")
+    metrics["throughput"]["train_images_per_s"] = 5000.0
+    fileio.write_json(fast / "metrics.json", metrics)
+    wide = report.build_comparison(tmp_path / "runs")
+    assert wide.figure("miou_vs_throughput").axes[0].get_xscale() == "log"
