@@ -1413,7 +1413,7 @@ def example_ids(data_dir: str | Path, n: int) -> list[str]:
 
     metadata = ingest.read_metadata(data_dir)
     ids = sorted(metadata.loc[metadata["transform"] == ingest.IDENTITY, "id"])
-    histograms = stats.mask_histograms(data_dir, ids)
+    histograms = stats.mask_histograms(data_dir, ids, progress=False)  # a notebook's view
     n_damages = (histograms[:, 1: taxonomy.NUM_CLASSES] > 0).sum(axis=1)
     order = sorted(range(len(ids)), key=lambda i: (-n_damages[i], ids[i]))
     return [ids[i] for i in order[:n]]

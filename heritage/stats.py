@@ -19,19 +19,20 @@ from tqdm import tqdm
 from heritage import fileio, ingest, taxonomy
 
 
-def mask_histograms(data_dir: str | os.PathLike, ids: list[str]) -> np.ndarray:
-    """(len(ids), 256) int64 counts of every mask value, one row per mask."""
+def mask_histograms(data_dir: str | os.PathLike, ids: list[str], progress: bool = True) -> np.ndarray:
+    """(len(ids), 256) int64 counts of every mask value, one row per mask; a bar for 100 masks or more
+    unless ``progress`` is False (notebooks: it would land in the report)."""
     histograms = np.zeros((len(ids), 256), dtype=np.int64)
-    for row, sample_id in enumerate(tqdm(ids, desc="stats", unit="mask", disable=len(ids) < 100)):
+    for row, sample_id in enumerate(tqdm(ids, desc="stats", unit="mask", disable=not progress or len(ids) < 100)):
         histograms[row] = np.bincount(fileio.read_mask(ingest.annotation_path(data_dir, sample_id)).ravel(),
                                       minlength=256)
     return histograms
 
 
-def dataset_stats(data_dir: str | os.PathLike) -> dict:
+def dataset_stats(data_dir: str | os.PathLike, progress: bool = True) -> dict:
     metadata = ingest.read_metadata(data_dir)
     originals = metadata[metadata["transform"] == ingest.IDENTITY]
-    histograms = mask_histograms(data_dir, originals["id"].tolist())
+    histograms = mask_histograms(data_dir, originals["id"].tolist(), progress=progress)
     class_counts = histograms[:, : taxonomy.NUM_CLASSES]
     labelled = int(class_counts.sum())
     names = list(taxonomy.CLASS_NAMES)

@@ -56,3 +56,15 @@ def test_the_confusion_matrix_is_legible() -> None:
 def test_every_run_report_shows_at_least_six_prediction_panels(poc, profile, data_dir) -> None:
     resolved = config.load_run_config(poc, profile, overrides={"data_dir": str(data_dir)})
     assert resolved.n_prediction_panels >= 6
+
+
+def test_notebook_views_of_the_data_print_no_progress_bar(data_dir, capsys) -> None:
+    from heritage import ingest, stats
+
+    ids = ingest.read_metadata(data_dir)["id"].tolist() * 2  # 100 masks or more: a bar unless asked not to
+    assert len(ids) >= 100
+    stats.mask_histograms(data_dir, ids)
+    assert "stats:" in capsys.readouterr().err
+    stats.mask_histograms(data_dir, ids, progress=False)
+    stats.dataset_stats(data_dir, progress=False)
+    assert capsys.readouterr().err == ""
