@@ -26,6 +26,8 @@ PDF = "paper.pdf"
 LATEX_DIR = ".latex"  # pdflatex's aux and log files, under the paper folder
 GALLERY = "damage-maps/index.html"  # heritage.gallery's page, linked when it exists
 INSTALL_HINT = "apt-get install texlive-latex-base texlive-latex-recommended"
+WIDE_COLUMNS = 10  # a table with this many columns goes on a landscape page
+_TABULAR = re.compile(r"\\begin\{tabular\}\{((?:[^{}]|\{[^{}]*\})*)\}")
 _OVERFULL = re.compile(r"Overfull \\hbox \((\d+(?:\.\d+)?)pt too wide\)")
 
 
@@ -140,10 +142,8 @@ def manuscript_text(paper_dir: str | Path, provenance: dict[str, Any]) -> str:
     findings = ("\\begin{itemize}\n" + "\n".join(items) + "\n\\end{itemize}") if items else (
         "No research question has a paired table in this build.")
     paper_dir = Path(paper_dir)
-    inputs = [f"\\input{{tables/{stem}.tex}}" for stem in _stems(provenance, "tables", "tex")
-              if (paper_dir / "tables" / f"{stem}.tex").is_file()]
-    # LaTeX holds at most 18 floats waiting for a page: flush them every 8 tables
-    tables = "\n".join(line + ("\n\\clearpage" if i % 8 == 7 else "") for i, line in enumerate(inputs))
+    tables = _table_inputs(paper_dir, [stem for stem in _stems(provenance, "tables", "tex")
+                                       if (paper_dir / "tables" / f"{stem}.tex").is_file()])
     figures = []
     for stem in _stems(provenance, "figures", "pdf"):
         caption = latex(provenance["artefacts"][f"figures/{stem}.pdf"]["caption"]) + ". " + latex(banner["text"])
@@ -154,6 +154,34 @@ def manuscript_text(paper_dir: str | Path, provenance: dict[str, Any]) -> str:
         abstract=latex(abstract), banner=latex(banner["text"].removeprefix("Provenance: ")), findings=findings,
         min_pairs=report.MIN_PAIRED_UNITS, confidence=latex(f"{report.CONFIDENCE:.0%}"),
         tables=tables + "\n\\clearpage", figures="\n".join(figures))
+
+
+def _table_inputs(paper_dir: Path, stems: list[str]) -> str:
+    """``\\input`` lines; runs of wide tables (WIDE_COLUMNS or more) on landscape pages, where they keep
+    a readable size instead of shrinking to the portrait width; a ``\\clearpage`` every 8 others
+    (LaTeX holds at most 18 floats waiting for a page)."""
+    blocks, wide, portrait = [], [], 0
+    for stem in stems:
+        line = f"\\input{{tables/{stem}.tex}}"
+        if table_columns(paper_dir / "tables" / f"{stem}.tex") >= WIDE_COLUMNS:
+            wide.append(line)
+            continue
+        if wide:
+            blocks.append("\\begin{landscape}\n" + "\n".join(wide) + "\n\\end{landscape}")
+            wide = []
+        blocks.append(line)
+        portrait += 1
+        if portrait % 8 == 0:
+            blocks.append("\\clearpage")
+    if wide:
+        blocks.append("\\begin{landscape}\n" + "\n".join(wide) + "\n\\end{landscape}")
+    return "\n".join(blocks)
+
+
+def table_columns(tex: str | Path) -> int:
+    """Columns of the tabular in a table's ``.tex`` (0 when it has none)."""
+    found = _TABULAR.search(Path(tex).read_text(encoding="utf-8"))
+    return 0 if found is None else len(re.findall(r"[lrcp]", re.sub(r"\{[^{}]*\}", "", found.group(1))))
 
 
 def write_manuscript(paper_dir: str | Path) -> Path | None:

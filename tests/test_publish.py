@@ -88,6 +88,9 @@ def test_the_manuscript_compiles_with_every_table_and_figure_inside_the_margins(
             assert f"{{{name}}}" in tex and "\\includegraphics" in tex
     banner = report._latex_text(provenance["banner"]["text"])
     assert tex.count(banner) == 2 and tex.count(banner.removeprefix("Provenance: ")) == 3  # paragraph, 2 figures
+    # the flagship's encoder table (12 columns) is set on a landscape page, the 8-column RQ tables are not
+    landscape = tex[tex.index("\\begin{landscape}"):tex.index("\\end{landscape}")]
+    assert "tables/encoders_poc59v2_flagship.tex" in landscape and "tables/rq1_family.tex" not in landscape
     log = paper_dir / publish.LATEX_DIR / "paper.log"
     assert [p for p in publish.overfull_boxes(log) if p > 3.0] == []
     assert publish.build_manuscript(paper_dir).message.endswith("(up to date)")
