@@ -340,7 +340,7 @@ class WorkingCache:
         missing = [i for i in ids if not (self.stem(i).with_suffix(".npz").is_file()
                                           and self.stem(i).with_suffix(".npy").is_file())]
         for sample_id in tqdm(missing, desc=f"cache {resolution_tag(self.working_resolution)}", unit="image",
-                              disable=not progress or not missing):
+                              disable=True if not progress or not missing else None):  # None: off when not a tty
             self._write(sample_id)
 
     def _write(self, sample_id: str) -> None:
