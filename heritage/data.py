@@ -169,6 +169,16 @@ class PreloadCache:
         return f"PreloadCache({len(self)} samples at {self.image_size}px, {self.size_mb:.1f} MB in {where})"
 
 
+def training_pair(image: np.ndarray, mask: np.ndarray, augmentation: A.Compose | None,
+                  seed: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(normalised image, int64 mask) after ``augmentation`` seeded by ``seed`` (seed, epoch, index)."""
+    if augmentation is not None:
+        seed_transforms(augmentation, seed)
+        augmented = augmentation(image=image, mask=mask)
+        image, mask = augmented["image"], augmented["mask"]
+    return normalize(image), torch.from_numpy(mask.astype(np.int64))
+
+
 class SegmentationDataset(Dataset):
     """(image float32 (3, S, S), mask int64 (S, S)) pairs for ``ids`` of a data folder."""
 
@@ -210,12 +220,7 @@ class SegmentationDataset(Dataset):
         return load_resized(self.data_dir, sample_id, self.image_size)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, mask = self.load(index)
-        if self.augmentation is not None:
-            seed_transforms(self.augmentation, (self.seed, self.epoch, index))
-            augmented = self.augmentation(image=image, mask=mask)
-            image, mask = augmented["image"], augmented["mask"]
-        return normalize(image), torch.from_numpy(mask.astype(np.int64))
+        return training_pair(*self.load(index), self.augmentation, (self.seed, self.epoch, index))
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -488,12 +493,7 @@ class PatchDataset(Dataset):
         return np.ascontiguousarray(image), np.ascontiguousarray(mask)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, mask = self.load(index)
-        if self.augmentation is not None:
-            seed_transforms(self.augmentation, (self.seed, self.epoch, index))
-            augmented = self.augmentation(image=image, mask=mask)
-            image, mask = augmented["image"], augmented["mask"]
-        return normalize(image), torch.from_numpy(mask.astype(np.int64))
+        return training_pair(*self.load(index), self.augmentation, (self.seed, self.epoch, index))
 
 
 def pad_to(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
