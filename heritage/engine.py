@@ -296,12 +296,19 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, dtype: 
         matrices.update(outputs, masks)
     synchronize(device)
     seconds = time.perf_counter() - start
+    result = _evaluation_result(matrices, hierarchical)
+    return result, result["n_images"] / max(seconds, 1e-9)
+
+
+def _evaluation_result(matrices: Any, hierarchical: bool) -> dict[str, Any]:
+    """metrics.json's evaluation record: fine-class scores, the all-Clean baseline on the same pixels,
+    the confusion matrix, and per-level scores for a hierarchical model."""
     fine = matrices.fine if hierarchical else matrices
     result = {**fine.compute(), "all_clean_miou": metrics.constant_prediction_miou(fine.matrix),
               "confusion_matrix": fine.matrix.cpu().tolist()}
     if hierarchical:
         result["hierarchical"] = matrices.compute()
-    return result, result["n_images"] / max(seconds, 1e-9)
+    return result
 
 
 # The hierarchical model's heads as channel ranges of one tensor, so one tiler blends all three.
@@ -371,11 +378,7 @@ def evaluate_images(model: nn.Module, images: data.EvaluationSet, device: torch.
             panels.append((item.sample_id, *_shrunk(np.asarray(item.picture), np.asarray(item.mask), maps["fine"])))
     synchronize(device)
     seconds = time.perf_counter() - start
-    fine = matrices.fine if hierarchical else matrices
-    result = {**fine.compute(), "all_clean_miou": metrics.constant_prediction_miou(fine.matrix),
-              "confusion_matrix": fine.matrix.cpu().tolist()}
-    if hierarchical:
-        result["hierarchical"] = matrices.compute()
+    result = _evaluation_result(matrices, hierarchical)
     return result, result["n_images"] / max(seconds, 1e-9), panels
 
 
