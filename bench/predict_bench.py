@@ -165,12 +165,16 @@ def main() -> int:
         "load_average_at_start": round(load_before, 2),
         "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
     }
-    path = RESULTS / f"predict-cpu-{dt.date.today().isoformat()}.json"
+    append_record(RESULTS / f"predict-cpu-{dt.date.today().isoformat()}.json", record, shown=record)
+    return 0
+
+
+def append_record(path: Path, record: dict, shown: dict) -> None:
+    """Add ``record`` to the JSON list at ``path`` (earlier measurements stay), print ``shown``."""
     records = fileio.read_json(path) if path.exists() else []
     fileio.write_json(path, [*records, record])
-    print(json.dumps(record, indent=2))
+    print(json.dumps(shown, indent=2))
     print(f"appended to {path}", file=sys.stderr)
-    return 0
 
 
 def shape_arg(value: str) -> tuple[int, int]:
@@ -260,11 +264,7 @@ def orientation(args: argparse.Namespace) -> int:
         "cpu": runs.cpu_name(), "torch": torch.__version__, "python": platform.python_version(),
     }
     slug = re.sub(r"[^a-z0-9]+", "-", runs.cpu_name().lower()).strip("-")
-    path = RESULTS / f"predict-orientation-{slug}-{dt.date.today().isoformat()}.json"
-    records = fileio.read_json(path) if path.exists() else []
-    fileio.write_json(path, [*records, record])
-    print(json.dumps(summary, indent=2))
-    print(f"appended to {path}", file=sys.stderr)
+    append_record(RESULTS / f"predict-orientation-{slug}-{dt.date.today().isoformat()}.json", record, shown=summary)
     return 0
 
 
