@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from heritage import fileio, models, predict, runs, taxonomy
+from train_bench import result_path  # bench/ is on sys.path when this runs as a script
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MB = 1024 * 1024
@@ -263,8 +264,8 @@ def orientation(args: argparse.Namespace) -> int:
         "load_average_at_start": round(load_before, 2), "load_average_at_end": round(os.getloadavg()[0], 2),
         "cpu": runs.cpu_name(), "torch": torch.__version__, "python": platform.python_version(),
     }
-    slug = re.sub(r"[^a-z0-9]+", "-", runs.cpu_name().lower()).strip("-")
-    append_record(RESULTS / f"predict-orientation-{slug}-{dt.date.today().isoformat()}.json", record, shown=summary)
+    path = result_path(RESULTS, runs.cpu_name(), dt.date.today().isoformat(), prefix="predict-orientation-")
+    append_record(path, record, shown=summary)
     return 0
 
 
