@@ -82,7 +82,7 @@ def augment(data_dir: str | os.PathLike, seed: int = DEFAULT_SEED) -> pd.DataFra
             fileio.write_png(ingest.annotation_path(data_dir, new_id), new_mask)
             rows.append({**original._asdict(), "id": new_id, "width": new_mask.shape[1],
                          "height": new_mask.shape[0], "transform": transform})
-    table = pd.DataFrame(rows, columns=list(ingest.METADATA_COLUMNS))
+    table = pd.DataFrame(rows, columns=list(metadata.columns))  # with the original scan size, if recorded
     ingest.write_metadata(data_dir, table)
     return table
 

@@ -27,6 +27,9 @@ Bad input, and the opt-ins for real annotation formats:
   colours chroma-subsampled JPEG smears across class edges), ``--resize-masks`` (an annotation of the same
   aspect ratio but another size is resized with nearest neighbour). Masks are only ever resampled
   with nearest neighbour, and mapped to class ids after resampling (the two commute).
+- Each sample's original size is recorded (``original_width``, ``original_height``), and a
+  ``--longest-side`` that shrinks a class's median damage component (8-connected, measured on the
+  full-size masks, :mod:`heritage.scale`) below a pixel is warned about, naming the classes.
 - Materials and contents outside ARTeFACT's vocabulary (:mod:`heritage.vocabulary`) are warned
   about with the closest name, and refused with ``--strict``.
 - A staging folder or temporary file left by a killed ingest/augment is removed by the next one
@@ -47,6 +50,7 @@ import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -54,11 +58,14 @@ import pyarrow.parquet as pq
 from PIL import Image
 from tqdm import tqdm
 
-from heritage import errors, fileio, taxonomy, vocabulary
+from heritage import errors, fileio, scale, taxonomy, vocabulary
 
 PARQUET_COLUMNS = ("id", "image", "annotation", "material", "content")
 EXPORT_COLUMNS = ("id", "material", "content")
 METADATA_COLUMNS = ("id", "material", "content", "width", "height", "source_id", "transform")
+# The scan's size before ingest downscaled it (upright, pixels): written by ingest, optional when read
+# (folders from before it was recorded: their stored size is taken as the original, see original_size).
+ORIGINAL_SIZE_COLUMNS = ("original_width", "original_height")
 METADATA_FILE = "metadata.csv"
 IMAGES_DIR = "images"
 ANNOTATIONS_DIR = "annotations"
@@ -128,6 +135,17 @@ class RawSample:
     where: str
 
 
+class Decoded(NamedTuple):
+    """One decoded sample (:func:`decode_sample`)."""
+
+    image: np.ndarray  # (H, W, 3) uint8, upright, at the stored size
+    mask: np.ndarray  # (H, W) uint8 class ids, at the stored size
+    original_size: tuple[int, int]  # (width, height) of the upright scan before any downscaling
+    # damage components of the mask at original_size (scale.component_areas); None where measuring them
+    # would mean mapping a full-size --rgb-masks mask to the palette
+    original_components: scale.ComponentAreas | None
+
+
 # --- the data folder -------------------------------------------------------------------------
 
 
@@ -140,7 +158,8 @@ def annotation_path(data_dir: str | os.PathLike, sample_id: str) -> Path:
 
 
 def read_metadata(data_dir: str | os.PathLike) -> pd.DataFrame:
-    """The validated ``metadata.csv`` of a data folder (columns in METADATA_COLUMNS order)."""
+    """The validated ``metadata.csv`` of a data folder: columns in METADATA_COLUMNS order, then
+    ORIGINAL_SIZE_COLUMNS when the file has them."""
     path = Path(data_dir) / METADATA_FILE
     if not path.is_file():
         raise errors.MissingInputError(f"{path}: file not found (run `python -m heritage data ingest` first)")
@@ -153,7 +172,11 @@ def read_metadata(data_dir: str | os.PathLike) -> pd.DataFrame:
     duplicated = table["id"][table["id"].duplicated()].tolist()
     if duplicated:
         raise errors.InputError(f"{path}: duplicated id(s) {duplicated[:5]}")
-    for column in ("width", "height"):
+    optional = [c for c in ORIGINAL_SIZE_COLUMNS if c in table.columns]
+    if optional and len(optional) != len(ORIGINAL_SIZE_COLUMNS):
+        raise errors.InputError(f"{path}: has {optional[0]!r} without "
+                                f"{[c for c in ORIGINAL_SIZE_COLUMNS if c not in optional][0]!r}")
+    for column in ("width", "height", *optional):
         if not table[column].str.fullmatch(r"[1-9][0-9]*").all():
             bad = table.loc[~table[column].str.fullmatch(r"[1-9][0-9]*"), "id"].tolist()
             raise errors.InputError(f"{path}: column {column!r} is not a positive integer for id(s) {bad[:5]}")
@@ -161,7 +184,20 @@ def read_metadata(data_dir: str | os.PathLike) -> pd.DataFrame:
     orphans = sorted(set(table["source_id"]) - set(table.loc[table["transform"] == IDENTITY, "id"]))
     if orphans:
         raise errors.InputError(f"{path}: source_id(s) {orphans[:5]} have no original (transform={IDENTITY!r}) row")
-    return table[list(METADATA_COLUMNS)].reset_index(drop=True)
+    return table[[*METADATA_COLUMNS, *optional]].reset_index(drop=True)
+
+
+def has_original_size(table: pd.DataFrame) -> bool:
+    """Whether a metadata table records the original scan sizes (ORIGINAL_SIZE_COLUMNS)."""
+    return set(ORIGINAL_SIZE_COLUMNS) <= set(table.columns)
+
+
+def original_size(table: pd.DataFrame) -> pd.DataFrame:
+    """(original_width, original_height) per row: the recorded scan size, else the stored size (a
+    folder written before ingest recorded it, or one never downscaled)."""
+    if has_original_size(table):
+        return table[list(ORIGINAL_SIZE_COLUMNS)].astype(np.int64)
+    return table[["width", "height"]].astype(np.int64).set_axis(list(ORIGINAL_SIZE_COLUMNS), axis=1)
 
 
 def metadata_fingerprint(data_dir: str | os.PathLike) -> str:
@@ -178,7 +214,9 @@ def metadata_fingerprint(data_dir: str | os.PathLike) -> str:
 
 
 def write_metadata(data_dir: str | os.PathLike, table: pd.DataFrame) -> None:
-    fileio.write_text(Path(data_dir) / METADATA_FILE, table[list(METADATA_COLUMNS)].to_csv(index=False))
+    """Write ``metadata.csv``: METADATA_COLUMNS, and ORIGINAL_SIZE_COLUMNS when ``table`` has them."""
+    columns = [*METADATA_COLUMNS, *(ORIGINAL_SIZE_COLUMNS if has_original_size(table) else ())]
+    fileio.write_text(Path(data_dir) / METADATA_FILE, table[columns].to_csv(index=False))
 
 
 def check_id(sample_id: object, where: str) -> str:
@@ -292,11 +330,13 @@ def export_samples(folder: Path, table: pd.DataFrame) -> list[RawSample]:
 
 def decode_sample(sample: RawSample, longest_side: int | None = None,
                   max_pixels: int | None = fileio.DEFAULT_MAX_PIXELS,
-                  masks: MaskFormat = MaskFormat()) -> tuple[np.ndarray, np.ndarray]:
+                  masks: MaskFormat = MaskFormat()) -> Decoded:
     """Decode and validate one sample: (H, W, 3) uint8 image and (H, W) uint8 class-id mask.
 
     Both are downscaled to ``longest_side`` (None: original size) while decoding, the image upright
     by its EXIF orientation; sizes are checked from the headers first (``max_pixels``, alignment).
+    The mask's damage components are measured on the full-size mask, which is decoded anyway before
+    it is resized (the downscaled one has lost the smallest of them).
     """
 
     def label(kind: str, source: bytes | Path) -> str:
@@ -313,14 +353,14 @@ def decode_sample(sample: RawSample, longest_side: int | None = None,
             _check_alignment(sample.where, size, mask_size, image_orientation, masks)
         target = target_size(size, longest_side)
         image_array = _decode_image(image, image_orientation, target, image_label, max_pixels, sample.image)
-        mask_array = _decode_mask(mask, mask_orientation, target, mask_label, max_pixels, masks)
+        mask_array, components = _decode_mask(mask, mask_orientation, target, mask_label, max_pixels, masks)
     except MemoryError:  # an admitted size can still exceed this machine's memory: say which row
         width, height = image.size
         raise errors.InputError(
             f"{sample.where}: not enough memory to decode its {width}x{height} = {width * height:,} pixel "
             f"image (--max-pixels is {f'{max_pixels:,}' if max_pixels else 'off'}); run with more memory, or "
             "lower --max-pixels to refuse such scans up front") from None
-    return image_array, mask_array
+    return Decoded(image_array, mask_array, size, components)
 
 
 def target_size(size: tuple[int, int], longest_side: int | None) -> tuple[int, int]:
@@ -431,34 +471,49 @@ def _check_mask_mode(mask: Image.Image, label: str, masks: MaskFormat) -> None:
 
 
 def _decode_mask(mask: Image.Image, orientation: int, target: tuple[int, int], label: str,
-                 max_pixels: int | None, masks: MaskFormat) -> np.ndarray:
+                 max_pixels: int | None, masks: MaskFormat) -> tuple[np.ndarray, scale.ComponentAreas | None]:
+    """The stored class-id mask, and the damage components of the full-size one (see :class:`Decoded`)."""
     fileio.load(mask, label, max_pixels)
     stored_target = _stored(target, orientation)
     resized = stored_target != mask.size
+    original_components = None
+    if resized and not masks.rgb:  # measured before the resize drops the smallest components
+        original_components = scale.component_areas(_class_ids(_single_channel(mask, masks), masks))
     if resized:  # nearest neighbour only: class ids (or colours) are picked, never blended
         mask = mask.resize(stored_target, Image.Resampling.NEAREST)
     # converted after resizing (nearest picks pixels, so the two commute): the full-size mask is never copied
-    if masks.rgb:
-        mask = mask.convert("RGB")
-    elif masks.binary_class is not None:
-        mask = mask.convert("L")
-    elif mask.mode == "P":
-        mask = _palette_mask_ids(mask)
+    mask = mask.convert("RGB") if masks.rgb else _single_channel(mask, masks)
     if orientation in _TRANSPOSE:
         mask = mask.transpose(_TRANSPOSE[orientation])
     array = np.asarray(mask, dtype=np.uint8)
     where = f"{label} (resized to {target[0]}x{target[1]})" if resized else label
     if masks.rgb:
-        return palette_ids(array, masks.palette_tolerance, where, masks.unmatched_background)
+        array = palette_ids(array, masks.palette_tolerance, where, masks.unmatched_background)
+    elif masks.binary_class is not None:
+        array = _class_ids(mask, masks)
+    else:
+        try:
+            taxonomy.check_mask_values(array, where)
+        except errors.InputError as err:
+            raise errors.InputError(
+                f"{err}; for binary masks pass --binary-mask-class NAME [--binary-threshold T]") from None
+    return array, (original_components if resized else scale.component_areas(array))
+
+
+def _single_channel(mask: Image.Image, masks: MaskFormat) -> Image.Image:
+    """A class-id or binary mask as one 8-bit channel (not for --rgb-masks)."""
     if masks.binary_class is not None:
-        damage = np.uint8(taxonomy.CLASS_IDS[masks.binary_class])
-        return np.where(array >= masks.binary_threshold, damage, np.uint8(0)).astype(np.uint8)
-    try:
-        taxonomy.check_mask_values(array, where)
-    except errors.InputError as err:
-        raise errors.InputError(
-            f"{err}; for binary masks pass --binary-mask-class NAME [--binary-threshold T]") from None
-    return array
+        return mask.convert("L")
+    return _palette_mask_ids(mask) if mask.mode == "P" else mask
+
+
+def _class_ids(mask: Image.Image, masks: MaskFormat) -> np.ndarray:
+    """Class ids of a single-channel mask: binary masks thresholded, class-id masks as they are."""
+    array = np.asarray(mask, dtype=np.uint8)
+    if masks.binary_class is None:
+        return array
+    damage = np.uint8(taxonomy.CLASS_IDS[masks.binary_class])
+    return np.where(array >= masks.binary_threshold, damage, np.uint8(0)).astype(np.uint8)
 
 
 def _palette_mask_ids(mask: Image.Image) -> Image.Image:
@@ -534,7 +589,9 @@ def ingest(source: str | os.PathLike, out: str | os.PathLike,
     ``max_pixels`` (None: PIL's own guard) refuses larger images from their header; ``masks`` opts in
     to binary, RGB or resized annotations; ``strict`` refuses materials/contents outside ARTeFACT's
     vocabulary, which are otherwise reported as :class:`heritage.vocabulary.VocabularyWarning`.
-    Returns the metadata written (original samples only: re-run ``augment`` afterwards).
+    Each sample's original (upright) size is recorded (ORIGINAL_SIZE_COLUMNS); a
+    :class:`heritage.scale.ScaleWarning` names each class whose median damage component, measured on
+    the full-size masks, ``longest_side`` shrinks below a pixel. Returns the metadata written (original samples only: re-run ``augment`` afterwards).
     """
     if longest_side is not None and longest_side < 1:
         raise errors.InputError(f"longest_side must be a positive number of pixels, got {longest_side}")
@@ -562,7 +619,7 @@ def ingest(source: str | os.PathLike, out: str | os.PathLike,
             for relative in (image_path("", row["id"]), annotation_path("", row["id"])):
                 (out / relative).parent.mkdir(exist_ok=True)
                 os.replace(staging / relative, out / relative)
-        metadata = pd.DataFrame(rows, columns=list(METADATA_COLUMNS))
+        metadata = pd.DataFrame(rows, columns=[*METADATA_COLUMNS, *ORIGINAL_SIZE_COLUMNS])
         write_metadata(out, metadata)
     finally:
         shutil.rmtree(staging)
@@ -596,6 +653,8 @@ def _convert_all(samples: Iterable[RawSample], staging: Path, total: int, decode
     rows: list[dict] = []
     seen: dict[str, str] = {}
     unknown: dict[tuple[str, str], list] = {}  # (column, value) -> [rows, first where]
+    components: list[scale.ComponentAreas] = []  # at the original size, with the factor to the stored one
+    factors: list[float] = []
     try:
         for sample in tqdm(samples, total=total, desc="ingest", unit="image"):
             if sample.id in seen:
@@ -606,18 +665,36 @@ def _convert_all(samples: Iterable[RawSample], staging: Path, total: int, decode
                     vocabulary.check_name(column, value, sample.where)
                 elif value not in vocabulary.VOCABULARIES[column]:
                     unknown.setdefault((column, value), [0, sample.where])[0] += 1
-            image, mask = decode_sample(sample, **decode_options)
-            fileio.write_png(image_path(staging, sample.id), image)
-            fileio.write_png(annotation_path(staging, sample.id), mask)
+            decoded = decode_sample(sample, **decode_options)
+            fileio.write_png(image_path(staging, sample.id), decoded.image)
+            fileio.write_png(annotation_path(staging, sample.id), decoded.mask)
+            height, width = decoded.mask.shape
+            original_width, original_height = decoded.original_size
             rows.append({"id": sample.id, "material": sample.material, "content": sample.content,
-                         "width": mask.shape[1], "height": mask.shape[0], "source_id": sample.id,
-                         "transform": IDENTITY})
+                         "width": width, "height": height, "source_id": sample.id, "transform": IDENTITY,
+                         "original_width": original_width, "original_height": original_height})
+            if decoded.original_components is not None:
+                components.append(decoded.original_components)
+                factors.append(max(width, height) / max(original_width, original_height))
     finally:  # also when a later row fails: the names seen so far are worth fixing too
         for (column, value), (count, where) in unknown.items():  # one warning per name, not per row
             warnings.warn(f"{vocabulary.unknown_name_message(column, value)}: {count} row(s), first {where} "
                           "(fix the metadata, or pass --strict to refuse such names)",
                           vocabulary.VocabularyWarning, stacklevel=3)
+    _warn_vanishing(components, factors, decode_options["longest_side"])
     return rows
+
+
+def _warn_vanishing(components: list[scale.ComponentAreas], factors: list[float], longest_side: int | None
+                    ) -> None:
+    """A :class:`heritage.scale.ScaleWarning` per class whose median component (measured at the original
+    size) the downscaling to ``longest_side`` shrinks below a pixel."""
+    if not factors or min(factors) >= 1:  # nothing downscaled: every component keeps its pixels
+        return
+    where = (f"--longest-side {longest_side} (median factor {np.median(factors):.3g} of the original scans; "
+             "0 keeps the original size)")
+    for message in scale.vanishing_messages(scale.summarise(components, factors), where):
+        warnings.warn(message, scale.ScaleWarning, stacklevel=4)
 
 
 # --- CLI -----------------------------------------------------------------------------------------
@@ -664,12 +741,13 @@ def main(args: argparse.Namespace) -> int:
                        unmatched_background=args.unmatched_as_background, resize=args.resize_masks)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", vocabulary.VocabularyWarning)
+        warnings.simplefilter("always", scale.ScaleWarning)
         try:
             metadata = ingest(args.source, args.out, args.longest_side or None, max_pixels=args.max_pixels or None,
                               masks=masks, strict=args.strict)
         finally:  # the warnings matter even when a later row fails
             for warning in caught:
-                if issubclass(warning.category, vocabulary.VocabularyWarning):
+                if issubclass(warning.category, (vocabulary.VocabularyWarning, scale.ScaleWarning)):
                     print(f"heritage data ingest: warning: {warning.message}", file=sys.stderr)
                 else:
                     warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)

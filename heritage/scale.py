@@ -124,8 +124,8 @@ def vanishing_messages(summary: Mapping[str, Mapping[str, float]], where: str) -
         if median < VANISHING_AREA_PX:
             small = (f", {row['share_le_2px']:.0%} of its {row['n_components']} components <= {SMALL_AREA_PX:g} px"
                      if "share_le_2px" in row else f" ({row['n_components']} components)")
-            messages.append(f"{where}: {name}'s median damage component is {median:.3g} px "
-                            f"(< {VANISHING_AREA_PX:g} px{small}): the model can hardly see it")
+            messages.append(f"{where}: {name}: median damage component {median:.3g} px "
+                            f"(< {VANISHING_AREA_PX:g} px{small}): at this scale most of it is lost")
     return messages
 
 

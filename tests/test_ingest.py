@@ -48,7 +48,7 @@ def good_rows(n: int = 3) -> list[dict]:
 
 def test_ingest_resizes_to_the_longest_side_and_writes_the_data_folder(synthetic_parquet, tmp_path):
     metadata = ingest.ingest(synthetic_parquet, tmp_path / "data", longest_side=48)
-    assert list(metadata.columns) == list(ingest.METADATA_COLUMNS)
+    assert list(metadata.columns) == [*ingest.METADATA_COLUMNS, *ingest.ORIGINAL_SIZE_COLUMNS]
     assert len(metadata) == N_SYNTHETIC_IMAGES
     assert (metadata["source_id"] == metadata["id"]).all()
     assert (metadata["transform"] == "identity").all()
