@@ -49,7 +49,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from heritage import data, errors, metrics, models, runs
+from heritage import data, errors, metrics, models, runs, taxonomy
 from heritage.config import RunConfig
 
 # sysexits.h EX_TEMPFAIL, "temporary failure, the user is invited to retry": the run stopped on a
@@ -331,7 +331,8 @@ class _HeadsAsChannels(nn.Module):
 
 @torch.inference_mode()
 def evaluate_images(model: nn.Module, images: data.EvaluationSet, device: torch.device, hierarchical: bool,
-                    tile: int, batch_size: int, desc: str = "eval", progress: bool = True, keep: int = 0
+                    tile: int, batch_size: int, desc: str = "eval", progress: bool = True, keep: int = 0,
+                    per_image: bool = False
                     ) -> tuple[dict[str, Any], float, list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]]:
     """:func:`evaluate`'s result over whole images at the working resolution, images/s, and panels.
 
@@ -340,6 +341,10 @@ def evaluate_images(model: nn.Module, images: data.EvaluationSet, device: torch.
     whole (one tile) and its label map resized to the evaluation resolution with nearest neighbour.
     The confusion matrix is accumulated on those pixels, in row chunks (no full-size int64 copies).
     ``keep``: the first images' (id, picture, truth, prediction), shrunk to PANEL_SIDE, for panels.
+    Each image's own (fine) confusion is counted too (a bincount of the same pixels): the result's
+    ``per_image_miou`` is the mean over images of their mIoU (:func:`heritage.metrics.mean_iou`), and with
+    ``per_image`` the result also holds ``per_image`` = ``{"ids": [...], "confusion": (n, 16, 16) int64
+    tensor}`` (a tensor, so a result kept in a resume checkpoint still loads with ``weights_only``).
     """
     from PIL import Image
 
@@ -352,9 +357,13 @@ def evaluate_images(model: nn.Module, images: data.EvaluationSet, device: torch.
     net = _HeadsAsChannels(model) if hierarchical else model
     channels = max(hi for _, hi in heads.values())
     panels = []
+    confusions = np.zeros((len(images), taxonomy.NUM_CLASSES, taxonomy.NUM_CLASSES), dtype=np.int64)
+    ids = []
     synchronize(device)
     start = time.perf_counter()
-    for item in tqdm(images, desc=desc, leave=False, disable=not progress, unit="image", total=len(images)):
+    bar = tqdm(images, desc=desc, leave=False, disable=not progress, unit="image", total=len(images))
+    for index, item in enumerate(bar):
+        ids.append(item.sample_id)
         maps = {name: np.empty(item.model_input.shape[:2], dtype=np.uint8) for name in heads}
         for y0, probabilities in tiled.iter_probability_bands(net, item.model_input, options, device,
                                                               num_classes=channels, progress=False):
@@ -370,6 +379,7 @@ def evaluate_images(model: nn.Module, images: data.EvaluationSet, device: torch.
             target = torch.from_numpy(np.ascontiguousarray(item.mask[y0:y0 + rows]))[None]
             predicted = {name: torch.from_numpy(labels[y0:y0 + rows])[None] for name, labels in maps.items()}
             first = int(y0 == 0)  # one image per image, however many chunks
+            confusions[index] += _confusion(target[0].numpy(), predicted["fine"][0].numpy())
             if hierarchical:
                 matrices.update(predicted, target, n_images=first)
             else:
@@ -379,7 +389,20 @@ def evaluate_images(model: nn.Module, images: data.EvaluationSet, device: torch.
     synchronize(device)
     seconds = time.perf_counter() - start
     result = _evaluation_result(matrices, hierarchical)
+    image_mious = metrics.mean_iou(metrics.iou_per_class(*metrics.class_counts(confusions)))
+    scored = image_mious[~np.isnan(image_mious)]  # an image without a labelled pixel has no mIoU
+    result = {"miou": result["miou"], "per_image_miou": float(scored.mean()) if len(scored) else None,
+              "per_image_convention": metrics.PER_IMAGE_CONVENTION, **result}  # beside the dataset-level miou
+    if per_image:
+        result["per_image"] = {"ids": ids, "confusion": torch.from_numpy(confusions)}
     return result, result["n_images"] / max(seconds, 1e-9), panels
+
+
+def _confusion(truth: np.ndarray, prediction: np.ndarray) -> np.ndarray:
+    """16 x 16 counts (truth x prediction) of one chunk; Background (255) rows fall past the first 256 codes."""
+    codes = truth.astype(np.intp) * taxonomy.NUM_CLASSES + prediction
+    counts = np.bincount(codes.ravel(), minlength=256 * taxonomy.NUM_CLASSES)
+    return counts[: taxonomy.NUM_CLASSES ** 2].reshape(taxonomy.NUM_CLASSES, taxonomy.NUM_CLASSES)
 
 
 def _shrunk(picture: np.ndarray, truth: np.ndarray, prediction: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -25,6 +26,13 @@ from heritage import taxonomy
 CONVENTION = (
     "IoU per class over the whole evaluation set; classes absent from both ground truth and "
     "prediction are 'absent' (null) and excluded from the mean"
+)
+
+
+# Beside the dataset-level ``miou`` of evaluations over whole images (engine.evaluate_images).
+PER_IMAGE_CONVENTION = (
+    "miou is dataset-level (one confusion matrix over every pixel of the set); per_image_miou is the mean over "
+    "images of each image's mIoU over the classes present in its ground truth or prediction"
 )
 
 
@@ -185,14 +193,50 @@ def constant_prediction_miou(matrix: torch.Tensor, class_index: int = taxonomy.C
     convention as :meth:`ConfusionMatrix.compute`: the predicted class scores its share of the
     labelled pixels, every other class present in the ground truth scores 0, absent classes are left out.
     """
-    support = matrix.double().sum(dim=1).cpu()
-    labelled = support.sum()
-    if labelled == 0:
+    support = matrix.double().sum(dim=1).cpu().numpy()
+    if support.sum() == 0:
         raise ValueError("no labelled pixel in the confusion matrix: the baseline is undefined")
-    present = support > 0
-    present[class_index] = True  # it is predicted everywhere
-    return float(support[class_index] / labelled) / int(present.sum())
+    return float(constant_prediction_mious(support, class_index))
 
 
 def _ratio(numerator: torch.Tensor | float, denominator: torch.Tensor | float) -> float:
     return float(numerator / denominator) if denominator > 0 else 0.0
+
+# -- per-image scores (numpy: one row per image, or per bootstrap draw) ------------------------------
+
+
+def class_counts(confusion: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """True positives, ground-truth pixels and predicted pixels per class of ``(..., C, C)`` confusions.
+
+    They are all IoU needs, and they add up: the counts of a set of images are the sums of theirs.
+    """
+    confusion = np.asarray(confusion)
+    return np.diagonal(confusion, axis1=-2, axis2=-1), confusion.sum(axis=-1), confusion.sum(axis=-2)
+
+
+def iou_per_class(true_positive: np.ndarray, truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """IoU per class (last axis) under :data:`CONVENTION`: NaN for a class absent from both truth and
+    prediction (left out of the mean), 0 for a class only predicted."""
+    true_positive, truth, predicted = (np.asarray(a, dtype=np.float64) for a in (true_positive, truth, predicted))
+    union = truth + predicted - true_positive
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, true_positive / union, np.nan)
+
+
+def mean_iou(ious: np.ndarray) -> np.ndarray:
+    """Mean over the present classes (last axis; NaN = absent); NaN where no class is present."""
+    ious = np.asarray(ious, dtype=np.float64)
+    present = ~np.isnan(ious)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(present.any(axis=-1), np.nansum(ious, axis=-1) / present.sum(axis=-1), np.nan)
+
+
+def constant_prediction_mious(truth: np.ndarray, class_index: int = taxonomy.CLASS_IDS["Clean"]) -> np.ndarray:
+    """:func:`constant_prediction_miou` per row of ``(..., C)`` ground-truth pixel counts (NaN: no labelled pixel)."""
+    truth = np.asarray(truth, dtype=np.float64)
+    labelled = truth.sum(axis=-1)
+    present = truth > 0
+    present[..., class_index] = True  # it is predicted everywhere
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(labelled > 0, truth[..., class_index] / labelled / present.sum(axis=-1), np.nan)
+

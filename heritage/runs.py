@@ -3,7 +3,7 @@
 ``runs_root/<poc>[-<variant>]/<encoder>/<protocol>-<fold>/`` (see ARCHITECTURE.md) holds
 ``config.yaml``, ``environment.json``, ``class_weights.json``, ``history.csv``,
 ``checkpoint_last.pt`` (with the one before it, ``checkpoint_last.prev.pt``), ``checkpoint_best.pt``,
-``predictions/<id>.png`` and, written last, ``metrics.json``: its presence (with a matching config
+``predictions/<id>.png``, ``per_image.csv`` and, written last, ``metrics.json``: its presence (with a matching config
 hash) means the run finished, and the resume checkpoints are then deleted.
 Every file is written atomically (temporary file + rename), so an interrupted job never leaves a
 half-written file behind; checkpoints are also flushed to disk before the rename, and resume falls
@@ -46,6 +46,8 @@ RESUME_KEYS = ("model", "optimizer", "scheduler", "scaler", "rng", "epoch", "ste
                "history", "config_hash")
 BEST_CHECKPOINT = "checkpoint_best.pt"
 METRICS_FILE = "metrics.json"
+# Per test image: its scores and class counts (ARCHITECTURE.md, run folder); written just before metrics.json.
+PER_IMAGE_FILE = "per_image.csv"
 PREDICTIONS_DIR = "predictions"
 SLURM_VARIABLES = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_NAME",
                    "SLURM_PROCID", "SLURM_NTASKS", "SLURM_NODELIST", "SLURM_RESTART_COUNT")
@@ -243,6 +245,58 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 def write_metrics(folder: Path, metrics: dict[str, Any]) -> None:
     """Write ``metrics.json``; call it last, its presence marks the run finished."""
     fileio.write_json(folder / METRICS_FILE, metrics)
+
+
+def per_image_columns() -> dict[str, list[str]]:
+    """per_image.csv's column groups: per class IoU and the counts IoU is made of (class names in taxonomy order)."""
+    return {kind: [f"{kind}_{name}" for name in taxonomy.CLASS_NAMES] for kind in ("iou", "tp", "true", "pred")}
+
+
+def per_image_table(ids: Sequence[str], source_ids: Sequence[str], confusion: np.ndarray) -> Any:
+    """One row per image of its ``(16, 16)`` confusion: the per_image.csv contract (ARCHITECTURE.md).
+
+    ``n_pixels`` (labelled), ``miou`` (over the classes present in the image's truth or prediction),
+    ``all_clean_miou`` (predicting Clean on its labelled pixels), ``iou_<class>`` (NaN: absent from both),
+    and ``tp_``/``true_``/``pred_<class>`` pixel counts: summed over images they give the dataset-level
+    IoU (what the artwork bootstrap recomputes), their sums are the dataset confusion's diagonal, row and
+    column sums.
+    """
+    import pandas as pd
+
+    from heritage import metrics
+
+    confusion = np.asarray(confusion, dtype=np.int64)
+    if not len(ids) == len(source_ids) == len(confusion):
+        raise ValueError(f"{len(ids)} ids, {len(source_ids)} source ids and {len(confusion)} confusions")
+    true_positive, truth, predicted = metrics.class_counts(confusion)
+    ious = metrics.iou_per_class(true_positive, truth, predicted)
+    columns = per_image_columns()
+    table = pd.DataFrame({"id": list(ids), "source_id": list(source_ids), "n_pixels": truth.sum(axis=1),
+                          "miou": metrics.mean_iou(ious), "all_clean_miou": metrics.constant_prediction_mious(truth)})
+    blocks = [pd.DataFrame(values, columns=columns[kind])
+              for kind, values in (("iou", ious), ("tp", true_positive), ("true", truth), ("pred", predicted))]
+    return pd.concat([table, *blocks], axis=1)
+
+
+def write_per_image(folder: Path, table: Any) -> None:
+    """Write ``per_image.csv`` (atomic; NaN written as ``NaN``; floats in full precision: deterministic)."""
+    fileio.write_text(folder / PER_IMAGE_FILE, table.to_csv(index=False, na_rep="NaN", lineterminator="\n"))
+
+
+def read_per_image(folder: str | os.PathLike) -> Any:
+    """A run's ``per_image.csv``; a missing file or column is one InputError line naming the file."""
+    import pandas as pd
+
+    path = Path(folder) / PER_IMAGE_FILE
+    if not path.is_file():
+        raise errors.MissingInputError(f"{path}: file not found (runs made before per-image scores were "
+                                       "recorded lack it: re-run the run)")
+    table = pd.read_csv(path, dtype={"id": str, "source_id": str}, keep_default_na=False, na_values=["NaN"])
+    wanted = ["id", "source_id", "n_pixels", "miou", "all_clean_miou", *sum(per_image_columns().values(), [])]
+    missing = [c for c in wanted if c not in table.columns]
+    if missing:
+        raise errors.InputError(f"{path}: lacks column(s) {', '.join(missing)}")
+    return table
 
 
 def write_class_weights(folder: Path, weights: Sequence[float] | None, method: str | None,

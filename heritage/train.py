@@ -157,13 +157,17 @@ def _final_evaluation(config: RunConfig, model: Any, test_set: Any, folder: Path
     """Evaluate the best checkpoint once on the test part, draw panels, write ``metrics.json``."""
     import numpy as np
 
-    from heritage import data, engine, models, runs, taxonomy
+    from heritage import data, engine, ingest, models, runs, taxonomy
 
     best = runs.load_checkpoint(folder / runs.BEST_CHECKPOINT)
     model.load_state_dict(best["model"])
     test, eval_images_per_s, panels = engine.evaluate_images(
         model, test_set, dist.device, config.hierarchical, config.image_size, config.batch_size, desc="test",
-        progress=progress, keep=config.n_prediction_panels)
+        progress=progress, keep=config.n_prediction_panels, per_image=True)
+    per_image = test.pop("per_image")
+    source_of = ingest.read_metadata(config.data_dir).set_index("id")["source_id"]
+    runs.write_per_image(folder, runs.per_image_table(per_image["ids"], list(source_of.loc[per_image["ids"]]),
+                                                      per_image["confusion"].numpy()))
     evaluated_at = data.describe_resolution(config.working_resolution)
 
     for sample_id, picture, truth, prediction in panels:  # what was scored, at the evaluation resolution

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from heritage import data, engine, errors, losses, runs, splits
+from heritage import data, engine, errors, ingest, losses, metrics, runs, splits, taxonomy
 from heritage.config import load_run_config
 
 SIZE = 32
@@ -273,3 +275,108 @@ def test_checkpoint_every_zero_writes_the_resume_state_only_on_a_signal(data_dir
         train(config, fold, data_dir, train_set=signalling)
     assert torch.load(stopped.value.checkpoint, weights_only=True)["epoch"] == 1
     assert torch.load(stopped.value.checkpoint.parent / runs.BEST_CHECKPOINT, weights_only=True)["epoch"] == 1
+
+
+# -- per-image scores (per_image.csv) -------------------------------------------------------------
+
+RED_THRESHOLD = 127.5  # between two uint8 levels: no pixel sits on it
+
+
+class RedThreshold(nn.Module):
+    """Material loss where the red channel is at least 128, Clean elsewhere: pointwise, so tiling and
+    Hann blending leave it unchanged and the prediction can be made by hand from the stored image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(3, 16, 1)
+        with torch.no_grad():
+            self.head.weight.zero_()
+            self.head.bias.fill_(-1e4)
+            self.head.bias[0] = 0.0
+            self.head.weight[1, 0] = 1.0
+            self.head.bias[1] = -(RED_THRESHOLD / 255 - data.IMAGENET_MEAN[0]) / data.IMAGENET_STD[0]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(images)
+
+
+def hand_scores(picture: np.ndarray, mask: np.ndarray) -> tuple[dict[str, float], float]:
+    """Per-class IoU (NaN where absent from truth and prediction) and their mean, from the pixels."""
+    prediction = np.where(picture[..., 0] >= 128, 1, 0)
+    valid = mask != taxonomy.IGNORE_INDEX
+    ious = {}
+    for index, name in enumerate(taxonomy.CLASS_NAMES):
+        truth_c, predicted_c = (mask == index) & valid, (prediction == index) & valid
+        union = int((truth_c | predicted_c).sum())
+        ious[name] = int((truth_c & predicted_c).sum()) / union if union else math.nan
+    present = [v for v in ious.values() if not math.isnan(v)]
+    return ious, sum(present) / len(present)
+
+
+@pytest.fixture(scope="module")
+def red_evaluation(data_dir, fold, tmp_path_factory):
+    ids = fold[2]
+    images = data.EvaluationSet(data_dir, ids, SIZE, "native", "working",
+                                cache_dir=tmp_path_factory.mktemp("cache"), progress=False)
+    result, _, _ = engine.evaluate_images(RedThreshold(), images, torch.device("cpu"), False, tile=SIZE,
+                                          batch_size=4, progress=False, per_image=True)
+    source_of = ingest.read_metadata(data_dir).set_index("id")["source_id"]
+    table = runs.per_image_table(result["per_image"]["ids"], list(source_of.loc[ids]),
+                                 result["per_image"]["confusion"].numpy())
+    return ids, result, table
+
+
+def test_per_image_scores_agree_with_a_hand_computation(data_dir, red_evaluation, tmp_path):
+    ids, result, table = red_evaluation
+    runs.write_per_image(tmp_path, table)
+    written = runs.read_per_image(tmp_path)
+    assert list(written["id"]) == ids and len(ids) >= 3
+    columns = runs.per_image_columns()["iou"]
+    absent_somewhere = False
+    for _, row in written.iterrows():
+        picture, mask = data.read_sample(data_dir, row.id)  # native: the stored pixels are the scored ones
+        ious, miou = hand_scores(picture, mask)
+        got = dict(zip(taxonomy.CLASS_NAMES, row[columns]))
+        for name in taxonomy.CLASS_NAMES:
+            if math.isnan(ious[name]):
+                absent_somewhere = True
+                assert math.isnan(got[name]), (row.id, name)
+            else:
+                assert got[name] == pytest.approx(ious[name], abs=1e-12), (row.id, name)
+        assert row.miou == pytest.approx(miou, abs=1e-12)
+        assert row.n_pixels == int((mask != taxonomy.IGNORE_INDEX).sum())
+        assert row.source_id == row.id  # test parts hold originals
+        clean = metrics.constant_prediction_miou(torch.tensor(np.diag(np.bincount(
+            mask[mask != taxonomy.IGNORE_INDEX], minlength=16))))
+        assert row.all_clean_miou == pytest.approx(clean, abs=1e-12)
+    assert absent_somewhere  # the NaN convention was exercised
+    assert result["per_image_miou"] == pytest.approx(written["miou"].mean(), abs=1e-12)
+    assert result["per_image_miou"] != pytest.approx(result["miou"])  # two different numbers, both recorded
+
+
+def test_per_image_counts_add_up_to_the_dataset_confusion(red_evaluation):
+    _, result, table = red_evaluation
+    dataset = np.asarray(result["confusion_matrix"])
+    columns = runs.per_image_columns()
+    assert (table[columns["tp"]].sum().to_numpy() == np.diag(dataset)).all()
+    assert (table[columns["true"]].sum().to_numpy() == dataset.sum(axis=1)).all()
+    assert (table[columns["pred"]].sum().to_numpy() == dataset.sum(axis=0)).all()
+    assert (result["per_image"]["confusion"].numpy().sum(axis=0) == dataset).all()
+    assert table["n_pixels"].sum() == dataset.sum()
+
+
+def test_per_image_csv_is_deterministic(red_evaluation, tmp_path):
+    _, _, table = red_evaluation
+    runs.write_per_image(tmp_path / "a", table)
+    runs.write_per_image(tmp_path / "b", table.copy())
+    first = (tmp_path / "a" / runs.PER_IMAGE_FILE).read_bytes()
+    assert first == (tmp_path / "b" / runs.PER_IMAGE_FILE).read_bytes() and b"NaN" in first
+
+
+def test_a_per_image_csv_without_its_columns_is_refused_naming_the_file(red_evaluation, tmp_path):
+    _, _, table = red_evaluation
+    runs.write_per_image(tmp_path, table.drop(columns=["iou_Peel"]))
+    with pytest.raises(errors.InputError, match=r"per_image\.csv: lacks column\(s\) iou_Peel"):
+        runs.read_per_image(tmp_path)
+    with pytest.raises(errors.MissingInputError, match="per_image.csv: file not found"):
+        runs.read_per_image(tmp_path / "elsewhere")
