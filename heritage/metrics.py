@@ -1,8 +1,10 @@
 """Dataset-level segmentation metrics from one confusion matrix accumulated on the device.
 
 The matrix sums every labelled pixel of the evaluation set; IoU, precision, recall and F1 are
-computed once from it at the end. Averaging per-batch scores instead (as the seeds did) weights
-small batches like large ones and drops classes a batch happens not to contain.
+computed once from it at the end. Averaging per-batch scores instead would weight small batches
+like large ones and drop classes a batch happens not to contain. The seeds' own convention (Background
+scored as Lightleak, absent classes as 0 in a mean over all 16) is :class:`SeedsMeanIoU`, kept apart
+and named so that it is only ever reported as theirs.
 
 Conventions, written into every result as ``convention``:
 
@@ -27,7 +29,6 @@ CONVENTION = (
     "IoU per class over the whole evaluation set; classes absent from both ground truth and "
     "prediction are 'absent' (null) and excluded from the mean"
 )
-
 
 # Beside the dataset-level ``miou`` of evaluations over whole images (engine.evaluate_images).
 PER_IMAGE_CONVENTION = (
@@ -202,6 +203,7 @@ def constant_prediction_miou(matrix: torch.Tensor, class_index: int = taxonomy.C
 def _ratio(numerator: torch.Tensor | float, denominator: torch.Tensor | float) -> float:
     return float(numerator / denominator) if denominator > 0 else 0.0
 
+
 # -- per-image scores (numpy: one row per image, or per bootstrap draw) ------------------------------
 
 
@@ -240,3 +242,52 @@ def constant_prediction_mious(truth: np.ndarray, class_index: int = taxonomy.CLA
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(labelled > 0, truth[..., class_index] / labelled / present.sum(axis=-1), np.nan)
 
+
+# -- the seeds' convention (issue 12: their protocol reproduced beside ours) -------------------------
+
+# Where the seeds' evaluation is defined (their flagship POC-5.9-v2): validate_epoch / compute_iou in
+# train.py, the mask clipping and the 80/20 split in preload_dataset.py.
+SEEDS_SOURCE = ("d4v7d/HeritageArt-CNN-ViT-Hybrid@6f7cb0c, experiments/artefact-poc59-v2/src/train.py "
+                "(validate_epoch, compute_iou) and src/preload_dataset.py (np.clip(mask, 0, 15))")
+SEEDS_CONVENTION = (
+    "the seeds' convention: Background (255) clipped to 15 (Lightleak) and scored; predictions and targets of "
+    "the whole set concatenated; IoU per class, 0 for a class absent from both; mean over all 16 classes"
+)
+
+
+def seeds_target(mask: np.ndarray) -> np.ndarray:
+    """A fine mask as the seeds' loader read it: ``np.clip(mask, 0, 15)``, so Background 255 becomes 15
+    (Lightleak's id) and is scored. Apply it before letterboxing so the letterbox padding stays 255 (ignored):
+    the seeds stretched images to a square and had no padding."""
+    return np.clip(mask, 0, taxonomy.NUM_CLASSES - 1).astype(mask.dtype)
+
+
+class SeedsMeanIoU:
+    """The seeds' mIoU, accumulated batch by batch: :data:`SEEDS_CONVENTION`.
+
+    The seeds concatenated every validation batch and scored the whole set once (not a mean of
+    per-batch scores), so the accumulator is a confusion matrix; what differs from
+    :class:`ConfusionMatrix.compute` is the mean: over all 16 classes, an absent class (no pixel in
+    truth or prediction) counting 0 instead of being left out, and Background counted as Lightleak when
+    targets come through :func:`seeds_target`. Target pixels equal to ``ignore_index`` (only the
+    letterbox padding, after :func:`seeds_target`) are not scored.
+    """
+
+    def __init__(self, device: str | torch.device = "cpu") -> None:
+        self.matrix = ConfusionMatrix(device=device)
+
+    def update(self, logits_or_preds: torch.Tensor, target: torch.Tensor) -> None:
+        self.matrix.update(logits_or_preds, target)
+
+    def compute(self) -> dict:
+        """``{"miou", "all_clean_miou", "n_images", "convention", "source"}`` (the seeds' all-Clean baseline:
+        Clean's pixel share over 16)."""
+        true_positive, truth, predicted = class_counts(self.matrix.matrix.cpu().numpy())
+        if truth.sum() == 0:
+            raise ValueError("no scored pixel was accumulated: update() was never called or every target "
+                             "pixel was ignore_index")
+        union = (truth + predicted - true_positive).astype(np.float64)
+        ious = np.divide(true_positive, union, out=np.zeros_like(union), where=union > 0)
+        clean = taxonomy.CLASS_IDS["Clean"]
+        return {"miou": float(ious.mean()), "all_clean_miou": float(truth[clean] / truth.sum() / len(ious)),
+                "n_images": int(self.matrix._n_images), "convention": SEEDS_CONVENTION, "source": SEEDS_SOURCE}

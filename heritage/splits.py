@@ -9,6 +9,14 @@ Stratification by material uses one small procedure (:func:`deal`): sources are 
 each material and dealt, material after material, to the part furthest behind its quota. Each part
 then receives every material in proportion (within one source), which is what scikit-learn's
 StratifiedGroupKFold does for groups of equal size (every source has exactly 1 + 3 samples).
+
+One protocol breaks all of this on purpose: ``leaky`` reproduces the seeds' split (issue 12), to
+measure what it inflates. It permutes *every sample*, augmented copies included, with the seeds'
+``np.random.seed(seed); np.random.permutation`` over the sorted ids and keeps the first 80 % for
+training; the other 20 % is both val and test, because the seeds selected the best epoch on the very
+part they reported (d4v7d/HeritageArt-CNN-ViT-Hybrid, experiments/artefact-poc59-v2/src/
+preload_dataset.py and train.py). Its manifest says ``"leaky": true``, the only thing that lets
+:func:`check_manifest` skip the leak refusal, and only for this protocol.
 """
 
 from __future__ import annotations
@@ -26,7 +34,10 @@ import pandas as pd
 
 from heritage import errors, fileio, ingest
 
-PROTOCOLS = ("holdout", "kfold", "loco", "lomo")
+PROTOCOLS = ("holdout", "kfold", "loco", "lomo")  # the honest ones: grouped by source_id, no leak
+LEAKY = "leaky"  # the seeds' random split over the augmented copies (issue 12), one fold of that name
+ALL_PROTOCOLS = (*PROTOCOLS, LEAKY)
+LEAKY_TRAIN_FRACTION = 0.8  # the seeds' split: int(0.8 * n) samples train, the rest is val and test
 PARTS = ("train", "val", "test")
 DEFAULT_SEED = 42
 DEFAULT_K = 3
@@ -90,8 +101,10 @@ def build_manifest(metadata: pd.DataFrame, protocol: str, k: int = DEFAULT_K, se
     Raises :class:`~heritage.errors.InputError` saying what the set lacks when the protocol cannot be
     built on it (one material for lomo, too few source images for a part, ...).
     """
-    if protocol not in PROTOCOLS:
-        raise errors.InputError(f"unknown protocol {protocol!r} (expected one of {PROTOCOLS})")
+    if protocol not in ALL_PROTOCOLS:
+        raise errors.InputError(f"unknown protocol {protocol!r} (expected one of {ALL_PROTOCOLS})")
+    if protocol == LEAKY:
+        return build_leaky_manifest(metadata, seed=seed, fingerprint=fingerprint)
     sources = metadata[metadata["transform"] == ingest.IDENTITY].sort_values("id").reset_index(drop=True)
     rng = np.random.default_rng(seed)
     folds: list[tuple[str, np.ndarray, dict]] = []  # (name, test mask over sources, extra fields)
@@ -149,6 +162,28 @@ def build_manifest(metadata: pd.DataFrame, protocol: str, k: int = DEFAULT_K, se
     return manifest
 
 
+def build_leaky_manifest(metadata: pd.DataFrame, seed: int = DEFAULT_SEED, fingerprint: str | None = None) -> dict:
+    """The seeds' split, marked ``"leaky": true``: a seeded permutation of every sample (copies included),
+    the first 80 % train, the rest both val and test (the seeds selected and reported on one part)."""
+    ids = sorted(metadata["id"])
+    n_train = int(len(ids) * LEAKY_TRAIN_FRACTION)
+    if n_train == 0 or n_train == len(ids):
+        raise errors.InputError(f"{LEAKY} needs >= 2 samples (a training part and a held-out part); "
+                                f"this set has {len(ids)}")
+    order = np.random.RandomState(seed).permutation(len(ids))  # the seeds' np.random.seed + permutation
+    held_out = sorted(ids[i] for i in order[n_train:])
+    fold = {"name": LEAKY, "train": sorted(ids[i] for i in order[:n_train]), "val": held_out, "test": list(held_out)}
+    manifest = {"protocol": LEAKY, "leaky": True, "seed": seed, "group_by": None, "stratify_by": None,
+                "train_fraction": LEAKY_TRAIN_FRACTION, "metadata_sha256": fingerprint, "folds": [fold]}
+    check_manifest(manifest, metadata)
+    return manifest
+
+
+def is_leaky(manifest: dict) -> bool:
+    """Whether ``manifest`` is the leaky protocol's, which shares sources (and val/test) across parts knowingly."""
+    return manifest.get("protocol") == LEAKY and manifest.get("leaky") is True
+
+
 class StaleManifest(errors.InputError):
     """The manifest was built from another ``metadata.csv`` (samples added, removed or augmented since)."""
 
@@ -163,6 +198,10 @@ def check_manifest(manifest: dict, metadata: pd.DataFrame) -> None:
     folds = manifest.get("folds")
     if not isinstance(folds, list) or not folds:
         raise errors.InputError(f"manifest {manifest.get('protocol')!r}: no 'folds' list")
+    leaky = is_leaky(manifest)
+    if (manifest.get("protocol") == LEAKY) != ("leaky" in manifest) or (manifest.get("leaky") not in (None, True)):
+        raise errors.InputError(f"manifest {manifest.get('protocol')!r}: only the {LEAKY!r} protocol is marked "
+                                f"\"leaky\": true, and it must be (found leaky={manifest.get('leaky')!r})")
     if not all(isinstance(fold, dict) for fold in folds):
         raise errors.InputError(f"manifest {manifest.get('protocol')!r}: every fold must be a JSON object")
     source_of = dict(zip(metadata["id"], metadata["source_id"]))
@@ -187,6 +226,12 @@ def check_manifest(manifest: dict, metadata: pd.DataFrame) -> None:
             raise StaleManifest(f"fold {fold['name']!r} covers {len(covered)} of {len(originals)} source images "
                                 f"({n_samples} of {len(metadata)} samples) of metadata.csv; missing e.g. "
                                 f"{sorted(originals - covered)[:5]}")
+        if leaky:  # samples, not sources, are split: every sample must be in train or in the held-out part
+            missing = sorted(source_of.keys() - {i for part in PARTS for i in fold[part]})
+            if missing:
+                raise StaleManifest(f"fold {fold['name']!r} lacks {len(missing)} sample(s) of metadata.csv, e.g. "
+                                    f"{missing[:5]} (augmented after the split?)")
+            continue
         train = set(fold["train"])
         held = {source_of[i] for part in ("val", "test") for i in fold[part]}  # a leak, reported below
         lacking = sorted(i for source in {source_of[i] for i in train} - held for i in samples_of[source]
@@ -194,6 +239,8 @@ def check_manifest(manifest: dict, metadata: pd.DataFrame) -> None:
         if lacking:
             raise StaleManifest(f"fold {fold['name']!r}: train lacks {len(lacking)} sample(s) of its source images "
                                 f"in metadata.csv, e.g. {lacking[:5]} (augmented after the split?)")
+    if leaky:  # the seeds' protocol, reproduced to measure the inflation: its leaks are the point
+        return
     problems = []
     for fold in folds:
         for part in ("val", "test"):
@@ -266,8 +313,8 @@ def load_manifest(data_dir: str | os.PathLike, protocol: str) -> dict:
     A manifest whose ``metadata_sha256`` differs from ``metadata.csv``'s, or (without the field) that
     fails :func:`check_manifest`'s coverage check, is refused as stale with the command to re-run.
     """
-    if protocol not in PROTOCOLS:
-        raise errors.InputError(f"unknown protocol {protocol!r} (expected one of {PROTOCOLS})")
+    if protocol not in ALL_PROTOCOLS:
+        raise errors.InputError(f"unknown protocol {protocol!r} (expected one of {ALL_PROTOCOLS})")
     path = manifest_path(data_dir, protocol)
     if not path.is_file():
         raise errors.MissingInputError(f"{path}: file not found (run `{split_command(data_dir, protocol)}`)")
@@ -308,14 +355,15 @@ def fold_ids(manifest: dict, fold: str) -> tuple[list[str], list[str], list[str]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, type=Path, help="data folder (after ingest and augment)")
-    parser.add_argument("--protocol", required=True, choices=(*PROTOCOLS, "all"))
+    parser.add_argument("--protocol", required=True, choices=(*ALL_PROTOCOLS, "all"),
+                        help=f"'{LEAKY}' is the seeds' random split over the augmented copies (leaks on purpose)")
     parser.add_argument("--k", type=int, default=DEFAULT_K, help="folds for kfold (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="default: %(default)s")
 
 
 def main(args: argparse.Namespace) -> int:
     """Write what can be built and print its sizes; then fail (exit 1, or 2 if nothing was built) naming the rest."""
-    protocols = PROTOCOLS if args.protocol == "all" else (args.protocol,)
+    protocols = ALL_PROTOCOLS if args.protocol == "all" else (args.protocol,)
     written, failed = build_and_write(args.data, protocols, k=args.k, seed=args.seed)
     for path in written:
         manifest = fileio.read_json(path)

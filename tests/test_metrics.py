@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -128,7 +129,7 @@ def test_accumulating_batches_equals_the_concatenated_set():
     whole.update(torch.cat([logits for logits, _ in batches]), torch.cat([target for _, target in batches]))
     assert accumulated.compute() == whole.compute()
     assert accumulated.compute()["n_images"] == sum(len(target) for _, target in batches)
-    # The seeds' per-batch averaging gives a different number on the same data.
+    # Per-batch averaging gives a different number on the same data.
     per_batch = []
     for logits, target in batches:
         single = metrics.ConfusionMatrix()
@@ -237,3 +238,53 @@ def test_reduce_distributed_sums_every_process(tmp_path):
     expected = json.loads(json.dumps({"fine": single.fine.compute(), "hierarchical": single.compute()}))
     for rank in range(2):
         assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == expected
+
+
+# -- the seeds' convention (issue 12) ---------------------------------------------------------------
+
+
+def seeds_and_ours(batches):
+    seeds, ours = metrics.SeedsMeanIoU(), metrics.ConfusionMatrix()
+    for preds, target in batches:
+        seeds.update(preds, torch.from_numpy(metrics.seeds_target(target.numpy())))
+        ours.update(preds, target)
+    return seeds.compute(), ours.compute()
+
+
+def test_seeds_convention_hand_computed_on_two_batches():
+    # Batch 1: Clean Clean | Cracks Background; predicted Clean Clean | Cracks Lightleak.
+    # Batch 2: Clean Background | Background Background; predicted Clean Clean | Lightleak Lightleak.
+    crack, lightleak = taxonomy.CLASS_IDS["Cracks"], taxonomy.CLASS_IDS["Lightleak"]
+    target1 = torch.tensor([[[0, 0], [crack, IGNORE]]])
+    preds1 = torch.tensor([[[0, 0], [crack, lightleak]]])
+    target2 = torch.tensor([[[0, IGNORE], [IGNORE, IGNORE]]])
+    preds2 = torch.tensor([[[0, 0], [lightleak, lightleak]]])
+    seeds, ours = seeds_and_ours([(preds1, target1), (preds2, target2)])
+    # Ours: Background pixels ignored, with what was predicted on them. Clean TP 3 / union 3 -> 1; Cracks 1/1 -> 1;
+    # Lightleak absent from the scored pixels, left out. Mean over the 2 present classes: 1.
+    assert ours["miou"] == pytest.approx(1.0)
+    # Seeds: Background scored as Lightleak. Clean TP 3, union 3 + 1 (a Background pixel predicted Clean) -> 3/4;
+    # Cracks 1; Lightleak TP 3 (of 4 Background pixels), union 4 -> 3/4. Mean over all 16 (13 absent count 0).
+    assert seeds["miou"] == pytest.approx((3 / 4 + 1 + 3 / 4) / 16)
+    # The seeds concatenated the batches: splitting them differently does not change their number...
+    whole, _ = seeds_and_ours([(torch.cat([preds1, preds2]), torch.cat([target1, target2]))])
+    assert whole["miou"] == pytest.approx(seeds["miou"]) and whole["n_images"] == seeds["n_images"] == 2
+    # ...whereas a mean of per-batch scores would: batch 1 alone scores Clean 1, Cracks 1, Lightleak 1; batch 2
+    # alone Clean 1/2 (TP 1, union 2) and Lightleak 2/3 (TP 2 of 3 Background pixels, union 3).
+    per_batch = [seeds_and_ours([batch])[0]["miou"] for batch in ((preds1, target1), (preds2, target2))]
+    assert per_batch == pytest.approx([3 / 16, (1 / 2 + 2 / 3) / 16])
+    assert sum(per_batch) / 2 != pytest.approx(seeds["miou"])
+    # The all-Clean baseline under their convention: Clean's share of the scored pixels, over 16 classes.
+    assert seeds["all_clean_miou"] == pytest.approx(3 / 8 / 16)
+    assert seeds["convention"] == metrics.SEEDS_CONVENTION and "artefact-poc59-v2" in seeds["source"]
+
+
+def test_seeds_target_clips_background_and_keeps_padding_out():
+    mask = np.array([[0, 7, 15, 255]], dtype=np.uint8)
+    assert metrics.seeds_target(mask).tolist() == [[0, 7, 15, 15]]
+    # padding added after the clipping (the letterbox's 255) is the only thing the accumulator ignores
+    seeds = metrics.SeedsMeanIoU()
+    seeds.update(torch.tensor([[0, 3]]), torch.tensor([[0, IGNORE]]))
+    assert seeds.compute()["miou"] == pytest.approx(1 / 16)
+    with pytest.raises(ValueError, match="no scored pixel"):
+        metrics.SeedsMeanIoU().compute()

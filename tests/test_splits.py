@@ -299,10 +299,11 @@ def test_cli_split_all_writes_what_it_can_and_exits_1_naming_the_rest(tmp_path, 
     folder = write_metadata_only(tmp_path, subset(artefact_like_metadata(), 40, material="Film emulsion"))
     assert cli.main(["data", "split", "--data", str(folder), "--protocol", "all"]) == errors.EXIT_FAILED
     captured = capsys.readouterr()
-    assert captured.err == ("heritage data split: wrote holdout, kfold, loco; could not build lomo: lomo needs >= 2 "
-                            "materials; this set has 1: Film emulsion\n")
+    assert captured.err == ("heritage data split: wrote holdout, kfold, loco, leaky; could not build lomo: lomo needs "
+                            ">= 2 materials; this set has 1: Film emulsion\n")
     assert "kfold.json: train/val/test fold0" in captured.out
-    assert [p for p in splits.PROTOCOLS if splits.manifest_path(folder, p).is_file()] == ["holdout", "kfold", "loco"]
+    assert ([p for p in splits.ALL_PROTOCOLS if splits.manifest_path(folder, p).is_file()]
+            == ["holdout", "kfold", "loco", "leaky"])
     assert splits.load_manifest(folder, "loco")["folds"]
 
 
@@ -310,11 +311,86 @@ def test_cli_split_exits_2_when_nothing_can_be_built(tmp_path, capsys):
     folder = write_metadata_only(tmp_path, subset(artefact_like_metadata(), 3, material="Paper", content="Line art"))
     assert cli.main(["data", "split", "--data", str(folder), "--protocol", "lomo"]) == errors.EXIT_BAD_INPUT
     assert capsys.readouterr().err == "heritage data split: lomo needs >= 2 materials; this set has 1: Paper\n"
-    assert cli.main(["data", "split", "--data", str(folder), "--protocol", "all"]) == errors.EXIT_BAD_INPUT
-    err = capsys.readouterr().err
-    assert err.startswith("heritage data split: no manifest could be built: holdout needs >= 6 source images")
+    assert cli.main(["data", "split", "--data", str(folder), "--protocol", "all"]) == errors.EXIT_FAILED
+    err = capsys.readouterr().err  # 12 samples: only the leaky split, which needs 2 samples, can be built
+    assert err.startswith("heritage data split: wrote leaky; could not build holdout, kfold, loco, lomo: holdout "
+                          "needs >= 6 source images")
     assert "kfold needs >= 8 source images" in err and "loco needs >= 2 content types" in err
-    assert not (folder / splits.SPLITS_DIR).exists()
+    one = write_metadata_only(tmp_path / "one", subset(artefact_like_metadata(), 1).iloc[:1])
+    assert cli.main(["data", "split", "--data", str(one), "--protocol", "all"]) == errors.EXIT_BAD_INPUT
+    assert capsys.readouterr().err.startswith("heritage data split: no manifest could be built: holdout needs >= 6")
+    assert not (one / splits.SPLITS_DIR).exists()
     with pytest.raises(errors.CommandFailed, match="could not build lomo"):  # the library call fails the same way
         splits.write_manifests(write_metadata_only(tmp_path / "b", subset(artefact_like_metadata(), 40,
                                                                               material="Paper")), splits.PROTOCOLS)
+
+
+# -- the seeds' leaky protocol (issue 12) -------------------------------------------------------------
+
+
+def test_leaky_split_puts_copies_of_one_source_in_train_and_test_as_the_seeds_did():
+    metadata = artefact_like_metadata()
+    manifest = splits.build_manifest(metadata, splits.LEAKY, seed=42)
+    assert manifest["leaky"] is True and splits.is_leaky(manifest)
+    (fold,) = manifest["folds"]
+    assert fold["name"] == splits.LEAKY
+    assert fold["val"] == fold["test"]  # the seeds selected the best epoch on the part they reported
+    assert len(fold["train"]) == int(0.8 * len(metadata)) and len(fold["train"]) + len(fold["test"]) == len(metadata)
+    sources = parts_by_source(fold, metadata)
+    shared = sources["train"] & sources["test"]
+    assert len(shared) > 0.5 * len(sources["test"])  # most held-out artworks have a copy in train
+    assert set(fold["test"]) - set(metadata.loc[metadata["transform"] == "identity", "id"])  # copies are tested
+    # the seeds' permutation: np.random.seed(42); np.random.permutation(n) over the sorted file names
+    np.random.seed(42)
+    order = np.random.permutation(len(metadata))
+    ids = sorted(metadata["id"])
+    assert set(fold["train"]) == {ids[i] for i in order[: int(0.8 * len(ids))]}
+
+
+def test_leaky_split_is_deterministic_for_a_seed():
+    metadata = artefact_like_metadata()
+    assert splits.build_manifest(metadata, "leaky", seed=42) == splits.build_manifest(metadata, "leaky", seed=42)
+    assert (splits.build_manifest(metadata, "leaky", seed=42)["folds"][0]["test"]
+            != splits.build_manifest(metadata, "leaky", seed=1)["folds"][0]["test"])
+
+
+def test_the_leak_check_is_skipped_for_the_marked_leaky_protocol_only(data_dir):
+    metadata = ingest.read_metadata(data_dir)
+    leaky = splits.build_manifest(metadata, "leaky")
+    splits.check_manifest(leaky, metadata)  # leaks on purpose, and says so
+    unmarked = {key: value for key, value in leaky.items() if key != "leaky"}
+    with pytest.raises(errors.InputError, match=r"only the 'leaky' protocol is marked \"leaky\": true, and it must be"):
+        splits.check_manifest(unmarked, metadata)
+    for protocol in splits.PROTOCOLS:  # the mark does not excuse a leak anywhere else
+        manifest = copy.deepcopy(splits.load_manifest(data_dir, protocol))
+        fold = manifest["folds"][0]
+        fold["train"].append(f"{fold['test'][0]}__rot")
+        with pytest.raises(errors.InputError, match="leaky manifest: .* in both train and test"):
+            splits.check_manifest(manifest, metadata)
+        manifest["leaky"] = True
+        with pytest.raises(errors.InputError, match=r"only the 'leaky' protocol is marked"):
+            splits.check_manifest(manifest, metadata)
+        relabelled = {**leaky, "protocol": protocol}  # a leaky split under an honest protocol's name
+        with pytest.raises(errors.InputError, match=r"only the 'leaky' protocol is marked"):
+            splits.check_manifest(relabelled, metadata)
+
+
+def test_a_leaky_manifest_missing_samples_is_stale(copy_data_dir):
+    folder = copy_data_dir()
+    splits.write_manifests(folder, ["leaky"])
+    manifest = fileio.read_json(splits.manifest_path(folder, "leaky"))
+    del manifest["metadata_sha256"]  # the coverage check alone must see it
+    dropped = manifest["folds"][0]["train"].pop()
+    fileio.write_json(splits.manifest_path(folder, "leaky"), manifest)
+    with pytest.raises(ValueError, match=rf"leaky\.json: stale manifest: fold 'leaky' lacks 1 sample\(s\) of "
+                                         rf"metadata\.csv, e\.g\. \['{dropped}'\]"):
+        splits.load_manifest(folder, "leaky")
+
+
+def test_cli_split_leaky(copy_data_dir, capsys):
+    folder = copy_data_dir()
+    assert cli.main(["data", "split", "--data", str(folder), "--protocol", "leaky"]) == 0
+    assert "leaky.json: train/val/test leaky 76/20/20" in capsys.readouterr().out
+    assert splits.fold_names(splits.load_manifest(folder, "leaky")) == ["leaky"]
+    with pytest.raises(errors.InputError, match=r"^leaky needs >= 2 samples .*; this set has 1$"):
+        splits.build_manifest(subset(artefact_like_metadata(), 1).iloc[:1], "leaky")
