@@ -50,6 +50,7 @@ def run_training(config: RunConfig, progress: bool = True) -> dict[str, Any]:
     import numpy as np
     import torch
     import torch.distributed as torch_dist
+    from tqdm import tqdm
 
     from heritage import data, engine, losses, models, runs, taxonomy, weights
 
@@ -64,6 +65,12 @@ def run_training(config: RunConfig, progress: bool = True) -> dict[str, Any]:
         if config.max_train_samples is not None and config.max_train_samples < len(train_ids):
             rng = np.random.default_rng(config.seed)
             train_ids = sorted(rng.choice(train_ids, size=config.max_train_samples, replace=False).tolist())
+
+        scale = None
+        if dist.is_main:  # before training: the warning matters before the hours are spent
+            scale = scale_record(config, [*train_ids, *val_ids, *test_ids], train_ids, progress=progress)
+            for message in vanishing_messages(config, scale):
+                tqdm.write(f"heritage train: warning: {message}", file=sys.stderr)
 
         class_weights = None
         if config.class_weights is not None:
@@ -93,8 +100,7 @@ def run_training(config: RunConfig, progress: bool = True) -> dict[str, Any]:
 
         result: dict[str, Any] = {}
         if dist.is_main:
-            result = _final_evaluation(config, model, datasets["test"], folder, fitted, dist, progress,
-                                       scale_record(config, [*train_ids, *val_ids, *test_ids]))
+            result = _final_evaluation(config, model, datasets["test"], folder, fitted, dist, progress, scale)
         if dist.enabled:
             shared = [result]
             torch_dist.broadcast_object_list(shared, src=0)
@@ -120,36 +126,77 @@ def _training_set(config: RunConfig, train_ids: list[str], progress: bool) -> An
                                     seed=config.seed)
 
 
-def scale_record(config: RunConfig, ids: list[str]) -> dict[str, Any]:
-    """Pixels the model sees, and pixels scored, per pixel of the reference image, over ``ids``.
+def scale_record(config: RunConfig, ids: list[str], train_ids: list[str] | None = None,
+                 progress: bool = False) -> dict[str, Any]:
+    """``metrics.json``'s ``scale``: pixels the model sees, and pixels scored, per pixel of the reference
+    image, over ``ids``; with ``train_ids``, the damage components of that training split too.
 
     The reference is the original scan when ``metadata.csv`` has ``original_width``/``original_height``
     columns, else the data folder's stored image (``width``/``height``). Letterbox: image_size / longest
     side; patch: the working resolution's longest side / the reference's. Min, median and max.
+    ``components`` (:mod:`heritage.scale`, one mask read per training id): per damage class, the number of
+    8-connected components, their median area and share <= 2 px, in pixels the model sees
+    (``model_input``) and in pixels of the data folder's stored masks (``stored``, what predict rescales).
     """
     import numpy as np
-    import pandas as pd
 
-    from heritage import ingest
+    from heritage import ingest, scale
 
-    table = pd.read_csv(Path(config.data_dir) / ingest.METADATA_FILE).set_index("id").loc[ids]
-    stored = np.maximum(table["width"], table["height"]).to_numpy(dtype=np.float64)
-    if {"original_width", "original_height"} <= set(table.columns):
-        reference = np.maximum(table["original_width"], table["original_height"]).to_numpy(dtype=np.float64)
+    table = ingest.read_metadata(config.data_dir).set_index("id")
+    reference = np.max(ingest.original_size(table).loc[ids].to_numpy(dtype=np.float64), axis=1)
+    if ingest.has_original_size(table):
         where = "original scan (metadata.csv original_width/original_height)"
     else:
-        reference = stored
         where = ("data folder's stored image (metadata.csv width/height); the original scan size is not "
                  "recorded, so factors are relative to the data folder")
-    working = stored if config.working_resolution == "native" else np.minimum(stored, config.working_resolution)
-    seen = config.image_size / reference if config.sampling == "letterbox" else working / reference
+    stored = _stored_longest(table, ids)
+    working = stored * scale.working_factor(stored, config.working_resolution)
+    seen = stored * model_input_factors(config, stored)
 
     def summary(factors: np.ndarray) -> dict[str, float]:
         return {name: float(f"{value:.6g}") for name, value in
                 (("min", factors.min()), ("median", float(np.median(factors))), ("max", factors.max()))}
 
-    return {"reference": where, "sampling": config.sampling, "n_images": len(ids),
-            "model_input": summary(seen), "evaluation": summary(working / reference)}
+    record: dict[str, Any] = {"reference": where, "sampling": config.sampling, "n_images": len(ids),
+                              "model_input": summary(seen / reference), "evaluation": summary(working / reference)}
+    if train_ids is not None:
+        areas = scale.read_component_areas(config.data_dir, train_ids, progress=progress)
+        record["components"] = {
+            "part": "train", "n_images": len(train_ids), "connectivity": 8,
+            "model_input": scale.summarise(areas, model_input_factors(config, _stored_longest(table, train_ids))),
+            "stored": scale.summarise(areas, 1.0)}
+    return record
+
+
+def model_input_factors(config: RunConfig, stored_longest: Any) -> Any:
+    """Resize factor from each stored image (by its longest side) to what the model sees: letterbox
+    image_size / longest side, patch the working resolution's factor."""
+    import numpy as np
+
+    from heritage import scale
+
+    if config.sampling == "letterbox":
+        return config.image_size / np.asarray(stored_longest, dtype=np.float64)
+    return scale.working_factor(stored_longest, config.working_resolution)
+
+
+def _stored_longest(table: Any, ids: list[str]) -> Any:
+    import numpy as np
+
+    return np.maximum(table.loc[ids, "width"], table.loc[ids, "height"]).to_numpy(dtype=np.float64)
+
+
+def vanishing_messages(config: RunConfig, record: dict[str, Any]) -> list[str]:
+    """The :func:`heritage.scale.vanishing_messages` of a run's training split at the model's input."""
+    from heritage import scale
+
+    if "components" not in record:
+        return []
+    factor = record["model_input"]["median"]
+    where = (f"{config.poc_key}/{config.encoder}/{config.split_name}: at the model's input ({config.sampling}, "
+             f"median {factor:.3g} px per px of the {record['reference'].split(' (')[0]})")
+    hint = " (sampling=patch keeps the stored size)" if config.sampling == "letterbox" else ""
+    return [message + hint for message in scale.vanishing_messages(record["components"]["model_input"], where)]
 
 
 def _final_evaluation(config: RunConfig, model: Any, test_set: Any, folder: Path, fitted: Any,
@@ -197,6 +244,12 @@ def _final_evaluation(config: RunConfig, model: Any, test_set: Any, folder: Path
     }
     if config.hierarchical:
         metrics["hierarchical"] = test["hierarchical"]
+    # Every run, leaky or not, also scores its test part the seeds' way (one cheap letterbox pass), so the
+    # seeds-protocol table can show their metric beside ours on the same predictions (issue 12).
+    metrics["test"]["seeds_convention"] = engine.evaluate_seeds_convention(
+        model, config.data_dir, list(test_set.ids), config.image_size, config.batch_size, dist.device,
+        engine.autocast_dtype(config.amp, dist.device),
+        engine.uses_channels_last(config.channels_last, config.encoder, dist.device))
     runs.write_metrics(folder, metrics)
     # Finished: the resume state (model + optimizer, ~3x the model) is no longer needed.
     runs.remove_resume_checkpoints(folder)  # checkpoint_last.pt and its .prev

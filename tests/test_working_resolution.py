@@ -258,16 +258,19 @@ def test_the_flagship_has_a_patch_variant_in_both_profiles(data_dir):
 
 def test_the_scale_from_the_reference_image_to_the_model_is_recorded(copy_data_dir):
     folder = copy_data_dir()
-    table = ingest.read_metadata(folder)
+    # resolved before metadata.csv changes below
+    letterbox_config, patch_config = config(folder), config(folder, sampling="patch", working_resolution=80)
+    native_patch = config(folder, sampling="patch")
+    table = ingest.read_metadata(folder).drop(columns=list(ingest.ORIGINAL_SIZE_COLUMNS))
+    ingest.write_metadata(folder, table)  # a data folder written before ingest recorded original sizes
     ids = list(table["id"][:6])
     longest = np.maximum(table["width"], table["height"])[:6].to_numpy()
-    letterbox = train.scale_record(config(folder), ids)
+    letterbox = train.scale_record(letterbox_config, ids)
     assert letterbox["model_input"]["max"] == pytest.approx(64 / longest.min(), rel=1e-5)
     assert letterbox["evaluation"] == {"min": 1.0, "median": 1.0, "max": 1.0}
     assert "original scan size is not recorded" in letterbox["reference"]
-    patch = train.scale_record(config(folder, sampling="patch", working_resolution=80), ids)
+    patch = train.scale_record(patch_config, ids)
     assert patch["model_input"]["min"] == pytest.approx((np.minimum(longest, 80) / longest).min(), rel=1e-5)
-    native_patch = config(folder, sampling="patch")  # resolved before metadata.csv changes below
     raw = pd.read_csv(folder / ingest.METADATA_FILE)  # an original size, where a data folder records one
     raw["original_width"], raw["original_height"] = raw["width"] * 10, raw["height"] * 10
     raw.to_csv(folder / ingest.METADATA_FILE, index=False)
