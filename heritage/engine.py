@@ -300,6 +300,34 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, dtype: 
     return result, result["n_images"] / max(seconds, 1e-9)
 
 
+@torch.inference_mode()
+def evaluate_seeds_convention(model: nn.Module, data_dir: str | os.PathLike, ids: list[str], image_size: int,
+                              batch_size: int, device: torch.device, dtype: torch.dtype | None,
+                              channels_last: bool) -> dict[str, Any]:
+    """The seeds' mIoU (:class:`heritage.metrics.SeedsMeanIoU`) of ``ids``: batches of ``batch_size``
+    letterboxed images at ``image_size`` (the model's training input), masks read as the seeds' loader read
+    them (:func:`heritage.metrics.seeds_target`, before the letterbox, so only its padding is left out)."""
+    from heritage import fileio, ingest
+
+    model.eval()
+    accumulator = metrics.SeedsMeanIoU(device=device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    letterbox = data.letterbox(image_size)
+    for start in range(0, len(ids), batch_size):
+        images, masks = [], []
+        for sample_id in ids[start:start + batch_size]:
+            mask = metrics.seeds_target(fileio.read_mask(ingest.annotation_path(data_dir, sample_id)))
+            boxed = letterbox(image=fileio.read_rgb(ingest.image_path(data_dir, sample_id)), mask=mask)
+            images.append(data.normalize(boxed["image"]))
+            masks.append(torch.from_numpy(boxed["mask"].astype(np.int64)))
+        batch = torch.stack(images).to(device, memory_format=memory_format)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            logits = fine_logits(model(batch))
+        accumulator.update(logits.float(), torch.stack(masks).to(device))
+    return {**accumulator.compute(), "evaluated_at": f"letterboxed batches of {batch_size} at {image_size} px "
+                                                      "(the model's training input), as the seeds evaluated"}
+
+
 def _evaluation_result(matrices: Any, hierarchical: bool) -> dict[str, Any]:
     """metrics.json's evaluation record: fine-class scores, the all-Clean baseline on the same pixels,
     the confusion matrix, and per-level scores for a hierarchical model."""

@@ -288,3 +288,27 @@ def test_seeds_target_clips_background_and_keeps_padding_out():
     assert seeds.compute()["miou"] == pytest.approx(1 / 16)
     with pytest.raises(ValueError, match="no scored pixel"):
         metrics.SeedsMeanIoU().compute()
+
+
+class AllClean(torch.nn.Module):
+    """Logits that put Clean first at every pixel."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(images.shape[0], C, *images.shape[2:])
+        logits[:, taxonomy.CLASS_IDS["Clean"]] = 1.0
+        return logits
+
+
+def test_seeds_convention_evaluation_of_an_all_clean_model_is_their_all_clean_baseline(data_dir):
+    from heritage import data, engine, fileio, ingest
+
+    ids = sorted(ingest.read_metadata(data_dir)["id"])[:5]
+    result = engine.evaluate_seeds_convention(AllClean(), data_dir, ids, 32, 2, torch.device("cpu"), None, False)
+    assert result["n_images"] == 5 and result["miou"] == pytest.approx(result["all_clean_miou"])
+    # by hand: Clean's share of the letterboxed pixels that are not padding, Background counted as Lightleak
+    clean = scored = 0
+    for sample_id in ids:
+        mask = metrics.seeds_target(fileio.read_mask(ingest.annotation_path(data_dir, sample_id)))
+        boxed = data.letterbox(32)(image=fileio.read_rgb(ingest.image_path(data_dir, sample_id)), mask=mask)["mask"]
+        clean, scored = clean + int((boxed == 0).sum()), scored + int((boxed != IGNORE).sum())
+    assert result["miou"] == pytest.approx(clean / scored / C)
