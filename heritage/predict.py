@@ -13,7 +13,11 @@ longest side is the training ``image_size`` and pads the short side as training 
 sees the artwork exactly as in training, and the label map is resized back to the scan's full
 resolution with nearest neighbour. A factor (``--scale 0.25``, ``--scale 1`` = native resolution)
 gives finer boundaries, with damage then larger in pixels than anything seen in training: a
-trade-off to check visually, not a free gain.
+trade-off to check visually, not a free gain. A patch run (``sampling: patch``) was trained on crops
+of its data folder at the working resolution, so ``auto`` keeps the scan at that resolution
+(``native``: as given, N: longest side at most N px). When the chosen scale shrinks the median damage
+component of a class of the run's training split below a pixel (the run's recorded
+``metrics.json`` ``scale.components``, :mod:`heritage.scale`), a warning names the classes.
 
 Memory. Tiles are predicted in raster order and blended into a :class:`BandBlender` that holds
 one band of ``tile`` rows across the image width (on a narrow scan, one batch of tiles' pixels);
@@ -495,14 +499,49 @@ def predict_labels(model: torch.nn.Module, image: np.ndarray, options: SlidingWi
     return labels
 
 
-def resolve_scale(scale: float | str, image_size: int, height: int, width: int) -> float:
-    """The resize factor for a scan: ``auto`` maps its longest side to the training ``image_size``."""
+def resolve_scale(scale: float | str, image_size: int, height: int, width: int,
+                  working_resolution: str | int | None = None) -> float:
+    """The resize factor for a scan. ``auto`` is the run's training scale: for a letterbox run
+    (``working_resolution`` None) its longest side to the training ``image_size``; for a patch run the
+    working resolution's (``native``: 1, N: longest side at most N px, as training cached the data)."""
     if scale == "auto":
-        return image_size / max(height, width)
+        if working_resolution is None:
+            return image_size / max(height, width)
+        from heritage import scale as scales
+
+        return float(scales.working_factor(max(height, width), working_resolution))
     factor = float(scale)
     if not factor > 0:
         raise errors.InputError(f"scale {scale!r}: must be 'auto' or a positive factor")
     return factor
+
+
+def run_scale(run_dir: str | Path, config: dict) -> dict:
+    """The run's scale, as :func:`predict_inputs`' keyword arguments: ``working_resolution`` (patch runs;
+    None for letterbox ones, and runs from before sampling existed) and ``training_components``
+    (``metrics.json``'s ``scale.components``, None when the run recorded none)."""
+    from heritage import fileio, runs
+
+    working = config.get("working_resolution", "native") if config.get("sampling") == "patch" else None
+    metrics_path = Path(run_dir) / runs.METRICS_FILE
+    recorded = fileio.read_json(metrics_path).get("scale", {}) if metrics_path.is_file() else {}
+    return {"working_resolution": working, "training_components": recorded.get("components")}
+
+
+def scale_warnings(scale: float | str, training_components: dict | None) -> list[str]:
+    """:func:`heritage.scale.vanishing_messages` for predicting at ``scale``, from the run's recorded
+    training-split components (no data read): ``auto`` is the training scale, so its summary at the model's
+    input; a factor rescales the stored-size summary, assuming scans at the run's data folder's resolution."""
+    from heritage import scale as scales
+
+    if not training_components:
+        return []
+    if scale == "auto":
+        return scales.vanishing_messages(training_components["model_input"],
+                                         "--scale auto (the run's training scale, its training split)")
+    return scales.vanishing_messages(scales.rescaled(training_components["stored"], float(scale)),
+                                     f"--scale {float(scale):g} (the run's training split, for scans at its data "
+                                     "folder's resolution)")
 
 
 def predict_scan(model: torch.nn.Module, scan: Scan, options: SlidingWindow, device: torch.device,
@@ -724,9 +763,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tta", choices=("none", "flip"), default="none",
                         help="test-time augmentation: flip averages horizontal and vertical flips")
     parser.add_argument("--scale", type=_scale_arg, default="auto",
-                        help="resize factor applied to each scan before tiling; 'auto' (default) "
-                             "resizes its longest side to the run's image_size, the scale the model "
-                             "was trained at; 1 = native resolution")
+                        help="resize factor applied to each scan before tiling; 'auto' (default) is the "
+                             "scale the model was trained at: a letterbox run's image_size as the longest "
+                             "side, a patch run's working resolution; 1 = native resolution")
     parser.add_argument("--dpi", type=float, default=None,
                         help="scan resolution, to report areas in mm² (px * (25.4/dpi)²)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -736,23 +775,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def predict_inputs(model: torch.nn.Module, image_size: int, inputs: str | Path, out_dir: str | Path,
                    options: SlidingWindow, device: torch.device, scale: float | str = "auto",
                    dpi: float | None = None, settings: dict | None = None,
-                   progress: bool = True, provenance: str = "") -> list[tuple[str, str]]:
+                   progress: bool = True, provenance: str = "", working_resolution: str | int | None = None,
+                   training_components: dict | None = None) -> list[tuple[str, str]]:
     """Predict every scan under ``inputs`` into ``out_dir``; returns the (input, error) failures.
 
     A scan that cannot be read is reported and skipped, the others are still predicted;
-    ``out_dir/summary.csv`` gets one row per input, failed ones with their error.
+    ``out_dir/summary.csv`` gets one row per input, failed ones with their error. ``working_resolution``
+    and ``training_components`` are the run's (:func:`run_scale`): ``auto``'s scale for a patch run, and
+    the warning when ``scale`` shrinks a class's median training component below a pixel.
     """
     return predict_sources(model, image_size, iter_sources(inputs), out_dir, options, device, scale, dpi,
-                           settings, progress, provenance)
+                           settings, progress, provenance, working_resolution, training_components)
 
 
 def predict_sources(model: torch.nn.Module, image_size: int, sources: Iterable[ScanSource],
                     out_dir: str | Path, options: SlidingWindow, device: torch.device,
                     scale: float | str = "auto", dpi: float | None = None, settings: dict | None = None,
-                    progress: bool = True, provenance: str = "") -> list[tuple[str, str]]:
+                    progress: bool = True, provenance: str = "", working_resolution: str | int | None = None,
+                    training_components: dict | None = None) -> list[tuple[str, str]]:
     """:func:`predict_inputs` for given sources (e.g. chosen samples of a data folder)."""
     import pandas as pd
 
+    for message in scale_warnings(scale, training_components):
+        print(f"predict: warning: {message}", file=sys.stderr)
     out_dir = Path(out_dir)
     rows: list[dict] = []
     failures: list[tuple[str, str]] = []
@@ -764,7 +809,7 @@ def predict_sources(model: torch.nn.Module, image_size: int, sources: Iterable[S
                                  f"{used[source.name]}; rename one of them")
             used[source.name] = source.label
             scan = source.load()
-            factor = resolve_scale(scale, image_size, scan.height, scan.width)
+            factor = resolve_scale(scale, image_size, scan.height, scan.width, working_resolution)
             labels = predict_scan(model, scan, options, device, factor, progress=progress,
                                   desc=source.name)
             try:
@@ -917,7 +962,7 @@ def main(args: argparse.Namespace) -> int:
                 "overlap": options.overlap, "window": options.window, "tta": args.tta,
                 "dpi": args.dpi or "not given", "device": device.type}
     failures = predict_inputs(model, image_size, args.input, args.out, options, device, args.scale,
-                              args.dpi, settings, provenance=provenance_html(args.run))
+                              args.dpi, settings, provenance=provenance_html(args.run), **run_scale(args.run, config))
     print(f"predict: damage maps in {args.out}; summary in {args.out / 'summary.csv'}", file=sys.stderr)
     if failures:  # each was reported when skipped; the last line says how many
         named = ", ".join(label for label, _ in failures[:3]) + (", ..." if len(failures) > 3 else "")

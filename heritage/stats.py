@@ -1,4 +1,5 @@
-"""Descriptive statistics of a data folder: class pixel shares, material x content, image sizes.
+"""Descriptive statistics of a data folder: class pixel shares, material x content, image sizes, and
+the size of damage components at a working resolution (:func:`component_stats`, ``--resolution``).
 
 Counts are over original samples only (augmented copies would count each artwork four times). The
 keys shared with the published ``statistics.json`` of ARTeFACT (``total_samples``, ``materials``,
@@ -10,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from heritage import fileio, ingest, taxonomy
+from heritage import errors, fileio, ingest, scale, taxonomy
 
 
 def mask_histograms(data_dir: str | os.PathLike, ids: list[str], progress: bool = True) -> np.ndarray:
@@ -60,12 +62,45 @@ def dataset_stats(data_dir: str | os.PathLike, progress: bool = True) -> dict:
     }
 
 
+def component_stats(data_dir: str | os.PathLike, resolution: str | int = "native", progress: bool = True) -> dict:
+    """Per damage class, the 8-connected components of the original samples' masks at ``resolution``
+    (``native``: the stored size; N: longest side at most N px, as ``working_resolution``):
+    ``n_components``, ``median_area_px``, ``share_le_2px`` (:func:`heritage.scale.summarise`), with the
+    resize factors from the stored size and, where the original scan size is recorded, from it."""
+    metadata = ingest.read_metadata(data_dir)
+    originals = metadata[metadata["transform"] == ingest.IDENTITY]
+    stored = np.maximum(originals["width"], originals["height"]).to_numpy(dtype=np.float64)
+    factors = scale.working_factor(stored, resolution)
+    original = ingest.original_size(originals).max(axis=1).to_numpy(dtype=np.float64)
+    return {
+        "resolution": resolution,
+        "factor_from_stored": {"min": float(factors.min()), "median": float(np.median(factors)),
+                               "max": float(factors.max())},
+        "factor_from_original": (float(np.median(stored * factors / original))
+                                 if ingest.has_original_size(metadata) else None),
+        "per_class": scale.component_summary(data_dir, originals["id"].tolist(), factors, progress=progress),
+    }
+
+
+def resolution_arg(value: str) -> str | int:
+    """``--resolution``: ``native`` or a positive int (longest side in px)."""
+    if value == "native":
+        return value
+    if not value.isdigit() or int(value) < 1:
+        raise errors.InputError(f"--resolution {value!r}: expected 'native' or a positive number of pixels")
+    return int(value)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, type=Path, help="data folder")
     parser.add_argument("--json", type=Path, default=None, help="also write the statistics to this JSON file")
+    parser.add_argument("--resolution", default="native",
+                        help="report damage components at this resolution: native (the stored size, the "
+                             "default) or N (longest side at most N px, as working_resolution)")
 
 
 def main(args: argparse.Namespace) -> int:
+    resolution = resolution_arg(args.resolution)
     stats = dataset_stats(args.data)
     print(f"{args.data}: {stats['total_samples']} originals, {stats['augmented_samples']} augmented copies")
     print(pd.DataFrame(stats["material_content"]).T.fillna(0).astype(int).to_string())
@@ -74,6 +109,15 @@ def main(args: argparse.Namespace) -> int:
         print(f"{name:>14s} {100 * share:7.3f}% of labelled pixels in {stats['images_per_class'][name]:4d} images")
     sizes = stats["image_size_summary"]
     print(", ".join(f"{axis} {sizes[axis]['min']}..{sizes[axis]['max']}" for axis in ("width", "height")))
+    components = stats["components"] = component_stats(args.data, resolution)
+    from_original = components["factor_from_original"]
+    print(f"\ndamage components (8-connected) at {resolution}: median factor "
+          f"{components['factor_from_stored']['median']:.3g} of the stored size"
+          + (f", {from_original:.3g} of the original scans" if from_original is not None else
+             " (original scan size not recorded)"))
+    print(scale.table(components["per_class"]))
+    for message in scale.vanishing_messages(components["per_class"], f"at {resolution}"):
+        print(f"heritage data stats: warning: {message}", file=sys.stderr)
     if args.json:
         fileio.write_json(args.json, stats)
         print(f"wrote {args.json}")
