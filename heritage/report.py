@@ -40,6 +40,11 @@ SETTING = ["poc", "variant", "encoder", "protocol"]
 CONFIG_FIELDS = ["architecture", "loss", "class_weights", "image_size", "batch_size", "lr", "epochs",
                  "sampling", "working_resolution"]  # the last two: a patch arm is no loss variant (issue 11)
 ABLATION_POC = "poc59v2_flagship"
+# What fixes a training run's compute budget: the same values give the same steps and training pixels
+# (an epoch has as many items as training samples in both sampling modes). RQ4 compares only arms that agree.
+BUDGET_FIELDS = ("image_size", "batch_size", "epochs", "max_train_samples")
+ALL_SAMPLES = "all"  # max_train_samples of a run that trained on every sample (None in its config)
+NOT_COMPARED = "not compared"
 CONFIDENCE = 0.95
 MIN_PAIRED_UNITS = 3  # fewer paired folds give an interval too unstable to state a verdict on
 A_BETTER, B_BETTER, NOT_SUPPORTED = "A better", "B better", "not supported"
@@ -50,11 +55,11 @@ FAMILY_ORDER = ["CNN", "ViT", "hybrid"]
 RUN_COLUMNS = [
     "run_dir", "poc", "variant", "encoder", "family", "architecture", "loss", "class_weights",
     "protocol", "fold", "profile", "pretrained", "seed", "config_hash", "image_size", "batch_size", "lr", "epochs",
-    "sampling", "working_resolution",
-    "params_m", "device", "best_epoch", "miou", "all_clean_miou", "pixel_accuracy", "binary_miou", "coarse_miou",
+    "sampling", "working_resolution", "max_train_samples",
+    "params_m", "device", "best_epoch", "miou", "per_image_miou", "all_clean_miou", "pixel_accuracy", "binary_miou", "coarse_miou",
     "fine_miou", "train_images_per_s", "eval_images_per_s", "peak_memory_mb", "wall_time_s", "per_class",
 ]
-_MEANS = ["all_clean_miou", "binary_miou", "coarse_miou", "fine_miou", "train_images_per_s", "eval_images_per_s",
+_MEANS = ["per_image_miou", "all_clean_miou", "binary_miou", "coarse_miou", "fine_miou", "train_images_per_s", "eval_images_per_s",
           "wall_time_s", "peak_memory_mb", "params_m"]
 
 
@@ -84,7 +89,16 @@ def load_runs(runs_root: str | Path) -> pd.DataFrame:
             for path in sorted(root.glob(f"**/{METRICS_FILE}"))]
     frame = pd.DataFrame(rows, columns=RUN_COLUMNS)
     frame["pretrained"] = [_pretrained(root / d, p) for d, p in zip(frame["run_dir"], frame["pretrained"])]
+    frame["max_train_samples"] = [_max_train_samples(root / d) for d in frame["run_dir"]]
+    frame["per_image"] = [_per_image(root / d) for d in frame["run_dir"]]
     return frame
+
+
+def _per_image(run_dir: Path) -> pd.DataFrame | None:
+    """The run's ``per_image.csv`` (:func:`heritage.runs.read_per_image`), None for runs made before it existed."""
+    from heritage import runs
+
+    return runs.read_per_image(run_dir) if (run_dir / runs.PER_IMAGE_FILE).is_file() else None
 
 
 def _pretrained(run_dir: Path, recorded: Any) -> bool | None:
@@ -100,6 +114,21 @@ def _pretrained(run_dir: Path, recorded: Any) -> bool | None:
     return None if value is None else bool(value)
 
 
+def _max_train_samples(run_dir: Path) -> int | str | None:
+    """``max_train_samples`` from the run's config.yaml (metrics.json lacks it): an int, ALL_SAMPLES for
+    None, or None when config.yaml does not record it."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return None
+    import yaml
+
+    config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if "max_train_samples" not in config:
+        return None
+    value = config["max_train_samples"]
+    return ALL_SAMPLES if value is None else int(value)
+
+
 def _run_row(metrics: dict[str, Any], run_dir: str) -> dict[str, Any]:
     test = metrics["test"]
     hierarchical = metrics.get("hierarchical") or {}
@@ -107,6 +136,7 @@ def _run_row(metrics: dict[str, Any], run_dir: str) -> dict[str, Any]:
     row = {key: metrics.get(key) for key in RUN_COLUMNS}
     row.update(
         run_dir=run_dir, variant=metrics.get("variant") or "", miou=_number(test["miou"]),
+        per_image_miou=_number(test.get("per_image_miou")),  # runs made before it was recorded: NaN
         pixel_accuracy=_number(test.get("pixel_accuracy")),
         all_clean_miou=_number(test.get("all_clean_miou")),  # runs made before it was recorded: NaN
         binary_miou=_number(hierarchical.get("binary_miou")),
@@ -189,6 +219,7 @@ class Verdict:
     above_b: int | None
     label: str  # A_BETTER, B_BETTER or NOT_SUPPORTED
     reasons: tuple[str, ...] = ()  # why not supported
+    compared: bool = True  # False: the pair may not be compared at all (``decide(blocked=...)``), no numbers
 
     @property
     def supported(self) -> bool:
@@ -202,6 +233,8 @@ class Verdict:
     def statement(self, a: str, b: str, scale: float = 100.0, unit: str = "mIoU points") -> str:
         """One sentence naming A and B; it says "beats" only for a supported verdict."""
         d = self.difference
+        if not self.compared:
+            return f"{a} vs {b}: {NOT_SUPPORTED}, {NOT_COMPARED} ({'; '.join(self.reasons)})"
         if self.supported:
             winner, loser = (a, b) if self.label == A_BETTER else (b, a)
             return (f"{winner} beats {loser} by {abs(d.mean) * scale:.2f} {unit} ({d.interval(scale)}, "
@@ -212,7 +245,8 @@ class Verdict:
 
 
 def decide(miou_a: Sequence[float], miou_b: Sequence[float], clean_a: Sequence[float], clean_b: Sequence[float],
-           confidence: float = CONFIDENCE) -> Verdict:
+           confidence: float = CONFIDENCE, *, blocked: Sequence[str] = (),
+           run_miou: tuple[Sequence[float], Sequence[float]] | None = None) -> Verdict:
     """The verdict rules, the only place a table's "A better" / "B better" comes from.
 
     The inputs are aligned per paired fold: mIoU of A and of B, and the all-Clean mIoU of A's and of
@@ -226,10 +260,19 @@ def decide(miou_a: Sequence[float], miou_b: Sequence[float], clean_a: Sequence[f
     Otherwise the label is NOT_SUPPORTED with every failed rule as a reason: "both below the
     all-Clean baseline" (or "A below ..." / "B below ... on k of n paired folds"; below = not above),
     "no all-Clean baseline recorded for A", "2 paired folds: too few", "interval includes 0".
+
+    ``blocked``: reasons the two may not be compared at all (RQ4: a different training budget); the
+    verdict is then NOT_SUPPORTED with those reasons, ``compared`` False and no difference computed.
+    ``run_miou``: the runs' mIoU of A and B per paired fold, for rule 3, when the scores compared are
+    not the mIoU (a class's IoU): the all-Clean rule is about the run, whatever score is compared.
     """
+    if blocked:
+        nothing = PairedDifference(0, math.nan, math.nan, math.nan, confidence)
+        return Verdict(nothing, None, None, NOT_SUPPORTED, tuple(blocked), compared=False)
     difference = paired_difference(miou_a, miou_b, confidence)
     n = difference.n
-    above_a, above_b = _folds_above(miou_a, clean_a), _folds_above(miou_b, clean_b)
+    checked_a, checked_b = run_miou if run_miou is not None else (miou_a, miou_b)
+    above_a, above_b = _folds_above(checked_a, clean_a), _folds_above(checked_b, clean_b)
     reasons = []
     if n:
         reasons += [f"no all-Clean baseline recorded for {side}"
@@ -443,6 +486,9 @@ CSV_UNITS: dict[str, tuple[str, float]] = {
         "wall_time_s_mean", "wall_time_total_s", "run_mean_s", "encoder_all_folds_mean_s", "total_s")},
     "peak_memory_mb_mean": ("peak_memory_mean (MB)", 1.0), "params_m_mean": ("params_mean (M)", 1.0),
     **{name: (f"{name} (mIoU points)", 100.0) for name in ("mean_diff", "ci_low", "ci_high")},
+    **{f"artwork_{statistic}_{name}": (f"artwork_{statistic}_{name} (mIoU points)", 100.0)
+       for statistic in ("dataset", "per_image") for name in ("diff", "ci_low", "ci_high")},
+    "per_image_miou": ("per_image_miou (%)", 100.0), "per_image_miou_mean": ("per_image_miou_mean (%)", 100.0),
 }
 
 
@@ -453,7 +499,7 @@ def _scaled(value: Any, scale: float) -> Any:
 
 
 _NUMERIC_CELL = re.compile(r"[\[(]?[+\-−]?\d[\d.,]*(?:\s*(?:±|–|/|,)\s*[+\-−]?\d[\d.,]*)?[\])]?(?: px)?")
-_NON_NUMBERS = {NO_RUN, ABSENT, "n/a", "—", "not planned", ""}
+_NON_NUMBERS = {NO_RUN, ABSENT, NOT_COMPARED, "n/a", "—", "not planned", ""}
 
 
 def _column_spec(cells: pd.Series) -> str:
@@ -719,38 +765,47 @@ def paired_runs(runs: pd.DataFrame, a: pd.Series, b: pd.Series) -> pd.DataFrame:
     return runs_a.loc[shared].add_suffix("_a").join(runs_b.loc[shared].add_suffix("_b"))
 
 
-def compare_settings(runs: pd.DataFrame, a: pd.Series, b: pd.Series) -> Verdict:
+def compare_settings(runs: pd.DataFrame, a: pd.Series, b: pd.Series, blocked: Sequence[str] = ()) -> Verdict:
     """The verdict (:func:`decide`) on the test mIoU of two settings over the folds both have run."""
     paired = paired_runs(runs, a, b)
     return decide(paired["miou_a"].to_numpy(), paired["miou_b"].to_numpy(),
-                  paired["all_clean_miou_a"].to_numpy(), paired["all_clean_miou_b"].to_numpy())
+                  paired["all_clean_miou_a"].to_numpy(), paired["all_clean_miou_b"].to_numpy(), blocked=blocked)
 
 
 def comparison_table(name: str, caption: str, runs: pd.DataFrame, summary: pd.DataFrame,
-                     pairs: Sequence[tuple[int, int]], factors: Sequence[str]) -> Table:
+                     pairs: Sequence[tuple[int, int]], factors: Sequence[str],
+                     blocked: Callable[[pd.Series, pd.Series], list[str]] | None = None) -> Table:
     """One row per pair of summary rows (A, B): paired mIoU difference A - B, 95% CI and the verdict.
 
     The verdict is :func:`decide`'s. ``factors`` are the summary columns under test (the first is
     recorded as ``factor_a/b``; the others change with it by design, like the multi-task loss with the
     multi-task model). Other CONFIG_FIELDS that differ are listed in "also differs", since they
-    confound the comparison.
+    confound the comparison. ``blocked(a, b)`` gives reasons a pair may not be compared at all (RQ4's
+    budget check): its row says NOT_COMPARED and why instead of a difference.
     """
     factor = factors[0]
     data_rows, display_rows, notes = [], [], []
     for index_a, index_b in pairs:
         a, b = summary.loc[index_a], summary.loc[index_b]
         label_a, label_b = setting_label(a), setting_label(b)
-        verdict = compare_settings(runs, a, b)
+        verdict = compare_settings(runs, a, b, blocked(a, b) if blocked is not None else ())
         difference = verdict.difference
         confounders = [f for f in CONFIG_FIELDS if f not in factors and not _same(a.get(f), b.get(f))]
         statement = verdict.statement(label_a, label_b)
+        artworks = artwork_bootstrap(runs, a, b) if verdict.compared else NOT_COMPARED
         data_rows.append({
             "a": label_a, "b": label_b, "factor_a": a[factor], "factor_b": b[factor],
             "n_pairs": difference.n, "mean_diff": difference.mean, "ci_low": difference.ci_low,
             "ci_high": difference.ci_high, "a_folds_above_all_clean": verdict.above_a,
-            "b_folds_above_all_clean": verdict.above_b, "also_differs": ", ".join(confounders),
+            "b_folds_above_all_clean": verdict.above_b, **_artwork_numbers(artworks),
+            "also_differs": ", ".join(confounders),
             "verdict": verdict.label, "reason": "; ".join(verdict.reasons), "statement": statement,
         })
+        if not verdict.compared:
+            display_rows.append({"A": label_a, "B": label_b, **dict.fromkeys(_COMPARISON_COLUMNS[2:-2], NOT_COMPARED),
+                                 "Also differs": ", ".join(confounders) or "—", "Verdict": verdict.cell})
+            notes.append(f"- {statement}")
+            continue
         display_rows.append({
             "A": label_a, "B": label_b, "Paired folds": difference.n,
             "A − B (mIoU pts)": _fixed(difference.mean, 2, 100),
@@ -758,25 +813,87 @@ def comparison_table(name: str, caption: str, runs: pd.DataFrame, summary: pd.Da
                        if difference.testable else "n/a"),
             "Folds A, B above all-Clean": (f"{_count(verdict.above_a)}, {_count(verdict.above_b)} of {difference.n}"
                                            if difference.n else "n/a"),
+            **_artwork_cells(artworks),
             "Also differs": ", ".join(confounders) or "—",
             "Verdict": verdict.cell,
         })
         notes.append(f"- {statement}" + (f" (also differs: {', '.join(confounders)})" if confounders else ""))
     if not pairs:
         notes.append("- No pair of settings with runs for this question.")
-    elif not any(row["verdict"] != NOT_SUPPORTED for row in data_rows):
+    else:
+        notes.append(f"- {_artwork_note()}")
+    if pairs and not any(row["verdict"] != NOT_SUPPORTED for row in data_rows):
         notes.insert(0, f"No pair meets the verdict rules ({MIN_PAIRED_UNITS}+ paired folds, a 95% CI excluding 0, "
                         "both sides above their all-Clean baseline on every paired fold): no difference is claimed.")
     involved = summary.loc[sorted({i for pair in pairs for i in pair})] if pairs else summary.iloc[0:0]
     return Table(name=name, caption=caption, data=pd.DataFrame(data_rows, columns=[
         "a", "b", "factor_a", "factor_b", "n_pairs", "mean_diff", "ci_low", "ci_high", "a_folds_above_all_clean",
-        "b_folds_above_all_clean", "also_differs", "verdict", "reason", "statement"]),
+        "b_folds_above_all_clean", *_ARTWORK_DATA, "also_differs", "verdict", "reason", "statement"]),
         display=pd.DataFrame(display_rows, columns=_COMPARISON_COLUMNS), runs=_sources(involved), notes=notes)
 
 
 # Display columns of a comparison table, also when no pair has runs (a header with no rows).
+# The artwork bootstrap's display columns (heritage.resampling.STATISTICS keys), beside the fold-level interval.
+_ARTWORK_COLUMNS = {"dataset_miou": "Artwork bootstrap, dataset-level A − B [95% CI]",
+                    "per_image_miou": "Artwork bootstrap, per-image A − B [95% CI]"}
 _COMPARISON_COLUMNS = ["A", "B", "Paired folds", "A − B (mIoU pts)", "95% CI", "Folds A, B above all-Clean",
-                       "Also differs", "Verdict"]
+                       *_ARTWORK_COLUMNS.values(), "Also differs", "Verdict"]
+_ARTWORK_DATA = ["artwork_n_sources", "artwork_n_images", *(f"artwork_{statistic}_{name}" for statistic in (
+    "dataset", "per_image") for name in ("diff", "ci_low", "ci_high")), "artwork_note"]
+
+
+def _artwork_note() -> str:
+    from heritage import resampling
+
+    return (f"Artwork bootstrap: the test images of all paired folds, their source artworks resampled with "
+            f"replacement ({resampling.RESAMPLES} draws, seed {resampling.SEED}, each artwork's images together), "
+            "percentile 95% interval of A − B in dataset-level mIoU (pixels pooled over the drawn images) and in "
+            "per-image mIoU (mean over the drawn images); shown beside the fold-level t interval, the verdict "
+            "uses the folds only.")
+
+
+def artwork_bootstrap(runs: pd.DataFrame, a: pd.Series, b: pd.Series) -> dict[str, Any] | str:
+    """:func:`heritage.resampling.bootstrap_difference` of A and B over the test images of the folds both have
+    run (every paired fold's ``per_image.csv``), or why there is none ("no paired fold", "no per_image.csv
+    for 2 of 3 runs of A"). Beside the fold-level interval; the verdict (:func:`decide`) stays on folds."""
+    from heritage import resampling
+
+    shared = paired_runs(runs, a, b).index
+    if not len(shared):
+        return "no paired fold"
+    tables = {}
+    for side, row in (("A", a), ("B", b)):
+        mine = runs[_matches(runs, [row[k] for k in SETTING])].set_index(["protocol", "fold"]).loc[shared]
+        found = [t for t in (mine["per_image"] if "per_image" in mine else []) if isinstance(t, pd.DataFrame)]
+        if len(found) < len(mine):
+            return f"no per_image.csv for {len(mine) - len(found)} of {len(mine)} runs of {side}"
+        tables[side] = pd.concat(found, ignore_index=True)
+    try:
+        return resampling.bootstrap_difference(tables["A"], tables["B"])
+    except errors.InputError as err:  # the same folds on different images: the data changed between them
+        raise errors.InputError(f"{setting_label(a)} vs {setting_label(b)}: {err}") from None
+
+
+def _artwork_numbers(artworks: dict[str, Any] | str) -> dict[str, Any]:
+    """The comparison table's ``data`` columns of an :func:`artwork_bootstrap` (NaN and a note without one)."""
+    if isinstance(artworks, str):
+        return {**dict.fromkeys(_ARTWORK_DATA[:-1], math.nan), "artwork_note": artworks}
+    first = artworks["dataset_miou"]
+    numbers = {"artwork_n_sources": first.n_sources, "artwork_n_images": first.n_images, "artwork_note": ""}
+    for statistic, key in (("dataset", "dataset_miou"), ("per_image", "per_image_miou")):
+        result = artworks[key]
+        numbers.update({f"artwork_{statistic}_diff": result.mean, f"artwork_{statistic}_ci_low": result.ci_low,
+                        f"artwork_{statistic}_ci_high": result.ci_high})
+    return numbers
+
+
+def _artwork_cells(artworks: dict[str, Any] | str) -> dict[str, str]:
+    """The display cells: "+1.23 [-0.40, +2.90], 139 artworks" per statistic, or the reason there is none."""
+    if isinstance(artworks, str):
+        return dict.fromkeys(_ARTWORK_COLUMNS.values(), artworks)
+    return {column: (f"{_fixed(artworks[key].mean, 2, 100)} [{_fixed(artworks[key].ci_low, 2, 100)}, "
+                     f"{_fixed(artworks[key].ci_high, 2, 100)}], {artworks[key].n_sources} artworks")
+            for key, column in _ARTWORK_COLUMNS.items()}
 
 
 def _count(value: int | None) -> str:
@@ -833,6 +950,143 @@ def ablation_pairs(summary: pd.DataFrame, poc: str = ABLATION_POC) -> list[tuple
             if done.at[i, "encoder"] == main.at[j, "encoder"] and done.at[i, "protocol"] == main.at[j, "protocol"]]
 
 
+def rq4_pairs(summary: pd.DataFrame) -> list[tuple[int, int]]:
+    """RQ4 (letterbox vs patch): each patch variant (A) vs its POC's main letterbox setting (B), same encoder
+    and protocol (the flagship's ``patch`` arm against its main configuration)."""
+    done = summary[summary["n_runs"] > 0]
+    main = done[(done["variant"] == "") & (done["sampling"] == "letterbox")]
+    patch = done[(done["variant"] != "") & (done["sampling"] == "patch")]
+    return [(i, j) for i in patch.index for j in main.index
+            if all(patch.at[i, key] == main.at[j, key] for key in ("poc", "encoder", "protocol"))]
+
+
+def _budget_value(value: Any) -> Any:
+    """A budget field as recorded (None when it is not: NaN in a frame); integral floats back to int."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return int(value) if isinstance(value, (float, np.floating)) and float(value).is_integer() else value
+
+
+def budget_problems(runs: pd.DataFrame, a: pd.Series, b: pd.Series) -> list[str]:
+    """Why A's and B's training budgets (BUDGET_FIELDS) cannot be called the same on their paired folds:
+    a field that differs ("training budget differs: epochs 6 vs 3") or is not recorded. [] when they agree."""
+    shared = paired_runs(runs, a, b).index
+    values = {side: runs[_matches(runs, [row[k] for k in SETTING])].set_index(["protocol", "fold"]).loc[shared]
+              for side, row in (("A", a), ("B", b))}
+    problems = []
+    for name in BUDGET_FIELDS:
+        found = {side: {_budget_value(v) for v in frame[name]} for side, frame in values.items()}
+        missing = [side for side, seen in found.items() if None in seen]
+        if missing:
+            problems.append(f"training budget not recorded ({name} of {' and '.join(missing)})")
+        elif found["A"] != found["B"] or len(found["A"]) > 1:
+            problems.append(f"training budget differs: {name} "
+                            f"{'/'.join(map(str, sorted(found['A'], key=str)))} vs {'/'.join(map(str, sorted(found['B'], key=str)))}")
+    return problems
+
+
+def budget_text(runs: pd.DataFrame, a: pd.Series, b: pd.Series) -> str:
+    """The budget cell of an RQ4 row: the shared budget, or what keeps the two from being compared."""
+    problems = budget_problems(runs, a, b)
+    if problems:
+        return "; ".join(problems)
+    shared = paired_runs(runs, a, b).index
+    if not len(shared):
+        return "n/a"
+    first = runs[_matches(runs, [a[k] for k in SETTING])].set_index(["protocol", "fold"]).loc[shared].iloc[0]
+    size, batch, epochs, samples = (_budget_value(first[name]) for name in BUDGET_FIELDS)
+    return f"same: {size} px, batch {batch}, {epochs} epochs, {samples} training samples"
+
+
+def rq4_table(runs: pd.DataFrame, summary: pd.DataFrame) -> Table:
+    """RQ4's paired table (:func:`comparison_table`, :func:`decide`) with a budget column: a pair whose
+    budgets differ (or are not recorded) is not compared."""
+    pairs = rq4_pairs(summary)
+    table = comparison_table(
+        "rq4_sampling", "RQ4 - patch sampling at the working resolution (A) vs a letterbox (B) at the same "
+        "training budget (image size, batch size, epochs, training samples: the same steps and training pixels), "
+        "tested on the same pixels at the working resolution, paired over folds", runs, summary, pairs,
+        ("sampling", "working_resolution"), blocked=lambda a, b: budget_problems(runs, a, b))
+    budgets = [budget_text(runs, summary.loc[i], summary.loc[j]) for i, j in pairs]
+    table.data.insert(len(table.data.columns) - 3, "budget", budgets)
+    table.display.insert(len(table.display.columns) - 1, "Budget (both arms)", budgets)
+    return table
+
+
+THIN_MEAN = "Thin classes (mean)"  # the per-class table's row of the mean over taxonomy.THIN_CLASSES
+
+
+def _class_scores(run: pd.Series, name: str) -> float | None:
+    """A run's test IoU of class ``name``, or for THIN_MEAN the mean over the thin classes it holds."""
+    if name != THIN_MEAN:
+        return run["per_class"].get(name)
+    present = [run["per_class"].get(c) for c in taxonomy.THIN_CLASSES if run["per_class"].get(c) is not None]
+    return float(np.mean(present)) if present else None
+
+
+def rq4_per_class_table(runs: pd.DataFrame, summary: pd.DataFrame) -> Table:
+    """RQ4 per class: test IoU of A (patch) and B (letterbox) per class, their paired difference over the folds
+    whose test part holds the class (IoU recorded in both runs), and the verdict rules on it (the all-Clean
+    rule on the runs' mIoU); thin classes marked, plus their mean. Pairs with different budgets: not compared."""
+    data_rows, display_rows, sources = [], [], []
+    for index_a, index_b in rq4_pairs(summary):
+        a, b = summary.loc[index_a], summary.loc[index_b]
+        problems = budget_problems(runs, a, b)
+        paired = paired_runs(runs, a, b).index
+        runs_a, runs_b = (runs[_matches(runs, [row[k] for k in SETTING])].set_index(["protocol", "fold"]).loc[paired]
+                          for row in (a, b))
+        sources += [{"run_dir": r, "config_hash": h} for frame in (runs_a, runs_b)
+                    for r, h in zip(frame["run_dir"], frame["config_hash"])]
+        for name in (*taxonomy.CLASS_NAMES, THIN_MEAN):
+            scores = [(_class_scores(ra, name), _class_scores(rb, name), ra, rb)
+                      for (_, ra), (_, rb) in zip(runs_a.iterrows(), runs_b.iterrows())]
+            held = [s for s in scores if s[0] is not None and s[1] is not None]
+            verdict = decide([s[0] for s in held], [s[1] for s in held], [s[2]["all_clean_miou"] for s in held],
+                             [s[3]["all_clean_miou"] for s in held], blocked=problems,
+                             run_miou=([s[2]["miou"] for s in held], [s[3]["miou"] for s in held]))
+            difference = verdict.difference
+            iou_a = float(np.mean([s[0] for s in held])) if held else ABSENT
+            iou_b = float(np.mean([s[1] for s in held])) if held else ABSENT
+            thin = name in taxonomy.THIN_CLASSES or name == THIN_MEAN
+            data_rows.append({
+                "encoder": a["encoder"], "protocol": a["protocol"], "class": name, "thin": thin,
+                "n_pairs": len(held), "iou_letterbox": iou_b if verdict.compared else NOT_COMPARED,
+                "iou_patch": iou_a if verdict.compared else NOT_COMPARED, "mean_diff": difference.mean,
+                "ci_low": difference.ci_low, "ci_high": difference.ci_high, "verdict": verdict.label,
+                "reason": "; ".join(verdict.reasons)})
+            numbers = {
+                "Letterbox IoU (%)": iou_b if isinstance(iou_b, str) else f"{100 * iou_b:.2f}",
+                "Patch IoU (%)": iou_a if isinstance(iou_a, str) else f"{100 * iou_a:.2f}",
+                "Patch − letterbox (IoU pts)": _fixed(difference.mean, 2, 100) if held else "n/a",
+                "95% CI": (f"[{_fixed(difference.ci_low, 2, 100)}, {_fixed(difference.ci_high, 2, 100)}]"
+                           if difference.testable else "n/a"),
+                "Folds": len(held)}
+            if not verdict.compared:
+                numbers = dict.fromkeys(numbers, NOT_COMPARED)
+            display_rows.append({"Encoder": encoder_label(a["encoder"]), "Class": name, "Thin": "thin" if thin else "",
+                                 **numbers, "Verdict": verdict.cell})
+    thin_names = ", ".join(taxonomy.THIN_CLASSES)
+    notes = [] if data_rows else ["- No patch arm with runs beside its letterbox main configuration."]
+    return Table(
+        name="rq4_per_class",
+        caption=("RQ4 per class - patch (A) vs letterbox (B) at the same training budget: test IoU (%) per class "
+                 "at the working resolution (the same test pixels), mean over the paired folds whose test part "
+                 "holds the class, the paired difference A − B with its 95% t interval and the verdict rules "
+                 f"(both runs above their all-Clean mIoU on every paired fold); thin classes ({thin_names}) marked, "
+                 f"'{THIN_MEAN}' their mean per fold"),
+        data=pd.DataFrame(data_rows, columns=[
+            "encoder", "protocol", "class", "thin", "n_pairs", "iou_letterbox", "iou_patch", "mean_diff", "ci_low", "ci_high",
+            "verdict", "reason"]),
+        display=pd.DataFrame(display_rows, columns=[
+            "Encoder", "Class", "Thin", "Letterbox IoU (%)", "Patch IoU (%)", "Patch − letterbox (IoU pts)", "95% CI",
+            "Folds", "Verdict"]),
+        runs=sorted({(r["run_dir"], r["config_hash"]): r for r in sources}.values(), key=lambda r: r["run_dir"]),
+        notes=notes,
+        csv_units={"iou_letterbox": ("iou_letterbox (%)", 100.0), "iou_patch": ("iou_patch (%)", 100.0),
+                   **{name: (f"{name} (IoU points)", 100.0) for name in ("mean_diff", "ci_low", "ci_high")}},
+    )
+
+
 # -- figures ---------------------------------------------------------------------------------------
 
 
@@ -856,6 +1110,38 @@ def per_class_heatmap(table: Table) -> Figure:
     ax.set_ylabel("")
     ax.set_title("Per-class test IoU (mean over folds)")
     ax.tick_params(axis="x", labelrotation=45)
+    return fig
+
+
+def rq4_per_class_plot(table: Table) -> Figure:
+    """The paired differences patch − letterbox of an :func:`rq4_per_class_table`, per class with their 95%
+    intervals (one panel per encoder); thin classes in red; classes without a difference are labelled why."""
+    data = table.data
+    groups = list(data.groupby(["encoder", "protocol"], sort=False)) if len(data) else []
+    fig = Figure(figsize=(7.0 * max(1, len(groups)), 6.0), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, max(1, len(groups)), squeeze=False)[0])
+    if not groups:
+        axes[0].text(0.5, 0.5, "no pair: no patch arm with runs beside its letterbox configuration",
+                     transform=axes[0].transAxes, ha="center", va="center")
+        axes[0].set_axis_off()
+    for ax, ((encoder, protocol), rows) in zip(axes, groups):
+        positions = np.arange(len(rows))
+        for y, (_, row) in zip(positions, rows.iterrows()):
+            colour = "tab:red" if row["thin"] else "tab:blue"
+            if row["iou_patch"] == NOT_COMPARED or row["n_pairs"] == 0:
+                why = NOT_COMPARED if row["iou_patch"] == NOT_COMPARED else ABSENT
+                ax.text(0, y, f" {why}", va="center", fontsize="x-small", color="dimgrey")
+                continue
+            low, high = row["ci_low"], row["ci_high"]
+            error = None if math.isnan(low) else [[100 * (row["mean_diff"] - low)], [100 * (high - row["mean_diff"])]]
+            ax.errorbar(100 * row["mean_diff"], y, xerr=error, marker="o", color=colour, capsize=3, linestyle="none")
+        ax.axvline(0, color="grey", linewidth=0.8)
+        ax.set_yticks(positions, list(rows["class"]))
+        for label, thin in zip(ax.get_yticklabels(), rows["thin"]):
+            label.set_color("tab:red" if thin else "black")
+        ax.invert_yaxis()
+        ax.set_xlabel("patch − letterbox test IoU (points; 95% CI over paired folds)")
+        ax.set_title(f"RQ4: {encoder_label(encoder)}, {protocol} (red: thin classes)")
     return fig
 
 
@@ -889,6 +1175,51 @@ def miou_throughput_plot(summary: pd.DataFrame) -> Figure:
     ax.set_title("mIoU vs throughput (error bars: std over folds)")
     if done.empty:
         ax.text(0.5, 0.5, NO_RUN, transform=ax.transAxes, ha="center", va="center")
+    return fig
+
+
+def per_image_images(runs: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """Every test image of every setting with runs (all folds): ``setting`` (its label), ``id``, ``source_id``,
+    ``miou`` (the image's mIoU, per_image.csv), ``run_dir``. Runs without a per_image.csv are left out."""
+    frames = []
+    for _, row in summary[summary["n_runs"] > 0].iterrows():
+        mine = runs[_matches(runs, [row[k] for k in SETTING])]
+        for run_dir, table in zip(mine["run_dir"], mine["per_image"] if "per_image" in mine else []):
+            if isinstance(table, pd.DataFrame):
+                frames.append(table[["id", "source_id", "miou"]].assign(setting=setting_label(row), run_dir=run_dir))
+    columns = ["setting", "id", "source_id", "miou", "run_dir"]
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+
+
+PER_IMAGE_CAPTION = ("Per-image test mIoU per setting, all folds: one point per test image (its mIoU over the classes "
+                     "in its ground truth or prediction), box: quartiles and median; the diamond is the setting's "
+                     "dataset-level mIoU (the headline: pixels pooled over the images of each fold, mean over folds)")
+
+
+def per_image_plot(runs: pd.DataFrame, summary: pd.DataFrame) -> Figure:
+    """:data:`PER_IMAGE_CAPTION`: seaborn box plot (no outlier markers: every image is a point) and strip plot."""
+    import seaborn as sns
+
+    images = per_image_images(runs, summary).dropna(subset=["miou"])
+    order = list(dict.fromkeys(images["setting"]))
+    fig = Figure(figsize=(8.0, 1.2 + 0.45 * max(1, len(order))), layout="constrained")
+    ax = fig.add_subplot()
+    if images.empty:
+        ax.text(0.5, 0.5, "no run with per-image scores (per_image.csv)", transform=ax.transAxes,
+                ha="center", va="center")
+        ax.set_axis_off()
+        return fig
+    shown = images.assign(miou=100 * images["miou"])
+    sns.boxplot(data=shown, x="miou", y="setting", order=order, ax=ax, color="0.9", showfliers=False, width=0.6)
+    sns.stripplot(data=shown, x="miou", y="setting", order=order, ax=ax, size=3, alpha=0.6, jitter=0.2,
+                  color="tab:blue")
+    headline = {setting_label(row): 100 * row["miou_mean"] for _, row in summary[summary["n_runs"] > 0].iterrows()}
+    ax.scatter([headline[label] for label in order], range(len(order)), marker="D", color="tab:red", zorder=5,
+               label="dataset-level mIoU (mean over folds)")
+    ax.set_xlabel("per-image test mIoU (%)")
+    ax.set_ylabel("")
+    ax.legend(fontsize="small", loc="lower right")
+    ax.set_title(f"Per-image mIoU: {len(images)} image scores of {len(order)} settings")
     return fig
 
 
@@ -1084,11 +1415,18 @@ def build_comparison(runs_root: str | Path, planned: pd.DataFrame | None = None,
         comparison_table("rq3_resolution", "RQ3 - resolution: the same encoder at a larger (A) and a "
                          "smaller (B) image size, paired over folds", runs, summary, rq3_pairs(summary),
                          ("image_size",)),
+        rq4_table(runs, summary),
     ]
+    rq4_per_class = rq4_per_class_table(runs, summary)
+    tables.append(rq4_per_class)
     figures = {
         "per_class_iou_heatmap": (per_class_heatmap(per_class), per_class.runs, per_class.caption),
         "miou_vs_throughput": (miou_throughput_plot(summary), _sources(summary),
                                "Test mIoU (mean ± std over folds) against training throughput per setting"),
+        "per_image_miou": (per_image_plot(runs, summary), _sources(summary[summary["n_runs"] > 0]), PER_IMAGE_CAPTION),
+        "rq4_per_class_differences": (rq4_per_class_plot(rq4_per_class), rq4_per_class.runs,
+                                      "RQ4 per class: patch − letterbox test IoU at the same training budget, mean "
+                                      "over paired folds with its 95% t interval (thin classes in red)"),
     }
     banner = make_banner(runs, planned, data_dir, profile)
     for table in tables:
@@ -1103,6 +1441,8 @@ QUESTIONS = {
     "rq1_family": "RQ1: does the encoder family (CNN, ViT, hybrid) change the test mIoU?",
     "rq2_multitask": "RQ2: does the multi-task hierarchical model change the test mIoU?",
     "rq3_resolution": "RQ3: does the image size change the test mIoU?",
+    "rq4_sampling": ("RQ4: at the same training budget, does training on patches of the working resolution "
+                     "instead of letterboxes change the test mIoU?"),
     "ablation_paired": f"Loss ablation ({poc_label(ABLATION_POC)}): does a loss variant change the test mIoU?",
 }
 
@@ -1199,15 +1539,21 @@ def config_details_html(config: RunConfig) -> str:
 
 
 def run_headline(metrics: dict[str, Any]) -> str:
-    """One Markdown line: the test mIoU beside the all-Clean baseline, and which side of it the run is."""
+    """One Markdown line: the (dataset-level) test mIoU beside the all-Clean baseline, which side of it the run
+    is, and the per-image mIoU after it when the run recorded one; each labelled."""
     test = metrics["test"]
     miou, clean = _number(test["miou"]), _number(test.get("all_clean_miou"))
-    line = f"**Test mIoU {100 * miou:.2f}%**"
+    per_image = _number(test.get("per_image_miou"))
+    line = f"**Test mIoU {100 * miou:.2f}%** (dataset-level)"
     if math.isnan(clean):
-        return line + " (this run recorded no all-Clean baseline)."
-    side = "above" if miou > clean else "not above"
-    return (line + f" against **{100 * clean:.2f}%** for predicting Clean everywhere on the same test pixels: "
-            f"{side} that trivial baseline.")
+        line += " (this run recorded no all-Clean baseline)."
+    else:
+        side = "above" if miou > clean else "not above"
+        line += (f" against **{100 * clean:.2f}%** for predicting Clean everywhere on the same test pixels: "
+                 f"{side} that trivial baseline.")
+    if not math.isnan(per_image):
+        line += f" Per-image mIoU {100 * per_image:.2f}% (the mean over the test images of each image's mIoU)."
+    return line
 
 
 def per_class_frame(metrics: dict[str, Any]) -> pd.DataFrame:

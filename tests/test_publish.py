@@ -19,7 +19,7 @@ def write_paper(runs: Path, paper_dir: Path, planned_runs=None) -> dict:
 def test_findings_come_from_the_verdicts(runs_root, planned, tmp_path) -> None:  # noqa: F811
     provenance = write_paper(runs_root, tmp_path / "paper", planned)
     found = {f["table"]: f for f in provenance["findings"]}
-    assert list(found) == ["rq1_family", "rq2_multitask", "rq3_resolution", "ablation_paired"]
+    assert list(found) == ["rq1_family", "rq2_multitask", "rq3_resolution", "rq4_sampling", "ablation_paired"]
     # MiT-B3 beats ConvNeXt and MaxViT on 3 folds (test_report's numbers); RQ2 has 1 holdout pair
     assert found["rq1_family"]["verdict"] == "supported" and found["rq1_family"]["n_supported"] == 2
     assert "SegFormer MiT-B3 beats POC-5.9-v2 ConvNeXt-Tiny" in found["rq1_family"]["reason"]
@@ -87,7 +87,10 @@ def test_the_manuscript_compiles_with_every_table_and_figure_inside_the_margins(
         if name.startswith("figures/") and name.endswith(".pdf"):
             assert f"{{{name}}}" in tex and "\\includegraphics" in tex
     banner = report._latex_text(provenance["banner"]["text"])
-    assert tex.count(banner) == 2 and tex.count(banner.removeprefix("Provenance: ")) == 3  # paragraph, 2 figures
+    figures = [name for name in provenance["artefacts"] if name.startswith("figures/") and name.endswith(".pdf")]
+    assert len(figures) == 3  # the per-class heat map, mIoU vs throughput, RQ4's per-class differences
+    # each figure's caption holds the banner; the provenance paragraph holds it without its "Provenance: "
+    assert tex.count(banner) == len(figures) and tex.count(banner.removeprefix("Provenance: ")) == 1 + len(figures)
     # the flagship's encoder table (12 columns) is set on a landscape page, the 8-column RQ tables are not
     landscape = tex[tex.index("\\begin{landscape}"):tex.index("\\end{landscape}")]
     assert "tables/encoders_poc59v2_flagship.tex" in landscape and "tables/rq1_family.tex" not in landscape
