@@ -22,7 +22,9 @@ from the arguments of :func:`load_run_config` or from its overrides (``fold=fold
 POC file; given both ways with different values they are refused, never silently dropped.
 
 A profile's ``plan`` says which runs :func:`plan` makes: ``encoders``, ``folds`` and ``variants``
-(lists, or ``all``; variants default to none). Folds come from the data folder's split manifest.
+(lists, or ``all``; variants default to none). Folds come from the data folder's split manifest;
+``folds`` may also map protocols to lists (``{kfold: [fold0, fold1]}``) when variants run on another
+protocol (the flagship's ``seeds_protocol`` on ``leaky``): protocols it does not name plan all their folds.
 
 The learning rate follows the linear scaling rule ``lr = base_lr * batch_size / base_batch_size``
 unless ``lr`` is set explicitly.
@@ -343,7 +345,7 @@ def load_run_config(
     from heritage import splits
 
     try:
-        _require_choice("protocol", protocol, splits.PROTOCOLS)
+        _require_choice("protocol", protocol, splits.ALL_PROTOCOLS)
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
     folds = manifest_folds(values["data_dir"], protocol, required=False)
@@ -404,7 +406,8 @@ def plan(profile: str = "smoke", pocs: Iterable[str] | None = None,
             for encoder in [e for e in encoders if e in allowed]:
                 base = load_run_config(poc, profile, encoder=encoder, variant=variant, overrides=extra)
                 folds = manifest_folds(base.data_dir, base.protocol, required=True)
-                for fold in _pick(wanted.get("folds", "all"), folds, f"{poc}: plan.folds"):
+                for fold in _pick(_plan_folds(wanted.get("folds", "all"), base.protocol), folds,
+                                  f"{poc}: plan.folds"):
                     configs.append(dataclasses.replace(base, fold=fold))
     return configs
 
@@ -475,7 +478,7 @@ def _check_values(config: RunConfig) -> None:
     _require_choice("loss", config.loss, losses.LOSSES)
     if config.class_weights is not None:
         _require_choice("class_weights", config.class_weights, weights.METHODS)
-    _require_choice("protocol", config.protocol, splits.PROTOCOLS)
+    _require_choice("protocol", config.protocol, splits.ALL_PROTOCOLS)
     _require_choice("profile", config.profile, PROFILES)
     _require_choice("amp", config.amp, AMP_MODES)
     _require_choice("channels_last", config.channels_last, CHANNELS_LAST_MODES)
@@ -616,8 +619,20 @@ def _pick(wanted: Any, available: list[str], where: str) -> list[str]:
     return [a for a in available if a in wanted]
 
 
+def _plan_folds(wanted: Any, protocol: str) -> Any:
+    """A plan's ``folds`` for one protocol: the list or ``all`` itself, or its entry in a protocol mapping."""
+    if not isinstance(wanted, dict):
+        return wanted
+    from heritage import splits
+
+    unknown = [key for key in wanted if key not in splits.ALL_PROTOCOLS]
+    if unknown:
+        raise ConfigError(f"plan.folds: unknown protocol(s) {unknown}; choose among {', '.join(splits.ALL_PROTOCOLS)}")
+    return wanted.get(protocol, "all")
+
+
 def _default_fold(protocol: str, source: str) -> str:
-    defaults = {"holdout": "holdout", "kfold": "fold0"}
+    defaults = {"holdout": "holdout", "kfold": "fold0", "leaky": "leaky"}
     if protocol not in defaults:
         raise ConfigError(f"{source}: no split manifest found for protocol {protocol!r}; "
                           "pass the fold explicitly")

@@ -67,11 +67,11 @@ def synthetic_parquet(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def data_dir(synthetic_parquet: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The synthetic shards ingested, augmented, with every split protocol written. Read-only."""
+    """The synthetic shards ingested, augmented, with every split protocol (leaky too) written. Read-only."""
     folder = tmp_path_factory.mktemp("data") / "synthetic"
     ingest.ingest(synthetic_parquet, folder, longest_side=None)
     augment.augment(folder, seed=42)
-    splits.write_manifests(folder, splits.PROTOCOLS)
+    splits.write_manifests(folder, splits.ALL_PROTOCOLS)
     return folder
 
 

@@ -307,3 +307,19 @@ def test_run_folder_names_must_be_path_safe(data_dir, name, value):
     values = load_run_config("poc58_baseline", "smoke", overrides={"data_dir": str(data_dir)}).to_dict()
     with pytest.raises(ConfigError, match=rf"config.yaml: {name}: {value!r} cannot name a run folder"):
         RunConfig.from_dict({**values, name: value}, source="config.yaml")
+
+
+def test_plan_folds_may_be_given_per_protocol(data_dir):
+    """The flagship's smoke plan names kfold's folds; its leaky variant plans the leaky split's one fold."""
+    assert config._plan_folds({"kfold": ["fold0"]}, "kfold") == ["fold0"]
+    assert config._plan_folds({"kfold": ["fold0"]}, "leaky") == "all"
+    assert config._plan_folds(["fold0"], "leaky") == ["fold0"]  # a list applies to every protocol
+    with pytest.raises(ConfigError, match=r"plan\.folds: unknown protocol\(s\) \['kfolds'\]"):
+        config._plan_folds({"kfolds": ["fold0"]}, "kfold")
+    leaky = load_run_config("poc59v2_flagship", "smoke", encoder="mit_b3", variant="seeds_protocol",
+                            overrides={"data_dir": str(data_dir)})
+    assert (leaky.protocol, leaky.fold, leaky.split_name) == ("leaky", "leaky", "leaky-leaky")
+    main = load_run_config("poc59v2_flagship", "smoke", encoder="mit_b3", overrides={"data_dir": str(data_dir)})
+    assert leaky.config_hash() != main.config_hash()  # the protocol and its manifest are in the hash
+    with pytest.raises(ConfigError, match=r"protocol: unknown value 'leak' \(did you mean 'leaky'\?\)"):
+        load_run_config("poc59v2_flagship", "smoke", overrides={"data_dir": str(data_dir), "protocol": "leak"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -261,9 +262,22 @@ def test_prepare_data_completes_a_folder_without_redoing_it(tmp_path, data_dir) 
     shutil.rmtree(copy / "splits")
     before = (copy / "metadata.csv").read_bytes()
     assert paper.prepare_data("smoke", data_dir=copy) == copy
-    assert sorted(p.name for p in (copy / "splits").iterdir()) == ["holdout.json", "kfold.json", "loco.json",
-                                                                  "lomo.json"]
+    assert sorted(p.name for p in (copy / "splits").iterdir()) == ["holdout.json", "kfold.json", "leaky.json",
+                                                                  "loco.json", "lomo.json"]
     assert (copy / "metadata.csv").read_bytes() == before  # neither re-ingested nor re-augmented
+
+
+def test_the_smoke_plan_runs_the_flagship_under_the_seeds_protocol_once_per_encoder(data_dir) -> None:
+    """Issue 12: the flagship's main configuration on the leaky split, one fold, beside its kfold runs."""
+    planned = config.plan("smoke", ["poc59v2_flagship"], data_dir)
+    seeds = [c for c in planned if c.variant == "seeds_protocol"]
+    assert [(c.encoder, c.protocol, c.fold) for c in seeds] == [
+        (e, "leaky", "leaky") for e in ("convnext_tiny", "mit_b3", "maxvit_tiny")]
+    main = {c.encoder: c for c in planned if c.variant is None and c.fold == "fold0"}
+    for run in seeds:  # nothing but the protocol and fold differs from the main configuration
+        assert dataclasses.replace(run, variant=None, protocol="kfold", fold="fold0") == main[run.encoder]
+    assert {c.fold for c in planned if c.protocol == "kfold"} == {"fold0", "fold1"}
+    assert len(planned) == 19  # 3 encoders x 2 folds, 5 one-encoder ablation arms x 2 folds, 3 leaky runs
 
 
 def test_prepare_data_rebuilds_a_manifest_made_stale_by_new_samples(tmp_path, data_dir, capsys) -> None:
@@ -277,7 +291,7 @@ def test_prepare_data_rebuilds_a_manifest_made_stale_by_new_samples(tmp_path, da
         splits.load_manifest(copy, "kfold")
     assert paper.prepare_data("smoke", data_dir=copy) == copy
     assert "data: rebuilding the kfold manifest" in capsys.readouterr().out
-    for protocol in splits.PROTOCOLS:
+    for protocol in splits.ALL_PROTOCOLS:
         manifest = splits.load_manifest(copy, protocol)  # now current: loads without refusal
         assert all(dropped not in fold["train"] + fold["val"] + fold["test"] for fold in manifest["folds"])
 
