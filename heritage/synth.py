@@ -10,6 +10,18 @@ the reference counts below, and the number of images showing each damage class a
 sizes are set so that the class pixel shares land near the real ones (Clean ~86%, rare classes
 under 0.01%). The same seed gives byte-identical shards.
 
+Thin damage has the sizes measured on real scans (issue 11), in pixels of a 512 px image: dust is
+many faint irregular specks of 1-6 px within 3x3 (median 2 px), bright on negatives and dark on
+slides, prints and artworks; hairs are curved fibres and scratches long near-straight lines 1-3 px
+wide (vertical on film); cracks are 1-2 px networks or branching lines. Smaller renders shrink them
+to 1 px at least (so at the smoke size they are relatively wider than real). Film frames carry thin
+damage only, a few tenths of a percent of the frame, and a light leak in about a quarter of them (a
+small flare at the frame edge). The class shares were matched by measuring the default dataset
+(417 images, 512 px, seed 0) against ``REFERENCE_CLASS_PIXEL_COUNTS`` and tuning the image shares
+and mark counts: each class lands within a factor of 1.6 of the reference; the thin classes reach
+their (small) share through many small marks, and Lightleak mostly through broad fog on glass
+plates and photographic prints instead of through every film frame.
+
 Output: ``<out>/data/train-XXXXX-of-YYYYY.parquet`` with the columns of the HF dataset: ``id``,
 ``image``, ``annotation``, ``annotation_rgb`` (struct ``{bytes, path}`` of PNG bytes, how HF
 ``datasets`` stores ``Image`` features), ``material``, ``content``, ``type``,
@@ -121,37 +133,42 @@ class DamageProfile:
 
 
 _RIGID = {"Glass": 0.05, "Tesserae": 0.05, "Ceramic": 0.05, "Wood": 0.05, "Lime plaster": 0.05}
+# Film frames carry thin damage only (issue 11: real frames are 0.05-0.23 % damaged, by specks, hairs
+# and scratches); area damage is kept possible (weights stay positive) but practically never lands there.
+_FILM_RARE = {"Film emulsion": 0.002}
 # Image shares (here) and damage sizes (in the painters) were tuned so that a default dataset
-# (417 images, 512 px) reproduces every reference class pixel share within a factor of 1.5.
+# (417 images, 512 px) reproduces every reference class pixel share within a factor of 1.6; the thin
+# classes (Dust, Hair, Scratch, Cracks) get their share from many realistic 1-3 px marks rather than
+# from fewer, thicker ones, and Lightleak mostly from broad fog on plates and prints, since on film it
+# is a small flare in a minority of frames (see _lightleak).
 DAMAGE_PROFILES: dict[str, DamageProfile] = {
     "Material loss": DamageProfile(0.30, {"Tesserae": 3, "Lime plaster": 3, "Ceramic": 2,
-                                          "Parchment": 1.5, "Wood": 1.5, "Film emulsion": 0.5}),
+                                          "Parchment": 1.5, "Wood": 1.5, **_FILM_RARE}),
     "Peel": DamageProfile(0.27, {"Canvas": 3, "Wood": 3, "Lime plaster": 3, "Glass": 2,
                                  "Ceramic": 2, "Parchment": 1.5, "Paper": 0.6, "Tesserae": 0.2,
-                                 "Textile": 0.1}),
+                                 "Textile": 0.1, **_FILM_RARE}),
     "Dust": DamageProfile(0.22, {"Film emulsion": 4, "Glass": 3}, photographic=True),
-    "Scratch": DamageProfile(0.28, {"Film emulsion": 4, "Glass": 3, "Textile": 0.2},
+    "Scratch": DamageProfile(0.28, {"Film emulsion": 0.25, "Glass": 3, "Textile": 0.2},
                              photographic=True),
     "Hair": DamageProfile(0.04, {"Film emulsion": 5, "Glass": 3}, photographic=True),
-    "Dirt": DamageProfile(0.25, {"Textile": 2, "Paper": 1.5, "Parchment": 1.5}),
-    "Fold": DamageProfile(0.15, {"Paper": 4, "Parchment": 3, "Textile": 2, "Film emulsion": 0.5,
-                                 "Canvas": 0.3, **_RIGID}),
-    "Writing": DamageProfile(0.09, {"Paper": 4, "Parchment": 1, "Film emulsion": 0.1, "Glass": 0.5,
-                                    "Tesserae": 0.05, "Textile": 0.1, "Ceramic": 0.1}),
+    "Dirt": DamageProfile(0.25, {"Textile": 2, "Paper": 1.5, "Parchment": 1.5, **_FILM_RARE}),
+    "Fold": DamageProfile(0.15, {"Paper": 4, "Parchment": 3, "Textile": 2, "Canvas": 0.3, **_RIGID,
+                                 **_FILM_RARE}),
+    "Writing": DamageProfile(0.09, {"Paper": 4, "Parchment": 1, "Glass": 0.5, "Tesserae": 0.05,
+                                    "Textile": 0.1, "Ceramic": 0.1, **_FILM_RARE}),
     "Cracks": DamageProfile(0.20, {"Lime plaster": 4, "Canvas": 4, "Ceramic": 4, "Wood": 3,
-                                   "Glass": 2, "Paper": 0.3, "Film emulsion": 0.3,
-                                   "Textile": 0.05}),
+                                   "Glass": 2, "Paper": 0.3, "Textile": 0.05, **_FILM_RARE}),
     "Staining": DamageProfile(0.12, {"Paper": 2, "Parchment": 2, "Textile": 2, "Lime plaster": 1.5,
-                                     "Film emulsion": 0.5, "Glass": 0.5, "Ceramic": 0.3}),
+                                     "Glass": 0.5, "Ceramic": 0.3, **_FILM_RARE}),
     "Stamp": DamageProfile(0.04, {"Paper": 4, "Parchment": 1, "Textile": 0.1, **_RIGID,
-                                  "Canvas": 0.05, "Film emulsion": 0.05}),
+                                  "Canvas": 0.05, **_FILM_RARE}),
     "Sticker": DamageProfile(0.04, {"Paper": 2, "Glass": 2, "Tesserae": 0.05,
-                                    "Lime plaster": 0.05, "Textile": 0.2}),
+                                    "Lime plaster": 0.05, "Textile": 0.2, **_FILM_RARE}),
     "Puncture": DamageProfile(0.08, {"Paper": 2, "Parchment": 2, "Canvas": 1.5, "Textile": 1.5,
-                                     **_RIGID}),
+                                     **_RIGID, **_FILM_RARE}),
     "Burn marks": DamageProfile(0.01, {"Paper": 2, "Parchment": 2, "Glass": 0.3, "Tesserae": 0.1,
-                                       "Ceramic": 0.1}),
-    "Lightleak": DamageProfile(0.05, {"Film emulsion": 30, "Glass": 2, "Paper": 1,
+                                       "Ceramic": 0.1, **_FILM_RARE}),
+    "Lightleak": DamageProfile(0.05, {"Film emulsion": 2.5, "Glass": 2, "Paper": 1,
                                       "Parchment": 0.01, "Tesserae": 0.01, "Canvas": 0.01,
                                       "Lime plaster": 0.01, "Textile": 0.01, "Ceramic": 0.01,
                                       "Wood": 0.01}, photographic=True),
@@ -346,6 +363,15 @@ def _lines_mask(shape: tuple[int, int], polylines: list[np.ndarray], thickness: 
     if curves:
         cv2.polylines(canvas, curves, False, 1, thickness=max(1, thickness), lineType=cv2.LINE_8)
     return canvas.astype(bool)
+
+
+def _thin_lines(shape: tuple[int, int], polylines: list[np.ndarray], width: int) -> np.ndarray:
+    """Polylines exactly ``width`` px wide (1 px lines dilated by a width x width square); cv2's own
+    thickness only gives odd widths from 3 px up."""
+    lines = _lines_mask(shape, polylines, 1)
+    if width <= 1:
+        return lines
+    return cv2.dilate(lines.astype(np.uint8), np.ones((width, width), np.uint8)).astype(bool)
 
 
 # --- content: what is depicted -------------------------------------------------------------------
@@ -562,6 +588,9 @@ class _Canvas:
     ground: np.ndarray  # RGB of the layer under the paint/emulsion (seen through peels)
     tiles: np.ndarray | None = None  # tessera label map (mosaics)
     backing_cache: np.ndarray | None = None
+    # A scanned negative shown as a positive (glass plates, colour negatives): what sat on it
+    # during the scan (dust, hair) comes out bright; on slides, prints and artworks it is dark.
+    negative: bool = False
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -995,28 +1024,57 @@ def _peel(canvas: _Canvas) -> np.ndarray:
     return mask
 
 
+# Dust speck sizes in pixels at 512 px and how often each occurs: real specks are mostly 1-2 px and
+# 79-88 % are <= 4 px (issue 11); a speck is its centre plus distinct 8-neighbours, so it is one
+# irregular 8-connected cluster within 3x3 px, never a round dot.
+_SPECK_PIXELS = np.array([1, 2, 3, 4, 5, 6])
+_SPECK_SHARES = np.array([0.35, 0.25, 0.15, 0.1, 0.08, 0.07])
+_NEIGHBOURS = np.array([(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx])
+
+
 def _dust(canvas: _Canvas) -> np.ndarray:
-    rng, (h, w) = canvas.rng, canvas.shape
-    count = int(rng.integers(15, 110) * max(canvas.scale, 0.25))
-    canvas_mask = np.zeros((h, w), np.uint8)
+    """Dust: dozens to hundreds of faint irregular 1-3 px specks, bright on negatives, dark otherwise.
+
+    Sizes are for 512 px; smaller renders shrink specks (to 1 px at least) and draw more of them,
+    so the pixel share stays that of 512 px.
+    """
+    rng, (h, w), area = canvas.rng, canvas.shape, canvas.scale ** 2
+    pixels = np.clip(np.round(_SPECK_PIXELS * area), 1, 1 + len(_NEIGHBOURS)).astype(int)
+    specks_at_512 = math.exp(rng.uniform(math.log(30), math.log(250))) * area
+    count = max(1, round(specks_at_512 * (_SPECK_SHARES @ _SPECK_PIXELS) / (_SPECK_SHARES @ pixels)))
+    sizes = pixels[rng.choice(len(_SPECK_PIXELS), count, p=_SPECK_SHARES)]
     ys, xs = rng.integers(0, h, count), rng.integers(0, w, count)
-    radii = np.round(rng.choice([0, 0, 0, 1, 1, 2], count) * canvas.scale).astype(int)
-    for y, x, r in zip(ys, xs, radii):
-        if r == 0:
-            canvas_mask[y, x] = 1
-        else:
-            cv2.circle(canvas_mask, (int(x), int(y)), int(r), 1, -1)
-    mask = canvas_mask.astype(bool) & canvas.artwork
-    _recolour(canvas, mask, _contrasting(canvas, mask, 0.55), rng.uniform(0.75, 0.95))
+    order = rng.random((count, len(_NEIGHBOURS))).argsort(axis=1)  # a random neighbour order per speck
+    grown = np.arange(len(_NEIGHBOURS))[None, :] < (sizes - 1)[:, None]
+    speck_y = np.concatenate([ys, (ys[:, None] + _NEIGHBOURS[order, 0])[grown]])
+    speck_x = np.concatenate([xs, (xs[:, None] + _NEIGHBOURS[order, 1])[grown]])
+    contrast = rng.uniform(0.12, 0.3) * rng.uniform(0.7, 1.3, count)  # low, varying from speck to speck
+    speck_contrast = np.concatenate([contrast, np.repeat(contrast, sizes - 1)])
+    inside = (speck_y >= 0) & (speck_y < h) & (speck_x >= 0) & (speck_x < w)
+    shift = np.zeros((h, w), np.float32)
+    shift[speck_y[inside], speck_x[inside]] = speck_contrast[inside]
+    mask = (shift > 0) & canvas.artwork
+    _shift_tone(canvas, mask, shift[mask], bright=canvas.negative)
     return mask
+
+
+def _shift_tone(canvas: _Canvas, mask: np.ndarray, amount: np.ndarray | float, bright: bool) -> None:
+    """Lighten (``bright``) or darken masked pixels by ``amount`` in every channel; where that would
+    clip (a bright speck on a highlight) the other way, so every masked pixel changes."""
+    pixels = canvas.image[mask]
+    amount = np.broadcast_to(np.asarray(amount, np.float32), pixels.shape[:1])
+    lum = _lum(pixels)
+    up = (lum + amount <= 1) if bright else (lum - amount < 0)
+    canvas.image[mask] = np.clip(pixels + np.where(up, amount, -amount)[:, None], 0, 1)
 
 
 def _scratch(canvas: _Canvas) -> np.ndarray:
     rng, (h, w), scale = canvas.rng, canvas.shape, canvas.scale
     diagonal = math.hypot(h, w)
     lines = []
-    vertical = canvas.material == "Film emulsion" and rng.random() < 0.7  # film transport scratches
-    for _ in range(int(rng.integers(1, 7))):
+    film = canvas.material == "Film emulsion"
+    vertical = film and rng.random() < 0.7  # film transport scratches
+    for _ in range(int(rng.integers(1, 3 if film else 7))):  # a frame shows one or two
         y0, x0 = rng.uniform(0, h), rng.uniform(0, w)
         angle = math.pi / 2 + rng.normal(0, 0.03) if vertical else rng.uniform(0, math.pi)
         length = rng.uniform(0.15, 0.8) * diagonal
@@ -1025,8 +1083,9 @@ def _scratch(canvas: _Canvas) -> np.ndarray:
         points = np.stack([x0 + t * math.cos(angle) - bend * math.sin(angle),
                            y0 + t * math.sin(angle) + bend * math.cos(angle)], 1)
         lines.append(points)
-    thickness = 2 if rng.random() < 0.25 and scale > 0.6 else 1
-    mask = _lines_mask((h, w), lines, thickness) & canvas.artwork
+    # 1-3 px wide at 512 px (hairline in the emulsion of a film frame), 1 px in small renders
+    width = 1 if film else int(rng.choice([1, 1, 1, 2, 2, 3]))
+    mask = _thin_lines((h, w), lines, max(1, round(width * scale))) & canvas.artwork
     _recolour(canvas, mask, _contrasting(canvas, mask, 0.6), rng.uniform(0.7, 0.9))
     return mask
 
@@ -1040,9 +1099,9 @@ def _hair(canvas: _Canvas) -> np.ndarray:
         turn = np.convolve(turn, np.ones(5) / 5, mode="same")
         y0, x0 = _random_point(rng, canvas.artwork)
         curves.append(np.stack([x0 + np.cumsum(np.cos(turn)), y0 + np.cumsum(np.sin(turn))], 1))
-    mask = _lines_mask((h, w), curves, 1) & canvas.artwork
-    light = canvas.content == "Photographic depiction" and rng.random() < 0.3  # hair on a negative
-    _recolour(canvas, mask, (0.9, 0.9, 0.88) if light else (0.06, 0.05, 0.04), rng.uniform(0.8, 0.95))
+    width = int(rng.choice([1, 1, 2, 2, 3]))  # a fibre 1-3 px wide at 512 px
+    mask = _thin_lines((h, w), curves, max(1, round(width * scale))) & canvas.artwork
+    _recolour(canvas, mask, (0.9, 0.9, 0.88) if canvas.negative else (0.06, 0.05, 0.04), rng.uniform(0.6, 0.9))
     return mask
 
 
@@ -1134,6 +1193,7 @@ def _writing(canvas: _Canvas) -> np.ndarray:
 
 
 def _cracks(canvas: _Canvas) -> np.ndarray:
+    """Hairline cracks at 512 px: a craquelure network of 1 px cell edges, or 1-2 px branching lines."""
     rng, (h, w), scale = canvas.rng, canvas.shape, canvas.scale
     network = canvas.material in ("Canvas", "Wood", "Ceramic", "Parchment") or rng.random() < 0.3
     if network:  # craquelure: polygonal network of fine cracks over part of the surface
@@ -1147,7 +1207,7 @@ def _cracks(canvas: _Canvas) -> np.ndarray:
             y0, x0 = _random_point(rng, canvas.artwork)
             length = rng.uniform(0.3, 0.9) * max(h, w)
             _branch(rng, paths, x0, y0, rng.uniform(0, 2 * math.pi), length, 0, scale)
-        mask = _lines_mask((h, w), paths, max(1, round(1.5 * scale)))
+        mask = _thin_lines((h, w), paths, max(1, round(rng.choice([1, 2]) * scale)))  # hairline at 512 px
     mask &= canvas.artwork
     _recolour(canvas, mask, (0.08, 0.06, 0.05), rng.uniform(0.6, 0.85))
     return mask
@@ -1301,15 +1361,28 @@ def _burn(canvas: _Canvas) -> np.ndarray:
 
 
 def _lightleak(canvas: _Canvas) -> np.ndarray:
-    """Fogging from an edge: a smooth warm glow, screen-blended."""
+    """Fogging where light got in, a smooth warm glow, screen-blended.
+
+    On film a flare at one edge of the frame over 0.4-3 % of it (frames are a few tenths of a percent
+    damaged, issue 11); on plates and prints (printed from a fogged negative) a broad fog from an edge,
+    which carries most of the class's pixels as in the reference statistics.
+    """
     rng, (h, w), scale = canvas.rng, canvas.shape, canvas.scale
     yy, xx = _grid(h, w)
     edge = int(rng.integers(4))
-    distance = [yy / h, xx / w, 1 - yy / h, 1 - xx / w][edge]
+    distance = [yy / h, xx / w, 1 - yy / h, 1 - xx / w][edge]  # 0 at the edge the light came from
     warp = 0.08 * _noise(rng, h, w, 120 * scale + 6, octaves=2)
-    reach = rng.uniform(0.12, 0.38)
-    glow = np.exp(-np.maximum(distance + warp, 0) / reach * 2.5)
-    mask = (glow > 0.2) & canvas.artwork
+    if canvas.material == "Film emulsion":
+        along = [xx / w, yy / h, xx / w, yy / h][edge]
+        flare = np.hypot((along - rng.uniform(0.1, 0.9)) / rng.uniform(2, 5), distance) + 0.2 * warp * distance
+        share = math.exp(rng.uniform(math.log(0.004), math.log(0.03)))
+        mask = _top_pixels(np.where(canvas.artwork, -flare, -np.inf), share)
+        reach = float(flare[mask].max()) if mask.any() else 1.0
+        glow = 0.2 ** (flare / max(reach, 1e-6))  # 1 at the edge, 0.2 at the flare's rim
+    else:
+        reach = rng.uniform(0.12, 0.38)
+        glow = np.exp(-np.maximum(distance + warp, 0) / reach * 2.5)
+        mask = (glow > 0.2) & canvas.artwork
     hot = np.array(rng.choice([(1.0, 0.35, 0.1), (0.95, 0.2, 0.15), (1.0, 0.55, 0.15)]), np.float32)
     warm = np.array((1.0, 0.8, 0.35), np.float32)
     colour = hot + (warm - hot) * np.clip(1 - glow, 0, 1)[..., None]
@@ -1366,6 +1439,8 @@ def render_sample(rng: np.random.Generator, material: str, content: str, height:
     sensor = 0.012 * rng.standard_normal((height, width, 1), dtype=np.float32)
     canvas = _Canvas(rng, material, content, np.clip(image + sensor, 0, 1).astype(np.float32), artwork,
                      np.asarray(_GROUNDS[material], np.float32), tiles)
+    if content == "Photographic depiction":  # drawn whatever the damages: damages=[] stays the clean picture
+        canvas.negative = material == "Glass" or (material == "Film emulsion" and rng.random() < 0.5)
     if damages is None:
         damages = sample_damages(rng, material, content)
     mask = np.zeros((height, width), np.uint8)
