@@ -135,13 +135,14 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--jobs", type=int, default=1, choices=(1, 2), help="train the two arms side by side (2)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
+    commit = runs.git_commit()  # the code that trains, before a long run during which the checkout may move on
     with tempfile.TemporaryDirectory(prefix="scale-check-") as scratch:
         scratch = Path(scratch)
         data_dir = paper.prepare_data("smoke", args.data, scratch / "data")
         results = measure(data_dir, scratch / "runs", args.epochs, args.max_train_samples, args.jobs)
     device = runs.device_name(torch.device("cpu"))
     record = {
-        "device": device, "date": date.today().isoformat(), "git_commit": runs.git_commit(),
+        "device": device, "date": date.today().isoformat(), "git_commit": commit,
         "torch": torch.__version__, "jobs": args.jobs,
         "data": str(args.data) if args.data else {"synthetic": paper.SYNTHETIC["smoke"]},
         "poc": POC, "thin_classes": list(taxonomy.THIN_CLASSES),
