@@ -288,6 +288,9 @@ def test_read_metadata_errors(tmp_path):
     table.assign(source_id=["s0", "gone"]).to_csv(tmp_path / "data" / "metadata.csv", index=False)
     with pytest.raises(ValueError, match=r"source_id\(s\) \['gone'\] have no original"):
         ingest.read_metadata(tmp_path / "data")
+    table.assign(original_height=[32, 0]).to_csv(tmp_path / "data" / "metadata.csv", index=False)
+    with pytest.raises(ValueError, match=r"column 'original_height' is not a positive integer for id\(s\) \['s1'\]"):
+        ingest.read_metadata(tmp_path / "data")
 
 
 def test_cli_help_of_the_data_steps_does_not_import_torch():

@@ -588,3 +588,16 @@ def test_bad_tiling_settings_are_refused_before_the_model_loads(tmp_path, capsys
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
+
+
+def test_auto_scale_of_a_patch_run_is_its_working_resolution_and_warns_from_the_record():
+    assert predict.resolve_scale("auto", 384, 3000, 12000, "native") == 1.0
+    assert predict.resolve_scale("auto", 384, 3000, 12000, 1024) == pytest.approx(1024 / 12000)
+    assert predict.resolve_scale("auto", 384, 300, 1200, 2048) == 1.0  # never enlarged, as in training
+    assert predict.resolve_scale(0.5, 384, 3000, 12000, 1024) == 0.5
+    recorded = {"model_input": {"Hair": {"n_components": 4, "median_area_px": 0.5, "share_le_2px": 1.0}},
+                "stored": {"Hair": {"n_components": 4, "median_area_px": 8.0, "share_le_2px": 0.0}}}
+    assert "Hair: median damage component 0.5 px" in predict.scale_warnings("auto", recorded)[0]
+    assert predict.scale_warnings(1.0, recorded) == []  # 8 px at the data folder's size
+    assert "Hair: median damage component 0.5 px" in predict.scale_warnings(0.25, recorded)[0]
+    assert predict.scale_warnings("auto", None) == []  # a run from before components were recorded

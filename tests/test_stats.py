@@ -31,3 +31,17 @@ def test_cli_stats_writes_json(data_dir, tmp_path, capsys):
     assert cli.main(["data", "stats", "--data", str(data_dir), "--json", str(tmp_path / "stats.json")]) == 0
     assert fileio.read_json(tmp_path / "stats.json")["total_samples"] == 24
     assert "24 originals, 72 augmented copies" in capsys.readouterr().out
+
+
+def test_component_stats_at_a_resolution_shrink_the_native_components(data_dir):
+    native = stats.component_stats(data_dir, "native", progress=False)
+    assert native["factor_from_stored"] == {"min": 1.0, "median": 1.0, "max": 1.0}
+    assert native["factor_from_original"] == 1.0  # the fixture is ingested at its original size
+    assert stats.component_stats(data_dir, 4096, progress=False)["per_class"] == native["per_class"]
+    small = stats.component_stats(data_dir, 24, progress=False)
+    assert small["factor_from_stored"]["max"] < 1
+    assert set(small["per_class"]) == set(native["per_class"]) and native["per_class"]
+    for name, row in native["per_class"].items():  # the same components, every one smaller
+        assert small["per_class"][name]["n_components"] == row["n_components"]
+        assert small["per_class"][name]["median_area_px"] < row["median_area_px"]
+        assert small["per_class"][name]["share_le_2px"] >= row["share_le_2px"]
