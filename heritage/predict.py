@@ -516,15 +516,15 @@ def resolve_scale(scale: float | str, image_size: int, height: int, width: int,
     return factor
 
 
-def run_scale(run_dir: str | Path, config: dict) -> dict:
+def run_scale(run_dir: str | Path | None, config: dict) -> dict:
     """The run's scale, as :func:`predict_inputs`' keyword arguments: ``working_resolution`` (patch runs;
     None for letterbox ones, and runs from before sampling existed) and ``training_components``
-    (``metrics.json``'s ``scale.components``, None when the run recorded none)."""
+    (``metrics.json``'s ``scale.components``, None when the run recorded none or there is no run)."""
     from heritage import fileio, runs
 
     working = config.get("working_resolution", "native") if config.get("sampling") == "patch" else None
-    metrics_path = Path(run_dir) / runs.METRICS_FILE
-    recorded = fileio.read_json(metrics_path).get("scale", {}) if metrics_path.is_file() else {}
+    metrics_path = None if run_dir is None else Path(run_dir) / runs.METRICS_FILE
+    recorded = fileio.read_json(metrics_path).get("scale", {}) if metrics_path and metrics_path.is_file() else {}
     return {"working_resolution": working, "training_components": recorded.get("components")}
 
 
