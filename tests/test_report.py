@@ -557,3 +557,57 @@ def test_the_throughput_axis_is_logarithmic_only_over_a_decade(runs_root, planne
     fileio.write_json(fast / "metrics.json", metrics)
     wide = report.build_comparison(tmp_path / "runs")
     assert wide.figure("miou_vs_throughput").axes[0].get_xscale() == "log"
+
+
+# -- the seeds' protocol beside ours (issue 12) ------------------------------------------------------
+
+
+def with_seeds_metric(folder: Path, miou: float, all_clean: float) -> None:
+    """Add the test.seeds_convention record train writes to a fabricated run."""
+    metrics = fileio.read_json(folder / "metrics.json")
+    metrics["test"]["seeds_convention"] = {"miou": miou, "all_clean_miou": all_clean, "n_images": 4}
+    fileio.write_json(folder / "metrics.json", metrics)
+
+
+def test_the_seeds_protocol_table_measures_the_inflation(runs_root, planned) -> None:
+    for encoder, values in FLAGSHIP.items():
+        for fold, miou in zip(FOLDS, values):
+            with_seeds_metric(runs_root / "poc59v2_flagship" / encoder / f"kfold-{fold}", miou / 2, 0.05)
+    leaky = {"convnext_tiny": 0.52, "mit_b3": 0.61}  # maxvit_tiny's leaky run has not run
+    for encoder, miou in leaky.items():
+        folder = write_run(runs_root, "poc59v2_flagship", encoder, "leaky", miou - 0.1, variant="seeds_protocol",
+                           protocol="leaky", class_weights="inverse_sqrt_log_scaled")
+        with_seeds_metric(folder, miou, 0.04)
+    planned = pd.concat([planned, pd.DataFrame([
+        plan_row("poc59v2_flagship", e, "leaky", variant="seeds_protocol", protocol="leaky",
+                 class_weights="inverse_sqrt_log_scaled") for e in FLAGSHIP])], ignore_index=True)
+    comparison = report.build_comparison(runs_root, planned)
+    table = comparison.table("seeds_protocol")
+    data = table.data.set_index("encoder")
+    assert list(data.index) == list(FLAGSHIP)
+    assert data.at["mit_b3", "seeds_reported_miou"] == report.SEEDS_REPORTED["mit_b3"][0]
+    assert data.at["mit_b3", "seeds_protocol_miou"] == pytest.approx(0.61)  # the leaky run's seeds' metric
+    assert data.at["mit_b3", "seeds_protocol_all_clean_miou"] == pytest.approx(0.04)
+    assert data.at["mit_b3", "ours_miou_mean"] == pytest.approx(np.mean(FLAGSHIP["mit_b3"]))  # kfold, ours
+    assert data.at["mit_b3", "ours_seeds_metric_miou_mean"] == pytest.approx(np.mean(FLAGSHIP["mit_b3"]) / 2)
+    assert data.at["mit_b3", "inflation"] == pytest.approx(0.61 - np.mean(FLAGSHIP["mit_b3"]))
+    assert data.at["maxvit_tiny", "seeds_protocol_miou"] == report.NO_RUN
+    display = table.display.set_index("Encoder")
+    assert display.at["SegFormer MiT-B3", "Inflation measured here (pts)"] == f"{100 * (0.61 - np.mean(FLAGSHIP['mit_b3'])):.2f}"
+    assert display.at["MaxViT-Tiny", "Here, seeds' protocol (leaky): mIoU (%)"] == report.NO_RUN
+    assert display.at["ConvNeXt-Tiny", "Seeds reported img/s (V100)"] == "122.6"
+    assert "not comparable to the seeds' full runs" in table.caption and table.banner == comparison.banner.text
+    assert "the seeds' document" in table.caption
+    runs = {r["run_dir"] for r in table.runs}
+    assert "poc59v2_flagship-seeds_protocol/mit_b3/leaky-leaky" in runs and "poc59v2_flagship/mit_b3/kfold-fold0" in runs
+    # the leaky runs are no loss variant, and wherever a setting is named they say they are leaky
+    assert "seeds_protocol" not in set(comparison.table("loss_ablation_poc59v2_flagship").data["variant"])
+    leaky_row = comparison.summary[comparison.summary["variant"] == "seeds_protocol"].iloc[0]
+    assert report.setting_label(leaky_row).endswith("[seeds_protocol] (leaky split)")
+
+
+def test_the_seeds_protocol_caption_says_nothing_of_smoke_for_a_full_comparison(runs_root, planned) -> None:
+    summary = report.summarise(report.load_runs(runs_root), planned)
+    assert "smoke" not in report.seeds_protocol_table(summary, "full").caption
+    assert "smoke profile" in report.seeds_protocol_table(summary, "smoke").caption
+
