@@ -1630,6 +1630,15 @@ def run_headline(metrics: dict[str, Any]) -> str:
                  f"{side} that trivial baseline.")
     if not math.isnan(per_image):
         line += f" Per-image mIoU {100 * per_image:.2f}% (the mean over the test images of each image's mIoU)."
+    seeds = test.get("seeds_convention")
+    if seeds:
+        line += (f" Under the seeds' metric (Background scored as Lightleak, absent classes 0 over 16): "
+                 f"{100 * seeds['miou']:.2f}% (all-Clean {100 * seeds['all_clean_miou']:.2f}%).")
+    from heritage import splits
+
+    if metrics.get("protocol") == splits.LEAKY:
+        line += (" **Leaky split (the seeds' protocol): augmented copies of the test images were trained on and "
+                 "the test part also picked the epoch, so this number is inflated by design.**")
     return line
 
 

@@ -783,3 +783,11 @@ def test_rq4_tables_compile(tmp_path) -> None:
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-3000:]
     assert "Overfull \\hbox" not in (paper / "main.log").read_text(errors="replace")
+
+
+def test_a_leaky_run_report_says_it_is_leaky_and_shows_the_seeds_metric() -> None:
+    test = {"miou": 0.4, "all_clean_miou": 0.05, "seeds_convention": {"miou": 0.2, "all_clean_miou": 0.03}}
+    honest = report.run_headline({"protocol": "kfold", "test": test})
+    assert "Under the seeds' metric" in honest and "20.00% (all-Clean 3.00%)" in honest and "Leaky" not in honest
+    assert "**Leaky split (the seeds' protocol)" in report.run_headline({"protocol": "leaky", "test": test})
+    assert "seeds' metric" not in report.run_headline({"protocol": "kfold", "test": {"miou": 0.4}})
