@@ -17,10 +17,15 @@ def metrics(miou: float = 0.02, clean: float | None = 0.055) -> dict:
 
 def test_the_headline_puts_the_miou_beside_the_all_clean_baseline() -> None:
     assert report.run_headline(metrics(0.02, 0.055)) == (
-        "**Test mIoU 2.00%** against **5.50%** for predicting Clean everywhere on the same test pixels: "
-        "not above that trivial baseline.")
+        "**Test mIoU 2.00%** (dataset-level) against **5.50%** for predicting Clean everywhere on the same test "
+        "pixels: not above that trivial baseline.")
     assert report.run_headline(metrics(0.30, 0.055)).endswith(": above that trivial baseline.")
-    assert report.run_headline(metrics(0.30, None)) == "**Test mIoU 30.00%** (this run recorded no all-Clean baseline)."
+    assert report.run_headline(metrics(0.30, None)) == (
+        "**Test mIoU 30.00%** (dataset-level) (this run recorded no all-Clean baseline).")
+    with_per_image = metrics(0.30, 0.055)
+    with_per_image["test"]["per_image_miou"] = 0.25
+    assert report.run_headline(with_per_image).endswith(
+        "above that trivial baseline. Per-image mIoU 25.00% (the mean over the test images of each image's mIoU).")
 
 
 def test_per_class_frame_in_percent_with_absent_classes_marked() -> None:
