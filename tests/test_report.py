@@ -560,6 +560,240 @@ def test_the_throughput_axis_is_logarithmic_only_over_a_decade(runs_root, planne
     assert wide.figure("miou_vs_throughput").axes[0].get_xscale() == "log"
 
 
+# -- the seeds' protocol beside ours (issue 12) ------------------------------------------------------
+
+
+def with_seeds_metric(folder: Path, miou: float, all_clean: float) -> None:
+    """Add the test.seeds_convention record train writes to a fabricated run."""
+    metrics = fileio.read_json(folder / "metrics.json")
+    metrics["test"]["seeds_convention"] = {"miou": miou, "all_clean_miou": all_clean, "n_images": 4}
+    fileio.write_json(folder / "metrics.json", metrics)
+
+
+def test_the_seeds_protocol_table_measures_the_inflation(runs_root, planned) -> None:
+    for encoder, values in FLAGSHIP.items():
+        for fold, miou in zip(FOLDS, values):
+            with_seeds_metric(runs_root / "poc59v2_flagship" / encoder / f"kfold-{fold}", miou / 2, 0.05)
+    leaky = {"convnext_tiny": 0.52, "mit_b3": 0.61}  # maxvit_tiny's leaky run has not run
+    for encoder, miou in leaky.items():
+        folder = write_run(runs_root, "poc59v2_flagship", encoder, "leaky", miou - 0.1, variant="seeds_protocol",
+                           protocol="leaky", class_weights="inverse_sqrt_log_scaled")
+        with_seeds_metric(folder, miou, 0.04)
+    planned = pd.concat([planned, pd.DataFrame([
+        plan_row("poc59v2_flagship", e, "leaky", variant="seeds_protocol", protocol="leaky",
+                 class_weights="inverse_sqrt_log_scaled") for e in FLAGSHIP])], ignore_index=True)
+    comparison = report.build_comparison(runs_root, planned)
+    table = comparison.table("seeds_protocol")
+    data = table.data.set_index("encoder")
+    assert list(data.index) == list(FLAGSHIP)
+    assert data.at["mit_b3", "seeds_reported_miou"] == report.SEEDS_REPORTED["mit_b3"][0]
+    assert data.at["mit_b3", "seeds_protocol_miou"] == pytest.approx(0.61)  # the leaky run's seeds' metric
+    assert data.at["mit_b3", "seeds_protocol_all_clean_miou"] == pytest.approx(0.04)
+    assert data.at["mit_b3", "ours_miou_mean"] == pytest.approx(np.mean(FLAGSHIP["mit_b3"]))  # kfold, ours
+    assert data.at["mit_b3", "ours_seeds_metric_miou_mean"] == pytest.approx(np.mean(FLAGSHIP["mit_b3"]) / 2)
+    assert data.at["mit_b3", "inflation"] == pytest.approx(0.61 - np.mean(FLAGSHIP["mit_b3"]))
+    assert data.at["maxvit_tiny", "seeds_protocol_miou"] == report.NO_RUN
+    display = table.display.set_index("Encoder")
+    assert display.at["SegFormer MiT-B3", "Inflation measured here (pts)"] == f"{100 * (0.61 - np.mean(FLAGSHIP['mit_b3'])):.2f}"
+    assert display.at["MaxViT-Tiny", "Here, seeds' protocol (leaky): mIoU (%)"] == report.NO_RUN
+    assert display.at["ConvNeXt-Tiny", "Seeds reported img/s (V100)"] == "122.6"
+    assert "not comparable to the seeds' full runs" in table.caption and table.banner == comparison.banner.text
+    assert "the seeds' document" in table.caption
+    runs = {r["run_dir"] for r in table.runs}
+    assert "poc59v2_flagship-seeds_protocol/mit_b3/leaky-leaky" in runs and "poc59v2_flagship/mit_b3/kfold-fold0" in runs
+    # the leaky runs are no loss variant, and wherever a setting is named they say they are leaky
+    assert "seeds_protocol" not in set(comparison.table("loss_ablation_poc59v2_flagship").data["variant"])
+    leaky_row = comparison.summary[comparison.summary["variant"] == "seeds_protocol"].iloc[0]
+    assert report.setting_label(leaky_row).endswith("[seeds_protocol] (leaky split)")
+
+
+def test_the_seeds_protocol_caption_says_nothing_of_smoke_for_a_full_comparison(runs_root, planned) -> None:
+    summary = report.summarise(report.load_runs(runs_root), planned)
+    assert "smoke" not in report.seeds_protocol_table(summary, "full").caption
+    assert "smoke profile" in report.seeds_protocol_table(summary, "smoke").caption
+
+
+# -- RQ4: letterbox vs patch at the same training budget (issue 11 item 4) ---------------------------
+
+# ConvNeXt-T test mIoU per fold: the patch arm is 0.06-0.07 above the letterbox main configuration.
+RQ4_LETTERBOX, RQ4_PATCH = [0.30, 0.32, 0.34], [0.36, 0.39, 0.40]
+# Thin-class IoU per fold: Dust, Scratch and Cracks learnt only in patch mode; Hair absent from fold2's test part.
+RQ4_THIN = {"letterbox": {"Dust": [0.00, 0.01, 0.00], "Scratch": [0.01, 0.00, 0.02], "Hair": [0.00, 0.00, None],
+                          "Cracks": [0.00, 0.02, 0.01]},
+            "patch": {"Dust": [0.10, 0.12, 0.11], "Scratch": [0.08, 0.09, 0.11], "Hair": [0.05, 0.07, None],
+                      "Cracks": [0.20, 0.18, 0.22]}}
+
+
+def write_rq4_run(root: Path, fold: str, miou: float, mode: str, *, epochs: int = 6,
+                  max_train_samples: int | None | str = 32, all_clean: float = 0.06) -> Path:
+    """A flagship ConvNeXt-T run in letterbox (main) or patch (variant) mode, with the thin classes'
+    IoU of RQ4_THIN and ``max_train_samples`` in its config.yaml ("unrecorded": left out of it)."""
+    folder = write_run(root, "poc59v2_flagship", "convnext_tiny", fold, miou, epochs=epochs, all_clean=all_clean,
+                       variant=None if mode == "letterbox" else "patch", class_weights="inverse_sqrt_log_scaled")
+    metrics = fileio.read_json(folder / "metrics.json")
+    metrics.update(sampling=mode, working_resolution="native")
+    for name, values in RQ4_THIN[mode].items():
+        iou = values[FOLDS.index(fold)]
+        metrics["test"]["per_class"][name].update(iou=iou, present=iou is not None)
+    fileio.write_json(folder / "metrics.json", metrics)
+    if max_train_samples != "unrecorded":
+        recorded = "null" if max_train_samples is None else max_train_samples
+        with (folder / "config.yaml").open("a") as config:
+            config.write(f"max_train_samples: {recorded}\n")
+    return folder
+
+
+def rq4_runs(root: Path, *, patch_epochs: int = 6, patch_clean: tuple[float, ...] = (0.06, 0.06, 0.06),
+             patch_samples: int | None | str = 32) -> Path:
+    for k, fold in enumerate(FOLDS):
+        write_rq4_run(root, fold, RQ4_LETTERBOX[k], "letterbox")
+        write_rq4_run(root, fold, RQ4_PATCH[k], "patch", epochs=patch_epochs, all_clean=patch_clean[k],
+                      max_train_samples=patch_samples)
+    return root
+
+
+LETTERBOX_LABEL, PATCH_LABEL = "POC-5.9-v2 ConvNeXt-Tiny", "POC-5.9-v2 ConvNeXt-Tiny [patch]"
+
+
+def test_rq4_pairs_the_patch_arm_with_its_letterbox_main_configuration(tmp_path) -> None:
+    root = rq4_runs(tmp_path / "runs")
+    write_run(root, "poc59v2_flagship", "convnext_tiny", "fold0", 0.2, variant="dice_focal", loss="dice_focal")
+    summary = report.summarise(report.load_runs(root))
+    [(a, b)] = report.rq4_pairs(summary)  # the loss variant is no patch arm
+    assert (summary.at[a, "variant"], summary.at[a, "sampling"]) == ("patch", "patch")
+    assert (summary.at[b, "variant"], summary.at[b, "sampling"]) == ("", "letterbox")
+    assert report.load_runs(root)["max_train_samples"].dropna().unique().tolist() == [32]
+
+
+def test_rq4_compares_the_arms_by_the_verdict_rules_and_states_their_budget(tmp_path) -> None:
+    comparison = report.build_comparison(rq4_runs(tmp_path / "runs"))
+    table = comparison.table("rq4_sampling")
+    [row] = table.data.to_dict("records")
+    assert (row["a"], row["b"], row["factor_a"], row["factor_b"]) == (PATCH_LABEL, LETTERBOX_LABEL, "patch", "letterbox")
+    expected = stats.ttest_rel(RQ4_PATCH, RQ4_LETTERBOX).confidence_interval(0.95)
+    assert row["n_pairs"] == 3 and row["mean_diff"] == pytest.approx(np.mean(np.subtract(RQ4_PATCH, RQ4_LETTERBOX)))
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((expected.low, expected.high))
+    assert row["verdict"] == "A better" and row["also_differs"] == ""
+    assert row["budget"] == "same: 64 px, batch 8, 6 epochs, 32 training samples"
+    assert table.display.iloc[0]["Budget (both arms)"] == row["budget"]
+    rq4 = next(f for f in report.findings(comparison.tables) if f["table"] == "rq4_sampling")
+    assert rq4["verdict"] == "supported" and f"{PATCH_LABEL} beats {LETTERBOX_LABEL} by 6.33" in rq4["reason"]
+
+
+def test_rq4_per_class_table_pairs_each_class_over_the_folds_that_hold_it(tmp_path) -> None:
+    comparison = report.build_comparison(rq4_runs(tmp_path / "runs"))
+    table = comparison.table("rq4_per_class")
+    data = table.data.set_index("class")
+    assert list(data.index) == [*taxonomy.CLASS_NAMES, report.THIN_MEAN]
+    assert data["thin"][data["thin"]].index.tolist() == [*taxonomy.THIN_CLASSES, report.THIN_MEAN]
+    dust = data.loc["Dust"]
+    patch, letterbox = RQ4_THIN["patch"]["Dust"], RQ4_THIN["letterbox"]["Dust"]
+    assert (dust["iou_patch"], dust["iou_letterbox"]) == pytest.approx((np.mean(patch), np.mean(letterbox)))
+    expected = stats.ttest_rel(patch, letterbox).confidence_interval(0.95)
+    assert (dust["ci_low"], dust["ci_high"]) == pytest.approx((expected.low, expected.high))
+    assert dust["n_pairs"] == 3 and dust["verdict"] == "A better"
+    # Hair is in the test parts of two folds only: paired over those, too few for a verdict
+    hair = data.loc["Hair"]
+    assert hair["n_pairs"] == 2 and hair["iou_patch"] == pytest.approx(0.06)
+    # differences 0.05, 0.07: t(0.975, 1) = 12.7 makes the interval [-0.067, +0.187]
+    assert hair["verdict"] == "not supported" and hair["reason"] == "2 paired folds: too few; interval includes 0"
+    # Burn marks is in no test part: absent, no difference
+    assert data.loc["Burn marks", "iou_patch"] == report.ABSENT and data.loc["Burn marks", "n_pairs"] == 0
+    # the thin classes' mean per fold (Hair left out of fold2), then paired
+    def thin_mean(mode: str) -> list[float]:
+        return [np.mean([v[k] for v in RQ4_THIN[mode].values() if v[k] is not None]) for k in range(3)]
+    mean = data.loc[report.THIN_MEAN]
+    assert mean["mean_diff"] == pytest.approx(np.mean(np.subtract(thin_mean("patch"), thin_mean("letterbox"))))
+    assert mean["verdict"] == "A better"
+    shown = table.display.set_index("Class")
+    assert shown.loc["Dust", "Thin"] == "thin" and shown.loc["Peel", "Thin"] == ""
+    assert shown.loc["Dust", "Patch IoU (%)"] == "11.00" and shown.loc["Dust", "Letterbox IoU (%)"] == "0.33"
+    assert shown.loc["Burn marks", "Verdict"] == "not supported: 0 paired folds: too few"
+    assert len(table.runs) == 6 and table.to_latex().isascii()
+
+
+def test_rq4_per_class_verdicts_need_both_runs_above_their_all_clean_baseline(tmp_path) -> None:
+    # the patch run of fold1 is not above its all-Clean mIoU: its thin-class gains count for nothing
+    comparison = report.build_comparison(rq4_runs(tmp_path / "runs", patch_clean=(0.06, 0.45, 0.06)))
+    dust = comparison.table("rq4_per_class").data.set_index("class").loc["Dust"]
+    assert dust["ci_low"] > 0  # the interval alone would allow a verdict
+    assert dust["verdict"] == "not supported"
+    assert dust["reason"] == "A below the all-Clean baseline on 1 of 3 paired folds"
+    assert comparison.table("rq4_sampling").data.iloc[0]["reason"] == (
+        "A below the all-Clean baseline on 1 of 3 paired folds")
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"patch_epochs": 12}, "training budget differs: epochs 12 vs 6"),
+    ({"patch_samples": None}, "training budget differs: max_train_samples all vs 32"),
+    ({"patch_samples": "unrecorded"}, "training budget not recorded (max_train_samples of A)"),
+])
+def test_rq4_arms_with_different_budgets_are_not_compared(tmp_path, change, reason) -> None:
+    comparison = report.build_comparison(rq4_runs(tmp_path / "runs", **change))
+    table = comparison.table("rq4_sampling")
+    [row] = table.data.to_dict("records")
+    assert row["verdict"] == "not supported" and row["reason"] == reason and row["budget"] == reason
+    assert row["n_pairs"] == 0 and math.isnan(row["mean_diff"])  # no difference computed
+    shown = table.display.iloc[0]
+    assert shown["A − B (mIoU pts)"] == report.NOT_COMPARED and shown["95% CI"] == report.NOT_COMPARED
+    assert shown["Verdict"] == f"not supported: {reason}"
+    assert row["statement"] == f"{PATCH_LABEL} vs {LETTERBOX_LABEL}: not supported, not compared ({reason})"
+    per_class = comparison.table("rq4_per_class")
+    assert (per_class.data["reason"] == reason).all()
+    assert (per_class.display["Patch IoU (%)"] == report.NOT_COMPARED).all()
+    rq4 = next(f for f in report.findings(comparison.tables) if f["table"] == "rq4_sampling")
+    assert rq4["verdict"] == "not supported" and reason in rq4["reason"]
+
+
+def test_decide_refuses_a_blocked_comparison_whatever_the_numbers() -> None:
+    verdict = report.decide(A3, B3, CLEAN3, CLEAN3, blocked=["training budget differs: epochs 12 vs 6"])
+    assert not verdict.compared and verdict.label == "not supported" and verdict.difference.n == 0
+    assert verdict.cell == "not supported: training budget differs: epochs 12 vs 6"
+    assert "beats" not in verdict.statement("patch", "letterbox")
+    assert report.decide(A3, B3, CLEAN3, CLEAN3).compared
+
+
+def test_rq4_is_written_with_its_figure_and_in_the_findings(tmp_path) -> None:
+    root = rq4_runs(tmp_path / "runs")
+    paper = tmp_path / "paper"
+    comparison = report.build_comparison(root)
+    provenance = report.write_comparison(comparison, paper, root)
+    csv = pd.read_csv(paper / "tables" / "rq4_per_class.csv", comment="#").set_index("class")
+    assert float(csv.loc["Dust", "iou_patch (%)"]) == pytest.approx(11.0)  # a column with "absent" cells
+    assert csv.loc["Dust", "mean_diff (IoU points)"] == pytest.approx(100 * (0.11 - 0.01 / 3))
+    for suffix in ("png", "pdf"):
+        assert (paper / "figures" / f"rq4_per_class_differences.{suffix}").stat().st_size > 1000
+    figure = comparison.figure("rq4_per_class_differences")
+    labels = {t.get_text(): t.get_color() for t in figure.axes[0].get_yticklabels()}
+    assert labels["Dust"] == "tab:red" and labels["Peel"] == "black"
+    assert [f["table"] for f in provenance["findings"]].index("rq4_sampling") == 3  # after RQ3
+    assert {r["run_dir"] for r in provenance["artefacts"]["tables/rq4_per_class.md"]["runs"]} == {
+        f"poc59v2_flagship{v}/convnext_tiny/kfold-{f}" for v in ("", "-patch") for f in FOLDS}
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
+def test_rq4_tables_compile(tmp_path) -> None:
+    paper = tmp_path / "paper"
+    comparison = report.build_comparison(rq4_runs(tmp_path / "runs"))
+    for name in ("rq4_sampling", "rq4_per_class"):
+        fileio.write_text(paper / "tables" / f"{name}.tex", comparison.table(name).to_latex())
+    (paper / "main.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage{graphicx}\n"
+                                    "\\begin{document}\n\\input{tables/rq4_sampling.tex}\\clearpage\n"
+                                    "\\input{tables/rq4_per_class.tex}\n\\end{document}\n")
+    result = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "main.tex"], cwd=paper,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "Overfull \\hbox" not in (paper / "main.log").read_text(errors="replace")
+
+
+def test_a_leaky_run_report_says_it_is_leaky_and_shows_the_seeds_metric() -> None:
+    test = {"miou": 0.4, "all_clean_miou": 0.05, "seeds_convention": {"miou": 0.2, "all_clean_miou": 0.03}}
+    honest = report.run_headline({"protocol": "kfold", "test": test})
+    assert "Under the seeds' metric" in honest and "20.00% (all-Clean 3.00%)" in honest and "Leaky" not in honest
+    assert "**Leaky split (the seeds' protocol)" in report.run_headline({"protocol": "leaky", "test": test})
+    assert "seeds' metric" not in report.run_headline({"protocol": "kfold", "test": {"miou": 0.4}})
+
+
 # -- per-image scores and the artwork bootstrap (issue 12 item 2) ----------------------------------
 
 
