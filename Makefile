@@ -12,11 +12,12 @@ NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 STAMP     := $(VENV)/.installed-test
 LAB_STAMP := $(VENV)/.installed-lab
 
-.PHONY: env data paper html lab test gpu-check strip clean help
+.PHONY: env data paper html lab test test-fast gpu-check strip clean help
 
 help:
 	@echo "make paper   run the whole compendium (PROFILE=smoke|full, SCHEDULER=local|slurm, DATA=path)"
-	@echo "make test    unit tests, notebooks under nbval, end-to-end smoke paper"
+	@echo "make test    unit tests, notebooks under nbval, end-to-end smoke paper (what CI runs)"
+	@echo "make test-fast   the unit tests only: no slow (end-to-end) and no slurm (daemon) tests"
 	@echo "make gpu-check   the GPU acceptance run (bench/gpu_check.py; a CPU dry run without a GPU)"
 	@echo "make env | data | html | lab | strip | clean"
 
@@ -59,6 +60,11 @@ test: env
 	HERITAGE_E2E_ROOT=$(TEST_ROOT) $(PY) -m pytest
 	HERITAGE_DATA=$(TEST_ROOT)/data HERITAGE_RUNS=$(TEST_ROOT)/runs HERITAGE_PAPER=$(TEST_ROOT)/nbval-paper \
 		$(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks/
+
+# The unit tests alone, for the edit-test loop: the slow ones (smoke paper, notebooks, learning run,
+# the GPU check's dry run) and those needing SLURM daemons are left out. CI runs `make test`.
+test-fast: env
+	$(PY) -m pytest -m "not slow and not slurm"
 
 # The GPU acceptance run (< 8 min on one H100/H200): one JSON in bench/results/. Without a GPU it is
 # a CPU dry run of the same steps at tiny sizes (tests/test_bench.py runs that one).

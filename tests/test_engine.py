@@ -199,10 +199,17 @@ def test_history_has_one_row_per_epoch_with_the_documented_columns(data_dir, fol
     assert result.history[-1]["lr"] < result.history[0]["lr"]  # OneCycle anneals to the end
 
 
-def test_a_checkpoint_of_another_configuration_is_not_resumed(data_dir, fold, tmp_path):
-    train(make_config(data_dir, tmp_path, epochs=1), fold, data_dir)
-    result, _, _ = train(make_config(data_dir, tmp_path, epochs=1, seed=5), fold, data_dir)
-    assert len(result.history) == 1  # started again (same folder, different config hash)
+def test_a_checkpoint_of_another_configuration_is_not_resumed(data_dir, fold, tmp_path, capsys):
+    # seed 3's finished run leaves checkpoint_last.pt (epoch 2 of 2, two rows of history) in the folder
+    # that seed 5's run shares; resuming it would return seed 3's rows without training.
+    other, _, folder = train(make_config(data_dir, tmp_path / "shared", epochs=2), fold, data_dir)
+    assert torch.load(folder / runs.LAST_CHECKPOINT, weights_only=True)["epoch"] == 2
+    capsys.readouterr()
+    result, _, _ = train(make_config(data_dir, tmp_path / "shared", epochs=2, seed=5), fold, data_dir)
+    assert "written for another configuration" in capsys.readouterr().err
+    alone, _, _ = train(make_config(data_dir, tmp_path / "alone", epochs=2, seed=5), fold, data_dir)
+    assert comparable(result.history) == comparable(alone.history)  # seed 5 trained from the start
+    assert comparable(result.history) != comparable(other.history)  # a resume would have given these rows
 
 
 def test_precision_and_memory_format_choices():

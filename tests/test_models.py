@@ -11,7 +11,7 @@ import timm
 import torch
 from huggingface_hub import constants as hub_constants
 
-from heritage import losses, models, taxonomy
+from heritage import config, errors, losses, models, taxonomy
 
 CASES = [(encoder, architecture) for encoder in models.ENCODERS for architecture in models.ARCHITECTURES]
 # Loose bounds around the seeds' reports (UNet 30-45 M, UPerNet ~37 M) at 16 classes.
@@ -67,10 +67,35 @@ def test_same_seed_same_model():
     assert all(torch.equal(first[key], second[key]) for key in first)
 
 
+def profile_image_sizes() -> dict[str, set[tuple[str, int]]]:
+    """encoder -> every (profile, image_size) a POC resolves for it: main configurations and variants."""
+    sizes: dict[str, set[tuple[str, int]]] = {}
+    for poc in config.available_pocs():
+        spec = config.load_poc(poc)
+        variants = spec.get("variants") or {}
+        for profile in config.PROFILES:
+            for variant in [None, *variants]:
+                restricted = None if variant is None else (variants[variant] or {}).get("encoders")
+                for encoder in restricted or spec["encoders"]:
+                    run = config.load_run_config(poc, profile, encoder=encoder, variant=variant)
+                    sizes.setdefault(encoder, set()).add((profile, run.image_size))
+    return sizes
+
+
 @pytest.mark.parametrize("encoder", list(models.ENCODERS))
-def test_profile_sizes_are_accepted(encoder):
-    for size in (64, 96, 128, 256, 384):
-        models.check_image_size(encoder, size)
+def test_profile_sizes_are_accepted_and_a_smaller_one_refused(encoder):
+    sizes = profile_image_sizes()[encoder]
+    assert {profile for profile, _ in sizes} == set(config.PROFILES)  # every encoder is in some POC's plan
+    for _, size in sizes:
+        assert models.check_image_size(encoder, size) is None
+    spec = models.ENCODERS[encoder]
+    too_small = spec.min_size - models.SIZE_MULTIPLE  # a multiple of 32 below the encoder's minimum
+    with pytest.raises(errors.InputError, match=rf"cannot take image size {too_small}: .*at least {spec.min_size} px"):
+        models.check_image_size(encoder, too_small)
+    if too_small > 0:  # a RunConfig refuses it too (0 px is refused earlier, as not positive)
+        poc = next(p for p in config.available_pocs() if encoder in config.poc_encoders(p))
+        with pytest.raises(config.ConfigError, match=rf"image_size: {too_small} does not suit encoder"):
+            config.load_run_config(poc, "smoke", encoder=encoder, overrides={"image_size": too_small})
 
 
 @pytest.mark.parametrize("encoder", WINDOW_ENCODERS)
