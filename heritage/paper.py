@@ -654,12 +654,14 @@ def write_index(paper_dir: Path, jobs: Sequence[NotebookJob], comparison: Notebo
             continue
         metrics = fileio.read_json(job.run_dir / "metrics.json") if (job.run_dir / "metrics.json").is_file() else {}
         current = metrics.get("config_hash") == job.key
-        miou, clean = (metrics["test"].get(k) if current else None for k in ("miou", "all_clean_miou"))
+        miou, clean, per_image = (metrics["test"].get(k) if current else None
+                                  for k in ("miou", "all_clean_miou", "per_image_miou"))
         above = "—" if miou is None or clean is None else "yes" if miou > clean else "no"
         state = results[job.name].state if job.name in results else (
             DONE if is_up_to_date(job) else "outdated" if job.output.is_file() else "not run")
         css_class = state.replace(" ", "-")
-        cells = "".join(f"<td class='num'>{'—' if v is None else f'{100 * v:.2f}'}</td>" for v in (miou, clean))
+        cells = "".join(f"<td class='num'>{'—' if v is None else f'{100 * v:.2f}'}</td>"
+                        for v in (miou, per_image, clean))  # the per-image mIoU beside the dataset-level one
         rows.append(f"<tr class='{css_class}'><td>{html.escape(job.name)}</td><td>{state}</td>{cells}"
                     f"<td>{above}</td><td>{link(job.html, 'report')}</td><td>{link(job.output, 'notebook')}</td></tr>")
     provenance_path = paper_dir / "provenance.json"
@@ -685,8 +687,8 @@ figure{{margin:1.5em 0}} figure.table{{overflow-x:auto}} li.verdict{{margin:0.4e
 {publish.tables_html(paper_dir, provenance)}
 <h2>Figures</h2>
 {publish.figures_html(paper_dir, provenance)}
-<h2>Runs</h2><table><tr><th>run</th><th>state</th><th>test mIoU (%)</th><th>all-Clean mIoU (%)</th>
-<th>above all-Clean</th><th>report</th><th>notebook</th></tr>
+<h2>Runs</h2><table><tr><th>run</th><th>state</th><th>test mIoU (%), dataset-level</th>
+<th>per-image mIoU (%)</th><th>all-Clean mIoU (%)</th><th>above all-Clean (dataset-level)</th><th>report</th><th>notebook</th></tr>
 {''.join(rows)}</table></body></html>
 """
     path = paper_dir / "index.html"

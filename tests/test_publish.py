@@ -63,8 +63,15 @@ def test_the_index_page_is_a_landing_page(runs_root, planned, tmp_path, monkeypa
     assert "<a href='figures/per_class_iou_heatmap.pdf'><img src='figures/per_class_iou_heatmap.png'" in index
     assert "style='width:100%'" in index
     assert "<a href='damage-maps/index.html'>" in index and "paper.pdf (not built" in index
-    # the run's row: mIoU 21.00 beside its all-Clean 6.00, above it
-    assert "<td class='num'>21.00</td><td class='num'>6.00</td><td>yes</td>" in index
+    # the run's row: dataset-level mIoU 21.00, its per-image mIoU (not recorded by this run), all-Clean 6.00, above it
+    assert "<td class='num'>21.00</td><td class='num'>—</td><td class='num'>6.00</td><td>yes</td>" in index
+    assert "<th>test mIoU (%), dataset-level</th>\n<th>per-image mIoU (%)</th>" in index
+    metrics_path = runs_root / "poc58_baseline/convnext_tiny/holdout-holdout/metrics.json"
+    recorded = fileio.read_json(metrics_path)
+    recorded["test"]["per_image_miou"] = 0.18
+    fileio.write_json(metrics_path, recorded)
+    index = paper.write_index(paper_dir, [job], comparison, {}).read_text()
+    assert "<td class='num'>21.00</td><td class='num'>18.00</td><td class='num'>6.00</td><td>yes</td>" in index
 
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
