@@ -1,4 +1,4 @@
-"""SLURM scheduler for ``heritage paper``: sbatch scripts, job arrays, dependencies, requeue, progress.
+"""A generic SLURM scheduler: sbatch scripts, job arrays, dependencies, requeue, progress.
 
 Why plain sbatch scripts and not submitit: every job here is a command line (papermill executing a
 notebook, ``python -m heritage train``), not a pickled Python callable. A script the project writes
@@ -30,8 +30,10 @@ The command is responsible for turning USR1 into "checkpoint, exit 75" (``herita
 a command that does not handle USR1 is ended by it. A requeued job waits ``AuthInfo=cred_expire``
 (default 120 s) before it is eligible again.
 
-``heritage paper --scheduler slurm`` goes through :func:`run_plan_on_slurm`; resources per profile
-come from a site file (:func:`load_site`, ``heritage/configs/slurm/site.example.yaml``).
+It knows jobs (a name, a command line, a run folder), not what they compute: it imports nothing of
+the pipeline (``tests/test_layering.py``). ``heritage paper --scheduler slurm`` turns its notebook
+jobs into :class:`Job` s in :func:`heritage.paper.run_plan_on_slurm`; resources per profile and kind
+of job come from a site file (:func:`load_site`, ``heritage/configs/slurm/site.example.yaml``).
 
 Run folder files: ``slurm.sbatch`` (the script; array jobs share one next to their run folders),
 ``slurm.json`` (submission record: job id, script, log, dependencies), ``slurm-<id>.out`` (the log,
@@ -51,15 +53,13 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 from tqdm.auto import tqdm
 
 from heritage import errors, fileio
 
-# The engine's "checkpointed, run me again" exit code (EX_TEMPFAIL from sysexits.h).
-REQUEUE_EXIT_CODE = errors.EXIT_REQUEUE
 SITE_FILE_VARIABLE = "HERITAGE_SLURM_SITE_FILE"
 # Environment variables that override the site file, for one submission or one shell.
 ENV_OVERRIDES = {
@@ -71,6 +71,7 @@ SUBMISSION_FILE = ".slurm-submission.json"  # inside the runs root
 POLL_SECONDS_VARIABLE = "HERITAGE_SLURM_POLL_SECONDS"
 MAX_FAILED_POLLS = 10  # consecutive squeue failures before wait() gives up
 
+# A job's states, here and in heritage.paper (which adds its own "skipped" and "submitted").
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 FINISHED = (DONE, FAILED)
 # SLURM job states (squeue/scontrol/sacct names) -> what a run is doing.
@@ -412,7 +413,7 @@ def batch_script(jobs: Sequence[Job], *, title: str, script: Path, output: str, 
                      f"set -- {shlex.join(first.command)}\n")
     setup = "".join(f"{line}\n" for line in first.resources.setup)
     body = (_BODY.replace("{launch}", "srun " if first.resources.tasks * first.resources.nodes > 1 else "")
-            .replace("{requeue_code}", str(REQUEUE_EXIT_CODE)).replace("{requeue}", "1" if first.requeue else "0"))
+            .replace("{requeue_code}", str(errors.EXIT_REQUEUE)).replace("{requeue}", "1" if first.requeue else "0"))
     return header + selection + setup + body
 
 
@@ -499,7 +500,7 @@ class SlurmScheduler:
         else:
             # One --output pattern serves all tasks; %a picks the task's link to its run folder,
             # so each task's log is written inside its own run folder.
-            folder = Path(os.path.commonpath([j.run_dir for j in unit])) / f".slurm-array-{_slug(first.array)}"
+            folder = Path(os.path.commonpath([j.run_dir for j in unit])) / f".slurm-array-{slug(first.array)}"
             folder.mkdir(parents=True, exist_ok=True)
             for index, job in enumerate(unit):
                 link = folder / str(index)
@@ -634,7 +635,7 @@ class SlurmScheduler:
 
     def _status(self, job: SubmittedJob, queued: tuple[str, str] | None,
                 accounted: tuple[str, int | None] | None) -> JobStatus:
-        record = _exit_record(job)
+        record = exit_record(job)
         exit_code = record.get("exit_code") if record else None
         if queued is not None:
             slurm_state, reason = queued
@@ -652,85 +653,6 @@ class SlurmScheduler:
             return JobStatus(job.name, job.job_id, _SLURM_STATES.get(slurm_state, FAILED), job.log, slurm_state, code)
         return JobStatus(job.name, job.job_id, FAILED, job.log, "UNKNOWN", None,
                          "no longer known to SLURM and no slurm-exit.json: it never ran or was killed")
-
-
-# --------------------------------------------------------------------------------------------
-# heritage paper --scheduler slurm
-# --------------------------------------------------------------------------------------------
-
-
-def run_plan_on_slurm(jobs: Sequence[Any], final: Any | None, *, job_command: Callable[[Path], list[str]],
-                      write_job_file: Callable[[Any], Path], profile: str, runs_root: str | os.PathLike,
-                      wait: bool = True, attach: bool = False, chain: bool = False, site: Site | None = None,
-                      poll_seconds: float | None = None) -> list[Any]:
-    """Run ``heritage paper``'s notebook jobs as batch jobs; one ``paper.JobResult`` per job.
-
-    Each job (``paper.NotebookJob``) becomes a batch job running ``job_command(write_job_file(job))``.
-    Runs (jobs with a ``run_dir``, named ``<poc>/<encoder>/<split>``) of one POC x encoder form an
-    array; ``final`` (the comparison, or a list: comparison, damage maps) depends ``afterok`` on every
-    other job. Jobs without a run folder (dataset, comparison, damage-maps) keep their SLURM files in
-    ``<runs_root>/.slurm-<name>``. Resources come from the site file (:func:`load_site`): kind ``run``
-    for runs, else the job's name (``dataset``, ``comparison``, ``damage-maps``). ``wait=False`` returns after submitting (state ``submitted``);
-    ``attach=True`` submits nothing and follows ``<runs_root>/.slurm-submission.json`` instead;
-    ``chain=True`` runs the jobs one after another (fair throughput measurements). The poll interval
-    defaults to ``$HERITAGE_SLURM_POLL_SECONDS`` or 15 s.
-    """
-    from heritage.paper import SUBMITTED, JobResult
-
-    submission_file = Path(runs_root) / SUBMISSION_FILE
-    poll_seconds = poll_seconds or float(os.environ.get(POLL_SECONDS_VARIABLE, 15))
-    finals = [] if final is None else list(final) if isinstance(final, (list, tuple)) else [final]
-    notebook_jobs = {job.name: job for job in [*jobs, *finals]}
-    if attach:
-        scheduler = SlurmScheduler.attach(submission_file, poll_seconds=poll_seconds)
-        print(f"slurm: following {len(scheduler.jobs)} jobs of {submission_file}")
-        return _paper_results(scheduler, notebook_jobs)
-    if not notebook_jobs:
-        return []
-    if submission_file.exists():  # two jobs must never train into one run folder at once
-        previous = SlurmScheduler.attach(submission_file).status()
-        active = sorted({s.job_id.split("_")[0] for s in previous.values() if s.state in (QUEUED, RUNNING)}, key=int)
-        if active:
-            raise SlurmError(f"jobs of the previous submission ({submission_file}) are still queued or running: "
-                             f"follow them with --attach, or cancel them first: scancel {' '.join(active)}")
-    site = site or load_site()
-
-    def batch_job(job: Any, depends_on: tuple[str, ...] = ()) -> Job:
-        if job.run_dir is not None:
-            return Job(job.name, tuple(job_command(write_job_file(job))), job.run_dir,
-                       resources=site.resources(profile, "run"), depends_on=depends_on,
-                       array=job.name.rsplit("/", 1)[0])
-        return Job(job.name, tuple(job_command(write_job_file(job))), Path(runs_root) / f".slurm-{_slug(job.name)}",
-                   resources=site.resources(profile, job.name), depends_on=depends_on)
-
-    batch = [batch_job(job) for job in jobs]
-    batch += [batch_job(last, depends_on=tuple(job.name for job in jobs)) for last in finals]
-    scheduler = SlurmScheduler(submission_file, poll_seconds=poll_seconds)
-    ids = scheduler.submit(batch, chain=chain)
-    slurm_ids = sorted({job_id.split("_")[0] for job_id in ids.values()}, key=int)
-    print(f"slurm: submitted {len(ids)} jobs as SLURM jobs {', '.join(slurm_ids)}; record: {submission_file}")
-    if not wait:
-        return [JobResult(job, SUBMITTED) for job in notebook_jobs.values()]
-    return _paper_results(scheduler, notebook_jobs)
-
-
-def _paper_results(scheduler: SlurmScheduler, notebook_jobs: Mapping[str, Any]) -> list[Any]:
-    """Wait for the jobs, then one ``paper.JobResult`` each (a failure names the job's log)."""
-    from heritage.paper import DONE, FAILED, JobResult
-
-    followed = {name: scheduler.jobs[name].job_id for name in notebook_jobs if name in scheduler.jobs}
-    statuses = scheduler.wait(followed)
-    results = []
-    for name, job in notebook_jobs.items():
-        status = statuses.get(name)
-        if status is None:
-            results.append(JobResult(job, FAILED, error=f"not in the followed submission {scheduler.submission_file}"))
-            continue
-        record = _exit_record(scheduler.jobs[name]) or {}
-        seconds = float(record["finished"]) - float(record["started"]) if "started" in record else 0.0
-        results.append(JobResult(job, DONE if status.state == DONE else FAILED, seconds,
-                                 "" if status.state == DONE else status.describe()))
-    return results
 
 
 def check_statuses(statuses: Mapping[str, JobStatus]) -> None:
@@ -783,7 +705,8 @@ def _units(jobs: list[Job], chain: bool) -> list[list[Job]]:
     return units
 
 
-def _exit_record(job: SubmittedJob) -> dict[str, Any] | None:
+def exit_record(job: SubmittedJob) -> dict[str, Any] | None:
+    """The job's ``slurm-exit.json`` (state, exit code, start and end), when written for this job id."""
     path = job.run_dir / "slurm-exit.json"
     if not path.exists():
         return None
@@ -805,7 +728,8 @@ def _id_order(job_id: str) -> tuple[int, ...]:
     return tuple(int(part) for part in job_id.split("_"))
 
 
-def _slug(text: str | None) -> str:
+def slug(text: str | None) -> str:
+    """``text`` as one safe file-name component (for the SLURM folders of jobs and arrays)."""
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text or "")
 
 

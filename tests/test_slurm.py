@@ -1,4 +1,5 @@
-"""heritage.slurm: site files and batch scripts (no SLURM needed), then jobs on real SLURM daemons.
+"""heritage.slurm: site files and batch scripts (no SLURM needed), then jobs on real SLURM daemons
+(and heritage.paper.run_plan_on_slurm, paper's jobs on them).
 
 The ``slurm`` tests talk to a running cluster (``.ci/slurm/start.sh``; ``source .ci/slurm/env.sh``
 points SLURM_CONF at it) and are skipped when ``sinfo`` cannot reach one.
@@ -6,6 +7,7 @@ points SLURM_CONF at it) and are skipped when ``sinfo`` cannot reach one.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -153,6 +155,26 @@ def test_submission_is_checked_before_anything_is_submitted(tmp_path):
     with pytest.raises(ValueError, match="non-empty argv list"):
         Job("a", "python -c 1", tmp_path)
     assert not (tmp_path / "sub.json").exists()
+
+
+def test_paper_jobs_become_one_array_per_poc_and_encoder_and_finals_after_every_run(tmp_path):
+    from heritage import paper
+
+    runs, comparison = _notebook_jobs(tmp_path)
+    other = dataclasses.replace(runs[0], name="poc/enc2/kfold-fold0", run_dir=tmp_path / "runs" / "poc" / "enc2" / "f0")
+    maps = dataclasses.replace(comparison, name="damage-maps")
+    jobs = [*runs, other]
+    site = slurm.Site(kinds={"run": {"gpus": 1}, "comparison": {"cpus_per_task": 2}})
+    batch = paper.slurm_jobs(jobs, [comparison, maps], [("echo", job.name) for job in [*jobs, comparison, maps]],
+                             site, "smoke", tmp_path / "runs")
+    assert [(job.name, job.array, job.command[-1]) for job in batch] == [
+        *[(run.name, "poc/enc", run.name) for run in runs], (other.name, "poc/enc2", other.name),
+        ("comparison", None, "comparison"), ("damage-maps", None, "damage-maps")]
+    assert [job.run_dir for job in batch[:4]] == [job.run_dir for job in jobs]
+    assert batch[4].run_dir == tmp_path / "runs" / ".slurm-comparison"
+    assert [job.depends_on for job in batch] == [()] * 4 + [tuple(job.name for job in jobs)] * 2
+    assert [job.resources.gpus for job in batch] == [1, 1, 1, 1, 0, 0]
+    assert batch[4].resources.cpus_per_task == 2 and batch[5].resources.cpus_per_task == 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -374,7 +396,7 @@ def _notebook_jobs(tmp_path: Path, **parameters) -> tuple[list, object]:
 def _run_plan(tmp_path: Path, runs: list, comparison, **options) -> list:
     from heritage import paper
 
-    return slurm.run_plan_on_slurm(runs, comparison, job_command=lambda path: [PY, "-c", TOY_EXECUTE, str(path)],
+    return paper.run_plan_on_slurm(runs, [comparison], job_command=lambda path: [PY, "-c", TOY_EXECUTE, str(path)],
                                    write_job_file=paper.write_job_file, profile="smoke", runs_root=tmp_path / "runs",
                                    site=slurm.Site(), poll_seconds=0.5, **options)
 
