@@ -263,10 +263,6 @@ def poc_encoders(poc: str) -> list[str]:
     return list(load_poc(poc)["encoders"])
 
 
-def poc_variants(poc: str) -> list[str]:
-    return list(load_poc(poc).get("variants") or {})
-
-
 def load_run_config(
     poc: str,
     profile: str | None = None,

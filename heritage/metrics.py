@@ -21,7 +21,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from heritage import taxonomy
 
@@ -57,13 +56,12 @@ class ConfusionMatrix:
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.class_names = tuple(class_names)
-        # Normal tensors even when built under inference mode, so that they can be reset or
-        # all-reduced outside it. One extra row collects ignored pixels, so that updates need no
+        # Normal tensors even when built under inference mode, so that they can be reset outside
+        # it. One extra row collects ignored pixels, so that updates need no
         # boolean indexing (a host sync).
         with torch.inference_mode(False):
             self._counts = torch.zeros(num_classes + 1, num_classes, dtype=torch.int64, device=device)
             self._n_images = torch.zeros((), dtype=torch.int64, device=device)
-        self._reduced = False
 
     @property
     def device(self) -> torch.device:
@@ -77,7 +75,6 @@ class ConfusionMatrix:
     def reset(self) -> None:
         self._counts.zero_()
         self._n_images.zero_()
-        self._reduced = False
 
     @torch.no_grad()
     def update(self, logits_or_preds: torch.Tensor, target: torch.Tensor, n_images: int | None = None) -> None:
@@ -89,16 +86,6 @@ class ConfusionMatrix:
         cols = preds.to(self.device, non_blocking=True).reshape(-1).long()
         self._counts.index_put_((rows, cols), torch.ones_like(rows), accumulate=True)
         self._n_images += target.shape[0] if n_images is None else n_images
-
-    def reduce_distributed(self) -> None:
-        """Sum the counts of all processes (once, after the last update) when torch.distributed runs."""
-        if not (dist.is_available() and dist.is_initialized()):
-            return
-        if self._reduced:
-            raise RuntimeError("reduce_distributed() was already called; reset() before accumulating again")
-        dist.all_reduce(self._counts, op=dist.ReduceOp.SUM)
-        dist.all_reduce(self._n_images, op=dist.ReduceOp.SUM)
-        self._reduced = True
 
     def compute(self) -> dict:
         """mIoU, pixel accuracy and per-class scores in the ``test`` shape of ``metrics.json``."""
@@ -177,10 +164,6 @@ class HierarchicalMetrics:
     def reset(self) -> None:
         for matrix in self.levels().values():
             matrix.reset()
-
-    def reduce_distributed(self) -> None:
-        for matrix in self.levels().values():
-            matrix.reduce_distributed()
 
     def compute(self) -> dict[str, float]:
         """``{"binary_miou", "coarse_miou", "fine_miou"}``, the ``hierarchical`` block of metrics.json."""

@@ -73,10 +73,6 @@ def prepare(config: RunConfig) -> Path:
     return folder
 
 
-def read_config(folder: str | os.PathLike) -> RunConfig:
-    return RunConfig.from_yaml(Path(folder) / CONFIG_FILE)
-
-
 def is_complete(folder: str | os.PathLike, config: RunConfig) -> bool:
     """True when ``metrics.json`` exists and was written for exactly this configuration."""
     path = Path(folder) / METRICS_FILE

@@ -588,11 +588,6 @@ class SlurmScheduler:
                     raise TimeoutError(f"SLURM jobs still unfinished after {timeout_seconds} s: {waiting}")
                 time.sleep(self.poll_seconds)
 
-    def cancel(self, job_ids: Mapping[str, str] | None = None) -> None:
-        ids = [job.job_id for job in self._selected(job_ids)]
-        if ids:
-            _run(["scancel", *ids], what="scancel")
-
     def _selected(self, job_ids: Mapping[str, str] | None) -> list[SubmittedJob]:
         if job_ids is None:
             return list(self.jobs.values())

@@ -134,16 +134,6 @@ def check_mask_values(mask: np.ndarray, source: str) -> None:
         )
 
 
-def to_binary(mask: np.ndarray) -> np.ndarray:
-    """Fine ids -> 0 Clean / 1 Damage; Background stays 255."""
-    return FINE_TO_BINARY[mask]
-
-
-def to_coarse(mask: np.ndarray) -> np.ndarray:
-    """Fine ids -> coarse group ids 0..3; Clean and Background become 255 (ignored)."""
-    return FINE_TO_COARSE[mask]
-
-
 def palette_array() -> np.ndarray:
     """(256, 3) uint8 colour table: class ids to PALETTE, 255 to BACKGROUND_RGB, others black."""
     table = np.zeros((256, 3), dtype=np.uint8)

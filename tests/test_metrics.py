@@ -1,15 +1,12 @@
-"""Confusion-matrix metrics: hand-computed cases, torchmetrics cross-checks, batch accumulation, DDP."""
+"""Confusion-matrix metrics: hand-computed cases, torchmetrics cross-checks, batch accumulation."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torchmetrics.classification import (
     MulticlassConfusionMatrix,
     MulticlassJaccardIndex,
@@ -204,40 +201,6 @@ def test_hierarchical_metrics_hand_computed():
     assert list(coarse) == list(taxonomy.COARSE_NAMES)
     assert not coarse["Chromatic alteration"]["present"]
     assert list(hierarchical.fine.compute()["per_class"]) == list(taxonomy.CLASS_NAMES)
-
-
-def test_reduce_distributed_is_a_no_op_without_a_process_group():
-    matrix = metrics.ConfusionMatrix()
-    matrix.update(torch.zeros(1, 2, 2, dtype=torch.long), torch.zeros(1, 2, 2, dtype=torch.long))
-    matrix.reduce_distributed()
-    assert int(matrix.matrix.sum()) == 4
-
-
-def _distributed_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
-    try:
-        matrix = metrics.HierarchicalMetrics()
-        for index, (logits, target) in enumerate(random_batches(4)):
-            if index % world_size == rank:
-                outputs = {"binary": logits[:, :2], "coarse": logits[:, :4], "fine": logits}
-                matrix.update(outputs, target)
-        matrix.reduce_distributed()
-        result = {"fine": matrix.fine.compute(), "hierarchical": matrix.compute()}
-        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
-    finally:
-        dist.destroy_process_group()
-
-
-def test_reduce_distributed_sums_every_process(tmp_path):
-    # fork: the workers inherit the imported modules instead of importing torch again.
-    mp.start_processes(_distributed_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True,
-                       start_method="fork")
-    single = metrics.HierarchicalMetrics()
-    for logits, target in random_batches(4):
-        single.update({"binary": logits[:, :2], "coarse": logits[:, :4], "fine": logits}, target)
-    expected = json.loads(json.dumps({"fine": single.fine.compute(), "hierarchical": single.compute()}))
-    for rank in range(2):
-        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == expected
 
 
 # -- the seeds' convention (issue 12) ---------------------------------------------------------------

@@ -80,7 +80,7 @@ def test_palette_from_pairs_recovers_the_palette_and_detects_disagreement():
 
 
 def test_binary_mapping():
-    binary = taxonomy.to_binary(all_values_mask())[0]
+    binary = taxonomy.FINE_TO_BINARY[all_values_mask()][0]  # as losses and metrics index it
     assert binary[0] == 0  # Clean
     assert (binary[1:16] == 1).all()  # every damage class
     assert binary[16] == taxonomy.IGNORE_INDEX  # Background stays ignored
@@ -88,7 +88,7 @@ def test_binary_mapping():
 
 
 def test_coarse_mapping():
-    coarse = taxonomy.to_coarse(all_values_mask())[0]
+    coarse = taxonomy.FINE_TO_COARSE[all_values_mask()][0]
     assert coarse[0] == taxonomy.IGNORE_INDEX  # Clean has no coarse group
     assert coarse[16] == taxonomy.IGNORE_INDEX
     for class_id in range(1, taxonomy.NUM_CLASSES):
