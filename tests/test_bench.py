@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from heritage import engine
+from heritage import engine, errors, report, taxonomy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,7 +81,7 @@ def test_the_gpu_check_dry_run_runs_every_step_on_cpu(tmp_path):
     assert all("skipped" not in value and "error" not in value for value in sections.values()), sections
 
     eager = {row["encoder"]: row for row in sections["throughput"]["result"]}
-    assert set(eager) == {"convnext_tiny", "mit_b3", "maxvit_tiny"}
+    assert set(eager) == set(record["plan"]["batch_sizes"]) == {"convnext_tiny"}  # one encoder on CPU
     assert all(row["train_images_per_s"] > 0 and 0 < row["train_share_of_peak"] for row in eager.values())
     assert [row["compile"] for row in sections["compile"]["result"]] == [True]
     assert sections["loader"]["result"]["images_per_s"] > 0 and sections["loader"]["result"]["num_workers"] == 2
@@ -94,4 +94,65 @@ def test_the_gpu_check_dry_run_runs_every_step_on_cpu(tmp_path):
     worker = sections["ddp"]["result"]["worker"]
     assert (worker["backend"], worker["world_size"], worker["finite"]) == ("gloo", 1, True)
     scan = sections["predict"]["result"]
-    assert scan["megapixels"] == pytest.approx(0.1, rel=0.01) and "mask.png" in scan["outputs"]
+    assert scan["megapixels"] == pytest.approx(record["plan"]["predict_megapixels"], rel=0.01)
+    assert "mask.png" in scan["outputs"]
+
+
+# -- bench/scale_check.py: letterbox vs patch at one budget (issue 11) ------------------------------
+
+
+@pytest.fixture
+def scale_check(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))  # the script imports train_bench beside it
+    import scale_check
+
+    return scale_check
+
+
+def test_scale_check_trains_both_arms_at_the_same_budget(scale_check, data_dir, tmp_path) -> None:
+    arms = scale_check.arm_configs(data_dir, tmp_path / "runs", epochs=15, max_train_samples=None)
+    assert [(mode, run.sampling, run.variant) for mode, run in arms.items()] == [
+        ("letterbox", "letterbox", None), ("patch", "patch", "patch")]
+    letterbox, patch = arms.values()
+    assert (patch.working_resolution, patch.encoder, patch.fold) == ("native", "convnext_tiny", letterbox.fold)
+    assert {name: getattr(patch, name) for name in report.BUDGET_FIELDS} == {
+        "image_size": 64, "batch_size": 8, "epochs": 15, "max_train_samples": None}
+    assert all(getattr(letterbox, name) == getattr(patch, name) for name in report.BUDGET_FIELDS)
+
+
+def test_scale_check_refuses_arms_whose_budgets_differ(scale_check, data_dir, tmp_path, monkeypatch) -> None:
+    import dataclasses
+
+    resolve = scale_check.config.load_run_config
+
+    def patch_at_96_px(*args, **kwargs):
+        run = resolve(*args, **kwargs)
+        return dataclasses.replace(run, image_size=96) if run.sampling == "patch" else run
+
+    monkeypatch.setattr(scale_check.config, "load_run_config", patch_at_96_px)
+    with pytest.raises(errors.InputError, match=r"differ in their training budget \(image_size 64 vs 96\)"):
+        scale_check.arm_configs(data_dir, tmp_path / "runs", epochs=15, max_train_samples=None)
+
+
+@pytest.mark.slow
+def test_scale_check_writes_both_modes_per_class_iou(scale_check, copy_data_dir, tmp_path) -> None:
+    """A tiny budget (1 epoch over 8 samples) on the test stand-in; minutes on a loaded 2-core CPU."""
+    path = scale_check.main(["--data", str(copy_data_dir()), "--epochs", "1", "--max-train-samples", "8",
+                             "--out", str(tmp_path / "results")])
+    record = json.loads(path.read_text())
+    assert path.name.startswith("scale-") and record["thin_classes"] == list(taxonomy.THIN_CLASSES)
+    letterbox, patch = record["results"]["letterbox"], record["results"]["patch"]
+    assert (letterbox["sampling"], patch["sampling"]) == ("letterbox", "patch")
+    for arm in (letterbox, patch):
+        assert arm["steps"] == 1 and arm["training_pixels"] == 8 * 64 * 64  # 8 samples, batch 8, 64 px
+        assert arm["evaluated_at"].startswith("native") and list(arm["per_class_iou"]) == list(taxonomy.CLASS_NAMES)
+        thin = [arm["per_class_iou"][name] for name in taxonomy.THIN_CLASSES if arm["per_class_iou"][name] is not None]
+        assert arm["thin_class_mean_iou"] == pytest.approx(sum(thin) / len(thin))
+    assert letterbox["all_clean_miou"] == patch["all_clean_miou"]  # the same test pixels
+    assert record["same_budget"]["steps"] == 1
+    aim = record["aim"]
+    assert aim["met"] == (aim["patch_thin_classes_learnt"] >= 3 and aim["letterbox_thin_classes_learnt"] == 0)
+    for mode in ("patch", "letterbox"):
+        iou = record["results"][mode]["per_class_iou"]
+        learnt = sum(iou[name] is not None and iou[name] > 0.05 for name in taxonomy.THIN_CLASSES)
+        assert aim[f"{mode}_thin_classes_learnt"] == learnt
