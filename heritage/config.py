@@ -462,16 +462,16 @@ def _type_name(expected: Any) -> str:
 
 
 def _check_values(config: RunConfig) -> None:
-    from heritage import losses, models, splits, weights
+    from heritage import registry, splits, weights
 
     for name in PATH_FIELDS:  # they become folder names: no separators, no "..", nothing hidden
         value = getattr(config, name)
         if value is not None and not SAFE_NAME.fullmatch(value):
             raise ConfigError(f"{name}: {value!r} cannot name a run folder; use letters, digits, '.', '_' "
                               "and '-', starting with a letter or digit")
-    _require_choice("architecture", config.architecture, models.ARCHITECTURES)
-    _require_choice("encoder", config.encoder, list(models.ENCODERS))
-    _require_choice("loss", config.loss, losses.LOSSES)
+    _require_choice("architecture", config.architecture, registry.ARCHITECTURES)
+    _require_choice("encoder", config.encoder, list(registry.ENCODERS))
+    _require_choice("loss", config.loss, registry.LOSSES)
     if config.class_weights is not None:
         _require_choice("class_weights", config.class_weights, weights.METHODS)
     _require_choice("protocol", config.protocol, splits.ALL_PROTOCOLS)
@@ -498,13 +498,13 @@ def _check_values(config: RunConfig) -> None:
     if not 0 < config.pct_start < 1:
         raise ConfigError(f"pct_start: must be in (0, 1), got {config.pct_start!r}")
     try:
-        models.check_image_size(config.encoder, config.image_size)
+        registry.check_image_size(config.encoder, config.image_size)
     except ValueError as err:
         raise ConfigError(f"image_size: {config.image_size} does not suit encoder "
                           f"{config.encoder!r}: {err}") from None
-    try:
-        losses.build_loss(config.loss, None, **config.loss_params)
-    except (TypeError, ValueError) as err:
+    try:  # what losses.build_loss would refuse, without building one (no torch here)
+        registry.check_loss_params(config.loss, config.loss_params)
+    except ValueError as err:
         raise ConfigError(f"loss_params: {config.loss_params!r} do not suit loss {config.loss!r}: {err}") from None
     _require_choice("sampling", config.sampling, SAMPLING_MODES)
     resolution = config.working_resolution

@@ -27,14 +27,13 @@ import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
-from heritage import taxonomy
+from heritage import registry, taxonomy
 
-LOSSES: tuple[str, ...] = ("dice", "focal", "dice_focal", "hierarchical")
-LEVEL_LOSSES: tuple[str, ...] = ("dice", "focal", "dice_focal")  # losses usable per hierarchy level
+# The loss names and parameters live in heritage.registry (a config validates without torch).
+LOSSES, LEVEL_LOSSES = registry.LOSSES, registry.LEVEL_LOSSES
+DEFAULT_SMOOTH, DEFAULT_GAMMA = registry.DEFAULT_SMOOTH, registry.DEFAULT_GAMMA
 DICE_FOCAL_WEIGHTS = (0.5, 0.5)
 HIERARCHY_WEIGHTS: dict[str, float] = {"binary": 0.2, "coarse": 0.3, "fine": 0.5}
-DEFAULT_SMOOTH = 1.0  # POC-5.9-v2's DiceLoss(smooth=1.0)
-DEFAULT_GAMMA = 2.0
 
 
 class FocalLoss(nn.Module):
@@ -115,18 +114,16 @@ def build_loss(name: str, class_weights: Sequence[float] | np.ndarray | torch.Te
     """The loss called ``name`` (one of LOSSES): ``loss(logits, target) -> scalar tensor``.
 
     ``class_weights`` (one positive weight per fine class) weight the per-class terms; for
-    ``hierarchical`` they weight the fine term, whose per-level loss is ``level_loss``.
+    ``hierarchical`` they weight the fine term, whose per-level loss is ``level_loss``. The keyword
+    parameters are ``registry.LOSS_PARAMETERS``, checked by ``registry.check_loss_params``.
     """
+    registry.check_loss_params(name, {"smooth": smooth, "gamma": gamma, "level_loss": level_loss})
     weights = _checked_weights(class_weights)
     if name == "hierarchical":
-        if level_loss not in LEVEL_LOSSES:
-            raise ValueError(f"unknown level_loss {level_loss!r}; valid level losses: {', '.join(LEVEL_LOSSES)}")
         return HierarchicalLoss({
             level: _level_loss(level_loss, weights if level == "fine" else None, smooth, gamma)
             for level in HIERARCHY_WEIGHTS
         })
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; valid losses: {', '.join(LOSSES)}")
     return _level_loss(name, weights, smooth, gamma)
 
 

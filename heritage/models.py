@@ -1,4 +1,5 @@
-"""Encoder registry and the two segmentation models: SMP's UNet and the hierarchical UPerNet.
+"""The two segmentation models, SMP's UNet and the hierarchical UPerNet, over the encoder registry
+(:mod:`heritage.registry`: names, families and size rules, importable without torch).
 
 Every encoder comes from segmentation-models-pytorch: SegFormer's Mix Transformer is SMP's own
 ``mit_b3``, the others are timm models behind SMP's universal ``tu-`` encoder, which already turns
@@ -23,7 +24,6 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import safetensors.torch
@@ -36,90 +36,20 @@ from segmentation_models_pytorch.base import SegmentationHead
 from segmentation_models_pytorch.base.initialization import initialize_head
 from torch import nn
 
-from heritage import errors, taxonomy
+from heritage import errors, registry, taxonomy
 
-ARCHITECTURES: tuple[str, ...] = ("unet", "hierarchical_upernet")
-FAMILIES: tuple[str, ...] = ("CNN", "ViT", "hybrid")
-# Both decoders consume a five-level pyramid down to 1/32 of the input, so sizes are multiples of 32.
-SIZE_MULTIPLE = 32
+# The registry's names (heritage.registry, importable without torch) are re-exported here.
+ARCHITECTURES, FAMILIES, SIZE_MULTIPLE = registry.ARCHITECTURES, registry.FAMILIES, registry.SIZE_MULTIPLE
+ENCODERS = registry.ENCODERS
+EncoderSpec, encoder_spec, check_image_size = registry.EncoderSpec, registry.encoder_spec, registry.check_image_size
 # UPerNet fuses its pyramid at 1/4 of the input; the heads upsample back to full resolution.
 UPERNET_OUTPUT_STRIDE = 4
 # Seconds the pretrained-weights check waits for the Hub before reporting it unreachable.
 HUB_TIMEOUT_S = 5.0
 
 
-@dataclass(frozen=True)
-class EncoderSpec:
-    """One registry entry: how SMP builds the encoder and which input sizes it takes."""
-
-    key: str
-    smp_name: str  # ``tu-<timm name>.<pretrained tag>`` or an SMP-native encoder name
-    family: str  # one of FAMILIES
-    display_name: str
-    min_size: int
-    fixed_input_size: bool = False  # attention geometry is set from image_size at build time
-    window_from_size: bool = False  # pass window_size = image_size // 32 to timm (Swin)
-
-    @property
-    def is_timm(self) -> bool:
-        return self.smp_name.startswith("tu-")
-
-    @property
-    def size_rule(self) -> str:
-        rule = f"a multiple of {SIZE_MULTIPLE} and at least {self.min_size} px"
-        if self.fixed_input_size:
-            rule += f" (window attention: the deepest stage, size/{SIZE_MULTIPLE}, needs at least 2x2 tokens)"
-        return rule
-
-    def encoder_kwargs(self, image_size: int) -> dict[str, Any]:
-        """Keyword arguments SMP forwards to ``timm.create_model`` for this input size."""
-        kwargs: dict[str, Any] = {}
-        if self.fixed_input_size:
-            kwargs["img_size"] = image_size
-        if self.window_from_size:
-            kwargs["window_size"] = image_size // SIZE_MULTIPLE
-        return kwargs
-
-
-ENCODERS: dict[str, EncoderSpec] = {
-    spec.key: spec
-    for spec in (
-        EncoderSpec("convnext_tiny", "tu-convnext_tiny.fb_in1k", "CNN", "ConvNeXt-Tiny", min_size=32),
-        EncoderSpec("swin_tiny", "tu-swin_tiny_patch4_window7_224.ms_in1k", "ViT", "Swin-Tiny", min_size=64,
-                    fixed_input_size=True, window_from_size=True),
-        EncoderSpec("coatnet_0", "tu-coatnet_0_rw_224.sw_in1k", "hybrid", "CoAtNet-0", min_size=64,
-                    fixed_input_size=True),
-        EncoderSpec("maxvit_tiny", "tu-maxvit_tiny_rw_224.sw_in1k", "hybrid", "MaxViT-Tiny", min_size=64,
-                    fixed_input_size=True),
-        EncoderSpec("mit_b3", "mit_b3", "ViT", "SegFormer MiT-B3", min_size=32),
-    )
-}
-
-
 class PretrainedWeightsUnavailable(errors.HeritageError, RuntimeError):
     """ImageNet weights are neither in the local Hugging Face cache nor downloadable."""
-
-
-def encoder_spec(encoder: str) -> EncoderSpec:
-    """The registry entry of ``encoder``; ValueError listing the valid names otherwise."""
-    if encoder not in ENCODERS:
-        raise errors.InputError(f"unknown encoder {encoder!r}; valid encoders: {', '.join(ENCODERS)}")
-    return ENCODERS[encoder]
-
-
-def check_image_size(encoder: str, size: int) -> None:
-    """Raise ValueError naming the encoder, the size, the rule and valid nearby sizes."""
-    spec = encoder_spec(encoder)
-    if isinstance(size, bool) or not isinstance(size, int):
-        raise errors.InputError(f"encoder {encoder!r}: image size must be an integer, got {size!r}")
-    if size % SIZE_MULTIPLE == 0 and size >= spec.min_size:
-        return
-    below = (size // SIZE_MULTIPLE) * SIZE_MULTIPLE
-    nearby = sorted({max(below, spec.min_size), max(below + SIZE_MULTIPLE, spec.min_size)} - {size})
-    raise errors.InputError(
-        f"encoder {encoder!r} ({spec.display_name}) cannot take image size {size}: the size must be "
-        f"{spec.size_rule}; valid nearby sizes: {', '.join(map(str, nearby))}"
-    )
 
 
 class HierarchicalUPerNet(smp.UPerNet):

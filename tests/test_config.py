@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,27 @@ def test_every_poc_resolves_for_every_profile_and_encoder(data_dir):
                 resolved = load_run_config(poc, profile, encoder=encoder, overrides={"data_dir": str(data_dir)})
                 assert (resolved.poc, resolved.encoder, resolved.profile) == (poc, encoder, profile)
                 assert resolved.pretrained is False
+
+
+def test_validating_a_config_imports_neither_torch_nor_the_model_zoo(data_dir):
+    # Every POC x profile x encoder, with a hierarchical one and loss_params: the names and size rules
+    # come from heritage.registry, so `--help` and config checks do not pay for torch, SMP and timm.
+    code = ("import sys; from heritage import config\n"
+            "for poc in config.available_pocs():\n"
+            "    for profile in config.PROFILES:\n"
+            "        for encoder in config.poc_encoders(poc):\n"
+            f"            config.load_run_config(poc, profile, encoder=encoder, overrides={{'data_dir': {str(data_dir)!r}}})\n"
+            "config.load_run_config('poc58_baseline', 'smoke', overrides={'loss_params': {'smooth': 0.5}})\n"
+            "try:\n"
+            "    config.load_run_config('poc58_baseline', 'smoke', overrides={'loss_params': {'gamma': -1}})\n"
+            "except config.ConfigError as err:\n"
+            "    print(err)\n"
+            "print(sorted(m for m in ('torch', 'segmentation_models_pytorch', 'timm') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    refusal, imported = done.stdout.strip().splitlines()[-2:]
+    assert "loss_params: {'gamma': -1} do not suit loss 'dice': gamma must be a number >= 0" in refusal
+    assert imported == "[]"
 
 
 def test_the_four_pocs_exist():

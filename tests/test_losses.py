@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from fractions import Fraction
 
 import pytest
 import torch
 
-from heritage import losses, taxonomy
+from heritage import losses, registry, taxonomy
 
 IGNORE = taxonomy.IGNORE_INDEX
 LN2, LN3 = math.log(2), math.log(3)
@@ -184,6 +185,24 @@ def test_loss_runs_in_float32_under_autocast(name):
     assert loss.item() == pytest.approx(loss_fn(logits.float(), target).item(), rel=1e-6)
     loss.backward()
     assert torch.isfinite(conv.weight.grad).all()
+
+
+def test_build_loss_takes_the_registry_parameters_and_refuses_what_the_registry_refuses():
+    # heritage.registry is the one home of the loss names and parameters (config validation uses it
+    # without torch); build_loss must take exactly those keywords, with the same defaults.
+    keywords = {name: parameter.default for name, parameter in inspect.signature(losses.build_loss).parameters.items()
+                if parameter.kind is inspect.Parameter.KEYWORD_ONLY}
+    assert keywords == registry.LOSS_PARAMETERS
+    assert losses.LOSSES == registry.LOSSES and losses.LEVEL_LOSSES == registry.LEVEL_LOSSES
+    for name in registry.LOSSES:
+        registry.check_loss_params(name, {"smooth": 0.0, "gamma": 0, "level_loss": "focal"})
+        losses.build_loss(name, smooth=0.0, gamma=0, level_loss="focal")
+    for params, message in [({"alpha": 1}, "unknown loss parameter 'alpha'"), ({"gamma": -1}, "gamma must be"),
+                            ({"smooth": "1"}, "smooth must be"), ({"level_loss": "ce"}, "unknown level_loss 'ce'")]:
+        with pytest.raises(ValueError, match=message):
+            registry.check_loss_params("hierarchical", params)
+        with pytest.raises((TypeError, ValueError)):  # TypeError: build_loss has no keyword 'alpha'
+            losses.build_loss("hierarchical", **params)
 
 
 def test_bad_arguments_are_refused():
