@@ -21,9 +21,12 @@ so in the JSON) and writes ``bench/results/gpu-check-<device>-<date>.json`` with
 - ``compile``: the throughput section again under ``torch.compile`` (last: compiling is what may
   not fit the budget).
 
-Without a GPU (or with ``--dry-run``) the same steps run on the CPU at tiny sizes (64 px, batches
-of 2-4, bf16 autocast on CPU, gloo, torch.compile's ``eager`` backend, a 0.25 MP scan), in a
-couple of minutes: tests/test_bench.py runs it so the script keeps working between GPU sessions.
+Without a GPU (or with ``--dry-run``) the same steps run on the CPU at tiny sizes, in a couple of
+minutes: tests/test_bench.py runs it so the script keeps working between GPU sessions. Every section
+runs; only sizes shrink: 64 px, batches of 2-4, one encoder (ConvNeXt-T) where the GPU times three
+and in the CLI sections (MiT-B3 there), 12 stand-in images, bf16 autocast on CPU, gloo,
+torch.compile's ``eager`` backend, a 256^3 matmul probe of the CPU's peak (a bf16 2048^3 one is
+a minute on a CPU without bf16 instructions), a 0.05 MP scan.
 
     python bench/gpu_check.py                 # GPU: the acceptance run
     python bench/gpu_check.py --dry-run --out /tmp/check   # CPU: every step, tiny
@@ -85,6 +88,8 @@ class Plan:
     dry_run: bool = False
     full_batches: dict[str, int] = field(default_factory=dict)
     compile_encoders: tuple[str, ...] = ("convnext_tiny", "mit_b3", "maxvit_tiny")
+    cli_encoder: str = CLI_ENCODER  # the encoder the CLI sections train (and predict runs)
+    probe_size: int = 2048  # the matmul probe's side, where no data-sheet peak is known
     eval_steps: bool = True  # also time inference in the eager throughput section
     loader_epochs: int = 1
 
@@ -99,13 +104,16 @@ def gpu_plan() -> Plan:
 
 
 def dry_plan() -> Plan:
-    tiny = {"epochs": 1, "image_size": 64, "batch_size": 4, "num_workers": 0, "max_train_samples": 8}
-    # No time budget: the dry run is a test (tests/test_bench.py), every section must run.
-    return Plan(device="cpu", image_size=64, batch_sizes={"convnext_tiny": 2, "mit_b3": 2, "maxvit_tiny": 2},
-                steps=1, warmup=0, synthetic_images=24, synthetic_side=96, cli_overrides=tiny,
+    tiny = {"epochs": 1, "image_size": 64, "batch_size": 4, "num_workers": 0, "max_train_samples": 8,
+            "n_prediction_panels": 1}
+    # No time budget: the dry run is a test (tests/test_bench.py), every section must run. 12 images
+    # are the fewest every split protocol accepts (prepare_data writes them all).
+    return Plan(device="cpu", image_size=64, batch_sizes={"convnext_tiny": 2}, steps=1, warmup=0,
+                synthetic_images=12, synthetic_side=96, cli_overrides=tiny,
                 loader_overrides={"image_size": 64, "batch_size": 4, "num_workers": 2},
-                predict_megapixels=0.1, predict_batch=8, backend="gloo", compile_backend="eager",
-                budget_s=math.inf, dry_run=True, compile_encoders=("convnext_tiny",), eval_steps=False)
+                predict_megapixels=0.05, predict_batch=8, backend="gloo", compile_backend="eager",
+                budget_s=math.inf, dry_run=True, compile_encoders=("convnext_tiny",), eval_steps=False,
+                cli_encoder="convnext_tiny", probe_size=256)
 
 
 # -- sections ------------------------------------------------------------------------------------------------
@@ -130,7 +138,7 @@ def throughput(plan: Plan, compile_: bool, out_of_time: Callable[[], bool]) -> l
         if row["peak_tflop_per_s"] is None:  # CPU (or a GPU not in the table): a matmul probe's peak
             dtype = engine.autocast_dtype(plan.amp, torch.device(plan.device))
             if "probe" not in peak_cache:
-                peak_cache["probe"] = train_bench.device_peak(torch.device(plan.device), dtype)["tflop_per_s"]
+                peak_cache["probe"] = train_bench.matmul_peak_tflops(torch.device(plan.device), dtype, n=plan.probe_size)
             row["peak_tflop_per_s"] = peak_cache["probe"]
             row["peak_source"] = "matmul probe"
             row["train_share_of_peak"] = row["train_tflop_per_s"] / peak_cache["probe"]
@@ -150,9 +158,9 @@ def loader(plan: Plan, data_dir: Path, scratch: Path) -> dict[str, Any]:
             "augmentation": "heritage.data.train_augmentation (the full profile's)"}
 
 
-def cli_command(data_dir: Path, runs_root: Path, overrides: dict[str, Any]) -> list[str]:
+def cli_command(encoder: str, data_dir: Path, runs_root: Path, overrides: dict[str, Any]) -> list[str]:
     words = [f"{key}={'null' if value is None else value}" for key, value in overrides.items()]
-    return [sys.executable, "-m", "heritage", "train", "--poc", POC, "--profile", "full", "--encoder", CLI_ENCODER,
+    return [sys.executable, "-m", "heritage", "train", "--poc", POC, "--profile", "full", "--encoder", encoder,
             "--data", str(data_dir), f"runs_root={runs_root}", *words]
 
 
@@ -190,8 +198,8 @@ def run_signalled(command: list[str], pattern: bytes = rb"epoch 1:", timeout: fl
             "stderr_tail": received.decode(errors="replace")[-1500:], "stdout_tail": out[-500:]}
 
 
-def run_folder(data_dir: Path, runs_root: Path, overrides: dict[str, Any]) -> Path:
-    run = config.load_run_config(POC, "full", encoder=CLI_ENCODER, overrides={
+def run_folder(encoder: str, data_dir: Path, runs_root: Path, overrides: dict[str, Any]) -> Path:
+    run = config.load_run_config(POC, "full", encoder=encoder, overrides={
         "data_dir": str(data_dir), "runs_root": str(runs_root), **overrides})
     return config.run_dir(run)
 
@@ -199,8 +207,8 @@ def run_folder(data_dir: Path, runs_root: Path, overrides: dict[str, Any]) -> Pa
 def cli_bf16(plan: Plan, data_dir: Path, scratch: Path) -> dict[str, Any]:
     runs_root = scratch / "runs-bf16"
     overrides = {**plan.cli_overrides, "amp": "bf16"}
-    command = cli_command(data_dir, runs_root, overrides)
-    folder = run_folder(data_dir, runs_root, overrides)
+    command = cli_command(plan.cli_encoder, data_dir, runs_root, overrides)
+    folder = run_folder(plan.cli_encoder, data_dir, runs_root, overrides)
     stopped = run_signalled(command)
     checkpoint = folder / runs.LAST_CHECKPOINT
     stop_state = None
@@ -224,9 +232,9 @@ def cli_bf16(plan: Plan, data_dir: Path, scratch: Path) -> dict[str, Any]:
 def cli_fp16(plan: Plan, data_dir: Path, scratch: Path) -> dict[str, Any]:
     runs_root = scratch / "runs-fp16"
     overrides = {**plan.cli_overrides, "amp": "fp16"}
-    command = cli_command(data_dir, runs_root, overrides)
+    command = cli_command(plan.cli_encoder, data_dir, runs_root, overrides)
     done = _run(command)
-    metrics = _read_json(run_folder(data_dir, runs_root, overrides) / runs.METRICS_FILE)
+    metrics = _read_json(run_folder(plan.cli_encoder, data_dir, runs_root, overrides) / runs.METRICS_FILE)
     return {"command": " ".join(command), **done, "metrics": _metrics_summary(metrics),
             "ok": done["returncode"] == 0 and metrics is not None}
 
