@@ -939,12 +939,13 @@ def artwork_bootstrap(runs: pd.DataFrame, a: pd.Series, b: pd.Series) -> dict[st
     tables = {}
     for side, row in (("A", a), ("B", b)):
         mine = runs[_matches(runs, [row[k] for k in SETTING])].set_index(["protocol", "fold"]).loc[shared]
-        found = [t for t in (mine["per_image"] if "per_image" in mine else []) if isinstance(t, pd.DataFrame)]
+        found = {run_dir: t for run_dir, t in zip(mine["run_dir"], mine["per_image"] if "per_image" in mine else [])
+                 if isinstance(t, pd.DataFrame)}
         if len(found) < len(mine):
             return f"no per_image.csv for {len(mine) - len(found)} of {len(mine)} runs of {side}"
-        tables[side] = pd.concat(found, ignore_index=True)
+        tables[side] = found
     try:
-        return resampling.bootstrap_difference(tables["A"], tables["B"])
+        return resampling.bootstrap_difference(*(resampling.setting_images(tables[side]) for side in ("A", "B")))
     except errors.InputError as err:  # the same folds on different images: the data changed between them
         raise errors.InputError(f"{setting_label(a)} vs {setting_label(b)}: {err}") from None
 

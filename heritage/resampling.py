@@ -17,10 +17,8 @@ interval of the resampled differences. The draws are a function of the seed only
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -55,13 +53,13 @@ class BootstrapDifference:
         return f"[{self.ci_low * scale:+.2f}, {self.ci_high * scale:+.2f}]"
 
 
-def setting_images(run_dirs: Sequence[str | os.PathLike]) -> pd.DataFrame:
-    """The ``per_image.csv`` rows of a setting's runs (one per fold), with ``run_dir``; an image in two of
-    them (the same test image in two folds of one protocol cannot be) is refused naming both runs."""
-    tables = [runs.read_per_image(folder).assign(run_dir=str(folder)) for folder in run_dirs]
+def setting_images(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """One per-image table of a setting from its runs' (run folder -> its ``per_image.csv`` rows), with
+    ``run_dir``; an image in two of them (two folds of one protocol never test the same image) is refused
+    naming both runs."""
     if not tables:
-        raise errors.InputError("no run given: a setting's per-image table needs at least one run folder")
-    table = pd.concat(tables, ignore_index=True)
+        raise errors.InputError("no run given: a setting's per-image table needs at least one run's per_image.csv")
+    table = pd.concat([t.assign(run_dir=str(folder)) for folder, t in tables.items()], ignore_index=True)
     twice = table[table["id"].duplicated(keep=False)]
     if len(twice):
         first = twice.iloc[0]["id"]
@@ -149,10 +147,3 @@ def bootstrap_difference(a: pd.DataFrame, b: pd.DataFrame, n_resamples: int = RE
         result[name] = BootstrapDifference(name, float(observed[name]), float(low), float(high), n_sources,
                                            len(a), n_resamples, seed, confidence)
     return result
-
-
-def compare_runs(run_dirs_a: Sequence[str | Path], run_dirs_b: Sequence[str | Path], n_resamples: int = RESAMPLES,
-                 seed: int = SEED, confidence: float = CONFIDENCE) -> dict[str, BootstrapDifference]:
-    """:func:`bootstrap_difference` of two settings' paired runs (the same folds, in any order)."""
-    return bootstrap_difference(setting_images(run_dirs_a), setting_images(run_dirs_b), n_resamples, seed,
-                                confidence)

@@ -121,8 +121,12 @@ def test_a_setting_whose_runs_share_an_image_is_refused_naming_them(tmp_path):
     a, _ = random_tables(4, seed=7)
     runs.write_per_image(tmp_path / "fold0", a.iloc[:3])
     runs.write_per_image(tmp_path / "fold1", a.iloc[2:])
-    with pytest.raises(errors.InputError, match=r"image 's002' is in the per_image.csv of more than one run"):
-        resampling.setting_images([tmp_path / "fold0", tmp_path / "fold1"])
+    read = {name: runs.read_per_image(tmp_path / name) for name in ("fold0", "fold1")}
+    with pytest.raises(errors.InputError, match=r"image 's002' is in the per_image.csv of more than one run "
+                                                r"\(fold0, fold1\)"):
+        resampling.setting_images(read)
     runs.write_per_image(tmp_path / "fold1", a.iloc[3:])
-    images = resampling.setting_images([tmp_path / "fold0", tmp_path / "fold1"])
+    images = resampling.setting_images({name: runs.read_per_image(tmp_path / name) for name in ("fold0", "fold1")})
     assert list(images["id"]) == list(a["id"]) and images["run_dir"].nunique() == 2
+    result = resampling.bootstrap_difference(images, a, n_resamples=10)  # read back, the same images as written
+    assert result["per_image_miou"].mean == 0.0 and result["dataset_miou"].mean == 0.0
