@@ -95,9 +95,7 @@ class SlurmError(errors.CommandFailed):
     """sbatch/squeue failed, or jobs failed; the message names the jobs and their log files."""
 
 
-# --------------------------------------------------------------------------------------------
-# Resources and the site file
-# --------------------------------------------------------------------------------------------
+# -- resources and the site file -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -253,9 +251,7 @@ def _check_keys(values: Any, known: set[str], where: str) -> None:
             raise ValueError(f"{where}: unknown key {key!r}{hint}")
 
 
-# --------------------------------------------------------------------------------------------
-# Jobs and batch scripts
-# --------------------------------------------------------------------------------------------
+# -- jobs and batch scripts ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -424,9 +420,7 @@ def _quote_option(value: str) -> str:
     return f'"{value}"' if any(c.isspace() for c in value) else value
 
 
-# --------------------------------------------------------------------------------------------
-# The scheduler
-# --------------------------------------------------------------------------------------------
+# -- the scheduler -------------------------------------------------------------------------------------------
 
 
 class SlurmScheduler:
@@ -457,7 +451,7 @@ class SlurmScheduler:
             raise ValueError(f"{submission_file}: not a heritage SLURM submission record ({err!r})") from None
         return scheduler
 
-    # ---- submission ------------------------------------------------------------------------
+    # -- submission ------------------------------------------------------------------------------------------
 
     def submit(self, jobs: Iterable[Job], *, chain: bool = False) -> dict[str, str]:
         """Submit ``jobs`` (dependencies before dependents); returns job name -> SLURM job id.
@@ -538,7 +532,7 @@ class SlurmScheduler:
                 "jobs": [job.to_json() for job in self.jobs.values()],
             })
 
-    # ---- following ---------------------------------------------------------------------------
+    # -- following -------------------------------------------------------------------------------------------
 
     def status(self, job_ids: Mapping[str, str] | None = None) -> dict[str, JobStatus]:
         """One look at the jobs (default: all submitted): name -> :class:`JobStatus`."""

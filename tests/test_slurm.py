@@ -56,9 +56,7 @@ def python_job(name: str, code: str, run_dir: Path, **fields) -> Job:
     return Job(name, (PY, "-c", code), run_dir, **fields)
 
 
-# --------------------------------------------------------------------------------------------
-# Site file, resources, scripts (no SLURM needed)
-# --------------------------------------------------------------------------------------------
+# -- site file, resources, scripts (no SLURM needed) ---------------------------------------------------------
 
 
 def test_example_site_file_resolves_profiles_kinds_and_environment():
@@ -177,9 +175,7 @@ def test_paper_jobs_become_one_array_per_poc_and_encoder_and_finals_after_every_
     assert batch[4].resources.cpus_per_task == 2 and batch[5].resources.cpus_per_task == 1
 
 
-# --------------------------------------------------------------------------------------------
-# Real SLURM daemons
-# --------------------------------------------------------------------------------------------
+# -- real SLURM daemons --------------------------------------------------------------------------------------
 
 
 def _slurm_unreachable() -> str | None:
@@ -435,9 +431,7 @@ def test_paper_plan_no_wait_then_attach_reports_the_failed_fold(cluster, tmp_pat
     assert results["comparison"].state == "failed" and "DependencyNeverSatisfied" in results["comparison"].error
 
 
-# --------------------------------------------------------------------------------------------
-# Real training and the smoke paper through SLURM (slow: minutes of CPU training)
-# --------------------------------------------------------------------------------------------
+# -- real training and the smoke paper through SLURM (slow: minutes of CPU training) -------------------------
 
 TINY_TRAINING = {"epochs": 3, "image_size": 32, "batch_size": 4, "max_train_samples": 8, "n_prediction_panels": 1}
 
