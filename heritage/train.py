@@ -69,7 +69,8 @@ def run_training(config: RunConfig, progress: bool = True) -> dict[str, Any]:
         scale = None
         if dist.is_main:  # before training: the warning matters before the hours are spent
             scale = scale_record(config, [*train_ids, *val_ids, *test_ids], train_ids, progress=progress)
-            for message in vanishing_messages(config, scale):
+            resuming = any((folder / name).exists() for name in runs.RESUME_CHECKPOINTS)
+            for message in [] if resuming else vanishing_messages(config, scale):  # said when it started
                 tqdm.write(f"heritage train: warning: {message}", file=sys.stderr)
 
         class_weights = None
