@@ -560,6 +560,94 @@ def test_the_throughput_axis_is_logarithmic_only_over_a_decade(runs_root, planne
     assert wide.figure("miou_vs_throughput").axes[0].get_xscale() == "log"
 
 
+# -- per-image scores and the artwork bootstrap (issue 12 item 2) ----------------------------------
+
+
+def write_per_image(folder: Path, hits: list[int]) -> pd.DataFrame:
+    """A ``per_image.csv`` of one test image per entry of ``hits`` (Clean always right, ``hit`` of 100 Peel
+    pixels right), ids and sources unique to the fold."""
+    from heritage import runs
+
+    confusions = np.zeros((len(hits), taxonomy.NUM_CLASSES, taxonomy.NUM_CLASSES), dtype=np.int64)
+    for i, hit in enumerate(hits):
+        confusions[i, 0, 0], confusions[i, 2, 2], confusions[i, 2, 0] = 300, hit, 100 - hit
+    ids = [f"{folder.name}-{i}" for i in range(len(hits))]
+    table = runs.per_image_table(ids, ids, confusions)
+    runs.write_per_image(folder, table)
+    return table
+
+
+@pytest.fixture
+def per_image_root(runs_root: Path) -> Path:
+    """runs_root with per_image.csv in the flagship ConvNeXt and MiT-B3 runs (4 test images per fold)."""
+    for encoder, base in (("convnext_tiny", 30), ("mit_b3", 60)):
+        for k, fold in enumerate(FOLDS):
+            write_per_image(runs_root / "poc59v2_flagship" / encoder / f"kfold-{fold}",
+                            [base + 5 * k + j for j in range(4)])
+    return runs_root
+
+
+def test_comparison_tables_show_the_artwork_bootstrap_beside_the_fold_interval(per_image_root, planned) -> None:
+    from heritage import resampling, runs
+
+    comparison = report.build_comparison(per_image_root, planned)
+    rq1 = table_named(comparison, "rq1_family")
+    row = rq1.data[(rq1.data["a"] == "POC-5.9-v2 ConvNeXt-Tiny") & (rq1.data["b"] == "POC-5.9-v2 SegFormer MiT-B3")].iloc[0]
+    tables = {e: pd.concat([runs.read_per_image(per_image_root / "poc59v2_flagship" / e / f"kfold-{f}") for f in FOLDS])
+              for e in ("convnext_tiny", "mit_b3")}
+    expected = resampling.bootstrap_difference(tables["convnext_tiny"], tables["mit_b3"])
+    assert (row["artwork_n_sources"], row["artwork_n_images"]) == (12, 12)
+    assert row["artwork_dataset_diff"] == expected["dataset_miou"].mean < 0
+    assert (row["artwork_per_image_ci_low"], row["artwork_per_image_ci_high"]) == (
+        expected["per_image_miou"].ci_low, expected["per_image_miou"].ci_high)
+    assert row["verdict"] == "B better"  # still the fold-level rules'
+    shown = rq1.display.set_index(["A", "B"]).loc[("POC-5.9-v2 ConvNeXt-Tiny", "POC-5.9-v2 SegFormer MiT-B3")]
+    dataset = expected["dataset_miou"]
+    assert shown["Artwork bootstrap, dataset-level A − B [95% CI]"] == (
+        f"{100 * dataset.mean:.2f} [{100 * dataset.ci_low:.2f}, {100 * dataset.ci_high:.2f}], 12 artworks")
+    assert "95% CI" in rq1.display.columns  # the fold-level interval stays
+    # MaxViT has no per_image.csv: its row says so instead of a number
+    hybrid = rq1.data[rq1.data["b"] == "POC-5.9-v2 MaxViT-Tiny"].iloc[0]
+    assert hybrid["artwork_note"] == "no per_image.csv for 3 of 3 runs of B" and math.isnan(hybrid["artwork_n_sources"])
+    assert any("Artwork bootstrap" in note and "the verdict uses the folds only" in note for note in rq1.notes)
+
+
+def test_a_pair_scored_on_different_images_is_refused_naming_it(per_image_root, planned) -> None:
+    write_per_image(per_image_root / "poc59v2_flagship" / "mit_b3" / "kfold-fold1", [70, 71, 72])  # one image fewer
+    with pytest.raises(errors.InputError, match=r"ConvNeXt-Tiny vs POC-5.9-v2 SegFormer MiT-B3: settings A and B "
+                                                r"are not scored on the same test images: 1 only in A"):
+        report.build_comparison(per_image_root, planned)
+
+
+def test_the_per_image_figure_shows_every_image_and_the_headline(per_image_root, planned, tmp_path) -> None:
+    comparison = report.build_comparison(per_image_root, planned)
+    images = report.per_image_images(comparison.runs, comparison.summary)
+    assert len(images) == 24 and set(images["setting"]) == {"POC-5.9-v2 ConvNeXt-Tiny", "POC-5.9-v2 SegFormer MiT-B3"}
+    ax = comparison.figure("per_image_miou").axes[0]
+    points = sum(len(c.get_offsets()) for c in ax.collections if len(c.get_offsets()) and c.get_label() != (
+        "dataset-level mIoU (mean over folds)"))
+    assert points == 24  # one raw point per image (the box plot draws no outlier markers)
+    assert "per-image" in ax.get_xlabel() and any("dataset-level" in t.get_text() for t in ax.get_legend().get_texts())
+    paper = tmp_path / "paper"
+    provenance = report.write_comparison(comparison, paper, per_image_root)
+    assert (paper / "figures" / "per_image_miou.pdf").stat().st_size > 1000
+    assert provenance["artefacts"]["figures/per_image_miou.png"]["caption"] == report.PER_IMAGE_CAPTION
+    assert report.footer_text(comparison.figure("per_image_miou")) == comparison.banner.text
+
+
+def test_the_runs_carry_the_per_image_miou_beside_the_dataset_level_one(runs_root, planned) -> None:
+    folder = runs_root / "poc58_baseline" / "convnext_tiny" / "holdout-holdout"
+    metrics = fileio.read_json(folder / "metrics.json")
+    metrics["test"]["per_image_miou"] = 0.18
+    fileio.write_json(folder / "metrics.json", metrics)
+    runs = report.load_runs(runs_root).set_index("run_dir")
+    assert runs.loc["poc58_baseline/convnext_tiny/holdout-holdout", "per_image_miou"] == 0.18
+    assert math.isnan(runs.loc["poc58_baseline/swin_tiny/holdout-holdout", "per_image_miou"])  # not recorded
+    summary = report.summarise(runs.reset_index(), planned)
+    baseline = summary[summary["poc"] == "poc58_baseline"].set_index("encoder")
+    assert baseline.loc["convnext_tiny", "per_image_miou_mean"] == 0.18
+
+
 # -- the seeds' protocol beside ours (issue 12) ------------------------------------------------------
 
 
@@ -612,6 +700,14 @@ def test_the_seeds_protocol_caption_says_nothing_of_smoke_for_a_full_comparison(
     assert "smoke" not in report.seeds_protocol_table(summary, "full").caption
     assert "smoke profile" in report.seeds_protocol_table(summary, "smoke").caption
 
+
+
+def test_a_leaky_run_report_says_it_is_leaky_and_shows_the_seeds_metric() -> None:
+    test = {"miou": 0.4, "all_clean_miou": 0.05, "seeds_convention": {"miou": 0.2, "all_clean_miou": 0.03}}
+    honest = report.run_headline({"protocol": "kfold", "test": test})
+    assert "Under the seeds' metric" in honest and "20.00% (all-Clean 3.00%)" in honest and "Leaky" not in honest
+    assert "**Leaky split (the seeds' protocol)" in report.run_headline({"protocol": "leaky", "test": test})
+    assert "seeds' metric" not in report.run_headline({"protocol": "kfold", "test": {"miou": 0.4}})
 
 # -- RQ4: letterbox vs patch at the same training budget (issue 11 item 4) ---------------------------
 
@@ -784,99 +880,3 @@ def test_rq4_tables_compile(tmp_path) -> None:
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-3000:]
     assert "Overfull \\hbox" not in (paper / "main.log").read_text(errors="replace")
-
-
-def test_a_leaky_run_report_says_it_is_leaky_and_shows_the_seeds_metric() -> None:
-    test = {"miou": 0.4, "all_clean_miou": 0.05, "seeds_convention": {"miou": 0.2, "all_clean_miou": 0.03}}
-    honest = report.run_headline({"protocol": "kfold", "test": test})
-    assert "Under the seeds' metric" in honest and "20.00% (all-Clean 3.00%)" in honest and "Leaky" not in honest
-    assert "**Leaky split (the seeds' protocol)" in report.run_headline({"protocol": "leaky", "test": test})
-    assert "seeds' metric" not in report.run_headline({"protocol": "kfold", "test": {"miou": 0.4}})
-
-
-# -- per-image scores and the artwork bootstrap (issue 12 item 2) ----------------------------------
-
-
-def write_per_image(folder: Path, hits: list[int]) -> pd.DataFrame:
-    """A ``per_image.csv`` of one test image per entry of ``hits`` (Clean always right, ``hit`` of 100 Peel
-    pixels right), ids and sources unique to the fold."""
-    from heritage import runs
-
-    confusions = np.zeros((len(hits), taxonomy.NUM_CLASSES, taxonomy.NUM_CLASSES), dtype=np.int64)
-    for i, hit in enumerate(hits):
-        confusions[i, 0, 0], confusions[i, 2, 2], confusions[i, 2, 0] = 300, hit, 100 - hit
-    ids = [f"{folder.name}-{i}" for i in range(len(hits))]
-    table = runs.per_image_table(ids, ids, confusions)
-    runs.write_per_image(folder, table)
-    return table
-
-
-@pytest.fixture
-def per_image_root(runs_root: Path) -> Path:
-    """runs_root with per_image.csv in the flagship ConvNeXt and MiT-B3 runs (4 test images per fold)."""
-    for encoder, base in (("convnext_tiny", 30), ("mit_b3", 60)):
-        for k, fold in enumerate(FOLDS):
-            write_per_image(runs_root / "poc59v2_flagship" / encoder / f"kfold-{fold}",
-                            [base + 5 * k + j for j in range(4)])
-    return runs_root
-
-
-def test_comparison_tables_show_the_artwork_bootstrap_beside_the_fold_interval(per_image_root, planned) -> None:
-    from heritage import resampling, runs
-
-    comparison = report.build_comparison(per_image_root, planned)
-    rq1 = table_named(comparison, "rq1_family")
-    row = rq1.data[(rq1.data["a"] == "POC-5.9-v2 ConvNeXt-Tiny") & (rq1.data["b"] == "POC-5.9-v2 SegFormer MiT-B3")].iloc[0]
-    tables = {e: pd.concat([runs.read_per_image(per_image_root / "poc59v2_flagship" / e / f"kfold-{f}") for f in FOLDS])
-              for e in ("convnext_tiny", "mit_b3")}
-    expected = resampling.bootstrap_difference(tables["convnext_tiny"], tables["mit_b3"])
-    assert (row["artwork_n_sources"], row["artwork_n_images"]) == (12, 12)
-    assert row["artwork_dataset_diff"] == expected["dataset_miou"].mean < 0
-    assert (row["artwork_per_image_ci_low"], row["artwork_per_image_ci_high"]) == (
-        expected["per_image_miou"].ci_low, expected["per_image_miou"].ci_high)
-    assert row["verdict"] == "B better"  # still the fold-level rules'
-    shown = rq1.display.set_index(["A", "B"]).loc[("POC-5.9-v2 ConvNeXt-Tiny", "POC-5.9-v2 SegFormer MiT-B3")]
-    dataset = expected["dataset_miou"]
-    assert shown["Artwork bootstrap, dataset-level A − B [95% CI]"] == (
-        f"{100 * dataset.mean:.2f} [{100 * dataset.ci_low:.2f}, {100 * dataset.ci_high:.2f}], 12 artworks")
-    assert "95% CI" in rq1.display.columns  # the fold-level interval stays
-    # MaxViT has no per_image.csv: its row says so instead of a number
-    hybrid = rq1.data[rq1.data["b"] == "POC-5.9-v2 MaxViT-Tiny"].iloc[0]
-    assert hybrid["artwork_note"] == "no per_image.csv for 3 of 3 runs of B" and math.isnan(hybrid["artwork_n_sources"])
-    assert any("Artwork bootstrap" in note and "the verdict uses the folds only" in note for note in rq1.notes)
-
-
-def test_a_pair_scored_on_different_images_is_refused_naming_it(per_image_root, planned) -> None:
-    write_per_image(per_image_root / "poc59v2_flagship" / "mit_b3" / "kfold-fold1", [70, 71, 72])  # one image fewer
-    with pytest.raises(errors.InputError, match=r"ConvNeXt-Tiny vs POC-5.9-v2 SegFormer MiT-B3: settings A and B "
-                                                r"are not scored on the same test images: 1 only in A"):
-        report.build_comparison(per_image_root, planned)
-
-
-def test_the_per_image_figure_shows_every_image_and_the_headline(per_image_root, planned, tmp_path) -> None:
-    comparison = report.build_comparison(per_image_root, planned)
-    images = report.per_image_images(comparison.runs, comparison.summary)
-    assert len(images) == 24 and set(images["setting"]) == {"POC-5.9-v2 ConvNeXt-Tiny", "POC-5.9-v2 SegFormer MiT-B3"}
-    ax = comparison.figure("per_image_miou").axes[0]
-    points = sum(len(c.get_offsets()) for c in ax.collections if len(c.get_offsets()) and c.get_label() != (
-        "dataset-level mIoU (mean over folds)"))
-    assert points == 24  # one raw point per image (the box plot draws no outlier markers)
-    assert "per-image" in ax.get_xlabel() and any("dataset-level" in t.get_text() for t in ax.get_legend().get_texts())
-    paper = tmp_path / "paper"
-    provenance = report.write_comparison(comparison, paper, per_image_root)
-    assert (paper / "figures" / "per_image_miou.pdf").stat().st_size > 1000
-    assert provenance["artefacts"]["figures/per_image_miou.png"]["caption"] == report.PER_IMAGE_CAPTION
-    assert report.footer_text(comparison.figure("per_image_miou")) == comparison.banner.text
-
-
-def test_the_runs_carry_the_per_image_miou_beside_the_dataset_level_one(runs_root, planned) -> None:
-    folder = runs_root / "poc58_baseline" / "convnext_tiny" / "holdout-holdout"
-    metrics = fileio.read_json(folder / "metrics.json")
-    metrics["test"]["per_image_miou"] = 0.18
-    fileio.write_json(folder / "metrics.json", metrics)
-    runs = report.load_runs(runs_root).set_index("run_dir")
-    assert runs.loc["poc58_baseline/convnext_tiny/holdout-holdout", "per_image_miou"] == 0.18
-    assert math.isnan(runs.loc["poc58_baseline/swin_tiny/holdout-holdout", "per_image_miou"])  # not recorded
-    summary = report.summarise(runs.reset_index(), planned)
-    baseline = summary[summary["poc"] == "poc58_baseline"].set_index("encoder")
-    assert baseline.loc["convnext_tiny", "per_image_miou_mean"] == 0.18
