@@ -70,8 +70,11 @@ def run_training(config: RunConfig, progress: bool = True) -> dict[str, Any]:
         if dist.is_main:  # before training: the warning matters before the hours are spent
             scale = scale_record(config, [*train_ids, *val_ids, *test_ids], train_ids, progress=progress)
             resuming = any((folder / name).exists() for name in runs.RESUME_CHECKPOINTS)
+            # Quiet runs (a POC notebook, a bench) print it to stdout: in a run report it is part of the
+            # result, where stderr would be noise the report test refuses.
+            stream = sys.stderr if progress else sys.stdout
             for message in [] if resuming else vanishing_messages(config, scale):  # said when it started
-                tqdm.write(f"heritage train: warning: {message}", file=sys.stderr)
+                tqdm.write(f"heritage train: warning: {message}", file=stream)
 
         class_weights = None
         if config.class_weights is not None:

@@ -159,13 +159,13 @@ def test_data_stats_reports_components_at_a_resolution(hand_data, tmp_path, caps
 
 @pytest.fixture(scope="module")
 def patch_run(hand_data, tmp_path_factory):
-    """A one-epoch patch run at working resolution 64 (2/3 of the 96 px scans), and what it printed."""
+    """A one-epoch patch run at working resolution 64 (2/3 of the 96 px scans), and what it printed on stdout."""
     config = load_run_config("poc58_baseline", "smoke", encoder="convnext_tiny", overrides={
         "data_dir": str(hand_data), "runs_root": str(tmp_path_factory.mktemp("runs")), "protocol": "holdout",
         "fold": "holdout", "sampling": "patch", "working_resolution": 64, "image_size": 32, "epochs": 1,
         "max_train_samples": 8, "n_prediction_panels": 1})
     printed = io.StringIO()
-    with contextlib.redirect_stderr(printed):
+    with contextlib.redirect_stdout(printed):  # a quiet run (progress=False) warns on stdout
         metrics = train.run_training(config, progress=False)
     return config, metrics, printed.getvalue()
 
