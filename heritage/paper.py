@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 from heritage import errors, fileio, slurm
-from heritage.config import RunConfig
+from heritage.config import DEFAULT_DATA_DIRS, RunConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -47,14 +47,15 @@ KERNEL_NAME = "heritage"
 KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 # Synthetic stand-in per profile. Smoke: small images, so the whole smoke paper runs in minutes on
 # a CPU (its runs train on 32 samples whatever the size of the set), and enough of them that a test
-# fold holds ~50 images (holdout ~30) rather than a handful; full: the size of ARTeFACT.
+# fold holds ~50 images (holdout ~30) rather than a handful; full: the size of ARTeFACT. The folders
+# are config's (DEFAULT_DATA_DIRS, a RunConfig's default data_dir).
 SYNTHETIC = {
-    "smoke": {"data_dir": "data/synthetic-smoke", "n_images": 160, "longest_side": 96},
-    "full": {"data_dir": "data/synthetic", "n_images": 417, "longest_side": 512},
+    "smoke": {"data_dir": DEFAULT_DATA_DIRS["smoke"], "n_images": 160, "longest_side": 96},
+    "full": {"data_dir": DEFAULT_DATA_DIRS["full"], "n_images": 417, "longest_side": 512},
 }
 REAL_DATA_DIR = "data/artefact"
-# Notebook parameters that are RunConfig overrides when not None (the others select the run).
-OVERRIDE_PARAMETERS = ("protocol", "data_dir", "runs_root", "epochs", "batch_size", "lr", "image_size", "seed")
+# A POC notebook's one parameter: the resolved config.yaml of its run (None: the POC's smoke run).
+CONFIG_PARAMETER = "config_path"
 # Environment defaults for notebooks run by hand or under nbval (parameters left at None).
 ENV_DATA = "HERITAGE_DATA"
 ENV_RUNS = "HERITAGE_RUNS"
@@ -66,43 +67,48 @@ SKIPPED, SUBMITTED = "skipped", "submitted"
 REQUEUE_EXIT_CODE = errors.EXIT_REQUEUE  # "checkpointed, run me again"
 
 
-# -- notebook parameters <-> RunConfig ---------------------------------------------------------------
+# -- a POC notebook's configuration ---------------------------------------------------------------------
 
 
 def notebook_parameters(config: RunConfig) -> dict[str, Any]:
-    """The papermill parameters that make a POC notebook resolve exactly ``config``.
-
-    ``config_hash`` lets the notebook check that it did (a field that is no notebook parameter,
-    changed by an override, would make it resolve another configuration).
-    """
-    values = {name: getattr(config, name) for name in OVERRIDE_PARAMETERS}
-    values.update(data_dir=str(Path(config.data_dir).resolve()), runs_root=str(Path(config.runs_root).resolve()))
-    return {"profile": config.profile, "encoder": config.encoder, "fold": config.fold, "variant": config.variant,
-            **values, "config_hash": config.config_hash()}
+    """The papermill parameters of ``config``'s POC notebook: the path of the run folder's
+    ``config.yaml``, which :func:`write_run_config` writes before the notebook executes."""
+    return {CONFIG_PARAMETER: str(run_config_path(config))}
 
 
-def config_from_parameters(poc: str, profile: str = "smoke", encoder: str | None = None,
-                           fold: str | None = None, variant: str | None = None, config_hash: str | None = None,
-                           **values: Any) -> RunConfig:
-    """Resolve a POC notebook's parameters to a validated RunConfig (``config.ConfigError`` if wrong).
+def run_config_path(config: RunConfig) -> Path:
+    from heritage import config as config_module
+    from heritage import runs
 
-    ``values`` are the RunConfig overrides of OVERRIDE_PARAMETERS; None means "from the POC config",
-    except ``data_dir``/``runs_root``, which are resolved by :func:`resolve_paths`. ``config_hash``,
-    when given, must be the hash of the result.
-    """
+    return config_module.run_dir(config).resolve() / runs.CONFIG_FILE
+
+
+def write_run_config(job: NotebookJob) -> None:
+    """Write a run job's resolved config where its notebook reads it (the file ``train`` writes there
+    too, with the same content)."""
+    if job.config is None or CONFIG_PARAMETER not in job.parameters:
+        return
+    path = Path(job.parameters[CONFIG_PARAMETER])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fileio.write_text(path, RunConfig.from_dict(job.config, source=job.name).to_yaml())
+
+
+def poc_config(poc: str, config_path: str | os.PathLike | None = None) -> RunConfig:
+    """A POC notebook's configuration: the resolved ``config_path`` (a run folder's ``config.yaml``, as
+    ``heritage paper`` writes it), or without one the POC's smoke configuration, its data and runs
+    folders from :func:`resolve_paths` (for a notebook run by hand or under nbval)."""
     from heritage import config
 
-    unknown = sorted(set(values) - set(OVERRIDE_PARAMETERS))
-    if unknown:
-        raise config.ConfigError(f"unknown notebook parameter(s) {unknown}; known: profile, encoder, fold, "
-                                 f"variant, config_hash, {', '.join(OVERRIDE_PARAMETERS)}")
-    data_dir, runs_root, _ = resolve_paths(values.get("data_dir"), values.get("runs_root"), None, profile)
-    values = {**values, "data_dir": str(data_dir), "runs_root": str(runs_root)}
-    overrides = {key: value for key, value in values.items() if value is not None}
-    resolved = config.load_run_config(poc, profile, encoder=encoder, fold=fold, variant=variant, overrides=overrides)
-    if config_hash is not None and resolved.config_hash() != config_hash:
-        raise config.ConfigError(f"the parameters resolve to config hash {resolved.config_hash()}, not the "
-                                 f"planned {config_hash}: the plan changes a field that is no notebook parameter")
+    if config_path is None:
+        data_dir, runs_root, _ = resolve_paths(None, None, None, "smoke")
+        return config.load_run_config(poc, "smoke", overrides={"data_dir": str(data_dir), "runs_root": str(runs_root)})
+    path = Path(config_path)
+    if not path.is_file():
+        raise errors.MissingInputError(f"{CONFIG_PARAMETER}: {path} not found (a resolved config.yaml, as a "
+                                       "run folder holds; None for this POC's smoke run)")
+    resolved = RunConfig.from_yaml(path)
+    if resolved.poc != poc:
+        raise config.ConfigError(f"{path}: a configuration of {resolved.poc!r}, not of this notebook's {poc!r}")
     return resolved
 
 
@@ -303,6 +309,7 @@ def run_job(job: NotebookJob, execute: Executor) -> None:
 
     job.stamp.unlink(missing_ok=True)  # outputs about to be replaced are not up to date until done
     started = time.perf_counter()
+    write_run_config(job)
     execute(job)
     missing = [str(p) for p in (job.output, job.html, *job.required) if not p.is_file()]
     if missing:

@@ -47,7 +47,7 @@ class FakeExecutor:
 
 # The parameters each template declares (what `paper` checks its jobs' parameters against).
 TEMPLATE_PARAMETERS = {
-    **{poc: ["profile", "encoder", "fold", "variant", *paper.OVERRIDE_PARAMETERS, "config_hash"] for poc in POCS},
+    **{poc: [paper.CONFIG_PARAMETER] for poc in POCS},
     paper.DATASET_NOTEBOOK: ["data_dir"],
     paper.COMPARISON_NOTEBOOK: ["profile", "pocs", "data_dir", "runs_root", "paper_dir"],
 }
@@ -167,31 +167,47 @@ def test_job_descriptions_round_trip_through_json(tmp_path, data_dir, notebooks)
         assert paper.job_command(path)[-2:] == ["--execute", str(path)]
 
 
-def test_notebook_parameters_resolve_to_the_planned_config(tmp_path, data_dir) -> None:
+def test_a_run_job_writes_the_planned_config_that_its_notebook_reads(tmp_path, data_dir) -> None:
     for planned in paper.planned_configs("smoke", None, data_dir, tmp_path / "runs"):
-        resolved = paper.config_from_parameters(planned.poc, **paper.notebook_parameters(planned))
-        assert resolved.config_hash() == planned.config_hash()
-        assert config.run_dir(resolved) == config.run_dir(planned)
+        job = paper.run_job_for(planned, tmp_path / "notebooks")
+        assert set(job.parameters) == {paper.CONFIG_PARAMETER}  # the one parameter: no second schema
+        paper.write_run_config(job)
+        path = Path(job.parameters[paper.CONFIG_PARAMETER])
+        assert path == config.run_dir(planned).resolve() / "config.yaml"
+        resolved = paper.poc_config(planned.poc, path)
+        assert resolved == planned and resolved.config_hash() == planned.config_hash()
 
 
-def test_notebook_parameters_are_validated(data_dir, monkeypatch) -> None:
+def test_a_run_job_carries_overridden_training_values_to_its_notebook(tmp_path, data_dir) -> None:
+    planned = config.plan("smoke", ["poc58_baseline"], data_dir,
+                          overrides={"epochs": 1, "image_size": 32, "max_train_samples": 4,
+                                     "runs_root": str(tmp_path / "runs")})[0]
+    job = paper.NotebookJob.from_json(paper.run_job_for(planned, tmp_path).to_json())  # as --execute reads it
+    paper.write_run_config(job)
+    resolved = paper.poc_config("poc58_baseline", job.parameters[paper.CONFIG_PARAMETER])
+    assert (resolved.epochs, resolved.image_size, resolved.max_train_samples) == (1, 32, 4)
+    assert resolved.config_hash() == planned.config_hash()
+
+
+def test_a_poc_notebook_without_a_config_takes_its_smoke_run(data_dir, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv(paper.ENV_DATA, str(data_dir))
-    resolved = paper.config_from_parameters("poc58_baseline", epochs=2)
-    assert resolved.data_dir == str(data_dir) and resolved.epochs == 2
-    with pytest.raises(config.ConfigError, match="image_size"):
-        paper.config_from_parameters("poc58_baseline", image_size=30)
-    with pytest.raises(config.ConfigError, match="unknown notebook parameter.*'epoch'"):
-        paper.config_from_parameters("poc58_baseline", epoch=2)
-    with pytest.raises(config.ConfigError, match=f"resolve to config hash {resolved.config_hash()}, not the planned x"):
-        paper.config_from_parameters("poc58_baseline", epochs=2, config_hash="x")
+    monkeypatch.setenv(paper.ENV_RUNS, str(tmp_path / "runs"))
+    default = paper.poc_config("poc58_baseline")
+    assert default == config.load_run_config("poc58_baseline", "smoke", overrides={
+        "data_dir": str(data_dir.resolve()), "runs_root": str((tmp_path / "runs").resolve())})
+    with pytest.raises(errors.MissingInputError, match="config_path: .*missing.yaml not found"):
+        paper.poc_config("poc58_baseline", tmp_path / "missing.yaml")
+    other = tmp_path / "other.yaml"
+    other.write_text(dataclasses.replace(default, encoder="convnext_tiny").to_yaml())
+    with pytest.raises(config.ConfigError, match="a configuration of 'poc58_baseline', not of this notebook's "
+                                                 "'poc55_multitask'"):
+        paper.poc_config("poc55_multitask", other)
 
 
-def test_notebook_parameters_carry_overridden_training_values(tmp_path, data_dir) -> None:
-    planned = config.plan("smoke", ["poc58_baseline"], data_dir, overrides={"epochs": 1, "image_size": 32})[0]
-    parameters = paper.notebook_parameters(planned)
-    assert (parameters["epochs"], parameters["image_size"]) == (1, 32)
-    resolved = paper.config_from_parameters("poc58_baseline", **parameters)
-    assert resolved.config_hash() == planned.config_hash() and (resolved.epochs, resolved.image_size) == (1, 32)
+def test_the_default_synthetic_folders_are_configs(monkeypatch) -> None:
+    monkeypatch.delenv(paper.ENV_DATA, raising=False)
+    assert {profile: spec["data_dir"] for profile, spec in paper.SYNTHETIC.items()} == config.DEFAULT_DATA_DIRS
+    assert paper.resolve_paths(None, None, None, "full")[0] == (paper.REPO_ROOT / config.DEFAULT_DATA_DIRS["full"])
 
 
 def test_local_scheduler_refuses_slurm_options() -> None:
