@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +22,31 @@ from tqdm import tqdm
 from heritage import errors, fileio, ingest, scale, taxonomy
 
 
-def mask_histograms(data_dir: str | os.PathLike, ids: list[str], progress: bool = True) -> np.ndarray:
-    """(len(ids), 256) int64 counts of every mask value, one row per mask; a bar for 100 masks or more
-    unless ``progress`` is False (notebooks: it would land in the report)."""
+# Rows of a mask counted at once: bincount casts to int64 (8 bytes a pixel), so a full-resolution scan
+# is counted in bands rather than copied whole.
+HISTOGRAM_ROWS = 1024
+
+
+def mask_histogram(mask: np.ndarray) -> np.ndarray:
+    """(256,) int64 count of every value of a uint8 id mask (classes, Background 255, and any stray
+    value, which callers refuse with :func:`heritage.taxonomy.check_mask_values`). The one home of a
+    mask's class histogram (weights, synth, the data notebook and gallery count with it)."""
+    mask = np.asarray(mask, dtype=np.uint8)
+    if mask.ndim < 2:
+        return np.bincount(mask.ravel(), minlength=256).astype(np.int64)
+    counts = np.zeros(256, dtype=np.int64)
+    for y0 in range(0, mask.shape[0], HISTOGRAM_ROWS):
+        counts += np.bincount(mask[y0:y0 + HISTOGRAM_ROWS].ravel(), minlength=256)
+    return counts
+
+
+def mask_histograms(data_dir: str | os.PathLike, ids: Sequence[str], progress: bool = True,
+                    desc: str = "stats") -> np.ndarray:
+    """(len(ids), 256) int64 :func:`mask_histogram` of each id's stored mask, one row per mask; a bar
+    (``desc``) for 100 masks or more unless ``progress`` is False (notebooks: it would land in the report)."""
     histograms = np.zeros((len(ids), 256), dtype=np.int64)
-    for row, sample_id in enumerate(tqdm(ids, desc="stats", unit="mask", disable=not progress or len(ids) < 100)):
-        histograms[row] = np.bincount(fileio.read_mask(ingest.annotation_path(data_dir, sample_id)).ravel(),
-                                      minlength=256)
+    for row, sample_id in enumerate(tqdm(ids, desc=desc, unit="mask", disable=not progress or len(ids) < 100)):
+        histograms[row] = mask_histogram(fileio.read_mask(ingest.annotation_path(data_dir, sample_id)))
     return histograms
 
 

@@ -46,7 +46,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from heritage import errors, fileio, taxonomy, vocabulary
+from heritage import errors, fileio, stats, taxonomy, vocabulary
 
 # --- reference proportions -----------------------------------------------------------------------
 # Embedded so the package works anywhere. Source: /work/shared/reference/artefact/metadata.csv
@@ -99,9 +99,7 @@ def reference_class_shares() -> dict[str, float]:
 
 def class_pixel_shares(masks: Iterable[np.ndarray]) -> dict[str, float]:
     """Pixel share of each class name (and "Background") over a collection of id masks."""
-    counts = np.zeros(256, dtype=np.int64)
-    for mask in masks:
-        counts += np.bincount(np.asarray(mask, dtype=np.uint8).ravel(), minlength=256)
+    counts = sum((stats.mask_histogram(mask) for mask in masks), np.zeros(256, dtype=np.int64))
     total = counts.sum()
     if total == 0:
         raise errors.InputError("class_pixel_shares: no pixels (empty mask collection)")

@@ -23,29 +23,31 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from heritage import errors, fileio, ingest, splits, taxonomy
+from heritage import errors, fileio, ingest, splits, stats, taxonomy
 
 METHODS = ("inverse", "inverse_sqrt", "inverse_sqrt_log_scaled")
 DEFAULT_METHOD = "inverse_sqrt_log_scaled"
 DEFAULT_MAX_RATIO = 36.0
-WEIGHTS_DIR = "weights"
 
 
 def count_pixels(data_dir: str | os.PathLike, ids: Iterable[str], progress: bool = True) -> np.ndarray:
     """Pixels of each of the NUM_CLASSES classes over the masks of ``ids`` (int64; Background excluded);
-    a progress bar for 100 masks or more unless ``progress`` is False."""
+    a progress bar for 100 masks or more unless ``progress`` is False. A mask holding a value that is
+    no class is refused, naming its file."""
     ids = list(ids)
-    counts = np.zeros(256, dtype=np.int64)
-    for sample_id in tqdm(ids, desc="count pixels", unit="mask", disable=not progress or len(ids) < 100):
-        path = ingest.annotation_path(data_dir, sample_id)
-        mask = fileio.read_mask(path)
-        mask_counts = np.bincount(mask.ravel(), minlength=256)
-        if mask_counts[taxonomy.NUM_CLASSES:taxonomy.IGNORE_INDEX].any():
-            taxonomy.check_mask_values(mask, str(path))
-        counts += mask_counts
-    return counts[: taxonomy.NUM_CLASSES]
+    histograms = stats.mask_histograms(data_dir, ids, progress=progress, desc="count pixels")
+    for row in np.flatnonzero(histograms[:, taxonomy.NUM_CLASSES:taxonomy.IGNORE_INDEX].any(axis=1))[:1]:
+        path = ingest.annotation_path(data_dir, ids[row])
+        taxonomy.check_mask_values(fileio.read_mask(path), str(path))  # raises, naming the values
+    return histograms.sum(axis=0)[: taxonomy.NUM_CLASSES]
+
+
+def class_weights_for_ids(data_dir: str | os.PathLike, ids: Iterable[str], method: str,
+                          max_ratio: float | None = None, progress: bool = True) -> np.ndarray:
+    """The class weights of a run trained on ``ids``: :func:`compute_class_weights` of their
+    :func:`count_pixels` (what ``train`` uses, and saves as the run folder's ``class_weights.json``)."""
+    return compute_class_weights(count_pixels(data_dir, ids, progress=progress), method, max_ratio)
 
 
 def compute_class_weights(pixel_counts: Iterable[int], method: str, max_ratio: float | None = None) -> np.ndarray:
@@ -83,19 +85,16 @@ def compute_class_weights(pixel_counts: Iterable[int], method: str, max_ratio: f
     return weights
 
 
-def weights_path(data_dir: str | os.PathLike, protocol: str, fold: str, method: str) -> Path:
-    return Path(data_dir) / WEIGHTS_DIR / f"{protocol}-{fold}-{method}.json"
-
-
 def class_weights_for_fold(data_dir: str | os.PathLike, protocol: str, fold: str,
                            method: str = DEFAULT_METHOD, max_ratio: float | None = None) -> dict:
-    """Compute the weights on the training ids of a fold, save them as JSON and return the record."""
+    """The weights a run of the fold would train with, counted on its training ids, as a record (what
+    ``data weights`` prints; a run saves its own in its folder, ``class_weights.json``)."""
     train_ids, _, _ = splits.fold_ids(splits.load_manifest(data_dir, protocol), fold)
     counts = count_pixels(data_dir, train_ids)
     weights = compute_class_weights(counts, method, max_ratio)
     if max_ratio is None and method == "inverse_sqrt_log_scaled":
         max_ratio = DEFAULT_MAX_RATIO
-    record = {
+    return {
         "method": method,
         "max_ratio": max_ratio,
         "ratio": float(weights.max() / weights.min()),
@@ -108,8 +107,6 @@ def class_weights_for_fold(data_dir: str | os.PathLike, protocol: str, fold: str
         "n_train_images": len(train_ids),
         "normalisation": "pixel-weighted mean over the training pixels = 1",
     }
-    fileio.write_json(weights_path(data_dir, protocol, fold, method), record)
-    return record
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -120,13 +117,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-ratio", type=float, default=None,
                         help=f"cap on max/min weight (default: {DEFAULT_MAX_RATIO:g} for "
                              "inverse_sqrt_log_scaled, none otherwise)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the record to this JSON file")
 
 
 def main(args: argparse.Namespace) -> int:
     record = class_weights_for_fold(args.data, args.protocol, args.fold, args.method, args.max_ratio)
     for name, count, weight in zip(record["class_names"], record["pixel_counts"], record["weights"]):
         print(f"{name:>14s} {count:>12d} px  weight {weight:8.3f}")
-    print(f"max/min ratio {record['ratio']:.1f} -> {weights_path(args.data, args.protocol, args.fold, args.method)}")
+    print(f"max/min ratio {record['ratio']:.1f}")
+    if args.json is not None:
+        fileio.write_json(args.json, record)
+        print(f"wrote {args.json}")
     if record["absent_classes"]:
         print(f"warning: no training pixels for {record['absent_classes']}; they get the largest weight")
     return 0

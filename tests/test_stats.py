@@ -45,3 +45,14 @@ def test_component_stats_at_a_resolution_shrink_the_native_components(data_dir):
         assert small["per_class"][name]["n_components"] == row["n_components"]
         assert small["per_class"][name]["median_area_px"] < row["median_area_px"]
         assert small["per_class"][name]["share_le_2px"] >= row["share_le_2px"]
+
+
+def test_mask_histogram_counts_every_value_in_bands(monkeypatch):
+    mask = np.zeros((5, 3), np.uint8)
+    mask[0, 0], mask[4, 2], mask[2, 1] = 255, 7, 99
+    expected = np.bincount(mask.ravel(), minlength=256)
+    monkeypatch.setattr(stats, "HISTOGRAM_ROWS", 2)  # three bands: the counts are the same
+    histogram = stats.mask_histogram(mask)
+    assert histogram.dtype == np.int64 and histogram.shape == (256,)
+    np.testing.assert_array_equal(histogram, expected)
+    assert (histogram[[0, 7, 99, 255]] == [12, 1, 1, 1]).all()

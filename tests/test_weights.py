@@ -92,11 +92,8 @@ def test_count_pixels_on_hand_made_masks(tmp_path):
 
 def test_weights_for_a_fold_use_training_ids_only(copy_data_dir):
     folder = copy_data_dir()
-    record = weights.class_weights_for_fold(folder, "kfold", "fold1", "inverse_sqrt_log_scaled")
-    path = weights.weights_path(folder, "kfold", "fold1", "inverse_sqrt_log_scaled")
-    assert path.name == "kfold-fold1-inverse_sqrt_log_scaled.json"
-    saved = fileio.read_json(path)
-    assert saved == record
+    saved = weights.class_weights_for_fold(folder, "kfold", "fold1", "inverse_sqrt_log_scaled")
+    assert not (folder / "weights").exists()  # nothing reads a data folder's weights: none is written
     assert set(saved) >= {"method", "max_ratio", "ratio", "class_names", "pixel_counts", "weights", "protocol", "fold"}
     train, val, test = splits.fold_ids(splits.load_manifest(folder, "kfold"), "fold1")
     assert saved["pixel_counts"] == weights.count_pixels(folder, train).tolist()
@@ -117,8 +114,9 @@ def test_absent_training_classes_are_reported(tmp_path, capsys):
                                                   "height": 4, "source_id": ids, "transform": "identity"}))
     fileio.write_json(splits.manifest_path(tmp_path, "holdout"), {"protocol": "holdout", "folds": [
         {"name": "holdout", "train": ["train0"], "val": ["val0"], "test": ["test0"]}]})
-    assert cli.main(["data", "weights", "--data", str(tmp_path), "--protocol", "holdout", "--fold", "holdout"]) == 0
-    record = fileio.read_json(weights.weights_path(tmp_path, "holdout", "holdout", "inverse_sqrt_log_scaled"))
+    assert cli.main(["data", "weights", "--data", str(tmp_path), "--protocol", "holdout", "--fold", "holdout",
+                     "--json", str(tmp_path / "weights.json")]) == 0
+    record = fileio.read_json(tmp_path / "weights.json")
     assert record["pixel_counts"][:4] == [15, 0, 0, 1]
     assert len(record["absent_classes"]) == 14 and "Hair" in record["absent_classes"]
     assert record["weights"][taxonomy.CLASS_IDS["Hair"]] == max(record["weights"])
@@ -129,9 +127,17 @@ def test_cli_weights(copy_data_dir, capsys):
     folder = copy_data_dir()
     assert cli.main(["data", "weights", "--data", str(folder), "--protocol", "holdout", "--fold", "holdout",
                      "--method", "inverse", "--max-ratio", "20"]) == 0
-    record = fileio.read_json(weights.weights_path(folder, "holdout", "holdout", "inverse"))
-    assert record["ratio"] == pytest.approx(20)
-    assert "max/min ratio 20.0" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "max/min ratio 20.0" in printed and "wrote" not in printed
+    assert not (folder / "weights").exists()
     assert cli.main(["data", "weights", "--data", str(folder), "--protocol", "holdout", "--fold", "fold0"]) == 2
     assert capsys.readouterr().err.strip() == ("heritage data weights: unknown fold 'fold0' in the 'holdout' "
                                                "manifest (folds: ['holdout'])")
+
+
+def test_class_weights_for_ids_are_those_of_their_pixel_counts(copy_data_dir):
+    folder = copy_data_dir()
+    train, _, _ = splits.fold_ids(splits.load_manifest(folder, "kfold"), "fold0")
+    expected = weights.compute_class_weights(weights.count_pixels(folder, train), "inverse_sqrt", 20)
+    np.testing.assert_array_equal(weights.class_weights_for_ids(folder, train, "inverse_sqrt", 20, progress=False),
+                                  expected)
