@@ -70,12 +70,12 @@ def choose_run(planned: Sequence[Sequence[str]]) -> Choice:
     Only runs whose ``metrics.json`` holds the planned config hash count; ties go to the first in plan
     order. Raises InputError when none has finished.
     """
-    from heritage import report
+    from heritage import provenance
 
     candidates, not_finished = [], []
     for run_dir, config_hash in planned:
-        path = Path(run_dir) / report.METRICS_FILE
-        metrics = report.load_metrics(path) if path.is_file() else None
+        path = Path(run_dir) / provenance.METRICS_FILE
+        metrics = provenance.load_metrics(path) if path.is_file() else None
         val = ((metrics or {}).get("val") or {}).get("miou")
         if metrics is None or metrics["config_hash"] != config_hash or val is None:
             not_finished.append(str(run_dir))

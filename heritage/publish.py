@@ -117,13 +117,13 @@ def links_html(paper_dir: str | Path) -> str:
 def manuscript_text(paper_dir: str | Path, provenance: dict[str, Any]) -> str:
     """``paper.tex`` from the template: abstract and findings from the banner and verdicts, every table
     ``\\input`` and every figure's PDF ``\\includegraphics``-ed with its caption and the banner."""
-    from heritage import report
-
-    latex = report._latex_text
+    from heritage import provenance as records
+    from heritage.report.tables import latex_text as latex
+    from heritage.report.verdicts import CONFIDENCE, MIN_PAIRED_UNITS
     banner = provenance["banner"]
     found = provenance.get("findings") or []
     supported = [f for f in found if f["verdict"] == "supported"]
-    data = {report.SYNTHETIC: "the synthetic stand-in for ARTeFACT", report.ARTEFACT: "ARTeFACT"}.get(
+    data = {records.SYNTHETIC: "the synthetic stand-in for ARTeFACT", records.ARTEFACT: "ARTeFACT"}.get(
         banner["data"], f"data of {banner['data']} origin" if banner["data"] == "unknown" else banner["data"])
     abstract = (f"This build compares segmentation models for damage in heritage artworks on {data}, from "
                 f"{banner['n_runs']} runs ({banner['profile']} profile; {banner['weights']}; {banner['epochs']} epochs). "
@@ -152,7 +152,7 @@ def manuscript_text(paper_dir: str | Path, provenance: dict[str, Any]) -> str:
                        f"\\caption{{{caption}}}\n\\label{{fig:{stem}}}\n\\end{{figure}}")
     return string.Template(TEMPLATE.read_text(encoding="utf-8")).substitute(
         abstract=latex(abstract), banner=latex(banner["text"].removeprefix("Provenance: ")), findings=findings,
-        min_pairs=report.MIN_PAIRED_UNITS, confidence=latex(f"{report.CONFIDENCE:.0%}"),
+        min_pairs=MIN_PAIRED_UNITS, confidence=latex(f"{CONFIDENCE:.0%}"),
         tables=tables + "\n\\clearpage", figures="\n".join(figures))
 
 

@@ -21,7 +21,7 @@ LAYERS: list[set[str]] = [
     {"synth", "ingest", "scale", "augment", "splits", "weights", "stats", "overlays", "progress", "slurm"},
     {"data", "models", "losses", "metrics"},
     {"config"},
-    {"engine", "runs", "resampling"},
+    {"engine", "runs", "resampling", "provenance"},
     {"train", "predict"},
     {"report", "gallery", "publish"},
     {"paper"},
@@ -57,8 +57,17 @@ def heritage_imports(path: Path) -> set[str]:
     return found - {path.stem}
 
 
-MODULES = sorted(path.stem for path in PACKAGE.glob("*.py") if path.stem != "__init__")
-GRAPH = {name: heritage_imports(PACKAGE / f"{name}.py") for name in MODULES}
+def module_files(name: str) -> list[Path]:
+    """The source files of module ``name``: ``name.py``, or every file of the subpackage ``name/``."""
+    folder = PACKAGE / name
+    return sorted(folder.glob("**/*.py")) if folder.is_dir() else [PACKAGE / f"{name}.py"]
+
+
+# A subpackage (a folder with __init__.py, e.g. report/) is one module here: its layer is its files' layer,
+# its imports are theirs together; it imports itself absolutely (from heritage.report.x import y).
+MODULES = sorted([path.stem for path in PACKAGE.glob("*.py") if path.stem != "__init__"]
+                 + [path.parent.name for path in PACKAGE.glob("*/__init__.py")])
+GRAPH = {name: set().union(*(heritage_imports(path) for path in module_files(name))) - {name} for name in MODULES}
 
 
 def layer_of(module: str) -> int:

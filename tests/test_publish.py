@@ -93,7 +93,7 @@ def test_the_manuscript_compiles_with_every_table_and_figure_inside_the_margins(
             assert f"\\input{{{name}}}" in tex
         if name.startswith("figures/") and name.endswith(".pdf"):
             assert f"{{{name}}}" in tex and "\\includegraphics" in tex
-    banner = report._latex_text(provenance["banner"]["text"])
+    banner = report.latex_text(provenance["banner"]["text"])
     figures = [name for name in provenance["artefacts"] if name.startswith("figures/") and name.endswith(".pdf")]
     # the per-class heat map, mIoU vs throughput, the per-image mIoU distributions, RQ4's per-class differences
     assert len(figures) == 4 and "figures/per_image_miou.pdf" in figures

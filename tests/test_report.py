@@ -461,7 +461,7 @@ def test_latex_tables_are_ascii_right_aligned_and_escaped(runs_root, planned) ->
     flagship = comparison.table("encoders_poc59v2_flagship").to_latex()
     # Encoder, Family, Protocol; then Size, Folds, mIoU, All-Clean, img/s x2, time, memory, params
     assert r"\begin{tabular}{lllrrrrrrrrr}" in flagship and r"$\pm$" in flagship
-    assert report._latex_text("a_b & 50% <x> #1 ~ -0.5 POC-5.9") == (
+    assert report.latex_text("a_b & 50% <x> #1 ~ -0.5 POC-5.9") == (
         r"a\_b \& 50\% \textless{}x\textgreater{} \#1 \textasciitilde{} $-$0.5 POC-5.9")
 
 
