@@ -49,7 +49,7 @@ from tqdm import tqdm
 from heritage import errors, fileio, stats, taxonomy, vocabulary
 
 # --- reference proportions -----------------------------------------------------------------------
-# Embedded so the package works anywhere. Source: /work/shared/reference/artefact/metadata.csv
+# Embedded so the package works anywhere. Source: the published ARTeFACT dataset's metadata.csv
 # (crosstab of material x content over the 417 annotated images) and statistics.json
 # (class_pixel_counts, at longest side 512).
 
