@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"config"},
     {"engine", "runs", "resampling", "provenance"},
     {"train", "predict"},
-    {"report", "gallery", "publish"},
+    {"report", "gallery", "publish", "poc_views"},
     {"paper"},
     {"cli", "__main__"},
 ]
