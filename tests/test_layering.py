@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "heritage"
 LAYERS: list[set[str]] = [
     {"errors"},
     {"taxonomy", "fileio", "registry"},
-    {"vocabulary"},
+    {"vocabulary", "reference"},
     {"synth", "ingest", "scale", "augment", "splits", "weights", "stats", "overlays", "progress", "slurm"},
     {"data", "models", "losses", "metrics"},
     {"config"},

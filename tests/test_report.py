@@ -880,3 +880,83 @@ def test_rq4_tables_compile(tmp_path) -> None:
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-3000:]
     assert "Overfull \\hbox" not in (paper / "main.log").read_text(errors="replace")
+
+
+# -- the research design as data (issue 13 item 5) ---------------------------------------------------
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def test_the_research_questions_are_numbered_once_and_each_table_and_figure_is_built(runs_root, planned,
+                                                                                      tmp_path) -> None:
+    from heritage.report import design
+
+    assert [q.number for q in design.QUESTIONS] == list(range(1, len(design.QUESTIONS) + 1))
+    assert all(q.table in q.tables for q in design.QUESTIONS)
+    assert report.ABLATION_POC == design.question("ablation_paired").poc
+    root = rq4_runs(runs_root)  # every question has pairs: the flagship, its patch arm, POC-5.5 and a resolution arm
+    comparison = report.build_comparison(root, None)
+    names = [t.name for t in comparison.tables]
+    shown = [name for q in design.QUESTIONS for name in q.tables]
+    assert names[-len(shown):] == shown  # after the descriptive tables, in question order
+    assert set(comparison.figures) >= {name for q in design.QUESTIONS for name in q.figures}
+    found = report.findings(comparison.tables)
+    assert [f["question"] for f in found] == [q.text for q in design.QUESTIONS]
+    assert found[4]["question"].startswith("RQ5: does a loss variant")
+    with pytest.raises(KeyError, match="rq9"):
+        design.question("rq9")
+
+
+def test_a_question_about_a_poc_the_plan_lacks_is_not_asked(tmp_path) -> None:
+    root = tmp_path / "runs"
+    write_run(root, "poc58_baseline", "convnext_tiny", "holdout", 0.21, protocol="holdout")
+    names = [t.name for t in report.build_comparison(root).tables]
+    assert "rq1_family" in names and "ablation_paired" not in names and "loss_ablation_poc59v2_flagship" not in names
+
+
+def test_the_configs_and_notebooks_cite_only_declared_questions() -> None:
+    from heritage.report import design
+
+    declared = {q.label for q in design.QUESTIONS}
+    cited = {}
+    for path in [*(REPOSITORY / "heritage" / "configs").glob("*.yaml"), *(REPOSITORY / "notebooks").glob("*.ipynb")]:
+        for label in re.findall(r"\bRQ\d+\b", path.read_text(encoding="utf-8")):
+            cited.setdefault(label, path.name)
+    assert cited and set(cited) <= declared, {label: name for label, name in cited.items() if label not in declared}
+    flagship = (REPOSITORY / "heritage" / "configs" / "poc59v2_flagship.yaml").read_text(encoding="utf-8")
+    assert "loss ablation (RQ5" in flagship  # the number design.py gives it
+
+
+def test_the_comparison_notebook_loops_over_the_declared_questions() -> None:
+    import json
+
+    cells = json.loads((REPOSITORY / "notebooks" / "99_comparison.ipynb").read_text(encoding="utf-8"))["cells"]
+    code = "\n".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "code")
+    assert "design.QUESTIONS" in code
+    from heritage.report import design
+
+    named = [name for q in design.QUESTIONS for name in (*q.tables, *q.figures) if f'"{name}"' in code]
+    assert not named, f"the notebook names question tables/figures itself: {named}"
+
+
+def test_the_reference_counts_have_one_value_for_synth_and_the_dataset_view() -> None:
+    from heritage import reference, synth
+
+    # synth keeps its own copy until it imports heritage.reference (then these are the same objects)
+    assert reference.REFERENCE_CLASS_PIXEL_COUNTS == synth.REFERENCE_CLASS_PIXEL_COUNTS
+    assert reference.REFERENCE_PAIR_COUNTS == synth.REFERENCE_PAIR_COUNTS
+    assert reference.class_shares() == pytest.approx(synth.reference_class_shares())
+    table = report.class_share_table({"class_pixel_shares": dict.fromkeys(taxonomy.CLASS_NAMES, 0.0),
+                                      "images_per_class": dict.fromkeys(taxonomy.CLASS_NAMES, 0)})
+    clean = reference.REFERENCE_CLASS_PIXEL_COUNTS["Clean"]
+    damage = sum(reference.REFERENCE_CLASS_PIXEL_COUNTS[n] for n in taxonomy.CLASS_NAMES)
+    assert table.set_index("class").at["Clean", "share_artefact"] == pytest.approx(clean / damage)
+
+
+def test_the_run_banner_lives_below_predict(runs_root) -> None:
+    from heritage import provenance
+
+    folder = next(runs_root.glob("poc59v2_flagship/mit_b3/kfold-*"))
+    assert report.run_banner is provenance.run_banner
+    banner = provenance.run_banner(folder)
+    assert banner.n_runs == 1 and banner.n_above_all_clean == 1 and banner.profile == "smoke"

@@ -15,13 +15,12 @@ import pandas as pd
 from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
 
 from heritage import fileio, overlays, taxonomy
+from heritage.reference import REFERENCE_CLASS_PIXEL_COUNTS
 
 
 def class_share_table(dataset_stats: dict[str, Any]) -> pd.DataFrame:
     """Pixel share of each class among labelled pixels, this data folder vs the real ARTeFACT."""
-    from heritage import synth
-
-    reference = {name: synth.REFERENCE_CLASS_PIXEL_COUNTS[name] for name in taxonomy.CLASS_NAMES}
+    reference = {name: REFERENCE_CLASS_PIXEL_COUNTS[name] for name in taxonomy.CLASS_NAMES}
     total = sum(reference.values())
     return pd.DataFrame({
         "class": list(taxonomy.CLASS_NAMES),

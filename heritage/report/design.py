@@ -111,6 +111,7 @@ class ResearchQuestion:
     figures: tuple[str, ...] = ()
     poc: str | None = None
     budget_matched: bool = False
+    about: str = ""  # what its pairs are, for a reader (the comparison notebook shows it under the heading)
 
     @property
     def label(self) -> str:
@@ -128,15 +129,21 @@ QUESTIONS: tuple[ResearchQuestion, ...] = (
     ResearchQuestion(
         1, "CNN vs ViT vs hybrid", "does the encoder family (CNN, ViT, hybrid) change the test mIoU?",
         "rq1_family", "RQ1 - CNN vs ViT vs hybrid: encoders of different families in the same POC, paired over folds",
-        rq1_pairs, ("family",), ("rq1_family",)),
+        rq1_pairs, ("family",), ("rq1_family",),
+        about="Encoders of different families within each POC's main configuration, paired over the folds both "
+              "have run."),
     ResearchQuestion(
         2, "multi-task or not", "does the multi-task hierarchical model change the test mIoU?",
         "rq2_multitask", "RQ2 - multi-task (hierarchical UPerNet, A) vs single-task (UNet, B) on the same encoder, "
-        "paired over folds", rq2_pairs, ("architecture", "loss"), ("rq2_multitask",)),
+        "paired over folds", rq2_pairs, ("architecture", "loss"), ("rq2_multitask",),
+        about="Each hierarchical (multi-task) setting against every single-task main setting on the same encoder "
+              "and protocol; the multi-task loss changes with the model by design."),
     ResearchQuestion(
         3, "resolution", "does the image size change the test mIoU?",
         "rq3_resolution", "RQ3 - resolution: the same encoder at a larger (A) and a smaller (B) image size, paired "
-        "over folds", rq3_pairs, ("image_size",), ("rq3_resolution",)),
+        "over folds", rq3_pairs, ("image_size",), ("rq3_resolution",),
+        about="The same encoder and protocol at two image sizes (the larger is A), the pairs with the fewest other "
+              "differences first."),
     ResearchQuestion(
         4, "letterbox or patch, at the same training budget",
         "at the same training budget, does training on patches of the working resolution instead of letterboxes "
@@ -145,13 +152,23 @@ QUESTIONS: tuple[ResearchQuestion, ...] = (
         "training budget (image size, batch size, epochs, training samples: the same steps and training pixels), "
         "tested on the same pixels at the working resolution, paired over folds",
         rq4_pairs, ("sampling", "working_resolution"), ("rq4_sampling", "rq4_per_class"),
-        figures=("rq4_per_class_differences",), budget_matched=True),
+        figures=("rq4_per_class_differences",), budget_matched=True,
+        about="Each `patch` arm (trained on `image_size` crops of the working resolution, a share of them centred on "
+              "damage) against its POC's main letterbox configuration, both tested on the same pixels at the working "
+              "resolution. A pair is compared only when both arms have the same image size, batch size, epochs and "
+              "training samples (the same steps and training pixels); otherwise the table says what differs and "
+              "compares nothing. Per class: each arm's test IoU, the paired difference over the folds whose test "
+              "part holds the class, and the verdict rules on it, the thin classes "
+              "(`heritage.taxonomy.THIN_CLASSES`) marked."),
     ResearchQuestion(
         5, f"the loss ablation of {poc_label(ABLATION_POC)}",
         f"does a loss variant change the test mIoU? (the loss ablation of {poc_label(ABLATION_POC)})",
         "ablation_paired", f"{poc_label(ABLATION_POC)} loss ablation: each variant (A) vs the main configuration (B), "
         "paired over folds", ablation_pairs, ("variant", "loss", "class_weights"),
-        (f"loss_ablation_{ABLATION_POC}", "ablation_paired"), poc=ABLATION_POC),
+        (f"loss_ablation_{ABLATION_POC}", "ablation_paired"), poc=ABLATION_POC,
+        about="The POC's variants that change only the loss or the class weights (`loss_variants`) beside its "
+              "main configuration, mIoU per variant and encoder; then each variant against the main "
+              "configuration, paired over folds."),
 )
 
 
