@@ -97,8 +97,18 @@ def load_resized(data_dir: str | os.PathLike, sample_id: str, image_size: int) -
 
 
 def normalize(image: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (3, H, W) float32 with ImageNet mean/std."""
+    """(H, W, 3) uint8 -> (3, H, W) float32 with ImageNet mean/std (on the CPU: the loaders' samples)."""
     return torch.from_numpy(((image.astype(np.float32) - _MEAN) * _INV_STD).transpose(2, 0, 1).copy())
+
+
+def normalize_tiles(tiles: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(B, T, T, 3) uint8 -> (B, 3, T, T) float32 with ImageNet mean/std, computed on ``device`` (the
+    sliding window's batches: only uint8 crosses to the GPU). Its float rounding is not :func:`normalize`'s
+    (x / 255 - mean) / std against (x - 255 mean) / (255 std)): each is kept as it scored every run so far."""
+    batch = torch.from_numpy(tiles).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    return (batch - mean) / std
 
 
 class PreloadCache:
@@ -496,14 +506,22 @@ class PatchDataset(Dataset):
         return training_pair(*self.load(index), self.augmentation, (self.seed, self.epoch, index))
 
 
+def padding(height: int, width: int, size: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((top, bottom), (left, right)) that bring each side to at least ``size``, centred as the
+    letterbox's ``PadIfNeeded(position="center")`` pads."""
+    top, left = max(0, size - height) // 2, max(0, size - width) // 2
+    return (top, max(0, size - height) - top), (left, max(0, size - width) - left)
+
+
+def pad_image(image: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, 3) uint8 padded to at least ``size`` a side with FILL_RGB (:func:`padding`)."""
+    rows, columns = padding(*image.shape[:2], size)
+    return np.stack([np.pad(image[..., c], (rows, columns), constant_values=FILL_RGB[c]) for c in range(3)], axis=-1)
+
+
 def pad_to(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Pad both sides to at least ``size``, centred as the letterbox pads: image FILL_RGB, mask 255."""
-    height, width = mask.shape
-    top, left = max(0, size - height) // 2, max(0, size - width) // 2
-    rows, columns = (top, max(0, size - height) - top), (left, max(0, size - width) - left)
-    image = np.stack([np.pad(image[..., c], (rows, columns), constant_values=FILL_RGB[c]) for c in range(3)], axis=-1)
-    mask = np.pad(mask, (rows, columns), constant_values=taxonomy.IGNORE_INDEX)
-    return image, mask
+    return pad_image(image, size), np.pad(mask, padding(*mask.shape, size), constant_values=taxonomy.IGNORE_INDEX)
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from heritage import data, errors, metrics, models, runs, taxonomy
+from heritage import data, errors, metrics, models, runs, taxonomy, tiling
 from heritage.config import RunConfig
 
 # sysexits.h EX_TEMPFAIL, "temporary failure, the user is invited to retry": the run stopped on a
@@ -267,11 +267,6 @@ class StopRequest:
 # -- evaluation --------------------------------------------------------------------------------
 
 
-def fine_logits(outputs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
-    """The 16-class logits of a UNet output or of the hierarchical model's ``fine`` head."""
-    return outputs["fine"] if isinstance(outputs, dict) else outputs
-
-
 @torch.inference_mode()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, dtype: torch.dtype | None,
              channels_last: bool, hierarchical: bool, desc: str = "eval", progress: bool = True
@@ -322,7 +317,7 @@ def evaluate_seeds_convention(model: nn.Module, data_dir: str | os.PathLike, ids
             masks.append(torch.from_numpy(boxed["mask"].astype(np.int64)))
         batch = torch.stack(images).to(device, memory_format=memory_format)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            logits = fine_logits(model(batch))
+            logits = models.fine_logits(model(batch))
         accumulator.update(logits.float(), torch.stack(masks).to(device))
     return {**accumulator.compute(), "evaluated_at": f"letterboxed batches of {batch_size} at {image_size} px "
                                                       "(the model's training input), as the seeds evaluated"}
@@ -364,7 +359,7 @@ def evaluate_images(model: nn.Module, images: data.EvaluationSet, device: torch.
                     ) -> tuple[dict[str, Any], float, list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]]:
     """:func:`evaluate`'s result over whole images at the working resolution, images/s, and panels.
 
-    Each image is predicted with ``heritage.predict``'s sliding window (tiles of ``tile`` px, Hann
+    Each image is predicted with :mod:`heritage.tiling`'s sliding window (tiles of ``tile`` px, Hann
     blending, the same code as ``python -m heritage predict``); a letterbox model input is predicted
     whole (one tile) and its label map resized to the evaluation resolution with nearest neighbour.
     The confusion matrix is accumulated on those pixels, in row chunks (no full-size int64 copies).
@@ -376,10 +371,8 @@ def evaluate_images(model: nn.Module, images: data.EvaluationSet, device: torch.
     """
     from PIL import Image
 
-    from heritage import predict as tiled
-
     model.eval()
-    options = tiled.SlidingWindow(tile=tile, batch_size=batch_size)
+    options = tiling.SlidingWindow(tile=tile, batch_size=batch_size)
     matrices = metrics.HierarchicalMetrics(device=device) if hierarchical else metrics.ConfusionMatrix(device=device)
     heads = HEADS if hierarchical else {"fine": HEADS["fine"]}
     net = _HeadsAsChannels(model) if hierarchical else model
@@ -393,7 +386,7 @@ def evaluate_images(model: nn.Module, images: data.EvaluationSet, device: torch.
     for index, item in enumerate(bar):
         ids.append(item.sample_id)
         maps = {name: np.empty(item.model_input.shape[:2], dtype=np.uint8) for name in heads}
-        for y0, probabilities in tiled.iter_probability_bands(net, item.model_input, options, device,
+        for y0, probabilities in tiling.iter_probability_bands(net, item.model_input, options, device,
                                                               num_classes=channels, progress=False):
             rows = slice(y0, y0 + probabilities.shape[1])
             for name, (lo, hi) in heads.items():
@@ -455,7 +448,7 @@ def predict(model: nn.Module, images: torch.Tensor, device: torch.device, dtype:
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     images = images.to(device, memory_format=memory_format)
     with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-        return fine_logits(model(images)).argmax(1).cpu()
+        return models.fine_logits(model(images)).argmax(1).cpu()
 
 
 # -- training ----------------------------------------------------------------------------------
@@ -482,172 +475,246 @@ def fit(config: RunConfig, model: nn.Module, loss_fn: nn.Module, train_set: Data
     """
     device = dist.device
     seed_everything(config.seed)
-    dtype = autocast_dtype(config.amp, device)
-    channels_last = uses_channels_last(config.channels_last, config.encoder, device)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     progress = progress and dist.is_main
-
-    # Model: the raw module holds the weights we save; DDP and compile wrap it for speed.
-    net = model.to(device, memory_format=memory_format)
-    train_model: nn.Module = DistributedDataParallel(net, device_ids=[dist.local_rank] if device.type == "cuda"
-                                                     else None) if dist.enabled else net
-    eval_model: nn.Module = net
-    if config.compile:
-        train_model = torch.compile(train_model)
-        eval_model = torch.compile(net) if dist.enabled else train_model
-    loss_fn = loss_fn.to(device)
-
-    # Data: deterministic order and augmentations per (seed, epoch); evaluation on rank 0 only.
+    training = Training.wrap(config, model, loss_fn, dist)
     train_loader = data.make_loader(train_set, config.batch_size, train=True, num_workers=config.num_workers,
                                     seed=config.seed, distributed=dist.enabled)
-    # Whole images at the working resolution (data.EvaluationSet), or a letterboxed Dataset's batches.
-    whole_images = isinstance(val_set, data.EvaluationSet)
-    val_loader = None if whole_images else data.make_loader(val_set, config.batch_size, train=False,
-                                                            num_workers=config.num_workers, seed=config.seed)
-    steps_per_epoch = len(train_loader)
-    if steps_per_epoch == 0:
+    # Whole images at the working resolution (data.EvaluationSet) are scored with the sliding window;
+    # a letterboxed Dataset is still evaluated batch-wise.
+    val_loader = None if isinstance(val_set, data.EvaluationSet) else data.make_loader(
+        val_set, config.batch_size, train=False, num_workers=config.num_workers, seed=config.seed)
+    if len(train_loader) == 0:
         raise errors.InputError(f"{len(train_set)} training samples make no full batch of {config.batch_size} "
-                         f"(x {dist.world_size} processes); lower batch_size")
-
-    # Optimisation: AdamW + OneCycleLR stepped per batch; a GradScaler only for fp16.
-    optimizer = build_optimizer(net.parameters(), config.lr, config.weight_decay, device)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, pct_start=config.pct_start,
-                                                    total_steps=config.epochs * steps_per_epoch)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-
-    # Resume: everything comes back, including where inside an epoch a signal stopped us.
-    state, resumed_from = _resume_state(folder, config, report=dist.is_main)
-    start_epoch, start_step, history = 0, 0, []
-    best = {"epoch": 0, "val_miou": -math.inf, "val": {}}
-    loss_sum = torch.zeros((), device=device)
-    if state is not None:
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        restore_rng_state(state["rng"])
-        start_epoch, start_step, history, best = state["epoch"], state["step"], state["history"], state["best"]
-        loss_sum += state["loss_sum"]
-        if progress:
-            tqdm.write(f"resuming {folder} at epoch {start_epoch + 1}, step {start_step}")
+                                f"(x {dist.world_size} processes); lower batch_size")
+    training.add_optimisation(config, len(train_loader), device)
+    checkpointer = Checkpointer(folder, config, dist)
+    start_epoch, start_step, history, resumed_loss = checkpointer.resume(training, progress)
+    loss_sum = torch.zeros((), device=device) + resumed_loss  # summed on the device, read once per epoch
     elapsed_before = history[-1]["elapsed_s"] if history else 0.0
     clock = time.perf_counter()
 
-    # The best weights wait in memory and are written with checkpoint_last.pt (or at the end), so a
-    # noisy validation curve does not cost a checkpoint write per improvement.
-    best_weights: dict[str, torch.Tensor] | None = None
-    # Resumed from checkpoint_last.prev.pt: the unreadable newest must not become the fallback.
-    rotate_last = resumed_from is None or resumed_from.name == runs.LAST_CHECKPOINT
-
-    def write_best() -> None:
-        nonlocal best_weights
-        if best_weights is not None and dist.is_main:
-            runs.save_checkpoint(folder / runs.BEST_CHECKPOINT, {
-                "model": best_weights, "config": config.to_dict(), "epoch": best["epoch"],
-                "val_miou": best["val_miou"]})
-        best_weights = None
-
-    def checkpoint(epoch: int, step: int) -> None:
-        nonlocal rotate_last
-        write_best()  # first, so checkpoint_last.pt never points at a best epoch that is not on disk
-        if dist.is_main:
-            runs.save_resume_checkpoint(folder, {
-                "model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "epoch": epoch, "step": step, "loss_sum": float(loss_sum), "rng": rng_state(),
-                "best": best, "history": history, "config_hash": config.config_hash(),
-            }, rotate=rotate_last)
-            rotate_last = True
-
-    parameters = [p for p in net.parameters() if p.requires_grad]
     epochs_bar = tqdm(range(start_epoch, config.epochs), desc=f"{config.poc_key}/{config.encoder}",
                       unit="epoch", initial=start_epoch, total=config.epochs, disable=not progress)
     with StopRequest() as stop, deterministic_algorithms(device.type == "cpu"):
         for epoch in epochs_bar:
-            data.set_epoch(train_loader, epoch)
-            train_model.train()
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            timed_from = min(config.timing_skip_steps, steps_per_epoch - 1)
-            timer_start, timed_steps = None, 0
-            steps_bar = tqdm(total=steps_per_epoch, initial=start_step, desc=f"epoch {epoch + 1}", unit="batch",
-                             leave=False, disable=not progress)
-            for step, (images, masks) in enumerate(train_loader):
-                if step < start_step:  # resumed inside this epoch: these batches were trained on
-                    continue
-                if step == timed_from:
-                    synchronize(device)
-                    timer_start = time.perf_counter()
-                images = images.to(device, non_blocking=True, memory_format=memory_format)
-                masks = masks.to(device, non_blocking=True)
-                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                    loss = loss_fn(train_model(images), masks)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if config.grad_clip is not None:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip, foreach=True)
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                loss_sum += loss.detach()
-                timed_steps += step >= timed_from
-                steps_bar.update()
-                checked = not dist.enabled or (step + 1) % STOP_CHECK_EVERY == 0 or step + 1 == steps_per_epoch
-                if checked and stop.agreed(dist):
-                    if step + 1 < steps_per_epoch:  # mid-epoch: save the position
-                        checkpoint(epoch, step + 1)
-                        raise Interrupted(stop.received or "a signal", epoch, step + 1,
-                                          folder / runs.LAST_CHECKPOINT)
-                    break  # at the end of the epoch: finish it (validation, checkpoint), then stop
-            steps_bar.close()
-            synchronize(device)
-            train_seconds = time.perf_counter() - timer_start if timer_start is not None else None
-            train_loss = _mean_over_processes(loss_sum, dist) / steps_per_epoch
-            loss_sum.zero_()
+            row, images_per_s = train_one_epoch(training, train_loader, epoch, start_step, loss_sum, config, dist,
+                                                stop, checkpointer, history, progress)
             start_step = 0
-
-            row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss,
-                                   "lr": scheduler.get_last_lr()[0]}
             if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
-                if dist.is_main:
-                    if whole_images:
-                        val = evaluate_images(eval_model, val_set, device, config.hierarchical, config.image_size,
-                                              config.batch_size, desc="val", progress=progress)[0]
-                    else:
-                        val, _ = evaluate(eval_model, val_loader, device, dtype, channels_last, config.hierarchical,
-                                          desc="val", progress=progress)
+                if dist.is_main:  # evaluation runs on rank 0; the others wait at the barrier
+                    val = validate(training, val_set, val_loader, config, device, progress)
                     row.update(_history_metrics(val))
-                    if row["val_miou"] > best["val_miou"]:
-                        best = {"epoch": epoch + 1, "val_miou": row["val_miou"], "val": val}
-                        best_weights = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
+                    checkpointer.observe(epoch + 1, val, training.net)
                 if dist.enabled:
                     torch_dist.barrier()
-            row["images_per_s"] = (timed_steps * config.batch_size * dist.world_size / train_seconds
-                                   if train_seconds else None)
-            row["peak_memory_mb"] = peak_memory_mb(device)
-            row["elapsed_s"] = elapsed_before + time.perf_counter() - clock
+            row.update(images_per_s=images_per_s, peak_memory_mb=peak_memory_mb(device),
+                       elapsed_s=elapsed_before + time.perf_counter() - clock)
             history.append(row)
             if dist.is_main:
                 runs.write_history(folder, history)
-            every = config.checkpoint_every
-            if stop.received is not None or (every and ((epoch + 1) % every == 0 or epoch + 1 == config.epochs)):
-                checkpoint(epoch + 1, 0)
-            epochs_bar.set_postfix(loss=f"{train_loss:.4f}", val_miou=f"{row.get('val_miou', math.nan):.4f}")
+            if stop.received is not None or checkpointer.due(epoch + 1):
+                checkpointer.save(training, epoch + 1, 0, loss_sum, history)
+            epochs_bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_miou=f"{row.get('val_miou', math.nan):.4f}")
             if stop.received is not None and epoch + 1 < config.epochs:
                 raise Interrupted(stop.received, epoch + 1, 0, folder / runs.LAST_CHECKPOINT)
     epochs_bar.close()
-    write_best()
-
-    if dist.enabled:  # rank 0 decided the best epoch; the others need it for metrics.json
-        shared = [best]
-        torch_dist.broadcast_object_list(shared, src=0)
-        best = shared[0]
+    checkpointer.write_best()
+    best = checkpointer.agreed_best()
     speeds = [r["images_per_s"] for r in history if r.get("images_per_s")]
     return FitResult(history=history, best_epoch=best["epoch"], best_val=best["val"],
                      train_images_per_s=float(np.median(speeds)) if speeds else None,
                      peak_memory_mb=max(r["peak_memory_mb"] for r in history) if history else peak_memory_mb(device),
                      wall_time_s=history[-1]["elapsed_s"] if history else 0.0)
+
+
+@dataclass
+class Training:
+    """The objects a training steps: the raw module (whose weights are saved), the forms DDP and
+    ``torch.compile`` wrap it in for speed, the loss, and the optimisation (AdamW + OneCycleLR stepped
+    per batch, a GradScaler that is active only for fp16)."""
+
+    net: nn.Module
+    train_model: nn.Module
+    eval_model: nn.Module
+    loss_fn: nn.Module
+    dtype: torch.dtype | None
+    channels_last: bool
+    amp: str
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: Any = None
+    scaler: torch.amp.GradScaler | None = None
+
+    @classmethod
+    def wrap(cls, config: RunConfig, model: nn.Module, loss_fn: nn.Module, dist: Distributed) -> Training:
+        device = dist.device
+        channels_last = uses_channels_last(config.channels_last, config.encoder, device)
+        net = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        train_model: nn.Module = DistributedDataParallel(net, device_ids=[dist.local_rank] if device.type == "cuda"
+                                                         else None) if dist.enabled else net
+        eval_model: nn.Module = net
+        if config.compile:
+            train_model = torch.compile(train_model)
+            eval_model = torch.compile(net) if dist.enabled else train_model
+        return cls(net, train_model, eval_model, loss_fn.to(device), autocast_dtype(config.amp, device),
+                   channels_last, config.amp)
+
+    def add_optimisation(self, config: RunConfig, steps_per_epoch: int, device: torch.device) -> None:
+        self.optimizer = build_optimizer(self.net.parameters(), config.lr, config.weight_decay, device)
+        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=config.lr,
+                                                             pct_start=config.pct_start,
+                                                             total_steps=config.epochs * steps_per_epoch)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def state_dicts(self) -> dict[str, Any]:
+        return {"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict()}
+
+    def load_state_dicts(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+
+
+def train_one_epoch(training: Training, loader: DataLoader, epoch: int, start_step: int, loss_sum: torch.Tensor,
+                    config: RunConfig, dist: Distributed, stop: StopRequest, checkpointer: Checkpointer,
+                    history: list[dict[str, Any]], progress: bool) -> tuple[dict[str, Any], float | None]:
+    """One epoch from ``start_step`` (a resumed epoch skips the batches it trained on): the history row's
+    first columns (epoch, train loss, LR) and the images/s of the timed steps (the first
+    ``timing_skip_steps`` left out). A signal mid-epoch writes the position and raises :class:`Interrupted`;
+    in the last step it lets the epoch finish (validation, checkpoint) and the caller stops."""
+    device = dist.device
+    steps_per_epoch = len(loader)
+    data.set_epoch(loader, epoch)
+    training.train_model.train()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    parameters = [p for p in training.net.parameters() if p.requires_grad]
+    timed_from = min(config.timing_skip_steps, steps_per_epoch - 1)
+    timer_start, timed_steps = None, 0
+    steps_bar = tqdm(total=steps_per_epoch, initial=start_step, desc=f"epoch {epoch + 1}", unit="batch",
+                     leave=False, disable=not progress)
+    for step, (images, masks) in enumerate(loader):
+        if step < start_step:  # resumed inside this epoch: these batches were trained on
+            continue
+        if step == timed_from:
+            synchronize(device)
+            timer_start = time.perf_counter()
+        images = images.to(device, non_blocking=True, memory_format=training.memory_format)
+        masks = masks.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=training.dtype, enabled=training.dtype is not None):
+            loss = training.loss_fn(training.train_model(images), masks)
+        training.optimizer.zero_grad(set_to_none=True)
+        training.scaler.scale(loss).backward()
+        if config.grad_clip is not None:
+            training.scaler.unscale_(training.optimizer)
+            torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip, foreach=True)
+        training.scaler.step(training.optimizer)
+        training.scaler.update()
+        training.scheduler.step()
+        loss_sum += loss.detach()
+        timed_steps += step >= timed_from
+        steps_bar.update()
+        checked = not dist.enabled or (step + 1) % STOP_CHECK_EVERY == 0 or step + 1 == steps_per_epoch
+        if checked and stop.agreed(dist):
+            if step + 1 < steps_per_epoch:  # mid-epoch: save the position
+                checkpointer.save(training, epoch, step + 1, loss_sum, history)
+                raise Interrupted(stop.received or "a signal", epoch, step + 1, checkpointer.last)
+            break  # at the end of the epoch: finish it (validation, checkpoint), then stop
+    steps_bar.close()
+    synchronize(device)
+    train_seconds = time.perf_counter() - timer_start if timer_start is not None else None
+    train_loss = _mean_over_processes(loss_sum, dist) / steps_per_epoch
+    loss_sum.zero_()
+    row = {"epoch": epoch + 1, "train_loss": train_loss, "lr": training.scheduler.get_last_lr()[0]}
+    images_per_s = timed_steps * config.batch_size * dist.world_size / train_seconds if train_seconds else None
+    return row, images_per_s
+
+
+def validate(training: Training, val_set: Any, val_loader: DataLoader | None, config: RunConfig,
+             device: torch.device, progress: bool) -> dict[str, Any]:
+    """The validation metrics: whole images with the sliding window, or a letterboxed loader's batches."""
+    if val_loader is None:
+        return evaluate_images(training.eval_model, val_set, device, config.hierarchical, config.image_size,
+                               config.batch_size, desc="val", progress=progress)[0]
+    return evaluate(training.eval_model, val_loader, device, training.dtype, training.channels_last,
+                    config.hierarchical, desc="val", progress=progress)[0]
+
+
+class Checkpointer:
+    """The best and the last state of one run folder.
+
+    The best weights wait in memory and are written with ``checkpoint_last.pt`` (or at the end), so a
+    noisy validation curve does not cost a checkpoint write per improvement; ``checkpoint_last.pt`` is
+    written every ``checkpoint_every`` epochs, at the last one and on a signal, always after the best, so
+    it never points at a best epoch that is not on disk. Only rank 0 writes.
+    """
+
+    def __init__(self, folder: Path, config: RunConfig, dist: Distributed):
+        self.folder, self.config, self.dist = folder, config, dist
+        self.best: dict[str, Any] = {"epoch": 0, "val_miou": -math.inf, "val": {}}
+        self.best_weights: dict[str, torch.Tensor] | None = None
+        # False after resuming from checkpoint_last.prev.pt: the unreadable newest must not become the fallback.
+        self.rotate = True
+
+    @property
+    def last(self) -> Path:
+        return self.folder / runs.LAST_CHECKPOINT
+
+    def resume(self, training: Training, progress: bool) -> tuple[int, int, list[dict[str, Any]], float]:
+        """(epoch, step, history, loss sum) to start from: everything comes back from the resume state,
+        including where inside an epoch a signal stopped the run; (0, 0, [], 0.0) for a fresh start."""
+        state, resumed_from = _resume_state(self.folder, self.config, report=self.dist.is_main)
+        self.rotate = resumed_from is None or resumed_from.name == runs.LAST_CHECKPOINT
+        if state is None:
+            return 0, 0, [], 0.0
+        training.load_state_dicts(state)
+        restore_rng_state(state["rng"])
+        self.best = state["best"]
+        if progress:
+            tqdm.write(f"resuming {self.folder} at epoch {state['epoch'] + 1}, step {state['step']}")
+        return state["epoch"], state["step"], state["history"], state["loss_sum"]
+
+    def observe(self, epoch: int, val: dict[str, Any], net: nn.Module) -> None:
+        """Keep ``net``'s weights (a CPU copy) when ``val`` is the best validation mIoU so far."""
+        if val["miou"] > self.best["val_miou"]:
+            self.best = {"epoch": epoch, "val_miou": val["miou"], "val": val}
+            self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
+
+    def due(self, epoch: int) -> bool:
+        """Whether the checkpoint cadence writes ``checkpoint_last.pt`` after ``epoch`` (1-based)."""
+        every = self.config.checkpoint_every
+        return bool(every) and (epoch % every == 0 or epoch == self.config.epochs)
+
+    def write_best(self) -> None:
+        if self.best_weights is not None and self.dist.is_main:
+            runs.save_checkpoint(self.folder / runs.BEST_CHECKPOINT, {
+                "model": self.best_weights, "config": self.config.to_dict(), "epoch": self.best["epoch"],
+                "val_miou": self.best["val_miou"]})
+        self.best_weights = None
+
+    def save(self, training: Training, epoch: int, step: int, loss_sum: torch.Tensor,
+             history: list[dict[str, Any]]) -> None:
+        """``checkpoint_last.pt`` at (epoch, step), after the best weights waiting in memory."""
+        self.write_best()
+        if self.dist.is_main:
+            runs.save_resume_checkpoint(self.folder, {
+                **training.state_dicts(), "epoch": epoch, "step": step, "loss_sum": float(loss_sum),
+                "rng": rng_state(), "best": self.best, "history": history, "config_hash": self.config.config_hash(),
+            }, rotate=self.rotate)
+            self.rotate = True
+
+    def agreed_best(self) -> dict[str, Any]:
+        """The best epoch's record; rank 0 decided it, the other processes receive it for metrics.json."""
+        if self.dist.enabled:
+            shared = [self.best]
+            torch_dist.broadcast_object_list(shared, src=0)
+            self.best = shared[0]
+        return self.best
 
 
 def _resume_state(folder: Path, config: RunConfig, report: bool = True

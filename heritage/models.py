@@ -113,6 +113,11 @@ def build_model(architecture: str, encoder: str, num_classes: int = taxonomy.NUM
     return model
 
 
+def fine_logits(outputs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
+    """The 16-class logits of a model output: a UNet's tensor, or the hierarchical model's ``fine`` head."""
+    return outputs["fine"] if isinstance(outputs, dict) else outputs
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters (trainable or not)."""
     return sum(parameter.numel() for parameter in model.parameters())

@@ -14,7 +14,7 @@ from PIL import Image
 from torch import nn
 
 from conftest import make_row, write_rows
-from heritage import cli, predict, taxonomy
+from heritage import cli, predict, taxonomy, tiling
 
 CPU = torch.device("cpu")
 
@@ -188,7 +188,7 @@ def test_band_buffers_depend_on_tile_and_width_not_on_height(monkeypatch):
             super().__init__(*args, **kwargs)
             shapes.append((tuple(self.sums.shape), tuple(self.weights.shape)))
 
-    monkeypatch.setattr(predict, "BandBlender", RecordingBlender)
+    monkeypatch.setattr(tiling, "BandBlender", RecordingBlender)  # the sliding window lives in tiling
     options = predict.SlidingWindow(tile=32, overlap=0.25, batch_size=2)
     for height, width in ((100, 70), (1000, 70), (1000, 20)):
         labels = predict.predict_labels(PointwiseNet(), random_image(height, width), options, CPU,
