@@ -384,3 +384,24 @@ def test_damage_maps_follow_the_flagship_main_runs_only_and_are_skipped_when_up_
     fourth = FakeExecutor()
     paper.run_paper(jobs, comparison, paper.LocalScheduler(fourth), maps)
     assert fourth.calls == [main.name, "comparison", "damage-maps"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("poc", config.available_pocs())
+def test_a_poc_notebook_job_executes_the_planned_config_it_was_given(tmp_path, data_dir, poc) -> None:
+    """``paper --execute JOB`` (what a SLURM job runs) on the real POC template: the notebook reads the
+    config.yaml the job wrote, trains exactly the planned run (its own view included), and the job is
+    then up to date."""
+    import subprocess
+    import sys
+
+    planned = paper.planned_configs("smoke", [poc], data_dir, tmp_path / "runs")[0]
+    planned = dataclasses.replace(planned, epochs=1, max_train_samples=8, lr=None)  # a field no plan sets
+    job = paper.run_job_for(planned, paper.NOTEBOOKS_DIR)
+    result = subprocess.run([sys.executable, "-m", "heritage", "paper", "--execute", str(paper.write_job_file(job))],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = fileio.read_json(job.run_dir / "metrics.json")
+    assert metrics["config_hash"] == planned.config_hash() and metrics["epochs"] == 1
+    assert config.RunConfig.from_yaml(job.run_dir / "config.yaml") == planned
+    assert job.html.is_file() and paper.is_up_to_date(job)
