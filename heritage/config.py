@@ -60,7 +60,8 @@ AMP_MODES = ("auto", "bf16", "fp16", "off")
 CHANNELS_LAST_MODES = ("auto", "on", "off")
 SAMPLING_MODES = ("letterbox", "patch")  # heritage.data: whole images shrunk to image_size, or crops
 NATIVE = "native"  # working_resolution: the data folder's stored size
-# Where `heritage paper` writes the synthetic stand-in of each profile (heritage.paper.SYNTHETIC).
+# Where `heritage paper` writes the synthetic stand-in of each profile, and a POC notebook's default data
+# folder: the one home of these paths (heritage.paper.SYNTHETIC sizes the stand-in written there).
 DEFAULT_DATA_DIRS = {"smoke": "data/synthetic-smoke", "full": "data/synthetic"}
 DEFAULT_RUNS_ROOT = "runs"
 # Fields that say where things are, how fast data loads or how often state is saved, not what is
