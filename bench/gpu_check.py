@@ -23,10 +23,16 @@ so in the JSON) and writes ``bench/results/gpu-check-<device>-<date>.json`` with
 
 Without a GPU (or with ``--dry-run``) the same steps run on the CPU at tiny sizes, in a couple of
 minutes: tests/test_bench.py runs it so the script keeps working between GPU sessions. Every section
-runs; only sizes shrink: 64 px, batches of 2-4, one encoder (ConvNeXt-T) where the GPU times three
-and in the CLI sections (MiT-B3 there), 12 stand-in images, bf16 autocast on CPU, gloo,
-torch.compile's ``eager`` backend, a 256^3 matmul probe of the CPU's peak (a bf16 2048^3 one is
-a minute on a CPU without bf16 instructions), a 0.05 MP scan.
+runs; only sizes shrink: 32 px (ConvNeXt-T's smallest input), batches of 1 (4 in the loader), one
+encoder (ConvNeXt-T) where the GPU times three and in the CLI sections (MiT-B3 there), 12 stand-in
+images, CLI epochs of 2 training samples (the fewest that leave a step to resume after the SIGUSR1
+stop), bf16 autocast on CPU, gloo, torch.compile's ``eager`` backend, a 256^3 matmul probe of the
+CPU's peak (a bf16 2048^3 one is a minute on a CPU without bf16 instructions), a 0.02 MP scan, and
+one torch thread in every process. Sizes barely matter on such a CPU: without bf16/fp16
+instructions torch runs every depthwise convolution in those dtypes channel by channel
+(``slow_conv2d``, ~6,600 calls a ConvNeXt-T pass), a fixed cost per pass, so what counts is the
+number of passes; and those tiny per-channel kernels lose far more to a second thread's
+synchronisation on a loaded machine than they gain from it.
 
     python bench/gpu_check.py                 # GPU: the acceptance run
     python bench/gpu_check.py --dry-run --out /tmp/check   # CPU: every step, tiny
@@ -92,6 +98,7 @@ class Plan:
     probe_size: int = 2048  # the matmul probe's side, where no data-sheet peak is known
     eval_steps: bool = True  # also time inference in the eager throughput section
     loader_epochs: int = 1
+    threads: int | None = None  # torch threads in this process and its children (None: torch's default)
 
 
 def gpu_plan() -> Plan:
@@ -104,16 +111,17 @@ def gpu_plan() -> Plan:
 
 
 def dry_plan() -> Plan:
-    tiny = {"epochs": 1, "image_size": 64, "batch_size": 4, "num_workers": 0, "max_train_samples": 8,
+    # 2 samples at batch 1: two steps, the first stopped by SIGUSR1, the second left for the resume.
+    tiny = {"epochs": 1, "image_size": 32, "batch_size": 1, "num_workers": 0, "max_train_samples": 2,
             "n_prediction_panels": 1}
     # No time budget: the dry run is a test (tests/test_bench.py), every section must run. 12 images
     # are the fewest every split protocol accepts (prepare_data writes them all).
-    return Plan(device="cpu", image_size=64, batch_sizes={"convnext_tiny": 2}, steps=1, warmup=0,
-                synthetic_images=12, synthetic_side=96, cli_overrides=tiny,
-                loader_overrides={"image_size": 64, "batch_size": 4, "num_workers": 2},
-                predict_megapixels=0.05, predict_batch=8, backend="gloo", compile_backend="eager",
+    return Plan(device="cpu", image_size=32, batch_sizes={"convnext_tiny": 1}, steps=1, warmup=0,
+                synthetic_images=12, synthetic_side=64, cli_overrides=tiny,
+                loader_overrides={"image_size": 32, "batch_size": 4, "num_workers": 2},
+                predict_megapixels=0.02, predict_batch=16, backend="gloo", compile_backend="eager",
                 budget_s=math.inf, dry_run=True, compile_encoders=("convnext_tiny",), eval_steps=False,
-                cli_encoder="convnext_tiny", probe_size=256)
+                cli_encoder="convnext_tiny", probe_size=256, threads=1)
 
 
 # -- sections ------------------------------------------------------------------------------------------------
@@ -367,6 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     plan = dry_plan() if args.dry_run or not torch.cuda.is_available() else gpu_plan()
     if args.budget_s is not None:
         plan.budget_s = args.budget_s
+    if plan.threads is not None:  # the CLI and torchrun children read these when they start torch
+        torch.set_num_threads(plan.threads)
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(plan.threads)
     device = torch.device(plan.device)
     began = time.perf_counter()
 
@@ -376,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     record: dict[str, Any] = {
         "device": runs.device_name(device), "date": date.today().isoformat(), "hostname": platform.node(),
         "torch": torch.__version__, "cuda": torch.version.cuda, "dry_run": plan.dry_run,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads(), "load_average_at_start": os.getloadavg(),
         "plan": {**asdict(plan), "budget_s": None if math.isinf(plan.budget_s) else plan.budget_s}, "sections": {},
     }
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as scratch_name:
@@ -409,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
                                            else result), "seconds": time.perf_counter() - start}
             print(f"gpu-check: {name} done in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     record["wall_s"] = time.perf_counter() - began
+    record["load_average_at_end"] = os.getloadavg()  # 1, 5, 15 min: how shared the machine was
     record["failed"] = [name for name, value in record["sections"].items() if _failed(value)]
     prefix = "gpu-check-dry-" if plan.dry_run else "gpu-check-"
     path = train_bench.result_path(args.out, record["device"], record["date"], prefix=prefix)

@@ -79,6 +79,9 @@ def test_the_gpu_check_dry_run_runs_every_step_on_cpu(tmp_path):
     assert record["dry_run"] and record["failed"] == []
     assert list(sections) == ["throughput", "loader", "cli_bf16", "cli_fp16", "ddp", "predict", "compile"]
     assert all("skipped" not in value and "error" not in value for value in sections.values()), sections
+    assert all(value["seconds"] > 0 for value in sections.values())  # each step's own wall time
+    assert len(record["load_average_at_start"]) == len(record["load_average_at_end"]) == 3
+    assert record["torch_threads"] == record["plan"]["threads"] == 1
 
     eager = {row["encoder"]: row for row in sections["throughput"]["result"]}
     assert set(eager) == set(record["plan"]["batch_sizes"]) == {"convnext_tiny"}  # one encoder on CPU
@@ -90,6 +93,8 @@ def test_the_gpu_check_dry_run_runs_every_step_on_cpu(tmp_path):
     assert bf16["stop"]["returncode"] == 75 and bf16["stop"]["checkpoint_position"] == {"epoch": 0, "step": 1}
     assert bf16["resume"]["returncode"] == 0 and bf16["resume"]["resumed"]
     assert bf16["metrics"]["test_miou"] >= 0
+    tiny = record["plan"]["cli_overrides"]
+    assert (bf16["metrics"]["batch_size"], bf16["metrics"]["image_size"]) == (tiny["batch_size"], tiny["image_size"])
     assert sections["cli_fp16"]["result"]["ok"] and sections["cli_fp16"]["result"]["metrics"] is not None
     worker = sections["ddp"]["result"]["worker"]
     assert (worker["backend"], worker["world_size"], worker["finite"]) == ("gloo", 1, True)
