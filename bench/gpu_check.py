@@ -46,6 +46,7 @@ import math
 import os
 import platform
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -421,6 +422,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"gpu-check: {name} done in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     record["wall_s"] = time.perf_counter() - began
     record["load_average_at_end"] = os.getloadavg()  # 1, 5, 15 min: how shared the machine was
+    # CPU seconds of this process and its children: on a shared machine, what wall_s would be alone
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    record["cpu_s"] = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
     record["failed"] = [name for name, value in record["sections"].items() if _failed(value)]
     prefix = "gpu-check-dry-" if plan.dry_run else "gpu-check-"
     path = train_bench.result_path(args.out, record["device"], record["date"], prefix=prefix)
