@@ -81,6 +81,7 @@ def test_the_gpu_check_dry_run_runs_every_step_on_cpu(tmp_path):
     assert all("skipped" not in value and "error" not in value for value in sections.values()), sections
     assert all(value["seconds"] > 0 for value in sections.values())  # each step's own wall time
     assert len(record["load_average_at_start"]) == len(record["load_average_at_end"]) == 3
+    assert record["cpu_s"] > 0
     assert record["torch_threads"] == record["plan"]["threads"] == 1
 
     eager = {row["encoder"]: row for row in sections["throughput"]["result"]}
