@@ -96,6 +96,16 @@ def load_resized(data_dir: str | os.PathLike, sample_id: str, image_size: int) -
     return resized["image"], resized["mask"]
 
 
+def label_counts(labels: np.ndarray) -> np.ndarray:
+    """(256,) int64 pixels per value of an (H, W) uint8 label map (class ids, 255 = Background), counted in
+    row chunks: ``np.bincount`` casts to int64 (8 bytes a pixel), which a 100 MP scan would make 800 MB."""
+    rows = max(1, _CHUNK_PIXELS // max(1, labels.shape[1]))
+    counts = np.zeros(256, dtype=np.int64)
+    for y0 in range(0, labels.shape[0], rows):
+        counts += np.bincount(labels[y0:y0 + rows].ravel(), minlength=256)
+    return counts
+
+
 def normalize(image: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 -> (3, H, W) float32 with ImageNet mean/std (on the CPU: the loaders' samples)."""
     return torch.from_numpy(((image.astype(np.float32) - _MEAN) * _INV_STD).transpose(2, 0, 1).copy())
@@ -361,10 +371,7 @@ class WorkingCache:
     def _write(self, sample_id: str) -> None:
         image, mask = to_working_resolution(*read_sample(self.data_dir, sample_id), self.working_resolution)
         height, width = mask.shape
-        rows = max(1, _CHUNK_PIXELS // width)
-        counts = np.zeros(256, dtype=np.int64)
-        for y0 in range(0, height, rows):
-            counts += np.bincount(mask[y0:y0 + rows].ravel(), minlength=256)
+        counts = label_counts(mask)
         if counts[taxonomy.NUM_CLASSES:taxonomy.IGNORE_INDEX].any():
             taxonomy.check_mask_values(mask, str(ingest.annotation_path(self.data_dir, sample_id)))
         counts = counts[:taxonomy.NUM_CLASSES]

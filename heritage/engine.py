@@ -97,7 +97,7 @@ def setup_distributed(device: str | None = None) -> Distributed:
     ``torchrun`` sets RANK/WORLD_SIZE/LOCAL_RANK; ``srun`` sets SLURM_PROCID/SLURM_NTASKS/
     SLURM_LOCALID (read only inside an srun step, recognised by SLURM_STEP_NUM_TASKS, so a batch
     shell of a many-task allocation does not wait for peers). MASTER_ADDR/MASTER_PORT must then be set (a single node defaults to
-    127.0.0.1:29500). NCCL on GPU, gloo on CPU. ``device`` forces "cpu" or "cuda".
+    127.0.0.1:29500). NCCL on GPU, gloo on CPU. ``device`` forces "cpu" or "cuda" (:func:`choose_device`).
     """
     env = os.environ
     if "RANK" in env and "WORLD_SIZE" in env:
@@ -106,12 +106,10 @@ def setup_distributed(device: str | None = None) -> Distributed:
         rank, world, local = int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0))
     else:
         rank, world, local = 0, 1, 0
-    use_cuda = torch.cuda.is_available() if device is None else device == "cuda"
-    if use_cuda and not torch.cuda.is_available():
-        raise errors.InputError("device 'cuda' asked for, but torch sees no CUDA device")
+    where = choose_device(device, local)
+    use_cuda = where.type == "cuda"
     if use_cuda:
         torch.cuda.set_device(local)
-    where = torch.device("cuda", local) if use_cuda else torch.device("cpu")
     if world > 1 and not torch_dist.is_initialized():
         if int(env.get("SLURM_NNODES", 1)) == 1:
             env.setdefault("MASTER_ADDR", "127.0.0.1")
@@ -123,6 +121,17 @@ def setup_distributed(device: str | None = None) -> Distributed:
         torch_dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world,
                                       device_id=where if use_cuda else None)
     return Distributed(rank=rank, world_size=world, local_rank=local, device=where)
+
+
+def choose_device(name: str | None = "auto", index: int = 0) -> torch.device:
+    """The device for ``name``: ``auto`` (or None) is CUDA (GPU ``index``) when torch sees one, else the CPU;
+    ``cpu`` and ``cuda`` force it (``cuda`` without a GPU is an InputError). Training and predict both ask here."""
+    if name not in (None, "auto", "cpu", "cuda"):
+        raise errors.InputError(f"device {name!r}: expected auto, cpu or cuda")
+    use_cuda = torch.cuda.is_available() if name in (None, "auto") else name == "cuda"
+    if use_cuda and not torch.cuda.is_available():
+        raise errors.InputError("device 'cuda': torch sees no CUDA device")
+    return torch.device("cuda", index) if use_cuda else torch.device("cpu")
 
 
 def teardown_distributed(dist: Distributed) -> None:
@@ -355,12 +364,13 @@ class _HeadsAsChannels(nn.Module):
 @torch.inference_mode()
 def evaluate_images(model: nn.Module, images: data.EvaluationSet, device: torch.device, hierarchical: bool,
                     tile: int, batch_size: int, desc: str = "eval", progress: bool = True, keep: int = 0,
-                    per_image: bool = False
+                    per_image: bool = False, dtype: torch.dtype | None = None
                     ) -> tuple[dict[str, Any], float, list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]]:
     """:func:`evaluate`'s result over whole images at the working resolution, images/s, and panels.
 
     Each image is predicted with :mod:`heritage.tiling`'s sliding window (tiles of ``tile`` px, Hann
-    blending, the same code as ``python -m heritage predict``); a letterbox model input is predicted
+    blending, the same code as ``python -m heritage predict``; autocast to ``dtype``, the run's
+    :func:`autocast_dtype`, None = float32); a letterbox model input is predicted
     whole (one tile) and its label map resized to the evaluation resolution with nearest neighbour.
     The confusion matrix is accumulated on those pixels, in row chunks (no full-size int64 copies).
     ``keep``: the first images' (id, picture, truth, prediction), shrunk to PANEL_SIDE, for panels.
@@ -372,7 +382,7 @@ def evaluate_images(model: nn.Module, images: data.EvaluationSet, device: torch.
     from PIL import Image
 
     model.eval()
-    options = tiling.SlidingWindow(tile=tile, batch_size=batch_size)
+    options = tiling.SlidingWindow(tile=tile, batch_size=batch_size, dtype=dtype)
     matrices = metrics.HierarchicalMetrics(device=device) if hierarchical else metrics.ConfusionMatrix(device=device)
     heads = HEADS if hierarchical else {"fine": HEADS["fine"]}
     net = _HeadsAsChannels(model) if hierarchical else model
@@ -640,7 +650,7 @@ def validate(training: Training, val_set: Any, val_loader: DataLoader | None, co
     """The validation metrics: whole images with the sliding window, or a letterboxed loader's batches."""
     if val_loader is None:
         return evaluate_images(training.eval_model, val_set, device, config.hierarchical, config.image_size,
-                               config.batch_size, desc="val", progress=progress)[0]
+                               config.batch_size, desc="val", progress=progress, dtype=training.dtype)[0]
     return evaluate(training.eval_model, val_loader, device, training.dtype, training.channels_last,
                     config.hierarchical, desc="val", progress=progress)[0]
 

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 import numpy as np
 from PIL import Image
 
-from heritage import errors, fileio, overlays, taxonomy
+from heritage import errors, fileio, overlays, runs, taxonomy
 # The sliding window lives below predict and engine; its names stay importable from here.
 from heritage.tiling import (WINDOWS, BandBlender, SlidingWindow, band_rows, iter_probability_bands,  # noqa: F401
                              predict_labels, predict_tiles, tile_starts, tile_window)
@@ -53,7 +53,7 @@ if TYPE_CHECKING:  # torch is imported lazily so that `--help` stays fast
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})
 TIFF_SUFFIXES = frozenset({".tif", ".tiff"})
-CHECKPOINT_NAME = "checkpoint_best.pt"
+CHECKPOINT_NAME = runs.BEST_CHECKPOINT  # the run folder's names are runs'; this alias is for callers
 OVERLAY_ALPHA = overlays.ALPHA  # opacity of damage colours over the scan; Clean and Background stay untinted
 PREVIEW_SIDE = 1600  # longest side of the scan and overlay previews embedded in report.html
 ROW_CHUNK = 256  # rows converted/blended at a time: bounds temporaries on 100 MP scans
@@ -241,35 +241,27 @@ def _safe_name(name: str) -> str:
 
 
 def resolve_device(name: str) -> torch.device:
-    import torch
+    """``--device`` (auto, cpu, cuda) as training chooses it (:func:`heritage.engine.choose_device`)."""
+    from heritage import engine
 
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise errors.InputError("--device cuda: no CUDA device is available")
-    if name not in ("cpu", "cuda"):
-        raise errors.InputError(f"device {name!r}: expected auto, cpu or cuda")
-    return torch.device(name)
+    return engine.choose_device(name)
+
+
+def run_dtype(config: dict, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype the run trained with on ``device`` (:func:`heritage.engine.autocast_dtype` of its
+    ``amp``; ``auto`` for runs that recorded none): a bf16-trained run is predicted in bf16."""
+    from heritage import engine
+
+    return engine.autocast_dtype(config.get("amp", "auto"), device)
 
 
 def load_model(run_dir: str | Path, device: str | torch.device) -> tuple[torch.nn.Module, dict]:
-    """The best checkpoint of a run folder, rebuilt with ``heritage.models`` and set to eval mode."""
-    path = Path(run_dir) / CHECKPOINT_NAME
-    if not path.is_file():
-        raise errors.MissingInputError(f"{path}: no best checkpoint (is {run_dir} a finished run folder?)")
+    """The best checkpoint of a run folder (:func:`heritage.runs.load_best_checkpoint`), rebuilt with
+    ``heritage.models`` and set to eval mode."""
     from heritage.models import build_model
-    from heritage.runs import load_checkpoint
 
-    checkpoint = load_checkpoint(path)  # a damaged file is an InputError there, not an UnpicklingError
-    if not isinstance(checkpoint, dict):
-        raise errors.InputError(f"{path}: not a heritage checkpoint (holds a {type(checkpoint).__name__})")
-    missing = [k for k in ("model", "config") if k not in checkpoint]
-    if missing:
-        raise errors.InputError(f"{path}: checkpoint lacks {missing}")
-    config = checkpoint["config"]
-    missing = [k for k in ("architecture", "encoder", "image_size") if k not in config]
-    if missing:
-        raise errors.InputError(f"{path}: checkpoint config lacks {missing}")
+    checkpoint = runs.load_best_checkpoint(run_dir)
+    path, config = Path(run_dir) / runs.BEST_CHECKPOINT, checkpoint["config"]
     model = build_model(config["architecture"], config["encoder"], image_size=config["image_size"])
     try:
         model.load_state_dict(checkpoint["model"])
@@ -306,8 +298,6 @@ def run_scale(run_dir: str | Path | None, config: dict) -> dict:
     """The run's scale, as :func:`predict_inputs`' keyword arguments: ``working_resolution`` (patch runs;
     None for letterbox ones, and runs from before sampling existed) and ``training_components``
     (``metrics.json``'s ``scale.components``, None when the run recorded none or there is no run)."""
-    from heritage import fileio, runs
-
     working = config.get("working_resolution", "native") if config.get("sampling") == "patch" else None
     metrics_path = None if run_dir is None else Path(run_dir) / runs.METRICS_FILE
     recorded = fileio.read_json(metrics_path).get("scale", {}) if metrics_path and metrics_path.is_file() else {}
@@ -363,9 +353,9 @@ def area_table(labels: np.ndarray, dpi: float | None = None) -> pd.DataFrame:
     """
     import pandas as pd
 
-    counts = np.zeros(256, dtype=np.int64)
-    for y0 in range(0, labels.shape[0], ROW_CHUNK):  # bincount casts to int64: 8 bytes a pixel
-        counts += np.bincount(labels[y0:y0 + ROW_CHUNK].ravel(), minlength=256)
+    from heritage.data import label_counts
+
+    counts = label_counts(labels)
     artwork = int(counts[:taxonomy.NUM_CLASSES].sum())
     ids = [*range(taxonomy.NUM_CLASSES), taxonomy.IGNORE_INDEX]
     table = pd.DataFrame({
@@ -454,7 +444,7 @@ def provenance_html(run_dir: str | Path | None) -> str:
     all-Clean baseline (``test.miou`` and ``test.all_clean_miou`` of its ``metrics.json``)."""
     if run_dir is None:
         return "<p class='banner warning'>No trained run: these maps come from an untrained model.</p>"
-    path = Path(run_dir) / "metrics.json"
+    path = Path(run_dir) / runs.METRICS_FILE
     if not path.is_file():
         return (f"<p class='banner warning'>{html.escape(str(path))} not found: this run has not been "
                 "evaluated, so nothing says whether its maps beat predicting Clean everywhere.</p>")
@@ -741,12 +731,14 @@ def main(args: argparse.Namespace) -> int:
     model, config = load_model(args.run, device)
     image_size = int(config["image_size"])
     options = SlidingWindow(tile=image_size if args.tile is None else args.tile, overlap=args.overlap,
-                            window=args.window, batch_size=args.batch, tta=args.tta == "flip")
+                            window=args.window, batch_size=args.batch, tta=args.tta == "flip",
+                            dtype=run_dtype(config, device))
     check_tile(config["encoder"], options.tile, image_size)
     settings = {"run": args.run, "architecture": config["architecture"], "encoder": config["encoder"],
                 "training image_size": image_size, "scale": args.scale, "tile": options.tile,
                 "overlap": options.overlap, "window": options.window, "tta": args.tta,
-                "dpi": args.dpi or "not given", "device": device.type}
+                "dpi": args.dpi or "not given", "device": device.type,
+                "precision": str(options.dtype).removeprefix("torch.") if options.dtype else "float32"}
     failures = predict_inputs(model, image_size, args.input, args.out, options, device, args.scale,
                               args.dpi, settings, provenance=provenance_html(args.run), **run_scale(args.run, config))
     print(f"predict: damage maps in {args.out}; summary in {args.out / 'summary.csv'}", file=sys.stderr)

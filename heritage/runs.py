@@ -25,13 +25,15 @@ import sys
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
-import torch
 
 from heritage import errors, fileio, taxonomy
 from heritage.config import RunConfig, run_dir
+
+if TYPE_CHECKING:  # torch is imported where it is used: predict takes this module's names at import
+    import torch
 
 CONFIG_FILE = "config.yaml"
 ENVIRONMENT_FILE = "environment.json"
@@ -83,6 +85,8 @@ def is_complete(folder: str | os.PathLike, config: RunConfig) -> bool:
 
 def capture_environment() -> dict[str, Any]:
     """Versions, device, git commit, host and scheduler ids: what is needed to explain a number."""
+    import torch
+
     cuda = torch.cuda.is_available()
     return {
         "python": platform.python_version(),
@@ -104,6 +108,8 @@ def capture_environment() -> dict[str, Any]:
 
 def device_name(device: torch.device) -> str:
     """"NVIDIA H100 80GB HBM3" or the CPU model: what a throughput number was measured on."""
+    import torch
+
     return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
 
 
@@ -154,6 +160,8 @@ def write_history(folder: Path, rows: Sequence[dict[str, Any]]) -> None:
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """``torch.save`` through a temporary file, so a kill mid-write keeps the previous checkpoint."""
+    import torch
+
     with fileio.atomic_path(path) as tmp:
         torch.save(state, tmp)
         _fsync(tmp)
@@ -174,6 +182,8 @@ def save_resume_checkpoint(folder: Path, state: dict[str, Any], rotate: bool = T
     first write after resuming from the previous one (the newest was unreadable and must not become
     the fallback). Returns the path of ``checkpoint_last.pt``.
     """
+    import torch
+
     last, previous = folder / LAST_CHECKPOINT, folder / PREVIOUS_CHECKPOINT
     with fileio.atomic_path(last) as tmp:
         torch.save(state, tmp)
@@ -227,6 +237,8 @@ def _warn(message: str) -> None:
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load a checkpoint this package wrote (tensors and plain containers only: ``weights_only``)."""
+    import torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -236,6 +248,25 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         reason = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else type(err).__name__
         raise errors.InputError(f"{path}: cannot read checkpoint, the file is damaged or truncated "
                                 f"({reason})") from None
+
+
+def load_best_checkpoint(run: str | os.PathLike) -> dict[str, Any]:
+    """A run folder's ``checkpoint_best.pt``: a dict holding ``model`` (the weights) and ``config`` (the
+    run's config dict, with ``architecture``, ``encoder`` and ``image_size``). A missing, damaged or
+    foreign file is one InputError line naming it."""
+    path = Path(run) / BEST_CHECKPOINT
+    if not path.is_file():
+        raise errors.MissingInputError(f"{path}: no best checkpoint (is {run} a finished run folder?)")
+    checkpoint = load_checkpoint(path)  # a damaged file is an InputError there, not an UnpicklingError
+    if not isinstance(checkpoint, dict):
+        raise errors.InputError(f"{path}: not a heritage checkpoint (holds a {type(checkpoint).__name__})")
+    missing = [k for k in ("model", "config") if k not in checkpoint]
+    if missing:
+        raise errors.InputError(f"{path}: checkpoint lacks {missing}")
+    missing = [k for k in ("architecture", "encoder", "image_size") if k not in checkpoint["config"]]
+    if missing:
+        raise errors.InputError(f"{path}: checkpoint config lacks {missing}")
+    return checkpoint
 
 
 def write_metrics(folder: Path, metrics: dict[str, Any]) -> None:

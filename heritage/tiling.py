@@ -39,6 +39,9 @@ class SlidingWindow:
     window: str = "hann"
     batch_size: int = 8
     tta: bool = False  # average with horizontally and vertically flipped predictions
+    # Autocast dtype of the forward passes, None = float32: a run's own choice,
+    # heritage.engine.autocast_dtype(config amp, device), so a bf16-trained run is predicted in bf16.
+    dtype: torch.dtype | None = None
 
     def __post_init__(self) -> None:
         if self.tile < 1:
@@ -185,7 +188,7 @@ def iter_probability_bands(
                 batch = positions[predicted:predicted + options.batch_size]
                 predicted += len(batch)
                 tiles = np.stack([padded[ty:ty + tile, tx:tx + tile] for ty, tx in batch])
-                probabilities = predict_tiles(model, tiles, options.tta, device)
+                probabilities = predict_tiles(model, tiles, options.tta, device, options.dtype)
                 if probabilities.shape[1] != num_classes:
                     raise errors.InputError(f"the model predicts {probabilities.shape[1]} classes, "
                                      f"expected {num_classes}")
@@ -199,9 +202,9 @@ def iter_probability_bands(
         yield origin, blender.pop(height - origin)
 
 
-def predict_tiles(model: torch.nn.Module, tiles: np.ndarray, tta: bool,
-                  device: torch.device) -> torch.Tensor:
-    """(B, classes, T, T) float32 softmax probabilities of (B, T, T, 3) uint8 tiles."""
+def predict_tiles(model: torch.nn.Module, tiles: np.ndarray, tta: bool, device: torch.device,
+                  dtype: torch.dtype | None = None) -> torch.Tensor:
+    """(B, classes, T, T) float32 softmax probabilities of (B, T, T, 3) uint8 tiles, autocast to ``dtype``."""
     import torch
 
     from heritage.data import normalize_tiles
@@ -210,8 +213,7 @@ def predict_tiles(model: torch.nn.Module, tiles: np.ndarray, tta: bool,
     batch = normalize_tiles(tiles, device)
     flips: list[list[int]] = [[], [3], [2]] if tta else [[]]  # identity, horizontal, vertical
     total = None
-    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16,
-                                                enabled=device.type == "cuda"):
+    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
         for dims in flips:
             flipped = batch.flip(dims) if dims else batch
             probabilities = torch.softmax(fine_logits(model(flipped)).float(), dim=1)

@@ -210,11 +210,11 @@ def _final_evaluation(config: RunConfig, model: Any, test_set: Any, folder: Path
 
     from heritage import data, engine, ingest, models, runs, taxonomy
 
-    best = runs.load_checkpoint(folder / runs.BEST_CHECKPOINT)
-    model.load_state_dict(best["model"])
+    model.load_state_dict(runs.load_best_checkpoint(folder)["model"])
+    dtype = engine.autocast_dtype(config.amp, dist.device)
     test, eval_images_per_s, panels = engine.evaluate_images(
         model, test_set, dist.device, config.hierarchical, config.image_size, config.batch_size, desc="test",
-        progress=progress, keep=config.n_prediction_panels, per_image=True)
+        progress=progress, keep=config.n_prediction_panels, per_image=True, dtype=dtype)
     per_image = test.pop("per_image")
     source_of = ingest.read_metadata(config.data_dir).set_index("id")["source_id"]
     runs.write_per_image(folder, runs.per_image_table(per_image["ids"], list(source_of.loc[per_image["ids"]]),
@@ -251,8 +251,7 @@ def _final_evaluation(config: RunConfig, model: Any, test_set: Any, folder: Path
     # Every run, leaky or not, also scores its test part the seeds' way (one cheap letterbox pass), so the
     # seeds-protocol table can show their metric beside ours on the same predictions (issue 12).
     metrics["test"]["seeds_convention"] = engine.evaluate_seeds_convention(
-        model, config.data_dir, list(test_set.ids), config.image_size, config.batch_size, dist.device,
-        engine.autocast_dtype(config.amp, dist.device),
+        model, config.data_dir, list(test_set.ids), config.image_size, config.batch_size, dist.device, dtype,
         engine.uses_channels_last(config.channels_last, config.encoder, dist.device))
     runs.write_metrics(folder, metrics)
     # Finished: the resume state (model + optimizer, ~3x the model) is no longer needed.

@@ -174,3 +174,28 @@ def test_distributed_loader_uses_a_distributed_sampler(data_dir, fold, tmp_path)
         assert list(loader.sampler) == list(single.sampler)
     finally:
         torch.distributed.destroy_process_group()
+
+
+def test_label_counts_equal_one_bincount_whatever_the_chunks(monkeypatch):
+    labels = np.random.default_rng(0).choice(np.array([0, 3, 15, 255], dtype=np.uint8), size=(37, 23))
+    expected = np.bincount(labels.ravel(), minlength=256)
+    monkeypatch.setattr(data, "_CHUNK_PIXELS", 50)  # chunks of 2 rows, the last one short
+    assert data.label_counts(labels).tolist() == expected.tolist()
+
+
+def test_a_small_image_is_padded_to_the_tile_as_the_letterbox_pads():
+    image = np.full((10, 40, 3), 7, dtype=np.uint8)
+    padded = data.pad_image(image, 32)
+    assert padded.shape == (32, 40, 3)
+    (top, bottom), (left, right) = data.padding(10, 40, 32)
+    assert (top, bottom, left, right) == (11, 11, 0, 0)
+    assert (padded[11:21] == 7).all() and (padded[:11] == augment.FILL_RGB).all()
+    boxed = data.letterbox(40)(image=image, mask=np.zeros((10, 40), dtype=np.uint8))["image"]
+    assert (boxed[:15] == augment.FILL_RGB).all() and (boxed[15:25] == 7).all()  # the same centring
+
+
+def test_tiles_are_normalised_as_the_loaders_normalise():
+    tiles = np.random.default_rng(1).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    on_device = data.normalize_tiles(tiles, torch.device("cpu"))
+    one_by_one = torch.stack([data.normalize(tile) for tile in tiles])
+    torch.testing.assert_close(on_device, one_by_one, rtol=0, atol=1e-6)  # float rounding apart

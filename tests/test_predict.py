@@ -382,6 +382,42 @@ def test_load_model_names_a_missing_checkpoint(tmp_path):
         predict.load_model(tmp_path, "cpu")
 
 
+def test_the_tiles_are_predicted_in_the_runs_autocast_dtype():
+    seen = []
+
+    class RecordingNet(PointwiseNet):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+            return super().forward(x)
+
+    image = random_image(40, 40)
+    for amp, expected in (("auto", None), ("off", None), ("bf16", torch.bfloat16)):
+        options = predict.SlidingWindow(tile=32, dtype=predict.run_dtype({"amp": amp}, CPU))
+        predict.predict_labels(RecordingNet(), image, options, CPU, progress=False)
+        assert set(seen) == {expected}, amp
+        seen.clear()
+    assert predict.run_dtype({}, CPU) is None  # a run that recorded no amp: auto, float32 on the CPU
+
+
+def test_predict_chooses_the_device_as_training_does():
+    assert predict.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert predict.resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="device 'tpu': expected auto, cpu or cuda"):
+        predict.resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device 'cuda': torch sees no CUDA device"):
+            predict.resolve_device("cuda")
+
+
+def test_load_model_refuses_a_checkpoint_without_its_config(tmp_path):
+    torch.save({"model": {}}, tmp_path / "checkpoint_best.pt")
+    with pytest.raises(ValueError, match=r"checkpoint_best.pt: checkpoint lacks \['config'\]"):
+        predict.load_model(tmp_path, "cpu")
+    torch.save({"model": {}, "config": {"architecture": "unet"}}, tmp_path / "checkpoint_best.pt")
+    with pytest.raises(ValueError, match=r"checkpoint config lacks \['encoder', 'image_size'\]"):
+        predict.load_model(tmp_path, "cpu")
+
+
 # ----------------------------------------------------------------------------- through heritage.models
 
 

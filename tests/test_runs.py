@@ -93,3 +93,22 @@ def test_load_checkpoint_errors_name_the_file(tmp_path):
     with pytest.raises(errors.InputError, match=r"garbage\.pt: cannot read checkpoint, the file is damaged or "
                                                 r"truncated \(Weights only load failed\)$"):
         runs.load_checkpoint(tmp_path / "garbage.pt")
+
+
+def test_the_best_checkpoint_loads_with_its_config_or_names_what_is_wrong(tmp_path):
+    with pytest.raises(errors.MissingInputError, match="checkpoint_best.pt: no best checkpoint"):
+        runs.load_best_checkpoint(tmp_path)
+    torch.save([1, 2], tmp_path / runs.BEST_CHECKPOINT)
+    with pytest.raises(errors.InputError, match="not a heritage checkpoint"):
+        runs.load_best_checkpoint(tmp_path)
+    config = {"architecture": "unet", "encoder": "convnext_tiny", "image_size": 64}
+    torch.save({"model": {"w": torch.ones(1)}, "config": config}, tmp_path / runs.BEST_CHECKPOINT)
+    assert runs.load_best_checkpoint(tmp_path)["config"] == config
+
+
+def test_the_run_folder_module_imports_without_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, heritage.runs; assert 'torch' not in sys.modules, 'runs imported torch'"
+    subprocess.run([sys.executable, "-c", code], check=True)
