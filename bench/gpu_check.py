@@ -331,7 +331,8 @@ def predict_section(plan: Plan, run_dir: str | None, scratch: Path) -> dict[str,
     start = time.perf_counter()
     scan = predict_bench.synthetic_scan(plan.predict_megapixels)
     make_s = time.perf_counter() - start
-    options = predict.SlidingWindow(tile=int(run_config["image_size"]), batch_size=plan.predict_batch)
+    options = predict.SlidingWindow(tile=int(run_config["image_size"]), batch_size=plan.predict_batch,
+                                    dtype=predict.run_dtype(run_config, device))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     engine.synchronize(device)

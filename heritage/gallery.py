@@ -128,7 +128,7 @@ def write_gallery(choice: Choice, ids: Sequence[str], out_dir: str | Path, devic
     torch_device = predict.resolve_device(device)
     model, checkpoint_config = predict.load_model(choice.best.run_dir, torch_device)
     image_size = int(checkpoint_config["image_size"])
-    options = predict.SlidingWindow(tile=image_size)
+    options = predict.SlidingWindow(tile=image_size, dtype=predict.run_dtype(checkpoint_config, torch_device))
     provenance = predict.provenance_html(choice.best.run_dir)
     sources = [predict.file_source(ingest.image_path(config.data_dir, i), i) for i in ids]
     settings = {"run": choice.best.run_dir, "encoder": checkpoint_config["encoder"], "scale": "auto",

@@ -448,9 +448,9 @@ def provenance_html(run_dir: str | Path | None) -> str:
     if not path.is_file():
         return (f"<p class='banner warning'>{html.escape(str(path))} not found: this run has not been "
                 "evaluated, so nothing says whether its maps beat predicting Clean everywhere.</p>")
-    from heritage import report
+    from heritage import provenance
 
-    banner = report.run_banner(run_dir)
+    banner = provenance.run_banner(run_dir)
     test = fileio.read_json(path).get("test") or {}
     miou, clean = test.get("miou"), test.get("all_clean_miou")
     paragraph = f"<p class='banner'>{html.escape(banner.text)}</p>"

@@ -5,23 +5,22 @@ Real damage is tiny (most defects on film scans are a few pixels), and every dow
 module measures the damage components of masks (8-connected, per damage class, Clean and Background
 excluded) and summarises their areas at a scale factor, so ingest, train, ``data stats`` and predict
 can say, naming the classes, when a chosen scale shrinks a class's median component below a pixel.
+It works on mask arrays; reading a data folder's masks is :mod:`heritage.stats`'
+(``read_component_areas``), so that ingest, which warns with this module, is not imported back.
 
 A *factor* is a linear resize factor (0.25: a quarter of the width and of the height), always from
-the masks that were measured to the resolution asked about; areas scale by factor**2. Reading costs
-one mask decode per id (no image decode) and one labelling pass per class, inside that class's
-bounding box.
+the masks that were measured to the resolution asked about; areas scale by factor**2. Measuring a
+mask is one labelling pass per class, inside that class's bounding box.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
-from tqdm import tqdm
 
-from heritage import fileio, taxonomy
+from heritage import taxonomy
 
 # "Share <= 2 px": the components a model can barely resolve at that scale.
 SMALL_AREA_PX = 2.0
@@ -65,15 +64,6 @@ def areas_at(areas: np.ndarray, factor: float) -> np.ndarray:
     return np.asarray(areas, dtype=np.float64) * float(factor) ** 2
 
 
-def read_component_areas(data_dir: str | os.PathLike, ids: Sequence[str],
-                         progress: bool = True) -> list[ComponentAreas]:
-    """:func:`component_areas` of each id's stored mask in a data folder (one mask read per id)."""
-    from heritage import ingest  # ingest imports this module for its warning
-
-    return [component_areas(fileio.read_mask(ingest.annotation_path(data_dir, sample_id)))
-            for sample_id in tqdm(ids, desc="components", unit="mask", disable=not progress or len(ids) < 100)]
-
-
 def summarise(per_image: Sequence[ComponentAreas], factors: float | Sequence[float] = 1.0
               ) -> dict[str, dict[str, float | int]]:
     """Per damage class present: ``n_components``, ``median_area_px`` and ``share_le_2px`` (the share of
@@ -99,12 +89,6 @@ def summarise(per_image: Sequence[ComponentAreas], factors: float | Sequence[flo
             "share_le_2px": float(f"{np.mean(scaled <= SMALL_AREA_PX):.6g}"),
         }
     return summary
-
-
-def component_summary(data_dir: str | os.PathLike, ids: Sequence[str], factors: float | Sequence[float] = 1.0,
-                      progress: bool = True) -> dict[str, dict[str, float | int]]:
-    """:func:`summarise` of the stored masks of ``ids`` (factors from the data folder's stored size)."""
-    return summarise(read_component_areas(data_dir, ids, progress=progress), factors)
 
 
 def rescaled(summary: Mapping[str, Mapping[str, float]], factor: float) -> dict[str, dict[str, float]]:

@@ -50,6 +50,21 @@ def mask_histograms(data_dir: str | os.PathLike, ids: Sequence[str], progress: b
     return histograms
 
 
+def read_component_areas(data_dir: str | os.PathLike, ids: Sequence[str],
+                         progress: bool = True) -> list[scale.ComponentAreas]:
+    """:func:`heritage.scale.component_areas` of each id's stored mask in a data folder (one mask read
+    per id, no image decode)."""
+    return [scale.component_areas(fileio.read_mask(ingest.annotation_path(data_dir, sample_id)))
+            for sample_id in tqdm(ids, desc="components", unit="mask", disable=not progress or len(ids) < 100)]
+
+
+def component_summary(data_dir: str | os.PathLike, ids: Sequence[str], factors: float | Sequence[float] = 1.0,
+                      progress: bool = True) -> dict[str, dict[str, float | int]]:
+    """:func:`heritage.scale.summarise` of the stored masks of ``ids`` (factors from the data folder's
+    stored size)."""
+    return scale.summarise(read_component_areas(data_dir, ids, progress=progress), factors)
+
+
 def dataset_stats(data_dir: str | os.PathLike, progress: bool = True) -> dict:
     metadata = ingest.read_metadata(data_dir)
     originals = metadata[metadata["transform"] == ingest.IDENTITY]
@@ -97,7 +112,7 @@ def component_stats(data_dir: str | os.PathLike, resolution: str | int = "native
                                "max": float(factors.max())},
         "factor_from_original": (float(np.median(stored * factors / original))
                                  if ingest.has_original_size(metadata) else None),
-        "per_class": scale.component_summary(data_dir, originals["id"].tolist(), factors, progress=progress),
+        "per_class": component_summary(data_dir, originals["id"].tolist(), factors, progress=progress),
     }
 
 

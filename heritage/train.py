@@ -78,9 +78,8 @@ def run_training(config: RunConfig, progress: bool = True) -> dict[str, Any]:
 
         class_weights = None
         if config.class_weights is not None:
-            counts = weights.count_pixels(config.data_dir, train_ids, progress=progress)
-            class_weights = weights.compute_class_weights(counts, config.class_weights,
-                                                          config.class_weight_max_ratio)
+            class_weights = weights.class_weights_for_ids(config.data_dir, train_ids, config.class_weights,
+                                                          config.class_weight_max_ratio, progress=progress)
         if dist.is_main:
             runs.write_class_weights(folder, class_weights, config.class_weights, config.class_weight_max_ratio)
 
@@ -144,7 +143,7 @@ def scale_record(config: RunConfig, ids: list[str], train_ids: list[str] | None 
     """
     import numpy as np
 
-    from heritage import ingest, scale
+    from heritage import ingest, scale, stats
 
     table = ingest.read_metadata(config.data_dir).set_index("id")
     reference = np.max(ingest.original_size(table).loc[ids].to_numpy(dtype=np.float64), axis=1)
@@ -164,7 +163,7 @@ def scale_record(config: RunConfig, ids: list[str], train_ids: list[str] | None 
     record: dict[str, Any] = {"reference": where, "sampling": config.sampling, "n_images": len(ids),
                               "model_input": summary(seen / reference), "evaluation": summary(working / reference)}
     if train_ids is not None:
-        areas = scale.read_component_areas(config.data_dir, train_ids, progress=progress)
+        areas = stats.read_component_areas(config.data_dir, train_ids, progress=progress)
         record["components"] = {
             "part": "train", "n_images": len(train_ids), "connectivity": 8,
             "model_input": scale.summarise(areas, model_input_factors(config, _stored_longest(table, train_ids))),

@@ -32,10 +32,6 @@ SLURM_MAY_IMPORT = {"errors", "fileio"}
 # Known violations, each still to be fixed (issue 13). Every one is a function-local import; the test
 # fails when one of them disappears, so that it is taken off this list.
 EXCEPTIONS: dict[tuple[str, str], str] = {
-    ("predict", "report"): "issue 13: predict's report.html takes report.run_banner (the banner belongs "
-                           "below both)",
-    ("scale", "ingest"): "issue 13: a cycle; scale.read_component_areas reads masks through ingest.annotation_path "
-                         "while ingest imports scale for its warnings",
 }
 
 

@@ -942,9 +942,9 @@ def test_the_comparison_notebook_loops_over_the_declared_questions() -> None:
 def test_the_reference_counts_have_one_value_for_synth_and_the_dataset_view() -> None:
     from heritage import reference, synth
 
-    # synth keeps its own copy until it imports heritage.reference (then these are the same objects)
-    assert reference.REFERENCE_CLASS_PIXEL_COUNTS == synth.REFERENCE_CLASS_PIXEL_COUNTS
-    assert reference.REFERENCE_PAIR_COUNTS == synth.REFERENCE_PAIR_COUNTS
+    # one home: synth matches the very objects the dataset view compares with
+    assert synth.REFERENCE_CLASS_PIXEL_COUNTS is reference.REFERENCE_CLASS_PIXEL_COUNTS
+    assert synth.REFERENCE_PAIR_COUNTS is reference.REFERENCE_PAIR_COUNTS
     assert reference.class_shares() == pytest.approx(synth.reference_class_shares())
     table = report.class_share_table({"class_pixel_shares": dict.fromkeys(taxonomy.CLASS_NAMES, 0.0),
                                       "images_per_class": dict.fromkeys(taxonomy.CLASS_NAMES, 0)})
