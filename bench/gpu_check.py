@@ -324,7 +324,7 @@ def ddp_worker(args: argparse.Namespace) -> int:
 
 
 def predict_section(plan: Plan, run_dir: str | None, scratch: Path) -> dict[str, Any]:
-    if not run_dir or not (Path(run_dir) / predict.CHECKPOINT_NAME).exists():
+    if not run_dir or not (Path(run_dir) / runs.BEST_CHECKPOINT).exists():
         raise RuntimeError("no trained run to predict with: the cli_bf16 section did not finish")
     device = torch.device(plan.device)
     model, run_config = predict.load_model(run_dir, device)

@@ -37,7 +37,7 @@ import torch  # noqa: E402
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, SequentialSampler  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from heritage import errors, fileio, ingest, taxonomy  # noqa: E402
+from heritage import errors, fileio, ingest, stats, taxonomy  # noqa: E402
 from heritage.augment import FILL_RGB  # noqa: E402
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -94,16 +94,6 @@ def load_resized(data_dir: str | os.PathLike, sample_id: str, image_size: int) -
                          f"but its annotation is {mask.shape[1]}x{mask.shape[0]}")
     resized = letterbox(image_size)(image=image, mask=mask)
     return resized["image"], resized["mask"]
-
-
-def label_counts(labels: np.ndarray) -> np.ndarray:
-    """(256,) int64 pixels per value of an (H, W) uint8 label map (class ids, 255 = Background), counted in
-    row chunks: ``np.bincount`` casts to int64 (8 bytes a pixel), which a 100 MP scan would make 800 MB."""
-    rows = max(1, _CHUNK_PIXELS // max(1, labels.shape[1]))
-    counts = np.zeros(256, dtype=np.int64)
-    for y0 in range(0, labels.shape[0], rows):
-        counts += np.bincount(labels[y0:y0 + rows].ravel(), minlength=256)
-    return counts
 
 
 def normalize(image: np.ndarray) -> torch.Tensor:
@@ -371,7 +361,7 @@ class WorkingCache:
     def _write(self, sample_id: str) -> None:
         image, mask = to_working_resolution(*read_sample(self.data_dir, sample_id), self.working_resolution)
         height, width = mask.shape
-        counts = label_counts(mask)
+        counts = stats.mask_histogram(mask)
         if counts[taxonomy.NUM_CLASSES:taxonomy.IGNORE_INDEX].any():
             taxonomy.check_mask_values(mask, str(ingest.annotation_path(self.data_dir, sample_id)))
         counts = counts[:taxonomy.NUM_CLASSES]

@@ -53,7 +53,6 @@ if TYPE_CHECKING:  # torch is imported lazily so that `--help` stays fast
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})
 TIFF_SUFFIXES = frozenset({".tif", ".tiff"})
-CHECKPOINT_NAME = runs.BEST_CHECKPOINT  # the run folder's names are runs'; this alias is for callers
 OVERLAY_ALPHA = overlays.ALPHA  # opacity of damage colours over the scan; Clean and Background stay untinted
 PREVIEW_SIDE = 1600  # longest side of the scan and overlay previews embedded in report.html
 ROW_CHUNK = 256  # rows converted/blended at a time: bounds temporaries on 100 MP scans
@@ -353,9 +352,9 @@ def area_table(labels: np.ndarray, dpi: float | None = None) -> pd.DataFrame:
     """
     import pandas as pd
 
-    from heritage.data import label_counts
+    from heritage import stats
 
-    counts = label_counts(labels)
+    counts = stats.mask_histogram(labels)
     artwork = int(counts[:taxonomy.NUM_CLASSES].sum())
     ids = [*range(taxonomy.NUM_CLASSES), taxonomy.IGNORE_INDEX]
     table = pd.DataFrame({
@@ -528,7 +527,7 @@ def _scale_arg(value: str) -> float | str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", required=True, type=Path,
-                        help=f"run folder holding {CHECKPOINT_NAME}")
+                        help=f"run folder holding {runs.BEST_CHECKPOINT}")
     parser.add_argument("--input", required=True, type=Path,
                         help="an image, a folder of images, a data folder (images/) or parquet shards")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
@@ -629,8 +628,8 @@ def check_run_folder(run: str | Path) -> None:
     if not run.exists():
         raise errors.MissingInputError(f"--run {run}: run folder not found")
     if not run.is_dir():
-        raise errors.InputError(f"--run {run}: not a folder (give the run folder holding {CHECKPOINT_NAME})")
-    path = run / CHECKPOINT_NAME
+        raise errors.InputError(f"--run {run}: not a folder (give the run folder holding {runs.BEST_CHECKPOINT})")
+    path = run / runs.BEST_CHECKPOINT
     if not path.is_file():
         raise errors.MissingInputError(f"{path}: no best checkpoint (is {run} a finished run folder?)")
     try:

@@ -22,21 +22,22 @@ from tqdm import tqdm
 from heritage import errors, fileio, ingest, scale, taxonomy
 
 
-# Rows of a mask counted at once: bincount casts to int64 (8 bytes a pixel), so a full-resolution scan
-# is counted in bands rather than copied whole.
-HISTOGRAM_ROWS = 1024
+# Pixels of a mask counted at once: bincount casts to int64 (8 bytes a pixel), so a full-resolution scan
+# is counted in bands of rows rather than copied whole.
+HISTOGRAM_PIXELS = 1 << 22
 
 
 def mask_histogram(mask: np.ndarray) -> np.ndarray:
     """(256,) int64 count of every value of a uint8 id mask (classes, Background 255, and any stray
     value, which callers refuse with :func:`heritage.taxonomy.check_mask_values`). The one home of a
-    mask's class histogram (weights, synth, the data notebook and gallery count with it)."""
+    mask's class histogram (weights, synth, the working cache, predict's area table count with it)."""
     mask = np.asarray(mask, dtype=np.uint8)
     if mask.ndim < 2:
         return np.bincount(mask.ravel(), minlength=256).astype(np.int64)
+    rows = max(1, HISTOGRAM_PIXELS // max(1, mask[0].size))
     counts = np.zeros(256, dtype=np.int64)
-    for y0 in range(0, mask.shape[0], HISTOGRAM_ROWS):
-        counts += np.bincount(mask[y0:y0 + HISTOGRAM_ROWS].ravel(), minlength=256)
+    for y0 in range(0, mask.shape[0], rows):
+        counts += np.bincount(mask[y0:y0 + rows].ravel(), minlength=256)
     return counts
 
 

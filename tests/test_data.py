@@ -176,13 +176,6 @@ def test_distributed_loader_uses_a_distributed_sampler(data_dir, fold, tmp_path)
         torch.distributed.destroy_process_group()
 
 
-def test_label_counts_equal_one_bincount_whatever_the_chunks(monkeypatch):
-    labels = np.random.default_rng(0).choice(np.array([0, 3, 15, 255], dtype=np.uint8), size=(37, 23))
-    expected = np.bincount(labels.ravel(), minlength=256)
-    monkeypatch.setattr(data, "_CHUNK_PIXELS", 50)  # chunks of 2 rows, the last one short
-    assert data.label_counts(labels).tolist() == expected.tolist()
-
-
 def test_a_small_image_is_padded_to_the_tile_as_the_letterbox_pads():
     image = np.full((10, 40, 3), 7, dtype=np.uint8)
     padded = data.pad_image(image, 32)

@@ -51,7 +51,7 @@ def test_mask_histogram_counts_every_value_in_bands(monkeypatch):
     mask = np.zeros((5, 3), np.uint8)
     mask[0, 0], mask[4, 2], mask[2, 1] = 255, 7, 99
     expected = np.bincount(mask.ravel(), minlength=256)
-    monkeypatch.setattr(stats, "HISTOGRAM_ROWS", 2)  # three bands: the counts are the same
+    monkeypatch.setattr(stats, "HISTOGRAM_PIXELS", 6)  # two rows a band, three bands: the counts are the same
     histogram = stats.mask_histogram(mask)
     assert histogram.dtype == np.int64 and histogram.shape == (256,)
     np.testing.assert_array_equal(histogram, expected)
