@@ -64,7 +64,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # train_bench, predict
 import predict_bench  # noqa: E402
 import train_bench  # noqa: E402
 
-from heritage import config, engine, fileio, models, predict, runs  # noqa: E402
+from heritage import config, fileio  # noqa: E402
+from heritage.training import engine, runs
+from heritage.modeling import models
+from heritage.inference import predict
 
 ROOT = Path(__file__).resolve().parents[1]
 POC = "poc59v2_flagship"
@@ -164,7 +167,7 @@ def loader(plan: Plan, data_dir: Path, scratch: Path) -> dict[str, Any]:
                                   plan.loader_overrides)
     result = train_bench.loader_images_per_s(run, epochs=plan.loader_epochs)
     return {**result, "image_size": run.image_size, "batch_size": run.batch_size,
-            "augmentation": "heritage.data.train_augmentation (the full profile's)"}
+            "augmentation": "heritage.data.datasets.train_augmentation (the full profile's)"}
 
 
 def cli_command(encoder: str, data_dir: Path, runs_root: Path, overrides: dict[str, Any]) -> list[str]:
@@ -279,7 +282,8 @@ def ddp_worker(args: argparse.Namespace) -> int:
     import torch.distributed as torch_dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from heritage import losses, taxonomy
+    from heritage.modeling import losses
+    from heritage.data import taxonomy
 
     local = int(os.environ["LOCAL_RANK"])
     use_cuda = args.backend == "nccl"

@@ -1,7 +1,7 @@
 """Does a smoke-sized training run learn? Each POC's smoke configuration against the all-Clean baseline.
 
 Trains each POC's smoke encoder from scratch on the smoke profile's synthetic stand-in (generated
-here by ``heritage.paper.prepare_data``, or ``--data``: a data folder, parquet shards or an export)
+here by ``heritage.pipeline.paper.prepare_data``, or ``--data``: a data folder, parquet shards or an export)
 with a larger budget than the smoke profile (``--epochs`` over every training sample instead of 3
 epochs over 32; the default 15 is what tests/test_train.py's learning test trains for POC-5.9),
 evaluates once on the fold's test part and records the test mIoU beside the mIoU of predicting
@@ -27,7 +27,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from heritage import config, fileio, paper, report, runs, train
+from heritage import config, fileio, report
+from heritage.pipeline import paper
+from heritage.training import runs, train
 from train_bench import result_path  # bench/ is on sys.path when this runs as a script
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

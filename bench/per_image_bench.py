@@ -3,7 +3,7 @@
     python bench/per_image_bench.py
 
 For label maps of a few sizes (random truth with Background, random prediction), it times
-``heritage.engine._confusion`` (the per-image bincount that ``evaluate_images`` adds) against
+``heritage.training.engine._confusion`` (the per-image bincount that ``evaluate_images`` adds) against
 ``metrics.ConfusionMatrix.update`` (the dataset matrix it already accumulated) on the same pixels, on CPU,
 median of ``--repeats``; then ``resampling.bootstrap_difference`` on ``--sources`` one-image artworks with
 ``resampling.RESAMPLES`` draws. Writes ``bench/results/per-image-<cpu>-<date>.json``.
@@ -23,7 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from heritage import engine, fileio, metrics, resampling, runs, taxonomy
+from heritage.training import engine, runs
+from heritage import fileio
+from heritage.modeling import metrics
+from heritage.report import resampling
+from heritage.data import taxonomy
 from train_bench import result_path  # bench/ is on sys.path when this runs as a script
 
 SHAPES = ((512, 512), (1365, 2048), (4000, 6000))

@@ -1,13 +1,13 @@
-"""Time and peak memory of ``heritage.predict`` on one large synthetic scan, on CPU.
+"""Time and peak memory of ``heritage.inference.predict`` on one large synthetic scan, on CPU.
 
     python bench/predict_bench.py --megapixels 50 --model small_cnn
     python bench/predict_bench.py --megapixels 12 --model unet_convnext_tiny
     python bench/predict_bench.py --mode orientation --shapes 50x2500 2500x50 50x20000 20000x50 \
-        --compare-with /tmp/predict_before.py   # e.g. from `git show <rev>:heritage/predict.py`
+        --compare-with /tmp/predict_before.py   # e.g. from `git show <rev>:heritage/inference/predict.py`
 
 ``--mode orientation`` times ``predict_scan`` at ``--scale 1`` on WxH and HxW scans of the same
 pixels, interleaved (round-robin, the order rotating each round) so that a shared, noisy machine
-slows every shape and implementation alike; with ``--compare-with`` an older ``heritage/predict.py``
+slows every shape and implementation alike; with ``--compare-with`` an older ``heritage/inference/predict.py``
 is timed in the same rounds (A/B). It counts the model's forward calls and tiles, and writes
 ``bench/results/predict-orientation-<cpu>-<date>.json``.
 
@@ -15,7 +15,7 @@ Each call predicts one scan at native resolution (``--scale 1``: the case where 
 writes its outputs to a temporary folder, and appends one record to
 ``bench/results/predict-cpu-<date>.json``. Run one configuration per process: ``ru_maxrss`` is the
 peak of the whole process. ``--shape 50x20000`` predicts a WIDTHxHEIGHT scan instead, and
-``--compare-with`` an older ``heritage/predict.py`` instead of the current one.
+``--compare-with`` an older ``heritage/inference/predict.py`` instead of the current one.
 
 Memory is reported three ways: ``ru_maxrss`` (the process peak, torch included),
 ``tracemalloc`` (Python and numpy allocations only; torch's CPU allocator is invisible to it), and
@@ -44,7 +44,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from heritage import fileio, models, predict, runs, taxonomy
+from heritage import fileio
+from heritage.modeling import models
+from heritage.inference import predict
+from heritage.training import runs
+from heritage.data import taxonomy
 from train_bench import result_path  # bench/ is on sys.path when this runs as a script
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -112,7 +116,7 @@ def main() -> int:
                              "(default 50x2500 50x20000)")
     parser.add_argument("--rounds", type=int, default=3, help="orientation mode: interleaved rounds")
     parser.add_argument("--compare-with", type=Path, default=None,
-                        help="an older heritage/predict.py: timed in the same rounds (orientation "
+                        help="an older heritage/inference/predict.py: timed in the same rounds (orientation "
                              "mode) or instead of the current one (scan mode, one per process)")
     args = parser.parse_args()
     if args.mode == "orientation":
@@ -145,7 +149,7 @@ def main() -> int:
     record = {
         "date": dt.datetime.now().isoformat(timespec="seconds"),
         "model": args.model,
-        "model_note": ("heritage.models UNet, ConvNeXt-Tiny encoder, random weights"
+        "model_note": ("heritage.modeling.models UNet, ConvNeXt-Tiny encoder, random weights"
                        if args.model == "unet_convnext_tiny" else SmallCNN.__doc__),
         "parameters": models.count_parameters(model),
         "predict_module": str(args.compare_with) if args.compare_with else "current",
@@ -186,7 +190,7 @@ def shape_arg(value: str) -> tuple[int, int]:
 
 
 def load_predict_module(path: Path):
-    """An older ``heritage/predict.py`` imported under its own name, beside the current one."""
+    """An older ``heritage/inference/predict.py`` imported under its own name, beside the current one."""
     spec = importlib.util.spec_from_file_location("predict_compared", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
@@ -257,7 +261,7 @@ def orientation(args: argparse.Namespace) -> int:
                         "compare medians within this record, not across records"),
         "implementations": {name: getattr(module, "__file__", None)
                             for name, module in implementations.items()},
-        "git_commit": runs.git_commit(),  # "current" is this checkout's heritage/predict.py
+        "git_commit": runs.git_commit(),  # "current" is this checkout's heritage/inference/predict.py
         "tile": args.tile, "overlap": args.overlap, "batch": args.batch, "rounds": args.rounds,
         "summary": summary, "measurements": measurements,
         "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),

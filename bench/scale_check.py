@@ -1,7 +1,7 @@
 """Letterbox or patch? The flagship's ConvNeXt-T trained both ways on the CPU at one step budget.
 
 Trains the flagship (POC-5.9-v2) smoke configuration twice from scratch on the smoke profile's
-synthetic stand-in (generated here into a temporary folder by ``heritage.paper.prepare_data``, or
+synthetic stand-in (generated here into a temporary folder by ``heritage.pipeline.paper.prepare_data``, or
 ``--data``): its main configuration (``sampling: letterbox``) and its patch variant (``sampling:
 patch``, ``image_size`` crops of the working resolution, a share of them centred on damage), with
 bench/learning_check.py's budget (``--epochs`` over every training sample of the first fold). Both
@@ -28,7 +28,10 @@ from pathlib import Path
 
 import torch
 
-from heritage import config, errors, fileio, paper, report, runs, taxonomy, train
+from heritage import config, errors, fileio, report
+from heritage.pipeline import paper
+from heritage.training import runs, train
+from heritage.data import taxonomy
 from train_bench import result_path  # bench/ is on sys.path when this runs as a script
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

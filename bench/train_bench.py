@@ -18,11 +18,11 @@ Writes ``bench/results/<device>-<date>.json``.
 encoder in several variants of the step in the same process, in interleaved blocks (the order
 rotates every round), so a noisy machine slows every variant alike: ``before`` is the loop before
 issue 14 (AdamW's per-parameter for-loop, deterministic mode filling new tensors with NaN),
-``after`` the engine's own (:func:`heritage.engine.build_optimizer`,
-:func:`heritage.engine.deterministic_algorithms`), and the variants between them change one thing.
+``after`` the engine's own (:func:`heritage.training.engine.build_optimizer`,
+:func:`heritage.training.engine.deterministic_algorithms`), and the variants between them change one thing.
 Writes ``bench/results/cpu-step-<device>-<date>.json`` (``gpu-step-`` on a GPU).
 
-``--mode loop`` runs the real training loop: :func:`heritage.train.run_training` (preload cache,
+``--mode loop`` runs the real training loop: :func:`heritage.training.train.run_training` (preload cache,
 augmentation, DataLoader workers, AdamW + OneCycle step, validation, checkpoint) on the synthetic
 stand-in (or ``--data``), after timing the training DataLoader alone (the same dataset and loader
 the run builds). It reports loader img/s, the loop's training img/s (``history.csv``'s, data
@@ -57,8 +57,11 @@ from tqdm import tqdm
 
 import numpy as np
 
-from heritage import (config, data, engine, fileio, losses, models, paper, report, runs, splits, synth, taxonomy,
-                      train)
+from heritage import config, fileio, report
+from heritage.data import datasets as data, splits, synthetic as synth, taxonomy
+from heritage.modeling import losses, models
+from heritage.pipeline import paper
+from heritage.training import engine, runs, train
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TRAIN_FLOPS_PER_FORWARD = 3
@@ -325,7 +328,7 @@ def loop_config(poc: str, profile: str, encoder: str, data_dir: Path, runs_root:
 
 
 def train_dataset(run: config.RunConfig) -> data.SegmentationDataset:
-    """The run's training dataset, built as :func:`heritage.train.run_training` builds it."""
+    """The run's training dataset, built as :func:`heritage.training.train.run_training` builds it."""
     train_ids, _, _ = splits.fold_ids(splits.load_manifest(run.data_dir, run.protocol), run.fold)
     if run.max_train_samples is not None and run.max_train_samples < len(train_ids):  # as run_training picks
         rng = np.random.default_rng(run.seed)
@@ -513,7 +516,7 @@ def run_loop_mode(args: argparse.Namespace, device: torch.device) -> dict[str, A
         "settings": {"mode": "loop", "poc": args.poc, "profile": args.profile, "epochs": args.epochs,
                      "data": str(args.data) if args.data else {"synthetic_images": args.synthetic_images,
                                                                 "longest_side": args.synthetic_side},
-                     "what": "heritage.train.run_training (preload, augmentation, DataLoader, AdamW + OneCycle, "
+                     "what": "heritage.training.train.run_training (preload, augmentation, DataLoader, AdamW + OneCycle, "
                              "validation, test, checkpoint); loader timed alone first"},
         "results": results,
     }

@@ -21,17 +21,17 @@ from heritage import errors
 
 # command -> (module, one-line help)
 DATA_COMMANDS: dict[str, tuple[str, str]] = {
-    "synth": ("heritage.synth", "generate the synthetic ARTeFACT stand-in as HF parquet shards"),
-    "ingest": ("heritage.ingest", "HF parquet shards or an exported folder -> a data folder"),
-    "augment": ("heritage.augment", "offline 3x augmentation (hflip, vflip, rotation)"),
-    "split": ("heritage.splits", "write split manifests (holdout, kfold, loco, lomo)"),
-    "weights": ("heritage.weights", "class weights from a training split"),
-    "stats": ("heritage.stats", "class pixel shares and material/content counts of a data folder"),
+    "synth": ("heritage.data.synthetic", "generate the synthetic ARTeFACT stand-in as HF parquet shards"),
+    "ingest": ("heritage.data.ingest", "HF parquet shards or an exported folder -> a data folder"),
+    "augment": ("heritage.data.augment", "offline 3x augmentation (hflip, vflip, rotation)"),
+    "split": ("heritage.data.splits", "write split manifests (holdout, kfold, loco, lomo)"),
+    "weights": ("heritage.data.weights", "class weights from a training split"),
+    "stats": ("heritage.data.stats", "class pixel shares and material/content counts of a data folder"),
 }
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("heritage.train", "train one configuration into a run folder"),
-    "paper": ("heritage.paper", "run the whole compendium: POC notebooks, comparison, paper/"),
-    "predict": ("heritage.predict", "damage maps for whole artworks (tiled inference)"),
+    "train": ("heritage.training.train", "train one configuration into a run folder"),
+    "paper": ("heritage.pipeline.paper", "run the whole compendium: POC notebooks, comparison, paper/"),
+    "predict": ("heritage.inference.predict", "damage maps for whole artworks (tiled inference)"),
 }
 
 

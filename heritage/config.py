@@ -58,10 +58,10 @@ from heritage import errors
 PROFILES = ("full", "smoke")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 CHANNELS_LAST_MODES = ("auto", "on", "off")
-SAMPLING_MODES = ("letterbox", "patch")  # heritage.data: whole images shrunk to image_size, or crops
+SAMPLING_MODES = ("letterbox", "patch")  # heritage.data.datasets: whole images shrunk to image_size, or crops
 NATIVE = "native"  # working_resolution: the data folder's stored size
 # Where `heritage paper` writes the synthetic stand-in of each profile, and a POC notebook's default data
-# folder: the one home of these paths (heritage.paper.SYNTHETIC sizes the stand-in written there).
+# folder: the one home of these paths (heritage.pipeline.paper.SYNTHETIC sizes the stand-in written there).
 DEFAULT_DATA_DIRS = {"smoke": "data/synthetic-smoke", "full": "data/synthetic"}
 DEFAULT_RUNS_ROOT = "runs"
 # Fields that say where things are, how fast data loads or how often state is saved, not what is
@@ -214,7 +214,7 @@ class RunConfig:
 def data_fingerprint(data_dir: str | os.PathLike, protocol: str) -> dict[str, str]:
     """sha256 of ``<data_dir>/metadata.csv`` and of the protocol's split manifest: what a run's
     results depend on of its data folder, whatever its path. Raises MissingInputError without them."""
-    from heritage import ingest, splits
+    from heritage.data import ingest, splits
 
     folder = Path(data_dir)
     why = "the config hash fingerprints the data a run uses"
@@ -339,7 +339,7 @@ def load_run_config(
     values.update(poc=poc, encoder=encoder, variant=variant, profile=profile)
     values.setdefault("data_dir", DEFAULT_DATA_DIRS[profile])
     protocol = values.get("protocol", RunConfig.protocol)
-    from heritage import splits
+    from heritage.data import splits
 
     try:
         _require_choice("protocol", protocol, splits.ALL_PROTOCOLS)
@@ -411,7 +411,7 @@ def plan(profile: str = "smoke", pocs: Iterable[str] | None = None,
 
 def manifest_folds(data_dir: str | os.PathLike, protocol: str, required: bool) -> list[str]:
     """Fold names of ``<data_dir>/splits/<protocol>.json``; [] when it is missing and not required."""
-    from heritage import splits
+    from heritage.data import splits
 
     if not splits.manifest_path(data_dir, protocol).exists() and not required:
         return []
@@ -463,7 +463,8 @@ def _type_name(expected: Any) -> str:
 
 
 def _check_values(config: RunConfig) -> None:
-    from heritage import registry, splits, weights
+    from heritage.modeling import registry
+    from heritage.data import splits, weights
 
     for name in PATH_FIELDS:  # they become folder names: no separators, no "..", nothing hidden
         value = getattr(config, name)
@@ -620,7 +621,7 @@ def _plan_folds(wanted: Any, protocol: str) -> Any:
     """A plan's ``folds`` for one protocol: the list or ``all`` itself, or its entry in a protocol mapping."""
     if not isinstance(wanted, dict):
         return wanted
-    from heritage import splits
+    from heritage.data import splits
 
     unknown = [key for key in wanted if key not in splits.ALL_PROTOCOLS]
     if unknown:

@@ -1,4 +1,4 @@
-"""Shared fixtures: synthetic shards (heritage.synth), a ready data folder, hand-made parquet rows.
+"""Shared fixtures: synthetic shards (heritage.data.synthetic), a ready data folder, hand-made parquet rows.
 
 ``synthetic_parquet`` and ``data_dir`` are built once per session; tests must not modify them
 (copy ``data_dir`` with ``copy_data_dir`` before writing into it).
@@ -16,7 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from heritage import augment, fileio, ingest, splits, synth, taxonomy
+from heritage.data import augment, ingest, splits, synthetic as synth, taxonomy
+from heritage import fileio
 
 # albumentations asks PyPI for a newer version when imported (tests import it directly); stay offline.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")

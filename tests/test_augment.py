@@ -1,4 +1,4 @@
-"""heritage.augment: three copies per original, source ids kept, rotation borders are Background."""
+"""heritage.data.augment: three copies per original, source ids kept, rotation borders are Background."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from heritage import augment, cli, fileio, ingest, taxonomy
+from heritage.data import augment, ingest, taxonomy
+from heritage import cli, fileio
 
 
 def outside(shape: tuple[int, int], angle: float, margin: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -107,7 +108,8 @@ def test_cli_augment(copy_data_dir, capsys):
 
 KILL_DURING_AUGMENT = """
 import os, signal, sys
-from heritage import augment, fileio
+from heritage.data import augment
+from heritage import fileio
 real, calls = fileio.write_png, []
 def write_png(path, array):
     calls.append(path)

@@ -13,7 +13,9 @@ import pytest
 import torch
 from torch import nn
 
-from heritage import engine, errors, report, taxonomy
+from heritage.training import engine
+from heritage import errors, report
+from heritage.data import taxonomy
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,7 +16,9 @@ import nbformat
 import numpy as np
 import pytest
 
-from heritage import cli, config, errors, fileio, paper, stats
+from heritage import cli, config, errors, fileio
+from heritage.pipeline import paper
+from heritage.data import stats
 
 SMOKE_POC = "poc58_baseline"
 

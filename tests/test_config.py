@@ -28,7 +28,7 @@ def test_every_poc_resolves_for_every_profile_and_encoder(data_dir):
 
 def test_validating_a_config_imports_neither_torch_nor_the_model_zoo(data_dir):
     # Every POC x profile x encoder, with a hierarchical one and loss_params: the names and size rules
-    # come from heritage.registry, so `--help` and config checks do not pay for torch, SMP and timm.
+    # come from heritage.modeling.registry, so `--help` and config checks do not pay for torch, SMP and timm.
     code = ("import sys; from heritage import config\n"
             "for poc in config.available_pocs():\n"
             "    for profile in config.PROFILES:\n"

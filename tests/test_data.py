@@ -1,4 +1,4 @@
-"""heritage.data: letterboxed tensors, preload cache (RAM and shm) == on-the-fly, seeded loaders."""
+"""heritage.data.datasets: letterboxed tensors, preload cache (RAM and shm) == on-the-fly, seeded loaders."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from heritage import augment, data, fileio, ingest, splits, taxonomy
+from heritage.data import augment, datasets as data, ingest, splits, taxonomy
+from heritage import fileio
 
 SIZE = 64
 

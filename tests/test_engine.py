@@ -1,4 +1,4 @@
-"""heritage.engine: the loop's mechanics on a tiny model (resume, determinism, signals, checkpoints, DDP)."""
+"""heritage.training.engine: the loop's mechanics on a tiny model (resume, determinism, signals, checkpoints, DDP)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ import pytest
 import torch
 from torch import nn
 
-from heritage import data, engine, errors, ingest, losses, metrics, runs, splits, taxonomy
+from heritage.data import datasets as data, ingest, splits, taxonomy
+from heritage.training import engine, runs
+from heritage import errors
+from heritage.modeling import losses, metrics
 from heritage.config import load_run_config
 
 SIZE = 32
@@ -390,7 +393,7 @@ def test_a_per_image_csv_without_its_columns_is_refused_naming_the_file(red_eval
 
 
 def test_a_finished_run_writes_per_image_csv_beside_metrics_json(data_dir, fold, tmp_path):
-    from heritage import train
+    from heritage.training import train
 
     _, _, test_ids = fold
     config = make_config(data_dir, tmp_path, n_prediction_panels=0)

@@ -1,4 +1,4 @@
-"""heritage.gallery: the paper's damage maps (best flagship run by validation mIoU, its own test scans)."""
+"""heritage.report.gallery: the paper's damage maps (best flagship run by validation mIoU, its own test scans)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from heritage import config, errors, fileio, gallery, splits
+from heritage import config, errors, fileio
+from heritage.report import gallery
+from heritage.data import splits
 
 
 def planned(data_dir: Path, tmp_path: Path) -> list:
@@ -24,7 +26,7 @@ def finish(run_config, val: float, test: float, config_hash: str | None = None, 
         "epochs": 3, "pretrained": False, "val": {"miou": val},
         "test": {"miou": test, "all_clean_miou": 0.3, "per_class": {}}})
     if checkpoint:
-        from heritage.models import build_model
+        from heritage.modeling.models import build_model
 
         model_config = {"architecture": "unet", "encoder": "convnext_tiny", "image_size": 64}
         torch.save({"model": build_model("unet", "convnext_tiny", image_size=64).state_dict(),
@@ -78,7 +80,7 @@ def test_the_gallery_holds_a_report_per_scan_and_says_which_run_and_why(data_dir
 
 
 def test_the_notebook_declares_every_parameter_papermill_can_set() -> None:
-    from heritage import paper
+    from heritage.pipeline import paper
 
     names = paper.notebook_parameter_names(paper.NOTEBOOKS_DIR / f"{gallery.NOTEBOOK}.ipynb")
     assert names == ["runs", "out_dir", "profile", "data_dir", "runs_root", "paper_dir", "n_scans", "device"]

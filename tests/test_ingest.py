@@ -1,4 +1,4 @@
-"""heritage.ingest: parquet shards and exported folders -> data folder, and every bad input."""
+"""heritage.data.ingest: parquet shards and exported folders -> data folder, and every bad input."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ from conftest import N_SYNTHETIC_IMAGES, PARQUET_SCHEMA, SYNTHETIC_LONGEST_SIDE,
 from PIL import Image, ImageOps
 from PIL.JpegImagePlugin import JpegImageFile
 
-from heritage import cli, fileio, ingest, synth, taxonomy, vocabulary
+from heritage import cli, fileio
+from heritage.data import ingest, synthetic as synth, taxonomy, vocabulary
 
 
 def shard_rows(synthetic_parquet: Path) -> dict[str, dict]:
@@ -618,7 +619,8 @@ def test_the_vocabulary_has_one_home_used_by_synth():
 
 KILL_ON_SECOND_WRITE = """
 import os, signal, sys
-from heritage import fileio, ingest
+from heritage import fileio
+from heritage.data import ingest
 real, calls = fileio.write_png, []
 def write_png(path, array):
     calls.append(path)
@@ -708,7 +710,7 @@ def test_a_pyramidal_tiff_is_read_from_its_smallest_sufficient_level(tmp_path):
 
 OUT_OF_MEMORY = """
 import resource, sys
-from heritage import ingest
+from heritage.data import ingest
 vm = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
 resource.setrlimit(resource.RLIMIT_AS, (vm + (300 << 20), resource.RLIM_INFINITY))  # 300 MB more
 try:

@@ -1,7 +1,9 @@
 """The layer rules of heritage/ARCHITECTURE.md ("Layers"), checked on every module's imports.
 
-Imports are read with ``ast`` from the source, function-local ones included (a lazy import is still
-a dependency): ``import heritage.x``, ``from heritage import x``, ``from heritage.x import y``.
+A module is a file: ``heritage/data/ingest.py`` is ``data.ingest``, a package's ``__init__.py`` is the
+package (``report``). Its stage is its first name (``data``); top-level modules are stages of their own.
+Imports are read with ``ast`` from the source, function-local ones included (a lazy import is still a
+dependency): ``import heritage.x.y``, ``from heritage import x``, ``from heritage.x import y``.
 """
 
 from __future__ import annotations
@@ -13,92 +15,107 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "heritage"
 
-# Lowest first. A module may import modules of its own layer or of lower ones, never of a higher one.
-LAYERS: list[set[str]] = [
+# Pipeline stages, lowest first. A module may import modules of its own stage or of lower ones, never
+# of a higher one.
+STAGES: list[set[str]] = [
     {"errors"},
-    {"taxonomy", "fileio", "registry"},
-    {"vocabulary", "reference"},
-    {"synth", "ingest", "scale", "augment", "splits", "weights", "stats", "overlays", "progress", "slurm"},
-    {"data", "models", "losses", "metrics", "tiling"},
+    {"fileio"},
+    {"data"},
+    {"modeling"},
     {"config"},
-    {"engine", "runs", "resampling", "provenance"},
-    {"train", "predict"},
-    {"report", "gallery", "publish", "poc_views"},
-    {"paper"},
+    {"training"},
+    {"inference"},
+    {"report"},
+    {"pipeline"},
     {"cli", "__main__"},
 ]
-# The generic SLURM scheduler imports nothing of the pipeline, only these leaf modules.
+# The generic SLURM scheduler imports nothing of the pipeline, only these foundation modules.
 SLURM_MAY_IMPORT = {"errors", "fileio"}
-# Known violations, each still to be fixed (issue 13). Every one is a function-local import; the test
-# fails when one of them disappears, so that it is taken off this list.
-EXCEPTIONS: dict[tuple[str, str], str] = {
-}
+# Stage packages whose __init__ imports nothing, so that importing one module (data.taxonomy,
+# modeling.registry) costs only that module. report/ re-exports its public names instead.
+EMPTY_INITS = {"data", "modeling", "training", "inference", "pipeline"}
 
 
-def heritage_imports(path: Path) -> set[str]:
-    """The heritage modules ``path`` imports, anywhere in the file."""
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = sorted(module_name(path) for path in PACKAGE.glob("**/*.py") if path != PACKAGE / "__init__.py")
+
+
+def resolve(dotted: str) -> str:
+    """The module ``dotted`` (relative to heritage) names: itself, else its longest existing prefix."""
+    parts = dotted.split(".")
+    while parts and ".".join(parts) not in MODULES:
+        parts.pop()
+    return ".".join(parts)
+
+
+def heritage_imports(path: Path, package: str = "") -> set[str]:
+    """The heritage modules ``path`` imports, anywhere in the file (``package``: for relative imports)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
         if isinstance(node, ast.Import):
-            found |= {alias.name.split(".")[1] for alias in node.names if alias.name.startswith("heritage.")}
+            found |= {alias.name[len("heritage."):] for alias in node.names if alias.name.startswith("heritage.")}
         elif isinstance(node, ast.ImportFrom):
             if node.level:  # relative: from . import x / from .x import y
-                found |= {node.module.split(".")[0]} if node.module else {alias.name for alias in node.names}
+                base = ".".join(filter(None, [package, node.module]))
             elif node.module == "heritage":
-                found |= {alias.name for alias in node.names}
+                base = ""
             elif node.module and node.module.startswith("heritage."):
-                found.add(node.module.split(".")[1])
-    return found - {path.stem}
+                base = node.module[len("heritage."):]
+            else:
+                continue
+            # from heritage.a import b: the submodule a.b when there is one, else names of a
+            found |= {".".join(filter(None, [base, alias.name])) if not base or
+                      resolve(f"{base}.{alias.name}") == f"{base}.{alias.name}" else base for alias in node.names}
+    return {resolve(name) or name for name in found} - {""}
 
 
-def module_files(name: str) -> list[Path]:
-    """The source files of module ``name``: ``name.py``, or every file of the subpackage ``name/``."""
-    folder = PACKAGE / name
-    return sorted(folder.glob("**/*.py")) if folder.is_dir() else [PACKAGE / f"{name}.py"]
+def source_of(module: str) -> Path:
+    folder = PACKAGE / module.replace(".", "/")
+    return folder / "__init__.py" if folder.is_dir() else folder.with_suffix(".py")
 
 
-# A subpackage (a folder with __init__.py, e.g. report/) is one module here: its layer is its files' layer,
-# its imports are theirs together; it imports itself absolutely (from heritage.report.x import y).
-MODULES = sorted([path.stem for path in PACKAGE.glob("*.py") if path.stem != "__init__"]
-                 + [path.parent.name for path in PACKAGE.glob("*/__init__.py")])
-GRAPH = {name: set().union(*(heritage_imports(path) for path in module_files(name))) - {name} for name in MODULES}
+GRAPH = {module: heritage_imports(source_of(module), module.rpartition(".")[0]) - {module} for module in MODULES}
 
 
-def layer_of(module: str) -> int:
-    return next(index for index, layer in enumerate(LAYERS) if module in layer)
+def stage_of(module: str) -> int:
+    return next(index for index, stage in enumerate(STAGES) if module.split(".")[0] in stage)
 
 
 def test_the_import_reader_sees_function_local_and_relative_imports(tmp_path):
     source = tmp_path / "sample.py"
-    source.write_text("import os\nimport heritage.fileio\nfrom heritage import errors, taxonomy as t\n"
-                      "def f():\n    from heritage.models import build_model\n    from . import splits\n"
-                      "    from .data import x\n")
-    assert heritage_imports(source) == {"fileio", "errors", "taxonomy", "models", "splits", "data"}
+    source.write_text("import os\nimport heritage.fileio\nfrom heritage import errors, report as r\n"
+                      "def f():\n    from heritage.modeling.models import build_model\n"
+                      "    from heritage.data import splits\n    from . import tables\n    from .frames import x\n")
+    assert heritage_imports(source, "report") == {"fileio", "errors", "report", "modeling.models", "data.splits",
+                                                  "report.tables", "report.frames"}
 
 
-def test_every_module_has_one_layer():
-    placed = [module for layer in LAYERS for module in layer]
-    assert len(placed) == len(set(placed)), "a module is in two layers"
-    missing = sorted(set(MODULES) - set(placed))
-    assert not missing, f"modules without a layer (add them to LAYERS and ARCHITECTURE.md): {missing}"
-    assert not set(placed) - set(MODULES), f"layers name modules that do not exist: {set(placed) - set(MODULES)}"
+def test_every_module_has_one_stage():
+    placed = [name for stage in STAGES for name in stage]
+    assert len(placed) == len(set(placed)), "a stage is listed twice"
+    missing = sorted({module.split(".")[0] for module in MODULES} - set(placed))
+    assert not missing, f"modules without a stage (add them to STAGES and ARCHITECTURE.md): {missing}"
 
 
 @pytest.mark.parametrize("module", MODULES)
-def test_no_module_imports_a_higher_layer(module):
-    higher = sorted(dep for dep in GRAPH[module] if layer_of(dep) > layer_of(module)
-                    and (module, dep) not in EXCEPTIONS)
-    assert not higher, f"{module} (layer {layer_of(module)}) imports higher layers: " + ", ".join(
-        f"{dep} (layer {layer_of(dep)})" for dep in higher)
+def test_no_module_imports_a_higher_stage(module):
+    unknown = sorted(dep for dep in GRAPH[module] if dep not in MODULES)
+    assert not unknown, f"{module} imports modules that do not exist: {unknown}"
+    higher = sorted(dep for dep in GRAPH[module] if stage_of(dep) > stage_of(module))
+    assert not higher, f"{module} (stage {stage_of(module) + 1}) imports higher stages: " + ", ".join(
+        f"{dep} (stage {stage_of(dep) + 1})" for dep in higher)
 
 
 def test_no_import_cycles():
-    graph = {module: {dep for dep in deps if (module, dep) not in EXCEPTIONS} for module, deps in GRAPH.items()}
     state: dict[str, str] = {}
 
     def visit(module: str, path: list[str]) -> None:
         state[module] = "open"
-        for dep in sorted(graph.get(module, ())):
+        for dep in sorted(GRAPH.get(module, ())):
             if state.get(dep) == "open":
                 cycle = path[path.index(dep):] + [dep]
                 pytest.fail(f"import cycle: {' -> '.join(cycle)}")
@@ -112,10 +129,13 @@ def test_no_import_cycles():
 
 
 def test_the_slurm_scheduler_imports_nothing_of_the_pipeline():
-    assert GRAPH["slurm"] <= SLURM_MAY_IMPORT, f"slurm imports {sorted(GRAPH['slurm'] - SLURM_MAY_IMPORT)}"
+    slurm = GRAPH["pipeline.slurm"]
+    assert slurm <= SLURM_MAY_IMPORT, f"pipeline.slurm imports {sorted(slurm - SLURM_MAY_IMPORT)}"
 
 
-def test_every_listed_exception_is_still_an_import():
-    # A fixed violation leaves the list, so the rules tighten again.
-    stale = [edge for edge in EXCEPTIONS if edge[1] not in GRAPH.get(edge[0], set())]
-    assert not stale, f"no longer imported, remove from EXCEPTIONS: {stale}"
+@pytest.mark.parametrize("package", sorted(EMPTY_INITS))
+def test_stage_packages_import_nothing_on_their_own(package):
+    assert package in MODULES, f"{package}/ is not a package"
+    assert not GRAPH[package], f"{package}/__init__.py imports {sorted(GRAPH[package])}"
+    assert (source_of(package).read_text(encoding="utf-8").lstrip().startswith('"""')), \
+        f"{package}/__init__.py opens without a paragraph on its concern"

@@ -9,7 +9,8 @@ from fractions import Fraction
 import pytest
 import torch
 
-from heritage import losses, registry, taxonomy
+from heritage.modeling import losses, registry
+from heritage.data import taxonomy
 
 IGNORE = taxonomy.IGNORE_INDEX
 LN2, LN3 = math.log(2), math.log(3)
@@ -188,7 +189,7 @@ def test_loss_runs_in_float32_under_autocast(name):
 
 
 def test_build_loss_takes_the_registry_parameters_and_refuses_what_the_registry_refuses():
-    # heritage.registry is the one home of the loss names and parameters (config validation uses it
+    # heritage.modeling.registry is the one home of the loss names and parameters (config validation uses it
     # without torch); build_loss must take exactly those keywords, with the same defaults.
     keywords = {name: parameter.default for name, parameter in inspect.signature(losses.build_loss).parameters.items()
                 if parameter.kind is inspect.Parameter.KEYWORD_ONLY}

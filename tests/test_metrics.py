@@ -14,7 +14,8 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
-from heritage import metrics, taxonomy
+from heritage.modeling import metrics
+from heritage.data import taxonomy
 
 IGNORE = taxonomy.IGNORE_INDEX
 C = taxonomy.NUM_CLASSES
@@ -263,7 +264,9 @@ class AllClean(torch.nn.Module):
 
 
 def test_seeds_convention_evaluation_of_an_all_clean_model_is_their_all_clean_baseline(data_dir):
-    from heritage import data, engine, fileio, ingest
+    from heritage.data import datasets as data, ingest
+    from heritage.training import engine
+    from heritage import fileio
 
     ids = sorted(ingest.read_metadata(data_dir)["id"])[:5]
     result = engine.evaluate_seeds_convention(AllClean(), data_dir, ids, 32, 2, torch.device("cpu"), None, False)

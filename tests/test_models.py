@@ -11,7 +11,9 @@ import timm
 import torch
 from huggingface_hub import constants as hub_constants
 
-from heritage import config, errors, losses, models, taxonomy
+from heritage import config, errors
+from heritage.modeling import losses, models
+from heritage.data import taxonomy
 
 CASES = [(encoder, architecture) for encoder in models.ENCODERS for architecture in models.ARCHITECTURES]
 # Loose bounds around the seeds' reports (UNet 30-45 M, UPerNet ~37 M) at 16 classes.

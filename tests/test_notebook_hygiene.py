@@ -28,7 +28,7 @@ PROJECT_KERNEL_NOTEBOOKS = NOTEBOOKS
 
 @pytest.mark.parametrize("path", PROJECT_KERNEL_NOTEBOOKS, ids=[p.name for p in PROJECT_KERNEL_NOTEBOOKS])
 def test_notebook_records_the_project_kernel(path):
-    from heritage import paper
+    from heritage.pipeline import paper
 
     spec = nbformat.read(path, as_version=4).metadata.get("kernelspec", {})
     # the kernel `make env` and paper.ensure_kernel register, so JupyterLab opens it in .venv

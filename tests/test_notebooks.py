@@ -15,7 +15,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from heritage import config, fileio, paper, report
+from heritage import config, fileio, report
+from heritage.pipeline import paper
 
 pytestmark = pytest.mark.slow
 
@@ -87,7 +88,7 @@ def test_a_stop_signal_reaches_the_kernel_and_asks_for_a_requeue(tmp_path: Path)
     template = tmp_path / "stop.ipynb"
     cell = nbformat.v4.new_code_cell(
         "import os, signal, time\n"
-        "class Interrupted(RuntimeError):  # heritage.engine.Interrupted, as the training loop raises it\n"
+        "class Interrupted(RuntimeError):  # heritage.training.engine.Interrupted, as the training loop raises it\n"
         "    pass\n"
         "def stop(signum, frame):\n"
         "    raise Interrupted('checkpoint saved')\n"
@@ -121,7 +122,8 @@ def test_run_reports_hold_no_stderr_and_the_paper_reads_as_one(smoke_paper: dict
 
 
 def test_the_damage_maps_show_the_best_flagship_runs_own_test_scans(smoke_paper: dict) -> None:
-    from heritage import gallery, splits
+    from heritage.report import gallery
+    from heritage.data import splits
 
     root = smoke_paper["root"]
     maps = root / "paper" / gallery.GALLERY_DIR

@@ -1,4 +1,4 @@
-"""heritage.overlays (one home for overlays and legends) and the damage-map report drawn with it."""
+"""heritage.inference.overlays (one home for overlays and legends) and the damage-map report drawn with it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from heritage import fileio, overlays, predict, report, taxonomy
+from heritage import fileio, report
+from heritage.inference import overlays, predict
+from heritage.data import taxonomy
 
 DUST, STICKER, LIGHTLEAK = (taxonomy.CLASS_IDS[n] for n in ("Dust", "Sticker", "Lightleak"))
 

@@ -1,4 +1,4 @@
-"""heritage.paper: planning, skipping and failure handling, with a fake executor instead of papermill."""
+"""heritage.pipeline.paper: planning, skipping and failure handling, with a fake executor instead of papermill."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from heritage import config, errors, fileio, paper
+from heritage import config, errors, fileio
+from heritage.pipeline import paper
 
 POCS = ["poc55_multitask", "poc58_baseline"]
 
@@ -298,7 +299,7 @@ def test_the_smoke_plan_runs_the_flagship_under_the_seeds_protocol_once_per_enco
 
 
 def test_prepare_data_rebuilds_a_manifest_made_stale_by_new_samples(tmp_path, data_dir, capsys) -> None:
-    from heritage import ingest, splits
+    from heritage.data import ingest, splits
 
     copy = Path(shutil.copytree(data_dir, tmp_path / "data"))
     table = ingest.read_metadata(copy)
@@ -354,7 +355,7 @@ def test_the_command_checks_every_template_before_executing_any(tmp_path, data_d
 
 def test_damage_maps_follow_the_flagship_main_runs_only_and_are_skipped_when_up_to_date(tmp_path, data_dir,
                                                                                        notebooks) -> None:
-    from heritage import gallery
+    from heritage.report import gallery
 
     make_template(notebooks / f"{gallery.POC}.ipynb", "\n".join(f"{p} = None" for p in TEMPLATE_PARAMETERS[POCS[1]]))
     make_template(notebooks / f"{gallery.NOTEBOOK}.ipynb", "runs = None\nout_dir = None\nn_scans = 4")

@@ -1,4 +1,4 @@
-"""heritage.poc_views: each POC notebook's own view, on hand-made run folders."""
+"""heritage.report.poc_views: each POC notebook's own view, on hand-made run folders."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from heritage import config, fileio, poc_views
+from heritage import config, fileio
+from heritage.report import poc_views
 
 
 def finished(folder: Path, miou: float, clean: float = 0.05) -> None:

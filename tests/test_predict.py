@@ -14,7 +14,10 @@ from PIL import Image
 from torch import nn
 
 from conftest import make_row, write_rows
-from heritage import cli, predict, taxonomy, tiling
+from heritage import cli
+from heritage.inference import predict
+from heritage.modeling import tiling
+from heritage.data import taxonomy
 
 CPU = torch.device("cpu")
 
@@ -418,11 +421,11 @@ def test_load_model_refuses_a_checkpoint_without_its_config(tmp_path):
         predict.load_model(tmp_path, "cpu")
 
 
-# ----------------------------------------------------------------------------- through heritage.models
+# ----------------------------------------------------------------------------- through heritage.modeling.models
 
 
 def test_cli_predicts_a_folder_with_a_trained_run_folder(tmp_path, capsys):
-    from heritage.models import build_model
+    from heritage.modeling.models import build_model
 
     config = {"architecture": "unet", "encoder": "convnext_tiny", "image_size": 64}
     model = build_model(config["architecture"], config["encoder"], image_size=64)

@@ -1,4 +1,4 @@
-"""heritage.progress and paper's local scheduler: a line per event, ETAs from measured times only."""
+"""heritage.pipeline.progress and paper's local scheduler: a line per event, ETAs from measured times only."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from heritage import fileio, paper, progress
+from heritage import fileio
+from heritage.pipeline import paper, progress
 from test_paper import FakeExecutor, make_jobs, notebooks  # noqa: F401 - the fixture
 
 HEADER = "epoch,train_loss,val_miou,lr,images_per_s,peak_memory_mb,elapsed_s\n"

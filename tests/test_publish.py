@@ -1,4 +1,4 @@
-"""heritage.publish: the index page's sections and the manuscript, from fabricated run folders."""
+"""heritage.report.publish: the index page's sections and the manuscript, from fabricated run folders."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from test_report import planned, runs_root, smoke_like_runs  # noqa: F401 - fixtures and run writers
 
-from heritage import fileio, paper, publish, report
+from heritage import fileio, report
+from heritage.pipeline import paper
+from heritage.report import publish
 
 
 def write_paper(runs: Path, paper_dir: Path, planned_runs=None) -> dict:

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from heritage import errors, fileio, report, taxonomy
+from heritage import errors, fileio, report
+from heritage.data import taxonomy
 
 FOLDS = ("fold0", "fold1", "fold2")
 # Flagship test mIoU per fold: MiT-B3 beats ConvNeXt by 0.10 +- 0.01 on every fold (a clear
@@ -390,7 +391,7 @@ def rq1_diff_convnext_minus_mit() -> float:
 
 def metadata_folder(folder: Path, ids: list[str]) -> Path:
     """A data folder holding only metadata.csv (what the banner reads), originals only."""
-    from heritage import ingest
+    from heritage.data import ingest
 
     ingest.write_metadata(folder, pd.DataFrame({
         "id": ids, "material": "Paper", "content": "Line art", "width": 32, "height": 32, "source_id": ids,
@@ -522,7 +523,7 @@ def test_overlay_paints_damage_only() -> None:
 
 
 def test_dataset_views(data_dir: Path, tmp_path: Path) -> None:
-    from heritage import ingest, stats
+    from heritage.data import ingest, stats
 
     dataset = stats.dataset_stats(data_dir)
     metadata = ingest.read_metadata(data_dir)
@@ -566,7 +567,7 @@ def test_the_throughput_axis_is_logarithmic_only_over_a_decade(runs_root, planne
 def write_per_image(folder: Path, hits: list[int]) -> pd.DataFrame:
     """A ``per_image.csv`` of one test image per entry of ``hits`` (Clean always right, ``hit`` of 100 Peel
     pixels right), ids and sources unique to the fold."""
-    from heritage import runs
+    from heritage.training import runs
 
     confusions = np.zeros((len(hits), taxonomy.NUM_CLASSES, taxonomy.NUM_CLASSES), dtype=np.int64)
     for i, hit in enumerate(hits):
@@ -588,7 +589,8 @@ def per_image_root(runs_root: Path) -> Path:
 
 
 def test_comparison_tables_show_the_artwork_bootstrap_beside_the_fold_interval(per_image_root, planned) -> None:
-    from heritage import resampling, runs
+    from heritage.report import resampling
+    from heritage.training import runs
 
     comparison = report.build_comparison(per_image_root, planned)
     rq1 = table_named(comparison, "rq1_family")
@@ -940,7 +942,7 @@ def test_the_comparison_notebook_loops_over_the_declared_questions() -> None:
 
 
 def test_the_reference_counts_have_one_value_for_synth_and_the_dataset_view() -> None:
-    from heritage import reference, synth
+    from heritage.data import reference, synthetic as synth
 
     # one home: synth matches the very objects the dataset view compares with
     assert synth.REFERENCE_CLASS_PIXEL_COUNTS is reference.REFERENCE_CLASS_PIXEL_COUNTS
@@ -954,7 +956,7 @@ def test_the_reference_counts_have_one_value_for_synth_and_the_dataset_view() ->
 
 
 def test_the_run_banner_lives_below_predict(runs_root) -> None:
-    from heritage import provenance
+    from heritage.training import provenance
 
     folder = next(runs_root.glob("poc59v2_flagship/mit_b3/kfold-*"))
     assert report.run_banner is provenance.run_banner

@@ -1,4 +1,4 @@
-"""heritage.resampling: the paired bootstrap over source artworks (per-image and dataset-level mIoU)."""
+"""heritage.report.resampling: the paired bootstrap over source artworks (per-image and dataset-level mIoU)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
-from heritage import errors, metrics, resampling, runs, taxonomy
+from heritage import errors
+from heritage.modeling import metrics
+from heritage.report import resampling
+from heritage.training import runs
+from heritage.data import taxonomy
 
 C = taxonomy.NUM_CLASSES
 

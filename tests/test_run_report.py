@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from heritage import config, report, taxonomy
+from heritage import config, report
+from heritage.data import taxonomy
 
 
 def metrics(miou: float = 0.02, clean: float | None = 0.055) -> dict:
@@ -64,7 +65,7 @@ def test_every_run_report_shows_at_least_six_prediction_panels(poc, profile, dat
 
 
 def test_notebook_views_of_the_data_print_no_progress_bar(data_dir, capsys) -> None:
-    from heritage import ingest, stats
+    from heritage.data import ingest, stats
 
     ids = ingest.read_metadata(data_dir)["id"].tolist() * 2  # 100 masks or more: a bar unless asked not to
     assert len(ids) >= 100

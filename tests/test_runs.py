@@ -1,4 +1,4 @@
-"""heritage.runs: resume checkpoints written new-then-rotate, and the fallback when the newest is damaged."""
+"""heritage.training.runs: resume checkpoints written new-then-rotate, and the fallback when the newest is damaged."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from heritage import errors, runs
+from heritage import errors
+from heritage.training import runs
 
 
 def resume_state(epoch: int) -> dict:
@@ -110,5 +111,5 @@ def test_the_run_folder_module_imports_without_torch():
     import subprocess
     import sys
 
-    code = "import sys, heritage.runs; assert 'torch' not in sys.modules, 'runs imported torch'"
+    code = "import sys, heritage.training.runs; assert 'torch' not in sys.modules, 'runs imported torch'"
     subprocess.run([sys.executable, "-c", code], check=True)

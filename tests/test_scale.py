@@ -1,4 +1,4 @@
-"""heritage.scale: damage components per class, their areas at a scale, and the below-1-px warning, as
+"""heritage.data.scale: damage components per class, their areas at a scale, and the below-1-px warning, as
 ingest, train, ``data stats`` and predict use them (issue 11, item 3)."""
 
 from __future__ import annotations
@@ -13,7 +13,10 @@ import numpy as np
 import pytest
 from conftest import make_row, write_rows
 
-from heritage import augment, cli, errors, fileio, ingest, predict, runs, scale, splits, taxonomy, train
+from heritage.data import augment, ingest, scale, splits, taxonomy
+from heritage import cli, errors, fileio
+from heritage.inference import predict
+from heritage.training import runs, train
 from heritage.config import load_run_config, run_dir
 
 SPECK, HAIR, BLOB = (taxonomy.CLASS_IDS[name] for name in ("Dust", "Hair", "Material loss"))

@@ -1,5 +1,5 @@
-"""heritage.slurm: site files and batch scripts (no SLURM needed), then jobs on real SLURM daemons
-(and heritage.paper.run_plan_on_slurm, paper's jobs on them).
+"""heritage.pipeline.slurm: site files and batch scripts (no SLURM needed), then jobs on real SLURM daemons
+(and heritage.pipeline.paper.run_plan_on_slurm, paper's jobs on them).
 
 The ``slurm`` tests talk to a running cluster (``.ci/slurm/start.sh``; ``source .ci/slurm/env.sh``
 points SLURM_CONF at it) and are skipped when ``sinfo`` cannot reach one.
@@ -17,15 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from heritage import fileio, slurm
-from heritage.slurm import Job, Resources, SlurmScheduler
+from heritage import fileio
+from heritage.pipeline import slurm
+from heritage.pipeline.slurm import Job, Resources, SlurmScheduler
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_SITE = REPO / "heritage" / "configs" / "slurm" / "site.example.yaml"
 PY = sys.executable
 
 # A toy "training": adds i*i for steps 0..STEPS-1, one step per 0.1 s. On USR1/TERM it finishes the
-# step, checkpoints (step, total) and exits 75, like heritage.engine; started again it resumes.
+# step, checkpoints (step, total) and exits 75, like heritage.training.engine; started again it resumes.
 STEPS = 30
 EXPECTED_TOTAL = sum(i * i for i in range(STEPS))
 TOY_TRAINER = f"""
@@ -156,7 +157,7 @@ def test_submission_is_checked_before_anything_is_submitted(tmp_path):
 
 
 def test_paper_jobs_become_one_array_per_poc_and_encoder_and_finals_after_every_run(tmp_path):
-    from heritage import paper
+    from heritage.pipeline import paper
 
     runs, comparison = _notebook_jobs(tmp_path)
     other = dataclasses.replace(runs[0], name="poc/enc2/kfold-fold0", run_dir=tmp_path / "runs" / "poc" / "enc2" / "f0")
@@ -377,7 +378,7 @@ pathlib.Path(job["output"]).write_text(json.dumps(job["parameters"]))
 
 
 def _notebook_jobs(tmp_path: Path, **parameters) -> tuple[list, object]:
-    from heritage import paper
+    from heritage.pipeline import paper
 
     def notebook_job(name: str, output: Path, run_dir: Path | None) -> paper.NotebookJob:
         return paper.NotebookJob(name=name, template=tmp_path / "template.ipynb", output=output,
@@ -390,7 +391,7 @@ def _notebook_jobs(tmp_path: Path, **parameters) -> tuple[list, object]:
 
 
 def _run_plan(tmp_path: Path, runs: list, comparison, **options) -> list:
-    from heritage import paper
+    from heritage.pipeline import paper
 
     return paper.run_plan_on_slurm(runs, [comparison], job_command=lambda path: [PY, "-c", TOY_EXECUTE, str(path)],
                                    write_job_file=paper.write_job_file, profile="smoke", runs_root=tmp_path / "runs",
@@ -439,7 +440,7 @@ TINY_TRAINING = {"epochs": 3, "image_size": 32, "batch_size": 4, "max_train_samp
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """12 synthetic images (the fewest every split protocol accepts): smoke trainings in seconds."""
-    from heritage import augment, ingest, splits, synth
+    from heritage.data import augment, ingest, splits, synthetic as synth
 
     root = tmp_path_factory.mktemp("tiny")
     synth.write_parquet(root / "shards", n_images=12, longest_side=64)

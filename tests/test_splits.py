@@ -1,4 +1,4 @@
-"""heritage.splits: grouped, stratified manifests for every protocol, and the leak check."""
+"""heritage.data.splits: grouped, stratified manifests for every protocol, and the leak check."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from heritage import cli, errors, fileio, ingest, splits
+from heritage import cli, errors, fileio
+from heritage.data import ingest, splits
 
 # Sources per material and content type in ARTeFACT (statistics.json of the published dataset).
 ARTEFACT_MATERIALS = {"Paper": 186, "Parchment": 42, "Glass": 39, "Tesserae": 30, "Wood": 26, "Canvas": 23,

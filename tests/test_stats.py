@@ -1,11 +1,12 @@
-"""heritage.stats: counts over originals, pixel shares, material x content, sizes."""
+"""heritage.data.stats: counts over originals, pixel shares, material x content, sizes."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from heritage import cli, fileio, ingest, stats, taxonomy
+from heritage import cli, fileio
+from heritage.data import ingest, stats, taxonomy
 
 
 def test_dataset_stats_counts_originals_only(data_dir):

@@ -12,7 +12,8 @@ import pytest
 from scipy import ndimage
 from skimage.morphology import skeletonize
 
-from heritage import cli, fileio, synth, taxonomy
+from heritage import cli, fileio
+from heritage.data import synthetic as synth, taxonomy
 
 REFERENCE_STATISTICS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "artefact" / "statistics.json"
 
@@ -71,7 +72,7 @@ def test_rows_decode_to_consistent_images_and_masks(shards):
 
 
 def test_the_project_ingest_reads_the_synthetic_shards(shards, tmp_path):
-    ingest = pytest.importorskip("heritage.ingest")
+    ingest = pytest.importorskip("heritage.data.ingest")
     metadata = ingest.ingest(shards[0].parent.parent, tmp_path / "data", longest_side=None)
     rows = _rows(shards)
     assert sorted(metadata["id"]) == sorted(row["id"] for row in rows)

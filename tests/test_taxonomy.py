@@ -1,11 +1,11 @@
-"""heritage.taxonomy: ids, palette round trips, coarse/binary mappings, bad values."""
+"""heritage.data.taxonomy: ids, palette round trips, coarse/binary mappings, bad values."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from heritage import taxonomy
+from heritage.data import taxonomy
 
 
 def all_values_mask() -> np.ndarray:

@@ -1,4 +1,4 @@
-"""heritage.train: a real smoke run fills its run folder; trained for minutes, it beats the all-Clean prediction."""
+"""heritage.training.train: a real smoke run fills its run folder; trained for minutes, it beats the all-Clean prediction."""
 
 from __future__ import annotations
 
@@ -16,7 +16,11 @@ import pytest
 import torch
 import yaml
 
-from heritage import cli, data, engine, errors, metrics, paper, runs, splits, train
+from heritage import cli, errors
+from heritage.data import datasets as data, splits
+from heritage.training import engine, runs, train
+from heritage.modeling import metrics
+from heritage.pipeline import paper
 from heritage.config import ConfigError, RunConfig, load_run_config, run_dir
 
 SMOKE_POC, SMOKE_ENCODER = "poc58_baseline", "convnext_tiny"  # the POC's smoke encoder
@@ -32,7 +36,7 @@ MARGIN = 1.3
 
 @pytest.fixture(scope="module")
 def smoke_data(tmp_path_factory) -> Path:
-    """The smoke paper's synthetic stand-in (heritage.paper.SYNTHETIC["smoke"]), made as `paper` makes it."""
+    """The smoke paper's synthetic stand-in (heritage.pipeline.paper.SYNTHETIC["smoke"]), made as `paper` makes it."""
     return paper.prepare_data("smoke", data_dir=tmp_path_factory.mktemp("smoke") / "data")
 
 

@@ -1,4 +1,4 @@
-"""heritage.weights: known answers for every method, the cap, absent classes, training ids only."""
+"""heritage.data.weights: known answers for every method, the cap, absent classes, training ids only."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from heritage import cli, fileio, ingest, splits, taxonomy, weights
+from heritage import cli, fileio
+from heritage.data import ingest, splits, taxonomy, weights
 
 # Clean 10000 px, Material loss 100 px, Peel 1 px, the 13 other classes absent.
 COUNTS = np.array([10000, 100, 1] + [0] * 13)

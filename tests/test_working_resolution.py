@@ -10,7 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from heritage import augment, data, engine, errors, fileio, ingest, losses, metrics, runs, splits, taxonomy, train
+from heritage.data import augment, datasets as data, ingest, splits, taxonomy
+from heritage.training import engine, runs, train
+from heritage import errors, fileio
+from heritage.modeling import losses, metrics
 from heritage.config import ConfigError, RunConfig, load_run_config
 
 SIZE = 32

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install a real SLURM (slurmctld + slurmd + client tools) and munge from Debian, for CI and for
-# developing heritage.slurm on one machine. Idempotent: does nothing when everything is present.
+# developing heritage.pipeline.slurm on one machine. Idempotent: does nothing when everything is present.
 # Needs root (or sudo) and the Debian archive; no systemd is used (start.sh starts the daemons).
 set -euo pipefail
 

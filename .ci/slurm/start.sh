@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Start a private one-node SLURM cluster on this machine (munged + slurmctld + slurmd), without
-# systemd, for CI and for testing heritage.slurm against real daemons.
+# systemd, for CI and for testing heritage.pipeline.slurm against real daemons.
 #
 #   .ci/slurm/start.sh
 #   source .ci/slurm/env.sh && sinfo     # env.sh sets SLURM_CONF for the clients and the tests
@@ -91,7 +91,7 @@ SchedulerType=sched/backfill
 SchedulerParameters=bf_interval=1,sched_interval=2
 JobRequeue=1
 ReturnToService=2
-# No accounting daemon: sacct is unavailable, heritage.slurm falls back to scontrol + exit records.
+# No accounting daemon: sacct is unavailable, heritage.pipeline.slurm falls back to scontrol + exit records.
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none

@@ -11,17 +11,17 @@
 - a data folder (``00_dataset``): :mod:`~heritage.report.dataset_views`.
 
 The provenance banner and a run's ``metrics.json`` record live below this package, in
-:mod:`heritage.provenance` (predict's report uses the banner too). No number is typed in here
+:mod:`heritage.training.provenance` (predict's report uses the banner too). No number is typed in here
 except the seeds' published ones (``SEEDS_REPORTED``): every cell comes from a run, and "A better" /
 "B better" is only stated where :func:`decide` allows it.
 
 This module re-exports the names used outside the package, so ``from heritage import report;
-report.X`` works: the POC notebooks (run views), ``heritage.predict`` and ``heritage.paper``
+report.X`` works: the POC notebooks (run views), ``heritage.inference.predict`` and ``heritage.pipeline.paper``
 (banner, ``load_metrics``), ``bench/*.py`` and the tests.
 """
 
-from heritage.provenance import (ARTEFACT, METRICS_FILE, RUN_COLUMNS, SYNTHETIC, Banner, banner_html, data_kind,
-                                 load_metrics, make_banner, run_banner)
+from heritage.training.provenance import (ARTEFACT, METRICS_FILE, RUN_COLUMNS, SYNTHETIC, Banner, banner_html, data_kind,
+                                          load_metrics, make_banner, run_banner)
 from heritage.report.comparison import Comparison, build_comparison, findings, write_comparison
 from heritage.report.dataset_views import (class_share_table, example_ids, overlay, plot_class_shares,
                                            plot_examples, plot_material_content, plot_split_balance, split_balance)
@@ -45,7 +45,7 @@ from heritage.report.verdicts import (CONFIDENCE, MIN_PAIRED_UNITS, NOT_COMPARED
                                       Verdict, decide, paired_difference)
 
 __all__ = [
-    # heritage.provenance (predict, paper, gallery, tests)
+    # heritage.training.provenance (predict, paper, gallery, tests)
     "ARTEFACT", "METRICS_FILE", "RUN_COLUMNS", "SYNTHETIC", "Banner", "banner_html", "data_kind", "load_metrics",
     "make_banner", "run_banner",
     # the comparison (99_comparison, paper, tests)

@@ -1,7 +1,7 @@
 """The comparison: every table and figure of the paper built from the runs, their findings, and the files
 written under ``paper/``.
 
-Reader: ``99_comparison`` (and ``heritage.paper``, which runs it). :func:`build_comparison` reads
+Reader: ``99_comparison`` (and ``heritage.pipeline.paper``, which runs it). :func:`build_comparison` reads
 the runs of the plan and builds the descriptive tables, each research question's tables and
 figures as :data:`heritage.report.design.QUESTIONS` declares them, and the banner;
 :func:`findings` states each question's verdict; :func:`write_comparison` writes
@@ -18,7 +18,7 @@ import pandas as pd
 from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
 
 from heritage import errors, fileio
-from heritage.provenance import Banner, make_banner
+from heritage.training.provenance import Banner, make_banner
 from heritage.report import design
 from heritage.report.descriptive import ablation_table, encoder_table, per_class_table, poc_table, seeds_protocol_table, time_table
 from heritage.report.figures import (PER_IMAGE_CAPTION, add_footer, miou_throughput_plot, per_class_heatmap, per_image_plot,

@@ -2,7 +2,7 @@
 
 Reader: the dataset notebook (``notebooks/00_dataset.ipynb``, ``paper/00_dataset.html``): class
 pixel shares beside ARTeFACT's published counts, materials x content, example images with their
-damage overlay (:mod:`heritage.overlays`, the one overlay and legend), and each split's balance.
+damage overlay (:mod:`heritage.inference.overlays`, the one overlay and legend), and each split's balance.
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
 
-from heritage import fileio, overlays, taxonomy
-from heritage.reference import REFERENCE_CLASS_PIXEL_COUNTS
+from heritage import fileio
+from heritage.inference import overlays
+from heritage.data import taxonomy
+from heritage.data.reference import REFERENCE_CLASS_PIXEL_COUNTS
 
 
 def class_share_table(dataset_stats: dict[str, Any]) -> pd.DataFrame:
@@ -59,12 +61,12 @@ def plot_material_content(dataset_stats: dict[str, Any]) -> Figure:
     return fig
 
 
-overlay = overlays.overlay  # one home for overlays and legends: heritage.overlays
+overlay = overlays.overlay  # one home for overlays and legends: heritage.inference.overlays
 
 
 def example_ids(data_dir: str | Path, n: int) -> list[str]:
     """``n`` original samples showing the most damage classes (ties: by id), for example panels."""
-    from heritage import ingest, stats
+    from heritage.data import ingest, stats
 
     metadata = ingest.read_metadata(data_dir)
     ids = sorted(metadata.loc[metadata["transform"] == ingest.IDENTITY, "id"])
@@ -76,7 +78,7 @@ def example_ids(data_dir: str | Path, n: int) -> list[str]:
 
 def plot_examples(data_dir: str | Path, ids: Sequence[str]) -> Figure:
     """One row per sample: the image, its damage overlay and its mask in the palette, with a legend."""
-    from heritage import ingest
+    from heritage.data import ingest
 
     fig = Figure(figsize=(10.0, 3.2 * len(ids)), layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(ids), 3))
@@ -98,7 +100,7 @@ def plot_examples(data_dir: str | Path, ids: Sequence[str]) -> Figure:
 
 def split_balance(data_dir: str | Path, protocol: str) -> pd.DataFrame:
     """Images per (fold, part) and material in a split manifest; originals only in val/test."""
-    from heritage import ingest, splits
+    from heritage.data import ingest, splits
 
     manifest = splits.load_manifest(data_dir, protocol)
     material = ingest.read_metadata(data_dir).set_index("id")["material"]

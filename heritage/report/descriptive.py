@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from heritage import taxonomy
+from heritage.data import taxonomy
 from heritage.report.design import ABLATION_POC, loss_variants
 from heritage.report.frames import SETTING, _matches, encoder_label, poc_label, setting_label
 from heritage.report.tables import ABSENT, NO_RUN, Table, _cells, _fixed, _percent, _sources

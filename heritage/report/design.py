@@ -159,7 +159,7 @@ QUESTIONS: tuple[ResearchQuestion, ...] = (
               "training samples (the same steps and training pixels); otherwise the table says what differs and "
               "compares nothing. Per class: each arm's test IoU, the paired difference over the folds whose test "
               "part holds the class, and the verdict rules on it, the thin classes "
-              "(`heritage.taxonomy.THIN_CLASSES`) marked."),
+              "(`heritage.data.taxonomy.THIN_CLASSES`) marked."),
     ResearchQuestion(
         5, f"the loss ablation of {poc_label(ABLATION_POC)}",
         f"does a loss variant change the test mIoU? (the loss ablation of {poc_label(ABLATION_POC)})",

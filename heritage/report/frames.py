@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from heritage.config import RunConfig
-from heritage.provenance import METRICS_FILE, RUN_COLUMNS, _pretrained, load_metrics, run_row
+from heritage.training.provenance import METRICS_FILE, RUN_COLUMNS, _pretrained, load_metrics, run_row
 
 # A setting is one configuration evaluated on several folds; its runs differ only in the fold.
 SETTING = ["poc", "variant", "encoder", "protocol"]
@@ -48,8 +48,8 @@ def load_runs(runs_root: str | Path) -> pd.DataFrame:
 
 
 def _per_image(run_dir: Path) -> pd.DataFrame | None:
-    """The run's ``per_image.csv`` (:func:`heritage.runs.read_per_image`), None for runs made before it existed."""
-    from heritage import runs
+    """The run's ``per_image.csv`` (:func:`heritage.training.runs.read_per_image`), None for runs made before it existed."""
+    from heritage.training import runs
 
     return runs.read_per_image(run_dir) if (run_dir / runs.PER_IMAGE_FILE).is_file() else None
 
@@ -71,7 +71,7 @@ def _max_train_samples(run_dir: Path) -> int | str | None:
 
 def planned_runs(configs: Iterable[RunConfig]) -> pd.DataFrame:
     """The plan (``heritage.config.plan``) as rows: SETTING + fold, config_hash, family, CONFIG_FIELDS."""
-    from heritage import models
+    from heritage.modeling import models
 
     rows = [{"poc": c.poc, "variant": c.variant or "", "encoder": c.encoder, "protocol": c.protocol,
              "fold": c.fold, "config_hash": c.config_hash(), "family": models.ENCODERS[c.encoder].family,
@@ -151,14 +151,14 @@ def poc_title(poc: str) -> str:
 
 
 def encoder_label(encoder: str) -> str:
-    from heritage import models
+    from heritage.modeling import models
 
     spec = models.ENCODERS.get(encoder)
     return spec.display_name if spec is not None else encoder
 
 
 def setting_label(row: Any) -> str:
-    from heritage import splits
+    from heritage.data import splits
 
     label = f"{poc_label(row['poc'])} {encoder_label(row['encoder'])}"
     label += f" [{row['variant']}]" if row["variant"] else ""

@@ -2,7 +2,7 @@
 
 Reader: the comparison (``99_comparison``; :mod:`heritage.report.design` says which pairs answer
 which question). Each row is a pair (A, B): the paired mIoU difference A - B over the folds both
-have run, its 95% t interval, the artwork bootstrap beside it (:mod:`heritage.resampling`, never
+have run, its 95% t interval, the artwork bootstrap beside it (:mod:`heritage.report.resampling`, never
 deciding), what else differs, and :func:`~heritage.report.verdicts.decide`'s verdict. RQ4 adds its
 training-budget check (``BUDGET_FIELDS``) and a per-class table.
 """
@@ -15,7 +15,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from heritage import errors, taxonomy
+from heritage import errors
+from heritage.data import taxonomy
 from heritage.report import design
 from heritage.report.design import rq4_pairs
 from heritage.report.frames import CONFIG_FIELDS, SETTING, _matches, _same, encoder_label, setting_label
@@ -104,7 +105,7 @@ def comparison_table(name: str, caption: str, runs: pd.DataFrame, summary: pd.Da
 
 
 # Display columns of a comparison table, also when no pair has runs (a header with no rows).
-# The artwork bootstrap's display columns (heritage.resampling.STATISTICS keys), beside the fold-level interval.
+# The artwork bootstrap's display columns (heritage.report.resampling.STATISTICS keys), beside the fold-level interval.
 _ARTWORK_COLUMNS = {"dataset_miou": "Artwork bootstrap, dataset-level A − B [95% CI]",
                     "per_image_miou": "Artwork bootstrap, per-image A − B [95% CI]"}
 _COMPARISON_COLUMNS = ["A", "B", "Paired folds", "A − B (mIoU pts)", "95% CI", "Folds A, B above all-Clean",
@@ -114,7 +115,7 @@ _ARTWORK_DATA = ["artwork_n_sources", "artwork_n_images", *(f"artwork_{statistic
 
 
 def _artwork_note() -> str:
-    from heritage import resampling
+    from heritage.report import resampling
 
     return (f"Artwork bootstrap: the test images of all paired folds, their source artworks resampled with "
             f"replacement ({resampling.RESAMPLES} draws, seed {resampling.SEED}, each artwork's images together), "
@@ -124,10 +125,10 @@ def _artwork_note() -> str:
 
 
 def artwork_bootstrap(runs: pd.DataFrame, a: pd.Series, b: pd.Series) -> dict[str, Any] | str:
-    """:func:`heritage.resampling.bootstrap_difference` of A and B over the test images of the folds both have
+    """:func:`heritage.report.resampling.bootstrap_difference` of A and B over the test images of the folds both have
     run (every paired fold's ``per_image.csv``), or why there is none ("no paired fold", "no per_image.csv
     for 2 of 3 runs of A"). Beside the fold-level interval; the verdict (:func:`decide`) stays on folds."""
-    from heritage import resampling
+    from heritage.report import resampling
 
     shared = paired_runs(runs, a, b).index
     if not len(shared):

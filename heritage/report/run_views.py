@@ -16,9 +16,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
 
-from heritage import errors, taxonomy
+from heritage import errors
+from heritage.data import taxonomy
 from heritage.config import RunConfig
-from heritage.provenance import _number
+from heritage.training.provenance import _number
 from heritage.report.tables import ABSENT, _fixed
 
 
@@ -60,7 +61,7 @@ def run_headline(metrics: dict[str, Any]) -> str:
     if seeds:
         line += (f" Under the seeds' metric (Background scored as Lightleak, absent classes 0 over 16): "
                  f"{100 * seeds['miou']:.2f}% (all-Clean {100 * seeds['all_clean_miou']:.2f}%).")
-    from heritage import splits
+    from heritage.data import splits
 
     if metrics.get("protocol") == splits.LEAKY:
         line += (" **Leaky split (the seeds' protocol): augmented copies of the test images were trained on and "

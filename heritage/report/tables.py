@@ -1,7 +1,7 @@
 """A paper table and its cells: raw numbers for CSV, formatted cells for Markdown, LaTeX and HTML.
 
 Reader: every module that makes a paper table (:mod:`~heritage.report.descriptive`,
-:mod:`~heritage.report.paired`) and :mod:`heritage.publish` (LaTeX spelling). No number is typed
+:mod:`~heritage.report.paired`) and :mod:`heritage.report.publish` (LaTeX spelling). No number is typed
 in here: a planned cell without a run says "no run", a class in no fold "absent", and every
 :class:`Table` lists the run folders (and config hashes) behind it.
 """

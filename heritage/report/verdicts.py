@@ -1,7 +1,7 @@
 """The verdict rules: what a paired comparison of two settings may state (ARCHITECTURE.md, "Verdict rules").
 
 Reader: every paired table (:mod:`heritage.report.paired`) and the paper's text
-(:mod:`heritage.publish` quotes the rules). :func:`decide` is the only source of "A better" /
+(:mod:`heritage.report.publish` quotes the rules). :func:`decide` is the only source of "A better" /
 "B better": at least 3 paired folds, a 95% t interval of the mean difference that excludes 0, and
 both sides above their all-Clean baseline on every paired fold; otherwise "not supported" and why.
 """

@@ -1,5 +1,5 @@
 """The two segmentation models, SMP's UNet and the hierarchical UPerNet, over the encoder registry
-(:mod:`heritage.registry`: names, families and size rules, importable without torch).
+(:mod:`heritage.modeling.registry`: names, families and size rules, importable without torch).
 
 Every encoder comes from segmentation-models-pytorch: SegFormer's Mix Transformer is SMP's own
 ``mit_b3``, the others are timm models behind SMP's universal ``tu-`` encoder, which already turns
@@ -36,9 +36,11 @@ from segmentation_models_pytorch.base import SegmentationHead
 from segmentation_models_pytorch.base.initialization import initialize_head
 from torch import nn
 
-from heritage import errors, registry, taxonomy
+from heritage import errors
+from heritage.modeling import registry
+from heritage.data import taxonomy
 
-# The registry's names (heritage.registry, importable without torch) are re-exported here.
+# The registry's names (heritage.modeling.registry, importable without torch) are re-exported here.
 ARCHITECTURES, FAMILIES, SIZE_MULTIPLE = registry.ARCHITECTURES, registry.FAMILIES, registry.SIZE_MULTIPLE
 ENCODERS = registry.ENCODERS
 EncoderSpec, encoder_spec, check_image_size = registry.EncoderSpec, registry.encoder_spec, registry.check_image_size
@@ -56,7 +58,7 @@ class HierarchicalUPerNet(smp.UPerNet):
     """POC-5.5's model: SMP's UPerNet decoder shared by three 1x1 heads (binary, coarse, fine).
 
     ``forward`` returns ``{"binary": (B, 2, H, W), "coarse": (B, 4, H, W), "fine": (B, C, H, W)}``
-    logits at input resolution, the level names and sizes following ``heritage.taxonomy``.
+    logits at input resolution, the level names and sizes following ``heritage.data.taxonomy``.
     """
 
     def __init__(self, encoder_name: str, encoder_weights: str | bool | None, num_classes: int,

@@ -20,11 +20,11 @@ from typing import Any
 
 from heritage import fileio
 
-TEMPLATE = Path(__file__).parent / "templates" / "paper.tex"
+TEMPLATE = Path(__file__).parents[1] / "templates" / "paper.tex"
 MANUSCRIPT = "paper.tex"
 PDF = "paper.pdf"
 LATEX_DIR = ".latex"  # pdflatex's aux and log files, under the paper folder
-GALLERY = "damage-maps/index.html"  # heritage.gallery's page, linked when it exists
+GALLERY = "damage-maps/index.html"  # heritage.report.gallery's page, linked when it exists
 INSTALL_HINT = "apt-get install texlive-latex-base texlive-latex-recommended"
 WIDE_COLUMNS = 10  # a table with this many columns goes on a landscape page
 _TABULAR = re.compile(r"\\begin\{tabular\}\{((?:[^{}]|\{[^{}]*\})*)\}")
@@ -117,7 +117,7 @@ def links_html(paper_dir: str | Path) -> str:
 def manuscript_text(paper_dir: str | Path, provenance: dict[str, Any]) -> str:
     """``paper.tex`` from the template: abstract and findings from the banner and verdicts, every table
     ``\\input`` and every figure's PDF ``\\includegraphics``-ed with its caption and the banner."""
-    from heritage import provenance as records
+    from heritage.training import provenance as records
     from heritage.report.tables import latex_text as latex
     from heritage.report.verdicts import CONFIDENCE, MIN_PAIRED_UNITS
     banner = provenance["banner"]

@@ -11,7 +11,7 @@ first steps left out, peak memory, elapsed time) and, every ``checkpoint_every``
 ``checkpoint_last.pt`` (everything needed to resume: model, optimizer, scheduler, scaler, RNG states,
 history) after ``checkpoint_best.pt`` (the weights of the best validation mIoU so far, kept in memory
 in between: one write instead of one per improvement). ``checkpoint_last.pt`` is written new-then-rotate
-(:func:`heritage.runs.save_resume_checkpoint`): the one before it stays as ``checkpoint_last.prev.pt``.
+(:func:`heritage.training.runs.save_resume_checkpoint`): the one before it stays as ``checkpoint_last.prev.pt``.
 Starting again on the same run folder resumes from ``checkpoint_last.pt``, or, with a warning, from
 ``checkpoint_last.prev.pt`` when the newest cannot be read; on CPU the resumed run ends with the same
 numbers as an uninterrupted one, because the data order and the augmentations are functions of
@@ -49,7 +49,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from heritage import data, errors, metrics, models, runs, taxonomy, tiling
+from heritage.data import datasets as data, taxonomy
+from heritage import errors
+from heritage.modeling import metrics, models
+from heritage.training import runs
+from heritage.modeling import tiling
 from heritage.config import RunConfig
 
 # sysexits.h EX_TEMPFAIL, "temporary failure, the user is invited to retry": the run stopped on a
@@ -282,7 +286,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, dtype: 
              ) -> tuple[dict[str, Any], float]:
     """Fine-class metrics over the whole loader (one confusion matrix, not per-batch means), images/s.
 
-    The result is :meth:`heritage.metrics.ConfusionMatrix.compute`'s dict plus ``confusion_matrix``
+    The result is :meth:`heritage.modeling.metrics.ConfusionMatrix.compute`'s dict plus ``confusion_matrix``
     (16 x 16 pixel counts, ground truth x prediction) and ``all_clean_miou`` (the mIoU of predicting
     Clean everywhere on the same pixels: the trivial baseline); for the hierarchical model it also holds
     ``hierarchical``: ``{"binary_miou", "coarse_miou", "fine_miou"}``.
@@ -308,10 +312,11 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, dtype: 
 def evaluate_seeds_convention(model: nn.Module, data_dir: str | os.PathLike, ids: list[str], image_size: int,
                               batch_size: int, device: torch.device, dtype: torch.dtype | None,
                               channels_last: bool) -> dict[str, Any]:
-    """The seeds' mIoU (:class:`heritage.metrics.SeedsMeanIoU`) of ``ids``: batches of ``batch_size``
+    """The seeds' mIoU (:class:`heritage.modeling.metrics.SeedsMeanIoU`) of ``ids``: batches of ``batch_size``
     letterboxed images at ``image_size`` (the model's training input), masks read as the seeds' loader read
-    them (:func:`heritage.metrics.seeds_target`, before the letterbox, so only its padding is left out)."""
-    from heritage import fileio, ingest
+    them (:func:`heritage.modeling.metrics.seeds_target`, before the letterbox, so only its padding is left out)."""
+    from heritage import fileio
+    from heritage.data import ingest
 
     model.eval()
     accumulator = metrics.SeedsMeanIoU(device=device)
@@ -368,14 +373,14 @@ def evaluate_images(model: nn.Module, images: data.EvaluationSet, device: torch.
                     ) -> tuple[dict[str, Any], float, list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]]:
     """:func:`evaluate`'s result over whole images at the working resolution, images/s, and panels.
 
-    Each image is predicted with :mod:`heritage.tiling`'s sliding window (tiles of ``tile`` px, Hann
+    Each image is predicted with :mod:`heritage.modeling.tiling`'s sliding window (tiles of ``tile`` px, Hann
     blending, the same code as ``python -m heritage predict``; autocast to ``dtype``, the run's
     :func:`autocast_dtype`, None = float32); a letterbox model input is predicted
     whole (one tile) and its label map resized to the evaluation resolution with nearest neighbour.
     The confusion matrix is accumulated on those pixels, in row chunks (no full-size int64 copies).
     ``keep``: the first images' (id, picture, truth, prediction), shrunk to PANEL_SIDE, for panels.
     Each image's own (fine) confusion is counted too (a bincount of the same pixels): the result's
-    ``per_image_miou`` is the mean over images of their mIoU (:func:`heritage.metrics.mean_iou`), and with
+    ``per_image_miou`` is the mean over images of their mIoU (:func:`heritage.modeling.metrics.mean_iou`), and with
     ``per_image`` the result also holds ``per_image`` = ``{"ids": [...], "confusion": (n, 16, 16) int64
     tensor}`` (a tensor, so a result kept in a resume checkpoint still loads with ``weights_only``).
     """

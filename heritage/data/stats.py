@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from heritage import errors, fileio, ingest, scale, taxonomy
+from heritage import errors, fileio
+from heritage.data import ingest, scale, taxonomy
 
 
 # Pixels of a mask counted at once: bincount casts to int64 (8 bytes a pixel), so a full-resolution scan
@@ -29,7 +30,7 @@ HISTOGRAM_PIXELS = 1 << 22
 
 def mask_histogram(mask: np.ndarray) -> np.ndarray:
     """(256,) int64 count of every value of a uint8 id mask (classes, Background 255, and any stray
-    value, which callers refuse with :func:`heritage.taxonomy.check_mask_values`). The one home of a
+    value, which callers refuse with :func:`heritage.data.taxonomy.check_mask_values`). The one home of a
     mask's class histogram (weights, synth, the working cache, predict's area table count with it)."""
     mask = np.asarray(mask, dtype=np.uint8)
     if mask.ndim < 2:
@@ -53,7 +54,7 @@ def mask_histograms(data_dir: str | os.PathLike, ids: Sequence[str], progress: b
 
 def read_component_areas(data_dir: str | os.PathLike, ids: Sequence[str],
                          progress: bool = True) -> list[scale.ComponentAreas]:
-    """:func:`heritage.scale.component_areas` of each id's stored mask in a data folder (one mask read
+    """:func:`heritage.data.scale.component_areas` of each id's stored mask in a data folder (one mask read
     per id, no image decode)."""
     return [scale.component_areas(fileio.read_mask(ingest.annotation_path(data_dir, sample_id)))
             for sample_id in tqdm(ids, desc="components", unit="mask", disable=not progress or len(ids) < 100)]
@@ -61,7 +62,7 @@ def read_component_areas(data_dir: str | os.PathLike, ids: Sequence[str],
 
 def component_summary(data_dir: str | os.PathLike, ids: Sequence[str], factors: float | Sequence[float] = 1.0,
                       progress: bool = True) -> dict[str, dict[str, float | int]]:
-    """:func:`heritage.scale.summarise` of the stored masks of ``ids`` (factors from the data folder's
+    """:func:`heritage.data.scale.summarise` of the stored masks of ``ids`` (factors from the data folder's
     stored size)."""
     return scale.summarise(read_component_areas(data_dir, ids, progress=progress), factors)
 
@@ -100,7 +101,7 @@ def dataset_stats(data_dir: str | os.PathLike, progress: bool = True) -> dict:
 def component_stats(data_dir: str | os.PathLike, resolution: str | int = "native", progress: bool = True) -> dict:
     """Per damage class, the 8-connected components of the original samples' masks at ``resolution``
     (``native``: the stored size; N: longest side at most N px, as ``working_resolution``):
-    ``n_components``, ``median_area_px``, ``share_le_2px`` (:func:`heritage.scale.summarise`), with the
+    ``n_components``, ``median_area_px``, ``share_le_2px`` (:func:`heritage.data.scale.summarise`), with the
     resize factors from the stored size and, where the original scan size is recorded, from it."""
     metadata = ingest.read_metadata(data_dir)
     originals = metadata[metadata["transform"] == ingest.IDENTITY]

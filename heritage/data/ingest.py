@@ -29,8 +29,8 @@ Bad input, and the opt-ins for real annotation formats:
   with nearest neighbour, and mapped to class ids after resampling (the two commute).
 - Each sample's original size is recorded (``original_width``, ``original_height``), and a
   ``--longest-side`` that shrinks a class's median damage component (8-connected, measured on the
-  full-size masks, :mod:`heritage.scale`) below a pixel is warned about, naming the classes.
-- Materials and contents outside ARTeFACT's vocabulary (:mod:`heritage.vocabulary`) are warned
+  full-size masks, :mod:`heritage.data.scale`) below a pixel is warned about, naming the classes.
+- Materials and contents outside ARTeFACT's vocabulary (:mod:`heritage.data.vocabulary`) are warned
   about with the closest name, and refused with ``--strict``.
 - A staging folder or temporary file left by a killed ingest/augment is removed by the next one
   (owner pid dead on this host, or untouched for :data:`heritage.fileio.STALE_AFTER_S`).
@@ -58,7 +58,8 @@ import pyarrow.parquet as pq
 from PIL import Image
 from tqdm import tqdm
 
-from heritage import errors, fileio, scale, taxonomy, vocabulary
+from heritage import errors, fileio
+from heritage.data import scale, taxonomy, vocabulary
 
 PARQUET_COLUMNS = ("id", "image", "annotation", "material", "content")
 EXPORT_COLUMNS = ("id", "material", "content")
@@ -71,7 +72,7 @@ IMAGES_DIR = "images"
 ANNOTATIONS_DIR = "annotations"
 IDENTITY = "identity"
 DEFAULT_LONGEST_SIDE = 512
-# "__" separates a source id from the name of an augmentation (see heritage.augment).
+# "__" separates a source id from the name of an augmentation (see heritage.data.augment).
 _ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _PARQUET_BUFFER_BYTES = 8 << 20
 # The staging folder: ".ingest-<pid>@<host>-<random>" (remove_stale_staging parses the owner back;
@@ -588,9 +589,9 @@ def ingest(source: str | os.PathLike, out: str | os.PathLike,
 
     ``max_pixels`` (None: PIL's own guard) refuses larger images from their header; ``masks`` opts in
     to binary, RGB or resized annotations; ``strict`` refuses materials/contents outside ARTeFACT's
-    vocabulary, which are otherwise reported as :class:`heritage.vocabulary.VocabularyWarning`.
+    vocabulary, which are otherwise reported as :class:`heritage.data.vocabulary.VocabularyWarning`.
     Each sample's original (upright) size is recorded (ORIGINAL_SIZE_COLUMNS); a
-    :class:`heritage.scale.ScaleWarning` names each class whose median damage component, measured on
+    :class:`heritage.data.scale.ScaleWarning` names each class whose median damage component, measured on
     the full-size masks, ``longest_side`` shrinks below a pixel. Returns the metadata written (original samples only: re-run ``augment`` afterwards).
     """
     if longest_side is not None and longest_side < 1:
@@ -687,7 +688,7 @@ def _convert_all(samples: Iterable[RawSample], staging: Path, total: int, decode
 
 def _warn_vanishing(components: list[scale.ComponentAreas], factors: list[float], longest_side: int | None
                     ) -> None:
-    """A :class:`heritage.scale.ScaleWarning` per class whose median component (measured at the original
+    """A :class:`heritage.data.scale.ScaleWarning` per class whose median component (measured at the original
     size) the downscaling to ``longest_side`` shrinks below a pixel."""
     if not factors or min(factors) >= 1:  # nothing downscaled: every component keeps its pixels
         return
@@ -719,7 +720,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     masks.add_argument("--binary-threshold", type=int, default=DEFAULT_BINARY_THRESHOLD,
                        help="grey level from which a binary mask pixel is damage (default: %(default)s)")
     masks.add_argument("--rgb-masks", action="store_true",
-                       help="annotations are drawn in the ARTeFACT palette (heritage.taxonomy.PALETTE, "
+                       help="annotations are drawn in the ARTeFACT palette (heritage.data.taxonomy.PALETTE, "
                             "Background BACKGROUND_RGB); each colour maps to the nearest palette colour")
     masks.add_argument("--palette-tolerance", type=float, default=DEFAULT_PALETTE_TOLERANCE,
                        help="with --rgb-masks: largest RGB distance to the nearest palette colour (JPEG "

@@ -23,7 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from heritage import errors, metrics, runs
+from heritage import errors
+from heritage.modeling import metrics
+from heritage.training import runs
 
 RESAMPLES = 2000
 SEED = 0

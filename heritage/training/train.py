@@ -2,14 +2,14 @@
 
 :func:`run_training` assembles a run: the fold's ids from the split manifest, class weights counted
 on the fold's training ids (saved as ``class_weights.json``), datasets (optionally preloaded into
-RAM or /dev/shm), the model and the loss; :func:`heritage.engine.fit` trains it with model selection
+RAM or /dev/shm), the model and the loss; :func:`heritage.training.engine.fit` trains it with model selection
 on validation mIoU; the best checkpoint is then evaluated once on the test part, prediction panels
 are drawn for a few test images, and ``metrics.json`` is written last.
 
 Everything is validated before anything is written (:func:`check_inputs`): a run that cannot start
 leaves no run folder behind.
 
-Exit codes of the command: 0 done, 2 bad configuration or data, 75 (:data:`heritage.engine.EXIT_REQUEUE`)
+Exit codes of the command: 0 done, 2 bad configuration or data, 75 (:data:`heritage.training.engine.EXIT_REQUEUE`)
 stopped by SIGTERM/SIGUSR1 after writing ``checkpoint_last.pt`` (run it again to resume).
 """
 
@@ -27,7 +27,7 @@ from heritage.config import ConfigError, RunConfig, load_run_config, parse_overr
 def check_inputs(config: RunConfig) -> tuple[list[str], list[str], list[str]]:
     """The fold's (train, val, test) ids, after checking the data folder, its ``metadata.csv``, the
     protocol's split manifest and the fold; raises an expected error naming what is missing."""
-    from heritage import ingest, splits
+    from heritage.data import ingest, splits
 
     data = Path(config.data_dir)
     if not data.is_dir():
@@ -44,7 +44,7 @@ def check_inputs(config: RunConfig) -> tuple[list[str], list[str], list[str]]:
 def run_training(config: RunConfig, progress: bool = True) -> dict[str, Any]:
     """Train ``config`` into its run folder (resuming if it was interrupted) and return the metrics.
 
-    Raises :class:`heritage.engine.Interrupted` when stopped by SIGTERM/SIGUSR1 (after saving
+    Raises :class:`heritage.training.engine.Interrupted` when stopped by SIGTERM/SIGUSR1 (after saving
     ``checkpoint_last.pt``). Under ``torchrun``/``srun`` every process calls this; rank 0 writes.
     """
     import numpy as np
@@ -52,7 +52,9 @@ def run_training(config: RunConfig, progress: bool = True) -> dict[str, Any]:
     import torch.distributed as torch_dist
     from tqdm import tqdm
 
-    from heritage import data, engine, losses, models, runs, taxonomy, weights
+    from heritage.data import datasets as data, taxonomy, weights
+    from heritage.training import engine, runs
+    from heritage.modeling import losses, models
 
     train_ids, val_ids, test_ids = check_inputs(config)  # before the run folder exists
     dist = engine.setup_distributed()
@@ -115,7 +117,7 @@ def run_training(config: RunConfig, progress: bool = True) -> dict[str, Any]:
 
 def _training_set(config: RunConfig, train_ids: list[str], progress: bool) -> Any:
     """Letterboxed whole images (optionally preloaded) or patches of the working resolution."""
-    from heritage import data
+    from heritage.data import datasets as data
 
     if config.sampling == "patch":
         return data.PatchDataset(config.data_dir, train_ids, config.image_size, config.working_resolution,
@@ -137,13 +139,13 @@ def scale_record(config: RunConfig, ids: list[str], train_ids: list[str] | None 
     The reference is the original scan when ``metadata.csv`` has ``original_width``/``original_height``
     columns, else the data folder's stored image (``width``/``height``). Letterbox: image_size / longest
     side; patch: the working resolution's longest side / the reference's. Min, median and max.
-    ``components`` (:mod:`heritage.scale`, one mask read per training id): per damage class, the number of
+    ``components`` (:mod:`heritage.data.scale`, one mask read per training id): per damage class, the number of
     8-connected components, their median area and share <= 2 px, in pixels the model sees
     (``model_input``) and in pixels of the data folder's stored masks (``stored``, what predict rescales).
     """
     import numpy as np
 
-    from heritage import ingest, scale, stats
+    from heritage.data import ingest, scale, stats
 
     table = ingest.read_metadata(config.data_dir).set_index("id")
     reference = np.max(ingest.original_size(table).loc[ids].to_numpy(dtype=np.float64), axis=1)
@@ -176,7 +178,7 @@ def model_input_factors(config: RunConfig, stored_longest: Any) -> Any:
     image_size / longest side, patch the working resolution's factor."""
     import numpy as np
 
-    from heritage import scale
+    from heritage.data import scale
 
     if config.sampling == "letterbox":
         return config.image_size / np.asarray(stored_longest, dtype=np.float64)
@@ -190,8 +192,8 @@ def _stored_longest(table: Any, ids: list[str]) -> Any:
 
 
 def vanishing_messages(config: RunConfig, record: dict[str, Any]) -> list[str]:
-    """The :func:`heritage.scale.vanishing_messages` of a run's training split at the model's input."""
-    from heritage import scale
+    """The :func:`heritage.data.scale.vanishing_messages` of a run's training split at the model's input."""
+    from heritage.data import scale
 
     if "components" not in record:
         return []
@@ -207,7 +209,9 @@ def _final_evaluation(config: RunConfig, model: Any, test_set: Any, folder: Path
     """Evaluate the best checkpoint once on the test part, draw panels, write ``metrics.json``."""
     import numpy as np
 
-    from heritage import data, engine, ingest, models, runs, taxonomy
+    from heritage.data import datasets as data, ingest, taxonomy
+    from heritage.training import engine, runs
+    from heritage.modeling import models
 
     model.load_state_dict(runs.load_best_checkpoint(folder)["model"])
     dtype = engine.autocast_dtype(config.amp, dist.device)
@@ -274,7 +278,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from heritage import engine
+    from heritage.training import engine
 
     config = config_from_args(args)  # a ConfigError is the CLI's to print (one line, exit 2)
     try:

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from heritage import errors, fileio, taxonomy
+from heritage import errors, fileio
+from heritage.data import taxonomy
 from heritage.config import RunConfig, run_dir
 
 if TYPE_CHECKING:  # torch is imported where it is used: predict takes this module's names at import
@@ -125,7 +126,7 @@ def cpu_name() -> str:
 
 def git_commit() -> str | None:
     """``<sha>`` of the checkout holding this package (``<sha>-dirty`` with local changes), or None."""
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
                              timeout=10, check=True).stdout.strip()
@@ -290,7 +291,7 @@ def per_image_table(ids: Sequence[str], source_ids: Sequence[str], confusion: np
     """
     import pandas as pd
 
-    from heritage import metrics
+    from heritage.modeling import metrics
 
     confusion = np.asarray(confusion, dtype=np.int64)
     if not len(ids) == len(source_ids) == len(confusion):

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from heritage import errors, fileio, ingest, splits, stats, taxonomy
+from heritage import errors, fileio
+from heritage.data import ingest, splits, stats, taxonomy
 
 METHODS = ("inverse", "inverse_sqrt", "inverse_sqrt_log_scaled")
 DEFAULT_METHOD = "inverse_sqrt_log_scaled"

@@ -32,7 +32,7 @@ a command that does not handle USR1 is ended by it. A requeued job waits ``AuthI
 
 It knows jobs (a name, a command line, a run folder), not what they compute: it imports nothing of
 the pipeline (``tests/test_layering.py``). ``heritage paper --scheduler slurm`` turns its notebook
-jobs into :class:`Job` s in :func:`heritage.paper.run_plan_on_slurm`; resources per profile and kind
+jobs into :class:`Job` s in :func:`heritage.pipeline.paper.run_plan_on_slurm`; resources per profile and kind
 of job come from a site file (:func:`load_site`, ``heritage/configs/slurm/site.example.yaml``).
 
 Run folder files: ``slurm.sbatch`` (the script; array jobs share one next to their run folders),
@@ -71,7 +71,7 @@ SUBMISSION_FILE = ".slurm-submission.json"  # inside the runs root
 POLL_SECONDS_VARIABLE = "HERITAGE_SLURM_POLL_SECONDS"
 MAX_FAILED_POLLS = 10  # consecutive squeue failures before wait() gives up
 
-# A job's states, here and in heritage.paper (which adds its own "skipped" and "submitted").
+# A job's states, here and in heritage.pipeline.paper (which adds its own "skipped" and "submitted").
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 FINISHED = (DONE, FAILED)
 # SLURM job states (squeue/scontrol/sacct names) -> what a run is doing.
@@ -315,7 +315,7 @@ class JobStatus:
 
 
 _HEADER = """#!/bin/bash
-# Written by heritage.slurm for: {title}
+# Written by heritage.pipeline.slurm for: {title}
 # Resubmit by hand with `sbatch {script}` (dependencies are given on the sbatch command line).
 #SBATCH --job-name={job_name}
 #SBATCH --output={output}
@@ -351,7 +351,7 @@ MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 MASTER_PORT=$((20000 + SLURM_JOB_ID % 20000))
 export MASTER_ADDR MASTER_PORT
 
-echo "heritage.slurm: job $JOB_KEY (restart ${SLURM_RESTART_COUNT:-0}) on $(hostname -s) at $(date -Is): $*"
+echo "heritage.pipeline.slurm: job $JOB_KEY (restart ${SLURM_RESTART_COUNT:-0}) on $(hostname -s) at $(date -Is): $*"
 {launch}"$@" &
 child=$!
 while :; do
@@ -365,11 +365,11 @@ if [ "$REQUEUE_ON_USR1" = 1 ] && [ "$code" -eq {requeue_code} ] && [ "$got_usr1"
     # Checkpointed on USR1 (time limit near, or sent by hand): back to the queue under the same id;
     # the rerun of this script resumes from checkpoint_last.pt.
     write_exit_record requeued "$code"
-    echo "heritage.slurm: exit $code after USR1: requeueing job $SLURM_JOB_ID"
+    echo "heritage.pipeline.slurm: exit $code after USR1: requeueing job $SLURM_JOB_ID"
     if scontrol requeue "$SLURM_JOB_ID"; then
         exit "$code"
     fi
-    echo "heritage.slurm: scontrol requeue failed; the run stops here and resumes when resubmitted" >&2
+    echo "heritage.pipeline.slurm: scontrol requeue failed; the run stops here and resumes when resubmitted" >&2
     write_exit_record failed "$code"
     exit "$code"
 fi
@@ -380,7 +380,7 @@ elif [ "$got_term" = 1 ]; then  # scancel, time limit, preemption or requeue fro
 else
     write_exit_record failed "$code"
 fi
-echo "heritage.slurm: job $JOB_KEY ended with exit code $code at $(date -Is)"
+echo "heritage.pipeline.slurm: job $JOB_KEY ended with exit code $code at $(date -Is)"
 exit "$code"
 """
 
@@ -403,7 +403,7 @@ def batch_script(jobs: Sequence[Job], *, title: str, script: Path, output: str, 
         cases = "".join(f"    {i}) RUN_DIR={shlex.quote(str(job.run_dir))}; set -- {shlex.join(job.command)} ;;\n"
                         for i, job in enumerate(jobs))
         selection = (f'JOB_KEY="{key}"\ncase "$SLURM_ARRAY_TASK_ID" in\n{cases}'
-                     '    *) echo "heritage.slurm: no task $SLURM_ARRAY_TASK_ID in this array" >&2; exit 2 ;;\nesac\n')
+                     '    *) echo "heritage.pipeline.slurm: no task $SLURM_ARRAY_TASK_ID in this array" >&2; exit 2 ;;\nesac\n')
     else:
         selection = (f'JOB_KEY="$SLURM_JOB_ID"\nRUN_DIR={shlex.quote(str(first.run_dir))}\n'
                      f"set -- {shlex.join(first.command)}\n")

@@ -27,9 +27,10 @@ import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
-from heritage import registry, taxonomy
+from heritage.modeling import registry
+from heritage.data import taxonomy
 
-# The loss names and parameters live in heritage.registry (a config validates without torch).
+# The loss names and parameters live in heritage.modeling.registry (a config validates without torch).
 LOSSES, LEVEL_LOSSES = registry.LOSSES, registry.LEVEL_LOSSES
 DEFAULT_SMOOTH, DEFAULT_GAMMA = registry.DEFAULT_SMOOTH, registry.DEFAULT_GAMMA
 DICE_FOCAL_WEIGHTS = (0.5, 0.5)

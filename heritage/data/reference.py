@@ -2,14 +2,14 @@
 
 Embedded so the package works anywhere. Source: the published ARTeFACT dataset's metadata.csv
 (crosstab of material x content over the 417 annotated images) and statistics.json
-(class_pixel_counts, at longest side 512). Readers: the synthetic stand-in (``heritage.synth`` draws
+(class_pixel_counts, at longest side 512). Readers: the synthetic stand-in (``heritage.data.synthetic`` draws
 its images to match them) and the dataset notebook (``heritage.report.dataset_views``: this data
-folder's class shares beside ARTeFACT's). Names are ``heritage.taxonomy``'s and ``heritage.vocabulary``'s.
+folder's class shares beside ARTeFACT's). Names are ``heritage.data.taxonomy``'s and ``heritage.data.vocabulary``'s.
 """
 
 from __future__ import annotations
 
-from heritage import taxonomy
+from heritage.data import taxonomy
 
 REFERENCE_PAIR_COUNTS: dict[tuple[str, str], int] = {
     ("Parchment", "Artistic depiction"): 40,

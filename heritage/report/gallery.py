@@ -23,7 +23,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from heritage import errors, fileio, overlays
+from heritage import errors, fileio
+from heritage.inference import overlays
 
 POC = "poc59v2_flagship"
 GALLERY_DIR = "damage-maps"
@@ -70,7 +71,7 @@ def choose_run(planned: Sequence[Sequence[str]]) -> Choice:
     Only runs whose ``metrics.json`` holds the planned config hash count; ties go to the first in plan
     order. Raises InputError when none has finished.
     """
-    from heritage import provenance
+    from heritage.training import provenance
 
     candidates, not_finished = [], []
     for run_dir, config_hash in planned:
@@ -102,7 +103,7 @@ def run_config(run_dir: str | Path):
 
 def test_scan_ids(run_dir: str | Path, n: int = N_SCANS) -> list[str]:
     """``n`` ids of the run's own test part (its manifest and fold), most ground-truth damage classes first."""
-    from heritage import splits, stats, taxonomy
+    from heritage.data import splits, stats, taxonomy
 
     config = run_config(run_dir)
     train, _, test = splits.fold_ids(splits.load_manifest(config.data_dir, config.protocol), config.fold)
@@ -121,7 +122,8 @@ def write_gallery(choice: Choice, ids: Sequence[str], out_dir: str | Path, devic
     """Predict ``ids`` with the chosen run into ``out_dir`` and write its ``index.html``; returns it."""
     import pandas as pd
 
-    from heritage import ingest, predict
+    from heritage.data import ingest
+    from heritage.inference import predict
 
     out_dir = Path(out_dir)
     config = run_config(choice.best.run_dir)
@@ -162,7 +164,7 @@ def write_gallery(choice: Choice, ids: Sequence[str], out_dir: str | Path, devic
 
 def _gallery_row(sample_id: str, scan: np.ndarray, truth: np.ndarray, predicted: np.ndarray, factor: int,
                  shown: list[int], damage_percent: float) -> str:
-    from heritage import predict
+    from heritage.inference import predict
 
     lossless = factor > 1
     cells = "".join(f"<figure><img src='{predict.image_src(picture, lossless)}' alt='{what} of "

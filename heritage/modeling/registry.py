@@ -2,9 +2,9 @@
 losses and their parameters.
 
 This module imports no torch, SMP or timm, so that a ``RunConfig`` validates (``heritage.config``)
-without loading the model zoo; :mod:`heritage.models` and :mod:`heritage.losses` build from these
+without loading the model zoo; :mod:`heritage.modeling.models` and :mod:`heritage.modeling.losses` build from these
 entries and re-export them (``models.ENCODERS``, ``losses.LOSSES``). Why the window-attention
-encoders need fixed sizes, and which sizes were checked, is in :mod:`heritage.models`.
+encoders need fixed sizes, and which sizes were checked, is in :mod:`heritage.modeling.models`.
 """
 
 from __future__ import annotations

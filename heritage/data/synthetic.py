@@ -46,14 +46,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from heritage import errors, fileio, reference, stats, taxonomy, vocabulary
+from heritage import errors, fileio
+from heritage.data import reference, stats, taxonomy, vocabulary
 
 # --- reference proportions -----------------------------------------------------------------------
-# ARTeFACT's published counts have one home, heritage.reference; synth matches them.
+# ARTeFACT's published counts have one home, heritage.data.reference; synth matches them.
 REFERENCE_PAIR_COUNTS = reference.REFERENCE_PAIR_COUNTS
 REFERENCE_CLASS_PIXEL_COUNTS = reference.REFERENCE_CLASS_PIXEL_COUNTS
 _LOG_ASPECT_QUANTILES = reference.LOG_ASPECT_QUANTILES
-# The vocabulary has one home (heritage.vocabulary, also what ingest checks names against).
+# The vocabulary has one home (heritage.data.vocabulary, also what ingest checks names against).
 MATERIALS: tuple[str, ...] = vocabulary.MATERIALS
 CONTENTS: tuple[str, ...] = vocabulary.CONTENTS
 

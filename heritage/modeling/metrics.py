@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from heritage import taxonomy
+from heritage.data import taxonomy
 
 CONVENTION = (
     "IoU per class over the whole evaluation set; classes absent from both ground truth and "

@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from heritage import errors, fileio, ingest, taxonomy
+from heritage import errors, fileio
+from heritage.data import ingest, taxonomy
 
 TRANSFORMS = ("hflip", "vflip", "rot")
 MAX_ROTATION_DEG = 30.0

@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from heritage import errors, fileio, ingest
+from heritage import errors, fileio
+from heritage.data import ingest
 
 PROTOCOLS = ("holdout", "kfold", "loco", "lomo")  # the honest ones: grouped by source_id, no leak
 LEAKY = "leaky"  # the seeds' random split over the augmented copies (issue 12), one fold of that name
@@ -96,7 +97,7 @@ def build_manifest(metadata: pd.DataFrame, protocol: str, k: int = DEFAULT_K, se
                    fingerprint: str | None = None) -> dict:
     """The manifest of ``protocol`` for a data folder's metadata (see ARCHITECTURE.md).
 
-    ``fingerprint`` (:func:`heritage.ingest.metadata_fingerprint` of the folder) is recorded as
+    ``fingerprint`` (:func:`heritage.data.ingest.metadata_fingerprint` of the folder) is recorded as
     ``metadata_sha256`` so :func:`load_manifest` can refuse the manifest once ``metadata.csv`` changes.
     Raises :class:`~heritage.errors.InputError` saying what the set lacks when the protocol cannot be
     built on it (one material for lomo, too few source images for a part, ...).

@@ -5,7 +5,7 @@ Real damage is tiny (most defects on film scans are a few pixels), and every dow
 module measures the damage components of masks (8-connected, per damage class, Clean and Background
 excluded) and summarises their areas at a scale factor, so ingest, train, ``data stats`` and predict
 can say, naming the classes, when a chosen scale shrinks a class's median component below a pixel.
-It works on mask arrays; reading a data folder's masks is :mod:`heritage.stats`'
+It works on mask arrays; reading a data folder's masks is :mod:`heritage.data.stats`'
 (``read_component_areas``), so that ingest, which warns with this module, is not imported back.
 
 A *factor* is a linear resize factor (0.25: a quarter of the width and of the height), always from
@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
-from heritage import taxonomy
+from heritage.data import taxonomy
 
 # "Share <= 2 px": the components a model can barely resolve at that scale.
 SMALL_AREA_PX = 2.0

@@ -7,7 +7,7 @@ images, a data folder (``<data>/images/``) or HF parquet shards, and writes for 
 ``--dpi``, mm² per class) and ``report.html``; ``<out>/summary.csv`` has one row per image.
 
 Scale. A run is trained on whole artworks letterboxed to ``image_size`` (384 px in the paper;
-``heritage.data``): a damage class is learnt at the size it has when the artwork's longest side
+``heritage.data.datasets``): a damage class is learnt at the size it has when the artwork's longest side
 spans ``image_size`` pixels. ``--scale auto`` (the default) therefore resizes each scan so its
 longest side is the training ``image_size`` and pads the short side as training did: the model
 sees the artwork exactly as in training, and the label map is resized back to the scan's full
@@ -17,9 +17,9 @@ trade-off to check visually, not a free gain. A patch run (``sampling: patch``) 
 of its data folder at the working resolution, so ``auto`` keeps the scan at that resolution
 (``native``: as given, N: longest side at most N px). When the chosen scale shrinks the median damage
 component of a class of the run's training split below a pixel (the run's recorded
-``metrics.json`` ``scale.components``, :mod:`heritage.scale`), a warning names the classes.
+``metrics.json`` ``scale.components``, :mod:`heritage.data.scale`), a warning names the classes.
 
-Memory. The sliding window (:mod:`heritage.tiling`) holds one band of rows across the image width,
+Memory. The sliding window (:mod:`heritage.modeling.tiling`) holds one band of rows across the image width,
 never a full-resolution 16-class float map; what scales with the image is uint8: the scan, its label
 map and the overlay.
 """
@@ -42,10 +42,13 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 import numpy as np
 from PIL import Image
 
-from heritage import errors, fileio, overlays, runs, taxonomy
+from heritage import errors, fileio
+from heritage.inference import overlays
+from heritage.training import runs
+from heritage.data import taxonomy
 # The sliding window lives below predict and engine; its names stay importable from here.
-from heritage.tiling import (WINDOWS, BandBlender, SlidingWindow, band_rows, iter_probability_bands,  # noqa: F401
-                             predict_labels, predict_tiles, tile_starts, tile_window)
+from heritage.modeling.tiling import (WINDOWS, BandBlender, SlidingWindow, band_rows, iter_probability_bands,  # noqa: F401
+                                      predict_labels, predict_tiles, tile_starts, tile_window)
 
 if TYPE_CHECKING:  # torch is imported lazily so that `--help` stays fast
     import pandas as pd
@@ -240,24 +243,24 @@ def _safe_name(name: str) -> str:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``--device`` (auto, cpu, cuda) as training chooses it (:func:`heritage.engine.choose_device`)."""
-    from heritage import engine
+    """``--device`` (auto, cpu, cuda) as training chooses it (:func:`heritage.training.engine.choose_device`)."""
+    from heritage.training import engine
 
     return engine.choose_device(name)
 
 
 def run_dtype(config: dict, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype the run trained with on ``device`` (:func:`heritage.engine.autocast_dtype` of its
+    """The autocast dtype the run trained with on ``device`` (:func:`heritage.training.engine.autocast_dtype` of its
     ``amp``; ``auto`` for runs that recorded none): a bf16-trained run is predicted in bf16."""
-    from heritage import engine
+    from heritage.training import engine
 
     return engine.autocast_dtype(config.get("amp", "auto"), device)
 
 
 def load_model(run_dir: str | Path, device: str | torch.device) -> tuple[torch.nn.Module, dict]:
-    """The best checkpoint of a run folder (:func:`heritage.runs.load_best_checkpoint`), rebuilt with
-    ``heritage.models`` and set to eval mode."""
-    from heritage.models import build_model
+    """The best checkpoint of a run folder (:func:`heritage.training.runs.load_best_checkpoint`), rebuilt with
+    ``heritage.modeling.models`` and set to eval mode."""
+    from heritage.modeling.models import build_model
 
     checkpoint = runs.load_best_checkpoint(run_dir)
     path, config = Path(run_dir) / runs.BEST_CHECKPOINT, checkpoint["config"]
@@ -284,7 +287,7 @@ def resolve_scale(scale: float | str, image_size: int, height: int, width: int,
     if scale == "auto":
         if working_resolution is None:
             return image_size / max(height, width)
-        from heritage import scale as scales
+        from heritage.data import scale as scales
 
         return float(scales.working_factor(max(height, width), working_resolution))
     factor = float(scale)
@@ -304,10 +307,10 @@ def run_scale(run_dir: str | Path | None, config: dict) -> dict:
 
 
 def scale_warnings(scale: float | str, training_components: dict | None) -> list[str]:
-    """:func:`heritage.scale.vanishing_messages` for predicting at ``scale``, from the run's recorded
+    """:func:`heritage.data.scale.vanishing_messages` for predicting at ``scale``, from the run's recorded
     training-split components (no data read): ``auto`` is the training scale, so its summary at the model's
     input; a factor rescales the stored-size summary, assuming scans at the run's data folder's resolution."""
-    from heritage import scale as scales
+    from heritage.data import scale as scales
 
     if not training_components:
         return []
@@ -352,7 +355,7 @@ def area_table(labels: np.ndarray, dpi: float | None = None) -> pd.DataFrame:
     """
     import pandas as pd
 
-    from heritage import stats
+    from heritage.data import stats
 
     counts = stats.mask_histogram(labels)
     artwork = int(counts[:taxonomy.NUM_CLASSES].sum())
@@ -369,7 +372,7 @@ def area_table(labels: np.ndarray, dpi: float | None = None) -> pd.DataFrame:
     return table
 
 
-overlay = overlays.overlay  # one home for overlays: heritage.overlays
+overlay = overlays.overlay  # one home for overlays: heritage.inference.overlays
 
 
 def summary_row(name: str, source: str, shape: tuple[int, int], areas: pd.DataFrame) -> dict:
@@ -447,7 +450,7 @@ def provenance_html(run_dir: str | Path | None) -> str:
     if not path.is_file():
         return (f"<p class='banner warning'>{html.escape(str(path))} not found: this run has not been "
                 "evaluated, so nothing says whether its maps beat predicting Clean everywhere.</p>")
-    from heritage import provenance
+    from heritage.training import provenance
 
     banner = provenance.run_banner(run_dir)
     test = fileio.read_json(path).get("test") or {}
@@ -709,7 +712,7 @@ def check_output_folder(out: str | Path) -> None:
 
 def check_tile(encoder: str, tile: int, image_size: int) -> None:
     """Refuse a tile the run's encoder cannot take (fixed-size attention encoders need image_size)."""
-    from heritage.models import check_image_size, encoder_spec
+    from heritage.modeling.models import check_image_size, encoder_spec
 
     if encoder_spec(encoder).fixed_input_size and tile != image_size:
         raise errors.InputError(f"tile {tile}: encoder {encoder!r} was built for {image_size} px inputs "

@@ -1,9 +1,9 @@
 """The sliding window: a whole image cut into tiles, predicted in batches, blended back.
 
 One home for the tiler that ``python -m heritage predict`` and the evaluation of every run
-(:func:`heritage.engine.evaluate_images`) share, below both: tiles of ``tile`` px in raster order,
+(:func:`heritage.training.engine.evaluate_images`) share, below both: tiles of ``tile`` px in raster order,
 Hann (or Gaussian) blending weights, a side shorter than a tile padded as the letterbox pads
-(:func:`heritage.data.pad_image`), batches normalised on the device (:func:`heritage.data.normalize_tiles`).
+(:func:`heritage.data.datasets.pad_image`), batches normalised on the device (:func:`heritage.data.datasets.normalize_tiles`).
 
 Memory. Tiles are predicted in raster order and blended into a :class:`BandBlender` that holds
 one band of ``tile`` rows across the image width (on a narrow scan, one batch of tiles' pixels);
@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
-from heritage import errors, taxonomy
+from heritage import errors
+from heritage.data import taxonomy
 
 if TYPE_CHECKING:
     import torch
@@ -40,7 +41,7 @@ class SlidingWindow:
     batch_size: int = 8
     tta: bool = False  # average with horizontally and vertically flipped predictions
     # Autocast dtype of the forward passes, None = float32: a run's own choice,
-    # heritage.engine.autocast_dtype(config amp, device), so a bf16-trained run is predicted in bf16.
+    # heritage.training.engine.autocast_dtype(config amp, device), so a bf16-trained run is predicted in bf16.
     dtype: torch.dtype | None = None
 
     def __post_init__(self) -> None:
@@ -155,7 +156,7 @@ def iter_probability_bands(
     import torch
     from tqdm import tqdm
 
-    from heritage import data
+    from heritage.data import datasets as data
 
     height, width = image.shape[:2]
     tile = options.tile
@@ -207,8 +208,8 @@ def predict_tiles(model: torch.nn.Module, tiles: np.ndarray, tta: bool, device: 
     """(B, classes, T, T) float32 softmax probabilities of (B, T, T, 3) uint8 tiles, autocast to ``dtype``."""
     import torch
 
-    from heritage.data import normalize_tiles
-    from heritage.models import fine_logits
+    from heritage.data.datasets import normalize_tiles
+    from heritage.modeling.models import fine_logits
 
     batch = normalize_tiles(tiles, device)
     flips: list[list[int]] = [[], [3], [2]] if tta else [[]]  # identity, horizontal, vertical

@@ -21,7 +21,7 @@ import pandas as pd
 from heritage import errors, fileio
 
 METRICS_FILE = "metrics.json"
-# heritage.synth.sample_id starts every stand-in id with it; ARTeFACT's own ids are cuids ("c...").
+# heritage.data.synthetic.sample_id starts every stand-in id with it; ARTeFACT's own ids are cuids ("c...").
 SYNTHETIC_ID_PREFIX = "syn"
 SYNTHETIC, ARTEFACT = "synthetic stand-in", "ARTeFACT"
 RUN_COLUMNS = [
@@ -123,7 +123,7 @@ class Banner:
 
 def data_kind(data_dir: str | Path) -> str:
     """SYNTHETIC when every original sample id is a stand-in id, ARTEFACT when none is."""
-    from heritage import ingest
+    from heritage.data import ingest
 
     metadata = ingest.read_metadata(data_dir)
     synthetic = metadata.loc[metadata["transform"] == ingest.IDENTITY, "id"].str.startswith(SYNTHETIC_ID_PREFIX)
@@ -133,7 +133,7 @@ def data_kind(data_dir: str | Path) -> str:
 def make_banner(runs: pd.DataFrame, planned: pd.DataFrame | None = None, data_dir: str | Path | None = None,
                 profile: str | None = None) -> Banner:
     """The banner of a comparison: from the runs, or from the plan (and ``profile``) before any run."""
-    from heritage import ingest
+    from heritage.data import ingest
 
     source = runs if len(runs) or planned is None else planned
     profiles = sorted({str(p) for p in runs["profile"].dropna()}) if len(runs) else []

@@ -11,7 +11,7 @@
    changed or its own outputs are missing, and write ``paper/index.html``.
 
 A scheduler decides where notebooks execute: ``local`` runs them here one after the other, ``slurm``
-submits them as batch jobs (heritage.slurm). Each job is also a JSON file that
+submits them as batch jobs (heritage.pipeline.slurm). Each job is also a JSON file that
 ``python -m heritage paper --execute JOB.json`` executes on its own, which is what a batch job runs.
 A failed notebook does not stop the others; it is reported with the path of its executed notebook
 and the command exits non-zero at the end.
@@ -34,10 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
-from heritage import errors, fileio, slurm
+from heritage import errors, fileio
+from heritage.pipeline import slurm
 from heritage.config import DEFAULT_DATA_DIRS, RunConfig
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 COMPARISON_NOTEBOOK = "99_comparison"
 DATASET_NOTEBOOK = "00_dataset"
@@ -60,7 +61,7 @@ CONFIG_PARAMETER = "config_path"
 ENV_DATA = "HERITAGE_DATA"
 ENV_RUNS = "HERITAGE_RUNS"
 ENV_PAPER = "HERITAGE_PAPER"
-# A job's states are the scheduler's (heritage.slurm), plus two of paper's own: skipped (up to date,
+# A job's states are the scheduler's (heritage.pipeline.slurm), plus two of paper's own: skipped (up to date,
 # not run) and submitted (handed to SLURM without waiting).
 DONE, FAILED = slurm.DONE, slurm.FAILED
 SKIPPED, SUBMITTED = "skipped", "submitted"
@@ -78,7 +79,7 @@ def notebook_parameters(config: RunConfig) -> dict[str, Any]:
 
 def run_config_path(config: RunConfig) -> Path:
     from heritage import config as config_module
-    from heritage import runs
+    from heritage.training import runs
 
     return config_module.run_dir(config).resolve() / runs.CONFIG_FILE
 
@@ -147,7 +148,8 @@ def planned_configs(profile: str, pocs: Sequence[str] | None, data_dir: str | os
 def ensure_trained(config: RunConfig, progress: bool = True) -> dict[str, Any]:
     """The metrics of ``config``'s run: read when the run is complete, else trained (or resumed) first."""
     from heritage import config as config_module
-    from heritage import report, runs, train
+    from heritage import report
+    from heritage.training import runs, train
 
     folder = config_module.run_dir(config)
     if runs.is_complete(folder, config):
@@ -238,7 +240,7 @@ def run_job_for(config: RunConfig, notebooks_dir: Path) -> NotebookJob:
 
 def dataset_job(data_dir: Path, notebooks_dir: Path, paper_dir: Path) -> NotebookJob:
     """``00_dataset`` into ``paper_dir``; its inputs are the data folder's metadata and split manifests."""
-    from heritage import ingest, splits
+    from heritage.data import ingest, splits
 
     template = notebooks_dir / f"{DATASET_NOTEBOOK}.ipynb"
     manifests = tuple(splits.manifest_path(data_dir, protocol) for protocol in splits.ALL_PROTOCOLS)
@@ -266,10 +268,10 @@ def comparison_job(configs: Sequence[RunConfig], notebooks_dir: Path, paper_dir:
 
 def damage_maps_job(configs: Sequence[RunConfig], notebooks_dir: Path, paper_dir: Path,
                     n_scans: int | None = None) -> NotebookJob | None:
-    """``damage_maps`` into ``paper_dir/damage-maps`` (heritage.gallery): the flagship's best main run
+    """``damage_maps`` into ``paper_dir/damage-maps`` (heritage.report.gallery): the flagship's best main run
     predicts a few of its test scans. Its inputs are those runs' ``metrics.json``; None when the plan
     holds no main flagship run."""
-    from heritage import gallery
+    from heritage.report import gallery
 
     runs = gallery.planned_runs(configs)
     if not runs:
@@ -292,7 +294,8 @@ def is_up_to_date(job: NotebookJob) -> bool:
     if not all(path.is_file() for path in (job.output, job.html, job.stamp, *job.required)):
         return False
     if job.config is not None:
-        from heritage import config, runs
+        from heritage import config
+        from heritage.training import runs
 
         if not runs.is_complete(job.run_dir, config.RunConfig.from_dict(job.config, source=job.name)):
             return False
@@ -305,7 +308,7 @@ Executor = Callable[[NotebookJob], None]
 
 def run_job(job: NotebookJob, execute: Executor) -> None:
     """Execute one job and stamp it; raises on failure, leaving the executed notebook for inspection."""
-    from heritage import progress
+    from heritage.pipeline import progress
 
     job.stamp.unlink(missing_ok=True)  # outputs about to be replaced are not up to date until done
     started = time.perf_counter()
@@ -314,7 +317,7 @@ def run_job(job: NotebookJob, execute: Executor) -> None:
     missing = [str(p) for p in (job.output, job.html, *job.required) if not p.is_file()]
     if missing:
         raise errors.CommandFailed(f"{job.name}: the notebook ran but did not write {', '.join(missing)}")
-    # seconds and setting: what later ETAs of runs like this one are estimated from (heritage.progress)
+    # seconds and setting: what later ETAs of runs like this one are estimated from (heritage.pipeline.progress)
     fileio.write_json(job.stamp, {"name": job.name, "key": job.key, "fingerprint": job.fingerprint(),
                                   "seconds": round(time.perf_counter() - started, 1),
                                   "setting": progress.stamp_setting(job.config)})
@@ -458,7 +461,7 @@ class Scheduler(Protocol):
 
 class LocalScheduler:
     """One job after the other on this machine: a line when each starts and ends, and one per epoch of a
-    run (heritage.progress polls its history.csv), with ETAs from measured times or said unknown."""
+    run (heritage.pipeline.progress polls its history.csv), with ETAs from measured times or said unknown."""
 
     waits = True
 
@@ -468,7 +471,7 @@ class LocalScheduler:
 
     def run(self, jobs: Sequence[NotebookJob], final: NotebookJob | Sequence[NotebookJob] | None
             ) -> list[JobResult]:
-        from heritage import progress
+        from heritage.pipeline import progress
 
         queue = [*jobs, *finals(final)]
         # each job's own last time, read before run_job replaces its stamp
@@ -578,13 +581,13 @@ def run_plan_on_slurm(jobs: Sequence[NotebookJob], final: Sequence[NotebookJob],
                       profile: str, runs_root: str | os.PathLike, wait: bool = True, attach: bool = False,
                       chain: bool = False, site: slurm.Site | None = None,
                       poll_seconds: float | None = None) -> list[JobResult]:
-    """Run the notebook jobs as batch jobs of :class:`heritage.slurm.SlurmScheduler`; one JobResult per job.
+    """Run the notebook jobs as batch jobs of :class:`heritage.pipeline.slurm.SlurmScheduler`; one JobResult per job.
 
     Each job becomes a batch job running ``job_command(write_job_file(job))``. Runs (jobs with a
     ``run_dir``, named ``<poc>/<encoder>/<split>``) of one POC x encoder form an array; ``final`` (the
     comparison, the damage maps) depends ``afterok`` on every other job. Jobs without a run folder
     (dataset, comparison, damage-maps) keep their SLURM files in ``<runs_root>/.slurm-<name>``.
-    Resources come from the site file (:func:`heritage.slurm.load_site`): kind ``run`` for runs, else
+    Resources come from the site file (:func:`heritage.pipeline.slurm.load_site`): kind ``run`` for runs, else
     the job's name (``dataset``, ``comparison``, ``damage-maps``). ``wait=False`` returns after
     submitting (state ``submitted``); ``attach=True`` submits nothing and follows
     ``<runs_root>/.slurm-submission.json`` instead; ``chain=True`` runs the jobs one after another
@@ -663,7 +666,7 @@ def prepare_data(profile: str, source: str | os.PathLike | None = None,
     folder already (its ``metadata.csv`` has ``transform``) is used in place, anything else
     (parquet shards or an exported folder) is ingested into ``data_dir`` (default data/artefact).
     """
-    from heritage import augment, ingest, splits, synth
+    from heritage.data import augment, ingest, splits, synthetic as synth
 
     if source is not None and _is_data_folder(Path(source)):
         target = Path(source)
@@ -694,7 +697,7 @@ def prepare_data(profile: str, source: str | os.PathLike | None = None,
 
 def _manifest_outdated(data_dir: Path, protocol: str) -> bool:
     """True when ``protocol``'s manifest is missing, or stale for the data folder as it is now (said)."""
-    from heritage import splits
+    from heritage.data import splits
 
     if not splits.manifest_path(data_dir, protocol).is_file():
         return True
@@ -707,7 +710,7 @@ def _manifest_outdated(data_dir: Path, protocol: str) -> bool:
 
 
 def _is_data_folder(folder: Path) -> bool:
-    from heritage import ingest
+    from heritage.data import ingest
 
     metadata = folder / ingest.METADATA_FILE
     return metadata.is_file() and "transform" in metadata.read_text(encoding="utf-8").splitlines()[0].split(",")
@@ -719,12 +722,13 @@ def _is_data_folder(folder: Path) -> bool:
 def write_index(paper_dir: Path, jobs: Sequence[NotebookJob], comparison: NotebookJob,
                 results: Mapping[str, JobResult]) -> Path:
     """``paper/index.html``, a reader's landing page: the provenance banner, each research question's
-    verdict and reason, links to ``paper.pdf`` (built first, :func:`heritage.publish.build_manuscript`)
+    verdict and reason, links to ``paper.pdf`` (built first, :func:`heritage.report.publish.build_manuscript`)
     and the damage-map gallery, every table inline, every figure at full width, every run's report.
 
     ``jobs`` are the run jobs and the dataset job (the one without a run folder); links are relative.
     """
-    from heritage import publish, report
+    from heritage.report import publish
+    from heritage import report
 
     def link(path: Path, text: str) -> str:
         if not path.is_file():
@@ -851,7 +855,7 @@ def execute_job_file(path: Path) -> int:
     try:
         run_job(job, execute_notebook)
     except PapermillExecutionError as err:
-        if err.ename != "Interrupted":  # heritage.engine.Interrupted: checkpoint written, resume later
+        if err.ename != "Interrupted":  # heritage.training.engine.Interrupted: checkpoint written, resume later
             raise errors.CommandFailed(f"{job.name}: {_first_line(err)}; executed notebook: {job.output}") from err
         print(f"{job.name}: {err.evalue}; executed notebook: {job.output}", file=sys.stderr)
         return REQUEUE_EXIT_CODE

@@ -6,7 +6,7 @@ damage region gets a dark outline (:data:`OUTLINE_RGB`): a pixel is drawn dark w
 has a higher damage id than its own (Clean and Background count as 0), i.e. a rim just outside
 each region and one line between two touching damage classes. Legends use the same colours, with
 a dark edge around each swatch and Clean (and Background) listed as "untinted", not as a swatch.
-``heritage.predict`` (damage maps), ``heritage.report`` (dataset examples) and the notebooks use it.
+``heritage.inference.predict`` (damage maps), ``heritage.report`` (dataset examples) and the notebooks use it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from typing import Iterable
 
 import numpy as np
 
-from heritage import errors, taxonomy
+from heritage import errors
+from heritage.data import taxonomy
 
 ALPHA = 0.5  # opacity of damage colours over the scan
 OUTLINE_RGB = (24, 24, 24)

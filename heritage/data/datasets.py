@@ -37,8 +37,9 @@ import torch  # noqa: E402
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, SequentialSampler  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from heritage import errors, fileio, ingest, stats, taxonomy  # noqa: E402
-from heritage.augment import FILL_RGB  # noqa: E402
+from heritage import errors, fileio  # noqa: E402
+from heritage.data import ingest, stats, taxonomy
+from heritage.data.augment import FILL_RGB  # noqa: E402
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -533,7 +534,7 @@ class EvaluationImage:
 
 class EvaluationSet:
     """The whole images of ``ids`` at the working resolution, for sliding-window evaluation
-    (:func:`heritage.engine.evaluate_images`), in both sampling modes.
+    (:func:`heritage.training.engine.evaluate_images`), in both sampling modes.
 
     ``model_input="working"`` (patch runs) gives the model the working-resolution image, tiled;
     ``"letterbox"`` gives it what letterbox training gave it: the stored image with its longer side
