@@ -66,8 +66,8 @@ import train_bench  # noqa: E402
 
 from heritage import config, fileio  # noqa: E402
 from heritage.training import engine, runs
-from heritage.modeling import models
-from heritage.inference import predict
+from heritage.modeling import models, tiling
+from heritage.inference import damage_report, predict
 
 ROOT = Path(__file__).resolve().parents[1]
 POC = "poc59v2_flagship"
@@ -335,8 +335,8 @@ def predict_section(plan: Plan, run_dir: str | None, scratch: Path) -> dict[str,
     start = time.perf_counter()
     scan = predict_bench.synthetic_scan(plan.predict_megapixels)
     make_s = time.perf_counter() - start
-    options = predict.SlidingWindow(tile=int(run_config["image_size"]), batch_size=plan.predict_batch,
-                                    dtype=predict.run_dtype(run_config, device))
+    options = tiling.SlidingWindow(tile=int(run_config["image_size"]), batch_size=plan.predict_batch,
+                                   dtype=predict.run_dtype(run_config, device))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     engine.synchronize(device)
@@ -345,7 +345,7 @@ def predict_section(plan: Plan, run_dir: str | None, scratch: Path) -> dict[str,
     engine.synchronize(device)
     predict_s = time.perf_counter() - start
     start = time.perf_counter()
-    predict.write_outputs(scan_dir := scratch / "predict" / "scan", "scan", "synthetic", scan, labels)
+    damage_report.write_outputs(scan_dir := scratch / "predict" / "scan", "scan", "synthetic", scan, labels)
     write_s = time.perf_counter() - start
     return {"megapixels": scan.height * scan.width / 1e6, "height": scan.height, "width": scan.width,
             "tile": options.tile, "batch": options.batch_size, "scale": 1.0, "encoder": run_config["encoder"],

@@ -46,7 +46,9 @@ from torch import nn
 
 from heritage import fileio
 from heritage.modeling import models
-from heritage.inference import predict
+from heritage.inference import damage_report, predict
+from heritage.inference.scans import Scan
+from heritage.modeling import tiling
 from heritage.training import runs
 from heritage.data import taxonomy
 from train_bench import result_path  # bench/ is on sys.path when this runs as a script
@@ -76,11 +78,11 @@ def build(name: str, tile: int) -> nn.Module:
     return models.build_model("unet", "convnext_tiny", image_size=tile).eval()
 
 
-def synthetic_scan(megapixels: float, seed: int = 0) -> predict.Scan:
+def synthetic_scan(megapixels: float, seed: int = 0) -> Scan:
     """A smooth 3:2 RGB scan (gradients and rings with a little noise: PNG-compressible like a photo)."""
     width = int(round((megapixels * 1e6 * 1.5) ** 0.5))
     height = int(round(megapixels * 1e6 / width))
-    return predict.Scan(synthetic_rgb(height, width, seed), None)
+    return Scan(synthetic_rgb(height, width, seed), None)
 
 
 def synthetic_rgb(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -126,11 +128,11 @@ def main() -> int:
     device = torch.device("cpu")
     model = build(args.model, args.tile)
     scan = (synthetic_scan(args.megapixels) if args.shape is None
-            else predict.Scan(synthetic_rgb(args.shape[1], args.shape[0]), None))
+            else Scan(synthetic_rgb(args.shape[1], args.shape[0]), None))
     module = load_predict_module(args.compare_with) if args.compare_with else predict
-    options = module.SlidingWindow(tile=args.tile, overlap=args.overlap, batch_size=args.batch)
-    tiles = (len(predict.tile_starts(max(scan.height, args.tile), args.tile, options.stride))
-             * len(predict.tile_starts(max(scan.width, args.tile), args.tile, options.stride)))
+    options = window_class(module)(tile=args.tile, overlap=args.overlap, batch_size=args.batch)
+    tiles = (len(tiling.tile_starts(max(scan.height, args.tile), args.tile, options.stride))
+             * len(tiling.tile_starts(max(scan.width, args.tile), args.tile, options.stride)))
     rss_before = peak_rss_mb()
     load_before = os.getloadavg()[0]
 
@@ -138,9 +140,10 @@ def main() -> int:
     start = time.perf_counter()
     labels = module.predict_scan(model, scan, options, device, scale=1.0, desc="bench")
     predict_s = time.perf_counter() - start
+    write_outputs = damage_report.write_outputs if module is predict else module.write_outputs  # older: its own
     with tempfile.TemporaryDirectory(prefix="predict-bench-") as tmp:
         start = time.perf_counter()
-        module.write_outputs(Path(tmp) / "scan", "scan", "synthetic", scan, labels)
+        write_outputs(Path(tmp) / "scan", "scan", "synthetic", scan, labels)
         write_s = time.perf_counter() - start
     _, traced_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
@@ -163,7 +166,7 @@ def main() -> int:
         "tracemalloc_peak_mb": round(traced_peak / MB, 1),
         "image_uint8_mb": round(scan.rgb.nbytes / MB, 1),
         "band_accumulator_mb": round((taxonomy.NUM_CLASSES + 1) * floats / MB * (  # before: padded width
-            predict.band_rows(scan.height, scan.width, args.tile, args.batch) * scan.width
+            tiling.band_rows(scan.height, scan.width, args.tile, args.batch) * scan.width
             if module is predict else args.tile * max(scan.width, args.tile)), 1),
         "full_resolution_float_map_mb": round(taxonomy.NUM_CLASSES * scan.height * scan.width * floats / MB, 1),
         "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
@@ -198,6 +201,12 @@ def load_predict_module(path: Path):
     return module
 
 
+def window_class(module) -> type:
+    """The ``SlidingWindow`` an implementation's ``predict_scan`` takes: the current one's lives in
+    :mod:`heritage.modeling.tiling`; an older single-file ``predict.py`` carries its own."""
+    return tiling.SlidingWindow if module is predict else module.SlidingWindow
+
+
 def orientation(args: argparse.Namespace) -> int:
     """Time WxH against HxW at --scale 1, interleaved, for the current (and an older) predict."""
     torch.manual_seed(0)
@@ -210,11 +219,11 @@ def orientation(args: argparse.Namespace) -> int:
         implementations["compared"] = load_predict_module(args.compare_with)
     pairs = args.shapes or [(50, 2500), (50, 20000)]
     shapes = [shape for w, h in pairs for shape in ((w, h), (h, w))]  # (width, height)
-    scans = {shape: predict.Scan(synthetic_rgb(shape[1], shape[0]), None) for shape in set(shapes)}
-    options = {name: module.SlidingWindow(tile=args.tile, overlap=args.overlap, batch_size=args.batch)
+    scans = {shape: Scan(synthetic_rgb(shape[1], shape[0]), None) for shape in set(shapes)}
+    options = {name: window_class(module)(tile=args.tile, overlap=args.overlap, batch_size=args.batch)
                for name, module in implementations.items()}
     for name, module in implementations.items():  # warm-up: first calls pay for imports and allocator
-        module.predict_scan(model, predict.Scan(synthetic_rgb(64, 64), None), options[name], device,
+        module.predict_scan(model, Scan(synthetic_rgb(64, 64), None), options[name], device,
                             scale=1.0, progress=False)
     jobs = [(name, shape) for shape in shapes for name in implementations]
     load_before = os.getloadavg()[0]

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from heritage import fileio, report
-from heritage.inference import overlays, predict
+from heritage.inference import damage_report, overlays, scans
 from heritage.data import taxonomy
 
 DUST, STICKER, LIGHTLEAK = (taxonomy.CLASS_IDS[n] for n in ("Dust", "Sticker", "Lightleak"))
@@ -63,12 +63,11 @@ def test_the_legend_lists_clean_as_untinted_and_edges_every_swatch() -> None:
     assert handles[0].get_facecolor()[3] == 0  # hollow
 
 
-def test_report_and_predict_draw_the_same_overlay() -> None:
+def test_report_and_the_damage_report_draw_the_same_overlay() -> None:
     rgb = np.random.default_rng(1).integers(0, 256, (6, 7, 3), dtype=np.uint8)
     labels = np.zeros((6, 7), np.uint8)
     labels[1:4, 2:5] = DUST
-    np.testing.assert_array_equal(report.overlay(rgb, labels), predict.overlay(rgb, labels))
-    assert predict.OVERLAY_ALPHA == overlays.ALPHA
+    np.testing.assert_array_equal(report.overlay(rgb, labels), overlays.overlay(rgb, labels))
 
 
 def embedded_images(page: str) -> list[Image.Image]:
@@ -80,20 +79,21 @@ def test_a_small_scan_is_shown_beside_its_overlay_enlarged_with_nearest_neighbou
     rgb = np.random.default_rng(2).integers(0, 256, (40, 96, 3), dtype=np.uint8)
     labels = np.zeros((40, 96), np.uint8)
     labels[10:20, 10:30] = STICKER
-    page = predict.render_report("s", "s.png", rgb, labels, predict.area_table(labels), {})
+    page = damage_report.render_report("s", "s.png", rgb, labels, damage_report.area_table(labels), {})
     scan, shown = embedded_images(page)
     assert scan.size == shown.size and scan.size[0] >= overlays.DISPLAY_MIN_WIDTH
     factor = scan.size[0] // 96
     np.testing.assert_array_equal(np.asarray(scan), overlays.enlarge(rgb, factor))  # PNG, nearest
     assert "Sticker" in page and "Clean (untinted)" in page
     assert 'class="pair"' in page
+    assert f"blended at {overlays.ALPHA:.0%} opacity" in page  # the overlay's own opacity, stated
 
 
 def test_a_large_scan_is_shown_reduced() -> None:
     rgb = np.zeros((300, 2000, 3), np.uint8)
     labels = np.zeros((300, 2000), np.uint8)
-    scan_view, overlay_view, factor = predict.display_pair(rgb, labels)
-    assert factor == 1 and scan_view.shape[1] == predict.PREVIEW_SIDE == overlay_view.shape[1]
+    scan_view, overlay_view, factor = damage_report.display_pair(rgb, labels)
+    assert factor == 1 and scan_view.shape[1] == damage_report.PREVIEW_SIDE == overlay_view.shape[1]
 
 
 def finished_run(tmp_path, miou: float, all_clean: float):
@@ -107,17 +107,17 @@ def finished_run(tmp_path, miou: float, all_clean: float):
 
 @pytest.mark.parametrize("miou, warned", [(0.05, True), (0.5, False)])
 def test_the_report_banner_says_in_red_when_the_run_is_below_its_all_clean_baseline(tmp_path, miou, warned):
-    paragraph = predict.provenance_html(finished_run(tmp_path, miou, all_clean=0.10))
+    paragraph = damage_report.provenance_html(finished_run(tmp_path, miou, all_clean=0.10))
     assert "Provenance: smoke profile" in paragraph and "trained from scratch" in paragraph
     assert ("class='banner warning'" in paragraph) is warned
     assert f"{100 * miou:.2f}%" in paragraph and "10.00%" in paragraph
-    assert "warning" in predict.provenance_html(tmp_path / "nowhere")  # not evaluated: said, in red
+    assert "warning" in damage_report.provenance_html(tmp_path / "nowhere")  # not evaluated: said, in red
 
 
 def test_write_outputs_puts_the_banner_in_the_report(tmp_path) -> None:
-    scan = predict.Scan(np.full((8, 8, 3), 200, np.uint8), None)
+    scan = scans.Scan(np.full((8, 8, 3), 200, np.uint8), None)
     labels = np.zeros((8, 8), np.uint8)
-    predict.write_outputs(tmp_path / "s", "s", "s.png", scan, labels,
-                          provenance=predict.provenance_html(finished_run(tmp_path, 0.05, 0.1)))
+    damage_report.write_outputs(tmp_path / "s", "s", "s.png", scan, labels,
+                                provenance=damage_report.provenance_html(finished_run(tmp_path, 0.05, 0.1)))
     assert "is not above its all-Clean baseline" in (tmp_path / "s" / "report.html").read_text()
     assert isinstance(pd.read_csv(tmp_path / "s" / "areas.csv"), pd.DataFrame)

@@ -15,7 +15,7 @@ from torch import nn
 
 from conftest import make_row, write_rows
 from heritage import cli
-from heritage.inference import predict
+from heritage.inference import damage_report, overlays, predict, scans
 from heritage.modeling import tiling
 from heritage.data import taxonomy
 
@@ -64,8 +64,8 @@ def random_image(height: int, width: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
 
 
-def tiled_probabilities(model: nn.Module, image: np.ndarray, options: predict.SlidingWindow) -> np.ndarray:
-    bands = list(predict.iter_probability_bands(model, image, options, CPU, progress=False))
+def tiled_probabilities(model: nn.Module, image: np.ndarray, options: tiling.SlidingWindow) -> np.ndarray:
+    bands = list(tiling.iter_probability_bands(model, image, options, CPU, progress=False))
     starts = [y0 for y0, _ in bands]
     heights = [band.shape[1] for _, band in bands]
     assert starts == list(np.cumsum([0, *heights[:-1]])), "bands must tile the rows in order"
@@ -73,7 +73,7 @@ def tiled_probabilities(model: nn.Module, image: np.ndarray, options: predict.Sl
 
 
 def whole_probabilities(model: nn.Module, image: np.ndarray) -> np.ndarray:
-    return predict.predict_tiles(model, image[None], tta=False, device=CPU)[0].numpy()
+    return tiling.predict_tiles(model, image[None], tta=False, device=CPU)[0].numpy()
 
 
 # ----------------------------------------------------------------------------- tiles and windows
@@ -81,19 +81,19 @@ def whole_probabilities(model: nn.Module, image: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("length", [32, 33, 55, 56, 100, 257])
 def test_tile_starts_cover_the_length_and_end_at_the_edge(length):
-    starts = predict.tile_starts(length, tile=32, stride=24)
+    starts = tiling.tile_starts(length, tile=32, stride=24)
     assert starts[0] == 0 and starts[-1] == length - 32
     assert all(0 < b - a <= 24 for a, b in zip(starts, starts[1:]))
 
 
 def test_tile_starts_refuses_a_length_shorter_than_the_tile():
     with pytest.raises(ValueError, match="shorter than the tile 32"):
-        predict.tile_starts(20, tile=32, stride=24)
+        tiling.tile_starts(20, tile=32, stride=24)
 
 
-@pytest.mark.parametrize("kind", predict.WINDOWS)
+@pytest.mark.parametrize("kind", tiling.WINDOWS)
 def test_window_is_positive_at_the_border_and_peaks_in_the_centre(kind):
-    window = predict.tile_window(32, kind)
+    window = tiling.tile_window(32, kind)
     assert window.shape == (32, 32) and window.min() > 0
     assert np.unravel_index(window.argmax(), window.shape) in {(15, 15), (15, 16), (16, 15), (16, 16)}
 
@@ -101,23 +101,20 @@ def test_window_is_positive_at_the_border_and_peaks_in_the_centre(kind):
 def test_hann_windows_at_half_overlap_sum_to_one():
     tile, length = 32, 32 + 16 * 5
     total = np.zeros(length)
-    window = predict.tile_window(tile, "hann")
+    window = tiling.tile_window(tile, "hann")
     profile = window[16] / np.sqrt(window[16, 16])  # the window is the outer product of this profile
-    for x in predict.tile_starts(length, tile, stride=16):
+    for x in tiling.tile_starts(length, tile, stride=16):
         total[x:x + tile] += profile
     np.testing.assert_allclose(total[16:-16], 1.0, atol=1e-6)
 
 
-@pytest.mark.parametrize("kind", predict.WINDOWS)
+@pytest.mark.parametrize("kind", tiling.WINDOWS)
 @pytest.mark.parametrize("overlap", [0.0, 0.25, 0.5])
 def test_blended_weights_are_seamless_and_cover_the_border(kind, overlap):
-    options = predict.SlidingWindow(tile=32, overlap=overlap, window=kind)
-    window = predict.tile_window(options.tile, kind)
-    total = np.zeros((90, 130))
-    for y in predict.tile_starts(90, options.tile, options.stride):
-        for x in predict.tile_starts(130, options.tile, options.stride):
-            total[y:y + 32, x:x + 32] += window
-    assert total.min() > 0  # every pixel, corners included, gets weight
+    options = tiling.SlidingWindow(tile=32, overlap=overlap, window=kind)
+    window = tiling.tile_window(options.tile, kind)
+    _, total = tiling.tile_grid(90, 130, options)
+    assert total.shape == (90, 130) and total.min() > 0  # every pixel, corners included, gets weight
     # The window is an outer product, so the total is too: check each axis's 1D sum. Where tiles
     # begin or end it may only change as fast as the overlapping windows' own slopes (a seam, e.g. a
     # box window, would jump by ~1 there).
@@ -125,10 +122,22 @@ def test_blended_weights_are_seamless_and_cover_the_border(kind, overlap):
     assert profile[0] < 0.01 and profile[-1] < 0.01
     for length in total.shape:
         line, coverage = np.zeros(length), np.zeros(length)
-        for x in predict.tile_starts(length, options.tile, options.stride):
+        for x in tiling.tile_starts(length, options.tile, options.stride):
             line[x:x + 32] += profile
             coverage[x:x + 32] += 1
         assert np.abs(np.diff(line)).max() <= coverage.max() * np.abs(np.diff(profile)).max()
+
+
+def test_the_tile_grid_lists_the_tiles_in_raster_order_and_sums_their_windows():
+    options = tiling.SlidingWindow(tile=32, overlap=0.5)
+    positions, total = tiling.tile_grid(20, 80, options)
+    assert positions == [(0, 0), (0, 16), (0, 32), (0, 48)]  # one row of tiles: the short side is one tile
+    assert total.shape == (32, 80)
+    window = tiling.tile_window(32, "hann")
+    profile = window[16] / np.sqrt(window[16, 16])
+    # one row of Hann tiles at half overlap: each column sums to one across x, times the row profile
+    np.testing.assert_allclose(total[:, 16:-16], np.repeat(profile[:, None], 48, axis=1), atol=1e-6)
+    assert tiling.tile_positions(64, 48, 32, 16) == [(y, x) for y in (0, 16, 32) for x in (0, 16)]
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -137,17 +146,17 @@ def test_blended_weights_are_seamless_and_cover_the_border(kind, overlap):
 ])
 def test_sliding_window_rejects_bad_settings(field, value, message):
     with pytest.raises(ValueError, match=message):
-        predict.SlidingWindow(**{field: value})
+        tiling.SlidingWindow(**{field: value})
 
 
 # ----------------------------------------------------------------------------- blending
 
 
 @pytest.mark.parametrize("height, width", [(100, 90), (70, 33), (20, 50), (12, 9)])
-@pytest.mark.parametrize("kind", predict.WINDOWS)
+@pytest.mark.parametrize("kind", tiling.WINDOWS)
 def test_tiled_equals_whole_image_for_a_pointwise_model(height, width, kind):
     image = random_image(height, width)
-    options = predict.SlidingWindow(tile=32, overlap=0.25, window=kind, batch_size=3)
+    options = tiling.SlidingWindow(tile=32, overlap=0.25, window=kind, batch_size=3)
     tiled = tiled_probabilities(PointwiseNet(), image, options)
     assert tiled.shape == (taxonomy.NUM_CLASSES, height, width)
     np.testing.assert_allclose(tiled, whole_probabilities(PointwiseNet(), image), atol=1e-5)
@@ -155,7 +164,7 @@ def test_tiled_equals_whole_image_for_a_pointwise_model(height, width, kind):
 
 def test_tiled_matches_whole_image_for_a_local_model_with_enough_overlap():
     image = random_image(100, 90, seed=1)
-    options = predict.SlidingWindow(tile=32, overlap=0.5)
+    options = tiling.SlidingWindow(tile=32, overlap=0.5)
     tiled = tiled_probabilities(LocalNet(), image, options)
     whole = whole_probabilities(LocalNet(), image)
     # only pixels within 2 px of an inner tile edge differ, and the window nearly ignores them there
@@ -165,37 +174,37 @@ def test_tiled_matches_whole_image_for_a_local_model_with_enough_overlap():
 
 def test_flip_tta_un_flips_its_predictions():
     image = random_image(40, 50)
-    plain = predict.SlidingWindow(tile=32, overlap=0.25)
-    flipped = predict.SlidingWindow(tile=32, overlap=0.25, tta=True)
+    plain = tiling.SlidingWindow(tile=32, overlap=0.25)
+    flipped = tiling.SlidingWindow(tile=32, overlap=0.25, tta=True)
     np.testing.assert_allclose(tiled_probabilities(PointwiseNet(), image, flipped),
                                tiled_probabilities(PointwiseNet(), image, plain), atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", predict.WINDOWS)
+@pytest.mark.parametrize("kind", tiling.WINDOWS)
 def test_constant_model_gives_a_perfectly_constant_map(kind):
     model = ConstantNet()
     image = random_image(150, 110)
-    options = predict.SlidingWindow(tile=32, overlap=0.25, window=kind, tta=True)
+    options = tiling.SlidingWindow(tile=32, overlap=0.25, window=kind, tta=True)
     tiled = tiled_probabilities(model, image, options)
     expected = torch.softmax(model.logits.detach(), 0).numpy()[:, None, None]
     np.testing.assert_allclose(tiled, np.broadcast_to(expected, tiled.shape), rtol=1e-6, atol=1e-7)
-    labels = predict.predict_labels(model, image, options, CPU, progress=False)
+    labels = tiling.predict_labels(model, image, options, CPU, progress=False)
     assert (labels == int(model.logits.argmax())).all()
 
 
 def test_band_buffers_depend_on_tile_and_width_not_on_height(monkeypatch):
     shapes = []
 
-    class RecordingBlender(predict.BandBlender):
+    class RecordingBlender(tiling.BandBlender):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             shapes.append((tuple(self.sums.shape), tuple(self.weights.shape)))
 
     monkeypatch.setattr(tiling, "BandBlender", RecordingBlender)  # the sliding window lives in tiling
-    options = predict.SlidingWindow(tile=32, overlap=0.25, batch_size=2)
+    options = tiling.SlidingWindow(tile=32, overlap=0.25, batch_size=2)
     for height, width in ((100, 70), (1000, 70), (1000, 20)):
-        labels = predict.predict_labels(PointwiseNet(), random_image(height, width), options, CPU,
-                                        progress=False)
+        labels = tiling.predict_labels(PointwiseNet(), random_image(height, width), options, CPU,
+                                       progress=False)
         assert labels.shape == (height, width)
     # a tile's rows; on a narrow scan, one batch of tiles' pixels (2 * 32 * 32 / 20 px = 103 rows)
     assert shapes == [((taxonomy.NUM_CLASSES, 32, 70), (32, 70))] * 2 + [
@@ -205,19 +214,19 @@ def test_band_buffers_depend_on_tile_and_width_not_on_height(monkeypatch):
 def test_a_narrow_scan_is_finished_in_as_few_bands_as_its_transpose():
     # each finished band costs fixed work (normalise, argmax, copy): a tall scan used to pay it
     # once per row of tiles, its transpose once
-    options = predict.SlidingWindow(tile=32, overlap=0.25, batch_size=8)
-    tall = list(predict.iter_probability_bands(PointwiseNet(), random_image(600, 20), options, CPU,
-                                               progress=False))
-    wide = list(predict.iter_probability_bands(PointwiseNet(), random_image(20, 600), options, CPU,
-                                               progress=False))
+    options = tiling.SlidingWindow(tile=32, overlap=0.25, batch_size=8)
+    tall = list(tiling.iter_probability_bands(PointwiseNet(), random_image(600, 20), options, CPU,
+                                              progress=False))
+    wide = list(tiling.iter_probability_bands(PointwiseNet(), random_image(20, 600), options, CPU,
+                                              progress=False))
     assert len(wide) == 1 and len(tall) <= 2
 
 
 def test_model_with_the_wrong_number_of_classes_is_refused():
     model = nn.Conv2d(3, 4, 1)
     with pytest.raises(ValueError, match="predicts 4 classes, expected 16"):
-        predict.predict_labels(model, random_image(40, 40), predict.SlidingWindow(tile=32), CPU,
-                               progress=False)
+        tiling.predict_labels(model, random_image(40, 40), tiling.SlidingWindow(tile=32), CPU,
+                              progress=False)
 
 
 # ----------------------------------------------------------------------------- scans
@@ -234,10 +243,10 @@ def test_predict_scan_returns_full_resolution_and_marks_transparent_pixels(tmp_p
     rgba = np.dstack([random_image(90, 120), np.full((90, 120), 255, np.uint8)])
     rgba[:, :30, 3] = 0  # a transparent strip: no artwork there
     Image.fromarray(rgba, "RGBA").save(tmp_path / "scan.png")
-    scan = predict.read_scan(tmp_path / "scan.png")
+    scan = scans.read_scan(tmp_path / "scan.png")
     assert scan.artwork is not None and not scan.artwork[:, :30].any() and scan.artwork[:, 30:].all()
     scale = predict.resolve_scale("auto", 32, scan.height, scan.width)
-    labels = predict.predict_scan(ConstantNet(), scan, predict.SlidingWindow(tile=32), CPU, scale,
+    labels = predict.predict_scan(ConstantNet(), scan, tiling.SlidingWindow(tile=32), CPU, scale,
                                   progress=False)
     assert labels.shape == (90, 120) and labels.dtype == np.uint8
     assert (labels[:, :30] == taxonomy.IGNORE_INDEX).all()
@@ -247,7 +256,7 @@ def test_predict_scan_returns_full_resolution_and_marks_transparent_pixels(tmp_p
 def test_reads_grayscale_and_16_bit_png(tmp_path):
     Image.fromarray(np.full((8, 9), 200, np.uint8), "L").save(tmp_path / "grey.png")
     Image.fromarray(np.full((8, 9), 65535, np.uint16)).save(tmp_path / "deep.png")
-    grey, deep = predict.read_scan(tmp_path / "grey.png"), predict.read_scan(tmp_path / "deep.png")
+    grey, deep = scans.read_scan(tmp_path / "grey.png"), scans.read_scan(tmp_path / "deep.png")
     assert grey.rgb.shape == (8, 9, 3) and (grey.rgb == 200).all() and grey.artwork is None
     assert (deep.rgb == 255).all()
 
@@ -256,7 +265,7 @@ def test_reads_16_bit_rgb_tiff(tmp_path):
     data = np.zeros((10, 12, 3), np.uint16)
     data[..., 0], data[..., 1], data[..., 2] = 65535, 32768, 257
     tifffile.imwrite(tmp_path / "scan.tif", data)
-    scan = predict.read_scan(tmp_path / "scan.tif")
+    scan = scans.read_scan(tmp_path / "scan.tif")
     assert scan.rgb.dtype == np.uint8 and scan.artwork is None
     assert tuple(scan.rgb[3, 4]) == (255, 128, 1)
 
@@ -264,7 +273,7 @@ def test_reads_16_bit_rgb_tiff(tmp_path):
 def test_reads_lzw_compressed_tiff(tmp_path):
     data = np.full((9, 11, 3), 257 * 40, np.uint16)
     tifffile.imwrite(tmp_path / "scan.tif", data, compression="lzw")  # not memory-mappable
-    assert (predict.read_scan(tmp_path / "scan.tif").rgb == 40).all()
+    assert (scans.read_scan(tmp_path / "scan.tif").rgb == 40).all()
 
 
 def test_reads_rgba_tiff_alpha_as_the_artwork_and_composites_on_white(tmp_path):
@@ -272,7 +281,7 @@ def test_reads_rgba_tiff_alpha_as_the_artwork_and_composites_on_white(tmp_path):
     data[..., 3] = 255
     data[:, :2, 3] = 0
     tifffile.imwrite(tmp_path / "scan.tiff", data, photometric="rgb", extrasamples=["unassalpha"])
-    scan = predict.read_scan(tmp_path / "scan.tiff")
+    scan = scans.read_scan(tmp_path / "scan.tiff")
     assert (scan.rgb[:, :2] == 255).all() and (scan.rgb[:, 2:] == 0).all()
     assert not scan.artwork[:, :2].any() and scan.artwork[:, 2:].all()
 
@@ -281,15 +290,15 @@ def test_reads_planar_and_float_tiffs(tmp_path):
     planar = np.zeros((3, 7, 9), np.uint8)
     planar[1] = 100
     tifffile.imwrite(tmp_path / "planar.tif", planar, photometric="rgb", planarconfig="separate")
-    assert tuple(predict.read_scan(tmp_path / "planar.tif").rgb[2, 3]) == (0, 100, 0)
+    assert tuple(scans.read_scan(tmp_path / "planar.tif").rgb[2, 3]) == (0, 100, 0)
     tifffile.imwrite(tmp_path / "float.tif", np.full((5, 5), 0.5, np.float32))
-    assert (predict.read_scan(tmp_path / "float.tif").rgb == 128).all()
+    assert (scans.read_scan(tmp_path / "float.tif").rgb == 128).all()
 
 
 def test_unsupported_tiff_sample_type_is_refused(tmp_path):
     tifffile.imwrite(tmp_path / "signed.tif", np.zeros((4, 4), np.int32))
     with pytest.raises(ValueError, match=r"signed\.tif: unsupported TIFF sample type int32"):
-        predict.read_scan(tmp_path / "signed.tif")
+        scans.read_scan(tmp_path / "signed.tif")
 
 
 def test_bad_inputs_raise_errors_naming_the_file(tmp_path):
@@ -298,13 +307,13 @@ def test_bad_inputs_raise_errors_naming_the_file(tmp_path):
     (tmp_path / "truncated.png").write_bytes((tmp_path / "whole.png").read_bytes()[:300])
     (tmp_path / "notes.tif").write_text("not a tiff")
     with pytest.raises(ValueError, match=r"notes\.png: cannot read image"):
-        predict.read_scan(tmp_path / "notes.png")
+        scans.read_scan(tmp_path / "notes.png")
     with pytest.raises(ValueError, match=r"truncated\.png: cannot read image"):
-        predict.read_scan(tmp_path / "truncated.png")
+        scans.read_scan(tmp_path / "truncated.png")
     with pytest.raises(ValueError, match=r"notes\.tif: cannot read TIFF"):
-        predict.read_scan(tmp_path / "notes.tif")
+        scans.read_scan(tmp_path / "notes.tif")
     with pytest.raises(FileNotFoundError, match=r"missing\.png: file not found"):
-        predict.read_scan(tmp_path / "missing.png")
+        scans.read_scan(tmp_path / "missing.png")
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -314,19 +323,19 @@ def test_area_table_counts_pixels_percent_of_artwork_and_mm2():
     labels = np.zeros((10, 10), np.uint8)
     labels[:2] = taxonomy.CLASS_IDS["Peel"]  # 20 px
     labels[9] = taxonomy.IGNORE_INDEX  # 10 px of background, excluded from the percentages
-    table = predict.area_table(labels, dpi=25.4).set_index("class")
+    table = damage_report.area_table(labels, dpi=25.4).set_index("class")
     assert table.loc["Peel", "pixels"] == 20 and table.loc["Clean", "pixels"] == 70
     assert table.loc["Peel", "percent_of_artwork"] == pytest.approx(100 * 20 / 90)
     assert table.loc["Peel", "area_mm2"] == pytest.approx(20.0)  # 25.4 dpi: 1 px = 1 mm²
     assert np.isnan(table.loc["Background", "percent_of_artwork"])
     assert table.loc["Background", "pixels"] == 10
-    assert "area_mm2" not in predict.area_table(labels).columns
+    assert "area_mm2" not in damage_report.area_table(labels).columns
 
 
 def test_overlay_tints_damage_only():
     rgb = np.full((2, 3, 3), 100, np.uint8)
     labels = np.array([[0, 1, 255], [2, 0, 0]], np.uint8)
-    out = predict.overlay(rgb, labels, outline=0)
+    out = overlays.overlay(rgb, labels, outline=0)
     assert (out[0, 0] == 100).all() and (out[0, 2] == 100).all()  # Clean, Background untouched
     expected = (100 + np.asarray(taxonomy.PALETTE[1])) // 2
     np.testing.assert_array_equal(out[0, 1], expected)
@@ -344,7 +353,7 @@ def test_folder_with_a_bad_file_still_predicts_the_others(tmp_path):
     (scans / "broken.png").write_text("this is text")
     (scans / "README.txt").write_text("not a scan, not even tried")
     out = tmp_path / "out"
-    failures = predict.predict_inputs(ConstantNet(), 32, scans, out, predict.SlidingWindow(tile=32),
+    failures = predict.predict_inputs(ConstantNet(), 32, scans, out, tiling.SlidingWindow(tile=32),
                                       CPU, dpi=300, progress=False)
     assert [label for label, _ in failures] == [str(scans / "broken.png")]
     for name, size in (("a", (70, 50)), ("b", (40, 80))):
@@ -364,20 +373,20 @@ def test_parquet_shards_and_data_folders_are_inputs(tmp_path):
     rows[1]["image"] = {"bytes": b"garbage", "path": "s2.png"}
     write_rows(tmp_path / "hf" / "data" / "train-00000-of-00001.parquet", rows)
     failures = predict.predict_inputs(ConstantNet(), 32, tmp_path / "hf", tmp_path / "out",
-                                      predict.SlidingWindow(tile=32), CPU, progress=False)
+                                      tiling.SlidingWindow(tile=32), CPU, progress=False)
     assert len(failures) == 1 and "s2: cannot read image" in failures[0][1]
     assert Image.open(tmp_path / "out" / "s1" / "mask.png").size == (40, 30)
 
     (tmp_path / "data" / "images").mkdir(parents=True)
     write_image(tmp_path / "data" / "images" / "x1.png", random_image(20, 20))
-    assert [s.name for s in predict.iter_sources(tmp_path / "data")] == ["x1"]
+    assert [s.name for s in scans.iter_sources(tmp_path / "data")] == ["x1"]
 
 
 def test_missing_or_empty_input_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere: input not found"):
-        list(predict.iter_sources(tmp_path / "nowhere"))
+        list(scans.iter_sources(tmp_path / "nowhere"))
     with pytest.raises(ValueError, match="no images"):
-        list(predict.iter_sources(tmp_path))
+        list(scans.iter_sources(tmp_path))
 
 
 def test_load_model_names_a_missing_checkpoint(tmp_path):
@@ -395,8 +404,8 @@ def test_the_tiles_are_predicted_in_the_runs_autocast_dtype():
 
     image = random_image(40, 40)
     for amp, expected in (("auto", None), ("off", None), ("bf16", torch.bfloat16)):
-        options = predict.SlidingWindow(tile=32, dtype=predict.run_dtype({"amp": amp}, CPU))
-        predict.predict_labels(RecordingNet(), image, options, CPU, progress=False)
+        options = tiling.SlidingWindow(tile=32, dtype=predict.run_dtype({"amp": amp}, CPU))
+        tiling.predict_labels(RecordingNet(), image, options, CPU, progress=False)
         assert set(seen) == {expected}, amp
         seen.clear()
     assert predict.run_dtype({}, CPU) is None  # a run that recorded no amp: auto, float32 on the CPU
@@ -480,14 +489,14 @@ class CountingNet(LocalNet):
 @pytest.mark.parametrize("height, width", [(20, 300), (45, 130), (33, 33)])
 def test_a_transposed_scan_costs_the_same_and_gives_the_transposed_map(height, width):
     # tall scans used to call the model once per tile (batches stopped at each row of tiles)
-    options = predict.SlidingWindow(tile=32, overlap=0.25, batch_size=4)
+    options = tiling.SlidingWindow(tile=32, overlap=0.25, batch_size=4)
     image = random_image(height, width)
     model = CountingNet()
     wide = tiled_probabilities(model, image, options)
     wide_calls, model.calls = model.calls, []
     tall = tiled_probabilities(model, np.ascontiguousarray(image.transpose(1, 0, 2)), options)
-    tiles = (len(predict.tile_starts(max(height, 32), 32, options.stride))
-             * len(predict.tile_starts(max(width, 32), 32, options.stride)))
+    tiles = (len(tiling.tile_starts(max(height, 32), 32, options.stride))
+             * len(tiling.tile_starts(max(width, 32), 32, options.stride)))
     assert sum(wide_calls) == sum(model.calls) == tiles  # as many windows either way...
     assert len(wide_calls) == len(model.calls) == -(-tiles // options.batch_size)  # ...in full batches
     np.testing.assert_allclose(tall, wide.transpose(0, 2, 1), atol=1e-6)
@@ -495,9 +504,9 @@ def test_a_transposed_scan_costs_the_same_and_gives_the_transposed_map(height, w
 
 def test_batches_across_rows_of_tiles_blend_as_single_tiles_do():
     image = random_image(150, 30, seed=3)
-    single = tiled_probabilities(CountingNet(), image, predict.SlidingWindow(tile=32, batch_size=1))
+    single = tiled_probabilities(CountingNet(), image, tiling.SlidingWindow(tile=32, batch_size=1))
     model = CountingNet()
-    batched = tiled_probabilities(model, image, predict.SlidingWindow(tile=32, batch_size=5))
+    batched = tiled_probabilities(model, image, tiling.SlidingWindow(tile=32, batch_size=5))
     assert model.calls == [5, 1]  # 6 rows of one tile: the first batch spans five of them
     np.testing.assert_allclose(batched, single, atol=1e-6)
 
@@ -605,7 +614,7 @@ def test_an_output_folder_taken_by_a_file_fails_that_scan_only(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "a").write_text("a file where a's folder should be")
-    failures = predict.predict_inputs(ConstantNet(), 32, scans, out, predict.SlidingWindow(tile=32),
+    failures = predict.predict_inputs(ConstantNet(), 32, scans, out, tiling.SlidingWindow(tile=32),
                                       CPU, progress=False)
     [(label, message)] = failures
     assert label == str(scans / "a.png") and message.startswith(f"{label}: {out / 'a'}")

@@ -1,6 +1,7 @@
 """The inference stage: a trained run applied to whole scans.
 
-``tiling`` is the sliding window (shared with training's evaluation), ``overlays`` the one damage
-overlay and legend, ``predict`` the ``python -m heritage predict`` command: damage maps, area tables
-and HTML reports for full-resolution scans.
+``scans`` reads the inputs (image files, folders, data folders, parquet shards), ``predict`` is the
+model side and the ``python -m heritage predict`` command (over the sliding window of
+``heritage.modeling.tiling``, shared with training's evaluation), ``damage_report`` what is written
+per scan (mask, overlay, area table, HTML report) and ``overlays`` the one damage overlay and legend.
 """

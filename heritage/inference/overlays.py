@@ -6,7 +6,7 @@ damage region gets a dark outline (:data:`OUTLINE_RGB`): a pixel is drawn dark w
 has a higher damage id than its own (Clean and Background count as 0), i.e. a rim just outside
 each region and one line between two touching damage classes. Legends use the same colours, with
 a dark edge around each swatch and Clean (and Background) listed as "untinted", not as a swatch.
-``heritage.inference.predict`` (damage maps), ``heritage.report`` (dataset examples) and the notebooks use it.
+``heritage.inference.damage_report`` (damage maps), ``heritage.report`` (dataset examples) and the notebooks use it.
 """
 
 from __future__ import annotations

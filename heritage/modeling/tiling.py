@@ -72,6 +72,27 @@ def tile_starts(length: int, tile: int, stride: int) -> list[int]:
     return starts
 
 
+def tile_positions(height: int, width: int, tile: int, stride: int) -> list[tuple[int, int]]:
+    """(y, x) starts of the tiles covering a (height, width) image in raster order, the order they are
+    predicted and blended in; both sides must be at least ``tile`` (shorter images are padded first)."""
+    return [(y, x) for y in tile_starts(height, tile, stride) for x in tile_starts(width, tile, stride)]
+
+
+def tile_grid(height: int, width: int, options: SlidingWindow) -> tuple[list[tuple[int, int]], np.ndarray]:
+    """The tiles over a (height, width) image and the blending weights they sum to at each pixel.
+
+    Returns the :func:`tile_positions` and the (max(height, tile), max(width, tile)) float64 sum of their
+    :func:`tile_window` weights, what the blend divides by (a side shorter than a tile is extended to
+    one tile at its end): for showing how a scan is tiled, not used by the prediction itself.
+    """
+    total = np.zeros((max(height, options.tile), max(width, options.tile)))
+    weights = tile_window(options.tile, options.window)
+    positions = tile_positions(total.shape[0], total.shape[1], options.tile, options.stride)
+    for y, x in positions:
+        total[y:y + options.tile, x:x + options.tile] += weights
+    return positions, total
+
+
 def tile_window(tile: int, kind: str) -> np.ndarray:
     """(tile, tile) float32 blending weights, highest in the centre and positive everywhere.
 
@@ -166,7 +187,7 @@ def iter_probability_bands(
     padded = data.pad_image(image, tile) if tile > min(height, width) else image
     ys = tile_starts(padded.shape[0], tile, options.stride)
     xs = tile_starts(padded.shape[1], tile, options.stride)
-    positions = [(y, x) for y in ys for x in xs]  # raster order
+    positions = tile_positions(padded.shape[0], padded.shape[1], tile, options.stride)  # raster order
     # The image part of every tile: padding is never blended. A padded side has a single tile at 0,
     # so padded and image coordinates of tile starts agree.
     crop = (slice(top, top + min(tile, height)), slice(left, left + min(tile, width)))

@@ -123,16 +123,17 @@ def write_gallery(choice: Choice, ids: Sequence[str], out_dir: str | Path, devic
     import pandas as pd
 
     from heritage.data import ingest
-    from heritage.inference import predict
+    from heritage.inference import damage_report, predict, scans
+    from heritage.modeling import tiling
 
     out_dir = Path(out_dir)
     config = run_config(choice.best.run_dir)
     torch_device = predict.resolve_device(device)
     model, checkpoint_config = predict.load_model(choice.best.run_dir, torch_device)
     image_size = int(checkpoint_config["image_size"])
-    options = predict.SlidingWindow(tile=image_size, dtype=predict.run_dtype(checkpoint_config, torch_device))
-    provenance = predict.provenance_html(choice.best.run_dir)
-    sources = [predict.file_source(ingest.image_path(config.data_dir, i), i) for i in ids]
+    options = tiling.SlidingWindow(tile=image_size, dtype=predict.run_dtype(checkpoint_config, torch_device))
+    provenance = damage_report.provenance_html(choice.best.run_dir)
+    sources = [scans.file_source(ingest.image_path(config.data_dir, i), i) for i in ids]
     settings = {"run": choice.best.run_dir, "encoder": checkpoint_config["encoder"], "scale": "auto",
                 "tile": options.tile, "overlap": options.overlap, "window": options.window,
                 "device": torch_device.type}
@@ -147,8 +148,8 @@ def write_gallery(choice: Choice, ids: Sequence[str], out_dir: str | Path, devic
         rgb = fileio.read_rgb(ingest.image_path(config.data_dir, sample_id))
         truth = fileio.read_mask(ingest.annotation_path(config.data_dir, sample_id))
         labels = fileio.read_mask(out_dir / sample_id / "mask.png")
-        scan_view, predicted_view, factor = predict.display_pair(rgb, labels, max_side=768)
-        _, truth_view, _ = predict.display_pair(rgb, truth, max_side=768)
+        scan_view, predicted_view, factor = damage_report.display_pair(rgb, labels, max_side=768)
+        _, truth_view, _ = damage_report.display_pair(rgb, truth, max_side=768)
         shown = sorted(set(np.unique(truth).tolist()) | set(np.unique(labels).tolist()))
         rows.append(_gallery_row(sample_id, scan_view, truth_view, predicted_view, factor, shown, float(damage)))
     fileio.write_json(out_dir / RECORD_FILE, {
@@ -164,10 +165,10 @@ def write_gallery(choice: Choice, ids: Sequence[str], out_dir: str | Path, devic
 
 def _gallery_row(sample_id: str, scan: np.ndarray, truth: np.ndarray, predicted: np.ndarray, factor: int,
                  shown: list[int], damage_percent: float) -> str:
-    from heritage.inference import predict
+    from heritage.inference import damage_report
 
     lossless = factor > 1
-    cells = "".join(f"<figure><img src='{predict.image_src(picture, lossless)}' alt='{what} of "
+    cells = "".join(f"<figure><img src='{damage_report.image_src(picture, lossless)}' alt='{what} of "
                     f"{html.escape(sample_id)}'><figcaption>{what}</figcaption></figure>"
                     for picture, what in ((scan, "scan"), (truth, "ground truth"), (predicted, "prediction")))
     enlarged = f", shown enlarged {factor}&times; (nearest neighbour)" if factor > 1 else ""
