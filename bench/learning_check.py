@@ -1,8 +1,8 @@
 """Does a smoke-sized training run learn? Each POC's smoke configuration against the all-Clean baseline.
 
 Trains each POC's smoke encoder from scratch on the smoke profile's synthetic stand-in (generated
-here by ``heritage.pipeline.paper.prepare_data``, or ``--data``: a data folder, parquet shards or an export)
-with a larger budget than the smoke profile (``--epochs`` over every training sample instead of 3
+here by ``heritage.pipeline.preparation.prepare_data``, or ``--data``: a data folder, parquet shards or an
+export) with a larger budget than the smoke profile (``--epochs`` over every training sample instead of 3
 epochs over 32; the default 15 is what tests/test_train.py's learning test trains for POC-5.9),
 evaluates once on the fold's test part and records the test mIoU beside the mIoU of predicting
 Clean everywhere on the same pixels (``test.all_clean_miou``), their ratio, the per-class IoU, the
@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from heritage import config, fileio, report
-from heritage.pipeline import paper
+from heritage.pipeline import preparation
 from heritage.training import runs, train
 from train_bench import result_path  # bench/ is on sys.path when this runs as a script
 
@@ -74,14 +74,14 @@ def main(argv: list[str] | None = None) -> Path:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="learning-check-") as scratch:
         scratch = Path(scratch)
-        data_dir = paper.prepare_data("smoke", args.data, scratch / "data")
+        data_dir = preparation.prepare_data("smoke", args.data, scratch / "data")
         results = [check_poc(poc, data_dir, scratch / "runs" / f"seed-{seed}", args.epochs, seed)
                    for poc in tqdm(args.pocs, desc="POCs") for seed in args.seeds]
     device = runs.device_name(torch.device("cpu"))
     record = {
         "device": device, "date": date.today().isoformat(), "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
-        "data": str(args.data) if args.data else {"synthetic": paper.SYNTHETIC["smoke"]},
+        "data": str(args.data) if args.data else {"synthetic": preparation.SYNTHETIC["smoke"]},
         "criterion": "test mIoU / all-Clean test mIoU (the learning test's 'clear margin': > 1.3)",
         "results": results,
     }

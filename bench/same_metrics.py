@@ -37,8 +37,8 @@ def without_timings(value):
 def fingerprint(out: Path) -> dict:
     data = out / "data"
     if not (data / "metadata.csv").exists():
-        subprocess.run([sys.executable, "-c", f"from heritage import paper; paper.prepare_data('smoke', None, {str(data)!r})"],
-                       check=True)
+        subprocess.run([sys.executable, "-c", "from heritage.pipeline import preparation; "
+                        f"preparation.prepare_data('smoke', None, {str(data)!r})"], check=True)
     summary = {}
     for poc, variant in RUNS:
         runs_root = out / "runs" / f"{poc}-{variant or 'main'}"

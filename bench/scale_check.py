@@ -1,8 +1,8 @@
 """Letterbox or patch? The flagship's ConvNeXt-T trained both ways on the CPU at one step budget.
 
 Trains the flagship (POC-5.9-v2) smoke configuration twice from scratch on the smoke profile's
-synthetic stand-in (generated here into a temporary folder by ``heritage.pipeline.paper.prepare_data``, or
-``--data``): its main configuration (``sampling: letterbox``) and its patch variant (``sampling:
+synthetic stand-in (generated here into a temporary folder by
+``heritage.pipeline.preparation.prepare_data``, or ``--data``): its main configuration (``sampling: letterbox``) and its patch variant (``sampling:
 patch``, ``image_size`` crops of the working resolution, a share of them centred on damage), with
 bench/learning_check.py's budget (``--epochs`` over every training sample of the first fold). Both
 arms must have the same image size, batch size, epochs and training samples (``report.BUDGET_FIELDS``),
@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from heritage import config, errors, fileio, report
-from heritage.pipeline import paper
+from heritage.pipeline import preparation
 from heritage.training import runs, train
 from heritage.data import taxonomy
 from train_bench import result_path  # bench/ is on sys.path when this runs as a script
@@ -141,13 +141,13 @@ def main(argv: list[str] | None = None) -> Path:
     commit = runs.git_commit()  # the code that trains, before a long run during which the checkout may move on
     with tempfile.TemporaryDirectory(prefix="scale-check-") as scratch:
         scratch = Path(scratch)
-        data_dir = paper.prepare_data("smoke", args.data, scratch / "data")
+        data_dir = preparation.prepare_data("smoke", args.data, scratch / "data")
         results = measure(data_dir, scratch / "runs", args.epochs, args.max_train_samples, args.jobs)
     device = runs.device_name(torch.device("cpu"))
     record = {
         "device": device, "date": date.today().isoformat(), "git_commit": commit,
         "torch": torch.__version__, "jobs": args.jobs,
-        "data": str(args.data) if args.data else {"synthetic": paper.SYNTHETIC["smoke"]},
+        "data": str(args.data) if args.data else {"synthetic": preparation.SYNTHETIC["smoke"]},
         "poc": POC, "thin_classes": list(taxonomy.THIN_CLASSES),
         "same_budget": {name: results["letterbox"][name] for name in (*report.BUDGET_FIELDS, "steps", "training_pixels")},
         "results": results, "aim": aim(results),

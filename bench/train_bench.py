@@ -60,7 +60,7 @@ import numpy as np
 from heritage import config, fileio, report
 from heritage.data import datasets as data, splits, synthetic as synth, taxonomy
 from heritage.modeling import losses, models
-from heritage.pipeline import paper
+from heritage.pipeline import preparation
 from heritage.training import engine, runs, train
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -317,7 +317,7 @@ def synthetic_data(folder: Path, n_images: int, longest_side: int) -> Path:
     """A data folder of the synthetic stand-in (``n_images`` originals), made as ``paper`` makes one."""
     shards = folder / "shards"
     synth.write_parquet(shards, n_images=n_images, longest_side=longest_side, progress=False)
-    return paper.prepare_data("full", source=shards, data_dir=folder / "data")
+    return preparation.prepare_data("full", source=shards, data_dir=folder / "data")
 
 
 def loop_config(poc: str, profile: str, encoder: str, data_dir: Path, runs_root: Path,

@@ -61,7 +61,7 @@ CHANNELS_LAST_MODES = ("auto", "on", "off")
 SAMPLING_MODES = ("letterbox", "patch")  # heritage.data.datasets: whole images shrunk to image_size, or crops
 NATIVE = "native"  # working_resolution: the data folder's stored size
 # Where `heritage paper` writes the synthetic stand-in of each profile, and a POC notebook's default data
-# folder: the one home of these paths (heritage.pipeline.paper.SYNTHETIC sizes the stand-in written there).
+# folder: the one home of these paths (heritage.pipeline.preparation.SYNTHETIC sizes the stand-in written there).
 DEFAULT_DATA_DIRS = {"smoke": "data/synthetic-smoke", "full": "data/synthetic"}
 DEFAULT_RUNS_ROOT = "runs"
 # Fields that say where things are, how fast data loads or how often state is saved, not what is

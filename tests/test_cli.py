@@ -18,6 +18,7 @@ import pytest
 
 from heritage import cli, config, errors, fileio
 from heritage.pipeline import paper
+from heritage.pipeline.jobs import NotebookJob, write_job_file
 from heritage.data import stats
 
 SMOKE_POC = "poc58_baseline"
@@ -126,9 +127,9 @@ def _unknown_parameter_job(tmp_path: Path, source: str, parameters: dict) -> Pat
     cell = nbformat.v4.new_code_cell("epochs = 1\nlr = None")
     cell.metadata["tags"] = ["parameters"]
     nbformat.write(nbformat.v4.new_notebook(cells=[cell, nbformat.v4.new_code_cell(source)]), template)
-    job = paper.NotebookJob(name="job", template=template, output=tmp_path / "out" / "executed.ipynb",
-                            html=tmp_path / "out" / "executed.html", parameters=parameters, key="k")
-    return paper.write_job_file(job)
+    job = NotebookJob(name="job", template=template, output=tmp_path / "out" / "executed.ipynb",
+                      html=tmp_path / "out" / "executed.html", parameters=parameters, key="k")
+    return write_job_file(job)
 
 
 def test_paper_execute_refuses_an_unknown_parameter_by_name(tmp_path, corpus, capfd) -> None:

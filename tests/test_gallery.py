@@ -80,7 +80,7 @@ def test_the_gallery_holds_a_report_per_scan_and_says_which_run_and_why(data_dir
 
 
 def test_the_notebook_declares_every_parameter_papermill_can_set() -> None:
-    from heritage.pipeline import paper
+    from heritage.pipeline import execution, paper
 
-    names = paper.notebook_parameter_names(paper.NOTEBOOKS_DIR / f"{gallery.NOTEBOOK}.ipynb")
+    names = execution.notebook_parameter_names(paper.NOTEBOOKS_DIR / f"{gallery.NOTEBOOK}.ipynb")
     assert names == ["runs", "out_dir", "profile", "data_dir", "runs_root", "paper_dir", "n_scans", "device"]

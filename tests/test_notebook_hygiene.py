@@ -28,11 +28,11 @@ PROJECT_KERNEL_NOTEBOOKS = NOTEBOOKS
 
 @pytest.mark.parametrize("path", PROJECT_KERNEL_NOTEBOOKS, ids=[p.name for p in PROJECT_KERNEL_NOTEBOOKS])
 def test_notebook_records_the_project_kernel(path):
-    from heritage.pipeline import paper
+    from heritage.pipeline import execution
 
     spec = nbformat.read(path, as_version=4).metadata.get("kernelspec", {})
-    # the kernel `make env` and paper.ensure_kernel register, so JupyterLab opens it in .venv
-    assert spec.get("name") == paper.KERNEL_NAME and spec.get("display_name") == "heritage (.venv)", path.name
+    # the kernel `make env` and execution.ensure_kernel register, so JupyterLab opens it in .venv
+    assert spec.get("name") == execution.KERNEL_NAME and spec.get("display_name") == "heritage (.venv)", path.name
 
 
 POC_NOTEBOOKS = [p for p in NOTEBOOKS if p.name.startswith("poc")]

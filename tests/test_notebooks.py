@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 
 from heritage import config, fileio, report
-from heritage.pipeline import paper
+from heritage.pipeline import paper, run_configs
+from heritage.pipeline.jobs import NotebookJob, write_job_file
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +38,7 @@ def smoke_paper(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_every_run_has_its_notebook_report_and_metrics(smoke_paper: dict) -> None:
     root = smoke_paper["root"]
-    configs = paper.planned_configs("smoke", None, root / "data", root / "runs")
+    configs = run_configs.planned_configs("smoke", None, root / "data", root / "runs")
     assert configs
     for planned in configs:
         folder = config.run_dir(planned)
@@ -96,9 +97,9 @@ def test_a_stop_signal_reaches_the_kernel_and_asks_for_a_requeue(tmp_path: Path)
         "os.kill(os.getppid(), signal.SIGUSR1)  # the executing process, as a batch job's command\n"
         "time.sleep(120)")
     nbformat.write(nbformat.v4.new_notebook(cells=[cell]), template)
-    job = paper.NotebookJob(name="stop", template=template, output=tmp_path / "stop.out.ipynb",
-                            html=tmp_path / "stop.html", parameters={}, key="stop")
-    result = subprocess.run([sys.executable, "-m", "heritage", "paper", "--execute", str(paper.write_job_file(job))],
+    job = NotebookJob(name="stop", template=template, output=tmp_path / "stop.out.ipynb",
+                      html=tmp_path / "stop.html", parameters={}, key="stop")
+    result = subprocess.run([sys.executable, "-m", "heritage", "paper", "--execute", str(write_job_file(job))],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == paper.REQUEUE_EXIT_CODE, result.stderr[-3000:]
     assert "stop: checkpoint saved" in result.stderr and not job.stamp.exists()
@@ -109,7 +110,7 @@ def test_run_reports_hold_no_stderr_and_the_paper_reads_as_one(smoke_paper: dict
     import shutil
 
     root = smoke_paper["root"]
-    for planned in paper.planned_configs("smoke", None, root / "data", root / "runs"):
+    for planned in run_configs.planned_configs("smoke", None, root / "data", root / "runs"):
         notebook = nbformat.read(config.run_dir(planned) / "notebook.ipynb", as_version=4)
         noise = [output.get("text", "")[:200] for cell in notebook.cells for output in cell.get("outputs", [])
                  if output.get("name") == "stderr"]
@@ -128,7 +129,7 @@ def test_the_damage_maps_show_the_best_flagship_runs_own_test_scans(smoke_paper:
     root = smoke_paper["root"]
     maps = root / "paper" / gallery.GALLERY_DIR
     record = fileio.read_json(maps / gallery.RECORD_FILE)
-    configs = paper.planned_configs("smoke", [gallery.POC], root / "data", root / "runs")
+    configs = run_configs.planned_configs("smoke", [gallery.POC], root / "data", root / "runs")
     main = {str(config.run_dir(c)): c for c in configs if c.variant is None}
     chosen = main[record["run_dir"]]
     assert max(c["val_miou"] for c in record["candidates"]) == next(

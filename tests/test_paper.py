@@ -11,7 +11,9 @@ import nbformat
 import pytest
 
 from heritage import config, errors, fileio
-from heritage.pipeline import paper
+from heritage.pipeline import execution, paper, preparation, run_configs, schedulers
+from heritage.pipeline.jobs import (COMPARISON_NOTEBOOK, DATASET_NOTEBOOK, NotebookJob, comparison_job, damage_maps_job,
+                                    is_up_to_date, job_command, run_job_for, write_job_file, write_run_config)
 
 POCS = ["poc55_multitask", "poc58_baseline"]
 
@@ -31,7 +33,7 @@ class FakeExecutor:
         self.calls: list[str] = []
         self.fail = set(fail)
 
-    def __call__(self, job: paper.NotebookJob) -> None:
+    def __call__(self, job: NotebookJob) -> None:
         self.calls.append(job.name)
         job.output.parent.mkdir(parents=True, exist_ok=True)
         job.output.write_text("{}")  # papermill writes the notebook as it goes, failed cells included
@@ -48,9 +50,9 @@ class FakeExecutor:
 
 # The parameters each template declares (what `paper` checks its jobs' parameters against).
 TEMPLATE_PARAMETERS = {
-    **{poc: [paper.CONFIG_PARAMETER] for poc in POCS},
-    paper.DATASET_NOTEBOOK: ["data_dir"],
-    paper.COMPARISON_NOTEBOOK: ["profile", "pocs", "data_dir", "runs_root", "paper_dir"],
+    **{poc: [run_configs.CONFIG_PARAMETER] for poc in POCS},
+    DATASET_NOTEBOOK: ["data_dir"],
+    COMPARISON_NOTEBOOK: ["profile", "pocs", "data_dir", "runs_root", "paper_dir"],
 }
 
 
@@ -66,12 +68,12 @@ def notebooks(tmp_path: Path) -> Path:
 def make_jobs(tmp_path: Path, data_dir: Path, notebooks: Path, **overrides_by_poc: dict):
     configs = [c for poc in POCS for c in config.plan(
         "smoke", [poc], data_dir, overrides={"runs_root": str(tmp_path / "runs"), **overrides_by_poc.get(poc, {})})]
-    jobs = [paper.run_job_for(c, notebooks) for c in configs]
-    comparison = paper.comparison_job(configs, notebooks, tmp_path / "paper", {"profile": "smoke"})
+    jobs = [run_job_for(c, notebooks) for c in configs]
+    comparison = comparison_job(configs, notebooks, tmp_path / "paper", {"profile": "smoke"})
     return jobs, comparison
 
 
-def states(results: list[paper.JobResult]) -> dict[str, str]:
+def states(results: list[schedulers.JobResult]) -> dict[str, str]:
     return {r.job.name: r.state for r in results}
 
 
@@ -80,59 +82,60 @@ def test_a_second_paper_with_nothing_changed_executes_nothing(tmp_path, data_dir
     assert [j.name for j in jobs] == ["poc55_multitask/convnext_tiny/holdout-holdout",
                                       "poc58_baseline/convnext_tiny/holdout-holdout"]
     first = FakeExecutor()
-    results = paper.run_paper(jobs, comparison, paper.LocalScheduler(first))
+    results = paper.run_paper(jobs, comparison, schedulers.LocalScheduler(first))
     assert first.calls == [*(j.name for j in jobs), "comparison"]
-    assert set(states(results).values()) == {paper.DONE}
+    assert set(states(results).values()) == {schedulers.DONE}
     assert all(job.stamp.is_file() for job in [*jobs, comparison])
 
     second = FakeExecutor()
-    results = paper.run_paper(*make_jobs(tmp_path, data_dir, notebooks), paper.LocalScheduler(second))
+    results = paper.run_paper(*make_jobs(tmp_path, data_dir, notebooks), schedulers.LocalScheduler(second))
     assert second.calls == []
-    assert set(states(results).values()) == {paper.SKIPPED}
+    assert set(states(results).values()) == {schedulers.SKIPPED}
 
 
 def test_a_changed_config_hash_reruns_that_run_and_the_comparison(tmp_path, data_dir, notebooks) -> None:
-    paper.run_paper(*make_jobs(tmp_path, data_dir, notebooks), paper.LocalScheduler(FakeExecutor()))
+    paper.run_paper(*make_jobs(tmp_path, data_dir, notebooks), schedulers.LocalScheduler(FakeExecutor()))
     jobs, comparison = make_jobs(tmp_path, data_dir, notebooks, poc58_baseline={"epochs": 7})
     executor = FakeExecutor()
-    results = paper.run_paper(jobs, comparison, paper.LocalScheduler(executor))
+    results = paper.run_paper(jobs, comparison, schedulers.LocalScheduler(executor))
     assert executor.calls == ["poc58_baseline/convnext_tiny/holdout-holdout", "comparison"]
-    assert states(results)["poc55_multitask/convnext_tiny/holdout-holdout"] == paper.SKIPPED
+    assert states(results)["poc55_multitask/convnext_tiny/holdout-holdout"] == schedulers.SKIPPED
 
 
 def test_a_changed_notebook_or_a_missing_report_reruns(tmp_path, data_dir, notebooks) -> None:
     jobs, comparison = make_jobs(tmp_path, data_dir, notebooks)
-    paper.run_paper(jobs, comparison, paper.LocalScheduler(FakeExecutor()))
+    paper.run_paper(jobs, comparison, schedulers.LocalScheduler(FakeExecutor()))
     (notebooks / "poc55_multitask.ipynb").write_text('{"template": "edited"}')
     jobs[1].html.unlink()
     executor = FakeExecutor()
-    paper.run_paper(jobs, comparison, paper.LocalScheduler(executor))
+    paper.run_paper(jobs, comparison, schedulers.LocalScheduler(executor))
     assert executor.calls == [jobs[0].name, jobs[1].name, "comparison"]
 
 
 def test_metrics_of_another_configuration_make_a_run_incomplete(tmp_path, data_dir, notebooks) -> None:
     jobs, comparison = make_jobs(tmp_path, data_dir, notebooks)
-    paper.run_paper(jobs, comparison, paper.LocalScheduler(FakeExecutor()))
+    paper.run_paper(jobs, comparison, schedulers.LocalScheduler(FakeExecutor()))
     fileio.write_json(jobs[0].run_dir / "metrics.json", {"config_hash": "another", "test": {"miou": 0.1}})
-    assert not paper.is_up_to_date(jobs[0])
-    assert paper.is_up_to_date(jobs[1])
+    assert not is_up_to_date(jobs[0])
+    assert is_up_to_date(jobs[1])
 
 
 def test_only_the_comparison_reruns_when_its_outputs_are_missing(tmp_path, data_dir, notebooks) -> None:
     jobs, comparison = make_jobs(tmp_path, data_dir, notebooks)
-    paper.run_paper(jobs, comparison, paper.LocalScheduler(FakeExecutor()))
+    paper.run_paper(jobs, comparison, schedulers.LocalScheduler(FakeExecutor()))
     (tmp_path / "paper" / "provenance.json").unlink()
     executor = FakeExecutor()
-    paper.run_paper(jobs, comparison, paper.LocalScheduler(executor))
+    paper.run_paper(jobs, comparison, schedulers.LocalScheduler(executor))
     assert executor.calls == ["comparison"]
 
 
 def test_a_failing_run_is_reported_and_the_others_continue(tmp_path, data_dir, notebooks, capsys) -> None:
     jobs, comparison = make_jobs(tmp_path, data_dir, notebooks)
     failing = jobs[0]
-    results = paper.run_paper(jobs, comparison, paper.LocalScheduler(FakeExecutor(fail=(failing.name,))))
-    assert states(results) == {failing.name: paper.FAILED, jobs[1].name: paper.DONE, "comparison": paper.DONE}
-    failed = next(r for r in results if r.state == paper.FAILED)
+    results = paper.run_paper(jobs, comparison, schedulers.LocalScheduler(FakeExecutor(fail=(failing.name,))))
+    assert states(results) == {failing.name: schedulers.FAILED, jobs[1].name: schedulers.DONE,
+                               "comparison": schedulers.DONE}
+    failed = next(r for r in results if r.state == schedulers.FAILED)
     assert failed.error == "RuntimeError: ValueError: cell 4 raised: boom"
     status = paper.report_results(results, tmp_path / "paper", jobs, comparison, seconds=1.0)
     assert status == 1
@@ -144,38 +147,38 @@ def test_a_failing_run_is_reported_and_the_others_continue(tmp_path, data_dir, n
     assert "../runs/poc58_baseline/convnext_tiny/holdout-holdout/report.html" in index
 
     retry = FakeExecutor()
-    paper.run_paper(jobs, comparison, paper.LocalScheduler(retry))
+    paper.run_paper(jobs, comparison, schedulers.LocalScheduler(retry))
     assert retry.calls == [failing.name, "comparison"]  # the failed run was not stamped: it runs again
 
 
 def test_report_results_is_zero_without_failures(tmp_path, data_dir, notebooks) -> None:
     jobs, comparison = make_jobs(tmp_path, data_dir, notebooks)
-    results = paper.run_paper(jobs, comparison, paper.LocalScheduler(FakeExecutor()))
+    results = paper.run_paper(jobs, comparison, schedulers.LocalScheduler(FakeExecutor()))
     assert paper.report_results(results, tmp_path / "paper", jobs, comparison, seconds=1.0) == 0
 
 
 def test_a_job_that_writes_no_outputs_fails(tmp_path, data_dir, notebooks) -> None:
     jobs, comparison = make_jobs(tmp_path, data_dir, notebooks)
     with pytest.raises(RuntimeError, match="did not write .*report.html"):
-        paper.run_job(jobs[0], lambda job: None)
+        execution.run_job(jobs[0], lambda job: None)
 
 
 def test_job_descriptions_round_trip_through_json(tmp_path, data_dir, notebooks) -> None:
     jobs, comparison = make_jobs(tmp_path, data_dir, notebooks)
     for job in [*jobs, comparison]:
-        path = paper.write_job_file(job)
-        assert paper.NotebookJob.from_json(fileio.read_json(path)) == job
-        assert paper.job_command(path)[-2:] == ["--execute", str(path)]
+        path = write_job_file(job)
+        assert NotebookJob.from_json(fileio.read_json(path)) == job
+        assert job_command(path)[-2:] == ["--execute", str(path)]
 
 
 def test_a_run_job_writes_the_planned_config_that_its_notebook_reads(tmp_path, data_dir) -> None:
-    for planned in paper.planned_configs("smoke", None, data_dir, tmp_path / "runs"):
-        job = paper.run_job_for(planned, tmp_path / "notebooks")
-        assert set(job.parameters) == {paper.CONFIG_PARAMETER}  # the one parameter: no second schema
-        paper.write_run_config(job)
-        path = Path(job.parameters[paper.CONFIG_PARAMETER])
+    for planned in run_configs.planned_configs("smoke", None, data_dir, tmp_path / "runs"):
+        job = run_job_for(planned, tmp_path / "notebooks")
+        assert set(job.parameters) == {run_configs.CONFIG_PARAMETER}  # the one parameter: no second schema
+        write_run_config(job)
+        path = Path(job.parameters[run_configs.CONFIG_PARAMETER])
         assert path == config.run_dir(planned).resolve() / "config.yaml"
-        resolved = paper.poc_config(planned.poc, path)
+        resolved = run_configs.poc_config(planned.poc, path)
         assert resolved == planned and resolved.config_hash() == planned.config_hash()
 
 
@@ -183,32 +186,33 @@ def test_a_run_job_carries_overridden_training_values_to_its_notebook(tmp_path, 
     planned = config.plan("smoke", ["poc58_baseline"], data_dir,
                           overrides={"epochs": 1, "image_size": 32, "max_train_samples": 4,
                                      "runs_root": str(tmp_path / "runs")})[0]
-    job = paper.NotebookJob.from_json(paper.run_job_for(planned, tmp_path).to_json())  # as --execute reads it
-    paper.write_run_config(job)
-    resolved = paper.poc_config("poc58_baseline", job.parameters[paper.CONFIG_PARAMETER])
+    job = NotebookJob.from_json(run_job_for(planned, tmp_path).to_json())  # as --execute reads it
+    write_run_config(job)
+    resolved = run_configs.poc_config("poc58_baseline", job.parameters[run_configs.CONFIG_PARAMETER])
     assert (resolved.epochs, resolved.image_size, resolved.max_train_samples) == (1, 32, 4)
     assert resolved.config_hash() == planned.config_hash()
 
 
 def test_a_poc_notebook_without_a_config_takes_its_smoke_run(data_dir, tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv(paper.ENV_DATA, str(data_dir))
-    monkeypatch.setenv(paper.ENV_RUNS, str(tmp_path / "runs"))
-    default = paper.poc_config("poc58_baseline")
+    monkeypatch.setenv(run_configs.ENV_DATA, str(data_dir))
+    monkeypatch.setenv(run_configs.ENV_RUNS, str(tmp_path / "runs"))
+    default = run_configs.poc_config("poc58_baseline")
     assert default == config.load_run_config("poc58_baseline", "smoke", overrides={
         "data_dir": str(data_dir.resolve()), "runs_root": str((tmp_path / "runs").resolve())})
     with pytest.raises(errors.MissingInputError, match="config_path: .*missing.yaml not found"):
-        paper.poc_config("poc58_baseline", tmp_path / "missing.yaml")
+        run_configs.poc_config("poc58_baseline", tmp_path / "missing.yaml")
     other = tmp_path / "other.yaml"
     other.write_text(dataclasses.replace(default, encoder="convnext_tiny").to_yaml())
     with pytest.raises(config.ConfigError, match="a configuration of 'poc58_baseline', not of this notebook's "
                                                  "'poc55_multitask'"):
-        paper.poc_config("poc55_multitask", other)
+        run_configs.poc_config("poc55_multitask", other)
 
 
 def test_the_default_synthetic_folders_are_configs(monkeypatch) -> None:
-    monkeypatch.delenv(paper.ENV_DATA, raising=False)
-    assert {profile: spec["data_dir"] for profile, spec in paper.SYNTHETIC.items()} == config.DEFAULT_DATA_DIRS
-    assert paper.resolve_paths(None, None, None, "full")[0] == (paper.REPO_ROOT / config.DEFAULT_DATA_DIRS["full"])
+    monkeypatch.delenv(run_configs.ENV_DATA, raising=False)
+    assert {profile: spec["data_dir"] for profile, spec in preparation.SYNTHETIC.items()} == config.DEFAULT_DATA_DIRS
+    assert run_configs.resolve_paths(None, None, None, "full")[0] == (run_configs.REPO_ROOT
+                                                                       / config.DEFAULT_DATA_DIRS["full"])
 
 
 def test_local_scheduler_refuses_slurm_options() -> None:
@@ -219,20 +223,20 @@ def test_local_scheduler_refuses_slurm_options() -> None:
 
 def test_unknown_notebook_parameters_are_refused_by_name(tmp_path) -> None:
     template = make_template(tmp_path / "t.ipynb")
-    assert paper.notebook_parameter_names(template) == ["epochs", "lr"]
-    paper.check_parameters(template, {"epochs": 3, "lr": 0.1})
+    assert execution.notebook_parameter_names(template) == ["epochs", "lr"]
+    execution.check_parameters(template, {"epochs": 3, "lr": 0.1})
     with pytest.raises(errors.InputError, match=r"unknown notebook parameter\(s\) 'epoch' \(did you mean "
                                                 r"'epochs'\?\), 'colour'; its parameters: epochs, lr"):
-        paper.check_parameters(template, {"epoch": 3, "colour": "red"})
+        execution.check_parameters(template, {"epoch": 3, "colour": "red"})
     bare = make_template(tmp_path / "bare.ipynb", parameters_source=None)
-    paper.check_parameters(bare, {})
+    execution.check_parameters(bare, {})
     with pytest.raises(errors.InputError, match="no cell tagged 'parameters'"):
-        paper.check_parameters(bare, {"epochs": 3})
+        execution.check_parameters(bare, {"epochs": 3})
     with pytest.raises(errors.MissingInputError, match="notebook template not found"):
-        paper.check_parameters(tmp_path / "missing.ipynb", {})
+        execution.check_parameters(tmp_path / "missing.ipynb", {})
     (tmp_path / "broken.ipynb").write_text("{")
     with pytest.raises(errors.InputError, match="broken.ipynb: not a readable notebook"):
-        paper.check_parameters(tmp_path / "broken.ipynb", {})
+        execution.check_parameters(tmp_path / "broken.ipynb", {})
 
 
 def test_execute_notebook_refuses_an_unknown_parameter_before_papermill_runs(tmp_path, monkeypatch) -> None:
@@ -242,10 +246,10 @@ def test_execute_notebook_refuses_an_unknown_parameter_before_papermill_runs(tmp
         raise AssertionError("papermill ran with an unknown parameter")
 
     monkeypatch.setattr(papermill, "execute_notebook", papermill_must_not_run)
-    job = paper.NotebookJob(name="j", template=make_template(tmp_path / "t.ipynb"), output=tmp_path / "out.ipynb",
-                            html=tmp_path / "out.html", parameters={"epoch": 3}, key="k")
+    job = NotebookJob(name="j", template=make_template(tmp_path / "t.ipynb"), output=tmp_path / "out.ipynb",
+                      html=tmp_path / "out.html", parameters={"epoch": 3}, key="k")
     with pytest.raises(errors.InputError, match="'epoch' \\(did you mean 'epochs'\\?\\)"):
-        paper.execute_notebook(job)
+        execution.execute_notebook(job)
     assert not job.output.exists()
 
 
@@ -255,12 +259,12 @@ def test_a_failed_cell_is_reported_with_its_exception_message_and_cell() -> None
     err = PapermillExecutionError(cell_index=5, exec_count=3, source="\nmetrics = train(config)\nprint(metrics)",
                                   ename="ConfigError", evalue="image_size: 30 is not\na multiple of 32",
                                   traceback=["\x1b[31m---------\x1b[0m", "ConfigError Traceback", "Cell In[3], line 1"])
-    assert paper._first_line(err) == ("ConfigError: image_size: 30 is not a multiple of 32 "
-                                      "(cell In [3]: metrics = train(config))")
+    assert execution._first_line(err) == ("ConfigError: image_size: 30 is not a multiple of 32 "
+                                          "(cell In [3]: metrics = train(config))")
     # a local run's failure line carries it, with the executed notebook on the next line
-    job = paper.NotebookJob(name="poc/enc/split", template=Path("t.ipynb"), output=Path("runs/x/notebook.ipynb"),
-                            html=Path("runs/x/report.html"), parameters={}, key="k")
-    line = paper.JobResult(job, paper.FAILED, 1.0, paper._first_line(err)).line()
+    job = NotebookJob(name="poc/enc/split", template=Path("t.ipynb"), output=Path("runs/x/notebook.ipynb"),
+                      html=Path("runs/x/report.html"), parameters={}, key="k")
+    line = schedulers.JobResult(job, schedulers.FAILED, 1.0, execution._first_line(err)).line()
     assert "poc/enc/split: ConfigError: image_size: 30" in line and "executed notebook: runs/x/notebook.ipynb" in line
 
 
@@ -274,11 +278,11 @@ def test_a_job_file_must_describe_a_job(tmp_path) -> None:
 
 
 def test_prepare_data_completes_a_folder_without_redoing_it(tmp_path, data_dir) -> None:
-    assert paper.prepare_data("smoke", source=data_dir) == data_dir  # a ready data folder is used in place
+    assert preparation.prepare_data("smoke", source=data_dir) == data_dir  # a ready data folder is used in place
     copy = Path(shutil.copytree(data_dir, tmp_path / "data"))
     shutil.rmtree(copy / "splits")
     before = (copy / "metadata.csv").read_bytes()
-    assert paper.prepare_data("smoke", data_dir=copy) == copy
+    assert preparation.prepare_data("smoke", data_dir=copy) == copy
     assert sorted(p.name for p in (copy / "splits").iterdir()) == ["holdout.json", "kfold.json", "leaky.json",
                                                                   "loco.json", "lomo.json"]
     assert (copy / "metadata.csv").read_bytes() == before  # neither re-ingested nor re-augmented
@@ -307,7 +311,7 @@ def test_prepare_data_rebuilds_a_manifest_made_stale_by_new_samples(tmp_path, da
     ingest.write_metadata(copy, table[table["source_id"] != dropped])  # the data changed after the split
     with pytest.raises(errors.InputError, match="stale manifest"):
         splits.load_manifest(copy, "kfold")
-    assert paper.prepare_data("smoke", data_dir=copy) == copy
+    assert preparation.prepare_data("smoke", data_dir=copy) == copy
     assert "data: rebuilding the kfold manifest" in capsys.readouterr().out
     for protocol in splits.ALL_PROTOCOLS:
         manifest = splits.load_manifest(copy, protocol)  # now current: loads without refusal
@@ -341,8 +345,8 @@ def test_the_command_checks_every_template_before_executing_any(tmp_path, data_d
     executor = FakeExecutor()
     monkeypatch.setattr(paper, "execute_notebook", executor)
     monkeypatch.setattr(paper, "ensure_kernel", lambda: None)
-    comparison_parameters = [p for p in TEMPLATE_PARAMETERS[paper.COMPARISON_NOTEBOOK] if p != "paper_dir"]
-    make_template(notebooks / f"{paper.COMPARISON_NOTEBOOK}.ipynb",
+    comparison_parameters = [p for p in TEMPLATE_PARAMETERS[COMPARISON_NOTEBOOK] if p != "paper_dir"]
+    make_template(notebooks / f"{COMPARISON_NOTEBOOK}.ipynb",
                   "\n".join(f"{p} = None" for p in comparison_parameters))
     argv = ["paper", "--data", str(data_dir), "--pocs", *POCS, "--notebooks", str(notebooks),
             "--runs-root", str(tmp_path / "runs"), "--paper-dir", str(tmp_path / "paper")]
@@ -360,30 +364,30 @@ def test_damage_maps_follow_the_flagship_main_runs_only_and_are_skipped_when_up_
     make_template(notebooks / f"{gallery.POC}.ipynb", "\n".join(f"{p} = None" for p in TEMPLATE_PARAMETERS[POCS[1]]))
     make_template(notebooks / f"{gallery.NOTEBOOK}.ipynb", "runs = None\nout_dir = None\nn_scans = 4")
     configs = config.plan("smoke", [POCS[1], gallery.POC], data_dir, overrides={"runs_root": str(tmp_path / "runs")})
-    jobs = [paper.run_job_for(c, notebooks) for c in configs]
-    comparison = paper.comparison_job(configs, notebooks, tmp_path / "paper", {"profile": "smoke"})
-    maps = paper.damage_maps_job(configs, notebooks, tmp_path / "paper")
-    assert paper.damage_maps_job(configs[:1], notebooks, tmp_path / "paper") is None  # no flagship run planned
+    jobs = [run_job_for(c, notebooks) for c in configs]
+    comparison = comparison_job(configs, notebooks, tmp_path / "paper", {"profile": "smoke"})
+    maps = damage_maps_job(configs, notebooks, tmp_path / "paper")
+    assert damage_maps_job(configs[:1], notebooks, tmp_path / "paper") is None  # no flagship run planned
     main_runs = {str(config.run_dir(c)) for c in configs if c.poc == gallery.POC and c.variant is None}
     assert {run_dir for run_dir, _ in maps.parameters["runs"]} == main_runs
-    paper.check_parameters(maps.template, maps.parameters)
+    execution.check_parameters(maps.template, maps.parameters)
 
     first = FakeExecutor()
-    paper.run_paper(jobs, comparison, paper.LocalScheduler(first), maps)
+    paper.run_paper(jobs, comparison, schedulers.LocalScheduler(first), maps)
     assert first.calls[-2:] == ["comparison", "damage-maps"]  # after every run
     second = FakeExecutor()
-    results = paper.run_paper(jobs, comparison, paper.LocalScheduler(second), maps)
-    assert second.calls == [] and states(results)["damage-maps"] == paper.SKIPPED
+    results = paper.run_paper(jobs, comparison, schedulers.LocalScheduler(second), maps)
+    assert second.calls == [] and states(results)["damage-maps"] == schedulers.SKIPPED
 
     variant = next(j for j in jobs if "-" in j.name.split("/")[0])  # an ablation run: not shown in the maps
     variant.html.unlink()
     third = FakeExecutor()
-    paper.run_paper(jobs, comparison, paper.LocalScheduler(third), maps)
+    paper.run_paper(jobs, comparison, schedulers.LocalScheduler(third), maps)
     assert third.calls == [variant.name, "comparison"]
     main = next(j for j in jobs if j.run_dir is not None and str(j.run_dir) in main_runs)
     main.html.unlink()
     fourth = FakeExecutor()
-    paper.run_paper(jobs, comparison, paper.LocalScheduler(fourth), maps)
+    paper.run_paper(jobs, comparison, schedulers.LocalScheduler(fourth), maps)
     assert fourth.calls == [main.name, "comparison", "damage-maps"]
 
 
@@ -396,13 +400,13 @@ def test_a_poc_notebook_job_executes_the_planned_config_it_was_given(tmp_path, d
     import subprocess
     import sys
 
-    planned = paper.planned_configs("smoke", [poc], data_dir, tmp_path / "runs")[0]
+    planned = run_configs.planned_configs("smoke", [poc], data_dir, tmp_path / "runs")[0]
     planned = dataclasses.replace(planned, epochs=1, max_train_samples=8, lr=None)  # a field no plan sets
-    job = paper.run_job_for(planned, paper.NOTEBOOKS_DIR)
-    result = subprocess.run([sys.executable, "-m", "heritage", "paper", "--execute", str(paper.write_job_file(job))],
+    job = run_job_for(planned, paper.NOTEBOOKS_DIR)
+    result = subprocess.run([sys.executable, "-m", "heritage", "paper", "--execute", str(write_job_file(job))],
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = fileio.read_json(job.run_dir / "metrics.json")
     assert metrics["config_hash"] == planned.config_hash() and metrics["epochs"] == 1
     assert config.RunConfig.from_yaml(job.run_dir / "config.yaml") == planned
-    assert job.html.is_file() and paper.is_up_to_date(job)
+    assert job.html.is_file() and is_up_to_date(job)

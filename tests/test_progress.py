@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from heritage import fileio
-from heritage.pipeline import paper, progress
+from heritage.pipeline import paper, progress, schedulers
+from heritage.pipeline.jobs import NotebookJob
 from test_paper import FakeExecutor, make_jobs, notebooks  # noqa: F401 - the fixture
 
 HEADER = "epoch,train_loss,val_miou,lr,images_per_s,peak_memory_mb,elapsed_s\n"
@@ -20,7 +21,7 @@ def history_row(epoch: int, seconds_per_epoch: float = 10.0) -> str:
 class TrainingExecutor(FakeExecutor):
     """A run notebook that trains ``epochs`` epochs: history.csv gains a row per epoch, then metrics."""
 
-    def __call__(self, job: paper.NotebookJob) -> None:
+    def __call__(self, job: NotebookJob) -> None:
         if job.run_dir is not None:
             job.run_dir.mkdir(parents=True, exist_ok=True)
             rows = HEADER
@@ -32,7 +33,7 @@ class TrainingExecutor(FakeExecutor):
 
 def test_the_local_scheduler_prints_a_line_per_epoch_and_per_job(tmp_path, data_dir, notebooks, capsys) -> None:
     jobs, comparison = make_jobs(tmp_path, data_dir, notebooks)
-    paper.run_paper(jobs, comparison, paper.LocalScheduler(TrainingExecutor(), poll_seconds=3600))
+    paper.run_paper(jobs, comparison, schedulers.LocalScheduler(TrainingExecutor(), poll_seconds=3600))
     out = capsys.readouterr().out.splitlines()
     epochs = jobs[0].config["epochs"]
     for job in jobs:
@@ -48,12 +49,12 @@ def test_the_local_scheduler_prints_a_line_per_epoch_and_per_job(tmp_path, data_
 
 def test_a_second_execution_is_expected_to_take_what_the_first_took(tmp_path, data_dir, notebooks, capsys) -> None:
     jobs, comparison = make_jobs(tmp_path, data_dir, notebooks)
-    paper.run_paper(jobs, comparison, paper.LocalScheduler(FakeExecutor(), poll_seconds=3600))
+    paper.run_paper(jobs, comparison, schedulers.LocalScheduler(FakeExecutor(), poll_seconds=3600))
     seconds = fileio.read_json(jobs[0].stamp)["seconds"]
     assert fileio.read_json(jobs[0].stamp)["setting"]["epochs"] == jobs[0].config["epochs"]
     (notebooks / "poc55_multitask.ipynb").write_text('{"template": "edited"}')  # same config: rerun
     capsys.readouterr()
-    paper.run_paper(jobs, comparison, paper.LocalScheduler(FakeExecutor(), poll_seconds=3600))
+    paper.run_paper(jobs, comparison, schedulers.LocalScheduler(FakeExecutor(), poll_seconds=3600))
     out = capsys.readouterr().out
     assert f"{jobs[0].name}: started, expected ~{progress.duration(seconds)} (its last execution)" in out
 

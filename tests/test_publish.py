@@ -9,7 +9,8 @@ import pytest
 from test_report import planned, runs_root, smoke_like_runs  # noqa: F401 - fixtures and run writers
 
 from heritage import fileio, report
-from heritage.pipeline import paper
+from heritage.pipeline import index_page
+from heritage.pipeline.jobs import NotebookJob
 from heritage.report import publish
 
 
@@ -49,13 +50,13 @@ def test_the_index_page_is_a_landing_page(runs_root, planned, tmp_path, monkeypa
     (paper_dir / "damage-maps").mkdir()
     (paper_dir / "damage-maps" / "index.html").write_text("<html></html>")
     template = tmp_path / "nb.ipynb"
-    job = paper.NotebookJob(name="poc58_baseline/convnext_tiny/holdout-holdout", template=template,
-                            output=tmp_path / "out.ipynb", html=tmp_path / "out.html", parameters={},
-                            key=fileio.read_json(runs_root / "poc58_baseline/convnext_tiny/holdout-holdout/metrics.json")[
-                                "config_hash"], run_dir=runs_root / "poc58_baseline/convnext_tiny/holdout-holdout")
-    comparison = paper.NotebookJob(name="comparison", template=template, output=paper_dir / "99.ipynb",
-                                   html=paper_dir / "99.html", parameters={}, key="k")
-    index = paper.write_index(paper_dir, [job], comparison, {}).read_text()
+    job = NotebookJob(name="poc58_baseline/convnext_tiny/holdout-holdout", template=template,
+                      output=tmp_path / "out.ipynb", html=tmp_path / "out.html", parameters={},
+                      key=fileio.read_json(runs_root / "poc58_baseline/convnext_tiny/holdout-holdout/metrics.json")[
+                          "config_hash"], run_dir=runs_root / "poc58_baseline/convnext_tiny/holdout-holdout")
+    comparison = NotebookJob(name="comparison", template=template, output=paper_dir / "99.ipynb",
+                             html=paper_dir / "99.html", parameters={}, key="k")
+    index = index_page.write_index(paper_dir, [job], comparison, {}).read_text()
     assert provenance["banner"]["text"] in index
     for finding in provenance["findings"]:
         assert finding["question"] in index
@@ -72,7 +73,7 @@ def test_the_index_page_is_a_landing_page(runs_root, planned, tmp_path, monkeypa
     recorded = fileio.read_json(metrics_path)
     recorded["test"]["per_image_miou"] = 0.18
     fileio.write_json(metrics_path, recorded)
-    index = paper.write_index(paper_dir, [job], comparison, {}).read_text()
+    index = index_page.write_index(paper_dir, [job], comparison, {}).read_text()
     assert "<td class='num'>21.00</td><td class='num'>18.00</td><td class='num'>6.00</td><td>yes</td>" in index
 
 

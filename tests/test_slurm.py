@@ -1,5 +1,5 @@
 """heritage.pipeline.slurm: site files and batch scripts (no SLURM needed), then jobs on real SLURM daemons
-(and heritage.pipeline.paper.run_plan_on_slurm, paper's jobs on them).
+(and heritage.pipeline.on_slurm.run_plan_on_slurm, paper's jobs on them).
 
 The ``slurm`` tests talk to a running cluster (``.ci/slurm/start.sh``; ``source .ci/slurm/env.sh``
 points SLURM_CONF at it) and are skipped when ``sinfo`` cannot reach one.
@@ -157,15 +157,15 @@ def test_submission_is_checked_before_anything_is_submitted(tmp_path):
 
 
 def test_paper_jobs_become_one_array_per_poc_and_encoder_and_finals_after_every_run(tmp_path):
-    from heritage.pipeline import paper
+    from heritage.pipeline import on_slurm
 
     runs, comparison = _notebook_jobs(tmp_path)
     other = dataclasses.replace(runs[0], name="poc/enc2/kfold-fold0", run_dir=tmp_path / "runs" / "poc" / "enc2" / "f0")
     maps = dataclasses.replace(comparison, name="damage-maps")
     jobs = [*runs, other]
     site = slurm.Site(kinds={"run": {"gpus": 1}, "comparison": {"cpus_per_task": 2}})
-    batch = paper.slurm_jobs(jobs, [comparison, maps], [("echo", job.name) for job in [*jobs, comparison, maps]],
-                             site, "smoke", tmp_path / "runs")
+    batch = on_slurm.slurm_jobs(jobs, [comparison, maps], [("echo", job.name) for job in [*jobs, comparison, maps]],
+                                site, "smoke", tmp_path / "runs")
     assert [(job.name, job.array, job.command[-1]) for job in batch] == [
         *[(run.name, "poc/enc", run.name) for run in runs], (other.name, "poc/enc2", other.name),
         ("comparison", None, "comparison"), ("damage-maps", None, "damage-maps")]
@@ -378,12 +378,12 @@ pathlib.Path(job["output"]).write_text(json.dumps(job["parameters"]))
 
 
 def _notebook_jobs(tmp_path: Path, **parameters) -> tuple[list, object]:
-    from heritage.pipeline import paper
+    from heritage.pipeline.jobs import NotebookJob
 
-    def notebook_job(name: str, output: Path, run_dir: Path | None) -> paper.NotebookJob:
-        return paper.NotebookJob(name=name, template=tmp_path / "template.ipynb", output=output,
-                                 html=output.with_suffix(".html"), parameters=dict(parameters), key="k",
-                                 run_dir=run_dir)
+    def notebook_job(name: str, output: Path, run_dir: Path | None) -> NotebookJob:
+        return NotebookJob(name=name, template=tmp_path / "template.ipynb", output=output,
+                           html=output.with_suffix(".html"), parameters=dict(parameters), key="k",
+                           run_dir=run_dir)
 
     folds = [tmp_path / "runs" / "poc" / "enc" / f"kfold-fold{k}" for k in range(3)]
     runs = [notebook_job(f"poc/enc/kfold-fold{k}", folder / "notebook.ipynb", folder) for k, folder in enumerate(folds)]
@@ -391,11 +391,12 @@ def _notebook_jobs(tmp_path: Path, **parameters) -> tuple[list, object]:
 
 
 def _run_plan(tmp_path: Path, runs: list, comparison, **options) -> list:
-    from heritage.pipeline import paper
+    from heritage.pipeline import on_slurm
+    from heritage.pipeline.jobs import write_job_file
 
-    return paper.run_plan_on_slurm(runs, [comparison], job_command=lambda path: [PY, "-c", TOY_EXECUTE, str(path)],
-                                   write_job_file=paper.write_job_file, profile="smoke", runs_root=tmp_path / "runs",
-                                   site=slurm.Site(), poll_seconds=0.5, **options)
+    return on_slurm.run_plan_on_slurm(runs, [comparison], job_command=lambda path: [PY, "-c", TOY_EXECUTE, str(path)],
+                                      write_job_file=write_job_file, profile="smoke", runs_root=tmp_path / "runs",
+                                      site=slurm.Site(), poll_seconds=0.5, **options)
 
 
 @pytest.mark.slurm

@@ -20,7 +20,7 @@ from heritage import cli, errors
 from heritage.data import datasets as data, splits
 from heritage.training import engine, runs, train
 from heritage.modeling import metrics
-from heritage.pipeline import paper
+from heritage.pipeline import preparation
 from heritage.config import ConfigError, RunConfig, load_run_config, run_dir
 
 SMOKE_POC, SMOKE_ENCODER = "poc58_baseline", "convnext_tiny"  # the POC's smoke encoder
@@ -36,8 +36,9 @@ MARGIN = 1.3
 
 @pytest.fixture(scope="module")
 def smoke_data(tmp_path_factory) -> Path:
-    """The smoke paper's synthetic stand-in (heritage.pipeline.paper.SYNTHETIC["smoke"]), made as `paper` makes it."""
-    return paper.prepare_data("smoke", data_dir=tmp_path_factory.mktemp("smoke") / "data")
+    """The smoke paper's synthetic stand-in (heritage.pipeline.preparation.SYNTHETIC["smoke"]), made as `paper`
+    makes it."""
+    return preparation.prepare_data("smoke", data_dir=tmp_path_factory.mktemp("smoke") / "data")
 
 
 def all_clean_miou(config: RunConfig) -> float:

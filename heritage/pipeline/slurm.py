@@ -32,7 +32,7 @@ a command that does not handle USR1 is ended by it. A requeued job waits ``AuthI
 
 It knows jobs (a name, a command line, a run folder), not what they compute: it imports nothing of
 the pipeline (``tests/test_layering.py``). ``heritage paper --scheduler slurm`` turns its notebook
-jobs into :class:`Job` s in :func:`heritage.pipeline.paper.run_plan_on_slurm`; resources per profile and kind
+jobs into :class:`Job` s in :func:`heritage.pipeline.on_slurm.run_plan_on_slurm`; resources per profile and kind
 of job come from a site file (:func:`load_site`, ``heritage/configs/slurm/site.example.yaml``).
 
 Run folder files: ``slurm.sbatch`` (the script; array jobs share one next to their run folders),
@@ -71,7 +71,7 @@ SUBMISSION_FILE = ".slurm-submission.json"  # inside the runs root
 POLL_SECONDS_VARIABLE = "HERITAGE_SLURM_POLL_SECONDS"
 MAX_FAILED_POLLS = 10  # consecutive squeue failures before wait() gives up
 
-# A job's states, here and in heritage.pipeline.paper (which adds its own "skipped" and "submitted").
+# A job's states, here and in heritage.pipeline.schedulers (which adds its own "skipped" and "submitted").
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 FINISHED = (DONE, FAILED)
 # SLURM job states (squeue/scontrol/sacct names) -> what a run is doing.

@@ -16,7 +16,7 @@ except the seeds' published ones (``SEEDS_REPORTED``): every cell comes from a r
 "B better" is only stated where :func:`decide` allows it.
 
 This module re-exports the names used outside the package, so ``from heritage import report;
-report.X`` works: the POC notebooks (run views), ``heritage.inference.predict`` and ``heritage.pipeline.paper``
+report.X`` works: the POC notebooks (run views), ``heritage.inference.predict`` and ``heritage.pipeline``
 (banner, ``load_metrics``), ``bench/*.py`` and the tests.
 """
 
