@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 
 from heritage import cli, config, errors, fileio
-from heritage.pipeline import paper
 from heritage.pipeline.jobs import NotebookJob, write_job_file
 from heritage.data import stats
 
@@ -203,7 +202,7 @@ def test_help_imports_no_torch(tmp_path) -> None:
               "    assert 'torch' not in sys.modules, argv\n"
               "print('ok')\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
-                            env={**os.environ, "PYTHONPATH": str(Path(paper.__file__).parents[1])})
+                            env={**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[1])})
     assert result.returncode == 0 and result.stdout == "ok\n", result.stderr
 
 
