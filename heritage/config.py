@@ -214,7 +214,7 @@ class RunConfig:
 def data_fingerprint(data_dir: str | os.PathLike, protocol: str) -> dict[str, str]:
     """sha256 of ``<data_dir>/metadata.csv`` and of the protocol's split manifest: what a run's
     results depend on of its data folder, whatever its path. Raises MissingInputError without them."""
-    from heritage.data import ingest, splits
+    from heritage.data import datafolder, splits
 
     folder = Path(data_dir)
     why = "the config hash fingerprints the data a run uses"
@@ -222,7 +222,7 @@ def data_fingerprint(data_dir: str | os.PathLike, protocol: str) -> dict[str, st
         raise errors.MissingInputError(
             f"data_dir: {folder} does not exist ({why}; make the data folder with `python -m heritage data "
             f"ingest` or `python -m heritage paper --prepare-data-only`, or point data_dir/--data at it)")
-    metadata = ingest.metadata_fingerprint(folder)  # raises naming metadata.csv and `data ingest`
+    metadata = datafolder.metadata_fingerprint(folder)  # raises naming metadata.csv and `data ingest`
     manifest = splits.manifest_path(folder, protocol)
     if not manifest.is_file():
         raise errors.MissingInputError(

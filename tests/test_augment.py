@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from heritage.data import augment, ingest, taxonomy
+from heritage.data import augment, datafolder, taxonomy
 from heritage import cli, fileio
 
 
@@ -28,7 +28,7 @@ def outside(shape: tuple[int, int], angle: float, margin: float = 1.0) -> tuple[
 
 
 def test_every_original_gets_three_copies_with_its_source_id(data_dir):
-    metadata = ingest.read_metadata(data_dir)
+    metadata = datafolder.read_metadata(data_dir)
     originals = metadata[metadata["transform"] == "identity"].set_index("id")
     assert len(metadata) == 4 * len(originals)
     derived = metadata[metadata["transform"] != "identity"]
@@ -38,17 +38,18 @@ def test_every_original_gets_three_copies_with_its_source_id(data_dir):
         assert row.id == f"{row.source_id}__{row.transform}"
         assert (row.material, row.content, row.width, row.height) == (
             source.material, source.content, source.width, source.height)
-        assert ingest.image_path(data_dir, row.id).is_file() and ingest.annotation_path(data_dir, row.id).is_file()
+        assert datafolder.image_path(data_dir, row.id).is_file()
+        assert datafolder.annotation_path(data_dir, row.id).is_file()
 
 
 def test_flips_are_exact(data_dir):
-    sample = ingest.read_metadata(data_dir)["id"][0]
-    image = fileio.read_rgb(ingest.image_path(data_dir, sample))
-    mask = fileio.read_mask(ingest.annotation_path(data_dir, sample))
+    sample = datafolder.read_metadata(data_dir)["id"][0]
+    image = fileio.read_rgb(datafolder.image_path(data_dir, sample))
+    mask = fileio.read_mask(datafolder.annotation_path(data_dir, sample))
     for transform, flip in (("hflip", np.fliplr), ("vflip", np.flipud)):
         new_id = augment.derived_id(sample, transform)
-        np.testing.assert_array_equal(fileio.read_rgb(ingest.image_path(data_dir, new_id)), flip(image))
-        np.testing.assert_array_equal(fileio.read_mask(ingest.annotation_path(data_dir, new_id)), flip(mask))
+        np.testing.assert_array_equal(fileio.read_rgb(datafolder.image_path(data_dir, new_id)), flip(image))
+        np.testing.assert_array_equal(fileio.read_mask(datafolder.annotation_path(data_dir, new_id)), flip(mask))
 
 
 def test_rotation_fills_uncovered_pixels_with_background_never_clean():
@@ -65,10 +66,10 @@ def test_rotation_fills_uncovered_pixels_with_background_never_clean():
 
 
 def test_rotated_copies_in_the_data_folder_have_background_borders(data_dir):
-    metadata = ingest.read_metadata(data_dir)
+    metadata = datafolder.read_metadata(data_dir)
     for sample in metadata.loc[metadata["transform"] == "identity", "id"]:
-        rotated = fileio.read_mask(ingest.annotation_path(data_dir, augment.derived_id(sample, "rot")))
-        original = fileio.read_mask(ingest.annotation_path(data_dir, sample))
+        rotated = fileio.read_mask(datafolder.annotation_path(data_dir, augment.derived_id(sample, "rot")))
+        original = fileio.read_mask(datafolder.annotation_path(data_dir, sample))
         out, _ = outside(rotated.shape, augment.rotation_angle(sample, 42))
         assert (rotated[out] == taxonomy.IGNORE_INDEX).all(), sample
         assert set(np.unique(rotated)) <= set(np.unique(original)) | {taxonomy.IGNORE_INDEX}
@@ -85,12 +86,13 @@ def test_rotation_angle_is_seeded_per_sample():
 def test_augment_is_idempotent_and_deterministic(copy_data_dir, data_dir):
     folder = copy_data_dir()
     table = augment.augment(folder, seed=42)
-    pd.testing.assert_frame_equal(table, ingest.read_metadata(data_dir))
+    pd.testing.assert_frame_equal(table, datafolder.read_metadata(data_dir))
     rot = augment.derived_id(table["id"][0], "rot")
-    assert ingest.image_path(folder, rot).read_bytes() == ingest.image_path(data_dir, rot).read_bytes()
+    assert datafolder.image_path(folder, rot).read_bytes() == datafolder.image_path(data_dir, rot).read_bytes()
     augment.augment(folder, seed=7)  # another seed: other angles, same rows
-    assert len(ingest.read_metadata(folder)) == len(table)
-    assert ingest.annotation_path(folder, rot).read_bytes() != ingest.annotation_path(data_dir, rot).read_bytes()
+    assert len(datafolder.read_metadata(folder)) == len(table)
+    assert (datafolder.annotation_path(folder, rot).read_bytes()
+            != datafolder.annotation_path(data_dir, rot).read_bytes())
 
 
 def test_unknown_transform_and_missing_data_folder(tmp_path):

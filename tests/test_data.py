@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from heritage.data import augment, datasets as data, ingest, splits, taxonomy
+from heritage.data import augment, datafolder, datasets as data, splits, taxonomy
 from heritage import fileio
 
 SIZE = 64
@@ -29,7 +29,7 @@ def test_dataset_returns_normalised_square_tensors(data_dir, fold):
 
 
 def test_letterbox_keeps_the_aspect_ratio_and_pads_with_background(data_dir):
-    metadata = ingest.read_metadata(data_dir).set_index("id")
+    metadata = datafolder.read_metadata(data_dir).set_index("id")
     sample = next(i for i in metadata.index if metadata.loc[i, "width"] != metadata.loc[i, "height"])
     width, height = metadata.loc[sample, ["width", "height"]]
     image, mask = data.SegmentationDataset(data_dir, [sample], SIZE, train=False)[0]
@@ -71,15 +71,15 @@ def test_preload_cache_equals_on_the_fly_loading(data_dir, fold, tmp_path, backi
 
 def test_shm_cache_is_reused_and_rebuilt_when_files_change(copy_data_dir, tmp_path):
     folder = copy_data_dir()
-    ids = ingest.read_metadata(folder)["id"].tolist()[:6]
+    ids = datafolder.read_metadata(folder)["id"].tolist()[:6]
     first = data.PreloadCache(folder, ids, 32, shm_dir=tmp_path / "shm")
     stamp = first.path.stat().st_mtime_ns
     again = data.PreloadCache(folder, ids, 32, shm_dir=tmp_path / "shm")
     assert again.path == first.path and again.path.stat().st_mtime_ns == stamp  # mapped, not rebuilt
     assert not again.array.flags.writeable
     assert data.PreloadCache(folder, ids, 48, shm_dir=tmp_path / "shm").path != first.path
-    fileio.write_png(ingest.annotation_path(folder, ids[0]), np.zeros((5, 7), np.uint8))
-    fileio.write_png(ingest.image_path(folder, ids[0]), np.zeros((5, 7, 3), np.uint8))
+    fileio.write_png(datafolder.annotation_path(folder, ids[0]), np.zeros((5, 7), np.uint8))
+    fileio.write_png(datafolder.image_path(folder, ids[0]), np.zeros((5, 7, 3), np.uint8))
     changed = data.PreloadCache(folder, ids, 32, shm_dir=tmp_path / "shm")
     assert changed.path != first.path
     assert not list((tmp_path / "shm").glob("*.tmp"))
@@ -100,8 +100,8 @@ def test_cache_and_dataset_errors(data_dir, fold):
 
 def test_size_mismatch_on_disk_is_reported(copy_data_dir):
     folder = copy_data_dir()
-    sample = ingest.read_metadata(folder)["id"][0]
-    fileio.write_png(ingest.annotation_path(folder, sample), np.zeros((3, 3), np.uint8))
+    sample = datafolder.read_metadata(folder)["id"][0]
+    fileio.write_png(datafolder.annotation_path(folder, sample), np.zeros((3, 3), np.uint8))
     with pytest.raises(ValueError, match=rf"images/{sample}\.png: image is .* but its annotation is 3x3"):
         data.load_resized(folder, sample, 32)
 

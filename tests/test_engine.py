@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from heritage.data import datasets as data, ingest, splits, taxonomy
+from heritage.data import datafolder, datasets as data, splits, taxonomy
 from heritage.training import engine, runs
 from heritage import errors
 from heritage.modeling import losses, metrics
@@ -330,7 +330,7 @@ def red_evaluation(data_dir, fold, tmp_path_factory):
                                 cache_dir=tmp_path_factory.mktemp("cache"), progress=False)
     result, _, _ = engine.evaluate_images(RedThreshold(), images, torch.device("cpu"), False, tile=SIZE,
                                           batch_size=4, progress=False, per_image=True)
-    source_of = ingest.read_metadata(data_dir).set_index("id")["source_id"]
+    source_of = datafolder.read_metadata(data_dir).set_index("id")["source_id"]
     table = runs.per_image_table(result["per_image"]["ids"], list(source_of.loc[ids]),
                                  result["per_image"]["confusion"].numpy())
     return ids, result, table
@@ -408,7 +408,7 @@ def test_a_finished_run_writes_per_image_csv_beside_metrics_json(data_dir, fold,
     result = train._final_evaluation(config, model, test_set, folder, fitted, engine.Distributed(), False, {})
     table = runs.read_per_image(folder)
     assert list(table["id"]) == test_ids and "per_image" not in result["test"]
-    source_of = ingest.read_metadata(data_dir).set_index("id")["source_id"]
+    source_of = datafolder.read_metadata(data_dir).set_index("id")["source_id"]
     assert list(table["source_id"]) == list(source_of.loc[test_ids])
     assert result["test"]["per_image_miou"] == pytest.approx(table["miou"].mean(), abs=1e-12)
     assert list(result["test"])[:2] == ["miou", "per_image_miou"]  # beside the dataset-level one, labelled

@@ -25,7 +25,7 @@ from PIL import Image, ImageOps
 from PIL.JpegImagePlugin import JpegImageFile
 
 from heritage import cli, fileio
-from heritage.data import ingest, synthetic as synth, taxonomy, vocabulary
+from heritage.data import datafolder, decoding, ingest, synthetic as synth, taxonomy, vocabulary
 
 
 def shard_rows(synthetic_parquet: Path) -> dict[str, dict]:
@@ -49,16 +49,16 @@ def good_rows(n: int = 3) -> list[dict]:
 
 def test_ingest_resizes_to_the_longest_side_and_writes_the_data_folder(synthetic_parquet, tmp_path):
     metadata = ingest.ingest(synthetic_parquet, tmp_path / "data", longest_side=48)
-    assert list(metadata.columns) == [*ingest.METADATA_COLUMNS, *ingest.ORIGINAL_SIZE_COLUMNS]
+    assert list(metadata.columns) == [*datafolder.METADATA_COLUMNS, *datafolder.ORIGINAL_SIZE_COLUMNS]
     assert len(metadata) == N_SYNTHETIC_IMAGES
     assert (metadata["source_id"] == metadata["id"]).all()
     assert (metadata["transform"] == "identity").all()
     assert (np.maximum(metadata["width"], metadata["height"]) == 48).all()
-    pd.testing.assert_frame_equal(ingest.read_metadata(tmp_path / "data"), metadata)
+    pd.testing.assert_frame_equal(datafolder.read_metadata(tmp_path / "data"), metadata)
     originals = shard_rows(synthetic_parquet)
     for row in metadata.itertuples():
-        image = fileio.read_rgb(ingest.image_path(tmp_path / "data", row.id))
-        mask = fileio.read_mask(ingest.annotation_path(tmp_path / "data", row.id))
+        image = fileio.read_rgb(datafolder.image_path(tmp_path / "data", row.id))
+        mask = fileio.read_mask(datafolder.annotation_path(tmp_path / "data", row.id))
         assert image.shape == (row.height, row.width, 3) and mask.shape == (row.height, row.width)
         original_mask = fileio.read_mask(originals[row.id]["annotation"]["bytes"])
         # nearest neighbour: the resized mask only holds ids of the original, never blends
@@ -69,9 +69,9 @@ def test_ingest_resizes_to_the_longest_side_and_writes_the_data_folder(synthetic
 def test_ingest_never_upscales_and_keeps_pixels_when_no_resize_is_needed(synthetic_parquet, tmp_path):
     metadata = ingest.ingest(synthetic_parquet, tmp_path / "data", longest_side=SYNTHETIC_LONGEST_SIDE * 4)
     row = shard_rows(synthetic_parquet)[metadata["id"][0]]
-    np.testing.assert_array_equal(fileio.read_rgb(ingest.image_path(tmp_path / "data", row["id"])),
+    np.testing.assert_array_equal(fileio.read_rgb(datafolder.image_path(tmp_path / "data", row["id"])),
                                   fileio.read_rgb(row["image"]["bytes"]))
-    np.testing.assert_array_equal(fileio.read_mask(ingest.annotation_path(tmp_path / "data", row["id"])),
+    np.testing.assert_array_equal(fileio.read_mask(datafolder.annotation_path(tmp_path / "data", row["id"])),
                                   fileio.read_mask(row["annotation"]["bytes"]))
 
 
@@ -96,7 +96,7 @@ def test_cli_ingest(synthetic_parquet, tmp_path, capsys):
     assert cli.main(["data", "ingest", "--source", str(synthetic_parquet), "--out", str(tmp_path / "d"),
                      "--longest-side", "32"]) == 0
     assert f"ingested {N_SYNTHETIC_IMAGES} samples" in capsys.readouterr().out
-    assert ingest.read_metadata(tmp_path / "d")["width"].max() == 32
+    assert datafolder.read_metadata(tmp_path / "d")["width"].max() == 32
 
 
 # --- the folder route ----------------------------------------------------------------------------
@@ -107,8 +107,8 @@ def test_ingest_from_an_exported_folder_keeps_originals_only(data_dir, tmp_path)
     assert len(metadata) == N_SYNTHETIC_IMAGES
     assert not metadata["id"].str.contains("__").any()
     sample = metadata["id"][5]
-    assert (ingest.image_path(tmp_path / "again", sample).read_bytes()
-            == ingest.image_path(data_dir, sample).read_bytes())
+    assert (datafolder.image_path(tmp_path / "again", sample).read_bytes()
+            == datafolder.image_path(data_dir, sample).read_bytes())
 
 
 def test_ingest_from_an_export_with_path_columns(tmp_path):
@@ -131,8 +131,8 @@ def export_folder(tmp_path: Path, rows: list[dict]) -> Path:
     folder = tmp_path / "export"
     folder.mkdir()
     for row in rows:
-        fileio.write_bytes(ingest.image_path(folder, row["id"]), row["image"]["bytes"])
-        fileio.write_bytes(ingest.annotation_path(folder, row["id"]), row["annotation"]["bytes"])
+        fileio.write_bytes(datafolder.image_path(folder, row["id"]), row["image"]["bytes"])
+        fileio.write_bytes(datafolder.annotation_path(folder, row["id"]), row["annotation"]["bytes"])
     pd.DataFrame({"id": [r["id"] for r in rows], "material": "Paper", "content": "Line art"}).to_csv(
         folder / "metadata.csv", index=False)
     return folder
@@ -147,21 +147,21 @@ def test_export_missing_column(tmp_path):
 
 def test_export_missing_file(tmp_path):
     folder = export_folder(tmp_path, good_rows(2))
-    ingest.annotation_path(folder, "s1").unlink()
+    datafolder.annotation_path(folder, "s1").unlink()
     with pytest.raises(FileNotFoundError, match=r"annotations/s1\.png"):
         ingest.ingest(folder, tmp_path / "data")
 
 
 def test_export_bad_mask_values_name_the_file(tmp_path):
     folder = export_folder(tmp_path, good_rows(2))
-    fileio.write_png(ingest.annotation_path(folder, "s1"), np.full((32, 48), 42, np.uint8))
+    fileio.write_png(datafolder.annotation_path(folder, "s1"), np.full((32, 48), 42, np.uint8))
     with pytest.raises(ValueError, match=r"annotations/s1\.png: mask values \[42\]"):
         ingest.ingest(folder, tmp_path / "data")
 
 
 def test_export_size_mismatch(tmp_path):
     folder = export_folder(tmp_path, good_rows(1))
-    fileio.write_png(ingest.annotation_path(folder, "s0"), np.zeros((30, 48), np.uint8))
+    fileio.write_png(datafolder.annotation_path(folder, "s0"), np.zeros((30, 48), np.uint8))
     with pytest.raises(ValueError, match=r"id 's0'.*image is 48x32 but annotation is 48x30"):
         ingest.ingest(folder, tmp_path / "data")
 
@@ -277,21 +277,21 @@ def test_failed_ingest_leaves_earlier_outputs_intact_and_no_temporary_files(tmp_
 
 def test_read_metadata_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"metadata\.csv: file not found \(run `python -m heritage data"):
-        ingest.read_metadata(tmp_path)
+        datafolder.read_metadata(tmp_path)
     ingest_rows(tmp_path, good_rows(2))
     table = pd.read_csv(tmp_path / "data" / "metadata.csv")
     table.drop(columns="source_id").to_csv(tmp_path / "data" / "metadata.csv", index=False)
     with pytest.raises(ValueError, match=r"missing column\(s\) \['source_id'\]"):
-        ingest.read_metadata(tmp_path / "data")
+        datafolder.read_metadata(tmp_path / "data")
     table.assign(width=[48, -1]).to_csv(tmp_path / "data" / "metadata.csv", index=False)
     with pytest.raises(ValueError, match=r"column 'width' is not a positive integer for id\(s\) \['s1'\]"):
-        ingest.read_metadata(tmp_path / "data")
+        datafolder.read_metadata(tmp_path / "data")
     table.assign(source_id=["s0", "gone"]).to_csv(tmp_path / "data" / "metadata.csv", index=False)
     with pytest.raises(ValueError, match=r"source_id\(s\) \['gone'\] have no original"):
-        ingest.read_metadata(tmp_path / "data")
+        datafolder.read_metadata(tmp_path / "data")
     table.assign(original_height=[32, 0]).to_csv(tmp_path / "data" / "metadata.csv", index=False)
     with pytest.raises(ValueError, match=r"column 'original_height' is not a positive integer for id\(s\) \['s1'\]"):
-        ingest.read_metadata(tmp_path / "data")
+        datafolder.read_metadata(tmp_path / "data")
 
 
 def test_cli_help_of_the_data_steps_does_not_import_torch():
@@ -396,8 +396,8 @@ def test_a_large_jpeg_is_decoded_reduced_and_stays_aligned_with_its_mask(tmp_pat
     metadata = ingest.ingest(tmp_path / "src", tmp_path / "data", longest_side=128)
     assert decoded_sizes and max(decoded_sizes) == (256, 128)  # libjpeg's 1/8 scale, not 2048x1024
     assert (metadata["width"][0], metadata["height"][0]) == (128, 64)
-    out_image = fileio.read_rgb(ingest.image_path(tmp_path / "data", "big"))
-    out_mask = fileio.read_mask(ingest.annotation_path(tmp_path / "data", "big"))
+    out_image = fileio.read_rgb(datafolder.image_path(tmp_path / "data", "big"))
+    out_mask = fileio.read_mask(datafolder.annotation_path(tmp_path / "data", "big"))
     bright = out_image[..., 0] > 128
     assert (bright == (out_mask == taxonomy.CLASS_IDS["Dust"])).mean() > 0.99  # aligned, at most a seam column
     assert set(np.unique(out_mask)) == {0, taxonomy.CLASS_IDS["Dust"]}  # nearest neighbour: no blended ids
@@ -428,22 +428,22 @@ def test_binary_masks_need_the_opt_in_and_map_to_the_named_class(tmp_path):
     with pytest.raises(ValueError, match=r"id 'png'\): annotation: a class-id mask must be single-channel 8-bit, "
                                          r"got mode 1 .*--binary-mask-class"):
         ingest.ingest(tmp_path / "src", tmp_path / "data")
-    masks = ingest.MaskFormat(binary_class="Dust", binary_threshold=128)
+    masks = decoding.MaskFormat(binary_class="Dust", binary_threshold=128)
     ingest.ingest(tmp_path / "src", tmp_path / "data", longest_side=None, masks=masks)
     for sample_id in ("png", "jpeg"):
-        mask = fileio.read_mask(ingest.annotation_path(tmp_path / "data", sample_id))
+        mask = fileio.read_mask(datafolder.annotation_path(tmp_path / "data", sample_id))
         np.testing.assert_array_equal(mask, truth * taxonomy.CLASS_IDS["Dust"])
 
 
 def test_binary_mask_options_are_checked():
     with pytest.raises(ValueError, match="--binary-mask-class 'dust' is not a damage class"):
-        ingest.MaskFormat(binary_class="dust")
+        decoding.MaskFormat(binary_class="dust")
     with pytest.raises(ValueError, match="--binary-threshold must be in 1..255, got 0"):
-        ingest.MaskFormat(binary_class="Dust", binary_threshold=0)
+        decoding.MaskFormat(binary_class="Dust", binary_threshold=0)
     with pytest.raises(ValueError, match="exclude each other"):
-        ingest.MaskFormat(binary_class="Dust", rgb=True)
+        decoding.MaskFormat(binary_class="Dust", rgb=True)
     with pytest.raises(ValueError, match="apply to --rgb-masks only"):
-        ingest.MaskFormat(unmatched_background=True)
+        decoding.MaskFormat(unmatched_background=True)
 
 
 def random_mask(seed: int = 0, size: int = 128) -> np.ndarray:
@@ -463,9 +463,9 @@ def test_rgb_masks_are_mapped_through_the_palette_even_as_lossy_jpeg(tmp_path):
     assert not np.array_equal(np.asarray(Image.open(io.BytesIO(jpeg))), rgb)  # really lossy
     rows = [row_with_mask("png", fileio.encode_png(rgb), (128, 128)), row_with_mask("jpeg", jpeg, (128, 128))]
     write_rows(tmp_path / "src" / "x.parquet", rows)
-    ingest.ingest(tmp_path / "src", tmp_path / "data", longest_side=None, masks=ingest.MaskFormat(rgb=True))
+    ingest.ingest(tmp_path / "src", tmp_path / "data", longest_side=None, masks=decoding.MaskFormat(rgb=True))
     for sample_id in ("png", "jpeg"):
-        np.testing.assert_array_equal(fileio.read_mask(ingest.annotation_path(tmp_path / "data", sample_id)), truth)
+        np.testing.assert_array_equal(fileio.read_mask(datafolder.annotation_path(tmp_path / "data", sample_id)), truth)
 
 
 def test_chroma_subsampled_jpeg_edges_are_refused_or_ignored_as_background_when_asked(tmp_path):
@@ -473,12 +473,12 @@ def test_chroma_subsampled_jpeg_edges_are_refused_or_ignored_as_background_when_
     jpeg = encode(Image.fromarray(taxonomy.mask_to_rgb(truth)), "JPEG", quality=90)  # PIL's default 4:2:0
     write_rows(tmp_path / "src" / "x.parquet", [row_with_mask("s0", jpeg, (128, 128))])
     with pytest.raises(ValueError, match=r"is not an ARTeFACT palette colour .*--unmatched-as-background"):
-        ingest.ingest(tmp_path / "src", tmp_path / "data", longest_side=None, masks=ingest.MaskFormat(rgb=True))
-    masks = ingest.MaskFormat(rgb=True, unmatched_background=True)
+        ingest.ingest(tmp_path / "src", tmp_path / "data", longest_side=None, masks=decoding.MaskFormat(rgb=True))
+    masks = decoding.MaskFormat(rgb=True, unmatched_background=True)
     ingest.ingest(tmp_path / "src", tmp_path / "data", longest_side=None, masks=masks)
-    mask = fileio.read_mask(ingest.annotation_path(tmp_path / "data", "s0"))
+    mask = fileio.read_mask(datafolder.annotation_path(tmp_path / "data", "s0"))
     ignored = (mask == taxonomy.IGNORE_INDEX) & (truth != taxonomy.IGNORE_INDEX)
-    assert 0 < ignored.mean() < ingest.MAX_UNMATCHED_SHARE  # the far edge pixels are ignored ...
+    assert 0 < ignored.mean() < decoding.MAX_UNMATCHED_SHARE  # the far edge pixels are ignored ...
     wrong = (mask != truth) & ~ignored
     assert wrong.mean() < 0.01  # ... and only a few, less smeared edge pixels land nearer another class
 
@@ -488,7 +488,8 @@ def test_a_mask_in_another_palette_is_refused_even_with_unmatched_as_background(
     rgb[:, 32:] = far_from_the_palette()
     write_rows(tmp_path / "src" / "x.parquet", [row_with_mask("s0", fileio.encode_png(rgb))])
     with pytest.raises(ValueError, match=r"1536 pixels \(50%\) are that far, .*another palette"):
-        ingest.ingest(tmp_path / "src", tmp_path / "data", masks=ingest.MaskFormat(rgb=True, unmatched_background=True))
+        ingest.ingest(tmp_path / "src", tmp_path / "data",
+                      masks=decoding.MaskFormat(rgb=True, unmatched_background=True))
 
 
 def far_from_the_palette() -> tuple[int, int, int]:
@@ -505,7 +506,7 @@ def test_an_rgb_mask_colour_outside_the_palette_is_refused_naming_colour_and_pix
     write_rows(tmp_path / "src" / "x.parquet", [row_with_mask("s0", fileio.encode_png(rgb))])
     with pytest.raises(ValueError, match=rf"id 's0'\): annotation: colour \{re.escape(str(colour))[1:-2]}\) "
                                          rf"at \(x=5, y=3\) is not an ARTeFACT palette colour .*--palette-tolerance"):
-        ingest.ingest(tmp_path / "src", tmp_path / "data", longest_side=None, masks=ingest.MaskFormat(rgb=True))
+        ingest.ingest(tmp_path / "src", tmp_path / "data", longest_side=None, masks=decoding.MaskFormat(rgb=True))
 
 
 def test_same_aspect_size_mismatch_is_resized_with_nearest_neighbour_only_when_asked(tmp_path):
@@ -515,15 +516,15 @@ def test_same_aspect_size_mismatch_is_resized_with_nearest_neighbour_only_when_a
     with pytest.raises(ValueError, match=r"image is 64x48 but annotation is 32x24 \(width x height\): same aspect "
                                          r"ratio; pass --resize-masks"):
         ingest.ingest(tmp_path / "src", tmp_path / "data", longest_side=None)
-    ingest.ingest(tmp_path / "src", tmp_path / "data", longest_side=None, masks=ingest.MaskFormat(resize=True))
-    mask = fileio.read_mask(ingest.annotation_path(tmp_path / "data", "s0"))
+    ingest.ingest(tmp_path / "src", tmp_path / "data", longest_side=None, masks=decoding.MaskFormat(resize=True))
+    mask = fileio.read_mask(datafolder.annotation_path(tmp_path / "data", "s0"))
     np.testing.assert_array_equal(mask, np.kron(small, np.ones((2, 2), np.uint8)))  # exact 2x nearest
 
 
 def test_a_different_aspect_ratio_is_refused_even_with_resize_masks(tmp_path):
     write_rows(tmp_path / "src" / "x.parquet", [row_with_mask("s0", fileio.encode_png(np.zeros((48, 48), np.uint8)))])
     with pytest.raises(ValueError, match=r"image is 64x48 but annotation is 48x48 .*aspect ratios differ"):
-        ingest.ingest(tmp_path / "src", tmp_path / "data", masks=ingest.MaskFormat(resize=True))
+        ingest.ingest(tmp_path / "src", tmp_path / "data", masks=decoding.MaskFormat(resize=True))
 
 
 def camera_jpeg(stored: np.ndarray, orientation: int) -> bytes:
@@ -544,12 +545,12 @@ def test_exif_orientation_is_applied_and_the_mask_compared_with_the_upright_size
            "annotation": {"bytes": fileio.encode_png(mask), "path": "cam.png"}}
     write_rows(tmp_path / "src" / "x.parquet", [row])
     ingest.ingest(tmp_path / "src", tmp_path / "data", longest_side=None)
-    np.testing.assert_array_equal(fileio.read_rgb(ingest.image_path(tmp_path / "data", "cam")), upright)
+    np.testing.assert_array_equal(fileio.read_rgb(datafolder.image_path(tmp_path / "data", "cam")), upright)
     assert (upright[:16, :, 0] > 200).all() and (upright[20:, :, 0] < 50).all()
     metadata = ingest.ingest(tmp_path / "src", tmp_path / "small", longest_side=32)
     assert (metadata["width"][0], metadata["height"][0]) == (24, 32)
-    image = fileio.read_rgb(ingest.image_path(tmp_path / "small", "cam"))
-    small_mask = fileio.read_mask(ingest.annotation_path(tmp_path / "small", "cam"))
+    image = fileio.read_rgb(datafolder.image_path(tmp_path / "small", "cam"))
+    small_mask = fileio.read_mask(datafolder.annotation_path(tmp_path / "small", "cam"))
     assert ((image[..., 0] > 128) == (small_mask == taxonomy.CLASS_IDS["Stamp"])).all()
 
 
@@ -568,9 +569,9 @@ def test_cli_mask_format_flags(tmp_path, capsys):
     assert cli.main(base) == 2
     assert "--rgb-masks" in capsys.readouterr().err
     assert cli.main([*base, "--rgb-masks", "--palette-tolerance", "10"]) == 0
-    np.testing.assert_array_equal(fileio.read_mask(ingest.annotation_path(tmp_path / "d", "s0")), truth)
+    np.testing.assert_array_equal(fileio.read_mask(datafolder.annotation_path(tmp_path / "d", "s0")), truth)
     assert cli.main([*base, "--binary-mask-class", "Dust", "--binary-threshold", "1"]) == 0
-    assert set(np.unique(fileio.read_mask(ingest.annotation_path(tmp_path / "d", "s0")))) == {0, 3}
+    assert set(np.unique(fileio.read_mask(datafolder.annotation_path(tmp_path / "d", "s0")))) == {0, 3}
 
 
 # --- vocabulary (issue 10, item 13) ----------------------------------------------------------------
@@ -643,7 +644,7 @@ def test_a_killed_ingests_staging_folder_is_removed_by_the_next_ingest(tmp_path)
     assert len(left) == 1 and list(left[0].rglob("*.tmp"))  # the junk of a kill -9
     ingest.ingest(src, out, longest_side=None)
     assert not [p for p in out.rglob("*") if p.name.startswith(".")]
-    assert len(ingest.read_metadata(out)) == 3
+    assert len(datafolder.read_metadata(out)) == 3
 
 
 def test_a_running_ingests_staging_folder_is_kept(tmp_path):
@@ -683,7 +684,7 @@ def test_indexed_masks_read_class_ids_from_a_colour_palette_and_grey_levels_from
         assert Image.open(io.BytesIO(shard_rows(tmp_path / "src")[sample_id]["annotation"]["bytes"])).mode == "P"
     ingest.ingest(tmp_path / "src", tmp_path / "data", longest_side=None)
     for sample_id in ("voc", "grey"):
-        np.testing.assert_array_equal(fileio.read_mask(ingest.annotation_path(tmp_path / "data", sample_id)), truth)
+        np.testing.assert_array_equal(fileio.read_mask(datafolder.annotation_path(tmp_path / "data", sample_id)), truth)
 
 
 def test_a_pyramidal_tiff_is_read_from_its_smallest_sufficient_level(tmp_path):
@@ -697,13 +698,13 @@ def test_a_pyramidal_tiff_is_read_from_its_smallest_sufficient_level(tmp_path):
         tiff.write(full, subifds=2, photometric="rgb", tile=(256, 256))
         tiff.write(np.full((512, 1024, 3), 120, np.uint8), subfiletype=1, photometric="rgb", tile=(256, 256))
         tiff.write(np.full((256, 512, 3), 200, np.uint8), subfiletype=1, photometric="rgb", tile=(256, 256))
-    fileio.write_png(ingest.annotation_path(export, "scan"), np.zeros((1024, 2048), np.uint8))
+    fileio.write_png(datafolder.annotation_path(export, "scan"), np.zeros((1024, 2048), np.uint8))
     pd.DataFrame({"id": ["scan"], "material": ["Paper"], "content": ["Line art"],
                   "image_path": ["images/scan.tif"]}).to_csv(export / "metadata.csv", index=False)
     for longest_side, grey in ((512, 200), (600, 120), (None, 40)):
         out = tmp_path / f"data{longest_side}"
         metadata = ingest.ingest(export, out, longest_side=longest_side)
-        image = fileio.read_rgb(ingest.image_path(out, "scan"))
+        image = fileio.read_rgb(datafolder.image_path(out, "scan"))
         assert image.shape == (metadata["height"][0], metadata["width"][0], 3)
         assert (image == grey).all(), longest_side
 

@@ -264,17 +264,17 @@ class AllClean(torch.nn.Module):
 
 
 def test_seeds_convention_evaluation_of_an_all_clean_model_is_their_all_clean_baseline(data_dir):
-    from heritage.data import datasets as data, ingest
+    from heritage.data import datafolder, datasets as data
     from heritage.training import engine
     from heritage import fileio
 
-    ids = sorted(ingest.read_metadata(data_dir)["id"])[:5]
+    ids = sorted(datafolder.read_metadata(data_dir)["id"])[:5]
     result = engine.evaluate_seeds_convention(AllClean(), data_dir, ids, 32, 2, torch.device("cpu"), None, False)
     assert result["n_images"] == 5 and result["miou"] == pytest.approx(result["all_clean_miou"])
     # by hand: Clean's share of the letterboxed pixels that are not padding, Background counted as Lightleak
     clean = scored = 0
     for sample_id in ids:
-        mask = metrics.seeds_target(fileio.read_mask(ingest.annotation_path(data_dir, sample_id)))
-        boxed = data.letterbox(32)(image=fileio.read_rgb(ingest.image_path(data_dir, sample_id)), mask=mask)["mask"]
+        mask = metrics.seeds_target(fileio.read_mask(datafolder.annotation_path(data_dir, sample_id)))
+        boxed = data.letterbox(32)(image=fileio.read_rgb(datafolder.image_path(data_dir, sample_id)), mask=mask)["mask"]
         clean, scored = clean + int((boxed == 0).sum()), scored + int((boxed != IGNORE).sum())
     assert result["miou"] == pytest.approx(clean / scored / C)

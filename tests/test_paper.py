@@ -303,12 +303,12 @@ def test_the_smoke_plan_runs_the_flagship_under_the_seeds_protocol_once_per_enco
 
 
 def test_prepare_data_rebuilds_a_manifest_made_stale_by_new_samples(tmp_path, data_dir, capsys) -> None:
-    from heritage.data import ingest, splits
+    from heritage.data import datafolder, splits
 
     copy = Path(shutil.copytree(data_dir, tmp_path / "data"))
-    table = ingest.read_metadata(copy)
+    table = datafolder.read_metadata(copy)
     dropped = table["source_id"].iloc[0]
-    ingest.write_metadata(copy, table[table["source_id"] != dropped])  # the data changed after the split
+    datafolder.write_metadata(copy, table[table["source_id"] != dropped])  # the data changed after the split
     with pytest.raises(errors.InputError, match="stale manifest"):
         splits.load_manifest(copy, "kfold")
     assert preparation.prepare_data("smoke", data_dir=copy) == copy

@@ -391,11 +391,11 @@ def rq1_diff_convnext_minus_mit() -> float:
 
 def metadata_folder(folder: Path, ids: list[str]) -> Path:
     """A data folder holding only metadata.csv (what the banner reads), originals only."""
-    from heritage.data import ingest
+    from heritage.data import datafolder
 
-    ingest.write_metadata(folder, pd.DataFrame({
+    datafolder.write_metadata(folder, pd.DataFrame({
         "id": ids, "material": "Paper", "content": "Line art", "width": 32, "height": 32, "source_id": ids,
-        "transform": ingest.IDENTITY}))
+        "transform": datafolder.IDENTITY}))
     return folder
 
 
@@ -523,11 +523,11 @@ def test_overlay_paints_damage_only() -> None:
 
 
 def test_dataset_views(data_dir: Path, tmp_path: Path) -> None:
-    from heritage.data import ingest, stats
+    from heritage.data import datafolder, stats
 
     dataset = stats.dataset_stats(data_dir)
-    metadata = ingest.read_metadata(data_dir)
-    ids = metadata.loc[metadata["transform"] == ingest.IDENTITY, "id"].tolist()[:2]
+    metadata = datafolder.read_metadata(data_dir)
+    ids = metadata.loc[metadata["transform"] == datafolder.IDENTITY, "id"].tolist()[:2]
     shares = report.class_share_table(dataset)
     assert shares["share_here"].sum() == pytest.approx(1.0)
     assert shares["share_artefact"].sum() == pytest.approx(1.0)

@@ -65,9 +65,9 @@ def test_every_run_report_shows_at_least_six_prediction_panels(poc, profile, dat
 
 
 def test_notebook_views_of_the_data_print_no_progress_bar(data_dir, capsys) -> None:
-    from heritage.data import ingest, stats
+    from heritage.data import datafolder, stats
 
-    ids = ingest.read_metadata(data_dir)["id"].tolist() * 2  # 100 masks or more: a bar unless asked not to
+    ids = datafolder.read_metadata(data_dir)["id"].tolist() * 2  # 100 masks or more: a bar unless asked not to
     assert len(ids) >= 100
     stats.mask_histograms(data_dir, ids)
     assert "stats:" in capsys.readouterr().err

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import make_row, write_rows
 
-from heritage.data import augment, ingest, scale, splits, taxonomy
+from heritage.data import augment, datafolder, ingest, scale, splits, taxonomy
 from heritage import cli, errors, fileio
 from heritage.inference import predict
 from heritage.training import runs, train
@@ -93,8 +93,8 @@ def test_ingest_records_the_original_size_and_warns_naming_the_classes_it_shrink
         metadata = ingest.ingest(source.parent.parent, tmp_path / "half", longest_side=WIDTH // 2)
     assert (metadata[["original_width", "original_height"]] == [WIDTH, HEIGHT]).all().all()
     assert (metadata[["width", "height"]] == [WIDTH // 2, HEIGHT // 2]).all().all()
-    reread = ingest.read_metadata(tmp_path / "half")
-    assert list(reread.columns[-2:]) == list(ingest.ORIGINAL_SIZE_COLUMNS)
+    reread = datafolder.read_metadata(tmp_path / "half")
+    assert list(reread.columns[-2:]) == list(datafolder.ORIGINAL_SIZE_COLUMNS)
     # measured on the full-size masks: a speck is 1/4 px at half size (the stored mask may not hold it at all)
     messages = [str(w.message) for w in caught if issubclass(w.category, scale.ScaleWarning)]
     assert len(messages) == 2 and messages[0].startswith(f"--longest-side {WIDTH // 2} (median factor 0.5")
@@ -120,15 +120,15 @@ def test_augment_keeps_the_original_size_and_older_folders_read_without_it(tmp_p
         ingest.ingest(tmp_path / "source", tmp_path / "data", longest_side=WIDTH // 2)
     table = augment.augment(tmp_path / "data")
     assert len(table) == 8 and (table["original_width"] == WIDTH).all() and (table["original_height"] == HEIGHT).all()
-    old = table.drop(columns=list(ingest.ORIGINAL_SIZE_COLUMNS))
-    ingest.write_metadata(tmp_path / "data", old)
-    reread = ingest.read_metadata(tmp_path / "data")
-    assert not ingest.has_original_size(reread)
-    assert (ingest.original_size(reread).to_numpy() == reread[["width", "height"]].to_numpy()).all()
+    old = table.drop(columns=list(datafolder.ORIGINAL_SIZE_COLUMNS))
+    datafolder.write_metadata(tmp_path / "data", old)
+    reread = datafolder.read_metadata(tmp_path / "data")
+    assert not datafolder.has_original_size(reread)
+    assert (datafolder.original_size(reread).to_numpy() == reread[["width", "height"]].to_numpy()).all()
     half = table.drop(columns=["original_height"])  # one without the other is refused naming both
-    (tmp_path / "data" / ingest.METADATA_FILE).write_text(half.to_csv(index=False))
+    (tmp_path / "data" / datafolder.METADATA_FILE).write_text(half.to_csv(index=False))
     with pytest.raises(errors.InputError, match="'original_width' without 'original_height'"):
-        ingest.read_metadata(tmp_path / "data")
+        datafolder.read_metadata(tmp_path / "data")
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +204,7 @@ def test_predict_auto_on_a_patch_run_uses_the_working_scale_and_warns_from_the_r
     recorded = predict.run_scale(folder, {"sampling": "patch", "working_resolution": 64})
     assert recorded["working_resolution"] == 64 and recorded["training_components"]["stored"]
     assert predict.run_scale(folder, {"sampling": "letterbox"})["working_resolution"] is None
-    scan = ingest.image_path(hand_data, "scan0")
+    scan = datafolder.image_path(hand_data, "scan0")
     assert cli.main(["predict", "--run", str(folder), "--input", str(scan), "--out", str(tmp_path / "auto"),
                      "--device", "cpu"]) == 0
     report = (tmp_path / "auto" / "scan0" / "report.html").read_text()

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from heritage import cli, errors, fileio
-from heritage.data import ingest, splits
+from heritage.data import datafolder, splits
 
 # Sources per material and content type in ARTeFACT (statistics.json of the published dataset).
 ARTEFACT_MATERIALS = {"Paper": 186, "Parchment": 42, "Glass": 39, "Tesserae": 30, "Wood": 26, "Canvas": 23,
@@ -31,7 +31,7 @@ def artefact_like_metadata() -> pd.DataFrame:
             sample = source if transform == "identity" else f"{source}__{transform}"
             rows.append({"id": sample, "material": material, "content": content, "width": 8, "height": 8,
                          "source_id": source, "transform": transform})
-    return pd.DataFrame(rows, columns=list(ingest.METADATA_COLUMNS))
+    return pd.DataFrame(rows, columns=list(datafolder.METADATA_COLUMNS))
 
 
 def parts_by_source(fold: dict, metadata: pd.DataFrame) -> dict[str, set[str]]:
@@ -41,7 +41,7 @@ def parts_by_source(fold: dict, metadata: pd.DataFrame) -> dict[str, set[str]]:
 
 @pytest.mark.parametrize("protocol", splits.PROTOCOLS)
 def test_manifests_do_not_leak_and_follow_the_contract(data_dir, protocol):
-    metadata = ingest.read_metadata(data_dir)
+    metadata = datafolder.read_metadata(data_dir)
     manifest = splits.load_manifest(data_dir, protocol)
     assert manifest["protocol"] == protocol and manifest["group_by"] == "source_id"
     originals = set(metadata.loc[metadata["transform"] == "identity", "id"])
@@ -64,7 +64,7 @@ def test_kfold_tests_every_source_exactly_once(data_dir):
 
 @pytest.mark.parametrize(("protocol", "column"), [("loco", "content"), ("lomo", "material")])
 def test_leave_one_out_holds_out_exactly_one_group(data_dir, protocol, column):
-    metadata = ingest.read_metadata(data_dir).set_index("id")
+    metadata = datafolder.read_metadata(data_dir).set_index("id")
     manifest = splits.load_manifest(data_dir, protocol)
     assert len(manifest["folds"]) == metadata[column].nunique()
     for fold in manifest["folds"]:
@@ -98,7 +98,7 @@ def test_manifests_are_deterministic_for_a_seed():
 
 
 def test_leak_check_names_the_leaking_source(data_dir):
-    metadata = ingest.read_metadata(data_dir)
+    metadata = datafolder.read_metadata(data_dir)
     manifest = splits.load_manifest(data_dir, "kfold")
     leaky = copy.deepcopy(manifest)
     test_source = leaky["folds"][1]["test"][0]
@@ -120,9 +120,9 @@ def test_stale_or_malformed_manifests_are_refused(copy_data_dir):
                                          r"are not in metadata\.csv; re-run `python -m heritage data split --data "):
         splits.load_manifest(folder, "holdout")
     with pytest.raises(ValueError, match="no 'folds' list"):
-        splits.check_manifest({"protocol": "kfold", "folds": []}, ingest.read_metadata(folder))
+        splits.check_manifest({"protocol": "kfold", "folds": []}, datafolder.read_metadata(folder))
     with pytest.raises(ValueError, match=r"missing key\(s\) \['val'\]"):
-        splits.check_manifest({"folds": [{"name": "a", "train": [], "test": []}]}, ingest.read_metadata(folder))
+        splits.check_manifest({"folds": [{"name": "a", "train": [], "test": []}]}, datafolder.read_metadata(folder))
 
 
 def test_load_manifest_and_fold_ids_errors(data_dir, tmp_path):
@@ -175,13 +175,13 @@ def grown_metadata(metadata: pd.DataFrame, factor: int) -> pd.DataFrame:
 
 def test_manifests_record_the_metadata_fingerprint(data_dir):
     manifest = splits.load_manifest(data_dir, "holdout")
-    assert manifest["metadata_sha256"] == ingest.metadata_fingerprint(data_dir)
+    assert manifest["metadata_sha256"] == datafolder.metadata_fingerprint(data_dir)
 
 
 def test_a_manifest_of_a_smaller_earlier_dataset_is_refused_as_stale(copy_data_dir, capsys):
     """The issue: a larger source ingested and augmented into the folder, old splits/*.json kept."""
     folder = copy_data_dir()
-    ingest.write_metadata(folder, grown_metadata(ingest.read_metadata(folder), 5))  # 24 -> 120 sources
+    datafolder.write_metadata(folder, grown_metadata(datafolder.read_metadata(folder), 5))  # 24 -> 120 sources
     for protocol in splits.PROTOCOLS:
         with pytest.raises(ValueError, match=rf"{protocol}\.json: stale manifest: built from another metadata\.csv "
                                              rf".*; re-run `python -m heritage data split --data {folder} "
@@ -200,7 +200,7 @@ def test_a_manifest_without_fingerprint_falls_back_to_the_coverage_check(copy_da
         del manifest["metadata_sha256"]
         fileio.write_json(splits.manifest_path(folder, protocol), manifest)
     assert splits.load_manifest(folder, "kfold")["folds"]
-    ingest.write_metadata(folder, grown_metadata(ingest.read_metadata(folder), 5))
+    datafolder.write_metadata(folder, grown_metadata(datafolder.read_metadata(folder), 5))
     with pytest.raises(ValueError, match=r"holdout\.json: stale manifest: fold 'holdout' covers 24 of 120 source "
                                          r"images \(96 of 480 samples\) of metadata\.csv; missing e\.g\. \['more1_"
                                          r".*; re-run `python -m heritage data split --data .* --protocol holdout`"):
@@ -209,13 +209,13 @@ def test_a_manifest_without_fingerprint_falls_back_to_the_coverage_check(copy_da
 
 def test_a_split_made_before_augmenting_is_refused_as_stale(copy_data_dir):
     folder = copy_data_dir()
-    metadata = ingest.read_metadata(folder)
-    ingest.write_metadata(folder, metadata[metadata["transform"] == ingest.IDENTITY])  # originals only
+    metadata = datafolder.read_metadata(folder)
+    datafolder.write_metadata(folder, metadata[metadata["transform"] == datafolder.IDENTITY])  # originals only
     splits.write_manifests(folder, ["kfold"], k=4, seed=7)
     manifest = fileio.read_json(splits.manifest_path(folder, "kfold"))
     del manifest["metadata_sha256"]  # the coverage check alone must see the missing copies
     fileio.write_json(splits.manifest_path(folder, "kfold"), manifest)
-    ingest.write_metadata(folder, metadata)  # then augmented
+    datafolder.write_metadata(folder, metadata)  # then augmented
     with pytest.raises(ValueError, match=r"fold 'fold0': train lacks \d+ sample\(s\) of its source images in "
                                          r"metadata\.csv, e\.g\. \['.*__hflip'.*\(augmented after the split\?\); "
                                          r"re-run `python -m heritage data split --data .* --protocol kfold --k 4 "
@@ -226,9 +226,9 @@ def test_a_split_made_before_augmenting_is_refused_as_stale(copy_data_dir):
 def test_a_relabelled_metadata_csv_makes_the_manifest_stale(copy_data_dir):
     """Same ids, another material: the coverage still holds, the fingerprint does not."""
     folder = copy_data_dir()
-    metadata = ingest.read_metadata(folder)
+    metadata = datafolder.read_metadata(folder)
     metadata.loc[0, "material"] = "Ceramic" if metadata.loc[0, "material"] != "Ceramic" else "Paper"
-    ingest.write_metadata(folder, metadata)
+    datafolder.write_metadata(folder, metadata)
     with pytest.raises(ValueError, match=r"lomo\.json: stale manifest: built from another metadata\.csv"):
         splits.load_manifest(folder, "lomo")
 
@@ -292,7 +292,7 @@ def test_tiny_sets_build_from_the_stated_minimum_and_fail_clearly_below(protocol
 
 def write_metadata_only(folder, metadata: pd.DataFrame):
     """A data folder of metadata.csv alone: enough for `data split`, which reads no pixels."""
-    ingest.write_metadata(folder, metadata)
+    datafolder.write_metadata(folder, metadata)
     return folder
 
 
@@ -356,7 +356,7 @@ def test_leaky_split_is_deterministic_for_a_seed():
 
 
 def test_the_leak_check_is_skipped_for_the_marked_leaky_protocol_only(data_dir):
-    metadata = ingest.read_metadata(data_dir)
+    metadata = datafolder.read_metadata(data_dir)
     leaky = splits.build_manifest(metadata, "leaky")
     splits.check_manifest(leaky, metadata)  # leaks on purpose, and says so
     unmarked = {key: value for key, value in leaky.items() if key != "leaky"}

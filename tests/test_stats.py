@@ -6,19 +6,19 @@ import numpy as np
 import pytest
 
 from heritage import cli, fileio
-from heritage.data import ingest, stats, taxonomy
+from heritage.data import datafolder, stats, taxonomy
 
 
 def test_dataset_stats_counts_originals_only(data_dir):
     result = stats.dataset_stats(data_dir)
-    metadata = ingest.read_metadata(data_dir)
+    metadata = datafolder.read_metadata(data_dir)
     originals = metadata[metadata["transform"] == "identity"]
     assert result["total_samples"] == 24 and result["augmented_samples"] == 72
     assert result["materials"] == originals["material"].value_counts().to_dict()
     assert sum(sum(row.values()) for row in result["material_content"].values()) == 24
     expected = np.zeros(256, np.int64)
     for sample in originals["id"]:
-        expected += np.bincount(fileio.read_mask(ingest.annotation_path(data_dir, sample)).ravel(), minlength=256)
+        expected += np.bincount(fileio.read_mask(datafolder.annotation_path(data_dir, sample)).ravel(), minlength=256)
     assert list(result["class_pixel_counts"].values()) == [*expected[:16].tolist(), int(expected[255])]
     assert list(result["class_pixel_counts"])[-1] == taxonomy.BACKGROUND_NAME
     assert sum(result["class_pixel_shares"].values()) == pytest.approx(1.0)

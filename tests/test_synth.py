@@ -73,11 +73,12 @@ def test_rows_decode_to_consistent_images_and_masks(shards):
 
 def test_the_project_ingest_reads_the_synthetic_shards(shards, tmp_path):
     ingest = pytest.importorskip("heritage.data.ingest")
+    datafolder = pytest.importorskip("heritage.data.datafolder")
     metadata = ingest.ingest(shards[0].parent.parent, tmp_path / "data", longest_side=None)
     rows = _rows(shards)
     assert sorted(metadata["id"]) == sorted(row["id"] for row in rows)
     first = rows[0]
-    stored = fileio.read_mask(ingest.annotation_path(tmp_path / "data", first["id"]))
+    stored = fileio.read_mask(datafolder.annotation_path(tmp_path / "data", first["id"]))
     np.testing.assert_array_equal(stored, fileio.read_mask(first["annotation"]["bytes"]))
 
 

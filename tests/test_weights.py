@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from heritage import cli, fileio
-from heritage.data import ingest, splits, taxonomy, weights
+from heritage.data import datafolder, splits, taxonomy, weights
 
 # Clean 10000 px, Material loss 100 px, Peel 1 px, the 13 other classes absent.
 COUNTS = np.array([10000, 100, 1] + [0] * 13)
@@ -81,12 +81,12 @@ def test_count_pixels_on_hand_made_masks(tmp_path):
     mask_a[1, :2] = 15
     mask_b = np.zeros((2, 2), np.uint8)
     mask_b[0, 0] = 7
-    fileio.write_png(ingest.annotation_path(tmp_path, "a"), mask_a)
-    fileio.write_png(ingest.annotation_path(tmp_path, "b"), mask_b)
+    fileio.write_png(datafolder.annotation_path(tmp_path, "a"), mask_a)
+    fileio.write_png(datafolder.annotation_path(tmp_path, "b"), mask_b)
     expected = np.zeros(16, np.int64)
     expected[[0, 15, 7]] = [3 + 3, 2, 1]
     np.testing.assert_array_equal(weights.count_pixels(tmp_path, ["a", "b"]), expected)
-    fileio.write_png(ingest.annotation_path(tmp_path, "bad"), np.full((2, 2), 99, np.uint8))
+    fileio.write_png(datafolder.annotation_path(tmp_path, "bad"), np.full((2, 2), 99, np.uint8))
     with pytest.raises(ValueError, match=r"annotations/bad\.png: mask values \[99\]"):
         weights.count_pixels(tmp_path, ["a", "bad"])
 
@@ -109,9 +109,9 @@ def test_absent_training_classes_are_reported(tmp_path, capsys):
     for sample_id, class_id in (("train0", 3), ("val0", 5), ("test0", 9)):
         mask = np.zeros((4, 4), np.uint8)
         mask[0, 0] = class_id
-        fileio.write_png(ingest.annotation_path(tmp_path, sample_id), mask)
+        fileio.write_png(datafolder.annotation_path(tmp_path, sample_id), mask)
     ids = ["train0", "val0", "test0"]
-    ingest.write_metadata(tmp_path, pd.DataFrame({"id": ids, "material": "Paper", "content": "Line art", "width": 4,
+    datafolder.write_metadata(tmp_path, pd.DataFrame({"id": ids, "material": "Paper", "content": "Line art", "width": 4,
                                                   "height": 4, "source_id": ids, "transform": "identity"}))
     fileio.write_json(splits.manifest_path(tmp_path, "holdout"), {"protocol": "holdout", "folds": [
         {"name": "holdout", "train": ["train0"], "val": ["val0"], "test": ["test0"]}]})

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from heritage.data import augment, datasets as data, ingest, splits, taxonomy
+from heritage.data import augment, datafolder, datasets as data, splits, taxonomy
 from heritage.training import engine, runs, train
 from heritage import errors, fileio
 from heritage.modeling import losses, metrics
@@ -264,8 +264,8 @@ def test_the_scale_from_the_reference_image_to_the_model_is_recorded(copy_data_d
     # resolved before metadata.csv changes below
     letterbox_config, patch_config = config(folder), config(folder, sampling="patch", working_resolution=80)
     native_patch = config(folder, sampling="patch")
-    table = ingest.read_metadata(folder).drop(columns=list(ingest.ORIGINAL_SIZE_COLUMNS))
-    ingest.write_metadata(folder, table)  # a data folder written before ingest recorded original sizes
+    table = datafolder.read_metadata(folder).drop(columns=list(datafolder.ORIGINAL_SIZE_COLUMNS))
+    datafolder.write_metadata(folder, table)  # a data folder written before ingest recorded original sizes
     ids = list(table["id"][:6])
     longest = np.maximum(table["width"], table["height"])[:6].to_numpy()
     letterbox = train.scale_record(letterbox_config, ids)
@@ -274,9 +274,9 @@ def test_the_scale_from_the_reference_image_to_the_model_is_recorded(copy_data_d
     assert "original scan size is not recorded" in letterbox["reference"]
     patch = train.scale_record(patch_config, ids)
     assert patch["model_input"]["min"] == pytest.approx((np.minimum(longest, 80) / longest).min(), rel=1e-5)
-    raw = pd.read_csv(folder / ingest.METADATA_FILE)  # an original size, where a data folder records one
+    raw = pd.read_csv(folder / datafolder.METADATA_FILE)  # an original size, where a data folder records one
     raw["original_width"], raw["original_height"] = raw["width"] * 10, raw["height"] * 10
-    raw.to_csv(folder / ingest.METADATA_FILE, index=False)
+    raw.to_csv(folder / datafolder.METADATA_FILE, index=False)
     original = train.scale_record(native_patch, ids)
     assert original["reference"].startswith("original scan") and original["model_input"]["max"] == pytest.approx(0.1)
 

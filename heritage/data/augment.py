@@ -23,7 +23,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from heritage import errors, fileio
-from heritage.data import ingest, taxonomy
+from heritage.data import datafolder, ingest, taxonomy
 
 TRANSFORMS = ("hflip", "vflip", "rot")
 MAX_ROTATION_DEG = 30.0
@@ -67,24 +67,24 @@ def apply_transform(image: np.ndarray, mask: np.ndarray, transform: str, angle: 
 def augment(data_dir: str | os.PathLike, seed: int = DEFAULT_SEED) -> pd.DataFrame:
     """Write the three copies of every original in ``data_dir`` and the updated metadata."""
     data_dir = Path(data_dir)
-    metadata = ingest.read_metadata(data_dir)
+    metadata = datafolder.read_metadata(data_dir)
     ingest.remove_stale(data_dir)  # temporaries of an augment/ingest killed mid-write (kill -9)
-    originals = metadata[metadata["transform"] == ingest.IDENTITY]
+    originals = metadata[metadata["transform"] == datafolder.IDENTITY]
     rows = []
     for original in tqdm(originals.itertuples(index=False), total=len(originals), desc="augment", unit="image"):
-        image = fileio.read_rgb(ingest.image_path(data_dir, original.id))
-        mask = fileio.read_mask(ingest.annotation_path(data_dir, original.id))
+        image = fileio.read_rgb(datafolder.image_path(data_dir, original.id))
+        mask = fileio.read_mask(datafolder.annotation_path(data_dir, original.id))
         rows.append(original._asdict())
         angle = rotation_angle(original.id, seed)
         for transform in TRANSFORMS:
             new_id = derived_id(original.id, transform)
             new_image, new_mask = apply_transform(image, mask, transform, angle)
-            fileio.write_png(ingest.image_path(data_dir, new_id), new_image)
-            fileio.write_png(ingest.annotation_path(data_dir, new_id), new_mask)
+            fileio.write_png(datafolder.image_path(data_dir, new_id), new_image)
+            fileio.write_png(datafolder.annotation_path(data_dir, new_id), new_mask)
             rows.append({**original._asdict(), "id": new_id, "width": new_mask.shape[1],
                          "height": new_mask.shape[0], "transform": transform})
     table = pd.DataFrame(rows, columns=list(metadata.columns))  # with the original scan size, if recorded
-    ingest.write_metadata(data_dir, table)
+    datafolder.write_metadata(data_dir, table)
     return table
 
 
@@ -96,6 +96,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     table = augment(args.data, args.seed)
-    n_originals = int((table["transform"] == ingest.IDENTITY).sum())
+    n_originals = int((table["transform"] == datafolder.IDENTITY).sum())
     print(f"{args.data}: {n_originals} originals + {len(table) - n_originals} augmented copies")
     return 0

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sequential
 from tqdm import tqdm  # noqa: E402
 
 from heritage import errors, fileio  # noqa: E402
-from heritage.data import ingest, stats, taxonomy
+from heritage.data import datafolder, stats, taxonomy
 from heritage.data.augment import FILL_RGB  # noqa: E402
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -88,11 +88,11 @@ def seed_transforms(compose: A.Compose, seed: Sequence[int]) -> None:
 
 def load_resized(data_dir: str | os.PathLike, sample_id: str, image_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Decode one sample and letterbox it: (S, S, 3) uint8 image and (S, S) uint8 mask."""
-    image = fileio.read_rgb(ingest.image_path(data_dir, sample_id))
-    mask = fileio.read_mask(ingest.annotation_path(data_dir, sample_id))
+    image = fileio.read_rgb(datafolder.image_path(data_dir, sample_id))
+    mask = fileio.read_mask(datafolder.annotation_path(data_dir, sample_id))
     if image.shape[:2] != mask.shape:
-        raise errors.InputError(f"{ingest.image_path(data_dir, sample_id)}: image is {image.shape[1]}x{image.shape[0]} "
-                         f"but its annotation is {mask.shape[1]}x{mask.shape[0]}")
+        raise errors.InputError(f"{datafolder.image_path(data_dir, sample_id)}: image is "
+                                f"{image.shape[1]}x{image.shape[0]} but its annotation is {mask.shape[1]}x{mask.shape[0]}")
     resized = letterbox(image_size)(image=image, mask=mask)
     return resized["image"], resized["mask"]
 
@@ -155,7 +155,8 @@ class PreloadCache:
         """Hash of what the cached arrays depend on: files (size, mtime), ids, size, format."""
         files = []
         for sample_id in self.ids:
-            for path in (ingest.image_path(self.data_dir, sample_id), ingest.annotation_path(self.data_dir, sample_id)):
+            for path in (datafolder.image_path(self.data_dir, sample_id),
+                         datafolder.annotation_path(self.data_dir, sample_id)):
                 stat = path.stat()
                 files.append((stat.st_size, stat.st_mtime_ns))
         description = json.dumps([_CACHE_FORMAT, str(self.data_dir.resolve()), self.ids, self.image_size, files])
@@ -212,7 +213,8 @@ class SegmentationDataset(Dataset):
             if missing:
                 raise errors.InputError(f"{len(missing)} id(s) are not in the preload cache: {missing[:5]}")
         else:
-            paths = [p for i in self.ids for p in (ingest.image_path(data_dir, i), ingest.annotation_path(data_dir, i))]
+            paths = [p for i in self.ids
+                     for p in (datafolder.image_path(data_dir, i), datafolder.annotation_path(data_dir, i))]
             missing = [str(p) for p in paths if not p.is_file()]
             if missing:
                 raise errors.MissingInputError(f"{len(missing)} file(s) not found: {missing[:5]}")
@@ -310,11 +312,11 @@ def to_working_resolution(image: np.ndarray, mask: np.ndarray, working_resolutio
 
 def read_sample(data_dir: str | os.PathLike, sample_id: str) -> tuple[np.ndarray, np.ndarray]:
     """The stored (image, mask) of a sample; an image and annotation of different sizes are refused."""
-    image = fileio.read_rgb(ingest.image_path(data_dir, sample_id))
-    mask = fileio.read_mask(ingest.annotation_path(data_dir, sample_id))
+    image = fileio.read_rgb(datafolder.image_path(data_dir, sample_id))
+    mask = fileio.read_mask(datafolder.annotation_path(data_dir, sample_id))
     if image.shape[:2] != mask.shape:
-        raise errors.InputError(f"{ingest.image_path(data_dir, sample_id)}: image is {image.shape[1]}x{image.shape[0]} "
-                                f"but its annotation is {mask.shape[1]}x{mask.shape[0]}")
+        raise errors.InputError(f"{datafolder.image_path(data_dir, sample_id)}: image is "
+                                f"{image.shape[1]}x{image.shape[0]} but its annotation is {mask.shape[1]}x{mask.shape[0]}")
     return image, mask
 
 
@@ -340,7 +342,8 @@ class WorkingCache:
     def stem(self, sample_id: str) -> Path:
         if sample_id not in self._stems:
             files = []
-            for path in (ingest.image_path(self.data_dir, sample_id), ingest.annotation_path(self.data_dir, sample_id)):
+            for path in (datafolder.image_path(self.data_dir, sample_id),
+                         datafolder.annotation_path(self.data_dir, sample_id)):
                 try:
                     stat = path.stat()
                 except FileNotFoundError:
@@ -364,7 +367,7 @@ class WorkingCache:
         height, width = mask.shape
         counts = stats.mask_histogram(mask)
         if counts[taxonomy.NUM_CLASSES:taxonomy.IGNORE_INDEX].any():
-            taxonomy.check_mask_values(mask, str(ingest.annotation_path(self.data_dir, sample_id)))
+            taxonomy.check_mask_values(mask, str(datafolder.annotation_path(self.data_dir, sample_id)))
         counts = counts[:taxonomy.NUM_CLASSES]
         stem = self.stem(sample_id)
         try:

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from heritage import errors, fileio
-from heritage.data import ingest
+from heritage.data import datafolder
 
 PROTOCOLS = ("holdout", "kfold", "loco", "lomo")  # the honest ones: grouped by source_id, no leak
 LEAKY = "leaky"  # the seeds' random split over the augmented copies (issue 12), one fold of that name
@@ -97,7 +97,7 @@ def build_manifest(metadata: pd.DataFrame, protocol: str, k: int = DEFAULT_K, se
                    fingerprint: str | None = None) -> dict:
     """The manifest of ``protocol`` for a data folder's metadata (see ARCHITECTURE.md).
 
-    ``fingerprint`` (:func:`heritage.data.ingest.metadata_fingerprint` of the folder) is recorded as
+    ``fingerprint`` (:func:`heritage.data.datafolder.metadata_fingerprint` of the folder) is recorded as
     ``metadata_sha256`` so :func:`load_manifest` can refuse the manifest once ``metadata.csv`` changes.
     Raises :class:`~heritage.errors.InputError` saying what the set lacks when the protocol cannot be
     built on it (one material for lomo, too few source images for a part, ...).
@@ -106,7 +106,7 @@ def build_manifest(metadata: pd.DataFrame, protocol: str, k: int = DEFAULT_K, se
         raise errors.InputError(f"unknown protocol {protocol!r} (expected one of {ALL_PROTOCOLS})")
     if protocol == LEAKY:
         return build_leaky_manifest(metadata, seed=seed, fingerprint=fingerprint)
-    sources = metadata[metadata["transform"] == ingest.IDENTITY].sort_values("id").reset_index(drop=True)
+    sources = metadata[metadata["transform"] == datafolder.IDENTITY].sort_values("id").reset_index(drop=True)
     rng = np.random.default_rng(seed)
     folds: list[tuple[str, np.ndarray, dict]] = []  # (name, test mask over sources, extra fields)
     if protocol == "holdout":
@@ -206,7 +206,7 @@ def check_manifest(manifest: dict, metadata: pd.DataFrame) -> None:
     if not all(isinstance(fold, dict) for fold in folds):
         raise errors.InputError(f"manifest {manifest.get('protocol')!r}: every fold must be a JSON object")
     source_of = dict(zip(metadata["id"], metadata["source_id"]))
-    originals = set(metadata.loc[metadata["transform"] == ingest.IDENTITY, "id"])
+    originals = set(metadata.loc[metadata["transform"] == datafolder.IDENTITY, "id"])
     samples_of: dict[str, list[str]] = metadata.groupby("source_id")["id"].apply(list).to_dict()
     names = [fold.get("name") for fold in folds]
     if len(set(names)) != len(names):
@@ -275,8 +275,8 @@ def split_command(data_dir: str | os.PathLike, protocol: str, k: int = DEFAULT_K
 def build_and_write(data_dir: str | os.PathLike, protocols: Sequence[str], k: int = DEFAULT_K,
                     seed: int = DEFAULT_SEED) -> tuple[list[Path], dict[str, str]]:
     """Write every manifest of ``protocols`` that can be built: (paths written, protocol -> why not)."""
-    metadata = ingest.read_metadata(data_dir)
-    fingerprint = ingest.metadata_fingerprint(data_dir)
+    metadata = datafolder.read_metadata(data_dir)
+    fingerprint = datafolder.metadata_fingerprint(data_dir)
     written, failed = [], {}
     for protocol in protocols:
         try:
@@ -325,11 +325,11 @@ def load_manifest(data_dir: str | os.PathLike, protocol: str) -> dict:
                                 f"{type(manifest).__name__}); re-run `{split_command(data_dir, protocol)}`")
     if manifest.get("protocol") != protocol:
         raise errors.InputError(f"{path}: holds protocol {manifest.get('protocol')!r}, expected {protocol!r}")
-    metadata = ingest.read_metadata(data_dir)
+    metadata = datafolder.read_metadata(data_dir)
     k, seed = manifest.get("k", DEFAULT_K), manifest.get("seed", DEFAULT_SEED)
     advice = f"re-run `{split_command(data_dir, protocol, k=k, seed=seed)}`"
     recorded = manifest.get("metadata_sha256")
-    if recorded is not None and recorded != (current := ingest.metadata_fingerprint(data_dir)):
+    if recorded is not None and recorded != (current := datafolder.metadata_fingerprint(data_dir)):
         raise errors.InputError(f"{path}: stale manifest: built from another metadata.csv (sha256 {recorded[:12]}..., "
                                 f"now {current[:12]}...; samples were added, removed or relabelled since); {advice}")
     try:

@@ -20,7 +20,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from heritage import errors, fileio
-from heritage.data import ingest, scale, taxonomy
+from heritage.data import datafolder, scale, taxonomy
 
 
 # Pixels of a mask counted at once: bincount casts to int64 (8 bytes a pixel), so a full-resolution scan
@@ -48,7 +48,7 @@ def mask_histograms(data_dir: str | os.PathLike, ids: Sequence[str], progress: b
     (``desc``) for 100 masks or more unless ``progress`` is False (notebooks: it would land in the report)."""
     histograms = np.zeros((len(ids), 256), dtype=np.int64)
     for row, sample_id in enumerate(tqdm(ids, desc=desc, unit="mask", disable=not progress or len(ids) < 100)):
-        histograms[row] = mask_histogram(fileio.read_mask(ingest.annotation_path(data_dir, sample_id)))
+        histograms[row] = mask_histogram(fileio.read_mask(datafolder.annotation_path(data_dir, sample_id)))
     return histograms
 
 
@@ -56,7 +56,7 @@ def read_component_areas(data_dir: str | os.PathLike, ids: Sequence[str],
                          progress: bool = True) -> list[scale.ComponentAreas]:
     """:func:`heritage.data.scale.component_areas` of each id's stored mask in a data folder (one mask read
     per id, no image decode)."""
-    return [scale.component_areas(fileio.read_mask(ingest.annotation_path(data_dir, sample_id)))
+    return [scale.component_areas(fileio.read_mask(datafolder.annotation_path(data_dir, sample_id)))
             for sample_id in tqdm(ids, desc="components", unit="mask", disable=not progress or len(ids) < 100)]
 
 
@@ -68,8 +68,8 @@ def component_summary(data_dir: str | os.PathLike, ids: Sequence[str], factors: 
 
 
 def dataset_stats(data_dir: str | os.PathLike, progress: bool = True) -> dict:
-    metadata = ingest.read_metadata(data_dir)
-    originals = metadata[metadata["transform"] == ingest.IDENTITY]
+    metadata = datafolder.read_metadata(data_dir)
+    originals = metadata[metadata["transform"] == datafolder.IDENTITY]
     histograms = mask_histograms(data_dir, originals["id"].tolist(), progress=progress)
     class_counts = histograms[:, : taxonomy.NUM_CLASSES]
     labelled = int(class_counts.sum())
@@ -103,17 +103,17 @@ def component_stats(data_dir: str | os.PathLike, resolution: str | int = "native
     (``native``: the stored size; N: longest side at most N px, as ``working_resolution``):
     ``n_components``, ``median_area_px``, ``share_le_2px`` (:func:`heritage.data.scale.summarise`), with the
     resize factors from the stored size and, where the original scan size is recorded, from it."""
-    metadata = ingest.read_metadata(data_dir)
-    originals = metadata[metadata["transform"] == ingest.IDENTITY]
+    metadata = datafolder.read_metadata(data_dir)
+    originals = metadata[metadata["transform"] == datafolder.IDENTITY]
     stored = np.maximum(originals["width"], originals["height"]).to_numpy(dtype=np.float64)
     factors = scale.working_factor(stored, resolution)
-    original = ingest.original_size(originals).max(axis=1).to_numpy(dtype=np.float64)
+    original = datafolder.original_size(originals).max(axis=1).to_numpy(dtype=np.float64)
     return {
         "resolution": resolution,
         "factor_from_stored": {"min": float(factors.min()), "median": float(np.median(factors)),
                                "max": float(factors.max())},
         "factor_from_original": (float(np.median(stored * factors / original))
-                                 if ingest.has_original_size(metadata) else None),
+                                 if datafolder.has_original_size(metadata) else None),
         "per_class": component_summary(data_dir, originals["id"].tolist(), factors, progress=progress),
     }
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from heritage import errors, fileio
-from heritage.data import ingest, splits, stats, taxonomy
+from heritage.data import datafolder, splits, stats, taxonomy
 
 METHODS = ("inverse", "inverse_sqrt", "inverse_sqrt_log_scaled")
 DEFAULT_METHOD = "inverse_sqrt_log_scaled"
@@ -39,7 +39,7 @@ def count_pixels(data_dir: str | os.PathLike, ids: Iterable[str], progress: bool
     ids = list(ids)
     histograms = stats.mask_histograms(data_dir, ids, progress=progress, desc="count pixels")
     for row in np.flatnonzero(histograms[:, taxonomy.NUM_CLASSES:taxonomy.IGNORE_INDEX].any(axis=1))[:1]:
-        path = ingest.annotation_path(data_dir, ids[row])
+        path = datafolder.annotation_path(data_dir, ids[row])
         taxonomy.check_mask_values(fileio.read_mask(path), str(path))  # raises, naming the values
     return histograms.sum(axis=0)[: taxonomy.NUM_CLASSES]
 

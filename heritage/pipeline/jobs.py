@@ -101,14 +101,14 @@ def run_job_for(config: RunConfig, notebooks_dir: Path) -> NotebookJob:
 
 def dataset_job(data_dir: Path, notebooks_dir: Path, paper_dir: Path) -> NotebookJob:
     """``00_dataset`` into ``paper_dir``; its inputs are the data folder's metadata and split manifests."""
-    from heritage.data import ingest, splits
+    from heritage.data import datafolder, splits
 
     template = notebooks_dir / f"{DATASET_NOTEBOOK}.ipynb"
     manifests = tuple(splits.manifest_path(data_dir, protocol) for protocol in splits.ALL_PROTOCOLS)
     return NotebookJob(
         name="dataset", template=template, output=paper_dir / f"{DATASET_NOTEBOOK}.ipynb",
         html=paper_dir / f"{DATASET_NOTEBOOK}.html", parameters={"data_dir": str(data_dir.resolve())},
-        key=str(data_dir.resolve()), inputs=(template, data_dir / ingest.METADATA_FILE, *manifests),
+        key=str(data_dir.resolve()), inputs=(template, data_dir / datafolder.METADATA_FILE, *manifests),
     )
 
 

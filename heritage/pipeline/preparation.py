@@ -32,14 +32,14 @@ def prepare_data(profile: str, source: str | os.PathLike | None = None,
     folder already (its ``metadata.csv`` has ``transform``) is used in place, anything else
     (parquet shards or an exported folder) is ingested into ``data_dir`` (default data/artefact).
     """
-    from heritage.data import augment, ingest, splits, synthetic as synth
+    from heritage.data import augment, datafolder, ingest, splits, synthetic as synth
 
     if source is not None and _is_data_folder(Path(source)):
         target = Path(source)
     else:
         default = SYNTHETIC[profile]["data_dir"] if source is None else REAL_DATA_DIR
         target = Path(data_dir or default)
-    if not (target / ingest.METADATA_FILE).is_file():
+    if not (target / datafolder.METADATA_FILE).is_file():
         if source is None:
             spec = SYNTHETIC[profile]
             shards = target.parent / f".{target.name}-parquet"
@@ -52,8 +52,8 @@ def prepare_data(profile: str, source: str | os.PathLike | None = None,
         else:
             print(f"data: ingesting {source} into {target}")
             ingest.ingest(source, target)
-    metadata = ingest.read_metadata(target)
-    if (metadata["transform"] == ingest.IDENTITY).all():
+    metadata = datafolder.read_metadata(target)
+    if (metadata["transform"] == datafolder.IDENTITY).all():
         augment.augment(target)
     outdated = [p for p in splits.ALL_PROTOCOLS if _manifest_outdated(target, p)]  # leaky too: the seeds' table
     if outdated:
@@ -76,8 +76,8 @@ def _manifest_outdated(data_dir: Path, protocol: str) -> bool:
 
 
 def _is_data_folder(folder: Path) -> bool:
-    from heritage.data import ingest
+    from heritage.data import datafolder
 
-    metadata = folder / ingest.METADATA_FILE
+    metadata = folder / datafolder.METADATA_FILE
     return metadata.is_file() and "transform" in metadata.read_text(encoding="utf-8").splitlines()[0].split(",")
 

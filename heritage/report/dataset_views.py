@@ -66,10 +66,10 @@ overlay = overlays.overlay  # one home for overlays and legends: heritage.infere
 
 def example_ids(data_dir: str | Path, n: int) -> list[str]:
     """``n`` original samples showing the most damage classes (ties: by id), for example panels."""
-    from heritage.data import ingest, stats
+    from heritage.data import datafolder, stats
 
-    metadata = ingest.read_metadata(data_dir)
-    ids = sorted(metadata.loc[metadata["transform"] == ingest.IDENTITY, "id"])
+    metadata = datafolder.read_metadata(data_dir)
+    ids = sorted(metadata.loc[metadata["transform"] == datafolder.IDENTITY, "id"])
     histograms = stats.mask_histograms(data_dir, ids, progress=False)  # a notebook's view
     n_damages = (histograms[:, 1: taxonomy.NUM_CLASSES] > 0).sum(axis=1)
     order = sorted(range(len(ids)), key=lambda i: (-n_damages[i], ids[i]))
@@ -78,15 +78,15 @@ def example_ids(data_dir: str | Path, n: int) -> list[str]:
 
 def plot_examples(data_dir: str | Path, ids: Sequence[str]) -> Figure:
     """One row per sample: the image, its damage overlay and its mask in the palette, with a legend."""
-    from heritage.data import ingest
+    from heritage.data import datafolder
 
     fig = Figure(figsize=(10.0, 3.2 * len(ids)), layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(ids), 3))
     shown: set[int] = set()
     for row, sample_id in zip(axes, ids):
-        image = fileio.read_rgb(ingest.image_path(data_dir, sample_id))
-        mask = fileio.read_mask(ingest.annotation_path(data_dir, sample_id))
-        taxonomy.check_mask_values(mask, str(ingest.annotation_path(data_dir, sample_id)))
+        image = fileio.read_rgb(datafolder.image_path(data_dir, sample_id))
+        mask = fileio.read_mask(datafolder.annotation_path(data_dir, sample_id))
+        taxonomy.check_mask_values(mask, str(datafolder.annotation_path(data_dir, sample_id)))
         shown |= set(np.unique(mask).tolist())
         for ax, picture, title in zip(row, (image, overlay(image, mask), taxonomy.mask_to_rgb(mask)),
                                       (sample_id, "damage overlay", "mask (Clean black)")):
@@ -100,10 +100,10 @@ def plot_examples(data_dir: str | Path, ids: Sequence[str]) -> Figure:
 
 def split_balance(data_dir: str | Path, protocol: str) -> pd.DataFrame:
     """Images per (fold, part) and material in a split manifest; originals only in val/test."""
-    from heritage.data import ingest, splits
+    from heritage.data import datafolder, splits
 
     manifest = splits.load_manifest(data_dir, protocol)
-    material = ingest.read_metadata(data_dir).set_index("id")["material"]
+    material = datafolder.read_metadata(data_dir).set_index("id")["material"]
     rows = pd.DataFrame([{"fold": fold["name"], "part": part, "material": material[sample_id]}
                          for fold in manifest["folds"] for part in splits.PARTS for sample_id in fold[part]])
     order = pd.MultiIndex.from_tuples([(fold["name"], part) for fold in manifest["folds"] for part in splits.PARTS],

@@ -122,7 +122,7 @@ def write_gallery(choice: Choice, ids: Sequence[str], out_dir: str | Path, devic
     """Predict ``ids`` with the chosen run into ``out_dir`` and write its ``index.html``; returns it."""
     import pandas as pd
 
-    from heritage.data import ingest
+    from heritage.data import datafolder
     from heritage.inference import damage_report, predict, scans
     from heritage.modeling import tiling
 
@@ -133,7 +133,7 @@ def write_gallery(choice: Choice, ids: Sequence[str], out_dir: str | Path, devic
     image_size = int(checkpoint_config["image_size"])
     options = tiling.SlidingWindow(tile=image_size, dtype=predict.run_dtype(checkpoint_config, torch_device))
     provenance = damage_report.provenance_html(choice.best.run_dir)
-    sources = [scans.file_source(ingest.image_path(config.data_dir, i), i) for i in ids]
+    sources = [scans.file_source(datafolder.image_path(config.data_dir, i), i) for i in ids]
     settings = {"run": choice.best.run_dir, "encoder": checkpoint_config["encoder"], "scale": "auto",
                 "tile": options.tile, "overlap": options.overlap, "window": options.window,
                 "device": torch_device.type}
@@ -145,8 +145,8 @@ def write_gallery(choice: Choice, ids: Sequence[str], out_dir: str | Path, devic
     summary = pd.read_csv(out_dir / "summary.csv", keep_default_na=False)
     rows = []
     for sample_id, damage in zip(summary["image"], summary["damage %"]):
-        rgb = fileio.read_rgb(ingest.image_path(config.data_dir, sample_id))
-        truth = fileio.read_mask(ingest.annotation_path(config.data_dir, sample_id))
+        rgb = fileio.read_rgb(datafolder.image_path(config.data_dir, sample_id))
+        truth = fileio.read_mask(datafolder.annotation_path(config.data_dir, sample_id))
         labels = fileio.read_mask(out_dir / sample_id / "mask.png")
         scan_view, predicted_view, factor = damage_report.display_pair(rgb, labels, max_side=768)
         _, truth_view, _ = damage_report.display_pair(rgb, truth, max_side=768)

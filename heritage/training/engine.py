@@ -316,7 +316,7 @@ def evaluate_seeds_convention(model: nn.Module, data_dir: str | os.PathLike, ids
     letterboxed images at ``image_size`` (the model's training input), masks read as the seeds' loader read
     them (:func:`heritage.modeling.metrics.seeds_target`, before the letterbox, so only its padding is left out)."""
     from heritage import fileio
-    from heritage.data import ingest
+    from heritage.data import datafolder
 
     model.eval()
     accumulator = metrics.SeedsMeanIoU(device=device)
@@ -325,8 +325,8 @@ def evaluate_seeds_convention(model: nn.Module, data_dir: str | os.PathLike, ids
     for start in range(0, len(ids), batch_size):
         images, masks = [], []
         for sample_id in ids[start:start + batch_size]:
-            mask = metrics.seeds_target(fileio.read_mask(ingest.annotation_path(data_dir, sample_id)))
-            boxed = letterbox(image=fileio.read_rgb(ingest.image_path(data_dir, sample_id)), mask=mask)
+            mask = metrics.seeds_target(fileio.read_mask(datafolder.annotation_path(data_dir, sample_id)))
+            boxed = letterbox(image=fileio.read_rgb(datafolder.image_path(data_dir, sample_id)), mask=mask)
             images.append(data.normalize(boxed["image"]))
             masks.append(torch.from_numpy(boxed["mask"].astype(np.int64)))
         batch = torch.stack(images).to(device, memory_format=memory_format)

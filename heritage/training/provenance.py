@@ -123,17 +123,17 @@ class Banner:
 
 def data_kind(data_dir: str | Path) -> str:
     """SYNTHETIC when every original sample id is a stand-in id, ARTEFACT when none is."""
-    from heritage.data import ingest
+    from heritage.data import datafolder
 
-    metadata = ingest.read_metadata(data_dir)
-    synthetic = metadata.loc[metadata["transform"] == ingest.IDENTITY, "id"].str.startswith(SYNTHETIC_ID_PREFIX)
+    metadata = datafolder.read_metadata(data_dir)
+    synthetic = metadata.loc[metadata["transform"] == datafolder.IDENTITY, "id"].str.startswith(SYNTHETIC_ID_PREFIX)
     return SYNTHETIC if synthetic.all() else ARTEFACT if not synthetic.any() else f"mixed ({SYNTHETIC} and other)"
 
 
 def make_banner(runs: pd.DataFrame, planned: pd.DataFrame | None = None, data_dir: str | Path | None = None,
                 profile: str | None = None) -> Banner:
     """The banner of a comparison: from the runs, or from the plan (and ``profile``) before any run."""
-    from heritage.data import ingest
+    from heritage.data import datafolder
 
     source = runs if len(runs) or planned is None else planned
     profiles = sorted({str(p) for p in runs["profile"].dropna()}) if len(runs) else []
@@ -152,7 +152,7 @@ def make_banner(runs: pd.DataFrame, planned: pd.DataFrame | None = None, data_di
     return Banner(
         profile=", ".join(profiles) or profile or "unknown",
         data=data_kind(data_dir) if data_dir is not None else "unknown",
-        data_fingerprint=ingest.metadata_fingerprint(data_dir) if data_dir is not None else None,
+        data_fingerprint=datafolder.metadata_fingerprint(data_dir) if data_dir is not None else None,
         weights=weights,
         epochs="unknown" if not epochs else str(epochs[0]) if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}",
         n_runs=len(runs), n_with_all_clean=int(has_baseline.sum()),

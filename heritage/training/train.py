@@ -27,15 +27,15 @@ from heritage.config import ConfigError, RunConfig, load_run_config, parse_overr
 def check_inputs(config: RunConfig) -> tuple[list[str], list[str], list[str]]:
     """The fold's (train, val, test) ids, after checking the data folder, its ``metadata.csv``, the
     protocol's split manifest and the fold; raises an expected error naming what is missing."""
-    from heritage.data import ingest, splits
+    from heritage.data import datafolder, splits
 
     data = Path(config.data_dir)
     if not data.is_dir():
         raise errors.MissingInputError(
             f"data_dir: {data} does not exist (make it with `python -m heritage data ingest`, or `python -m "
             f"heritage paper --prepare-data-only` for the synthetic stand-in, and pass it with --data)")
-    if not (data / ingest.METADATA_FILE).is_file():
-        raise errors.MissingInputError(f"data_dir: {data} is not a data folder: it has no {ingest.METADATA_FILE} "
+    if not (data / datafolder.METADATA_FILE).is_file():
+        raise errors.MissingInputError(f"data_dir: {data} is not a data folder: it has no {datafolder.METADATA_FILE} "
                                        "(run `python -m heritage data ingest` into it first)")
     manifest = splits.load_manifest(data, config.protocol)
     return splits.fold_ids(manifest, config.fold)
@@ -145,11 +145,11 @@ def scale_record(config: RunConfig, ids: list[str], train_ids: list[str] | None 
     """
     import numpy as np
 
-    from heritage.data import ingest, scale, stats
+    from heritage.data import datafolder, scale, stats
 
-    table = ingest.read_metadata(config.data_dir).set_index("id")
-    reference = np.max(ingest.original_size(table).loc[ids].to_numpy(dtype=np.float64), axis=1)
-    if ingest.has_original_size(table):
+    table = datafolder.read_metadata(config.data_dir).set_index("id")
+    reference = np.max(datafolder.original_size(table).loc[ids].to_numpy(dtype=np.float64), axis=1)
+    if datafolder.has_original_size(table):
         where = "original scan (metadata.csv original_width/original_height)"
     else:
         where = ("data folder's stored image (metadata.csv width/height); the original scan size is not "
@@ -209,7 +209,7 @@ def _final_evaluation(config: RunConfig, model: Any, test_set: Any, folder: Path
     """Evaluate the best checkpoint once on the test part, draw panels, write ``metrics.json``."""
     import numpy as np
 
-    from heritage.data import datasets as data, ingest, taxonomy
+    from heritage.data import datafolder, datasets as data, taxonomy
     from heritage.training import engine, runs
     from heritage.modeling import models
 
@@ -219,7 +219,7 @@ def _final_evaluation(config: RunConfig, model: Any, test_set: Any, folder: Path
         model, test_set, dist.device, config.hierarchical, config.image_size, config.batch_size, desc="test",
         progress=progress, keep=config.n_prediction_panels, per_image=True, dtype=dtype)
     per_image = test.pop("per_image")
-    source_of = ingest.read_metadata(config.data_dir).set_index("id")["source_id"]
+    source_of = datafolder.read_metadata(config.data_dir).set_index("id")["source_id"]
     runs.write_per_image(folder, runs.per_image_table(per_image["ids"], list(source_of.loc[per_image["ids"]]),
                                                       per_image["confusion"].numpy()))
     evaluated_at = data.describe_resolution(config.working_resolution)
