@@ -21,7 +21,7 @@ import pandas as pd
 from heritage import errors, fileio
 
 METRICS_FILE = "metrics.json"
-# heritage.data.synthetic.sample_id starts every stand-in id with it; ARTeFACT's own ids are cuids ("c...").
+# heritage.data.synthetic.plan.sample_id starts every stand-in id with it; ARTeFACT's own ids are cuids ("c...").
 SYNTHETIC_ID_PREFIX = "syn"
 SYNTHETIC, ARTEFACT = "synthetic stand-in", "ARTeFACT"
 RUN_COLUMNS = [
