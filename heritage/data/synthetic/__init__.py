@@ -37,7 +37,7 @@ One module per concern, in the order an image is made:
 - :mod:`~heritage.data.synthetic.canvas`: the image being damaged and the recolouring the painters share;
 - the damage painters by family: :mod:`~heritage.data.synthetic.thin_damage` (dust, scratches, hairs,
   cracks), :mod:`~heritage.data.synthetic.surface_damage` (dirt, stains, folds, light leaks),
-  :mod:`~heritage.data.synthetic.losses` (material loss, peeling, punctures, burns),
+  :mod:`~heritage.data.synthetic.loss_damage` (material loss, peeling, punctures, burns),
   :mod:`~heritage.data.synthetic.additions` (writing, stamps, stickers);
 - :mod:`~heritage.data.synthetic.render`: one damaged image and its mask (the painting order);
 - :mod:`~heritage.data.synthetic.metadata` (the ``type`` and ``damage_description`` text),

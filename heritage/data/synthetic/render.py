@@ -14,7 +14,7 @@ from heritage import errors
 from heritage.data import taxonomy
 from heritage.data.synthetic.additions import _stamp, _sticker, _writing
 from heritage.data.synthetic.canvas import _Canvas
-from heritage.data.synthetic.losses import _burn, _material_loss, _peel, _puncture
+from heritage.data.synthetic.loss_damage import _burn, _material_loss, _peel, _puncture
 from heritage.data.synthetic.materials import _BACKDROPS, _GROUNDS, _artwork_region, _render_artwork
 from heritage.data.synthetic.plan import (
     CONTENTS, DAMAGE_CLASSES, MATERIALS, SamplePlan, _check_positive, sample_damages,
