@@ -65,7 +65,7 @@ import predict_bench  # noqa: E402
 import train_bench  # noqa: E402
 
 from heritage import config, fileio  # noqa: E402
-from heritage.training import engine, runs
+from heritage.training import devices, engine, runs
 from heritage.modeling import models, tiling
 from heritage.inference import damage_report, predict
 
@@ -148,7 +148,7 @@ def throughput(plan: Plan, compile_: bool, out_of_time: Callable[[], bool]) -> l
         row = train_bench.bench_encoder(encoder, args, torch.device(plan.device))
         row["wall_s"] = time.perf_counter() - start
         if row["peak_tflop_per_s"] is None:  # CPU (or a GPU not in the table): a matmul probe's peak
-            dtype = engine.autocast_dtype(plan.amp, torch.device(plan.device))
+            dtype = devices.autocast_dtype(plan.amp, torch.device(plan.device))
             if "probe" not in peak_cache:
                 peak_cache["probe"] = train_bench.matmul_peak_tflops(torch.device(plan.device), dtype, n=plan.probe_size)
             row["peak_tflop_per_s"] = peak_cache["probe"]
@@ -298,7 +298,7 @@ def ddp_worker(args: argparse.Namespace) -> int:
         net = DistributedDataParallel(model, device_ids=[local] if use_cuda else None)
         optimizer = engine.build_optimizer(net.parameters(), 1e-4, 1e-4, device)
         loss_fn = losses.build_loss("dice").to(device)
-        dtype = engine.autocast_dtype(args.amp, device)
+        dtype = devices.autocast_dtype(args.amp, device)
         images = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device).contiguous(
             memory_format=torch.channels_last)
         masks = torch.randint(0, taxonomy.NUM_CLASSES, (args.batch_size, args.image_size, args.image_size),
@@ -321,7 +321,7 @@ def ddp_worker(args: argparse.Namespace) -> int:
                 "backend": torch_dist.get_backend(), "world_size": torch_dist.get_world_size(),
                 "device": runs.device_name(device), "images_per_s": args.batch_size / seconds,
                 "loss_sum": float(total), "finite": bool(torch.isfinite(total)),
-                "peak_memory_mb": engine.peak_memory_mb(device)})
+                "peak_memory_mb": devices.peak_memory_mb(device)})
     finally:
         torch_dist.destroy_process_group()
     return 0
@@ -339,10 +339,10 @@ def predict_section(plan: Plan, run_dir: str | None, scratch: Path) -> dict[str,
                                    dtype=predict.run_dtype(run_config, device))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    engine.synchronize(device)
+    devices.synchronize(device)
     start = time.perf_counter()
     labels = predict.predict_scan(model, scan, options, device, scale=1.0, progress=False)
-    engine.synchronize(device)
+    devices.synchronize(device)
     predict_s = time.perf_counter() - start
     start = time.perf_counter()
     damage_report.write_outputs(scan_dir := scratch / "predict" / "scan", "scan", "synthetic", scan, labels)
@@ -351,7 +351,7 @@ def predict_section(plan: Plan, run_dir: str | None, scratch: Path) -> dict[str,
             "tile": options.tile, "batch": options.batch_size, "scale": 1.0, "encoder": run_config["encoder"],
             "make_scan_s": make_s, "predict_s": predict_s, "write_outputs_s": write_s,
             "peak_gpu_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
-            "peak_process_rss_mb": engine.peak_memory_mb(torch.device("cpu")),
+            "peak_process_rss_mb": devices.peak_memory_mb(torch.device("cpu")),
             "outputs": sorted(p.name for p in scan_dir.iterdir())}
 
 

@@ -3,7 +3,7 @@
     python bench/per_image_bench.py
 
 For label maps of a few sizes (random truth with Background, random prediction), it times
-``heritage.training.engine._confusion`` (the per-image bincount that ``evaluate_images`` adds) against
+``heritage.training.evaluation._confusion`` (the per-image bincount that ``evaluate_images`` adds) against
 ``metrics.ConfusionMatrix.update`` (the dataset matrix it already accumulated) on the same pixels, on CPU,
 median of ``--repeats``; then ``resampling.bootstrap_difference`` on ``--sources`` one-image artworks with
 ``resampling.RESAMPLES`` draws. Writes ``bench/results/per-image-<cpu>-<date>.json``.
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from heritage.training import engine, runs
+from heritage.training import evaluation, runs
 from heritage import fileio
 from heritage.modeling import metrics
 from heritage.report import resampling
@@ -52,7 +52,7 @@ def bench_confusion(shape: tuple[int, int], repeats: int) -> dict:
     truth, prediction = label_maps(shape, np.random.default_rng(0))
     matrix = metrics.ConfusionMatrix()
     target, predicted = torch.from_numpy(truth)[None], torch.from_numpy(prediction)[None]
-    per_image = median_seconds(lambda: engine._confusion(truth, prediction), repeats)
+    per_image = median_seconds(lambda: evaluation._confusion(truth, prediction), repeats)
     dataset = median_seconds(lambda: matrix.update(predicted, target), repeats)
     return {"height": shape[0], "width": shape[1], "per_image_confusion_s": per_image,
             "dataset_matrix_update_s": dataset, "ratio": per_image / dataset}

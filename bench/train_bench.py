@@ -19,7 +19,7 @@ encoder in several variants of the step in the same process, in interleaved bloc
 rotates every round), so a noisy machine slows every variant alike: ``before`` is the loop before
 issue 14 (AdamW's per-parameter for-loop, deterministic mode filling new tensors with NaN),
 ``after`` the engine's own (:func:`heritage.training.engine.build_optimizer`,
-:func:`heritage.training.engine.deterministic_algorithms`), and the variants between them change one thing.
+:func:`heritage.training.reproducibility.deterministic_algorithms`), and the variants between them change one thing.
 Writes ``bench/results/cpu-step-<device>-<date>.json`` (``gpu-step-`` on a GPU).
 
 ``--mode loop`` runs the real training loop: :func:`heritage.training.train.run_training` (preload cache,
@@ -61,7 +61,7 @@ from heritage import config, fileio, report
 from heritage.data import datasets as data, splits, synthetic as synth, taxonomy
 from heritage.modeling import losses, models
 from heritage.pipeline import preparation
-from heritage.training import engine, runs, train
+from heritage.training import devices, engine, reproducibility, runs, train
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TRAIN_FLOPS_PER_FORWARD = 3
@@ -101,17 +101,17 @@ def timed(step, n_steps: int, warmup: int, device: torch.device) -> float:
     """Seconds per step over ``n_steps`` after ``warmup`` untimed steps."""
     for _ in range(warmup):
         step()
-    engine.synchronize(device)
+    devices.synchronize(device)
     start = time.perf_counter()
     for _ in range(n_steps):
         step()
-    engine.synchronize(device)
+    devices.synchronize(device)
     return (time.perf_counter() - start) / n_steps
 
 
 def bench_encoder(encoder: str, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    dtype = engine.autocast_dtype(args.amp, device)
-    channels_last = engine.uses_channels_last(args.channels_last, encoder, device)
+    dtype = devices.autocast_dtype(args.amp, device)
+    channels_last = devices.uses_channels_last(args.channels_last, encoder, device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     torch.manual_seed(0)
     model = models.build_model(args.architecture, encoder, image_size=args.image_size).to(
@@ -145,7 +145,7 @@ def bench_encoder(encoder: str, args: argparse.Namespace, device: torch.device) 
 
     model.train()
     train_seconds = timed(train_step, args.steps, args.warmup, device)
-    train_peak_mb = engine.peak_memory_mb(device)
+    train_peak_mb = devices.peak_memory_mb(device)
     model.eval()
     eval_seconds = (None if getattr(args, "skip_eval", False)  # a compiled eval is a second compilation
                     else timed(eval_step, args.steps, args.warmup, device))
@@ -168,7 +168,7 @@ def bench_encoder(encoder: str, args: argparse.Namespace, device: torch.device) 
         "peak_tflop_per_s": peak,
         "train_share_of_peak": train_tflops / peak if peak else None,
         "eval_share_of_peak": eval_tflops / peak if peak and eval_tflops else None,
-        "peak_memory_mb": engine.peak_memory_mb(device), "train_peak_memory_mb": train_peak_mb,
+        "peak_memory_mb": devices.peak_memory_mb(device), "train_peak_memory_mb": train_peak_mb,
         "compile": getattr(args, "compile", False),
     }
 
@@ -185,10 +185,10 @@ def matmul_peak_tflops(device: torch.device, dtype: torch.dtype | None = None, n
     a @ b  # warm-up: thread pool, oneDNN/cuBLAS kernel selection
     best = math.inf
     for _ in range(repeats):
-        engine.synchronize(device)
+        devices.synchronize(device)
         start = time.perf_counter()
         a @ b
-        engine.synchronize(device)
+        devices.synchronize(device)
         best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best / 1e12
 
@@ -208,9 +208,9 @@ def device_peak(device: torch.device, dtype: torch.dtype | None) -> dict[str, An
 @contextlib.contextmanager
 def _deterministic_filling(enabled: bool) -> Iterator[None]:
     """The deterministic mode as the engine set it before issue 14: new tensors filled with NaN."""
-    with engine.deterministic_algorithms(enabled):
+    with reproducibility.deterministic_algorithms(enabled):
         torch.utils.deterministic.fill_uninitialized_memory = True
-        yield  # engine.deterministic_algorithms restores the previous fill setting
+        yield  # reproducibility.deterministic_algorithms restores the previous fill setting
 
 
 def _adamw(implementation: str) -> Callable[[Any, torch.device], torch.optim.Optimizer]:
@@ -227,9 +227,9 @@ def _adamw(implementation: str) -> Callable[[Any, torch.device], torch.optim.Opt
 STEP_VARIANTS: dict[str, tuple[str, Callable[[bool], Any]]] = {
     "before": ("for-loop", _deterministic_filling),
     "fused": ("fused", _deterministic_filling),
-    "no-fill": ("for-loop", engine.deterministic_algorithms),
-    "foreach": ("foreach", engine.deterministic_algorithms),
-    "after": ("engine", engine.deterministic_algorithms),
+    "no-fill": ("for-loop", reproducibility.deterministic_algorithms),
+    "foreach": ("foreach", reproducibility.deterministic_algorithms),
+    "after": ("engine", reproducibility.deterministic_algorithms),
 }
 PHASES = ("forward", "backward", "clip", "optimizer")
 
@@ -242,8 +242,8 @@ def bench_step_ab(encoder: str, args: argparse.Namespace, device: torch.device) 
     ``args.steps`` steps of every variant, the order rotated by r; the ratio before/after is taken
     per round (paired), and its median and spread are reported.
     """
-    dtype = engine.autocast_dtype(args.amp, device)
-    channels_last = engine.uses_channels_last(args.channels_last, encoder, device)
+    dtype = devices.autocast_dtype(args.amp, device)
+    channels_last = devices.uses_channels_last(args.channels_last, encoder, device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     torch.manual_seed(0)
     model = models.build_model("unet", encoder, image_size=args.image_size).to(device, memory_format=memory_format)
@@ -260,18 +260,18 @@ def bench_step_ab(encoder: str, args: argparse.Namespace, device: torch.device) 
         marks = [time.perf_counter()]
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             loss = loss_fn(model(images), masks)
-        engine.synchronize(device)
+        devices.synchronize(device)
         marks.append(time.perf_counter())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        engine.synchronize(device)
+        devices.synchronize(device)
         marks.append(time.perf_counter())
         if args.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(parameters, args.grad_clip, foreach=True)
-            engine.synchronize(device)
+            devices.synchronize(device)
         marks.append(time.perf_counter())
         optimizer.step()
-        engine.synchronize(device)
+        devices.synchronize(device)
         marks.append(time.perf_counter())
         for phase, begin, end in zip(PHASES, marks, marks[1:]):
             phases[phase] += end - begin
@@ -363,7 +363,7 @@ def loader_images_per_s(run: config.RunConfig, epochs: int = 1) -> dict[str, Any
 
 def train_flops_per_image(run: config.RunConfig, device: torch.device) -> float:
     """3x the forward FLOPs of one image (see :func:`bench_encoder`), in the run's precision."""
-    dtype = engine.autocast_dtype(run.amp, device)
+    dtype = devices.autocast_dtype(run.amp, device)
     model = models.build_model(run.architecture, run.encoder, image_size=run.image_size).to(device)
     images = torch.randn(2, 3, run.image_size, run.image_size, device=device)
     return TRAIN_FLOPS_PER_FORWARD * forward_flops(model, images, dtype) / 2
@@ -378,13 +378,13 @@ def bench_loop(run: config.RunConfig, device: torch.device, loader_epochs: int =
     history = report.read_history(config.run_dir(run)).to_dict("records")
     images_per_s = result["throughput"]["train_images_per_s"]
     flops = train_flops_per_image(run, device)
-    dtype = engine.autocast_dtype(run.amp, device)
+    dtype = devices.autocast_dtype(run.amp, device)
     peak = device_peak(device, dtype)
     achieved = flops * images_per_s / 1e12 if images_per_s else None
     return {
         "encoder": run.encoder, "image_size": run.image_size, "batch_size": run.batch_size,
         "amp": run.amp, "autocast_dtype": str(dtype), "compile": run.compile,
-        "channels_last": engine.uses_channels_last(run.channels_last, run.encoder, device),
+        "channels_last": devices.uses_channels_last(run.channels_last, run.encoder, device),
         "epochs": run.epochs, "loader": loader,
         "train_images_per_s": images_per_s,
         "train_images_per_s_per_epoch": [row.get("images_per_s") for row in history],
@@ -462,7 +462,7 @@ def run_model_mode(args: argparse.Namespace, device: torch.device) -> dict[str, 
     return {
         "settings": {"architecture": args.architecture, "image_size": args.image_size,
                      "batch_size": args.batch_size, "amp": args.amp,
-                     "autocast_dtype": str(engine.autocast_dtype(args.amp, device)),
+                     "autocast_dtype": str(devices.autocast_dtype(args.amp, device)),
                      "channels_last": args.channels_last, "steps": args.steps, "warmup": args.warmup,
                      "loss": "hierarchical" if args.architecture == "hierarchical_upernet" else "dice",
                      "optimizer": "AdamW (engine.build_optimizer)",
@@ -484,7 +484,7 @@ def run_step_ab_mode(args: argparse.Namespace, device: torch.device) -> dict[str
                      if speedup else ""))
     return {
         "settings": {"mode": "step-ab", "image_size": args.image_size, "batch_size": args.batch_size,
-                     "amp": args.amp, "autocast_dtype": str(engine.autocast_dtype(args.amp, device)),
+                     "amp": args.amp, "autocast_dtype": str(devices.autocast_dtype(args.amp, device)),
                      "channels_last": args.channels_last, "steps_per_block": args.steps, "rounds": args.rounds,
                      "warmup": args.warmup, "grad_clip": args.grad_clip, "loss": "dice",
                      "deterministic_algorithms": device.type == "cpu",

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from heritage.training import engine
+from heritage.training import engine, reproducibility
 from heritage import errors, report
 from heritage.data import taxonomy
 
@@ -59,7 +59,7 @@ def test_the_engine_adamw_is_fused_on_cpu_and_matches_the_for_loop():
 def test_deterministic_mode_skips_the_nan_fill_and_restores_the_settings():
     fill = torch.utils.deterministic.fill_uninitialized_memory
     assert not torch.are_deterministic_algorithms_enabled()
-    with engine.deterministic_algorithms(True):
+    with reproducibility.deterministic_algorithms(True):
         assert torch.are_deterministic_algorithms_enabled()
         assert torch.utils.deterministic.fill_uninitialized_memory is False
         assert not torch.isnan(torch.empty(1024)).all()  # torch.empty is no longer NaN-filled

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from heritage.data import datafolder, datasets as data, splits, taxonomy
-from heritage.training import engine, runs
+from heritage.training import devices, engine, evaluation, reproducibility, runs
 from heritage import errors
 from heritage.modeling import losses, metrics
 from heritage.config import load_run_config
@@ -63,10 +63,10 @@ def train(config, fold, data_dir, train_set=None):
     folder = runs.prepare(config)
     train_set = train_set or data.SegmentationDataset(data_dir, train_ids, SIZE, train=True, seed=config.seed)
     val_set = data.SegmentationDataset(data_dir, val_ids, SIZE, train=False)
-    engine.seed_everything(config.seed)
+    reproducibility.seed_everything(config.seed)
     model = TinyNet()
     result = engine.fit(config, model, losses.build_loss("dice"), train_set, val_set, folder,
-                        engine.Distributed(), progress=False)
+                        devices.Distributed(), progress=False)
     return result, model, folder
 
 
@@ -217,41 +217,41 @@ def test_a_checkpoint_of_another_configuration_is_not_resumed(data_dir, fold, tm
 
 def test_precision_and_memory_format_choices():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert engine.autocast_dtype("auto", cpu) is None
-    assert engine.autocast_dtype("off", cuda) is None
-    assert engine.autocast_dtype("bf16", cpu) is torch.bfloat16
-    assert engine.autocast_dtype("fp16", cuda) is torch.float16
-    assert engine.uses_channels_last("on", "mit_b3", cpu) is True
-    assert engine.uses_channels_last("off", "convnext_tiny", cuda) is False
-    assert engine.uses_channels_last("auto", "convnext_tiny", cpu) is True
-    assert engine.uses_channels_last("auto", "mit_b3", cuda) is False
+    assert devices.autocast_dtype("auto", cpu) is None
+    assert devices.autocast_dtype("off", cuda) is None
+    assert devices.autocast_dtype("bf16", cpu) is torch.bfloat16
+    assert devices.autocast_dtype("fp16", cuda) is torch.float16
+    assert devices.uses_channels_last("on", "mit_b3", cpu) is True
+    assert devices.uses_channels_last("off", "convnext_tiny", cuda) is False
+    assert devices.uses_channels_last("auto", "convnext_tiny", cpu) is True
+    assert devices.uses_channels_last("auto", "mit_b3", cuda) is False
 
 
 def test_single_process_without_launcher_variables(monkeypatch):
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID", "SLURM_STEP_NUM_TASKS"):
         monkeypatch.delenv(name, raising=False)
-    dist = engine.setup_distributed(device="cpu")
+    dist = devices.setup_distributed(device="cpu")
     assert (dist.rank, dist.world_size, dist.enabled, dist.is_main) == (0, 1, False, True)
     monkeypatch.setenv("SLURM_PROCID", "0")
     monkeypatch.setenv("SLURM_NTASKS", "4")  # a batch shell of a 4-task allocation is not a DDP launch
-    assert engine.setup_distributed(device="cpu").world_size == 1
+    assert devices.setup_distributed(device="cpu").world_size == 1
 
 
 def _ddp_worker(rank: int, world: int, port: int, data_dir: str, runs_root: str, queue) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    dist = engine.setup_distributed(device="cpu")
+    dist = devices.setup_distributed(device="cpu")
     config = make_config(Path(data_dir), Path(runs_root), epochs=2)
     fold = splits.fold_ids(splits.load_manifest(data_dir, "holdout"), "holdout")
     folder = runs.prepare(config) if dist.is_main else runs.run_dir(config)
-    engine.seed_everything(config.seed)
+    reproducibility.seed_everything(config.seed)
     model = TinyNet()
     result = engine.fit(config, model, losses.build_loss("dice"),
                         data.SegmentationDataset(data_dir, fold[0], SIZE, train=True, seed=config.seed),
                         data.SegmentationDataset(data_dir, fold[1], SIZE, train=False), folder, dist, progress=False)
     queue.put((rank, result.best_epoch, [p.detach().numpy().copy() for p in model.parameters()]))  # by value
-    engine.teardown_distributed(dist)
+    devices.teardown_distributed(dist)
 
 
 def test_distributed_data_parallel_on_two_cpu_processes(data_dir, tmp_path):
@@ -328,8 +328,8 @@ def red_evaluation(data_dir, fold, tmp_path_factory):
     ids = fold[2]
     images = data.EvaluationSet(data_dir, ids, SIZE, "native", "working",
                                 cache_dir=tmp_path_factory.mktemp("cache"), progress=False)
-    result, _, _ = engine.evaluate_images(RedThreshold(), images, torch.device("cpu"), False, tile=SIZE,
-                                          batch_size=4, progress=False, per_image=True)
+    result, _, _ = evaluation.evaluate_images(RedThreshold(), images, torch.device("cpu"), False, tile=SIZE,
+                                              batch_size=4, progress=False, per_image=True)
     source_of = datafolder.read_metadata(data_dir).set_index("id")["source_id"]
     table = runs.per_image_table(result["per_image"]["ids"], list(source_of.loc[ids]),
                                  result["per_image"]["confusion"].numpy())
@@ -405,7 +405,7 @@ def test_a_finished_run_writes_per_image_csv_beside_metrics_json(data_dir, fold,
                                   progress=False)
     fitted = engine.FitResult(history=[], best_epoch=1, best_val={"miou": 0.0, "pixel_accuracy": 0.0, "n_images": 1},
                               train_images_per_s=None, peak_memory_mb=0.0, wall_time_s=0.0)
-    result = train._final_evaluation(config, model, test_set, folder, fitted, engine.Distributed(), False, {})
+    result = train._final_evaluation(config, model, test_set, folder, fitted, devices.Distributed(), False, {})
     table = runs.read_per_image(folder)
     assert list(table["id"]) == test_ids and "per_image" not in result["test"]
     source_of = datafolder.read_metadata(data_dir).set_index("id")["source_id"]

@@ -265,11 +265,11 @@ class AllClean(torch.nn.Module):
 
 def test_seeds_convention_evaluation_of_an_all_clean_model_is_their_all_clean_baseline(data_dir):
     from heritage.data import datafolder, datasets as data
-    from heritage.training import engine
+    from heritage.training import evaluation
     from heritage import fileio
 
     ids = sorted(datafolder.read_metadata(data_dir)["id"])[:5]
-    result = engine.evaluate_seeds_convention(AllClean(), data_dir, ids, 32, 2, torch.device("cpu"), None, False)
+    result = evaluation.evaluate_seeds_convention(AllClean(), data_dir, ids, 32, 2, torch.device("cpu"), None, False)
     assert result["n_images"] == 5 and result["miou"] == pytest.approx(result["all_clean_miou"])
     # by hand: Clean's share of the letterboxed pixels that are not padding, Background counted as Lightleak
     clean = scored = 0

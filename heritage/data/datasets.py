@@ -537,7 +537,7 @@ class EvaluationImage:
 
 class EvaluationSet:
     """The whole images of ``ids`` at the working resolution, for sliding-window evaluation
-    (:func:`heritage.training.engine.evaluate_images`), in both sampling modes.
+    (:func:`heritage.training.evaluation.evaluate_images`), in both sampling modes.
 
     ``model_input="working"`` (patch runs) gives the model the working-resolution image, tiled;
     ``"letterbox"`` gives it what letterbox training gave it: the stored image with its longer side

@@ -51,18 +51,18 @@ if TYPE_CHECKING:  # torch is imported lazily so that `--help` stays fast
 
 
 def resolve_device(name: str) -> torch.device:
-    """``--device`` (auto, cpu, cuda) as training chooses it (:func:`heritage.training.engine.choose_device`)."""
-    from heritage.training import engine
+    """``--device`` (auto, cpu, cuda) as training chooses it (:func:`heritage.training.devices.choose_device`)."""
+    from heritage.training import devices
 
-    return engine.choose_device(name)
+    return devices.choose_device(name)
 
 
 def run_dtype(config: dict, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype the run trained with on ``device`` (:func:`heritage.training.engine.autocast_dtype` of its
+    """The autocast dtype the run trained with on ``device`` (:func:`heritage.training.devices.autocast_dtype` of its
     ``amp``; ``auto`` for runs that recorded none): a bf16-trained run is predicted in bf16."""
-    from heritage.training import engine
+    from heritage.training import devices
 
-    return engine.autocast_dtype(config.get("amp", "auto"), device)
+    return devices.autocast_dtype(config.get("amp", "auto"), device)
 
 
 def load_model(run_dir: str | Path, device: str | torch.device) -> tuple[torch.nn.Module, dict]:

@@ -29,7 +29,7 @@ CONVENTION = (
     "prediction are 'absent' (null) and excluded from the mean"
 )
 
-# Beside the dataset-level ``miou`` of evaluations over whole images (engine.evaluate_images).
+# Beside the dataset-level ``miou`` of evaluations over whole images (evaluation.evaluate_images).
 PER_IMAGE_CONVENTION = (
     "miou is dataset-level (one confusion matrix over every pixel of the set); per_image_miou is the mean over "
     "images of each image's mIoU over the classes present in its ground truth or prediction"

@@ -1,7 +1,7 @@
 """The sliding window: a whole image cut into tiles, predicted in batches, blended back.
 
 One home for the tiler that ``python -m heritage predict`` and the evaluation of every run
-(:func:`heritage.training.engine.evaluate_images`) share, below both: tiles of ``tile`` px in raster order,
+(:func:`heritage.training.evaluation.evaluate_images`) share, below both: tiles of ``tile`` px in raster order,
 Hann (or Gaussian) blending weights, a side shorter than a tile padded as the letterbox pads
 (:func:`heritage.data.datasets.pad_image`), batches normalised on the device (:func:`heritage.data.datasets.normalize_tiles`).
 
@@ -41,7 +41,7 @@ class SlidingWindow:
     batch_size: int = 8
     tta: bool = False  # average with horizontally and vertically flipped predictions
     # Autocast dtype of the forward passes, None = float32: a run's own choice,
-    # heritage.training.engine.autocast_dtype(config amp, device), so a bf16-trained run is predicted in bf16.
+    # heritage.training.devices.autocast_dtype(config amp, device), so a bf16-trained run is predicted in bf16.
     dtype: torch.dtype | None = None
 
     def __post_init__(self) -> None:

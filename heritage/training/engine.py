@@ -22,24 +22,21 @@ the current step, writes ``checkpoint_last.pt`` (with the position inside the ep
 :class:`Interrupted`; the ``train`` command then exits with :data:`EXIT_REQUEUE` (75) so the
 scheduler can requeue the job, which resumes where it stopped.
 
-Distributed data parallel starts by itself when the process was launched by ``torchrun``
-(RANK/WORLD_SIZE/LOCAL_RANK) or by ``srun`` (SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID) with more
-than one task; only rank 0 writes files.
+The processes and devices (:mod:`heritage.training.devices`), the seeds and RNG states
+(:mod:`heritage.training.reproducibility`) and the scoring (:mod:`heritage.training.evaluation`)
+live beside the loop; this module keeps the loop, its checkpoints and its stop requests.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import os
-import random
-import resource
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,11 +46,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from heritage.data import datasets as data, taxonomy
+from heritage.data import datasets as data
 from heritage import errors
-from heritage.modeling import metrics, models
 from heritage.training import runs
-from heritage.modeling import tiling
+from heritage.training.devices import Distributed, autocast_dtype, peak_memory_mb, synchronize, uses_channels_last
+from heritage.training.evaluation import evaluate, evaluate_images
+from heritage.training.reproducibility import deterministic_algorithms, restore_rng_state, rng_state, seed_everything
 from heritage.config import RunConfig
 
 # sysexits.h EX_TEMPFAIL, "temporary failure, the user is invited to retry": the run stopped on a
@@ -72,170 +70,6 @@ class Interrupted(RuntimeError):
         super().__init__(f"stopped by {signal_name} at epoch {epoch + 1}, step {step}; "
                          f"{checkpoint} saved, run again to resume (exit code {EXIT_REQUEUE})")
         self.signal_name, self.epoch, self.step, self.checkpoint = signal_name, epoch, step, checkpoint
-
-
-# -- processes and devices ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Distributed:
-    """Where this process sits: rank, world size, local rank, device."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed(device: str | None = None) -> Distributed:
-    """Read the launcher's environment and, with several processes, join the process group.
-
-    ``torchrun`` sets RANK/WORLD_SIZE/LOCAL_RANK; ``srun`` sets SLURM_PROCID/SLURM_NTASKS/
-    SLURM_LOCALID (read only inside an srun step, recognised by SLURM_STEP_NUM_TASKS, so a batch
-    shell of a many-task allocation does not wait for peers). MASTER_ADDR/MASTER_PORT must then be set (a single node defaults to
-    127.0.0.1:29500). NCCL on GPU, gloo on CPU. ``device`` forces "cpu" or "cuda" (:func:`choose_device`).
-    """
-    env = os.environ
-    if "RANK" in env and "WORLD_SIZE" in env:
-        rank, world, local = int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0))
-    elif "SLURM_PROCID" in env and "SLURM_STEP_NUM_TASKS" in env:  # inside srun, not the batch shell
-        rank, world, local = int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0))
-    else:
-        rank, world, local = 0, 1, 0
-    where = choose_device(device, local)
-    use_cuda = where.type == "cuda"
-    if use_cuda:
-        torch.cuda.set_device(local)
-    if world > 1 and not torch_dist.is_initialized():
-        if int(env.get("SLURM_NNODES", 1)) == 1:
-            env.setdefault("MASTER_ADDR", "127.0.0.1")
-            env.setdefault("MASTER_PORT", "29500")
-        missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if k not in env]
-        if missing:
-            raise errors.InputError(f"distributed launch with {world} processes needs {', '.join(missing)} "
-                               "in the environment (the address and a free port of rank 0's node)")
-        torch_dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world,
-                                      device_id=where if use_cuda else None)
-    return Distributed(rank=rank, world_size=world, local_rank=local, device=where)
-
-
-def choose_device(name: str | None = "auto", index: int = 0) -> torch.device:
-    """The device for ``name``: ``auto`` (or None) is CUDA (GPU ``index``) when torch sees one, else the CPU;
-    ``cpu`` and ``cuda`` force it (``cuda`` without a GPU is an InputError). Training and predict both ask here."""
-    if name not in (None, "auto", "cpu", "cuda"):
-        raise errors.InputError(f"device {name!r}: expected auto, cpu or cuda")
-    use_cuda = torch.cuda.is_available() if name in (None, "auto") else name == "cuda"
-    if use_cuda and not torch.cuda.is_available():
-        raise errors.InputError("device 'cuda': torch sees no CUDA device")
-    return torch.device("cuda", index) if use_cuda else torch.device("cpu")
-
-
-def teardown_distributed(dist: Distributed) -> None:
-    if dist.enabled and torch_dist.is_initialized():
-        torch_dist.destroy_process_group()
-
-
-def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for an ``amp`` setting, or None for full float32.
-
-    ``auto``: bf16 on GPUs that support it (no loss scaling needed), fp16 on older GPUs, off on
-    CPU (CPU autocast is slower than float32 for these models).
-    """
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
-        return None
-    if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16
-    return torch.float16
-
-
-def uses_channels_last(mode: str, encoder: str, device: torch.device) -> bool:
-    """``auto``: channels_last for CNN encoders, whose convolutions gain from it (cuDNN on GPU; on
-    CPU oneDNN trained ConvNeXt-T 1.3x faster at 64 px, MiT-B3 only 1.1x)."""
-    if mode == "auto":
-        return models.ENCODERS[encoder].family == "CNN"
-    return mode == "on"
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak CUDA memory allocated since the last reset, or the process's max RSS on CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return max_rss / 2**20 if sys.platform == "darwin" else max_rss / 2**10  # bytes on macOS, KiB on Linux
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-# -- reproducibility ---------------------------------------------------------------------------
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-@contextlib.contextmanager
-def deterministic_algorithms(enabled: bool) -> Iterator[None]:
-    """Deterministic kernels while training (CPU); the previous settings are restored afterwards.
-
-    Without filling new tensors with NaN (``torch.utils.deterministic.fill_uninitialized_memory``,
-    on by default with deterministic algorithms): the fill only shows kernels that read memory they
-    never wrote, and it was 13 % of a profiled CPU training step (``aten::fill_`` behind every ``empty``).
-    """
-    previous, previous_warn = torch.are_deterministic_algorithms_enabled(), \
-        torch.is_deterministic_algorithms_warn_only_enabled()
-    previous_fill = torch.utils.deterministic.fill_uninitialized_memory
-    torch.use_deterministic_algorithms(enabled, warn_only=True)
-    torch.utils.deterministic.fill_uninitialized_memory = False
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
-        torch.utils.deterministic.fill_uninitialized_memory = previous_fill
-
-
-def build_optimizer(parameters: Any, lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
-    """AdamW in its fused implementation (one kernel over all parameters), on CPU as on CUDA.
-
-    torch's default on CPU is the per-parameter for-loop, a quarter of a CPU training step (ConvNeXt-T
-    UNet, 128 px; bench/results/cpu-step-*.json); ``foreach`` was slower than the for-loop on this
-    2-core CPU. The fused update equals the for-loop's to float32 rounding (tests/test_bench.py).
-    """
-    fused = device.type in ("cuda", "cpu")  # the devices torch's fused AdamW kernels exist for
-    return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, fused=fused or None)
-
-
-def rng_state() -> dict[str, Any]:
-    """Python, NumPy and torch (CPU and CUDA) RNG states as tensors and plain containers."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {
-        "python": random.getstate(),
-        "numpy": (kind, torch.from_numpy(keys.copy()), pos, has_gauss, gauss),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def restore_rng_state(state: dict[str, Any]) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    kind, keys, pos, has_gauss, gauss_value = state["numpy"]
-    np.random.set_state((kind, keys.numpy(), pos, has_gauss, gauss_value))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 # -- signals -----------------------------------------------------------------------------------
@@ -277,193 +111,19 @@ class StopRequest:
         return bool(flag.item())
 
 
-# -- evaluation --------------------------------------------------------------------------------
+
+# -- optimizer ---------------------------------------------------------------------------------
 
 
-@torch.inference_mode()
-def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, dtype: torch.dtype | None,
-             channels_last: bool, hierarchical: bool, desc: str = "eval", progress: bool = True
-             ) -> tuple[dict[str, Any], float]:
-    """Fine-class metrics over the whole loader (one confusion matrix, not per-batch means), images/s.
+def build_optimizer(parameters: Any, lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
+    """AdamW in its fused implementation (one kernel over all parameters), on CPU as on CUDA.
 
-    The result is :meth:`heritage.modeling.metrics.ConfusionMatrix.compute`'s dict plus ``confusion_matrix``
-    (16 x 16 pixel counts, ground truth x prediction) and ``all_clean_miou`` (the mIoU of predicting
-    Clean everywhere on the same pixels: the trivial baseline); for the hierarchical model it also holds
-    ``hierarchical``: ``{"binary_miou", "coarse_miou", "fine_miou"}``.
+    torch's default on CPU is the per-parameter for-loop, a quarter of a CPU training step (ConvNeXt-T
+    UNet, 128 px; bench/results/cpu-step-*.json); ``foreach`` was slower than the for-loop on this
+    2-core CPU. The fused update equals the for-loop's to float32 rounding (tests/test_bench.py).
     """
-    model.eval()
-    matrices = metrics.HierarchicalMetrics(device=device) if hierarchical else metrics.ConfusionMatrix(device=device)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    synchronize(device)
-    start = time.perf_counter()
-    for images, masks in tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch"):
-        images = images.to(device, non_blocking=True, memory_format=memory_format)
-        masks = masks.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            outputs = model(images)
-        matrices.update(outputs, masks)
-    synchronize(device)
-    seconds = time.perf_counter() - start
-    result = _evaluation_result(matrices, hierarchical)
-    return result, result["n_images"] / max(seconds, 1e-9)
-
-
-@torch.inference_mode()
-def evaluate_seeds_convention(model: nn.Module, data_dir: str | os.PathLike, ids: list[str], image_size: int,
-                              batch_size: int, device: torch.device, dtype: torch.dtype | None,
-                              channels_last: bool) -> dict[str, Any]:
-    """The seeds' mIoU (:class:`heritage.modeling.metrics.SeedsMeanIoU`) of ``ids``: batches of ``batch_size``
-    letterboxed images at ``image_size`` (the model's training input), masks read as the seeds' loader read
-    them (:func:`heritage.modeling.metrics.seeds_target`, before the letterbox, so only its padding is left out)."""
-    from heritage import fileio
-    from heritage.data import datafolder
-
-    model.eval()
-    accumulator = metrics.SeedsMeanIoU(device=device)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    letterbox = data.letterbox(image_size)
-    for start in range(0, len(ids), batch_size):
-        images, masks = [], []
-        for sample_id in ids[start:start + batch_size]:
-            mask = metrics.seeds_target(fileio.read_mask(datafolder.annotation_path(data_dir, sample_id)))
-            boxed = letterbox(image=fileio.read_rgb(datafolder.image_path(data_dir, sample_id)), mask=mask)
-            images.append(data.normalize(boxed["image"]))
-            masks.append(torch.from_numpy(boxed["mask"].astype(np.int64)))
-        batch = torch.stack(images).to(device, memory_format=memory_format)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            logits = models.fine_logits(model(batch))
-        accumulator.update(logits.float(), torch.stack(masks).to(device))
-    return {**accumulator.compute(), "evaluated_at": f"letterboxed batches of {batch_size} at {image_size} px "
-                                                      "(the model's training input), as the seeds evaluated"}
-
-
-def _evaluation_result(matrices: Any, hierarchical: bool) -> dict[str, Any]:
-    """metrics.json's evaluation record: fine-class scores, the all-Clean baseline on the same pixels,
-    the confusion matrix, and per-level scores for a hierarchical model."""
-    fine = matrices.fine if hierarchical else matrices
-    result = {**fine.compute(), "all_clean_miou": metrics.constant_prediction_miou(fine.matrix),
-              "confusion_matrix": fine.matrix.cpu().tolist()}
-    if hierarchical:
-        result["hierarchical"] = matrices.compute()
-    return result
-
-
-# The hierarchical model's heads as channel ranges of one tensor, so one tiler blends all three.
-HEADS = {"fine": (0, 16), "binary": (16, 18), "coarse": (18, 22)}
-PANEL_SIDE = 512  # longest side of the prediction panels drawn from working-resolution evaluations
-
-
-class _HeadsAsChannels(nn.Module):
-    """The heads' log-probabilities side by side: the tiler's softmax over all of them gives each head's
-    probabilities / 3, so blending and the per-head argmax are those of each head on its own."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        outputs = self.model(images)
-        return torch.cat([torch.log_softmax(outputs[name].float(), dim=1) for name in HEADS], dim=1)
-
-
-@torch.inference_mode()
-def evaluate_images(model: nn.Module, images: data.EvaluationSet, device: torch.device, hierarchical: bool,
-                    tile: int, batch_size: int, desc: str = "eval", progress: bool = True, keep: int = 0,
-                    per_image: bool = False, dtype: torch.dtype | None = None
-                    ) -> tuple[dict[str, Any], float, list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]]:
-    """:func:`evaluate`'s result over whole images at the working resolution, images/s, and panels.
-
-    Each image is predicted with :mod:`heritage.modeling.tiling`'s sliding window (tiles of ``tile`` px, Hann
-    blending, the same code as ``python -m heritage predict``; autocast to ``dtype``, the run's
-    :func:`autocast_dtype`, None = float32); a letterbox model input is predicted
-    whole (one tile) and its label map resized to the evaluation resolution with nearest neighbour.
-    The confusion matrix is accumulated on those pixels, in row chunks (no full-size int64 copies).
-    ``keep``: the first images' (id, picture, truth, prediction), shrunk to PANEL_SIDE, for panels.
-    Each image's own (fine) confusion is counted too (a bincount of the same pixels): the result's
-    ``per_image_miou`` is the mean over images of their mIoU (:func:`heritage.modeling.metrics.mean_iou`), and with
-    ``per_image`` the result also holds ``per_image`` = ``{"ids": [...], "confusion": (n, 16, 16) int64
-    tensor}`` (a tensor, so a result kept in a resume checkpoint still loads with ``weights_only``).
-    """
-    from PIL import Image
-
-    model.eval()
-    options = tiling.SlidingWindow(tile=tile, batch_size=batch_size, dtype=dtype)
-    matrices = metrics.HierarchicalMetrics(device=device) if hierarchical else metrics.ConfusionMatrix(device=device)
-    heads = HEADS if hierarchical else {"fine": HEADS["fine"]}
-    net = _HeadsAsChannels(model) if hierarchical else model
-    channels = max(hi for _, hi in heads.values())
-    panels = []
-    confusions = np.zeros((len(images), taxonomy.NUM_CLASSES, taxonomy.NUM_CLASSES), dtype=np.int64)
-    ids = []
-    synchronize(device)
-    start = time.perf_counter()
-    bar = tqdm(images, desc=desc, leave=False, disable=not progress, unit="image", total=len(images))
-    for index, item in enumerate(bar):
-        ids.append(item.sample_id)
-        maps = {name: np.empty(item.model_input.shape[:2], dtype=np.uint8) for name in heads}
-        for y0, probabilities in tiling.iter_probability_bands(net, item.model_input, options, device,
-                                                              num_classes=channels, progress=False):
-            rows = slice(y0, y0 + probabilities.shape[1])
-            for name, (lo, hi) in heads.items():
-                maps[name][rows] = probabilities[lo:hi].argmax(0).to(torch.uint8).cpu().numpy()
-        height, width = item.mask.shape
-        if (height, width) != item.model_input.shape[:2]:  # letterbox: back to the scored pixels
-            maps = {name: np.array(Image.fromarray(labels).resize((width, height), Image.Resampling.NEAREST))
-                    for name, labels in maps.items()}
-        rows = max(1, (1 << 22) // width)
-        for y0 in range(0, height, rows):
-            target = torch.from_numpy(np.ascontiguousarray(item.mask[y0:y0 + rows]))[None]
-            predicted = {name: torch.from_numpy(labels[y0:y0 + rows])[None] for name, labels in maps.items()}
-            first = int(y0 == 0)  # one image per image, however many chunks
-            confusions[index] += _confusion(target[0].numpy(), predicted["fine"][0].numpy())
-            if hierarchical:
-                matrices.update(predicted, target, n_images=first)
-            else:
-                matrices.update(predicted["fine"], target, n_images=first)
-        if len(panels) < keep:
-            panels.append((item.sample_id, *_shrunk(np.asarray(item.picture), np.asarray(item.mask), maps["fine"])))
-    synchronize(device)
-    seconds = time.perf_counter() - start
-    result = _evaluation_result(matrices, hierarchical)
-    image_mious = metrics.mean_iou(metrics.iou_per_class(*metrics.class_counts(confusions)))
-    scored = image_mious[~np.isnan(image_mious)]  # an image without a labelled pixel has no mIoU
-    result = {"miou": result["miou"], "per_image_miou": float(scored.mean()) if len(scored) else None,
-              "per_image_convention": metrics.PER_IMAGE_CONVENTION, **result}  # beside the dataset-level miou
-    if per_image:
-        result["per_image"] = {"ids": ids, "confusion": torch.from_numpy(confusions)}
-    return result, result["n_images"] / max(seconds, 1e-9), panels
-
-
-def _confusion(truth: np.ndarray, prediction: np.ndarray) -> np.ndarray:
-    """16 x 16 counts (truth x prediction) of one chunk; Background (255) rows fall past the first 256 codes."""
-    codes = truth.astype(np.intp) * taxonomy.NUM_CLASSES + prediction
-    counts = np.bincount(codes.ravel(), minlength=256 * taxonomy.NUM_CLASSES)
-    return counts[: taxonomy.NUM_CLASSES ** 2].reshape(taxonomy.NUM_CLASSES, taxonomy.NUM_CLASSES)
-
-
-def _shrunk(picture: np.ndarray, truth: np.ndarray, prediction: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Picture (area), truth and prediction (nearest) with the longest side at most PANEL_SIDE."""
-    import cv2
-
-    height, width = truth.shape
-    factor = PANEL_SIDE / max(height, width)
-    if factor >= 1:
-        return picture, truth, prediction
-    size = (max(1, round(width * factor)), max(1, round(height * factor)))
-    return (cv2.resize(picture, size, interpolation=cv2.INTER_AREA),
-            cv2.resize(truth, size, interpolation=cv2.INTER_NEAREST),
-            cv2.resize(prediction, size, interpolation=cv2.INTER_NEAREST))
-
-
-@torch.inference_mode()
-def predict(model: nn.Module, images: torch.Tensor, device: torch.device, dtype: torch.dtype | None,
-            channels_last: bool) -> torch.Tensor:
-    """Fine class ids (B, H, W) on the CPU for a batch of normalised images."""
-    model.eval()
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    images = images.to(device, memory_format=memory_format)
-    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-        return models.fine_logits(model(images)).argmax(1).cpu()
+    fused = device.type in ("cuda", "cpu")  # the devices torch's fused AdamW kernels exist for
+    return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, fused=fused or None)
 
 
 # -- training ----------------------------------------------------------------------------------

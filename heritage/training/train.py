@@ -53,11 +53,11 @@ def run_training(config: RunConfig, progress: bool = True) -> dict[str, Any]:
     from tqdm import tqdm
 
     from heritage.data import datasets as data, taxonomy, weights
-    from heritage.training import engine, runs
+    from heritage.training import devices, engine, reproducibility, runs
     from heritage.modeling import losses, models
 
     train_ids, val_ids, test_ids = check_inputs(config)  # before the run folder exists
-    dist = engine.setup_distributed()
+    dist = devices.setup_distributed()
     try:
         folder = run_dir(config)
         if dist.is_main:
@@ -93,7 +93,7 @@ def run_training(config: RunConfig, progress: bool = True) -> dict[str, Any]:
                                                 model_input, cache_dir=config.cache_dir,
                                                 progress=progress and dist.is_main)
 
-        engine.seed_everything(config.seed)  # the initial weights are part of what the seed fixes
+        reproducibility.seed_everything(config.seed)  # the initial weights are part of what the seed fixes
         model = models.build_model(config.architecture, config.encoder, num_classes=taxonomy.NUM_CLASSES,
                                    image_size=config.image_size, pretrained=config.pretrained)
         loss_fn = losses.build_loss(
@@ -112,7 +112,7 @@ def run_training(config: RunConfig, progress: bool = True) -> dict[str, Any]:
             result = shared[0]
         return result
     finally:
-        engine.teardown_distributed(dist)
+        devices.teardown_distributed(dist)
 
 
 def _training_set(config: RunConfig, train_ids: list[str], progress: bool) -> Any:
@@ -210,12 +210,12 @@ def _final_evaluation(config: RunConfig, model: Any, test_set: Any, folder: Path
     import numpy as np
 
     from heritage.data import datafolder, datasets as data, taxonomy
-    from heritage.training import engine, runs
+    from heritage.training import devices, evaluation, runs
     from heritage.modeling import models
 
     model.load_state_dict(runs.load_best_checkpoint(folder)["model"])
-    dtype = engine.autocast_dtype(config.amp, dist.device)
-    test, eval_images_per_s, panels = engine.evaluate_images(
+    dtype = devices.autocast_dtype(config.amp, dist.device)
+    test, eval_images_per_s, panels = evaluation.evaluate_images(
         model, test_set, dist.device, config.hierarchical, config.image_size, config.batch_size, desc="test",
         progress=progress, keep=config.n_prediction_panels, per_image=True, dtype=dtype)
     per_image = test.pop("per_image")
@@ -253,9 +253,9 @@ def _final_evaluation(config: RunConfig, model: Any, test_set: Any, folder: Path
         metrics["hierarchical"] = test["hierarchical"]
     # Every run, leaky or not, also scores its test part the seeds' way (one cheap letterbox pass), so the
     # seeds-protocol table can show their metric beside ours on the same predictions (issue 12).
-    metrics["test"]["seeds_convention"] = engine.evaluate_seeds_convention(
+    metrics["test"]["seeds_convention"] = evaluation.evaluate_seeds_convention(
         model, config.data_dir, list(test_set.ids), config.image_size, config.batch_size, dist.device, dtype,
-        engine.uses_channels_last(config.channels_last, config.encoder, dist.device))
+        devices.uses_channels_last(config.channels_last, config.encoder, dist.device))
     runs.write_metrics(folder, metrics)
     # Finished: the resume state (model + optimizer, ~3x the model) is no longer needed.
     runs.remove_resume_checkpoints(folder)  # checkpoint_last.pt and its .prev
