@@ -64,7 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # train_bench, predict
 import predict_bench  # noqa: E402
 import train_bench  # noqa: E402
 
-from heritage import config, fileio  # noqa: E402
+from heritage import config, errors, fileio  # noqa: E402
 from heritage.training import devices, engine, runs
 from heritage.modeling import models, tiling
 from heritage.inference import damage_report, predict
@@ -232,10 +232,10 @@ def cli_bf16(plan: Plan, data_dir: Path, scratch: Path) -> dict[str, Any]:
     return {
         "command": " ".join(command), "run_dir": str(folder),
         "stop": {**stopped, "checkpoint_written": stop_state is not None, "checkpoint_position": stop_state,
-                 "exit_requeue": stopped["returncode"] == engine.EXIT_REQUEUE},
+                 "exit_requeue": stopped["returncode"] == errors.EXIT_REQUEUE},
         "resume": {**resumed, "resumed": "resuming" in resumed["stdout_tail"] + resumed["stderr_tail"]},
         "metrics": _metrics_summary(metrics),
-        "ok": bool(stopped["returncode"] == engine.EXIT_REQUEUE and stop_state is not None
+        "ok": bool(stopped["returncode"] == errors.EXIT_REQUEUE and stop_state is not None
                    and resumed["returncode"] == 0 and "resuming" in resumed["stdout_tail"] + resumed["stderr_tail"]
                    and metrics is not None),
     }

@@ -45,12 +45,11 @@ import torch
 from torch import nn
 
 from heritage import fileio
-from heritage.modeling import models
+from heritage.data import taxonomy
 from heritage.inference import damage_report, predict
 from heritage.inference.scans import Scan
-from heritage.modeling import tiling
+from heritage.modeling import models, tiling
 from heritage.training import runs
-from heritage.data import taxonomy
 from train_bench import result_path  # bench/ is on sys.path when this runs as a script
 
 RESULTS = Path(__file__).resolve().parent / "results"

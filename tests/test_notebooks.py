@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from heritage import config, fileio, report
+from heritage import config, errors, fileio, report
 from heritage.pipeline import paper, run_configs
 from heritage.pipeline.jobs import NotebookJob, write_job_file
 
@@ -101,7 +101,7 @@ def test_a_stop_signal_reaches_the_kernel_and_asks_for_a_requeue(tmp_path: Path)
                       html=tmp_path / "stop.html", parameters={}, key="stop")
     result = subprocess.run([sys.executable, "-m", "heritage", "paper", "--execute", str(write_job_file(job))],
                             capture_output=True, text=True, timeout=300)
-    assert result.returncode == paper.REQUEUE_EXIT_CODE, result.stderr[-3000:]
+    assert result.returncode == errors.EXIT_REQUEUE, result.stderr[-3000:]
     assert "stop: checkpoint saved" in result.stderr and not job.stamp.exists()
 
 

@@ -162,7 +162,7 @@ def test_an_interrupted_run_exits_75(monkeypatch, smoke_data, capsys):
         raise engine.Interrupted("SIGUSR1", 1, 3, Path("checkpoint_last.pt"))
 
     monkeypatch.setattr(train, "run_training", interrupted)
-    assert train.main(_args("--poc", SMOKE_POC, "--data", str(smoke_data))) == engine.EXIT_REQUEUE == 75
+    assert train.main(_args("--poc", SMOKE_POC, "--data", str(smoke_data))) == errors.EXIT_REQUEUE == 75
     assert "stopped by SIGUSR1 at epoch 2, step 3" in capsys.readouterr().err
 
 
@@ -183,7 +183,7 @@ def test_sigusr1_to_the_train_command_checkpoints_and_exits_75(smoke_data, tmp_p
     assert history.exists(), process.communicate()[1][-2000:]
     process.send_signal(signal.SIGUSR1)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == engine.EXIT_REQUEUE, stderr[-2000:]
+    assert process.returncode == errors.EXIT_REQUEUE, stderr[-2000:]
     assert "stopped by SIGUSR1" in stderr
     state = torch.load(run_dir(config) / runs.LAST_CHECKPOINT, weights_only=True)
     assert 1 <= len(state["history"]) < config.epochs

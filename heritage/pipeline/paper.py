@@ -40,7 +40,6 @@ from heritage.pipeline.run_configs import REPO_ROOT, comparison_parameters, plan
 from heritage.pipeline.schedulers import DONE, FAILED, SKIPPED, SUBMITTED, JobResult, LocalScheduler, Scheduler, finals
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
-REQUEUE_EXIT_CODE = errors.EXIT_REQUEUE  # "checkpointed, run me again"
 
 
 def make_scheduler(name: str, args: argparse.Namespace) -> Scheduler:
@@ -122,7 +121,7 @@ def execute_job_file(path: Path) -> int:
         if err.ename != "Interrupted":  # heritage.training.engine.Interrupted: checkpoint written, resume later
             raise errors.CommandFailed(f"{job.name}: {_first_line(err)}; executed notebook: {job.output}") from err
         print(f"{job.name}: {err.evalue}; executed notebook: {job.output}", file=sys.stderr)
-        return REQUEUE_EXIT_CODE
+        return errors.EXIT_REQUEUE
     return 0
 
 

@@ -19,7 +19,7 @@ numbers as an uninterrupted one, because the data order and the augmentations ar
 
 SIGTERM or SIGUSR1 (SLURM preemption or ``--signal=B:USR1@<seconds>`` before the time limit) ends
 the current step, writes ``checkpoint_last.pt`` (with the position inside the epoch) and raises
-:class:`Interrupted`; the ``train`` command then exits with :data:`EXIT_REQUEUE` (75) so the
+:class:`Interrupted`; the ``train`` command then exits with :data:`heritage.errors.EXIT_REQUEUE` (75) so the
 scheduler can requeue the job, which resumes where it stopped.
 
 The processes and devices (:mod:`heritage.training.devices`), the seeds and RNG states
@@ -56,7 +56,6 @@ from heritage.config import RunConfig
 
 # sysexits.h EX_TEMPFAIL, "temporary failure, the user is invited to retry": the run stopped on a
 # signal after saving checkpoint_last.pt; requeue it and it resumes.
-EXIT_REQUEUE = errors.EXIT_REQUEUE
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 # With several processes, all must stop at the same step; they agree on it every this many steps
 # (one tiny all-reduce, the only host sync inside an epoch).
@@ -68,7 +67,7 @@ class Interrupted(RuntimeError):
 
     def __init__(self, signal_name: str, epoch: int, step: int, checkpoint: Path):
         super().__init__(f"stopped by {signal_name} at epoch {epoch + 1}, step {step}; "
-                         f"{checkpoint} saved, run again to resume (exit code {EXIT_REQUEUE})")
+                         f"{checkpoint} saved, run again to resume (exit code {errors.EXIT_REQUEUE})")
         self.signal_name, self.epoch, self.step, self.checkpoint = signal_name, epoch, step, checkpoint
 
 

@@ -17,8 +17,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from heritage.data import datasets as data, taxonomy
-from heritage.modeling import metrics, models
-from heritage.modeling import tiling
+from heritage.modeling import metrics, models, tiling
 from heritage.training.devices import synchronize
 
 
@@ -195,14 +194,3 @@ def _shrunk(picture: np.ndarray, truth: np.ndarray, prediction: np.ndarray) -> t
     return (cv2.resize(picture, size, interpolation=cv2.INTER_AREA),
             cv2.resize(truth, size, interpolation=cv2.INTER_NEAREST),
             cv2.resize(prediction, size, interpolation=cv2.INTER_NEAREST))
-
-
-@torch.inference_mode()
-def predict(model: nn.Module, images: torch.Tensor, device: torch.device, dtype: torch.dtype | None,
-            channels_last: bool) -> torch.Tensor:
-    """Fine class ids (B, H, W) on the CPU for a batch of normalised images."""
-    model.eval()
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    images = images.to(device, memory_format=memory_format)
-    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-        return models.fine_logits(model(images)).argmax(1).cpu()

@@ -9,7 +9,7 @@ are drawn for a few test images, and ``metrics.json`` is written last.
 Everything is validated before anything is written (:func:`check_inputs`): a run that cannot start
 leaves no run folder behind.
 
-Exit codes of the command: 0 done, 2 bad configuration or data, 75 (:data:`heritage.training.engine.EXIT_REQUEUE`)
+Exit codes of the command: 0 done, 2 bad configuration or data, 75 (:data:`heritage.errors.EXIT_REQUEUE`)
 stopped by SIGTERM/SIGUSR1 after writing ``checkpoint_last.pt`` (run it again to resume).
 """
 
@@ -285,7 +285,7 @@ def main(args: argparse.Namespace) -> int:
         metrics = run_training(config)
     except engine.Interrupted as stop:
         print(f"heritage train: {stop}", file=sys.stderr)
-        return engine.EXIT_REQUEUE
+        return errors.EXIT_REQUEUE
     if metrics:
         print(f"{run_dir(config)}: test mIoU {metrics['test']['miou']:.4f} "
               f"(best epoch {metrics['best_epoch']}, {metrics['wall_time_s']:.0f} s)")
