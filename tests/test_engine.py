@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from heritage.data import datafolder, datasets as data, splits, taxonomy
+from heritage.data import datafolder, datasets as data, splits, taxonomy, working
 from heritage.training import devices, engine, evaluation, reproducibility, runs
 from heritage import errors
 from heritage.modeling import losses, metrics
@@ -326,7 +326,7 @@ def hand_scores(picture: np.ndarray, mask: np.ndarray) -> tuple[dict[str, float]
 @pytest.fixture(scope="module")
 def red_evaluation(data_dir, fold, tmp_path_factory):
     ids = fold[2]
-    images = data.EvaluationSet(data_dir, ids, SIZE, "native", "working",
+    images = working.EvaluationSet(data_dir, ids, SIZE, "native", "working",
                                 cache_dir=tmp_path_factory.mktemp("cache"), progress=False)
     result, _, _ = evaluation.evaluate_images(RedThreshold(), images, torch.device("cpu"), False, tile=SIZE,
                                               batch_size=4, progress=False, per_image=True)
@@ -344,7 +344,7 @@ def test_per_image_scores_agree_with_a_hand_computation(data_dir, red_evaluation
     columns = runs.per_image_columns()["iou"]
     absent_somewhere = False
     for _, row in written.iterrows():
-        picture, mask = data.read_sample(data_dir, row.id)  # native: the stored pixels are the scored ones
+        picture, mask = working.read_sample(data_dir, row.id)  # native: the stored pixels are the scored ones
         ious, miou = hand_scores(picture, mask)
         got = dict(zip(taxonomy.CLASS_NAMES, row[columns]))
         for name in taxonomy.CLASS_NAMES:
@@ -401,7 +401,7 @@ def test_a_finished_run_writes_per_image_csv_beside_metrics_json(data_dir, fold,
     model = RedThreshold()
     runs.save_checkpoint(folder / runs.BEST_CHECKPOINT, {"model": model.state_dict(), "config": config.to_dict(),
                                                         "epoch": 1, "val_miou": 0.0})
-    test_set = data.EvaluationSet(data_dir, test_ids, SIZE, "native", "letterbox", cache_dir=tmp_path / "cache",
+    test_set = working.EvaluationSet(data_dir, test_ids, SIZE, "native", "letterbox", cache_dir=tmp_path / "cache",
                                   progress=False)
     fitted = engine.FitResult(history=[], best_epoch=1, best_val={"miou": 0.0, "pixel_accuracy": 0.0, "n_images": 1},
                               train_images_per_s=None, peak_memory_mb=0.0, wall_time_s=0.0)

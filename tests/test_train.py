@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from heritage import cli, errors
-from heritage.data import datasets as data, splits
+from heritage.data import splits, working
 from heritage.training import engine, runs, train
 from heritage.modeling import metrics
 from heritage.pipeline import preparation
@@ -47,7 +47,7 @@ def all_clean_miou(config: RunConfig) -> float:
     _, _, test_ids = splits.fold_ids(splits.load_manifest(config.data_dir, config.protocol), config.fold)
     matrix = metrics.ConfusionMatrix()
     for sample_id in test_ids:
-        mask = torch.from_numpy(data.to_working_resolution(*data.read_sample(config.data_dir, sample_id),
+        mask = torch.from_numpy(working.to_working_resolution(*working.read_sample(config.data_dir, sample_id),
                                                            config.working_resolution)[1])
         matrix.update(torch.zeros_like(mask)[None], mask[None])
     return matrix.compute()["miou"]

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from heritage.data import augment, datafolder, datasets as data, splits, taxonomy
+from heritage.data import augment, datafolder, datasets as data, splits, taxonomy, working
 from heritage.training import devices, engine, evaluation, reproducibility, runs, train
 from heritage import errors, fileio
 from heritage.modeling import losses, metrics
@@ -31,7 +31,7 @@ def cache_dir(tmp_path_factory):
 
 
 def patches(data_dir, ids, cache_dir, **options):
-    return data.PatchDataset(data_dir, ids, options.pop("image_size", SIZE), cache_dir=cache_dir, progress=False,
+    return working.PatchDataset(data_dir, ids, options.pop("image_size", SIZE), cache_dir=cache_dir, progress=False,
                              **options)
 
 
@@ -115,17 +115,17 @@ def test_patches_come_from_memory_maps_not_decoded_images(data_dir, fold, cache_
 
 def test_the_cache_is_written_once_per_sample_and_resolution(data_dir, fold, tmp_path):
     ids = fold[1][:2]
-    cache = data.WorkingCache(data_dir, "native", tmp_path)
+    cache = working.WorkingCache(data_dir, "native", tmp_path)
     cache.ensure(ids, progress=False)
     written = {p: p.stat().st_mtime_ns for p in (tmp_path / "native").iterdir()}
     assert len(written) == 2 * len(ids)
-    data.WorkingCache(data_dir, "native", tmp_path).ensure(ids, progress=False)
+    working.WorkingCache(data_dir, "native", tmp_path).ensure(ids, progress=False)
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "native").iterdir()} == written
-    image, mask = data.read_sample(data_dir, ids[0])
+    image, mask = working.read_sample(data_dir, ids[0])
     native = cache.array(ids[0])
     np.testing.assert_array_equal(native[..., :3], image)
     np.testing.assert_array_equal(native[..., 3], mask)
-    smaller = data.WorkingCache(data_dir, 48, tmp_path)
+    smaller = working.WorkingCache(data_dir, 48, tmp_path)
     smaller.ensure(ids, progress=False)
     assert max(smaller.array(ids[0]).shape[:2]) == 48 and smaller.folder == tmp_path / "longest48"
 
@@ -171,7 +171,7 @@ def test_sliding_window_evaluation_equals_whole_image_evaluation_when_one_window
     ids = fold[2]
     device = torch.device("cpu")
     # working resolution = the tile: each image is one window (its short side padded as the letterbox pads)
-    images = data.EvaluationSet(data_dir, ids, SIZE, SIZE, model_input, cache_dir=cache_dir, progress=False)
+    images = working.EvaluationSet(data_dir, ids, SIZE, SIZE, model_input, cache_dir=cache_dir, progress=False)
     tiled, _, _ = evaluation.evaluate_images(model, images, device, hierarchical, tile=SIZE, batch_size=4,
                                              progress=False)
     loader = data.make_loader(data.SegmentationDataset(data_dir, ids, SIZE, train=False), 4, False, 0, seed=0)
@@ -187,15 +187,15 @@ def test_letterbox_runs_are_scored_on_the_working_resolution_pixels(data_dir, fo
     torch.manual_seed(0)
     model = TinyNet()
     ids = fold[2]
-    images = data.EvaluationSet(data_dir, ids, SIZE, "native", "letterbox", cache_dir=cache_dir, progress=False)
+    images = working.EvaluationSet(data_dir, ids, SIZE, "native", "letterbox", cache_dir=cache_dir, progress=False)
     result, _, panels = evaluation.evaluate_images(model, images, torch.device("cpu"), False, tile=SIZE, batch_size=4,
                                                    progress=False, keep=2)
-    labelled = sum(int((data.read_sample(data_dir, i)[1] != taxonomy.IGNORE_INDEX).sum()) for i in ids)
+    labelled = sum(int((working.read_sample(data_dir, i)[1] != taxonomy.IGNORE_INDEX).sum()) for i in ids)
     assert np.asarray(result["confusion_matrix"]).sum() == labelled  # every native pixel, not the 32 px square's
     truth = np.asarray(result["confusion_matrix"]).sum(axis=1)
     clean = metrics.constant_prediction_miou(torch.tensor(result["confusion_matrix"]))
     assert result["all_clean_miou"] == clean and truth.sum() == labelled
-    assert [p[0] for p in panels] == ids[:2] and panels[0][2].shape == data.read_sample(data_dir, ids[0])[1].shape
+    assert [p[0] for p in panels] == ids[:2] and panels[0][2].shape == working.read_sample(data_dir, ids[0])[1].shape
 
 
 def test_a_patch_fit_is_reproducible_and_validates_at_the_working_resolution(data_dir, fold, cache_dir, tmp_path):
@@ -209,14 +209,14 @@ def test_a_patch_fit_is_reproducible_and_validates_at_the_working_resolution(dat
         model = TinyNet()
         result = engine.fit(config, model, losses.build_loss("dice"),
                             patches(data_dir, train_ids, cache_dir, seed=config.seed),
-                            data.EvaluationSet(data_dir, val_ids, SIZE, cache_dir=cache_dir, progress=False),
+                            working.EvaluationSet(data_dir, val_ids, SIZE, cache_dir=cache_dir, progress=False),
                             runs.prepare(config), devices.Distributed(), progress=False)
         return [{k: v for k, v in row.items() if k not in ("images_per_s", "peak_memory_mb", "elapsed_s")}
                 for row in result.history], result.best_val
 
     first, best = fit(tmp_path / "a")
     assert first == fit(tmp_path / "b")[0]
-    labelled = sum(int((data.read_sample(data_dir, i)[1] != taxonomy.IGNORE_INDEX).sum()) for i in val_ids)
+    labelled = sum(int((working.read_sample(data_dir, i)[1] != taxonomy.IGNORE_INDEX).sum()) for i in val_ids)
     assert np.asarray(best["confusion_matrix"]).sum() == labelled
 
 
@@ -285,4 +285,4 @@ def test_the_scale_from_the_reference_image_to_the_model_is_recorded(copy_data_d
 def test_an_unwritable_cache_is_an_output_error_naming_cache_dir(data_dir, fold, tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(errors.OutputError, match="set cache_dir= to a writable folder"):
-        data.WorkingCache(data_dir, "native", tmp_path / "file").ensure(fold[1][:1], progress=False)
+        working.WorkingCache(data_dir, "native", tmp_path / "file").ensure(fold[1][:1], progress=False)

@@ -46,7 +46,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from heritage.data import datasets as data
+from heritage.data import datasets as data, working
 from heritage import errors
 from heritage.training import runs
 from heritage.training.devices import Distributed, autocast_dtype, peak_memory_mb, synchronize, uses_channels_last
@@ -153,9 +153,9 @@ def fit(config: RunConfig, model: nn.Module, loss_fn: nn.Module, train_set: Data
     training = Training.wrap(config, model, loss_fn, dist)
     train_loader = data.make_loader(train_set, config.batch_size, train=True, num_workers=config.num_workers,
                                     seed=config.seed, distributed=dist.enabled)
-    # Whole images at the working resolution (data.EvaluationSet) are scored with the sliding window;
+    # Whole images at the working resolution (working.EvaluationSet) are scored with the sliding window;
     # a letterboxed Dataset is still evaluated batch-wise.
-    val_loader = None if isinstance(val_set, data.EvaluationSet) else data.make_loader(
+    val_loader = None if isinstance(val_set, working.EvaluationSet) else data.make_loader(
         val_set, config.batch_size, train=False, num_workers=config.num_workers, seed=config.seed)
     if len(train_loader) == 0:
         raise errors.InputError(f"{len(train_set)} training samples make no full batch of {config.batch_size} "

@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from heritage.data import datasets as data, taxonomy
+from heritage.data import datasets as data, taxonomy, working
 from heritage.modeling import metrics, models, tiling
 from heritage.training.devices import synchronize
 
@@ -108,7 +108,7 @@ class _HeadsAsChannels(nn.Module):
 
 
 @torch.inference_mode()
-def evaluate_images(model: nn.Module, images: data.EvaluationSet, device: torch.device, hierarchical: bool,
+def evaluate_images(model: nn.Module, images: working.EvaluationSet, device: torch.device, hierarchical: bool,
                     tile: int, batch_size: int, desc: str = "eval", progress: bool = True, keep: int = 0,
                     per_image: bool = False, dtype: torch.dtype | None = None
                     ) -> tuple[dict[str, Any], float, list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]]:

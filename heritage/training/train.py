@@ -52,7 +52,7 @@ def run_training(config: RunConfig, progress: bool = True) -> dict[str, Any]:
     import torch.distributed as torch_dist
     from tqdm import tqdm
 
-    from heritage.data import datasets as data, taxonomy, weights
+    from heritage.data import taxonomy, weights, working
     from heritage.training import devices, engine, reproducibility, runs
     from heritage.modeling import losses, models
 
@@ -89,7 +89,7 @@ def run_training(config: RunConfig, progress: bool = True) -> dict[str, Any]:
         # val and test: whole images at the working resolution, in both sampling modes
         model_input = "letterbox" if config.sampling == "letterbox" else "working"
         for part, ids in (("val", val_ids), ("test", test_ids)):
-            datasets[part] = data.EvaluationSet(config.data_dir, ids, config.image_size, config.working_resolution,
+            datasets[part] = working.EvaluationSet(config.data_dir, ids, config.image_size, config.working_resolution,
                                                 model_input, cache_dir=config.cache_dir,
                                                 progress=progress and dist.is_main)
 
@@ -117,10 +117,10 @@ def run_training(config: RunConfig, progress: bool = True) -> dict[str, Any]:
 
 def _training_set(config: RunConfig, train_ids: list[str], progress: bool) -> Any:
     """Letterboxed whole images (optionally preloaded) or patches of the working resolution."""
-    from heritage.data import datasets as data
+    from heritage.data import datasets as data, working
 
     if config.sampling == "patch":
-        return data.PatchDataset(config.data_dir, train_ids, config.image_size, config.working_resolution,
+        return working.PatchDataset(config.data_dir, train_ids, config.image_size, config.working_resolution,
                                  config.foreground_share, seed=config.seed, cache_dir=config.cache_dir,
                                  progress=progress)
     cache = None
@@ -209,7 +209,7 @@ def _final_evaluation(config: RunConfig, model: Any, test_set: Any, folder: Path
     """Evaluate the best checkpoint once on the test part, draw panels, write ``metrics.json``."""
     import numpy as np
 
-    from heritage.data import datafolder, datasets as data, taxonomy
+    from heritage.data import datafolder, taxonomy, working
     from heritage.training import devices, evaluation, runs
     from heritage.modeling import models
 
@@ -222,7 +222,7 @@ def _final_evaluation(config: RunConfig, model: Any, test_set: Any, folder: Path
     source_of = datafolder.read_metadata(config.data_dir).set_index("id")["source_id"]
     runs.write_per_image(folder, runs.per_image_table(per_image["ids"], list(source_of.loc[per_image["ids"]]),
                                                       per_image["confusion"].numpy()))
-    evaluated_at = data.describe_resolution(config.working_resolution)
+    evaluated_at = working.describe_resolution(config.working_resolution)
 
     for sample_id, picture, truth, prediction in panels:  # what was scored, at the evaluation resolution
         prediction = np.where(truth == taxonomy.IGNORE_INDEX, taxonomy.IGNORE_INDEX, prediction).astype(np.uint8)
