@@ -44,7 +44,7 @@ DEFAULT_MAX_PIXELS = 250_000_000
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
-# --- owners of temporary files and folders ---------------------------------------------------------
+# -- owners of temporary files and folders ---------------------------------------------------------
 _HOST = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:64] or "localhost"
 OWNER_PATTERN = r"(?P<pid>[0-9]+)@(?P<host>[A-Za-z0-9.-]+)"
 # mkstemp/mkdtemp's random part: 8 characters of tempfile's alphabet.

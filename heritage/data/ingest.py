@@ -53,7 +53,7 @@ STAGING_PATTERN = re.compile(rf"\.ingest-{fileio.OWNER_PATTERN}-{fileio.RANDOM_P
 LEGACY_STAGING_PATTERN = re.compile(rf"\.ingest-{fileio.RANDOM_PATTERN}")
 
 
-# --- reading the inputs ----------------------------------------------------------------------
+# -- reading the inputs ----------------------------------------------------------------------------
 
 
 def find_shards(source: str | os.PathLike) -> list[Path]:
@@ -152,7 +152,7 @@ def export_samples(folder: Path, table: pd.DataFrame) -> list[decoding.RawSample
     return samples
 
 
-# --- conversion --------------------------------------------------------------------------------
+# -- conversion ------------------------------------------------------------------------------------
 
 
 def ingest(source: str | os.PathLike, out: str | os.PathLike,
@@ -272,7 +272,7 @@ def _warn_vanishing(components: list[scale.ComponentAreas], factors: list[float]
         warnings.warn(message, scale.ScaleWarning, stacklevel=4)
 
 
-# --- CLI -----------------------------------------------------------------------------------------
+# -- CLI -------------------------------------------------------------------------------------------
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

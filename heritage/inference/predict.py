@@ -47,7 +47,7 @@ if TYPE_CHECKING:  # torch is imported lazily so that `--help` stays fast
     import torch
 
 
-# ----------------------------------------------------------------------------- the model
+# -- the model -------------------------------------------------------------------------------------
 
 
 def resolve_device(name: str) -> torch.device:
@@ -152,7 +152,7 @@ def predict_scan(model: torch.nn.Module, scan: scans.Scan, options: SlidingWindo
         labels = np.where(scan.artwork, labels, np.uint8(taxonomy.IGNORE_INDEX))
     return labels
 
-# ----------------------------------------------------------------------------- command line
+# -- command line ----------------------------------------------------------------------------------
 
 
 def _scale_arg(value: str) -> float | str:
