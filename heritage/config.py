@@ -53,7 +53,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from heritage import errors
+from heritage import errors, fileio
 
 PROFILES = ("full", "smoke")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
@@ -544,12 +544,7 @@ def _suggest(word: str, candidates: list[str]) -> str:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        content = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    content = fileio.read_yaml(path, invalid=ConfigError, missing=ConfigError)
     if not isinstance(content, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(content).__name__}")
     return content

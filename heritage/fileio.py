@@ -167,6 +167,20 @@ def read_json(path: str | os.PathLike) -> Any:
         raise errors.InputError(f"{path}: not valid JSON ({err})") from None
 
 
+def read_yaml(path: str | os.PathLike, invalid: type[Exception] = errors.InputError,
+              missing: type[Exception] = errors.MissingInputError, missing_text: str = "file not found") -> Any:
+    """A YAML file's content; a missing or unparsable file raises ``missing``/``invalid`` naming the path."""
+    import yaml  # only config and the SLURM site files are YAML
+
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise missing(f"{path}: {missing_text}") from None
+    except yaml.YAMLError as err:
+        raise invalid(f"{path}: not valid YAML ({err})") from None
+
+
 def write_png(path: str | os.PathLike, array: np.ndarray) -> None:
     """Write a uint8 (H, W) or (H, W, 3) array as PNG, atomically."""
     with atomic_path(path) as tmp:

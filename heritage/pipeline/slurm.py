@@ -55,7 +55,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-import yaml
 from tqdm.auto import tqdm
 
 from heritage import errors, fileio
@@ -219,12 +218,8 @@ def load_site(path: str | os.PathLike | None = None, environ: Mapping[str, str] 
     if not path:
         return Site(overrides=overrides)
     path = Path(path)
-    try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: SLURM site file not found") from None
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML ({err})") from None
+    spec = fileio.read_yaml(path, invalid=ValueError, missing=FileNotFoundError,
+                            missing_text="SLURM site file not found") or {}
     if not isinstance(spec, dict):
         raise ValueError(f"{path}: a site file is a mapping with {sorted(_SITE_KEYS)}")
     _check_keys(spec, _SITE_KEYS, f"{path}")
