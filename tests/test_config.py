@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from heritage import config
+from heritage.config import resolve
 from heritage.config import ConfigError, RunConfig, load_run_config, plan, run_dir
 from heritage.errors import MissingInputError
 
@@ -313,7 +314,7 @@ def test_selection_overrides_that_contradict_or_miss_are_refused(data_dir, kwarg
 def test_a_poc_file_cannot_set_what_selects_the_run(data_dir, monkeypatch):
     real = config.load_poc("poc58_baseline")
     spec = {**real, "settings": {**real["settings"], "fold": "fold1"}}  # the arguments would overwrite it
-    monkeypatch.setattr(config, "load_poc", lambda poc: spec)
+    monkeypatch.setattr(resolve, "load_poc", lambda poc: spec)  # where load_run_config looks it up
     with pytest.raises(ConfigError, match=r"poc58_baseline.yaml: settings: 'fold' selects the run and cannot be set"):
         load_run_config("poc58_baseline", overrides={"data_dir": str(data_dir)})
 
@@ -334,11 +335,11 @@ def test_run_folder_names_must_be_path_safe(data_dir, name, value):
 
 def test_plan_folds_may_be_given_per_protocol(data_dir):
     """The flagship's smoke plan names kfold's folds; its leaky variant plans the leaky split's one fold."""
-    assert config._plan_folds({"kfold": ["fold0"]}, "kfold") == ["fold0"]
-    assert config._plan_folds({"kfold": ["fold0"]}, "leaky") == "all"
-    assert config._plan_folds(["fold0"], "leaky") == ["fold0"]  # a list applies to every protocol
+    assert resolve._plan_folds({"kfold": ["fold0"]}, "kfold") == ["fold0"]
+    assert resolve._plan_folds({"kfold": ["fold0"]}, "leaky") == "all"
+    assert resolve._plan_folds(["fold0"], "leaky") == ["fold0"]  # a list applies to every protocol
     with pytest.raises(ConfigError, match=r"plan\.folds: unknown protocol\(s\) \['kfolds'\]"):
-        config._plan_folds({"kfolds": ["fold0"]}, "kfold")
+        resolve._plan_folds({"kfolds": ["fold0"]}, "kfold")
     leaky = load_run_config("poc59v2_flagship", "smoke", encoder="mit_b3", variant="seeds_protocol",
                             overrides={"data_dir": str(data_dir)})
     assert (leaky.protocol, leaky.fold, leaky.split_name) == ("leaky", "leaky", "leaky-leaky")
