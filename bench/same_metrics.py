@@ -8,6 +8,9 @@ before a refactoring in a ``git worktree``, with ``PYTHONPATH`` set to it) and c
     cd /tmp/before && PYTHONPATH=$PWD python /path/to/bench/same_metrics.py /tmp/same-before
     cd /work/main && python bench/same_metrics.py /tmp/same-after --compare /tmp/same-before/summary.json
 
+``--runs-root DIR`` fingerprints the runs an earlier command made instead of training (for example the
+``runs/`` of a whole ``make paper`` in each checkout): every ``metrics.json`` below DIR, keyed by its folder.
+
 A check, not a benchmark: it writes nothing to bench/results.
 """
 
@@ -50,19 +53,30 @@ def fingerprint(out: Path) -> dict:
             summary[key] = {"rc": done.returncode, "stderr": done.stderr[-2000:]}
             continue
         folder = next(runs_root.rglob("metrics.json")).parent
-        summary[key] = {"metrics": without_timings(json.loads((folder / "metrics.json").read_text())),
-                        "per_image_sha256": hashlib.sha256((folder / "per_image.csv").read_bytes()).hexdigest(),
-                        "history_header": (folder / "history.csv").read_text().splitlines()[0]}
+        summary[key] = run_fingerprint(folder)
     return summary
+
+
+def run_fingerprint(folder: Path) -> dict:
+    """A run folder's metrics.json without timings, per_image.csv's sha256 and history.csv's header."""
+    return {"metrics": without_timings(json.loads((folder / "metrics.json").read_text())),
+            "per_image_sha256": hashlib.sha256((folder / "per_image.csv").read_bytes()).hexdigest(),
+            "history_header": (folder / "history.csv").read_text().splitlines()[0]}
+
+
+def existing_runs(runs_root: Path) -> dict:
+    return {str(path.parent.relative_to(runs_root)): run_fingerprint(path.parent)
+            for path in sorted(runs_root.rglob("metrics.json"))}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="scratch folder: data, runs and summary.json")
     parser.add_argument("--compare", type=Path, help="another checkout's summary.json")
+    parser.add_argument("--runs-root", type=Path, help="fingerprint the runs below this folder instead of training")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    summary = fingerprint(args.out.resolve())
+    summary = existing_runs(args.runs_root.resolve()) if args.runs_root else fingerprint(args.out.resolve())
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
     if args.compare is None:
         return 0

@@ -164,3 +164,26 @@ def test_scale_check_writes_both_modes_per_class_iou(scale_check, copy_data_dir,
         iou = record["results"][mode]["per_class_iou"]
         learnt = sum(iou[name] is not None and iou[name] > 0.05 for name in taxonomy.THIN_CLASSES)
         assert aim[f"{mode}_thin_classes_learnt"] == learnt
+
+
+def _fake_run(folder: Path, miou: float, seconds: float) -> None:
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({"test": {"miou": miou, "wall_time_s": seconds},
+                                                     "throughput": {"train_images_per_s": 1 / seconds}}))
+    (folder / "per_image.csv").write_text("id,miou\na,0.5\n")
+    (folder / "history.csv").write_text("epoch,loss\n1,0.3\n")
+
+
+def test_same_metrics_compares_existing_runs_without_their_timings(tmp_path):
+    for root, seconds in (("before", 10.0), ("after", 99.0)):
+        _fake_run(tmp_path / root / "runs" / "poc" / "enc" / "holdout-holdout", 0.25, seconds)
+    script = [sys.executable, str(ROOT / "bench" / "same_metrics.py")]
+    subprocess.run([*script, str(tmp_path / "fp-before"), "--runs-root", str(tmp_path / "before" / "runs")], check=True)
+    same = subprocess.run([*script, str(tmp_path / "fp-after"), "--runs-root", str(tmp_path / "after" / "runs"),
+                           "--compare", str(tmp_path / "fp-before" / "summary.json")], capture_output=True, text=True)
+    assert (same.returncode, same.stdout.strip()) == (0, "poc/enc/holdout-holdout: identical")
+    (tmp_path / "after" / "runs" / "poc" / "enc" / "holdout-holdout" / "metrics.json").write_text(
+        json.dumps({"test": {"miou": 0.26}}))
+    differs = subprocess.run([*script, str(tmp_path / "fp-after"), "--runs-root", str(tmp_path / "after" / "runs"),
+                              "--compare", str(tmp_path / "fp-before" / "summary.json")], capture_output=True, text=True)
+    assert (differs.returncode, differs.stdout.strip()) == (1, "poc/enc/holdout-holdout: differs")
