@@ -25,11 +25,11 @@ import pandas as pd
 
 from heritage import errors
 from heritage.modeling import metrics
+from heritage.report.verdicts import CONFIDENCE  # one confidence level for every interval the paper states
 from heritage.training import runs
 
 RESAMPLES = 2000
 SEED = 0
-CONFIDENCE = 0.95
 STATISTICS = {"per_image_miou": "per-image mIoU", "dataset_miou": "dataset-level mIoU"}
 
 
