@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from heritage import fileio
-from heritage.pipeline import slurm
-from heritage.pipeline.slurm import Job, Resources, SlurmScheduler
+from heritage.pipeline import slurm, slurm_site
+from heritage.pipeline.slurm import Job, SlurmScheduler
+from heritage.pipeline.slurm_site import Resources
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_SITE = REPO / "heritage" / "configs" / "slurm" / "site.example.yaml"
@@ -61,7 +62,7 @@ def python_job(name: str, code: str, run_dir: Path, **fields) -> Job:
 
 
 def test_example_site_file_resolves_profiles_kinds_and_environment():
-    site = slurm.load_site(EXAMPLE_SITE, environ={})
+    site = slurm_site.load_site(EXAMPLE_SITE, environ={})
     full = site.resources("full")
     assert (full.gpus, full.gpu_type, full.tasks, full.partition, full.mem) == (1, "v100", 1, "gpu", "64G")
     assert "#SBATCH --gres=gpu:v100:1" in full.sbatch_lines()
@@ -71,7 +72,7 @@ def test_example_site_file_resolves_profiles_kinds_and_environment():
     assert (comparison.gpus, comparison.partition, comparison.constraint) == (0, "cpu", None)
     assert site.resources("smoke", kind="dataset") == site.resources("smoke", kind="comparison")
     assert not any("--gres" in line for line in comparison.sbatch_lines())
-    overridden = slurm.load_site(EXAMPLE_SITE, environ={"HERITAGE_SLURM_PARTITION": "a100",
+    overridden = slurm_site.load_site(EXAMPLE_SITE, environ={"HERITAGE_SLURM_PARTITION": "a100",
                                                         "HERITAGE_SLURM_ACCOUNT": "proj42"}).resources("smoke")
     assert (overridden.partition, overridden.account) == ("a100", "proj42")
 
@@ -79,9 +80,9 @@ def test_example_site_file_resolves_profiles_kinds_and_environment():
 def test_site_file_from_environment_and_without_one(tmp_path):
     site_file = tmp_path / "site.yaml"
     site_file.write_text("defaults: {qos: short}\nprofiles: {smoke: {cpus_per_task: 3}}\n")
-    site = slurm.load_site(environ={"HERITAGE_SLURM_SITE_FILE": str(site_file)})
+    site = slurm_site.load_site(environ={"HERITAGE_SLURM_SITE_FILE": str(site_file)})
     assert (site.resources("smoke").qos, site.resources("smoke").cpus_per_task) == ("short", 3)
-    bare = slurm.load_site(environ={"HERITAGE_SLURM_QOS": "debug"}).resources("full")
+    bare = slurm_site.load_site(environ={"HERITAGE_SLURM_QOS": "debug"}).resources("full")
     assert (bare.qos, bare.partition, bare.gpus) == ("debug", None, 0)
 
 
@@ -100,20 +101,20 @@ def test_bad_site_files_name_the_file_and_the_value(tmp_path, content, error, ma
     site_file = tmp_path / "site.yaml"
     site_file.write_text(content)
     with pytest.raises(error, match=match):
-        slurm.load_site(site_file, environ={}).resources("full")
+        slurm_site.load_site(site_file, environ={}).resources("full")
 
 
 def test_missing_site_file_and_unknown_profile(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere.yaml: SLURM site file not found"):
-        slurm.load_site(tmp_path / "nowhere.yaml")
+        slurm_site.load_site(tmp_path / "nowhere.yaml")
     with pytest.raises(ValueError, match=r"no SLURM resources for profile 'tiny' \(profiles: full, smoke\)"):
-        slurm.load_site(EXAMPLE_SITE, environ={}).resources("tiny")
+        slurm_site.load_site(EXAMPLE_SITE, environ={}).resources("tiny")
 
 
 @pytest.mark.parametrize("limit, seconds", [("90", 5400), ("01:30", 90), ("02:00:05", 7205),
                                             ("1-00", 86400), ("2-01:30", 178200), ("1-00:00:10", 86410)])
 def test_time_limit_seconds(limit, seconds):
-    assert slurm.time_limit_seconds(limit) == seconds
+    assert slurm_site.time_limit_seconds(limit) == seconds
 
 
 def test_batch_script_single_job_multi_gpu_and_no_requeue(tmp_path):
@@ -163,7 +164,7 @@ def test_paper_jobs_become_one_array_per_poc_and_encoder_and_finals_after_every_
     other = dataclasses.replace(runs[0], name="poc/enc2/kfold-fold0", run_dir=tmp_path / "runs" / "poc" / "enc2" / "f0")
     maps = dataclasses.replace(comparison, name="damage-maps")
     jobs = [*runs, other]
-    site = slurm.Site(kinds={"run": {"gpus": 1}, "comparison": {"cpus_per_task": 2}})
+    site = slurm_site.Site(kinds={"run": {"gpus": 1}, "comparison": {"cpus_per_task": 2}})
     batch = on_slurm.slurm_jobs(jobs, [comparison, maps], [("echo", job.name) for job in [*jobs, comparison, maps]],
                                 site, "smoke", tmp_path / "runs")
     assert [(job.name, job.array, job.command[-1]) for job in batch] == [
@@ -396,7 +397,7 @@ def _run_plan(tmp_path: Path, runs: list, comparison, **options) -> list:
 
     return on_slurm.run_plan_on_slurm(runs, [comparison], job_command=lambda path: [PY, "-c", TOY_EXECUTE, str(path)],
                                       write_job_file=write_job_file, profile="smoke", runs_root=tmp_path / "runs",
-                                      site=slurm.Site(), poll_seconds=0.5, **options)
+                                      site=slurm_site.Site(), poll_seconds=0.5, **options)
 
 
 @pytest.mark.slurm

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from heritage.pipeline import slurm
+from heritage.pipeline import slurm, slurm_site
 from heritage.pipeline.jobs import NotebookJob, job_command, write_job_file
 from heritage.pipeline.schedulers import DONE, FAILED, SUBMITTED, JobResult, finals
 
@@ -36,7 +36,7 @@ class SlurmPlanScheduler:
 def run_plan_on_slurm(jobs: Sequence[NotebookJob], final: Sequence[NotebookJob], *,
                       job_command: Callable[[Path], list[str]], write_job_file: Callable[[NotebookJob], Path],
                       profile: str, runs_root: str | os.PathLike, wait: bool = True, attach: bool = False,
-                      chain: bool = False, site: slurm.Site | None = None,
+                      chain: bool = False, site: slurm_site.Site | None = None,
                       poll_seconds: float | None = None) -> list[JobResult]:
     """Run the notebook jobs as batch jobs of :class:`heritage.pipeline.slurm.SlurmScheduler`; one JobResult per job.
 
@@ -44,7 +44,7 @@ def run_plan_on_slurm(jobs: Sequence[NotebookJob], final: Sequence[NotebookJob],
     ``run_dir``, named ``<poc>/<encoder>/<split>``) of one POC x encoder form an array; ``final`` (the
     comparison, the damage maps) depends ``afterok`` on every other job. Jobs without a run folder
     (dataset, comparison, damage-maps) keep their SLURM files in ``<runs_root>/.slurm-<name>``.
-    Resources come from the site file (:func:`heritage.pipeline.slurm.load_site`): kind ``run`` for runs, else
+    Resources come from the site file (:func:`heritage.pipeline.slurm_site.load_site`): kind ``run`` for runs, else
     the job's name (``dataset``, ``comparison``, ``damage-maps``). ``wait=False`` returns after
     submitting (state ``submitted``); ``attach=True`` submits nothing and follows
     ``<runs_root>/.slurm-submission.json`` instead; ``chain=True`` runs the jobs one after another
@@ -67,7 +67,7 @@ def run_plan_on_slurm(jobs: Sequence[NotebookJob], final: Sequence[NotebookJob],
             raise slurm.SlurmError(f"jobs of the previous submission ({submission_file}) are still queued or running: "
                                    f"follow them with --attach, or cancel them first: scancel {' '.join(active)}")
     batch = slurm_jobs(jobs, final, [job_command(write_job_file(job)) for job in [*jobs, *final]],
-                       site or slurm.load_site(), profile, runs_root)
+                       site or slurm_site.load_site(), profile, runs_root)
     scheduler = slurm.SlurmScheduler(submission_file, poll_seconds=poll_seconds)
     ids = scheduler.submit(batch, chain=chain)
     slurm_ids = sorted({job_id.split("_")[0] for job_id in ids.values()}, key=int)
@@ -78,7 +78,7 @@ def run_plan_on_slurm(jobs: Sequence[NotebookJob], final: Sequence[NotebookJob],
 
 
 def slurm_jobs(jobs: Sequence[NotebookJob], final: Sequence[NotebookJob], commands: Sequence[Sequence[str]],
-               site: slurm.Site, profile: str, runs_root: str | os.PathLike) -> list[slurm.Job]:
+               site: slurm_site.Site, profile: str, runs_root: str | os.PathLike) -> list[slurm.Job]:
     """The batch jobs of ``[*jobs, *final]`` (``commands`` in that order): a run's array key is its
     ``<poc>/<encoder>`` (the name without the split), its resources the site's kind ``run``; the
     others' SLURM files go to ``<runs_root>/.slurm-<name>``, their kind is their name; each of
