@@ -45,7 +45,6 @@ import json
 import math
 import os
 import platform
-import re
 import resource
 import signal
 import subprocess

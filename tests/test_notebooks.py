@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from heritage import config, errors, fileio, report
-from heritage.pipeline import paper, run_configs
+from heritage.pipeline import run_configs
 from heritage.pipeline.jobs import NotebookJob, write_job_file
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ import pytest
 
 from heritage import fileio
 from heritage.pipeline import paper, progress, schedulers
-from heritage.pipeline.jobs import NotebookJob
+from heritage.pipeline.jobs import RUN_NOTEBOOK, NotebookJob, stamp_of
 from test_paper import FakeExecutor, make_jobs, notebooks  # noqa: F401 - the fixture
 
 HEADER = "epoch,train_loss,val_miou,lr,images_per_s,peak_memory_mb,elapsed_s\n"
@@ -63,7 +63,7 @@ def finish(folder: Path, seconds: float | None = None, wall: float | None = None
     setting = {"profile": "smoke", "epochs": epochs, "image_size": 64, "batch_size": 8}
     folder.mkdir(parents=True)
     if seconds is not None:
-        fileio.write_json(folder / progress.STAMP_NAME, {"seconds": seconds, "setting": setting})
+        fileio.write_json(stamp_of(folder / RUN_NOTEBOOK), {"seconds": seconds, "setting": setting})
     if wall is not None:
         fileio.write_json(folder / "metrics.json", {**setting, "wall_time_s": wall})
 

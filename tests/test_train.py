@@ -21,7 +21,7 @@ from heritage.data import splits, working
 from heritage.training import engine, runs, train
 from heritage.modeling import metrics
 from heritage.pipeline import preparation
-from heritage.config import ConfigError, RunConfig, load_run_config, run_dir
+from heritage.config import RunConfig, load_run_config, run_dir
 
 SMOKE_POC, SMOKE_ENCODER = "poc58_baseline", "convnext_tiny"  # the POC's smoke encoder
 # The learning test trains POC-5.9's smoke configuration with the budget of bench/learning_check.py's

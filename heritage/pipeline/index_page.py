@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from heritage import fileio
+from heritage.training import runs
 from heritage.pipeline.jobs import NotebookJob, is_up_to_date
 from heritage.pipeline.schedulers import DONE, JobResult
 
@@ -40,7 +41,8 @@ def write_index(paper_dir: Path, jobs: Sequence[NotebookJob], comparison: Notebo
         if job.run_dir is None:
             others.append(f"The data at a glance: {link(job.html, 'report (HTML)')}, {link(job.output, 'notebook')}")
             continue
-        metrics = fileio.read_json(job.run_dir / "metrics.json") if (job.run_dir / "metrics.json").is_file() else {}
+        metrics_path = job.run_dir / runs.METRICS_FILE
+        metrics = fileio.read_json(metrics_path) if metrics_path.is_file() else {}
         current = metrics.get("config_hash") == job.key
         miou, clean, per_image = (metrics["test"].get(k) if current else None
                                   for k in ("miou", "all_clean_miou", "per_image_miou"))

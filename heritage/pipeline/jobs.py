@@ -15,8 +15,11 @@ from typing import Any, Mapping, Sequence
 
 from heritage import errors, fileio
 from heritage.config import RunConfig
+from heritage.training.runs import METRICS_FILE
 from heritage.pipeline.run_configs import CONFIG_PARAMETER, notebook_parameters
 
+# A run folder's executed POC notebook and its HTML report (the training files: heritage.training.runs).
+RUN_NOTEBOOK, RUN_REPORT = "notebook.ipynb", "report.html"
 COMPARISON_NOTEBOOK = "99_comparison"
 DATASET_NOTEBOOK = "00_dataset"
 
@@ -44,7 +47,7 @@ class NotebookJob:
 
     @property
     def stamp(self) -> Path:
-        return self.output.with_suffix(".stamp.json")
+        return stamp_of(self.output)
 
     def fingerprint(self) -> str:
         """Hash of the key and the current content of every input (a missing input counts as such)."""
@@ -77,6 +80,11 @@ class NotebookJob:
         return cls(**converted)
 
 
+def stamp_of(output: Path) -> Path:
+    """The stamp beside an executed notebook (``notebook.ipynb`` -> ``notebook.stamp.json``)."""
+    return output.with_suffix(".stamp.json")
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
@@ -93,8 +101,8 @@ def run_job_for(config: RunConfig, notebooks_dir: Path) -> NotebookJob:
     template = notebooks_dir / f"{config.poc}.ipynb"
     return NotebookJob(
         name=f"{config.poc_key}/{config.encoder}/{config.split_name}", template=template,
-        output=folder / "notebook.ipynb", html=folder / "report.html", parameters=notebook_parameters(config),
-        key=config.config_hash(), inputs=(template, folder / "metrics.json"), required=(folder / "metrics.json",),
+        output=folder / RUN_NOTEBOOK, html=folder / RUN_REPORT, parameters=notebook_parameters(config),
+        key=config.config_hash(), inputs=(template, folder / METRICS_FILE), required=(folder / METRICS_FILE,),
         run_dir=folder, config=config.to_dict(),
     )
 
@@ -122,7 +130,7 @@ def comparison_job(configs: Sequence[RunConfig], notebooks_dir: Path, paper_dir:
     return NotebookJob(
         name="comparison", template=template, output=paper_dir / f"{COMPARISON_NOTEBOOK}.ipynb",
         html=paper_dir / f"{COMPARISON_NOTEBOOK}.html", parameters=parameters, key=plan_key,
-        inputs=(template, *(config_module.run_dir(c) / "metrics.json" for c in configs)),
+        inputs=(template, *(config_module.run_dir(c) / METRICS_FILE for c in configs)),
         required=(paper_dir / "provenance.json",),
     )
 
@@ -145,7 +153,7 @@ def damage_maps_job(configs: Sequence[RunConfig], notebooks_dir: Path, paper_dir
         name="damage-maps", template=template, output=folder / f"{gallery.NOTEBOOK}.ipynb",
         html=folder / f"{gallery.NOTEBOOK}.html",
         parameters={"runs": runs, "out_dir": str(folder.resolve()), "n_scans": n_scans}, key=key,
-        inputs=(template, *(Path(run_dir) / "metrics.json" for run_dir, _ in runs)),
+        inputs=(template, *(Path(run_dir) / METRICS_FILE for run_dir, _ in runs)),
         required=(folder / gallery.INDEX_FILE,),
     )
 

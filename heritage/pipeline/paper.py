@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Sequence
 
 from heritage import errors, fileio
+from heritage.training import runs
 from heritage.pipeline.execution import (_first_line, check_parameters, ensure_kernel, execute_notebook, render_html,
                                          run_job)
 from heritage.pipeline.index_page import write_index
@@ -138,7 +139,7 @@ def run_paper(jobs: Sequence[NotebookJob], comparison: NotebookJob, scheduler: S
             continue
         # the comparison follows any executed job; the damage maps only the runs whose metrics they read
         follows = pending if job is comparison else [p for p in pending if p.run_dir is not None
-                                                     and p.run_dir / "metrics.json" in job.inputs]
+                                                     and p.run_dir / runs.METRICS_FILE in job.inputs]
         if follows or not is_up_to_date(job):
             final.append(job)
         else:

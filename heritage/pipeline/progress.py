@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from heritage import fileio
+from heritage.pipeline.jobs import RUN_NOTEBOOK, stamp_of
+from heritage.training.runs import HISTORY_FILE, METRICS_FILE
 
 POLL_SECONDS = 2.0
-HISTORY_FILE = "history.csv"
-STAMP_NAME = "notebook.stamp.json"
 
 
 def duration(seconds: float | None) -> str:
@@ -67,7 +67,7 @@ def expected_seconds(name: str, config: dict[str, Any] | None, run_dir: Path | N
     stamped, trained = [], []
     for sibling in sorted(p for p in run_dir.parent.iterdir() if p.is_dir() and p != run_dir) \
             if run_dir.parent.is_dir() else []:
-        stamp, metrics = _read(sibling / STAMP_NAME), _read(sibling / "metrics.json")
+        stamp, metrics = _read(stamp_of(sibling / RUN_NOTEBOOK)), _read(sibling / METRICS_FILE)
         if stamp.get("seconds") is not None and _same_setting(stamp.get("setting") or {}, config):
             stamped.append(float(stamp["seconds"]))
         elif metrics.get("wall_time_s") is not None and _same_setting(metrics, config):

@@ -20,8 +20,9 @@ report.X`` works: the POC notebooks (run views), ``heritage.inference.predict`` 
 (banner, ``load_metrics``), ``bench/*.py`` and the tests.
 """
 
-from heritage.training.provenance import (ARTEFACT, METRICS_FILE, RUN_COLUMNS, SYNTHETIC, Banner, banner_html, data_kind,
+from heritage.training.provenance import (ARTEFACT, RUN_COLUMNS, SYNTHETIC, Banner, banner_html, data_kind,
                                           load_metrics, make_banner, run_banner)
+from heritage.training.runs import METRICS_FILE
 from heritage.report.comparison import Comparison, build_comparison, findings, write_comparison
 from heritage.report.dataset_views import (class_share_table, example_ids, overlay, plot_class_shares,
                                            plot_examples, plot_material_content, plot_split_balance, split_balance)

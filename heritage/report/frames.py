@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from heritage.config import RunConfig
-from heritage.training.provenance import METRICS_FILE, RUN_COLUMNS, _pretrained, load_metrics, run_row
+from heritage.training.runs import CONFIG_FILE, METRICS_FILE
+from heritage.training.provenance import RUN_COLUMNS, _pretrained, load_metrics, run_row
 
 # A setting is one configuration evaluated on several folds; its runs differ only in the fold.
 SETTING = ["poc", "variant", "encoder", "protocol"]
@@ -57,7 +58,7 @@ def _per_image(run_dir: Path) -> pd.DataFrame | None:
 def _max_train_samples(run_dir: Path) -> int | str | None:
     """``max_train_samples`` from the run's config.yaml (metrics.json lacks it): an int, ALL_SAMPLES for
     None, or None when config.yaml does not record it."""
-    path = run_dir / "config.yaml"
+    path = run_dir / CONFIG_FILE
     if not path.is_file():
         return None
     import yaml

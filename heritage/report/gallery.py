@@ -71,11 +71,11 @@ def choose_run(planned: Sequence[Sequence[str]]) -> Choice:
     Only runs whose ``metrics.json`` holds the planned config hash count; ties go to the first in plan
     order. Raises InputError when none has finished.
     """
-    from heritage.training import provenance
+    from heritage.training import provenance, runs
 
     candidates, not_finished = [], []
     for run_dir, config_hash in planned:
-        path = Path(run_dir) / provenance.METRICS_FILE
+        path = Path(run_dir) / runs.METRICS_FILE
         metrics = provenance.load_metrics(path) if path.is_file() else None
         val = ((metrics or {}).get("val") or {}).get("miou")
         if metrics is None or metrics["config_hash"] != config_hash or val is None:
@@ -98,7 +98,9 @@ def _number(value: Any) -> float:
 def run_config(run_dir: str | Path):
     from heritage.config import RunConfig
 
-    return RunConfig.from_yaml(Path(run_dir) / "config.yaml")
+    from heritage.training import runs
+
+    return RunConfig.from_yaml(Path(run_dir) / runs.CONFIG_FILE)
 
 
 def test_scan_ids(run_dir: str | Path, n: int = N_SCANS) -> list[str]:

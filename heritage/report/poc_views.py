@@ -24,8 +24,8 @@ from heritage import config as config_module
 from heritage import fileio
 from heritage.data import taxonomy
 from heritage.config import RunConfig, run_dir
+from heritage.training.runs import METRICS_FILE
 
-METRICS_FILE = "metrics.json"  # heritage.training.runs.METRICS_FILE, without importing torch for a name
 CLASS_WEIGHTS_FILE = "class_weights.json"  # heritage.training.runs.CLASS_WEIGHTS_FILE
 LEVELS = ("binary", "coarse", "fine")
 

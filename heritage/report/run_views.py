@@ -20,6 +20,7 @@ from heritage import errors
 from heritage.data import taxonomy
 from heritage.config import RunConfig
 from heritage.training.provenance import _number
+from heritage.training.runs import HISTORY_FILE
 from heritage.report.tables import ABSENT, _fixed
 
 
@@ -84,7 +85,7 @@ def per_class_frame(metrics: dict[str, Any]) -> pd.DataFrame:
 
 
 def read_history(run_dir: str | Path) -> pd.DataFrame:
-    path = Path(run_dir) / "history.csv"
+    path = Path(run_dir) / HISTORY_FILE
     if not path.is_file():
         raise errors.MissingInputError(f"{path}: file not found (the run has not finished an epoch)")
     history = pd.read_csv(path)

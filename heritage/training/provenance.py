@@ -19,8 +19,8 @@ from typing import Any
 import pandas as pd
 
 from heritage import errors, fileio
+from heritage.training.runs import CONFIG_FILE, METRICS_FILE
 
-METRICS_FILE = "metrics.json"
 # heritage.data.synthetic.plan.sample_id starts every stand-in id with it; ARTeFACT's own ids are cuids ("c...").
 SYNTHETIC_ID_PREFIX = "syn"
 SYNTHETIC, ARTEFACT = "synthetic stand-in", "ARTeFACT"
@@ -50,7 +50,7 @@ def _pretrained(run_dir: Path, recorded: Any) -> bool | None:
     """``pretrained`` from metrics.json, else from the run's config.yaml; None when neither says."""
     if recorded is not None:
         return bool(recorded)
-    path = run_dir / "config.yaml"
+    path = run_dir / CONFIG_FILE
     if not path.is_file():
         return None
     import yaml
@@ -167,7 +167,7 @@ def run_banner(run_dir: str | Path) -> Banner:
     run_dir = Path(run_dir)
     row = run_row(load_metrics(run_dir / METRICS_FILE), run_dir.name)
     row["pretrained"] = _pretrained(run_dir, row["pretrained"])
-    config_path = run_dir / "config.yaml"
+    config_path = run_dir / CONFIG_FILE
     config = (yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}) if config_path.is_file() else {}
     data_dir = config.get("data_dir")
     known = data_dir is not None and (Path(data_dir) / "metadata.csv").is_file()

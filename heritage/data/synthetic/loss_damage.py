@@ -97,7 +97,7 @@ def _puncture(canvas: _Canvas) -> np.ndarray:
 
 def _burn(canvas: _Canvas) -> np.ndarray:
     """Scorch: charred black core fading to a brown singed edge."""
-    rng, (h, w), scale = canvas.rng, canvas.shape, canvas.scale
+    rng, (h, w) = canvas.rng, canvas.shape
     area = math.exp(rng.uniform(math.log(0.0006), math.log(0.004)))
     mask = _blob(rng, canvas.artwork, area, 0.8, math.sqrt(area * h * w) * 0.6 + 1)
     depth = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 3)
