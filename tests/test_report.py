@@ -637,6 +637,17 @@ def test_the_per_image_figure_shows_every_image_and_the_headline(per_image_root,
     assert report.footer_text(comparison.figure("per_image_miou")) == comparison.banner.text
 
 
+def test_the_same_runs_give_the_same_figure_files(per_image_root, planned, tmp_path) -> None:
+    # the strip plot's jitter is random and a PDF is dated unless told otherwise: a rebuilt paper must not differ
+    np.random.seed(123)
+    before = np.random.get_state()[1].copy()
+    for paper in ("first", "second"):
+        report.write_comparison(report.build_comparison(per_image_root, planned), tmp_path / paper, per_image_root)
+    for name in ("per_image_miou.png", "per_image_miou.pdf", "per_class_iou_heatmap.pdf"):
+        assert (tmp_path / "first" / "figures" / name).read_bytes() == (tmp_path / "second" / "figures" / name).read_bytes()
+    assert (np.random.get_state()[1] == before).all()  # the figure's seed stayed inside it
+
+
 def test_the_runs_carry_the_per_image_miou_beside_the_dataset_level_one(runs_root, planned) -> None:
     folder = runs_root / "poc58_baseline" / "convnext_tiny" / "holdout-holdout"
     metrics = fileio.read_json(folder / "metrics.json")

@@ -26,7 +26,7 @@ from heritage.report.figures import (PER_IMAGE_CAPTION, add_footer, miou_through
 from heritage.report.frames import load_runs, select_runs, summarise
 from heritage.report.paired import question_table, rq4_per_class_table
 from heritage.report.tables import Table, _sources
-from heritage.report.verdicts import NOT_SUPPORTED
+from heritage.report.verdicts import CONFIDENCE, NOT_SUPPORTED
 
 
 @dataclass
@@ -63,7 +63,7 @@ QUESTION_FIGURES: dict[str, tuple[str, Callable[[Table], Figure], str]] = {
     "rq4_per_class_differences": (
         "rq4_per_class", rq4_per_class_plot,
         "RQ4 per class: patch − letterbox test IoU at the same training budget, mean over paired folds with its "
-        "95% t interval (thin classes in red)"),
+        f"{CONFIDENCE:.0%} t interval (thin classes in red)"),
 }
 
 

@@ -7,7 +7,9 @@ no global figure state, no GUI backend).
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ from matplotlib.figure import Figure  # no pyplot: no global figure state, no GU
 from heritage import fileio
 from heritage.report.frames import FAMILY_ORDER, SETTING, _matches, encoder_label, poc_label, setting_label
 from heritage.report.tables import ABSENT, NO_RUN, Table
-from heritage.report.verdicts import NOT_COMPARED
+from heritage.report.verdicts import CONFIDENCE, NOT_COMPARED
 
 
 def per_class_heatmap(table: Table) -> Figure:
@@ -70,7 +72,7 @@ def rq4_per_class_plot(table: Table) -> Figure:
         for label, thin in zip(ax.get_yticklabels(), rows["thin"]):
             label.set_color("tab:red" if thin else "black")
         ax.invert_yaxis()
-        ax.set_xlabel("patch − letterbox test IoU (points; 95% CI over paired folds)")
+        ax.set_xlabel(f"patch − letterbox test IoU (points; {CONFIDENCE:.0%} CI over paired folds)")
         ax.set_title(f"RQ4: {encoder_label(encoder)}, {protocol} (red: thin classes)")
     return fig
 
@@ -126,6 +128,18 @@ PER_IMAGE_CAPTION = ("Per-image test mIoU per setting, all folds: one point per 
                      "dataset-level mIoU (the headline: pixels pooled over the images of each fold, mean over folds)")
 
 
+@contextlib.contextmanager
+def _seeded_numpy_global(seed: int) -> Iterator[None]:
+    """numpy's global generator seeded for the block and given back its state after: the same runs draw the
+    same figure, and nothing else sees the seed."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 def per_image_plot(runs: pd.DataFrame, summary: pd.DataFrame) -> Figure:
     """:data:`PER_IMAGE_CAPTION`: seaborn box plot (no outlier markers: every image is a point) and strip plot."""
     import seaborn as sns
@@ -141,8 +155,9 @@ def per_image_plot(runs: pd.DataFrame, summary: pd.DataFrame) -> Figure:
         return fig
     shown = images.assign(miou=100 * images["miou"])
     sns.boxplot(data=shown, x="miou", y="setting", order=order, ax=ax, color="0.9", showfliers=False, width=0.6)
-    sns.stripplot(data=shown, x="miou", y="setting", order=order, ax=ax, size=3, alpha=0.6, jitter=0.2,
-                  color="tab:blue")
+    with _seeded_numpy_global(0):  # seaborn draws the jitter from numpy's global generator
+        sns.stripplot(data=shown, x="miou", y="setting", order=order, ax=ax, size=3, alpha=0.6, jitter=0.2,
+                      color="tab:blue")
     headline = {setting_label(row): 100 * row["miou_mean"] for _, row in summary[summary["n_runs"] > 0].iterrows()}
     ax.scatter([headline[label] for label in order], range(len(order)), marker="D", color="tab:red", zorder=5,
                label="dataset-level mIoU (mean over folds)")
@@ -169,6 +184,10 @@ def footer_text(fig: Figure) -> str | None:
     return " ".join(found[-1].split()) if found else None
 
 
+# A PDF states when it was written unless told not to: without it the same figure is the same bytes.
+_NO_DATE = {".pdf": {"CreationDate": None}}
+
+
 def save_figure(fig: Figure, path_without_suffix: str | Path, footer: str | None = None) -> list[Path]:
     """Write ``fig`` as PNG and PDF next to each other (atomically); return both paths.
 
@@ -181,6 +200,7 @@ def save_figure(fig: Figure, path_without_suffix: str | Path, footer: str | None
         path = Path(path_without_suffix).with_suffix(suffix)
         with fileio.atomic_path(path) as tmp:
             # a tight box holds the footer drawn below the axes area
-            fig.savefig(tmp, format=suffix[1:], dpi=150, **({"bbox_inches": "tight"} if footer else {}))
+            fig.savefig(tmp, format=suffix[1:], dpi=150, metadata=_NO_DATE.get(suffix),
+                        **({"bbox_inches": "tight"} if footer else {}))
         written.append(path)
     return written

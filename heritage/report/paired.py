@@ -21,11 +21,13 @@ from heritage.report import design
 from heritage.report.design import rq4_pairs
 from heritage.report.frames import CONFIG_FIELDS, SETTING, _matches, _same, encoder_label, setting_label
 from heritage.report.tables import ABSENT, Table, _fixed, _sources
-from heritage.report.verdicts import MIN_PAIRED_UNITS, NOT_COMPARED, NOT_SUPPORTED, Verdict, decide
+from heritage.report.verdicts import (CONFIDENCE, MIN_PAIRED_UNITS, NOT_COMPARED, NOT_SUPPORTED, PairedDifference,
+                                      Verdict, decide)
 
 # What fixes a training run's compute budget: the same values give the same steps and training pixels
 # (an epoch has as many items as training samples in both sampling modes). RQ4 compares only arms that agree.
 BUDGET_FIELDS = ("image_size", "batch_size", "epochs", "max_train_samples")
+CI = f"{CONFIDENCE:.0%} CI"  # the display tables' interval column, and the level their captions state
 
 
 def paired_runs(runs: pd.DataFrame, a: pd.Series, b: pd.Series) -> pd.DataFrame:
@@ -81,8 +83,7 @@ def comparison_table(name: str, caption: str, runs: pd.DataFrame, summary: pd.Da
         display_rows.append({
             "A": label_a, "B": label_b, "Paired folds": difference.n,
             "A − B (mIoU pts)": _fixed(difference.mean, 2, 100),
-            "95% CI": (f"[{_fixed(difference.ci_low, 2, 100)}, {_fixed(difference.ci_high, 2, 100)}]"
-                       if difference.testable else "n/a"),
+            CI: _interval_cell(difference),
             "Folds A, B above all-Clean": (f"{_count(verdict.above_a)}, {_count(verdict.above_b)} of {difference.n}"
                                            if difference.n else "n/a"),
             **_artwork_cells(artworks),
@@ -95,7 +96,7 @@ def comparison_table(name: str, caption: str, runs: pd.DataFrame, summary: pd.Da
     else:
         notes.append(f"- {_artwork_note()}")
     if pairs and not any(row["verdict"] != NOT_SUPPORTED for row in data_rows):
-        notes.insert(0, f"No pair meets the verdict rules ({MIN_PAIRED_UNITS}+ paired folds, a 95% CI excluding 0, "
+        notes.insert(0, f"No pair meets the verdict rules ({MIN_PAIRED_UNITS}+ paired folds, a {CI} excluding 0, "
                         "both sides above their all-Clean baseline on every paired fold): no difference is claimed.")
     involved = summary.loc[sorted({i for pair in pairs for i in pair})] if pairs else summary.iloc[0:0]
     return Table(name=name, caption=caption, data=pd.DataFrame(data_rows, columns=[
@@ -106,9 +107,9 @@ def comparison_table(name: str, caption: str, runs: pd.DataFrame, summary: pd.Da
 
 # Display columns of a comparison table, also when no pair has runs (a header with no rows).
 # The artwork bootstrap's display columns (heritage.report.resampling.STATISTICS keys), beside the fold-level interval.
-_ARTWORK_COLUMNS = {"dataset_miou": "Artwork bootstrap, dataset-level A − B [95% CI]",
-                    "per_image_miou": "Artwork bootstrap, per-image A − B [95% CI]"}
-_COMPARISON_COLUMNS = ["A", "B", "Paired folds", "A − B (mIoU pts)", "95% CI", "Folds A, B above all-Clean",
+_ARTWORK_COLUMNS = {"dataset_miou": f"Artwork bootstrap, dataset-level A − B [{CI}]",
+                    "per_image_miou": f"Artwork bootstrap, per-image A − B [{CI}]"}
+_COMPARISON_COLUMNS = ["A", "B", "Paired folds", "A − B (mIoU pts)", CI, "Folds A, B above all-Clean",
                        *_ARTWORK_COLUMNS.values(), "Also differs", "Verdict"]
 _ARTWORK_DATA = ["artwork_n_sources", "artwork_n_images", *(f"artwork_{statistic}_{name}" for statistic in (
     "dataset", "per_image") for name in ("diff", "ci_low", "ci_high")), "artwork_note"]
@@ -119,7 +120,7 @@ def _artwork_note() -> str:
 
     return (f"Artwork bootstrap: the test images of all paired folds, their source artworks resampled with "
             f"replacement ({resampling.RESAMPLES} draws, seed {resampling.SEED}, each artwork's images together), "
-            "percentile 95% interval of A − B in dataset-level mIoU (pixels pooled over the drawn images) and in "
+            f"percentile {CONFIDENCE:.0%} interval of A − B in dataset-level mIoU (pixels pooled over the drawn images) and in "
             "per-image mIoU (mean over the drawn images); shown beside the fold-level t interval, the verdict "
             "uses the folds only.")
 
@@ -167,6 +168,11 @@ def _artwork_cells(artworks: dict[str, Any] | str) -> dict[str, str]:
     return {column: (f"{_fixed(artworks[key].mean, 2, 100)} [{_fixed(artworks[key].ci_low, 2, 100)}, "
                      f"{_fixed(artworks[key].ci_high, 2, 100)}], {artworks[key].n_sources} artworks")
             for key, column in _ARTWORK_COLUMNS.items()}
+
+
+def _interval_cell(difference: PairedDifference) -> str:
+    """The CI cell of a paired difference in points: "[-0.40, 2.90]"-like bounds, "n/a" without an interval."""
+    return f"[{_fixed(difference.ci_low, 2, 100)}, {_fixed(difference.ci_high, 2, 100)}]" if difference.testable else "n/a"
 
 
 def _count(value: int | None) -> str:
@@ -275,8 +281,7 @@ def rq4_per_class_table(runs: pd.DataFrame, summary: pd.DataFrame) -> Table:
                 "Letterbox IoU (%)": iou_b if isinstance(iou_b, str) else f"{100 * iou_b:.2f}",
                 "Patch IoU (%)": iou_a if isinstance(iou_a, str) else f"{100 * iou_a:.2f}",
                 "Patch − letterbox (IoU pts)": _fixed(difference.mean, 2, 100) if held else "n/a",
-                "95% CI": (f"[{_fixed(difference.ci_low, 2, 100)}, {_fixed(difference.ci_high, 2, 100)}]"
-                           if difference.testable else "n/a"),
+                CI: _interval_cell(difference),
                 "Folds": len(held)}
             if not verdict.compared:
                 numbers = dict.fromkeys(numbers, NOT_COMPARED)
@@ -288,14 +293,14 @@ def rq4_per_class_table(runs: pd.DataFrame, summary: pd.DataFrame) -> Table:
         name="rq4_per_class",
         caption=("RQ4 per class - patch (A) vs letterbox (B) at the same training budget: test IoU (%) per class "
                  "at the working resolution (the same test pixels), mean over the paired folds whose test part "
-                 "holds the class, the paired difference A − B with its 95% t interval and the verdict rules "
+                 f"holds the class, the paired difference A − B with its {CONFIDENCE:.0%} t interval and the verdict rules "
                  f"(both runs above their all-Clean mIoU on every paired fold); thin classes ({thin_names}) marked, "
                  f"'{THIN_MEAN}' their mean per fold"),
         data=pd.DataFrame(data_rows, columns=[
             "encoder", "protocol", "class", "thin", "n_pairs", "iou_letterbox", "iou_patch", "mean_diff", "ci_low", "ci_high",
             "verdict", "reason"]),
         display=pd.DataFrame(display_rows, columns=[
-            "Encoder", "Class", "Thin", "Letterbox IoU (%)", "Patch IoU (%)", "Patch − letterbox (IoU pts)", "95% CI",
+            "Encoder", "Class", "Thin", "Letterbox IoU (%)", "Patch IoU (%)", "Patch − letterbox (IoU pts)", CI,
             "Folds", "Verdict"]),
         runs=sorted({(r["run_dir"], r["config_hash"]): r for r in sources}.values(), key=lambda r: r["run_dir"]),
         notes=notes,

@@ -47,13 +47,6 @@ class BootstrapDifference:
     seed: int
     confidence: float = CONFIDENCE
 
-    @property
-    def excludes_zero(self) -> bool:
-        return self.ci_low > 0 or self.ci_high < 0
-
-    def interval(self, scale: float = 100.0) -> str:
-        return f"[{self.ci_low * scale:+.2f}, {self.ci_high * scale:+.2f}]"
-
 
 def setting_images(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """One per-image table of a setting from its runs' (run folder -> its ``per_image.csv`` rows), with
