@@ -187,3 +187,14 @@ def test_same_metrics_compares_existing_runs_without_their_timings(tmp_path):
     differs = subprocess.run([*script, str(tmp_path / "fp-after"), "--runs-root", str(tmp_path / "after" / "runs"),
                               "--compare", str(tmp_path / "fp-before" / "summary.json")], capture_output=True, text=True)
     assert (differs.returncode, differs.stdout.strip()) == (1, "poc/enc/holdout-holdout: differs")
+
+
+def test_fast_loop_time_reads_pytest_summary_line(monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import fast_loop_time
+
+    output = ("tests/test_a.py ....  [100%]\n"
+              "=========== 612 passed, 3 skipped, 175 deselected, 4 warnings in 141.20s (0:02:21) ===========\n")
+    assert fast_loop_time.pytest_summary(output) == "612 passed, 3 skipped, 175 deselected, 4 warnings in 141.20s (0:02:21)"
+    assert fast_loop_time.pytest_summary("=== 1 failed, 2 passed in 3.0s ===") == "1 failed, 2 passed in 3.0s"
+    assert fast_loop_time.pytest_summary("make: *** [Makefile:67: test-fast] Error 2\n") is None
