@@ -192,13 +192,18 @@ def test_a_manifest_of_a_smaller_earlier_dataset_is_refused_as_stale(copy_data_d
     assert len(train) + 4 * (len(val) + len(test)) == 480
 
 
+def drop_fingerprint(folder, protocol: str) -> None:
+    """The manifest as versions before metadata_sha256 wrote it."""
+    manifest = fileio.read_json(splits.manifest_path(folder, protocol))
+    del manifest["metadata_sha256"]
+    fileio.write_json(splits.manifest_path(folder, protocol), manifest)
+
+
 def test_a_manifest_without_fingerprint_falls_back_to_the_coverage_check(copy_data_dir):
     """Manifests written before metadata_sha256: still loaded while they cover metadata.csv, refused once not."""
     folder = copy_data_dir()
     for protocol in splits.PROTOCOLS:  # as an older version wrote them
-        manifest = fileio.read_json(splits.manifest_path(folder, protocol))
-        del manifest["metadata_sha256"]
-        fileio.write_json(splits.manifest_path(folder, protocol), manifest)
+        drop_fingerprint(folder, protocol)
     assert splits.load_manifest(folder, "kfold")["folds"]
     datafolder.write_metadata(folder, grown_metadata(datafolder.read_metadata(folder), 5))
     with pytest.raises(ValueError, match=r"holdout\.json: stale manifest: fold 'holdout' covers 24 of 120 source "
@@ -212,9 +217,7 @@ def test_a_split_made_before_augmenting_is_refused_as_stale(copy_data_dir):
     metadata = datafolder.read_metadata(folder)
     datafolder.write_metadata(folder, metadata[metadata["transform"] == datafolder.IDENTITY])  # originals only
     splits.write_manifests(folder, ["kfold"], k=4, seed=7)
-    manifest = fileio.read_json(splits.manifest_path(folder, "kfold"))
-    del manifest["metadata_sha256"]  # the coverage check alone must see the missing copies
-    fileio.write_json(splits.manifest_path(folder, "kfold"), manifest)
+    drop_fingerprint(folder, "kfold")  # the coverage check alone must see the missing copies
     datafolder.write_metadata(folder, metadata)  # then augmented
     with pytest.raises(ValueError, match=r"fold 'fold0': train lacks \d+ sample\(s\) of its source images in "
                                          r"metadata\.csv, e\.g\. \['.*__hflip'.*\(augmented after the split\?\); "
