@@ -62,7 +62,8 @@ test: env
 		$(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks/
 
 # The unit tests alone, for the edit-test loop: the slow ones (smoke paper, notebooks, learning run,
-# the GPU check's dry run) and those needing SLURM daemons are left out. CI runs `make test`.
+# the GPU check's dry run, DDP and signalled train processes) and those needing SLURM daemons are left
+# out. CI runs `make test`.
 test-fast: env
 	$(PY) -m pytest -m "not slow and not slurm"
 

@@ -254,6 +254,7 @@ def _ddp_worker(rank: int, world: int, port: int, data_dir: str, runs_root: str,
     devices.teardown_distributed(dist)
 
 
+@pytest.mark.slow  # two spawned processes, each importing torch
 def test_distributed_data_parallel_on_two_cpu_processes(data_dir, tmp_path):
     context = torch.multiprocessing.get_context("spawn")
     queue = context.Queue()

@@ -166,8 +166,9 @@ def test_an_interrupted_run_exits_75(monkeypatch, smoke_data, capsys):
     assert "stopped by SIGUSR1 at epoch 2, step 3" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a real train process: ~15 s of imports, data and a first epoch before the signal
 def test_sigusr1_to_the_train_command_checkpoints_and_exits_75(smoke_data, tmp_path):
-    """The real thing: a `python -m heritage train` process, signalled mid-run, then resumed."""
+    """The real thing: a `python -m heritage train` process, signalled mid-run, leaves its resume checkpoint."""
     command = [sys.executable, "-m", "heritage", "train", "--poc", SMOKE_POC, "--data", str(smoke_data),
                f"runs_root={tmp_path}", "epochs=40", "max_train_samples=16", "batch_size=4", "base_batch_size=4",
                "image_size=32", "--encoder", "convnext_tiny"]
