@@ -184,7 +184,7 @@ def footer_text(fig: Figure) -> str | None:
     return " ".join(found[-1].split()) if found else None
 
 
-# A PDF states when it was written unless told not to: without it the same figure is the same bytes.
+# A PDF records when it was written unless told not to; undated, the same figure gives the same bytes.
 _NO_DATE = {".pdf": {"CreationDate": None}}
 
 
