@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from heritage import fileio
-from heritage.training.runs import cpu_name
+from heritage.training import runs
 from train_bench import result_path  # bench/ is on sys.path when this runs as a script
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,14 +37,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
+    commit = runs.git_commit()  # the code timed, with "-dirty" for local changes
     load_before = os.getloadavg()
     started = time.perf_counter()
     done = subprocess.run(["make", "-C", str(REPO), "test-fast"], capture_output=True, text=True)
     seconds = time.perf_counter() - started
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    cpu = cpu_name()
+    cpu = runs.cpu_name()
     record = {
-        "benchmark": "test_fast", "cpu": cpu, "cores": os.cpu_count(), "git_commit": commit or None,
+        "benchmark": "test_fast", "cpu": cpu, "cores": os.cpu_count(), "git_commit": commit,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "command": "make test-fast",
         "returncode": done.returncode, "wall_s": round(seconds, 1), "pytest": pytest_summary(done.stdout),
         "load_average_1min_before": load_before[0], "load_average_1min_after": os.getloadavg()[0],

@@ -15,7 +15,6 @@ import argparse
 import datetime as dt
 import json
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
@@ -73,7 +72,7 @@ def main() -> Path:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     cpu = runs.cpu_name()
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or None
+    commit = runs.git_commit()
     record = {
         "benchmark": "per_image", "cpu": cpu, "torch_threads": torch.get_num_threads(), "git_commit": commit,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "repeats": args.repeats,

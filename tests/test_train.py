@@ -166,7 +166,7 @@ def test_an_interrupted_run_exits_75(monkeypatch, smoke_data, capsys):
     assert "stopped by SIGUSR1 at epoch 2, step 3" in capsys.readouterr().err
 
 
-@pytest.mark.slow  # a real train process: ~15 s of imports, data and a first epoch before the signal
+@pytest.mark.slow  # a real train process: its imports, data and a first epoch before the signal
 def test_sigusr1_to_the_train_command_checkpoints_and_exits_75(smoke_data, tmp_path):
     """The real thing: a `python -m heritage train` process, signalled mid-run, leaves its resume checkpoint."""
     command = [sys.executable, "-m", "heritage", "train", "--poc", SMOKE_POC, "--data", str(smoke_data),
