@@ -6,6 +6,7 @@ import math
 import os
 import signal
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -215,8 +216,9 @@ def test_a_checkpoint_of_another_configuration_is_not_resumed(data_dir, fold, tm
     assert comparable(result.history) != comparable(other.history)  # a resume would have given these rows
 
 
-def test_precision_and_memory_format_choices():
+def test_precision_and_memory_format_choices(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: False)
     assert devices.autocast_dtype("auto", cpu) is None
     assert devices.autocast_dtype("off", cuda) is None
     assert devices.autocast_dtype("bf16", cpu) is torch.bfloat16
@@ -225,6 +227,123 @@ def test_precision_and_memory_format_choices():
     assert devices.uses_channels_last("off", "convnext_tiny", cuda) is False
     assert devices.uses_channels_last("auto", "convnext_tiny", cpu) is True
     assert devices.uses_channels_last("auto", "mit_b3", cuda) is False
+    assert [devices.dtype_name(d) for d in (None, torch.bfloat16, torch.float16)] == ["float32", "bfloat16", "float16"]
+
+
+@pytest.mark.parametrize(("major", "expected"), [(6, torch.float16), (7, torch.float16), (8, torch.bfloat16),
+                                                 (9, torch.bfloat16)], ids=["P100", "V100", "A100", "H100"])
+def test_auto_precision_on_a_gpu_is_bf16_only_where_it_runs_natively(monkeypatch, major, expected):
+    """Below compute capability 8.0 torch's is_bf16_supported() still says yes (bf16 emulated), but cuDNN has
+    no bf16 convolutions there: fp16 with a GradScaler instead. The capability is mocked, the torch
+    function is the real one."""
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: SimpleNamespace(major=major, minor=0))
+    monkeypatch.setattr(torch.cuda, "_check_bf16_tensor_supported", lambda device: True)  # emulation works
+    assert torch.cuda.is_bf16_supported()  # what `auto` used to ask: yes on every one of them
+    assert devices.autocast_dtype("auto", torch.device("cuda")) is expected
+
+
+def test_fp16_trains_with_a_grad_scaler_and_bf16_without(data_dir, tmp_path):
+    for amp, scaled in (("fp16", True), ("bf16", False), ("off", False)):
+        config = make_config(data_dir, tmp_path, amp=amp)
+        training = engine.Training.wrap(config, TinyNet(), losses.build_loss("dice"), devices.Distributed())
+        training.add_optimisation(config, 4, torch.device("cpu"))
+        assert training.scaler.is_enabled() is scaled, amp
+
+
+@pytest.mark.parametrize(("native", "expected"), [(True, torch.bfloat16), (False, None)])
+def test_auto_precision_on_a_cpu_is_bf16_only_with_native_bf16(monkeypatch, native, expected):
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: native)
+    assert devices.autocast_dtype("auto", torch.device("cpu")) is expected
+
+
+def test_native_bf16_is_read_from_the_cpus_flags(monkeypatch, tmp_path):
+    avx2_only = {"avx2": True, "avx512_f": False, "avx512_bf16": False, "amx_tile": False, "amx_bf16": False}
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: avx2_only)
+    assert not devices.cpu_has_native_bf16()
+    assert devices.autocast_dtype("auto", torch.device("cpu")) is None  # an AVX2-only CPU stays float32
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {**avx2_only, "avx512_f": True})
+    assert not devices.cpu_has_native_bf16()  # AVX-512 without its BF16 extension emulates bf16
+    for flag in ("avx512_bf16", "amx_bf16"):
+        monkeypatch.setattr(torch.cpu, "get_capabilities", lambda flag=flag: {**avx2_only, flag: True})
+        assert devices.cpu_has_native_bf16(), flag
+        assert devices.autocast_dtype("auto", torch.device("cpu")) is torch.bfloat16
+
+    # where torch's cpuinfo cannot tell, /proc/cpuinfo's flags do
+    def broken() -> dict:
+        raise RuntimeError("cpuinfo failed to initialize")
+
+    monkeypatch.setattr(torch.cpu, "get_capabilities", broken)
+    cpuinfo = tmp_path / "cpuinfo"
+    monkeypatch.setattr(devices, "CPUINFO", str(cpuinfo))
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n\nprocessor\t: 1\n")
+    assert not devices.cpu_has_native_bf16()
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n")
+    assert devices.cpu_has_native_bf16()
+    monkeypatch.delattr(torch.cpu, "get_capabilities")  # an older torch
+    assert devices.cpu_has_native_bf16()
+    cpuinfo.unlink()  # not Linux
+    assert not devices.cpu_has_native_bf16()
+
+
+def test_gpu_runs_use_the_fast_kernels_and_cpu_runs_the_deterministic_ones():
+    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+    fast = reproducibility.kernel_mode(torch.device("cuda"))
+    assert fast.record() == {"deterministic": False, "cudnn_benchmark": True, "tf32_matmul": True, "tf32_conv": True}
+    assert reproducibility.kernel_mode(torch.device("cpu")).record() == {
+        "deterministic": True, "cudnn_benchmark": False, "tf32_matmul": False, "tf32_conv": False}
+
+    def settings():
+        return (torch.backends.cudnn.benchmark, matmul.fp32_precision, conv.fp32_precision,
+                torch.are_deterministic_algorithms_enabled())
+
+    before = settings()
+    with reproducibility.kernels(fast):
+        assert settings() == (True, "tf32", "tf32", False)
+    with reproducibility.kernels(reproducibility.kernel_mode(torch.device("cpu"))):
+        assert settings() == (False, "ieee", "ieee", True)
+    assert settings() == before  # nothing outlives the run
+
+
+def test_fit_trains_under_the_devices_kernel_mode_and_records_it(data_dir, fold, tmp_path, monkeypatch):
+    seen = []
+
+    class Recording(TinyNet):
+        def forward(self, images):
+            seen.append((torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.fp32_precision,
+                         torch.are_deterministic_algorithms_enabled()))
+            return super().forward(images)
+
+    cpu_run, _, _ = train(make_config(data_dir, tmp_path / "cpu", epochs=1), fold, data_dir)
+    assert cpu_run.kernels == reproducibility.kernel_mode(torch.device("cpu")).record()
+    fast = reproducibility.kernel_mode(torch.device("cuda"))  # what a GPU run gets, here on the CPU
+    monkeypatch.setattr(engine, "kernel_mode", lambda device: fast)
+    config = make_config(data_dir, tmp_path, epochs=1)
+    result = engine.fit(config, Recording(), losses.build_loss("dice"),
+                        data.SegmentationDataset(data_dir, fold[0], SIZE, train=True, seed=config.seed),
+                        data.SegmentationDataset(data_dir, fold[1], SIZE, train=False), runs.prepare(config),
+                        devices.Distributed(), progress=False)
+    assert seen and set(seen) == {(True, "tf32", False)}  # every training and validation pass
+    assert result.kernels == fast.record()
+
+
+def test_only_the_training_steps_are_compiled(data_dir, fold, tmp_path, monkeypatch):
+    config = make_config(data_dir, tmp_path, compile=True)
+    training = engine.Training.wrap(config, TinyNet(), losses.build_loss("dice"), devices.Distributed())
+    assert isinstance(training.train_model, torch._dynamo.eval_frame.OptimizedModule)  # compiled lazily
+    evaluated = []
+    monkeypatch.setattr(engine, "evaluate", lambda model, *args, **kwargs: evaluated.append(model) or ({}, 0.0))
+    monkeypatch.setattr(engine, "evaluate_images",
+                        lambda model, *args, **kwargs: evaluated.append(model) or ({}, 0.0, []))
+    val_set = data.SegmentationDataset(data_dir, fold[1], SIZE, train=False)
+    loader = data.make_loader(val_set, 4, train=False, num_workers=0, seed=0)
+    engine.validate(training, val_set, loader, config, torch.device("cpu"), progress=False)
+    engine.validate(training, val_set, None, config, torch.device("cpu"), progress=False)
+    # evaluation's shapes and inference mode would recompile a compiled module: it gets the plain one
+    assert evaluated == [training.net, training.net]
+    assert not any(isinstance(model, torch._dynamo.eval_frame.OptimizedModule) for model in evaluated)
 
 
 def test_single_process_without_launcher_variables(monkeypatch):
@@ -405,7 +524,8 @@ def test_a_finished_run_writes_per_image_csv_beside_metrics_json(data_dir, fold,
     test_set = working.EvaluationSet(data_dir, test_ids, SIZE, "native", "letterbox", cache_dir=tmp_path / "cache",
                                   progress=False)
     fitted = engine.FitResult(history=[], best_epoch=1, best_val={"miou": 0.0, "pixel_accuracy": 0.0, "n_images": 1},
-                              train_images_per_s=None, peak_memory_mb=0.0, wall_time_s=0.0)
+                              train_images_per_s=None, peak_memory_mb=0.0, wall_time_s=0.0,
+                              kernels=reproducibility.kernel_mode(torch.device("cpu")).record())
     result = train._final_evaluation(config, model, test_set, folder, fitted, devices.Distributed(), False, {})
     table = runs.read_per_image(folder)
     assert list(table["id"]) == test_ids and "per_image" not in result["test"]

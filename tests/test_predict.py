@@ -394,7 +394,12 @@ def test_load_model_names_a_missing_checkpoint(tmp_path):
         predict.load_model(tmp_path, "cpu")
 
 
-def test_the_tiles_are_predicted_in_the_runs_autocast_dtype():
+@pytest.mark.parametrize("native_bf16", [False, True], ids=["avx2-cpu", "bf16-cpu"])
+def test_the_tiles_are_predicted_in_the_runs_autocast_dtype(monkeypatch, native_bf16):
+    from heritage.training import devices
+
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: native_bf16)
+    auto = torch.bfloat16 if native_bf16 else None
     seen = []
 
     class RecordingNet(PointwiseNet):
@@ -403,12 +408,12 @@ def test_the_tiles_are_predicted_in_the_runs_autocast_dtype():
             return super().forward(x)
 
     image = random_image(40, 40)
-    for amp, expected in (("auto", None), ("off", None), ("bf16", torch.bfloat16)):
+    for amp, expected in (("auto", auto), ("off", None), ("bf16", torch.bfloat16)):
         options = tiling.SlidingWindow(tile=32, dtype=predict.run_dtype({"amp": amp}, CPU))
         tiling.predict_labels(RecordingNet(), image, options, CPU, progress=False)
         assert set(seen) == {expected}, amp
         seen.clear()
-    assert predict.run_dtype({}, CPU) is None  # a run that recorded no amp: auto, float32 on the CPU
+    assert predict.run_dtype({}, CPU) is auto  # a run that recorded no amp: auto
 
 
 def test_predict_chooses_the_device_as_training_does():

@@ -18,7 +18,7 @@ import yaml
 
 from heritage import cli, errors
 from heritage.data import splits, working
-from heritage.training import engine, runs, train
+from heritage.training import devices, engine, reproducibility, runs, train
 from heritage.modeling import metrics
 from heritage.pipeline import preparation
 from heritage.config import RunConfig, load_run_config, run_dir
@@ -107,6 +107,11 @@ def test_metrics_follow_the_documented_schema(smoke_run):
             "best_epoch", "val", "test", "throughput", "peak_memory_mb", "wall_time_s"} <= set(result)
     assert (result["poc"], result["encoder"], result["fold"], result["config_hash"]) == (
         config.poc, config.encoder, config.fold, config.config_hash())
+    # the precision and kernels the run used: amp auto is bf16 on a CPU with native bf16, float32 elsewhere
+    cpu = torch.device("cpu")
+    assert (result["amp"], result["autocast_dtype"]) == ("auto", "bfloat16" if devices.cpu_has_native_bf16() else "float32")
+    assert result["kernels"] == {"deterministic": True, "cudnn_benchmark": False, "tf32_matmul": False,
+                                 "tf32_conv": False} == reproducibility.kernel_mode(cpu).record()
     test = result["test"]
     assert {"miou", "pixel_accuracy", "n_images", "convention", "per_class"} <= set(test)
     _, _, test_ids = splits.fold_ids(splits.load_manifest(config.data_dir, config.protocol), config.fold)

@@ -93,7 +93,7 @@ def test_patches_come_from_memory_maps_not_decoded_images(data_dir, fold, cache_
     cached = patches(data_dir, fold[0], cache_dir)
     for index in range(len(cached)):
         image, mask = cached[index]
-        assert image.shape == (3, SIZE, SIZE) and mask.shape == (SIZE, SIZE)
+        assert image.shape == (SIZE, SIZE, 3) and mask.shape == (SIZE, SIZE)
     smallest = min(h * w for h, w in cached.shapes)
 
     def arrays(value, depth=0):  # every array the dataset holds, however deep

@@ -109,10 +109,25 @@ def normalize_tiles(tiles: np.ndarray, device: torch.device) -> torch.Tensor:
     """(B, T, T, 3) uint8 -> (B, 3, T, T) float32 with ImageNet mean/std, computed on ``device`` (the
     sliding window's batches: only uint8 crosses to the GPU). Its float rounding is not :func:`normalize`'s
     (x / 255 - mean) / std against (x - 255 mean) / (255 std)): each is kept as it scored every run so far."""
-    batch = torch.from_numpy(tiles).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+    return normalize_on_device(torch.from_numpy(tiles), device)
+
+
+def normalize_on_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """(B, H, W, 3) uint8 -> (B, 3, H, W) float32 with ImageNet mean/std, computed on ``device``: only uint8
+    crosses to it (a quarter of float32's bytes). The result is channels_last in memory (the permuted
+    HWC batch); ``.contiguous()`` gives the other layout."""
+    batch = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
-    return (batch - mean) / std
+    return batch.sub_(mean).div_(std)
+
+
+def batch_to_device(images: torch.Tensor, masks: torch.Tensor, device: torch.device,
+                    memory_format: torch.memory_format = torch.contiguous_format) -> tuple[torch.Tensor, torch.Tensor]:
+    """A loader's uint8 batch ((B, H, W, 3) images, (B, H, W) masks) on ``device``: images normalised there
+    (:func:`normalize_on_device`) in ``memory_format``, masks as int64 class ids (255 ignored)."""
+    normalised = normalize_on_device(images, device).contiguous(memory_format=memory_format)
+    return normalised, masks.to(device, non_blocking=True).long()
 
 
 class PreloadCache:
@@ -186,16 +201,18 @@ class PreloadCache:
 
 def training_pair(image: np.ndarray, mask: np.ndarray, augmentation: A.Compose | None,
                   seed: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(normalised image, int64 mask) after ``augmentation`` seeded by ``seed`` (seed, epoch, index)."""
+    """(image (H, W, 3) uint8, mask (H, W) uint8) tensors after ``augmentation`` seeded by ``seed`` (seed,
+    epoch, index). They stay uint8 until the device (:func:`batch_to_device` normalises there)."""
     if augmentation is not None:
         seed_transforms(augmentation, seed)
         augmented = augmentation(image=image, mask=mask)
         image, mask = augmented["image"], augmented["mask"]
-    return normalize(image), torch.from_numpy(mask.astype(np.int64))
+    return torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(np.ascontiguousarray(mask))
 
 
 class SegmentationDataset(Dataset):
-    """(image float32 (3, S, S), mask int64 (S, S)) pairs for ``ids`` of a data folder."""
+    """(image uint8 (S, S, 3), mask uint8 (S, S)) pairs for ``ids`` of a data folder; a batch goes to the
+    device with :func:`batch_to_device`, which normalises it there."""
 
     def __init__(self, data_dir: str | os.PathLike, ids: Sequence[str], image_size: int, train: bool,
                  cache: PreloadCache | None = None, seed: int = 0):

@@ -8,6 +8,7 @@ the device, the autocast dtype and the memory format here, so they all decide th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import sys
@@ -89,14 +90,51 @@ def teardown_distributed(dist: Distributed) -> None:
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for an ``amp`` setting, or None for full float32.
 
-    ``auto``: bf16 on GPUs that support it (no loss scaling needed), fp16 on older GPUs, off on
-    CPU (CPU autocast is slower than float32 for these models).
+    ``auto``: on a GPU, bf16 where its tensor cores run it natively (compute capability 8.0 and up),
+    else fp16 with a GradScaler (V100, T4: torch's ``is_bf16_supported()`` counts emulation, and cuDNN
+    has no bf16 convolutions there); on a CPU, bf16 where it has native bf16 instructions
+    (:func:`cpu_has_native_bf16`), else float32 (emulated bf16 is slower than float32 there).
     """
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+    if amp == "off":
         return None
-    if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
+    if amp == "bf16":
         return torch.bfloat16
-    return torch.float16
+    if amp == "fp16":
+        return torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+    return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
+
+
+def dtype_name(dtype: torch.dtype | None) -> str:
+    """``bfloat16``, ``float16`` or ``float32`` (no autocast): how metrics.json and the benches record it."""
+    return str(dtype or torch.float32).removeprefix("torch.")
+
+
+# CPU flags of native bf16 arithmetic: AVX512-BF16 (dot products, conversions) and AMX-BF16 (tiles).
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+CPUINFO = "/proc/cpuinfo"
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX-BF16): torch's cpuinfo when it has it,
+    else the flags of ``/proc/cpuinfo``; False where neither can tell (an AVX2-only CPU, macOS, ARM)."""
+    capabilities = getattr(torch.cpu, "get_capabilities", None)
+    if capabilities is not None:
+        with contextlib.suppress(RuntimeError):  # cpuinfo could not initialise: read the flags instead
+            found = capabilities()
+            return any(bool(found.get(flag)) for flag in NATIVE_BF16_FLAGS)
+    return bool(set(NATIVE_BF16_FLAGS) & _cpuinfo_flags())
+
+
+def _cpuinfo_flags() -> set[str]:
+    """The first processor's ``flags`` in :data:`CPUINFO` (empty where there is no such file)."""
+    with contextlib.suppress(OSError):
+        with open(CPUINFO, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return set(line.partition(":")[2].split())
+    return set()
 
 
 def uses_channels_last(mode: str, encoder: str, device: torch.device) -> bool:

@@ -51,7 +51,7 @@ from heritage import errors
 from heritage.training import runs
 from heritage.training.devices import Distributed, autocast_dtype, peak_memory_mb, synchronize, uses_channels_last
 from heritage.training.evaluation import evaluate, evaluate_images
-from heritage.training.reproducibility import deterministic_algorithms, restore_rng_state, rng_state, seed_everything
+from heritage.training.reproducibility import kernel_mode, kernels, restore_rng_state, rng_state, seed_everything
 from heritage.config import RunConfig
 
 # sysexits.h EX_TEMPFAIL, "temporary failure, the user is invited to retry": the run stopped on a
@@ -138,6 +138,7 @@ class FitResult:
     train_images_per_s: float | None
     peak_memory_mb: float
     wall_time_s: float
+    kernels: dict[str, bool]
 
 
 def fit(config: RunConfig, model: nn.Module, loss_fn: nn.Module, train_set: Dataset, val_set: Dataset,
@@ -169,7 +170,7 @@ def fit(config: RunConfig, model: nn.Module, loss_fn: nn.Module, train_set: Data
 
     epochs_bar = tqdm(range(start_epoch, config.epochs), desc=f"{config.poc_key}/{config.encoder}",
                       unit="epoch", initial=start_epoch, total=config.epochs, disable=not progress)
-    with StopRequest() as stop, deterministic_algorithms(device.type == "cpu"):
+    with StopRequest() as stop, kernels(kernel_mode(device)) as mode:
         for epoch in epochs_bar:
             row, images_per_s = train_one_epoch(training, train_loader, epoch, start_step, loss_sum, config, dist,
                                                 stop, checkpointer, history, progress)
@@ -198,18 +199,19 @@ def fit(config: RunConfig, model: nn.Module, loss_fn: nn.Module, train_set: Data
     return FitResult(history=history, best_epoch=best["epoch"], best_val=best["val"],
                      train_images_per_s=float(np.median(speeds)) if speeds else None,
                      peak_memory_mb=max(r["peak_memory_mb"] for r in history) if history else peak_memory_mb(device),
-                     wall_time_s=history[-1]["elapsed_s"] if history else 0.0)
+                     wall_time_s=history[-1]["elapsed_s"] if history else 0.0, kernels=mode.record())
 
 
 @dataclass
 class Training:
-    """The objects a training steps: the raw module (whose weights are saved), the forms DDP and
-    ``torch.compile`` wrap it in for speed, the loss, and the optimisation (AdamW + OneCycleLR stepped
-    per batch, a GradScaler that is active only for fp16)."""
+    """The objects a training steps: the raw module (whose weights are saved and which evaluation runs),
+    the form DDP and ``torch.compile`` wrap it in for the training steps, the loss, and the optimisation
+    (AdamW + OneCycleLR stepped per batch, a GradScaler that is active only for fp16). Only the training
+    steps are compiled: evaluation's shapes (sliding-window batches, whole letterboxed images) and its
+    inference mode would each recompile the graph."""
 
     net: nn.Module
     train_model: nn.Module
-    eval_model: nn.Module
     loss_fn: nn.Module
     dtype: torch.dtype | None
     channels_last: bool
@@ -225,12 +227,10 @@ class Training:
         net = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         train_model: nn.Module = DistributedDataParallel(net, device_ids=[dist.local_rank] if device.type == "cuda"
                                                          else None) if dist.enabled else net
-        eval_model: nn.Module = net
         if config.compile:
             train_model = torch.compile(train_model)
-            eval_model = torch.compile(net) if dist.enabled else train_model
-        return cls(net, train_model, eval_model, loss_fn.to(device), autocast_dtype(config.amp, device),
-                   channels_last, config.amp)
+        return cls(net, train_model, loss_fn.to(device), autocast_dtype(config.amp, device), channels_last,
+                   config.amp)
 
     def add_optimisation(self, config: RunConfig, steps_per_epoch: int, device: torch.device) -> None:
         self.optimizer = build_optimizer(self.net.parameters(), config.lr, config.weight_decay, device)
@@ -278,8 +278,7 @@ def train_one_epoch(training: Training, loader: DataLoader, epoch: int, start_st
         if step == timed_from:
             synchronize(device)
             timer_start = time.perf_counter()
-        images = images.to(device, non_blocking=True, memory_format=training.memory_format)
-        masks = masks.to(device, non_blocking=True)
+        images, masks = data.batch_to_device(images, masks, device, training.memory_format)
         with torch.autocast(device.type, dtype=training.dtype, enabled=training.dtype is not None):
             loss = training.loss_fn(training.train_model(images), masks)
         training.optimizer.zero_grad(set_to_none=True)
@@ -313,9 +312,9 @@ def validate(training: Training, val_set: Any, val_loader: DataLoader | None, co
              device: torch.device, progress: bool) -> dict[str, Any]:
     """The validation metrics: whole images with the sliding window, or a letterboxed loader's batches."""
     if val_loader is None:
-        return evaluate_images(training.eval_model, val_set, device, config.hierarchical, config.image_size,
+        return evaluate_images(training.net, val_set, device, config.hierarchical, config.image_size,
                                config.batch_size, desc="val", progress=progress, dtype=training.dtype)[0]
-    return evaluate(training.eval_model, val_loader, device, training.dtype, training.channels_last,
+    return evaluate(training.net, val_loader, device, training.dtype, training.channels_last,
                     config.hierarchical, desc="val", progress=progress)[0]
 
 

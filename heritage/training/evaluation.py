@@ -38,8 +38,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, dtype: 
     synchronize(device)
     start = time.perf_counter()
     for images, masks in tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch"):
-        images = images.to(device, non_blocking=True, memory_format=memory_format)
-        masks = masks.to(device, non_blocking=True)
+        images, masks = data.batch_to_device(images, masks, device, memory_format)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             outputs = model(images)
         matrices.update(outputs, masks)

@@ -1,13 +1,17 @@
-"""Reproducibility: the seeds, the deterministic mode, and the RNG states a resume checkpoint carries.
+"""Reproducibility: the seeds, the kernels a run uses (deterministic or fast), and the RNG states a
+resume checkpoint carries.
 
 On CPU a resumed run ends with the same numbers as an uninterrupted one because these states come
-back with it; the deterministic mode is the one training runs under.
+back with it; the deterministic mode is the one CPU training runs under. On a GPU runs are not
+bit-reproducible anyway (atomics in cuDNN's backward), so they use the fast kernels instead:
+cuDNN's autotuner and TF32 for float32 matmuls and convolutions (:func:`kernel_mode`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import random
+from dataclasses import asdict, dataclass
 from typing import Any, Iterator
 
 import numpy as np
@@ -38,6 +42,43 @@ def deterministic_algorithms(enabled: bool) -> Iterator[None]:
     finally:
         torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
         torch.utils.deterministic.fill_uninitialized_memory = previous_fill
+
+
+@dataclass(frozen=True)
+class KernelMode:
+    """Which kernels a run uses: deterministic ones, or the fastest (cuDNN autotuning, TF32)."""
+
+    deterministic: bool
+    cudnn_benchmark: bool
+    tf32_matmul: bool
+    tf32_conv: bool
+
+    def record(self) -> dict[str, bool]:
+        """metrics.json's ``kernels``."""
+        return asdict(self)
+
+
+def kernel_mode(device: torch.device) -> KernelMode:
+    """Deterministic on CPU (same seed, same metrics); fast on a GPU: cuDNN picks the fastest
+    convolution per shape (``cudnn.benchmark``) and float32 matmuls/convolutions run in TF32."""
+    fast = device.type == "cuda"
+    return KernelMode(deterministic=not fast, cudnn_benchmark=fast, tf32_matmul=fast, tf32_conv=fast)
+
+
+@contextlib.contextmanager
+def kernels(mode: KernelMode) -> Iterator[KernelMode]:
+    """Run under ``mode``; the previous settings come back afterwards (nothing global outlives a run)."""
+    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+    previous = (torch.backends.cudnn.benchmark, matmul.fp32_precision, conv.fp32_precision)
+    torch.backends.cudnn.benchmark = mode.cudnn_benchmark
+    matmul.fp32_precision = "tf32" if mode.tf32_matmul else "ieee"
+    conv.fp32_precision = "tf32" if mode.tf32_conv else "ieee"
+    try:
+        with deterministic_algorithms(mode.deterministic):
+            yield mode
+    finally:
+        torch.backends.cudnn.benchmark, matmul.fp32_precision, conv.fp32_precision = previous
+
 
 def rng_state() -> dict[str, Any]:
     """Python, NumPy and torch (CPU and CUDA) RNG states as tensors and plain containers."""

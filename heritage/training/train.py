@@ -105,7 +105,8 @@ def run_training(config: RunConfig, progress: bool = True) -> dict[str, Any]:
 
         result: dict[str, Any] = {}
         if dist.is_main:
-            result = _final_evaluation(config, model, datasets["test"], folder, fitted, dist, progress, scale)
+            with reproducibility.kernels(reproducibility.kernel_mode(dist.device)):  # as fit evaluated
+                result = _final_evaluation(config, model, datasets["test"], folder, fitted, dist, progress, scale)
         if dist.enabled:
             shared = [result]
             torch_dist.broadcast_object_list(shared, src=0)
@@ -238,6 +239,7 @@ def _final_evaluation(config: RunConfig, model: Any, test_set: Any, folder: Path
         "lr": config.lr, "epochs": config.epochs,
         "params_m": round(models.count_parameters(model) / 1e6, 3),
         "device": runs.device_name(dist.device), "world_size": dist.world_size,
+        "amp": config.amp, "autocast_dtype": devices.dtype_name(dtype), "kernels": fitted.kernels,
         "sampling": config.sampling, "working_resolution": config.working_resolution,
         "foreground_share": config.foreground_share if config.sampling == "patch" else None,
         "scale": scale,
