@@ -1,12 +1,15 @@
 """GPU acceptance run: every GPU path of the compendium once, one JSON (``make gpu-check``).
 
-On one H100/H200 it finishes in under 8 minutes (a time budget skips what would not fit, and says
-so in the JSON) and writes ``bench/results/gpu-check-<device>-<date>.json`` with one section each:
+On one H100/H200 it finishes in under 8 minutes (a time budget skips what would not fit, says so in
+the JSON and makes the exit code 3, "incomplete") and writes ``bench/results/gpu-check-<device>-<date>.json``
+with one section each, timing what training runs (``amp: auto``, each encoder's own memory format,
+the kernels of :func:`heritage.training.reproducibility.kernel_mode`: cuDNN autotuning and TF32 on a GPU,
+uint8 batches normalised on the device):
 
-- ``throughput``: training img/s of the flagship's encoders (ConvNeXt-T / MiT-B3 / MaxViT-T at
-  96 / 32 / 48 images per batch, ``heritage/configs/poc59v2_flagship.yaml``) at 384 px, bf16,
-  channels_last, eager (``bench/train_bench.py``'s model benchmark), with peak memory, FLOPs per
-  image and the share of the data-sheet peak FLOP/s;
+- ``throughput``: training img/s of the flagship's encoders (ConvNeXt-T / MiT-B3 / MaxViT-T at their
+  adaptive batches 96 / 32 / 48, ``heritage/configs/poc59v2_flagship.yaml``) at 384 px, eager
+  (``bench/train_bench.py``'s model benchmark), with peak memory, FLOPs per image and MFU: the share
+  of the GPU's data-sheet dense peak (``train_bench.PEAK_TFLOPS``; a matmul probe where it is unknown);
 - ``loader``: the training DataLoader alone at 384 px with the full profile's augmentation, preload
   and ``num_workers``;
 - ``cli_bf16``: ``python -m heritage train`` of the full profile (MiT-B3, whose flagship batch of 32
@@ -14,25 +17,30 @@ so in the JSON) and writes ``bench/results/gpu-check-<device>-<date>.json`` with
   first step (exit 75, ``checkpoint_last.pt``), run again to resume and finish (evaluation,
   ``metrics.json``);
 - ``cli_fp16``: the same epoch with ``amp=fp16`` (GradScaler);
-- ``ddp``: ``torchrun --nproc-per-node 1`` of a DistributedDataParallel training step over NCCL
-  (the engine itself only wraps in DDP with 2+ processes);
+- ``ddp``: the engine's own DDP path, ``torchrun --nproc-per-node 2 -m heritage train`` of that epoch
+  over NCCL (2+ GPUs; with one GPU it is not run, and the JSON says why): distributed training, the
+  evaluation sharded over the ranks and reduced, one ``metrics.json``;
 - ``predict``: the bf16 run's checkpoint on a 100 MP synthetic scan at native resolution
-  (``--scale 1``): time and peak GPU memory;
+  (``--scale 1``): time and predict's own peak memory (GPU, and the process's RSS reset before it);
 - ``compile``: the throughput section again under ``torch.compile`` (last: compiling is what may
   not fit the budget).
+
+Each CLI section checks its ``metrics.json`` against the data folder: the test images and labelled
+pixels it scored, the classes of their masks, the precision it recorded.
 
 Without a GPU (or with ``--dry-run``) the same steps run on the CPU at tiny sizes, in a couple of
 minutes: tests/test_bench.py runs it so the script keeps working between GPU sessions. Every section
 runs; only sizes shrink: 32 px (ConvNeXt-T's smallest input), batches of 1 (4 in the loader), one
-encoder (ConvNeXt-T) where the GPU times three and in the CLI sections (MiT-B3 there), 12 stand-in
-images, CLI epochs of 2 training samples (the fewest that leave a step to resume after the SIGUSR1
-stop), bf16 autocast on CPU, gloo, torch.compile's ``eager`` backend, a 256^3 matmul probe of the
-CPU's peak (a bf16 2048^3 one is a minute on a CPU without bf16 instructions), a 0.02 MP scan, and
-one torch thread in every process. Sizes barely matter on such a CPU: without bf16/fp16
-instructions torch runs every depthwise convolution in those dtypes channel by channel
-(``slow_conv2d``, ~6,600 calls a ConvNeXt-T pass), a fixed cost per pass, so what counts is the
-number of passes; and those tiny per-channel kernels lose far more to a second thread's
-synchronisation on a loaded machine than they gain from it.
+encoder (ConvNeXt-T) where the GPU times three and in the CLI sections, 12 stand-in images, CLI
+epochs of 2 training samples (the fewest that leave a step to resume after the SIGUSR1 stop), gloo
+for the two DDP processes, torch.compile's ``eager`` backend, a 256^3 matmul probe of the CPU's peak
+(a bf16 2048^3 one is a minute on a CPU without bf16 instructions), a 0.02 MP scan, and one torch
+thread in every process. ``amp: auto`` is bf16 on a CPU with native bf16 and float32 on others. Sizes
+barely matter on such a CPU: where it has no bf16/fp16 instructions (the CLI sections force them) torch
+runs every depthwise convolution in those dtypes channel by channel (``slow_conv2d``, ~6,600 calls a
+ConvNeXt-T pass), a fixed cost per pass, so what counts is the number of passes; and those tiny
+per-channel kernels lose far more to a second thread's synchronisation on a loaded machine than they
+gain from it.
 
     python bench/gpu_check.py                 # GPU: the acceptance run
     python bench/gpu_check.py --dry-run --out /tmp/check   # CPU: every step, tiny
@@ -57,6 +65,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # train_bench, predict_bench
@@ -64,14 +73,17 @@ import predict_bench  # noqa: E402
 import train_bench  # noqa: E402
 
 from heritage import config, errors, fileio  # noqa: E402
-from heritage.training import devices, engine, runs
-from heritage.modeling import models, tiling
-from heritage.inference import damage_report, predict
+from heritage.data import taxonomy  # noqa: E402
+from heritage.training import devices, runs  # noqa: E402
+from heritage.modeling import tiling  # noqa: E402
+from heritage.inference import damage_report, predict  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 POC = "poc59v2_flagship"
 CLI_ENCODER = "mit_b3"
 SECTIONS = ("throughput", "loader", "cli_bf16", "cli_fp16", "ddp", "predict", "compile")
+DDP_PROCESSES = 2
+EXIT_INCOMPLETE = 3  # every section that ran passed, but the time budget skipped some
 
 
 @dataclass
@@ -92,8 +104,8 @@ class Plan:
     backend: str
     compile_backend: str
     budget_s: float
-    amp: str = "bf16"
-    channels_last: str = "on"
+    amp: str = "auto"  # what training uses: bf16 on GPUs of compute capability 8.0+ and CPUs with native bf16
+    channels_last: str = "auto"  # each encoder's own memory format (devices.uses_channels_last)
     dry_run: bool = False
     full_batches: dict[str, int] = field(default_factory=dict)
     compile_encoders: tuple[str, ...] = ("convnext_tiny", "mit_b3", "maxvit_tiny")
@@ -102,15 +114,22 @@ class Plan:
     eval_steps: bool = True  # also time inference in the eager throughput section
     loader_epochs: int = 1
     threads: int | None = None  # torch threads in this process and its children (None: torch's default)
+    ddp_processes: int = DDP_PROCESSES  # 0: not run (fewer than 2 GPUs)
+    ddp_not_run: str | None = None  # why, when ddp_processes is 0
 
 
 def gpu_plan() -> Plan:
     full = config.load_poc(POC)["profiles"]["full"]["encoders"]
     batches = {encoder: int(full[encoder]["batch_size"]) for encoder in ("convnext_tiny", "mit_b3", "maxvit_tiny")}
+    gpus = torch.cuda.device_count()
     return Plan(device="cuda", image_size=384, batch_sizes=batches, steps=10, warmup=3,
                 synthetic_images=96, synthetic_side=512, cli_overrides={"epochs": 1},
                 loader_overrides={}, loader_epochs=3, predict_megapixels=100.0, predict_batch=32,
-                backend="nccl", compile_backend="inductor", budget_s=390.0, full_batches=batches)
+                backend="nccl", compile_backend="inductor", budget_s=390.0, full_batches=batches,
+                ddp_processes=DDP_PROCESSES if gpus >= DDP_PROCESSES else 0,
+                ddp_not_run=None if gpus >= DDP_PROCESSES else
+                f"the engine's DDP path needs {DDP_PROCESSES} GPUs, this node has {gpus}: run make gpu-check "
+                f"on a node with {DDP_PROCESSES}+ GPUs for it")
 
 
 def dry_plan() -> Plan:
@@ -146,6 +165,7 @@ def throughput(plan: Plan, compile_: bool, out_of_time: Callable[[], bool]) -> l
         start = time.perf_counter()
         row = train_bench.bench_encoder(encoder, args, torch.device(plan.device))
         row["wall_s"] = time.perf_counter() - start
+        row["mfu"] = row["train_share_of_peak"]  # model FLOPs (3x the forward) / the data sheet's dense peak
         if row["peak_tflop_per_s"] is None:  # CPU (or a GPU not in the table): a matmul probe's peak
             dtype = devices.autocast_dtype(plan.amp, torch.device(plan.device))
             if "probe" not in peak_cache:
@@ -153,6 +173,7 @@ def throughput(plan: Plan, compile_: bool, out_of_time: Callable[[], bool]) -> l
             row["peak_tflop_per_s"] = peak_cache["probe"]
             row["peak_source"] = "matmul probe"
             row["train_share_of_peak"] = row["train_tflop_per_s"] / peak_cache["probe"]
+            row["mfu"] = None  # no data-sheet peak: the share of the probe's is not an MFU
         else:
             row["peak_source"] = "data sheet"
         rows.append(row)
@@ -210,9 +231,13 @@ def run_signalled(command: list[str], pattern: bytes = rb"epoch 1:", timeout: fl
 
 
 def run_folder(encoder: str, data_dir: Path, runs_root: Path, overrides: dict[str, Any]) -> Path:
-    run = config.load_run_config(POC, "full", encoder=encoder, overrides={
+    return config.run_dir(cli_config(encoder, data_dir, runs_root, overrides))
+
+
+def cli_config(encoder: str, data_dir: Path, runs_root: Path, overrides: dict[str, Any]) -> config.RunConfig:
+    """The configuration :func:`cli_command` trains."""
+    return config.load_run_config(POC, "full", encoder=encoder, overrides={
         "data_dir": str(data_dir), "runs_root": str(runs_root), **overrides})
-    return config.run_dir(run)
 
 
 def cli_bf16(plan: Plan, data_dir: Path, scratch: Path) -> dict[str, Any]:
@@ -227,16 +252,16 @@ def cli_bf16(plan: Plan, data_dir: Path, scratch: Path) -> dict[str, Any]:
         state = torch.load(checkpoint, weights_only=True, map_location="cpu")
         stop_state = {"epoch": state["epoch"], "step": state["step"]}
     resumed = _run(command)
-    metrics = _read_json(folder / runs.METRICS_FILE)
+    metrics = _checked_metrics(folder, data_dir, "bfloat16", world_size=1)
     return {
         "command": " ".join(command), "run_dir": str(folder),
         "stop": {**stopped, "checkpoint_written": stop_state is not None, "checkpoint_position": stop_state,
                  "exit_requeue": stopped["returncode"] == errors.EXIT_REQUEUE},
         "resume": {**resumed, "resumed": "resuming" in resumed["stdout_tail"] + resumed["stderr_tail"]},
-        "metrics": _metrics_summary(metrics),
+        "metrics": metrics,
         "ok": bool(stopped["returncode"] == errors.EXIT_REQUEUE and stop_state is not None
                    and resumed["returncode"] == 0 and "resuming" in resumed["stdout_tail"] + resumed["stderr_tail"]
-                   and metrics is not None),
+                   and metrics is not None and metrics["as_expected"]),
     }
 
 
@@ -245,85 +270,81 @@ def cli_fp16(plan: Plan, data_dir: Path, scratch: Path) -> dict[str, Any]:
     overrides = {**plan.cli_overrides, "amp": "fp16"}
     command = cli_command(plan.cli_encoder, data_dir, runs_root, overrides)
     done = _run(command)
-    metrics = _read_json(run_folder(plan.cli_encoder, data_dir, runs_root, overrides) / runs.METRICS_FILE)
-    return {"command": " ".join(command), **done, "metrics": _metrics_summary(metrics),
-            "ok": done["returncode"] == 0 and metrics is not None}
+    metrics = _checked_metrics(run_folder(plan.cli_encoder, data_dir, runs_root, overrides), data_dir, "float16",
+                               world_size=1)
+    return {"command": " ".join(command), **done, "metrics": metrics,
+            "ok": done["returncode"] == 0 and metrics is not None and metrics["as_expected"]}
+
+
+def ddp(plan: Plan, data_dir: Path, scratch: Path) -> dict[str, Any]:
+    """The engine's own DDP path: ``torchrun`` starts ``plan.ddp_processes`` copies of ``heritage train``
+    (NCCL on GPUs, gloo on the CPU), which train one model, evaluate sharded and write one metrics.json."""
+    runs_root = scratch / "runs-ddp"
+    overrides = dict(plan.cli_overrides)
+    # torchrun runs `-m heritage train ...` (the CLI command without its interpreter) in every process
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+               str(plan.ddp_processes), *cli_command(plan.cli_encoder, data_dir, runs_root, overrides)[1:]]
+    done = _run(command)
+    run = cli_config(plan.cli_encoder, data_dir, runs_root, overrides)
+    auto = devices.dtype_name(devices.autocast_dtype(run.amp, torch.device(plan.device)))
+    metrics = _checked_metrics(config.run_dir(run), data_dir, auto, world_size=plan.ddp_processes)
+    return {"command": " ".join(command), "processes": plan.ddp_processes, "backend": plan.backend, **done,
+            "metrics": metrics, "lr": run.lr,
+            "ok": done["returncode"] == 0 and metrics is not None and metrics["as_expected"]}
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _metrics_summary(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
+def _checked_metrics(folder: Path, data_dir: Path, dtype: str, world_size: int) -> dict[str, Any] | None:
+    """A run's metrics.json, summarised beside what a correct run must hold, counted from the data folder
+    (not by the evaluation code): its test images, their labelled pixels and the classes of their masks,
+    and the precision (``dtype``) and number of processes it ran with."""
+    metrics = _read_json(folder / runs.METRICS_FILE)
     if metrics is None:
         return None
-    return {"test_miou": metrics["test"]["miou"], "all_clean_miou": metrics["test"]["all_clean_miou"],
+    run = config.RunConfig.from_yaml(folder / runs.CONFIG_FILE)
+    test = metrics["test"]
+    confusion = np.asarray(test["confusion_matrix"], dtype=np.int64)
+    scored = {"n_images": test["n_images"], "labelled_pixels": int(confusion.sum()),
+              "classes": [name for name, row in zip(taxonomy.CLASS_NAMES, confusion) if row.sum()],
+              "autocast_dtype": metrics["autocast_dtype"], "world_size": metrics["world_size"]}
+    expected = {**expected_test_part(data_dir, run), "autocast_dtype": dtype, "world_size": world_size}
+    return {"test_miou": test["miou"], "all_clean_miou": test["all_clean_miou"], "per_image_miou": test["per_image_miou"],
             "throughput": metrics["throughput"], "peak_memory_mb": metrics["peak_memory_mb"],
             "wall_time_s": metrics["wall_time_s"], "device": metrics["device"], "batch_size": metrics["batch_size"],
-            "image_size": metrics["image_size"]}
+            "image_size": metrics["image_size"], "kernels": metrics["kernels"], "lr_applied": metrics.get("lr_applied"),
+            "scored": scored, "expected": expected,
+            "as_expected": scored == expected and 0 < test["miou"] <= 1 and 0 < test["all_clean_miou"] <= 1}
 
 
-def ddp(plan: Plan, scratch: Path) -> dict[str, Any]:
-    out = scratch / "ddp.json"
-    encoder = "convnext_tiny"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1",
-               str(Path(__file__).resolve()), "--ddp-worker", str(out), "--backend", plan.backend,
-               "--image-size", str(plan.image_size), "--batch-size", str(plan.batch_sizes[encoder]),
-               "--amp", plan.amp, "--steps", str(plan.steps), "--warmup", str(plan.warmup)]
-    done = _run(command)
-    worker = _read_json(out)
-    return {"command": " ".join(command), **done, "worker": worker,
-            "ok": done["returncode"] == 0 and worker is not None}
+def expected_test_part(data_dir: Path, run: config.RunConfig) -> dict[str, Any]:
+    """The run's test images, their labelled pixels at the working resolution and the classes present,
+    read from the data folder's split manifest and masks."""
+    from heritage.data import splits, working
+
+    _, _, test_ids = splits.fold_ids(splits.load_manifest(data_dir, run.protocol), run.fold)
+    counts = np.zeros(taxonomy.NUM_CLASSES, dtype=np.int64)
+    for sample_id in test_ids:
+        mask = working.to_working_resolution(*working.read_sample(data_dir, sample_id), run.working_resolution)[1]
+        counts += np.bincount(mask[mask != taxonomy.IGNORE_INDEX].ravel(), minlength=taxonomy.NUM_CLASSES)
+    return {"n_images": len(test_ids), "labelled_pixels": int(counts.sum()),
+            "classes": [name for name, count in zip(taxonomy.CLASS_NAMES, counts) if count]}
 
 
-def ddp_worker(args: argparse.Namespace) -> int:
-    """Under torchrun: a DDP-wrapped UNet trains ``--steps`` steps over ``--backend``, rank 0 reports."""
-    import torch.distributed as torch_dist
-    from torch.nn.parallel import DistributedDataParallel
-
-    from heritage.modeling import losses
-    from heritage.data import taxonomy
-
-    local = int(os.environ["LOCAL_RANK"])
-    use_cuda = args.backend == "nccl"
-    device = torch.device("cuda", local) if use_cuda else torch.device("cpu")
-    if use_cuda:
-        torch.cuda.set_device(device)
-    torch_dist.init_process_group(args.backend, device_id=device if use_cuda else None)
-    try:
-        torch.manual_seed(0)
-        model = models.build_model("unet", "convnext_tiny", image_size=args.image_size).to(
-            device, memory_format=torch.channels_last)
-        net = DistributedDataParallel(model, device_ids=[local] if use_cuda else None)
-        optimizer = engine.build_optimizer(net.parameters(), 1e-4, 1e-4, device)
-        loss_fn = losses.build_loss("dice").to(device)
-        dtype = devices.autocast_dtype(args.amp, device)
-        images = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device).contiguous(
-            memory_format=torch.channels_last)
-        masks = torch.randint(0, taxonomy.NUM_CLASSES, (args.batch_size, args.image_size, args.image_size),
-                              device=device)
-        losses_seen = []
-
-        def step() -> None:
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                loss = loss_fn(net(images), masks)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()  # DDP's gradient all-reduce runs here
-            optimizer.step()
-            losses_seen.append(loss.detach())
-
-        seconds = train_bench.timed(step, args.steps, args.warmup, device)
-        total = torch.stack(losses_seen).sum()
-        torch_dist.all_reduce(total)
-        if torch_dist.get_rank() == 0:
-            fileio.write_json(Path(args.ddp_worker), {
-                "backend": torch_dist.get_backend(), "world_size": torch_dist.get_world_size(),
-                "device": runs.device_name(device), "images_per_s": args.batch_size / seconds,
-                "loss_sum": float(total), "finite": bool(torch.isfinite(total)),
-                "peak_memory_mb": devices.peak_memory_mb(device)})
-    finally:
-        torch_dist.destroy_process_group()
-    return 0
+def peak_during(work: Callable[[], Any], device: torch.device) -> tuple[Any, dict[str, Any]]:
+    """``work()``'s result and its own peak memory: the process's peak RSS reset before it (Linux), and on a
+    GPU the allocator's peak, not the process's lifetime peak (what an earlier, bigger section reached)."""
+    host = torch.device("cpu")
+    own = devices.reset_peak_memory(host)
+    if device.type == "cuda":
+        devices.reset_peak_memory(device)
+    result = work()
+    devices.synchronize(device)
+    return result, {"peak_rss_mb": devices.peak_memory_mb(host),
+                    "peak_rss_scope": "this step" if own else "process lifetime (its peak RSS cannot be reset here)",
+                    "peak_gpu_memory_mb": devices.peak_memory_mb(device) if device.type == "cuda" else None}
 
 
 def predict_section(plan: Plan, run_dir: str | None, scratch: Path) -> dict[str, Any]:
@@ -336,21 +357,17 @@ def predict_section(plan: Plan, run_dir: str | None, scratch: Path) -> dict[str,
     make_s = time.perf_counter() - start
     options = tiling.SlidingWindow(tile=int(run_config["image_size"]), batch_size=plan.predict_batch,
                                    dtype=predict.run_dtype(run_config, device))
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
     devices.synchronize(device)
     start = time.perf_counter()
-    labels = predict.predict_scan(model, scan, options, device, scale=1.0, progress=False)
-    devices.synchronize(device)
+    labels, memory = peak_during(lambda: predict.predict_scan(model, scan, options, device, scale=1.0, progress=False),
+                                 device)
     predict_s = time.perf_counter() - start
     start = time.perf_counter()
     damage_report.write_outputs(scan_dir := scratch / "predict" / "scan", "scan", "synthetic", scan, labels)
     write_s = time.perf_counter() - start
     return {"megapixels": scan.height * scan.width / 1e6, "height": scan.height, "width": scan.width,
             "tile": options.tile, "batch": options.batch_size, "scale": 1.0, "encoder": run_config["encoder"],
-            "make_scan_s": make_s, "predict_s": predict_s, "write_outputs_s": write_s,
-            "peak_gpu_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
-            "peak_process_rss_mb": devices.peak_memory_mb(torch.device("cpu")),
+            "make_scan_s": make_s, "predict_s": predict_s, "write_outputs_s": write_s, **memory,
             "outputs": sorted(p.name for p in scan_dir.iterdir())}
 
 
@@ -363,17 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=train_bench.RESULTS_DIR)
     parser.add_argument("--budget-s", type=float, default=None, help="skip sections that start after this")
     parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
-    # the DDP worker's own options (torchrun runs this file again with --ddp-worker)
-    parser.add_argument("--ddp-worker", help=argparse.SUPPRESS)
-    parser.add_argument("--backend", default="nccl", help=argparse.SUPPRESS)
-    parser.add_argument("--image-size", type=int, default=384, help=argparse.SUPPRESS)
-    parser.add_argument("--batch-size", type=int, default=8, help=argparse.SUPPRESS)
-    parser.add_argument("--amp", default="bf16", help=argparse.SUPPRESS)
-    parser.add_argument("--steps", type=int, default=10, help=argparse.SUPPRESS)
-    parser.add_argument("--warmup", type=int, default=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.ddp_worker:
-        return ddp_worker(args)
 
     if args.dry_run:  # the CLI and torchrun children too must stay on the CPU, even on a GPU machine
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
@@ -390,28 +397,38 @@ def main(argv: list[str] | None = None) -> int:
         return time.perf_counter() - began > plan.budget_s
 
     record: dict[str, Any] = {
-        "device": runs.device_name(device), "date": date.today().isoformat(), "hostname": platform.node(),
-        "torch": torch.__version__, "cuda": torch.version.cuda, "dry_run": plan.dry_run,
+        "device": runs.device_name(device), "cpu": runs.cpu_name(), "date": date.today().isoformat(),
+        "hostname": platform.node(), "torch": torch.__version__, "cuda": torch.version.cuda, "dry_run": plan.dry_run,
         "torch_threads": torch.get_num_threads(), "load_average_at_start": os.getloadavg(),
         "plan": {**asdict(plan), "budget_s": None if math.isinf(plan.budget_s) else plan.budget_s}, "sections": {},
     }
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as scratch_name:
         scratch = Path(scratch_name)
-        start = time.perf_counter()
-        data_dir = train_bench.synthetic_data(scratch / "stand-in", plan.synthetic_images, plan.synthetic_side)
-        record["data"] = {"synthetic_images": plan.synthetic_images, "longest_side": plan.synthetic_side,
-                          "seconds": time.perf_counter() - start}
+        made: dict[str, Path] = {}
+
+        def data_dir() -> Path:  # made once, by the first section that needs it
+            if "data" not in made:
+                start = time.perf_counter()
+                made["data"] = train_bench.synthetic_data(scratch / "stand-in", plan.synthetic_images,
+                                                          plan.synthetic_side)
+                record["data"] = {"synthetic_images": plan.synthetic_images, "longest_side": plan.synthetic_side,
+                                  "seconds": time.perf_counter() - start}
+            return made["data"]
+
         steps: dict[str, Callable[[], Any]] = {
             "throughput": lambda: throughput(plan, False, out_of_time),
-            "loader": lambda: loader(plan, data_dir, scratch),
-            "cli_bf16": lambda: cli_bf16(plan, data_dir, scratch),
-            "cli_fp16": lambda: cli_fp16(plan, data_dir, scratch),
-            "ddp": lambda: ddp(plan, scratch),
+            "loader": lambda: loader(plan, data_dir(), scratch),
+            "cli_bf16": lambda: cli_bf16(plan, data_dir(), scratch),
+            "cli_fp16": lambda: cli_fp16(plan, data_dir(), scratch),
+            "ddp": lambda: ddp(plan, data_dir(), scratch),
             "predict": lambda: predict_section(plan, record["sections"].get("cli_bf16", {}).get("result", {}).get("run_dir"), scratch),
             "compile": lambda: throughput(plan, True, out_of_time),
         }
         for name in SECTIONS:
             if name not in args.sections:
+                continue
+            if name == "ddp" and not plan.ddp_processes:
+                record["sections"][name] = {"not_run": plan.ddp_not_run}
                 continue
             if out_of_time():
                 record["sections"][name] = {"skipped": "time budget"}
@@ -430,11 +447,29 @@ def main(argv: list[str] | None = None) -> int:
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     record["cpu_s"] = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
     record["failed"] = [name for name, value in record["sections"].items() if _failed(value)]
+    record["incomplete"] = [name for name, value in record["sections"].items() if _skipped(value)]
     prefix = "gpu-check-dry-" if plan.dry_run else "gpu-check-"
     path = train_bench.result_path(args.out, record["device"], record["date"], prefix=prefix)
     fileio.write_json(path, record)
-    print(f"-> {path} ({record['wall_s']:.0f} s; failed: {', '.join(record['failed']) or 'none'})")
-    return 1 if record["failed"] else 0
+    code = exit_code(record)
+    verdict = {0: "complete", 1: "failed", EXIT_INCOMPLETE: "incomplete"}[code]
+    print(f"-> {path} ({record['wall_s']:.0f} s; {verdict}; failed: {', '.join(record['failed']) or 'none'}; "
+          f"skipped for the time budget: {', '.join(record['incomplete']) or 'none'})")
+    return code
+
+
+def exit_code(record: dict[str, Any]) -> int:
+    """1 when a section failed, :data:`EXIT_INCOMPLETE` when none failed but the time budget skipped some
+    (a section, or an encoder inside one), 0 when every section ran and passed."""
+    if record["failed"]:
+        return errors.EXIT_FAILED
+    return EXIT_INCOMPLETE if record["incomplete"] else errors.EXIT_OK
+
+
+def _skipped(section: dict[str, Any]) -> bool:
+    """Whether the time budget skipped the section or a row of it (not "not_run": a node without 2 GPUs)."""
+    rows = section.get("result")
+    return "skipped" in section or (isinstance(rows, list) and any("skipped" in row for row in rows))
 
 
 def _failed(section: dict[str, Any]) -> bool:

@@ -14,11 +14,13 @@ Writes ``bench/results/learning-<device>-<date>.json``::
     python bench/learning_check.py                          # the smoke stand-in, 15 epochs, every POC
     python bench/learning_check.py --pocs poc58_baseline --epochs 10
     python bench/learning_check.py --pocs poc58_baseline --seeds 1 2 --label seeds-poc58   # the spread over seeds
+    python bench/learning_check.py --pocs poc59_dicefocal --amp off bf16 --label amp   # float32 and bf16 forced
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from datetime import date
@@ -35,15 +37,19 @@ from train_bench import result_path  # bench/ is on sys.path when this runs as a
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
-def check_poc(poc: str, data_dir: Path, runs_root: Path, epochs: int, seed: int | None = None) -> dict:
+def check_poc(poc: str, data_dir: Path, runs_root: Path, epochs: int, seed: int | None = None,
+              amp: str | None = None) -> dict:
     """Train the POC's first smoke-plan encoder on its first planned fold and compare with all-Clean.
 
-    ``seed`` (default: the configuration's) changes the initial weights and the augmentation, not the split.
+    ``seed`` (default: the configuration's) changes the initial weights and the augmentation, not the split;
+    ``amp`` (default: the configuration's, auto) forces a precision.
     """
     first = config.plan("smoke", [poc], data_dir)[0]  # the main configuration comes first
     overrides = {"data_dir": str(data_dir), "runs_root": str(runs_root), "epochs": epochs, "max_train_samples": None}
     if seed is not None:
         overrides["seed"] = seed
+    if amp is not None:
+        overrides["amp"] = amp
     run = config.load_run_config(poc, "smoke", encoder=first.encoder, fold=first.fold, overrides=overrides)
     start = time.perf_counter()
     metrics = train.run_training(run, progress=False)
@@ -53,6 +59,7 @@ def check_poc(poc: str, data_dir: Path, runs_root: Path, epochs: int, seed: int 
         "poc": poc, "variant": run.variant, "encoder": run.encoder, "seed": run.seed, "loss": run.loss,
         "class_weights": run.class_weights, "split": run.split_name, "epochs": epochs,
         "image_size": run.image_size, "batch_size": run.batch_size, "lr": run.lr,
+        "amp": run.amp, "autocast_dtype": metrics["autocast_dtype"],
         "test_images": test["n_images"], "test_miou": test["miou"], "all_clean_miou": test["all_clean_miou"],
         "ratio_to_all_clean": test["miou"] / test["all_clean_miou"],
         "per_class_iou": {name: entry["iou"] for name, entry in test["per_class"].items()},
@@ -68,19 +75,23 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--epochs", type=int, default=15, help="epochs over every training sample")
     parser.add_argument("--seeds", nargs="+", type=int, default=[None],
                         help="train each POC once per seed (default: the configuration's seed)")
+    parser.add_argument("--amp", nargs="+", default=[None], choices=("auto", "bf16", "fp16", "off"),
+                        help="train each POC once per precision (default: the configuration's)")
     parser.add_argument("--label", help="written into the file name: learning-<label>-<device>-<date>.json")
     parser.add_argument("--data", type=Path, help="data folder, parquet shards or export instead of the stand-in")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
+    load_at_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="learning-check-") as scratch:
         scratch = Path(scratch)
         data_dir = preparation.prepare_data("smoke", args.data, scratch / "data")
-        results = [check_poc(poc, data_dir, scratch / "runs" / f"seed-{seed}", args.epochs, seed)
-                   for poc in tqdm(args.pocs, desc="POCs") for seed in args.seeds]
+        results = [check_poc(poc, data_dir, scratch / "runs" / f"seed-{seed}-amp-{amp}", args.epochs, seed, amp)
+                   for poc in tqdm(args.pocs, desc="POCs") for seed in args.seeds for amp in args.amp]
     device = runs.device_name(torch.device("cpu"))
     record = {
         "device": device, "date": date.today().isoformat(), "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads(), "load_average_at_start": load_at_start,
+        "load_average_at_end": os.getloadavg(),
         "data": str(args.data) if args.data else {"synthetic": preparation.SYNTHETIC["smoke"]},
         "criterion": "test mIoU / all-Clean test mIoU (the learning test's 'clear margin': > 1.3)",
         "results": results,
@@ -89,7 +100,7 @@ def main(argv: list[str] | None = None) -> Path:
     path = result_path(args.out, device, record["date"], prefix=prefix)
     fileio.write_json(path, record)
     for row in results:
-        print(f"{row['poc']:>18s} {row['encoder']} seed {row['seed']}: test mIoU {row['test_miou']:.4f} "
+        print(f"{row['poc']:>18s} {row['encoder']} seed {row['seed']} {row['autocast_dtype']}: test mIoU {row['test_miou']:.4f} "
               f"vs all-Clean {row['all_clean_miou']:.4f} ({row['ratio_to_all_clean']:.2f}x), {row['wall_time_s']:.0f} s")
     print(f"-> {path}")
     return path

@@ -65,14 +65,21 @@ from heritage.training import devices, engine, reproducibility, runs, train
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TRAIN_FLOPS_PER_FORWARD = 3
-# Dense peak TFLOP/s from the vendors' data sheets (SXM parts), per autocast dtype (None = float32,
-# counted as TF32 tensor-core peak where cuDNN/cuBLAS use it by default for convolutions). V100:
-# 125 (SXM2; the SXM3 part is 130) for fp16 tensor cores, no bf16.
+# Dense peak TFLOP/s from the vendors' data sheets (no sparsity), per autocast dtype (None = float32, counted
+# as the TF32 tensor-core peak: training runs float32 matmuls and convolutions in TF32 on these GPUs,
+# reproducibility.kernel_mode). Matched against torch.cuda.get_device_name in this order, so the more
+# specific name comes first (an "H100 PCIe" is not an SXM "H100"). V100 (SXM2) and T4: no bf16, no TF32.
 PEAK_TFLOPS: dict[str, dict[str, float]] = {
+    "H100 PCIe": {"bfloat16": 756.0, "float16": 756.0, "float32": 378.0},
+    "H100 NVL": {"bfloat16": 835.0, "float16": 835.0, "float32": 418.0},
     "H200": {"bfloat16": 989.0, "float16": 989.0, "float32": 494.0},
     "H100": {"bfloat16": 989.0, "float16": 989.0, "float32": 494.0},
     "A100": {"bfloat16": 312.0, "float16": 312.0, "float32": 156.0},
+    "L40S": {"bfloat16": 362.0, "float16": 362.0, "float32": 183.0},
+    "A10": {"bfloat16": 125.0, "float16": 125.0, "float32": 62.5},
+    "L4": {"bfloat16": 121.0, "float16": 121.0, "float32": 60.0},
     "V100": {"float16": 125.0, "float32": 15.7},
+    "T4": {"float16": 65.0, "float32": 8.1},
 }
 
 
@@ -80,11 +87,14 @@ def peak_tflops(device: torch.device, dtype: torch.dtype | None) -> float | None
     """The data-sheet peak of this GPU for ``dtype``, or None (CPU, or a GPU not in the table)."""
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
-    key = str(dtype).removeprefix("torch.") if dtype is not None else "float32"
+    return peak_for_name(torch.cuda.get_device_name(device), dtype)
+
+
+def peak_for_name(name: str, dtype: torch.dtype | None) -> float | None:
+    """:data:`PEAK_TFLOPS` of the first model whose key is in the device ``name``, for ``dtype``."""
     for model, peaks in PEAK_TFLOPS.items():
         if model in name:
-            return peaks.get(key)
+            return peaks.get(devices.dtype_name(dtype))
     return None
 
 
@@ -110,6 +120,9 @@ def timed(step, n_steps: int, warmup: int, device: torch.device) -> float:
 
 
 def bench_encoder(encoder: str, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """One encoder's training step as the engine runs it: its own memory format (``--channels-last auto``),
+    the precision ``--amp`` picks here, the run's kernels (cuDNN autotuning and TF32 on a GPU), uint8
+    batches sent to the device and normalised there; then inference, FLOPs and peak memory."""
     dtype = devices.autocast_dtype(args.amp, device)
     channels_last = devices.uses_channels_last(args.channels_last, encoder, device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -120,8 +133,12 @@ def bench_encoder(encoder: str, args: argparse.Namespace, device: torch.device) 
     optimizer = engine.build_optimizer(model.parameters(), lr=1e-4, weight_decay=1e-4, device=device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     size, batch = args.image_size, args.batch_size
-    images = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=memory_format)
-    masks = torch.randint(0, taxonomy.NUM_CLASSES, (batch, size, size), device=device)
+    # what a DataLoader hands the loop: uint8 on the host (pinned for a GPU), copied and normalised every step
+    host_images = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8)
+    host_masks = torch.randint(0, taxonomy.NUM_CLASSES, (batch, size, size), dtype=torch.uint8)
+    if device.type == "cuda":
+        host_images, host_masks = host_images.pin_memory(), host_masks.pin_memory()
+    images, _ = data.batch_to_device(host_images, host_masks, device, memory_format)  # inference and FLOPs
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -131,8 +148,9 @@ def bench_encoder(encoder: str, args: argparse.Namespace, device: torch.device) 
               if getattr(args, "compile", False) else model)
 
     def train_step() -> None:
+        step_images, step_masks = data.batch_to_device(host_images, host_masks, device, memory_format)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            loss = loss_fn(runner(images), masks)
+            loss = loss_fn(runner(step_images), step_masks)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -143,6 +161,18 @@ def bench_encoder(encoder: str, args: argparse.Namespace, device: torch.device) 
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             runner(images)
 
+    mode = reproducibility.kernel_mode(device)
+    with reproducibility.kernels(mode):
+        return {**_timed_encoder(encoder, args, device, model, (train_step, eval_step), images, dtype),
+                "channels_last": channels_last, "autocast_dtype": devices.dtype_name(dtype), "kernels": mode.record()}
+
+
+def _timed_encoder(encoder: str, args: argparse.Namespace, device: torch.device, model: torch.nn.Module,
+                   steps: tuple[Callable[[], None], Callable[[], None]], images: torch.Tensor,
+                   dtype: torch.dtype | None) -> dict[str, Any]:
+    """Images/s of the training and inference ``steps``, FLOPs per image, share of peak, peak memory."""
+    train_step, eval_step = steps
+    batch, size = images.shape[0], images.shape[-1]
     model.train()
     train_seconds = timed(train_step, args.steps, args.warmup, device)
     train_peak_mb = devices.peak_memory_mb(device)
@@ -160,7 +190,7 @@ def bench_encoder(encoder: str, args: argparse.Namespace, device: torch.device) 
     return {
         "encoder": encoder, "family": models.ENCODERS[encoder].family,
         "params_m": round(models.count_parameters(model) / 1e6, 3),
-        "channels_last": channels_last, "batch_size": batch, "image_size": size,
+        "batch_size": batch, "image_size": size,
         "train_images_per_s": batch / train_seconds,
         "eval_images_per_s": batch / eval_seconds if eval_seconds else None,
         "train_gflop_per_image": train_flops / 1e9, "eval_gflop_per_image": eval_flops / 1e9,
@@ -396,6 +426,44 @@ def bench_loop(run: config.RunConfig, device: torch.device, loader_epochs: int =
     }
 
 
+def bench_amp(args: argparse.Namespace, device: torch.device, data_dir: Path, scratch: Path) -> dict[str, Any]:
+    """``heritage train``'s loop in float32 (``amp=off``) and with ``amp=auto``, in interleaved rounds.
+
+    Each round trains one fresh run of each (the order alternates), with the same configuration but
+    ``amp``; its images/s is the run's own (``metrics.json``'s throughput: the timed steps of the loop,
+    data loading included). The ratio auto / float32 is taken per round (paired), so a machine shared
+    with other jobs slows both alike.
+    """
+    encoder = args.encoders[0]
+    overrides = {"image_size": args.image_size, "batch_size": args.batch_size, "epochs": args.epochs,
+                 "max_train_samples": args.max_train_samples, "channels_last": args.channels_last,
+                 "n_prediction_panels": 1, "checkpoint_every": 0,
+                 **({"num_workers": args.num_workers} if args.num_workers is not None else {})}
+    speeds: dict[str, list[float]] = {"off": [], "auto": []}
+    runs_seen: dict[str, list[dict[str, Any]]] = {"off": [], "auto": []}
+    for round_ in tqdm(range(args.rounds), desc="rounds"):
+        for amp in ("off", "auto") if round_ % 2 == 0 else ("auto", "off"):
+            run = loop_config(args.poc, args.profile, encoder, data_dir, scratch / f"runs-{round_}-{amp}",
+                              {**overrides, "amp": amp})
+            metrics = train.run_training(run, progress=False)
+            speeds[amp].append(metrics["throughput"]["train_images_per_s"])
+            runs_seen[amp].append({"round": round_, "autocast_dtype": metrics["autocast_dtype"],
+                                   "train_images_per_s": metrics["throughput"]["train_images_per_s"],
+                                   "wall_time_s": metrics["wall_time_s"], "test_miou": metrics["test"]["miou"],
+                                   "load_average": os.getloadavg()})
+    ratios = [auto / off for auto, off in zip(speeds["auto"], speeds["off"])]
+    return {
+        "encoder": encoder, "poc": args.poc, "profile": args.profile, "image_size": args.image_size,
+        "batch_size": args.batch_size, "epochs": args.epochs, "max_train_samples": args.max_train_samples,
+        "auto_dtype": devices.dtype_name(devices.autocast_dtype("auto", device)),
+        "cpu_native_bf16": devices.cpu_has_native_bf16() if device.type == "cpu" else None,
+        "float32": {"images_per_s": speeds["off"], "median": statistics.median(speeds["off"]), "runs": runs_seen["off"]},
+        "auto": {"images_per_s": speeds["auto"], "median": statistics.median(speeds["auto"]), "runs": runs_seen["auto"]},
+        "speedup_auto_over_float32": {"per_round": ratios, "median": statistics.median(ratios),
+                                      "min": min(ratios), "max": max(ratios)},
+    }
+
+
 def result_path(out_dir: Path, device_name: str, day: str, prefix: str = "") -> Path:
     """``<out_dir>/<prefix><device slug>-<day>.json`` (the results of the benchmarks in bench/)."""
     slug = re.sub(r"[^a-z0-9]+", "-", device_name.lower()).strip("-")
@@ -404,7 +472,7 @@ def result_path(out_dir: Path, device_name: str, day: str, prefix: str = "") -> 
 
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", default="model", choices=("model", "step-ab", "loop"))
+    parser.add_argument("--mode", default="model", choices=("model", "step-ab", "loop", "amp"))
     parser.add_argument("--encoders", nargs="+", default=None, choices=list(models.ENCODERS),
                         help="default: every encoder (model), convnext_tiny (step-ab, loop)")
     parser.add_argument("--architecture", default="unet", choices=models.ARCHITECTURES)
@@ -418,7 +486,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     ab = parser.add_argument_group("step-ab")
     ab.add_argument("--variants", nargs="+", default=list(STEP_VARIANTS), choices=list(STEP_VARIANTS))
-    ab.add_argument("--rounds", type=int, default=5, help="interleaved rounds (one block of --steps per variant each)")
+    ab.add_argument("--rounds", type=int, default=5,
+                    help="interleaved rounds (step-ab: one block of --steps per variant each; amp: one run of each)")
     ab.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm (timed as its own phase)")
     loop = parser.add_argument_group("loop")
     loop.add_argument("--poc", default="poc59v2_flagship", choices=config.available_pocs())
@@ -440,6 +509,8 @@ def main(argv: list[str] | None = None) -> Path:
         report_, prefix = run_model_mode(args, device), ""
     elif args.mode == "step-ab":
         report_, prefix = run_step_ab_mode(args, device), f"{'gpu' if device.type == 'cuda' else 'cpu'}-step-"
+    elif args.mode == "amp":
+        report_, prefix = run_amp_mode(args, device), "amp-auto-"
     else:
         report_, prefix = run_loop_mode(args, device), "loop-"
     record = {**header, "load_average_at_end": os.getloadavg(), **report_}
@@ -519,6 +590,28 @@ def run_loop_mode(args: argparse.Namespace, device: torch.device) -> dict[str, A
                      "what": "heritage.training.train.run_training (preload, augmentation, DataLoader, AdamW + OneCycle, "
                              "validation, test, checkpoint); loader timed alone first"},
         "results": results,
+    }
+
+
+def run_amp_mode(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    args.encoders = args.encoders or ["convnext_tiny"]
+    args.image_size, args.batch_size = args.image_size or 128, args.batch_size or 8
+    args.max_train_samples = args.max_train_samples or 96
+    with tempfile.TemporaryDirectory(prefix="amp-bench-") as scratch:
+        scratch = Path(scratch)
+        data_dir = args.data or synthetic_data(scratch, args.synthetic_images, args.synthetic_side)
+        result = bench_amp(args, device, data_dir, scratch)
+    speedup = result["speedup_auto_over_float32"]
+    print(f"{result['encoder']:>14s}: amp auto = {result['auto_dtype']}: {result['auto']['median']:.2f} img/s vs "
+          f"float32 {result['float32']['median']:.2f} img/s: {speedup['median']:.2f}x "
+          f"[{speedup['min']:.2f}, {speedup['max']:.2f}] over {len(speedup['per_round'])} rounds")
+    return {
+        "settings": {"mode": "amp", "rounds": args.rounds, "torch_threads": torch.get_num_threads(),
+                     "data": str(args.data) if args.data else {"synthetic_images": args.synthetic_images,
+                                                                "longest_side": args.synthetic_side},
+                     "what": "heritage.training.train.run_training with amp=off and amp=auto, one fresh run of each "
+                             "per round, order alternating; images/s = metrics.json throughput.train_images_per_s"},
+        "results": [result],
     }
 
 

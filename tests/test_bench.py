@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from heritage.training import engine, reproducibility
+from heritage.training import devices, engine, reproducibility
 from heritage import errors, report
 from heritage.data import taxonomy
 
@@ -78,7 +78,7 @@ def test_the_gpu_check_dry_run_runs_every_step_on_cpu(tmp_path):
     [path] = tmp_path.glob("gpu-check-dry-*.json")
     record = json.loads(path.read_text())
     sections = record["sections"]
-    assert record["dry_run"] and record["failed"] == []
+    assert record["dry_run"] and record["failed"] == [] and record["incomplete"] == []
     assert list(sections) == ["throughput", "loader", "cli_bf16", "cli_fp16", "ddp", "predict", "compile"]
     assert all("skipped" not in value and "error" not in value for value in sections.values()), sections
     assert all(value["seconds"] > 0 for value in sections.values())  # each step's own wall time
@@ -86,24 +86,91 @@ def test_the_gpu_check_dry_run_runs_every_step_on_cpu(tmp_path):
     assert record["cpu_s"] > 0
     assert record["torch_threads"] == record["plan"]["threads"] == 1
 
+    # what training runs: amp auto's precision, the encoder's own memory format, the CPU's deterministic kernels
+    cpu = torch.device("cpu")
+    auto = devices.dtype_name(devices.autocast_dtype("auto", cpu))
     eager = {row["encoder"]: row for row in sections["throughput"]["result"]}
     assert set(eager) == set(record["plan"]["batch_sizes"]) == {"convnext_tiny"}  # one encoder on CPU
-    assert all(row["train_images_per_s"] > 0 and 0 < row["train_share_of_peak"] for row in eager.values())
+    row = eager["convnext_tiny"]
+    assert row["train_images_per_s"] > 0 and 0 < row["train_share_of_peak"] and row["peak_source"] == "matmul probe"
+    assert (row["autocast_dtype"], row["channels_last"]) == (auto, devices.uses_channels_last("auto", "convnext_tiny", cpu))
+    assert row["kernels"] == reproducibility.kernel_mode(cpu).record() and row["mfu"] is None  # no data sheet
     assert [row["compile"] for row in sections["compile"]["result"]] == [True]
     assert sections["loader"]["result"]["images_per_s"] > 0 and sections["loader"]["result"]["num_workers"] == 2
 
+    # every CLI run scored exactly the fold's test images, their labelled pixels and classes, in its precision
     bf16 = sections["cli_bf16"]["result"]
     assert bf16["stop"]["returncode"] == 75 and bf16["stop"]["checkpoint_position"] == {"epoch": 0, "step": 1}
     assert bf16["resume"]["returncode"] == 0 and bf16["resume"]["resumed"]
-    assert bf16["metrics"]["test_miou"] >= 0
     tiny = record["plan"]["cli_overrides"]
-    assert (bf16["metrics"]["batch_size"], bf16["metrics"]["image_size"]) == (tiny["batch_size"], tiny["image_size"])
-    assert sections["cli_fp16"]["result"]["ok"] and sections["cli_fp16"]["result"]["metrics"] is not None
-    worker = sections["ddp"]["result"]["worker"]
-    assert (worker["backend"], worker["world_size"], worker["finite"]) == ("gloo", 1, True)
+    runs_checked = {"cli_bf16": (bf16["metrics"], "bfloat16", 1),
+                    "cli_fp16": (sections["cli_fp16"]["result"]["metrics"], "float16", 1),
+                    "ddp": (sections["ddp"]["result"]["metrics"], auto, 2)}
+    for name, (metrics, dtype, processes) in runs_checked.items():
+        expected = metrics["expected"]
+        assert metrics["scored"] == expected and metrics["as_expected"], name
+        assert (expected["autocast_dtype"], expected["world_size"]) == (dtype, processes), name
+        assert expected["n_images"] > 0 and expected["labelled_pixels"] > 0 and "Clean" in expected["classes"]
+        assert 0 < metrics["test_miou"] <= 1 and 0 < metrics["all_clean_miou"] <= 1, name
+        assert (metrics["batch_size"], metrics["image_size"]) == (tiny["batch_size"], tiny["image_size"]), name
+        assert metrics["kernels"]["deterministic"], name
+    ddp = sections["ddp"]["result"]
+    assert (ddp["processes"], ddp["backend"]) == (2, "gloo") and ddp["ok"]
+    assert ddp["metrics"]["lr_applied"] == pytest.approx(2 * ddp["lr"])  # the linear rule over the global batch
+
     scan = sections["predict"]["result"]
     assert scan["megapixels"] == pytest.approx(record["plan"]["predict_megapixels"], rel=0.01)
     assert "mask.png" in scan["outputs"]
+    assert scan["peak_rss_scope"] == "this step" and scan["peak_rss_mb"] > 0 and scan["peak_gpu_memory_mb"] is None
+
+
+@pytest.fixture
+def gpu_check(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))  # the script imports train_bench beside it
+    import gpu_check
+
+    return gpu_check
+
+
+def test_the_gpu_check_reports_a_steps_own_peak_memory_not_the_processes(gpu_check):
+    import numpy as np
+
+    big = np.ones(400 * 2**20 // 8)  # 400 MB, as an earlier section's training would have reached
+    big_peak = gpu_check.devices.peak_memory_mb(torch.device("cpu"))
+    del big
+    small, memory = gpu_check.peak_during(lambda: np.ones(2**20 // 8).sum(), torch.device("cpu"))
+    assert small == 2**20 // 8
+    assert memory["peak_rss_scope"] == "this step"  # Linux: the peak RSS was reset before the step
+    assert memory["peak_rss_mb"] < big_peak - 300  # the 400 MB are not the step's
+
+
+def test_the_gpu_check_exits_incomplete_when_the_time_budget_skipped_something(gpu_check, tmp_path, monkeypatch):
+    for name in ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # the dry run sets these
+        monkeypatch.setenv(name, os.environ.get(name, ""))
+    threads = torch.get_num_threads()
+    try:
+        code = gpu_check.main(["--dry-run", "--budget-s", "0", "--sections", "throughput", "predict",
+                               "--out", str(tmp_path)])
+    finally:
+        torch.set_num_threads(threads)
+    [path] = tmp_path.glob("gpu-check-dry-*.json")
+    record = json.loads(path.read_text())
+    assert code == gpu_check.EXIT_INCOMPLETE == 3 and record["incomplete"] == ["throughput", "predict"]
+    assert record["failed"] == [] and "data" not in record  # nothing ran, not even the stand-in was made
+    passed = {"sections": {"throughput": {"result": [{"encoder": "convnext_tiny"}]}}, "failed": [], "incomplete": []}
+    assert gpu_check.exit_code(passed) == 0
+    row_skipped = {"result": [{"encoder": "convnext_tiny"}, {"encoder": "mit_b3", "skipped": "time budget"}]}
+    assert gpu_check._skipped(row_skipped) and not gpu_check._skipped({"not_run": "1 GPU"})
+    assert gpu_check.exit_code({"failed": ["ddp"], "incomplete": ["compile"]}) == errors.EXIT_FAILED
+
+
+def test_peaks_come_from_the_data_sheet_of_the_named_gpu(gpu_check):
+    peak = gpu_check.train_bench.peak_for_name
+    assert peak("NVIDIA H100 80GB HBM3", torch.bfloat16) == 989.0
+    assert peak("NVIDIA H100 PCIe", torch.bfloat16) == 756.0  # not the SXM part's
+    assert peak("NVIDIA H200", None) == 494.0  # float32 runs as TF32
+    assert peak("Tesla V100-SXM2-32GB", torch.bfloat16) is None and peak("Tesla V100-SXM2-32GB", torch.float16) == 125.0
+    assert peak("NVIDIA GeForce RTX 4090", torch.bfloat16) is None  # unknown: the matmul probe measures it
 
 
 # -- bench/scale_check.py: letterbox vs patch at one budget (issue 11) ------------------------------

@@ -18,6 +18,7 @@ from heritage.training import devices, engine, evaluation, reproducibility, runs
 from heritage import errors
 from heritage.modeling import losses, metrics
 from heritage.config import load_run_config
+from test_working_resolution import TinyHierarchical  # the hierarchical model's heads on a tiny body
 
 SIZE = 32
 TIMING_COLUMNS = ("images_per_s", "peak_memory_mb", "elapsed_s")
@@ -88,12 +89,13 @@ def assert_same_weights(first: nn.Module, second: nn.Module) -> None:
         assert torch.equal(a, b), f"{name} differs"
 
 
-def test_same_seed_gives_the_same_run(data_dir, fold, tmp_path):
-    first, first_model, _ = train(make_config(data_dir, tmp_path / "a"), fold, data_dir)
-    second, second_model, _ = train(make_config(data_dir, tmp_path / "b"), fold, data_dir)
+@pytest.mark.parametrize("amp", ["off", "bf16"])  # float32, and what amp auto is on a CPU with native bf16
+def test_same_seed_gives_the_same_run(data_dir, fold, tmp_path, amp):
+    first, first_model, _ = train(make_config(data_dir, tmp_path / "a", amp=amp), fold, data_dir)
+    second, second_model, _ = train(make_config(data_dir, tmp_path / "b", amp=amp), fold, data_dir)
     assert comparable(first.history) == comparable(second.history)
     assert_same_weights(first_model, second_model)
-    other, _, _ = train(make_config(data_dir, tmp_path / "c", seed=4), fold, data_dir)
+    other, _, _ = train(make_config(data_dir, tmp_path / "c", seed=4, amp=amp), fold, data_dir)
     assert comparable(other.history) != comparable(first.history)
 
 
@@ -253,6 +255,17 @@ def test_fp16_trains_with_a_grad_scaler_and_bf16_without(data_dir, tmp_path):
         assert training.scaler.is_enabled() is scaled, amp
 
 
+def test_ddp_trains_at_the_learning_rate_of_its_global_batch(data_dir, tmp_path):
+    """batch_size is per process: N processes train on N x batch_size images a step, and the linear
+    scaling rule gives that global batch N x lr."""
+    config = make_config(data_dir, tmp_path)
+    assert (config.lr_for(1), config.lr_for(4)) == (config.lr, pytest.approx(4 * config.lr))
+    for world_size in (1, 2, 4):
+        training = engine.Training.wrap(config, TinyNet(), losses.build_loss("dice"), devices.Distributed())
+        training.add_optimisation(config, 4, torch.device("cpu"), world_size)
+        assert training.optimizer.param_groups[0]["max_lr"] == pytest.approx(world_size * config.lr), world_size
+
+
 @pytest.mark.parametrize(("native", "expected"), [(True, torch.bfloat16), (False, None)])
 def test_auto_precision_on_a_cpu_is_bf16_only_with_native_bf16(monkeypatch, native, expected):
     monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: native)
@@ -339,8 +352,8 @@ def test_only_the_training_steps_are_compiled(data_dir, fold, tmp_path, monkeypa
                         lambda model, *args, **kwargs: evaluated.append(model) or ({}, 0.0, []))
     val_set = data.SegmentationDataset(data_dir, fold[1], SIZE, train=False)
     loader = data.make_loader(val_set, 4, train=False, num_workers=0, seed=0)
-    engine.validate(training, val_set, loader, config, torch.device("cpu"), progress=False)
-    engine.validate(training, val_set, None, config, torch.device("cpu"), progress=False)
+    engine.validate(training, val_set, loader, config, devices.Distributed(), progress=False)
+    engine.validate(training, val_set, None, config, devices.Distributed(), progress=False)
     # evaluation's shapes and inference mode would recompile a compiled module: it gets the plain one
     assert evaluated == [training.net, training.net]
     assert not any(isinstance(model, torch._dynamo.eval_frame.OptimizedModule) for model in evaluated)
@@ -356,6 +369,22 @@ def test_single_process_without_launcher_variables(monkeypatch):
     assert devices.setup_distributed(device="cpu").world_size == 1
 
 
+def test_the_process_group_waits_an_explicit_time_for_its_peers(monkeypatch):
+    joined = {}
+    monkeypatch.setattr(devices.torch_dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(devices.torch_dist, "init_process_group", lambda backend, **options: joined.update(
+        backend=backend, **options))
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29555")
+    dist = devices.setup_distributed(device="cpu")
+    assert (dist.rank, dist.world_size, joined["rank"], joined["world_size"]) == (1, 2, 1, 2)
+    assert joined["backend"] == "gloo" and joined["timeout"] == devices.PROCESS_GROUP_TIMEOUT
+    assert devices.PROCESS_GROUP_TIMEOUT.total_seconds() > 600  # longer than NCCL's default watchdog
+
+
 def _ddp_worker(rank: int, world: int, port: int, data_dir: str, runs_root: str, queue) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
@@ -366,15 +395,34 @@ def _ddp_worker(rank: int, world: int, port: int, data_dir: str, runs_root: str,
     folder = runs.prepare(config) if dist.is_main else runs.run_dir(config)
     reproducibility.seed_everything(config.seed)
     model = TinyNet()
+
+    def whole_images(ids):  # at the working resolution: each process scores a shard
+        return working.EvaluationSet(data_dir, ids, SIZE, "native", "letterbox", cache_dir=Path(runs_root) / "cache",
+                                     progress=False)
+
     result = engine.fit(config, model, losses.build_loss("dice"),
                         data.SegmentationDataset(data_dir, fold[0], SIZE, train=True, seed=config.seed),
-                        data.SegmentationDataset(data_dir, fold[1], SIZE, train=False), folder, dist, progress=False)
-    queue.put((rank, result.best_epoch, [p.detach().numpy().copy() for p in model.parameters()]))  # by value
+                        whole_images(fold[1]), folder, dist, progress=False)
+    torch.manual_seed(0)
+    scores = {}
+    for name, net, hierarchical in (("unet", model, False), ("hierarchical", TinyHierarchical(), True)):
+        options = {"progress": False, "keep": 3, "per_image": True}
+        sharded, _, sharded_panels = evaluation.evaluate_images(net, whole_images(fold[2]), dist.device, hierarchical,
+                                                                SIZE, 4, dist=dist, **options)
+        alone, _, alone_panels = evaluation.evaluate_images(net, whole_images(fold[2]), dist.device, hierarchical,
+                                                            SIZE, 4, **options)
+        for scored in (sharded, alone):  # numpy: a torch tensor would be shared memory, gone with this process
+            scored["per_image"]["confusion"] = scored["per_image"]["confusion"].numpy()
+        scores[name] = (sharded, sharded_panels, alone, alone_panels)
+    queue.put((rank, result.best_epoch, result.best_val, [p.detach().numpy().copy() for p in model.parameters()],
+               scores))  # by value
     devices.teardown_distributed(dist)
 
 
 @pytest.mark.slow  # two spawned processes, each importing torch
 def test_distributed_data_parallel_on_two_cpu_processes(data_dir, tmp_path):
+    """Training, and evaluation of whole images sharded over the processes: every process ends with the scores
+    (dataset counts, per-image rows in order, panels) one process gives alone."""
     context = torch.multiprocessing.get_context("spawn")
     queue = context.Queue()
     port = 29500 + os.getpid() % 1000
@@ -382,15 +430,25 @@ def test_distributed_data_parallel_on_two_cpu_processes(data_dir, tmp_path):
                for rank in range(2)]
     for worker in workers:
         worker.start()
-    results = sorted(queue.get(timeout=120) for _ in workers)
+    results = sorted((queue.get(timeout=300) for _ in workers), key=lambda result: result[0])
     for worker in workers:
         worker.join(timeout=60)
         assert worker.exitcode == 0
-    (_, best0, params0), (_, best1, params1) = results
-    assert best0 == best1  # rank 0's model selection reaches every rank
+    (_, best0, val0, params0, scores0), (_, best1, val1, params1, scores1) = results
+    assert best0 == best1 and val0 == val1  # the reduced validation and rank 0's model selection reach every rank
     assert all((a == b).all() for a, b in zip(params0, params1))  # DDP keeps the replicas identical
     history = next(tmp_path.glob("**/history.csv")).read_text().splitlines()
     assert len(history) == 3
+    _, val_ids, test_ids = splits.fold_ids(splits.load_manifest(data_dir, "holdout"), "holdout")
+    assert val0["n_images"] == len(val_ids)
+    for scores in (scores0, scores1):
+        for name, (sharded, sharded_panels, alone, alone_panels) in scores.items():
+            assert sharded["per_image"]["ids"] == alone["per_image"]["ids"] == test_ids, name
+            assert np.array_equal(sharded.pop("per_image")["confusion"], alone.pop("per_image")["confusion"]), name
+            assert sharded == alone and sharded["n_images"] == len(test_ids), name  # every score, hierarchy included
+            assert [panel[0] for panel in sharded_panels] == [panel[0] for panel in alone_panels] == test_ids[:3]
+            assert all(np.array_equal(a, b) for x, y in zip(sharded_panels, alone_panels) for a, b in zip(x[1:], y[1:]))
+    assert "hierarchical" in scores0["hierarchical"][0]
 
 
 def test_checkpoint_every_zero_writes_the_resume_state_only_on_a_signal(data_dir, fold, tmp_path):

@@ -13,7 +13,8 @@ import pytest
 from heritage import config, errors, fileio
 from heritage.pipeline import execution, paper, preparation, run_configs, schedulers
 from heritage.pipeline.jobs import (COMPARISON_NOTEBOOK, DATASET_NOTEBOOK, NotebookJob, comparison_job, damage_maps_job,
-                                    is_up_to_date, job_command, run_job_for, write_job_file, write_run_config)
+                                    dataset_job, is_up_to_date, job_command, run_job_for, write_job_file,
+                                    write_run_config)
 
 POCS = ["poc55_multitask", "poc58_baseline"]
 
@@ -275,6 +276,35 @@ def test_a_job_file_must_describe_a_job(tmp_path) -> None:
         path.write_text(content)
         with pytest.raises(errors.InputError, match=f"job.json: .*{message}"):
             paper.execute_job_file(path)
+
+
+def test_under_srun_process_0_renders_the_notebook_and_the_others_only_train(tmp_path, data_dir, monkeypatch,
+                                                                              capsys) -> None:
+    """`srun` starts one `paper --execute` per task (GPU): one notebook, report and stamp, one DDP training."""
+    run = config.load_run_config("poc58_baseline", "smoke", overrides={"data_dir": str(data_dir),
+                                                                       "runs_root": str(tmp_path / "runs")})
+    job = run_job_for(run, paper.NOTEBOOKS_DIR)
+    path = write_job_file(job)
+    trained, executed = [], []
+    monkeypatch.setattr(run_configs, "ensure_trained", lambda config, progress: trained.append(config))
+    monkeypatch.setattr(paper, "run_job", lambda job, execute: executed.append(job.name))
+    monkeypatch.setattr(paper, "ensure_kernel", lambda: None)
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SLURM_NTASKS", "2")
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "2")  # inside the srun step
+    for rank in (1, 0):
+        monkeypatch.setenv("SLURM_PROCID", str(rank))
+        monkeypatch.setenv("SLURM_LOCALID", str(rank))
+        assert paper.execute_job_file(path) == 0
+    assert trained == [run] and executed == [job.name]  # rank 1 joined the training, rank 0 executed the notebook
+    out = capsys.readouterr().out
+    assert f"{job.name}: process 1 of 2 trains only" in out and f"{job.name}: process 0 of 2 renders" in out
+    assert not job.output.exists() and not job.stamp.exists()  # nothing of the notebook's from rank 1
+    dataset = dataset_job(data_dir, paper.NOTEBOOKS_DIR, tmp_path / "paper")  # not a run: nothing to join
+    monkeypatch.setenv("SLURM_PROCID", "1")
+    assert paper.execute_job_file(write_job_file(dataset)) == 0 and trained == [run]
+    assert executed == [job.name] and not dataset.output.exists()
 
 
 def test_prepare_data_completes_a_folder_without_redoing_it(tmp_path, data_dir) -> None:

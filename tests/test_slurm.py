@@ -536,3 +536,89 @@ def test_smoke_paper_on_slurm_matches_the_local_scheduler(cluster, tiny_data, tm
     comparison = finished.pop("comparison")
     assert comparison["started"] >= max(record["finished"] for record in finished.values())
     assert (on_slurm / "paper" / "99_comparison.html").is_file() and (on_slurm / "paper" / "index.html").is_file()
+
+
+def _scores_of_one_process(run, folder: Path) -> dict:
+    """The run's best checkpoint scored by this one process on its val and test parts, as training scores
+    (the sliding window at the working resolution, the run's precision, memory format and kernels), with one
+    thread like each task."""
+    import torch
+
+    from heritage.data import splits, working
+    from heritage.inference import predict
+    from heritage.training import devices, evaluation, reproducibility
+
+    cpu = torch.device("cpu")
+    model, _ = predict.load_model(folder, cpu)
+    if devices.uses_channels_last(run.channels_last, run.encoder, cpu):
+        model = model.to(memory_format=torch.channels_last)
+    _, val_ids, test_ids = splits.fold_ids(splits.load_manifest(run.data_dir, run.protocol), run.fold)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        scores = {}
+        for part, ids in (("val", val_ids), ("test", test_ids)):
+            images = working.EvaluationSet(run.data_dir, ids, run.image_size, run.working_resolution, "letterbox",
+                                           cache_dir=run.cache_dir, progress=False)
+            with reproducibility.kernels(reproducibility.kernel_mode(cpu)):
+                scores[part] = evaluation.evaluate_images(model, images, cpu, run.hierarchical, run.image_size,
+                                                          run.batch_size, progress=False, per_image=True,
+                                                          dtype=devices.autocast_dtype(run.amp, cpu))[0]
+    finally:
+        torch.set_num_threads(threads)
+    return scores
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_two_task_job_trains_one_ddp_run_renders_one_notebook_and_scores_as_one_process(
+        cluster, tiny_data, tmp_path, monkeypatch):
+    """`paper --execute` under srun with 2 tasks (gloo on the CPU): process 0 executes the POC notebook, whose
+    training is rank 0 of a 2-process DDP run; process 1 joins it and renders nothing. The run records its
+    2 processes and the learning rate of their global batch, and its sharded evaluation gives the scores one
+    process gives its checkpoint."""
+    import nbformat
+    import pandas as pd
+
+    from heritage import config
+    from heritage.pipeline import jobs, on_slurm, paper
+    from heritage.training import runs
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # sbatch passes it on: one thread a task, as the reference below
+    run = config.load_run_config("poc58_baseline", "smoke", overrides={
+        "epochs": 1, "image_size": 32, "batch_size": 2, "max_train_samples": 8, "n_prediction_panels": 1,
+        "data_dir": str(tiny_data), "runs_root": str(tmp_path / "runs")})
+    job = jobs.run_job_for(run, paper.NOTEBOOKS_DIR)
+    site = slurm_site.Site(kinds={"run": {"tasks_per_node": 2}})  # as with 2 GPUs: srun starts 2 copies
+    try:
+        [result] = on_slurm.run_plan_on_slurm([job], [], job_command=jobs.job_command,
+                                              write_job_file=jobs.write_job_file, profile="smoke",
+                                              runs_root=tmp_path / "runs", site=site, poll_seconds=0.5)
+    finally:
+        cancel_submission(tmp_path / "runs" / slurm.SUBMISSION_FILE)
+    folder = config.run_dir(run)
+    [log] = folder.glob("slurm-*.out")
+    assert result.state == "done", log.read_text()[-3000:]
+    log_text = log.read_text()
+    assert log_text.count(f"{job.name}: process 0 of 2 renders the notebook") == 1, log_text[-3000:]
+    assert log_text.count(f"{job.name}: process 1 of 2 trains only") == 1, log_text[-3000:]
+    assert jobs.is_up_to_date(job)  # notebook, report and the stamp of that one execution
+    notebook = nbformat.read(job.output, as_version=4)
+    assert not [output for cell in notebook.cells for output in cell.get("outputs", [])
+                if output.get("output_type") == "error"]
+
+    metrics = fileio.read_json(folder / runs.METRICS_FILE)
+    assert (metrics["world_size"], metrics["global_batch_size"]) == (2, 2 * run.batch_size)
+    assert metrics["lr_applied"] == pytest.approx(2 * run.lr) and metrics["lr"] == pytest.approx(run.lr)
+    reference = _scores_of_one_process(run, folder)
+    for part in ("val", "test"):
+        assert metrics[part]["miou"] == pytest.approx(reference[part]["miou"], abs=1e-9), part
+        assert metrics[part]["n_images"] == reference[part]["n_images"], part
+    assert metrics["test"]["confusion_matrix"] == reference["test"]["confusion_matrix"]
+    assert metrics["test"]["per_image_miou"] == pytest.approx(reference["test"]["per_image_miou"], abs=1e-9)
+    per_image = runs.read_per_image(folder)
+    assert list(per_image["id"]) == reference["test"]["per_image"]["ids"]  # the test part's order, every image
+    expected = runs.per_image_table(reference["test"]["per_image"]["ids"], list(per_image["source_id"]),
+                                    reference["test"]["per_image"]["confusion"].numpy())
+    pd.testing.assert_frame_equal(per_image, expected, check_dtype=False, rtol=1e-9)  # counts, and scores from them

@@ -27,7 +27,9 @@ A profile's ``plan`` says which runs :func:`plan` makes: ``encoders``, ``folds``
 protocol (the flagship's ``seeds_protocol`` on ``leaky``): protocols it does not name plan all their folds.
 
 The learning rate follows the linear scaling rule ``lr = base_lr * batch_size / base_batch_size``
-unless ``lr`` is set explicitly.
+unless ``lr`` is set explicitly. ``batch_size`` is per process: under DDP with N processes (N GPUs) the
+global batch is ``batch_size x N`` and training runs at ``N x lr`` (:meth:`RunConfig.lr_for`, recorded as
+``lr_applied`` in metrics.json), whether ``lr`` was derived or given.
 
 Modules: :mod:`~heritage.config.run_config` (:class:`RunConfig`, its validation, hash and run folder),
 :mod:`~heritage.config.poc_files` (the POC files and their structure), :mod:`~heritage.config.resolve`

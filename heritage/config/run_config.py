@@ -63,6 +63,8 @@ class RunConfig:
 
     ``lr`` is derived from ``base_lr * batch_size / base_batch_size`` when left as None; note that
     :func:`dataclasses.replace` keeps an already derived ``lr`` (pass ``lr=None`` to derive it again).
+    ``batch_size`` and ``lr`` are one process's: with N DDP processes the optimizer runs at
+    :meth:`lr_for` (N), the rate of the global batch of N x batch_size.
     """
 
     poc: str
@@ -180,6 +182,12 @@ class RunConfig:
     @property
     def split_name(self) -> str:
         return f"{self.protocol}-{self.fold}"
+
+    def lr_for(self, world_size: int) -> float:
+        """The learning rate of ``world_size`` DDP processes: their global batch is ``batch_size x world_size``,
+        and the linear scaling rule (``base_lr * global batch / base_batch_size``) scales ``lr`` with it,
+        whether ``lr`` was derived or given."""
+        return self.lr * world_size
 
 
 def data_fingerprint(data_dir: str | os.PathLike, protocol: str) -> dict[str, str]:

@@ -17,7 +17,7 @@ Conventions, written into every result as ``convention``:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -75,6 +75,15 @@ class ConfusionMatrix:
     def reset(self) -> None:
         self._counts.zero_()
         self._n_images.zero_()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """A copy of the accumulated counts: summed over disjoint images (the ranks of a distributed
+        evaluation), they are the counts of all of them."""
+        return {"counts": self._counts.clone(), "n_images": self._n_images.clone()}
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        self._counts.copy_(state["counts"])
+        self._n_images.copy_(state["n_images"])
 
     @torch.no_grad()
     def update(self, logits_or_preds: torch.Tensor, target: torch.Tensor, n_images: int | None = None) -> None:
@@ -164,6 +173,16 @@ class HierarchicalMetrics:
     def reset(self) -> None:
         for matrix in self.levels().values():
             matrix.reset()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Each level's :meth:`ConfusionMatrix.state_dict`, its names prefixed with the level."""
+        return {f"{level}.{name}": value for level, matrix in self.levels().items()
+                for name, value in matrix.state_dict().items()}
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        for level, matrix in self.levels().items():
+            matrix.load_state_dict({name.removeprefix(f"{level}."): value for name, value in state.items()
+                                    if name.startswith(f"{level}.")})
 
     def compute(self) -> dict[str, float]:
         """``{"binary_miou", "coarse_miou", "fine_miou"}``, the ``hierarchical`` block of metrics.json."""

@@ -26,7 +26,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from heritage import errors, fileio
 from heritage.training import runs
@@ -39,6 +39,9 @@ from heritage.pipeline.on_slurm import SlurmPlanScheduler
 from heritage.pipeline.preparation import REAL_DATA_DIR, SYNTHETIC, prepare_data
 from heritage.pipeline.run_configs import REPO_ROOT, comparison_parameters, planned_configs
 from heritage.pipeline.schedulers import DONE, FAILED, SKIPPED, SUBMITTED, JobResult, LocalScheduler, Scheduler, finals
+
+if TYPE_CHECKING:
+    from heritage.training.devices import Launch
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 
@@ -106,14 +109,26 @@ def main(args: argparse.Namespace) -> int:
 
 def execute_job_file(path: Path) -> int:
     """``--execute``: run one job description; exit 75 when training stopped on a signal (requeue me),
-    1 (:class:`errors.CommandFailed`) when a cell failed."""
+    1 (:class:`errors.CommandFailed`) when a cell failed.
+
+    A batch job with several tasks (one per GPU) runs this once per task (``srun``): process 0 executes
+    and renders the notebook, whose training is rank 0 of the DDP run; every other process only joins
+    that training (:func:`train_only`), so one notebook, report and stamp are written.
+    """
     from papermill.exceptions import PapermillExecutionError
+
+    from heritage.training import devices
 
     values = fileio.read_json(path)
     try:
         job = NotebookJob.from_json(values)
     except errors.InputError as err:
         raise errors.InputError(f"{path}: {err}") from None
+    launched = devices.launch()
+    if launched.rank != 0:
+        return train_only(job, launched)
+    if launched.world_size > 1:
+        print(f"{job.name}: process 0 of {launched.world_size} renders the notebook; the others train only")
     check_parameters(job.template, job.parameters)  # before registering a kernel for nothing
     ensure_kernel()
     try:
@@ -122,6 +137,25 @@ def execute_job_file(path: Path) -> int:
         if err.ename != "Interrupted":  # heritage.training.engine.Interrupted: checkpoint written, resume later
             raise errors.CommandFailed(f"{job.name}: {_first_line(err)}; executed notebook: {job.output}") from err
         print(f"{job.name}: {err.evalue}; executed notebook: {job.output}", file=sys.stderr)
+        return errors.EXIT_REQUEUE
+    return 0
+
+
+def train_only(job: NotebookJob, launched: Launch) -> int:
+    """A job's process other than rank 0: it joins the run's DDP training (what the notebook of process 0
+    starts, :func:`heritage.pipeline.run_configs.ensure_trained`) and writes nothing of the notebook's; a job
+    without a run has nothing to join. Exit 75 when the training stopped on a signal, as process 0 does."""
+    from heritage.config import RunConfig
+    from heritage.pipeline.run_configs import ensure_trained
+    from heritage.training import engine
+
+    print(f"{job.name}: process {launched.rank} of {launched.world_size} trains only (process 0 renders the notebook)")
+    if job.config is None:
+        return 0
+    try:
+        ensure_trained(RunConfig.from_dict(job.config, source=job.name), progress=False)
+    except engine.Interrupted as stop:
+        print(f"{job.name}: {stop}", file=sys.stderr)
         return errors.EXIT_REQUEUE
     return 0
 

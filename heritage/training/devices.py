@@ -13,6 +13,8 @@ import os
 import resource
 import sys
 from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Mapping, NamedTuple
 
 import torch
 import torch.distributed as torch_dist
@@ -39,21 +41,44 @@ class Distributed:
         return self.rank == 0
 
 
-def setup_distributed(device: str | None = None) -> Distributed:
-    """Read the launcher's environment and, with several processes, join the process group.
+class Launch(NamedTuple):
+    """This process's place among the processes its launcher started (none: rank 0 of 1)."""
 
-    ``torchrun`` sets RANK/WORLD_SIZE/LOCAL_RANK; ``srun`` sets SLURM_PROCID/SLURM_NTASKS/
-    SLURM_LOCALID (read only inside an srun step, recognised by SLURM_STEP_NUM_TASKS, so a batch
-    shell of a many-task allocation does not wait for peers). MASTER_ADDR/MASTER_PORT must then be set (a single node defaults to
-    127.0.0.1:29500). NCCL on GPU, gloo on CPU. ``device`` forces "cpu" or "cuda" (:func:`choose_device`).
+    rank: int
+    world_size: int
+    local_rank: int
+
+
+def launch(environ: Mapping[str, str] | None = None) -> Launch:
+    """Rank, world size and local rank from the launcher's environment, without joining any process group.
+
+    ``torchrun`` sets RANK/WORLD_SIZE/LOCAL_RANK; ``srun`` sets SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID
+    (read only inside an srun step, recognised by SLURM_STEP_NUM_TASKS, so a batch shell of a many-task
+    allocation does not wait for peers).
+    """
+    env = os.environ if environ is None else environ
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return Launch(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)))
+    if "SLURM_PROCID" in env and "SLURM_STEP_NUM_TASKS" in env:  # inside srun, not the batch shell
+        return Launch(int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0)))
+    return Launch(0, 1, 0)
+
+
+# How long a process waits for the others at a collective before failing. Evaluation is sharded over the
+# ranks, so waits are short; the longest is the work rank 0 does alone (the scale record before training
+# reads every training mask, checkpoint and report writes), which NCCL's default 10 minutes may not cover.
+PROCESS_GROUP_TIMEOUT = timedelta(minutes=30)
+
+
+def setup_distributed(device: str | None = None) -> Distributed:
+    """Read the launcher's environment (:func:`launch`) and, with several processes, join the process group.
+
+    MASTER_ADDR/MASTER_PORT must then be set (a single node defaults to 127.0.0.1:29500). NCCL on GPU,
+    gloo on CPU, with an explicit timeout (:data:`PROCESS_GROUP_TIMEOUT`). ``device`` forces "cpu" or
+    "cuda" (:func:`choose_device`).
     """
     env = os.environ
-    if "RANK" in env and "WORLD_SIZE" in env:
-        rank, world, local = int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0))
-    elif "SLURM_PROCID" in env and "SLURM_STEP_NUM_TASKS" in env:  # inside srun, not the batch shell
-        rank, world, local = int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0))
-    else:
-        rank, world, local = 0, 1, 0
+    rank, world, local = launch(env)
     where = choose_device(device, local)
     use_cuda = where.type == "cuda"
     if use_cuda:
@@ -67,8 +92,31 @@ def setup_distributed(device: str | None = None) -> Distributed:
             raise errors.InputError(f"distributed launch with {world} processes needs {', '.join(missing)} "
                                "in the environment (the address and a free port of rank 0's node)")
         torch_dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world,
-                                      device_id=where if use_cuda else None)
+                                      device_id=where if use_cuda else None, timeout=PROCESS_GROUP_TIMEOUT)
     return Distributed(rank=rank, world_size=world, local_rank=local, device=where)
+
+
+def sum_over_processes(state: Mapping[str, Any], dist: Distributed) -> dict[str, Any]:
+    """``state`` (named count arrays: tensors, or NumPy arrays such as a :class:`heritage.modeling.counts.SummedCounts`
+    state) summed over every process, on every process, each value in its own type. Counts over disjoint
+    shards of a part (a distributed evaluation's images) sum to the counts of the whole part."""
+    if not dist.enabled:
+        return dict(state)
+    summed = {}
+    for name, value in state.items():
+        tensor = torch.as_tensor(value).to(dist.device, copy=True)  # NCCL reduces GPU tensors only
+        torch_dist.all_reduce(tensor, op=torch_dist.ReduceOp.SUM)
+        summed[name] = tensor if isinstance(value, torch.Tensor) else tensor.cpu().numpy()
+    return summed
+
+
+def gather_from_processes(value: Any, dist: Distributed) -> list[Any]:
+    """Every process's ``value`` (picklable), in rank order, on every process."""
+    if not dist.enabled:
+        return [value]
+    gathered: list[Any] = [None] * dist.world_size
+    torch_dist.all_gather_object(gathered, value)
+    return gathered
 
 
 def choose_device(name: str | None = "auto", index: int = 0) -> torch.device:
@@ -145,8 +193,23 @@ def uses_channels_last(mode: str, encoder: str, device: torch.device) -> bool:
     return mode == "on"
 
 
+def reset_peak_memory(device: torch.device) -> bool:
+    """Start :func:`peak_memory_mb` afresh: CUDA's allocator statistics, or on Linux the process's peak RSS
+    (``/proc/self/clear_refs``). False where it cannot (the peak then stays the process's lifetime one)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return True
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")  # 5: reset the peak resident set size (Linux >= 4.0)
+    except OSError:
+        return False
+    return True
+
+
 def peak_memory_mb(device: torch.device) -> float:
-    """Peak CUDA memory allocated since the last reset, or the process's max RSS on CPU."""
+    """Peak CUDA memory allocated since the last reset, or the process's max RSS on CPU (since
+    :func:`reset_peak_memory` on Linux, else over the process's lifetime)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -1,9 +1,11 @@
 """The training loop, to be read top to bottom (in the style of torchvision's reference scripts).
 
-:func:`fit` trains one model: AdamW + OneCycleLR stepped every batch; mixed precision (bf16
-autocast where the GPU supports it, fp16 with a GradScaler otherwise, off on CPU); channels_last
-for CNN encoders; optional ``torch.compile``; gradient clipping as one fused norm over all
-parameters (unscaled once per step). Nothing reads a value back from the GPU inside an epoch: the
+:func:`fit` trains one model: AdamW + OneCycleLR stepped every batch (at the learning rate of the global
+batch under DDP); mixed precision (bf16 autocast where the device runs it natively, fp16 with a GradScaler
+on older GPUs, float32 on CPUs without bf16 instructions: :func:`heritage.training.devices.autocast_dtype`);
+channels_last for CNN encoders; uint8 batches normalised on the device; the fast kernels on a GPU, the
+deterministic ones on CPU (:func:`heritage.training.reproducibility.kernel_mode`); optional ``torch.compile``
+of the training steps; gradient clipping as one fused norm over all parameters (unscaled once per step). Nothing reads a value back from the GPU inside an epoch: the
 loss is summed on the device and read once per epoch, so the GPU never waits for the host.
 
 Every epoch appends a row to ``history.csv`` (train loss, validation mIoU, LR, images/s with the
@@ -161,7 +163,7 @@ def fit(config: RunConfig, model: nn.Module, loss_fn: nn.Module, train_set: Data
     if len(train_loader) == 0:
         raise errors.InputError(f"{len(train_set)} training samples make no full batch of {config.batch_size} "
                                 f"(x {dist.world_size} processes); lower batch_size")
-    training.add_optimisation(config, len(train_loader), device)
+    training.add_optimisation(config, len(train_loader), device, dist.world_size)
     checkpointer = Checkpointer(folder, config, dist)
     start_epoch, start_step, history, resumed_loss = checkpointer.resume(training, progress)
     loss_sum = torch.zeros((), device=device) + resumed_loss  # summed on the device, read once per epoch
@@ -176,11 +178,14 @@ def fit(config: RunConfig, model: nn.Module, loss_fn: nn.Module, train_set: Data
                                                 stop, checkpointer, history, progress)
             start_step = 0
             if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
-                if dist.is_main:  # evaluation runs on rank 0; the others wait at the barrier
-                    val = validate(training, val_set, val_loader, config, device, progress)
+                # Whole images: every process scores a shard and gets the reduced result; a letterboxed
+                # loader is scored on rank 0 while the others wait at the barrier.
+                if val_loader is None or dist.is_main:
+                    val = validate(training, val_set, val_loader, config, dist, progress)
+                if dist.is_main:
                     row.update(_history_metrics(val))
                     checkpointer.observe(epoch + 1, val, training.net)
-                if dist.enabled:
+                if dist.enabled and val_loader is not None:
                     torch_dist.barrier()
             row.update(images_per_s=images_per_s, peak_memory_mb=peak_memory_mb(device),
                        elapsed_s=elapsed_before + time.perf_counter() - clock)
@@ -232,9 +237,12 @@ class Training:
         return cls(net, train_model, loss_fn.to(device), autocast_dtype(config.amp, device), channels_last,
                    config.amp)
 
-    def add_optimisation(self, config: RunConfig, steps_per_epoch: int, device: torch.device) -> None:
-        self.optimizer = build_optimizer(self.net.parameters(), config.lr, config.weight_decay, device)
-        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=config.lr,
+    def add_optimisation(self, config: RunConfig, steps_per_epoch: int, device: torch.device,
+                         world_size: int = 1) -> None:
+        """AdamW and OneCycleLR at the rate of the global batch (:meth:`RunConfig.lr_for`)."""
+        lr = config.lr_for(world_size)
+        self.optimizer = build_optimizer(self.net.parameters(), lr, config.weight_decay, device)
+        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=lr,
                                                              pct_start=config.pct_start,
                                                              total_steps=config.epochs * steps_per_epoch)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
@@ -309,12 +317,15 @@ def train_one_epoch(training: Training, loader: DataLoader, epoch: int, start_st
 
 
 def validate(training: Training, val_set: Any, val_loader: DataLoader | None, config: RunConfig,
-             device: torch.device, progress: bool) -> dict[str, Any]:
-    """The validation metrics: whole images with the sliding window, or a letterboxed loader's batches."""
+             dist: Distributed, progress: bool) -> dict[str, Any]:
+    """The validation metrics: whole images with the sliding window (sharded over the processes), or a
+    letterboxed loader's batches (one process)."""
     if val_loader is None:
-        return evaluate_images(training.net, val_set, device, config.hierarchical, config.image_size,
-                               config.batch_size, desc="val", progress=progress, dtype=training.dtype)[0]
-    return evaluate(training.net, val_loader, device, training.dtype, training.channels_last,
+        if dist.enabled:  # the processes score shards of one model: rank 0's, the one the checkpoints keep
+            _share_buffers(training.net, dist)
+        return evaluate_images(training.net, val_set, dist.device, config.hierarchical, config.image_size,
+                               config.batch_size, desc="val", progress=progress, dtype=training.dtype, dist=dist)[0]
+    return evaluate(training.net, val_loader, dist.device, training.dtype, training.channels_last,
                     config.hierarchical, desc="val", progress=progress)[0]
 
 
@@ -409,6 +420,14 @@ def _resume_state(folder: Path, config: RunConfig, report: bool = True
             f"{config.config_hash()}); starting from scratch")
         return None, path
     return state, path
+
+
+def _share_buffers(net: nn.Module, dist: Distributed) -> None:
+    """Give every process rank 0's buffers. DDP keeps the parameters equal, but each process's forward in
+    training mode updates its BatchNorm running statistics with its own last batch after DDP broadcast
+    rank 0's; in training DDP broadcasts them again before each forward, so this changes nothing there."""
+    for buffer in net.buffers():
+        torch_dist.broadcast(buffer, src=0)
 
 
 def _mean_over_processes(value: torch.Tensor, dist: Distributed) -> float:

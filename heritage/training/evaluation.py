@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from heritage.data import datasets as data, taxonomy, working
 from heritage.modeling import metrics, models, tiling
-from heritage.training.devices import synchronize
+from heritage.training.devices import Distributed, gather_from_processes, sum_over_processes, synchronize
 
 
 @torch.inference_mode()
@@ -109,7 +109,7 @@ class _HeadsAsChannels(nn.Module):
 @torch.inference_mode()
 def evaluate_images(model: nn.Module, images: working.EvaluationSet, device: torch.device, hierarchical: bool,
                     tile: int, batch_size: int, desc: str = "eval", progress: bool = True, keep: int = 0,
-                    per_image: bool = False, dtype: torch.dtype | None = None
+                    per_image: bool = False, dtype: torch.dtype | None = None, dist: Distributed | None = None
                     ) -> tuple[dict[str, Any], float, list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]]:
     """:func:`evaluate`'s result over whole images at the working resolution, images/s, and panels.
 
@@ -123,22 +123,29 @@ def evaluate_images(model: nn.Module, images: working.EvaluationSet, device: tor
     ``per_image_miou`` is the mean over images of their mIoU (:func:`heritage.modeling.metrics.mean_iou`), and with
     ``per_image`` the result also holds ``per_image`` = ``{"ids": [...], "confusion": (n, 16, 16) int64
     tensor}`` (a tensor, so a result kept in a resume checkpoint still loads with ``weights_only``).
+
+    With ``dist`` (several processes) every process must call it: each scores a shard of the images (every
+    ``world_size``-th from its rank), the summable counts are summed over the processes
+    (:func:`heritage.training.devices.sum_over_processes`) and the per-image rows and panels gathered in the
+    images' order, so every process returns the result one process would (images/s: its own shard's).
     """
     from PIL import Image
 
     model.eval()
+    shard = range(dist.rank, len(images), dist.world_size) if dist is not None and dist.enabled else range(len(images))
     options = tiling.SlidingWindow(tile=tile, batch_size=batch_size, dtype=dtype)
     matrices = metrics.HierarchicalMetrics(device=device) if hierarchical else metrics.ConfusionMatrix(device=device)
     heads = HEADS if hierarchical else {"fine": HEADS["fine"]}
     net = _HeadsAsChannels(model) if hierarchical else model
     channels = max(hi for _, hi in heads.values())
     panels = []
-    confusions = np.zeros((len(images), taxonomy.NUM_CLASSES, taxonomy.NUM_CLASSES), dtype=np.int64)
+    confusions = np.zeros((len(shard), taxonomy.NUM_CLASSES, taxonomy.NUM_CLASSES), dtype=np.int64)
     ids = []
     synchronize(device)
     start = time.perf_counter()
-    bar = tqdm(images, desc=desc, leave=False, disable=not progress, unit="image", total=len(images))
-    for index, item in enumerate(bar):
+    bar = tqdm(shard, desc=desc, leave=False, disable=not progress, unit="image")
+    for slot, index in enumerate(bar):
+        item = images[index]
         ids.append(item.sample_id)
         maps = {name: np.empty(item.model_input.shape[:2], dtype=np.uint8) for name in heads}
         for y0, probabilities in tiling.iter_probability_bands(net, item.model_input, options, device,
@@ -155,7 +162,7 @@ def evaluate_images(model: nn.Module, images: working.EvaluationSet, device: tor
             target = torch.from_numpy(np.ascontiguousarray(item.mask[y0:y0 + rows]))[None]
             predicted = {name: torch.from_numpy(labels[y0:y0 + rows])[None] for name, labels in maps.items()}
             first = int(y0 == 0)  # one image per image, however many chunks
-            confusions[index] += _confusion(target[0].numpy(), predicted["fine"][0].numpy())
+            confusions[slot] += _confusion(target[0].numpy(), predicted["fine"][0].numpy())
             if hierarchical:
                 matrices.update(predicted, target, n_images=first)
             else:
@@ -164,6 +171,8 @@ def evaluate_images(model: nn.Module, images: working.EvaluationSet, device: tor
             panels.append((item.sample_id, *_shrunk(np.asarray(item.picture), np.asarray(item.mask), maps["fine"])))
     synchronize(device)
     seconds = time.perf_counter() - start
+    if dist is not None and dist.enabled:
+        ids, confusions, panels = _reduced(matrices, (list(shard), ids, confusions, panels), keep, dist)
     result = _evaluation_result(matrices, hierarchical)
     image_mious = metrics.mean_iou(metrics.iou_per_class(*metrics.class_counts(confusions)))
     scored = image_mious[~np.isnan(image_mious)]  # an image without a labelled pixel has no mIoU
@@ -171,7 +180,24 @@ def evaluate_images(model: nn.Module, images: working.EvaluationSet, device: tor
               "per_image_convention": metrics.PER_IMAGE_CONVENTION, **result}  # beside the dataset-level miou
     if per_image:
         result["per_image"] = {"ids": ids, "confusion": torch.from_numpy(confusions)}
-    return result, result["n_images"] / max(seconds, 1e-9), panels
+    return result, len(shard) / max(seconds, 1e-9), panels  # this process's images
+
+
+def _reduced(matrices: Any, shard_rows: tuple[list[int], list[str], np.ndarray, list[Any]], keep: int,
+             dist: Distributed) -> tuple[list[str], np.ndarray, list[Any]]:
+    """Sum the processes' confusion counts into ``matrices`` (on every process) and gather their per-image rows
+    (ids, confusions) and panels in the images' order: (ids, confusions, the first ``keep`` panels)."""
+    matrices.load_state_dict(sum_over_processes(matrices.state_dict(), dist))
+    indices, rows, panels = [], [], []
+    for shard, ids, confusions, shard_panels in gather_from_processes(shard_rows, dist):
+        indices += shard
+        rows += zip(ids, confusions)
+        panels += zip(shard, shard_panels)  # a shard's panels are its first images
+    order = np.argsort(indices, kind="stable")
+    ids = [rows[i][0] for i in order]
+    confusions = np.stack([rows[i][1] for i in order]) if rows else np.zeros((0,) + (taxonomy.NUM_CLASSES,) * 2,
+                                                                             dtype=np.int64)
+    return ids, confusions, [panel for _, panel in sorted(panels, key=lambda pair: pair[0])][:keep]
 
 
 def _confusion(truth: np.ndarray, prediction: np.ndarray) -> np.ndarray:

@@ -103,10 +103,8 @@ def run_training(config: RunConfig, progress: bool = True) -> dict[str, Any]:
         fitted = engine.fit(config, model, loss_fn, datasets["train"], datasets["val"], folder, dist,
                             progress=progress)
 
-        result: dict[str, Any] = {}
-        if dist.is_main:
-            with reproducibility.kernels(reproducibility.kernel_mode(dist.device)):  # as fit evaluated
-                result = _final_evaluation(config, model, datasets["test"], folder, fitted, dist, progress, scale)
+        with reproducibility.kernels(reproducibility.kernel_mode(dist.device)):  # as fit evaluated
+            result = _final_evaluation(config, model, datasets["test"], folder, fitted, dist, progress, scale)
         if dist.enabled:
             shared = [result]
             torch_dist.broadcast_object_list(shared, src=0)
@@ -207,7 +205,8 @@ def vanishing_messages(config: RunConfig, record: dict[str, Any]) -> list[str]:
 
 def _final_evaluation(config: RunConfig, model: Any, test_set: Any, folder: Path, fitted: Any,
                       dist: Any, progress: bool, scale: dict[str, Any]) -> dict[str, Any]:
-    """Evaluate the best checkpoint once on the test part, draw panels, write ``metrics.json``."""
+    """Evaluate the best checkpoint once on the test part (every process a shard), then, on rank 0, draw
+    panels and write ``metrics.json`` (the other processes return an empty dict)."""
     import numpy as np
 
     from heritage.data import datafolder, taxonomy, working
@@ -218,7 +217,9 @@ def _final_evaluation(config: RunConfig, model: Any, test_set: Any, folder: Path
     dtype = devices.autocast_dtype(config.amp, dist.device)
     test, eval_images_per_s, panels = evaluation.evaluate_images(
         model, test_set, dist.device, config.hierarchical, config.image_size, config.batch_size, desc="test",
-        progress=progress, keep=config.n_prediction_panels, per_image=True, dtype=dtype)
+        progress=progress and dist.is_main, keep=config.n_prediction_panels, per_image=True, dtype=dtype, dist=dist)
+    if not dist.is_main:
+        return {}
     per_image = test.pop("per_image")
     source_of = datafolder.read_metadata(config.data_dir).set_index("id")["source_id"]
     runs.write_per_image(folder, runs.per_image_table(per_image["ids"], list(source_of.loc[per_image["ids"]]),
@@ -237,6 +238,7 @@ def _final_evaluation(config: RunConfig, model: Any, test_set: Any, folder: Path
         "fold": config.fold, "profile": config.profile, "seed": config.seed,
         "config_hash": config.config_hash(), "image_size": config.image_size, "batch_size": config.batch_size,
         "lr": config.lr, "epochs": config.epochs,
+        "global_batch_size": config.batch_size * dist.world_size, "lr_applied": config.lr_for(dist.world_size),
         "params_m": round(models.count_parameters(model) / 1e6, 3),
         "device": runs.device_name(dist.device), "world_size": dist.world_size,
         "amp": config.amp, "autocast_dtype": devices.dtype_name(dtype), "kernels": fitted.kernels,
