@@ -17,6 +17,7 @@ from heritage.data import datafolder, datasets as data, splits, taxonomy, workin
 from heritage.training import devices, engine, evaluation, reproducibility, runs
 from heritage import errors
 from heritage.modeling import losses, metrics
+from heritage.modeling.counts import SummedCounts
 from heritage.config import load_run_config
 from test_working_resolution import TinyHierarchical  # the hierarchical model's heads on a tiny body
 
@@ -414,8 +415,12 @@ def _ddp_worker(rank: int, world: int, port: int, data_dir: str, runs_root: str,
         for scored in (sharded, alone):  # numpy: a torch tensor would be shared memory, gone with this process
             scored["per_image"]["confusion"] = scored["per_image"]["confusion"].numpy()
         scores[name] = (sharded, sharded_panels, alone, alone_panels)
+    tally = SummedCounts(hits=(3,), n_images=())  # the named counts of a per-image scorer, summed the same way
+    tally.counts["hits"] += np.arange(3) * (rank + 1)
+    tally.counts["n_images"] += rank + 1
+    tally.load_state_dict(devices.sum_over_processes(tally.state_dict(), dist))
     queue.put((rank, result.best_epoch, result.best_val, [p.detach().numpy().copy() for p in model.parameters()],
-               scores))  # by value
+               scores, tally.counts))  # by value
     devices.teardown_distributed(dist)
 
 
@@ -434,7 +439,9 @@ def test_distributed_data_parallel_on_two_cpu_processes(data_dir, tmp_path):
     for worker in workers:
         worker.join(timeout=60)
         assert worker.exitcode == 0
-    (_, best0, val0, params0, scores0), (_, best1, val1, params1, scores1) = results
+    (_, best0, val0, params0, scores0, tally0), (_, best1, val1, params1, scores1, tally1) = results
+    for tally in (tally0, tally1):  # 1x + 2x on every process, still NumPy int64
+        assert tally["hits"].tolist() == [0, 3, 6] and tally["n_images"] == 3 and tally["hits"].dtype == np.int64
     assert best0 == best1 and val0 == val1  # the reduced validation and rank 0's model selection reach every rank
     assert all((a == b).all() for a, b in zip(params0, params1))  # DDP keeps the replicas identical
     history = next(tmp_path.glob("**/history.csv")).read_text().splitlines()
