@@ -311,7 +311,8 @@ def _checked_metrics(folder: Path, data_dir: Path, dtype: str, world_size: int) 
               "classes": [name for name, row in zip(taxonomy.CLASS_NAMES, confusion) if row.sum()],
               "autocast_dtype": metrics["autocast_dtype"], "world_size": metrics["world_size"]}
     expected = {**expected_test_part(data_dir, run), "autocast_dtype": dtype, "world_size": world_size}
-    return {"test_miou": test["miou"], "all_clean_miou": test["all_clean_miou"], "per_image_miou": test["per_image_miou"],
+    return {"test_miou": test["miou"], "all_clean_miou": test["all_clean_miou"],
+            "per_image_miou": test["per_image_miou"],
             "throughput": metrics["throughput"], "peak_memory_mb": metrics["peak_memory_mb"],
             "wall_time_s": metrics["wall_time_s"], "device": metrics["device"], "batch_size": metrics["batch_size"],
             "image_size": metrics["image_size"], "kernels": metrics["kernels"], "lr_applied": metrics.get("lr_applied"),

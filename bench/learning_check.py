@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> Path:
     path = result_path(args.out, device, record["date"], prefix=prefix)
     fileio.write_json(path, record)
     for row in results:
-        print(f"{row['poc']:>18s} {row['encoder']} seed {row['seed']} {row['autocast_dtype']}: test mIoU {row['test_miou']:.4f} "
+        print(f"{row['poc']:>18s} {row['encoder']} seed {row['seed']} {row['autocast_dtype']}: "
+              f"test mIoU {row['test_miou']:.4f} "
               f"vs all-Clean {row['all_clean_miou']:.4f} ({row['ratio_to_all_clean']:.2f}x), {row['wall_time_s']:.0f} s")
     print(f"-> {path}")
     return path

@@ -457,8 +457,8 @@ def bench_amp(args: argparse.Namespace, device: torch.device, data_dir: Path, sc
         "batch_size": args.batch_size, "epochs": args.epochs, "max_train_samples": args.max_train_samples,
         "auto_dtype": devices.dtype_name(devices.autocast_dtype("auto", device)),
         "cpu_native_bf16": devices.cpu_has_native_bf16() if device.type == "cpu" else None,
-        "float32": {"images_per_s": speeds["off"], "median": statistics.median(speeds["off"]), "runs": runs_seen["off"]},
-        "auto": {"images_per_s": speeds["auto"], "median": statistics.median(speeds["auto"]), "runs": runs_seen["auto"]},
+        **{name: {"images_per_s": speeds[amp], "median": statistics.median(speeds[amp]), "runs": runs_seen[amp]}
+           for name, amp in (("float32", "off"), ("auto", "auto"))},
         "speedup_auto_over_float32": {"per_round": ratios, "median": statistics.median(ratios),
                                       "min": min(ratios), "max": max(ratios)},
     }

@@ -5,8 +5,9 @@ batch under DDP); mixed precision (bf16 autocast where the device runs it native
 on older GPUs, float32 on CPUs without bf16 instructions: :func:`heritage.training.devices.autocast_dtype`);
 channels_last for CNN encoders; uint8 batches normalised on the device; the fast kernels on a GPU, the
 deterministic ones on CPU (:func:`heritage.training.reproducibility.kernel_mode`); optional ``torch.compile``
-of the training steps; gradient clipping as one fused norm over all parameters (unscaled once per step). Nothing reads a value back from the GPU inside an epoch: the
-loss is summed on the device and read once per epoch, so the GPU never waits for the host.
+of the training steps; gradient clipping as one fused norm over all parameters (unscaled once per step).
+Nothing reads a value back from the GPU inside an epoch: the loss is summed on the device and read once per
+epoch, so the GPU never waits for the host.
 
 Every epoch appends a row to ``history.csv`` (train loss, validation mIoU, LR, images/s with the
 first steps left out, peak memory, elapsed time) and, every ``checkpoint_every`` epochs, rewrites

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -132,7 +132,8 @@ def evaluate_images(model: nn.Module, images: working.EvaluationSet, device: tor
     from PIL import Image
 
     model.eval()
-    shard = range(dist.rank, len(images), dist.world_size) if dist is not None and dist.enabled else range(len(images))
+    distributed = dist is not None and dist.enabled
+    shard = range(dist.rank, len(images), dist.world_size) if distributed else range(len(images))
     options = tiling.SlidingWindow(tile=tile, batch_size=batch_size, dtype=dtype)
     matrices = metrics.HierarchicalMetrics(device=device) if hierarchical else metrics.ConfusionMatrix(device=device)
     heads = HEADS if hierarchical else {"fine": HEADS["fine"]}
@@ -171,8 +172,8 @@ def evaluate_images(model: nn.Module, images: working.EvaluationSet, device: tor
             panels.append((item.sample_id, *_shrunk(np.asarray(item.picture), np.asarray(item.mask), maps["fine"])))
     synchronize(device)
     seconds = time.perf_counter() - start
-    if dist is not None and dist.enabled:
-        ids, confusions, panels = _reduced(matrices, (list(shard), ids, confusions, panels), keep, dist)
+    if distributed:
+        ids, confusions, panels = _reduced([matrices], (list(shard), ids, confusions, panels), keep, dist)
     result = _evaluation_result(matrices, hierarchical)
     image_mious = metrics.mean_iou(metrics.iou_per_class(*metrics.class_counts(confusions)))
     scored = image_mious[~np.isnan(image_mious)]  # an image without a labelled pixel has no mIoU
@@ -183,11 +184,14 @@ def evaluate_images(model: nn.Module, images: working.EvaluationSet, device: tor
     return result, len(shard) / max(seconds, 1e-9), panels  # this process's images
 
 
-def _reduced(matrices: Any, shard_rows: tuple[list[int], list[str], np.ndarray, list[Any]], keep: int,
+def _reduced(accumulators: Sequence[Any], shard_rows: tuple[list[int], list[str], np.ndarray, list[Any]], keep: int,
              dist: Distributed) -> tuple[list[str], np.ndarray, list[Any]]:
-    """Sum the processes' confusion counts into ``matrices`` (on every process) and gather their per-image rows
-    (ids, confusions) and panels in the images' order: (ids, confusions, the first ``keep`` panels)."""
-    matrices.load_state_dict(sum_over_processes(matrices.state_dict(), dist))
+    """Sum the processes' ``accumulators`` (anything whose ``state_dict()`` is summable counts and which
+    ``load_state_dict()`` takes back: confusion matrices, :class:`heritage.modeling.counts.SummedCounts`) on
+    every process, and gather the per-image rows (ids, confusions) and panels in the images' order:
+    (ids, confusions, the first ``keep`` panels)."""
+    for accumulator in accumulators:
+        accumulator.load_state_dict(sum_over_processes(accumulator.state_dict(), dist))
     indices, rows, panels = [], [], []
     for shard, ids, confusions, shard_panels in gather_from_processes(shard_rows, dist):
         indices += shard
