@@ -339,11 +339,12 @@ def peak_during(work: Callable[[], Any], device: torch.device) -> tuple[Any, dic
     GPU the allocator's peak, not the process's lifetime peak (what an earlier, bigger section reached)."""
     host = torch.device("cpu")
     own = devices.reset_peak_memory(host)
+    resident = devices.peak_memory_mb(host)  # after the reset: what the process holds as the step starts
     if device.type == "cuda":
         devices.reset_peak_memory(device)
     result = work()
     devices.synchronize(device)
-    return result, {"peak_rss_mb": devices.peak_memory_mb(host),
+    return result, {"rss_at_start_mb": resident, "peak_rss_mb": devices.peak_memory_mb(host),
                     "peak_rss_scope": "this step" if own else "process lifetime (its peak RSS cannot be reset here)",
                     "peak_gpu_memory_mb": devices.peak_memory_mb(device) if device.type == "cuda" else None}
 

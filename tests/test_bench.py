@@ -142,6 +142,7 @@ def test_the_gpu_check_reports_a_steps_own_peak_memory_not_the_processes(gpu_che
     assert small == 2**20 // 8
     assert memory["peak_rss_scope"] == "this step"  # Linux: the peak RSS was reset before the step
     assert memory["peak_rss_mb"] < big_peak - 300  # the 400 MB are not the step's
+    assert 0 < memory["rss_at_start_mb"] <= memory["peak_rss_mb"]
 
 
 def test_the_gpu_check_exits_incomplete_when_the_time_budget_skipped_something(gpu_check, tmp_path, monkeypatch):
