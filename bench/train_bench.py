@@ -44,6 +44,7 @@ import math
 import os
 import platform
 import re
+import resource
 import statistics
 import tempfile
 import time
@@ -432,7 +433,9 @@ def bench_amp(args: argparse.Namespace, device: torch.device, data_dir: Path, sc
     Each round trains one fresh run of each (the order alternates), with the same configuration but
     ``amp``; its images/s is the run's own (``metrics.json``'s throughput: the timed steps of the loop,
     data loading included). The ratio auto / float32 is taken per round (paired), so a machine shared
-    with other jobs slows both alike.
+    with other jobs slows both alike. Each run's CPU seconds (this process's, the whole run: data, training,
+    evaluation) are recorded too: on a machine whose cores other jobs share, their ratio float32 / auto
+    says how much less work a run is, which the wall clock mixes with the others' load.
     """
     encoder = args.encoders[0]
     overrides = {"image_size": args.image_size, "batch_size": args.batch_size, "epochs": args.epochs,
@@ -440,18 +443,24 @@ def bench_amp(args: argparse.Namespace, device: torch.device, data_dir: Path, sc
                  "n_prediction_panels": 1, "checkpoint_every": 0,
                  **({"num_workers": args.num_workers} if args.num_workers is not None else {})}
     speeds: dict[str, list[float]] = {"off": [], "auto": []}
+    cpu_seconds: dict[str, list[float]] = {"off": [], "auto": []}
     runs_seen: dict[str, list[dict[str, Any]]] = {"off": [], "auto": []}
     for round_ in tqdm(range(args.rounds), desc="rounds"):
         for amp in ("off", "auto") if round_ % 2 == 0 else ("auto", "off"):
             run = loop_config(args.poc, args.profile, encoder, data_dir, scratch / f"runs-{round_}-{amp}",
                               {**overrides, "amp": amp})
+            cpu_before = _cpu_seconds()
             metrics = train.run_training(run, progress=False)
+            cpu_s = _cpu_seconds() - cpu_before
             speeds[amp].append(metrics["throughput"]["train_images_per_s"])
+            cpu_seconds[amp].append(cpu_s)
             runs_seen[amp].append({"round": round_, "autocast_dtype": metrics["autocast_dtype"],
                                    "train_images_per_s": metrics["throughput"]["train_images_per_s"],
-                                   "wall_time_s": metrics["wall_time_s"], "test_miou": metrics["test"]["miou"],
+                                   "wall_time_s": metrics["wall_time_s"], "cpu_s": cpu_s,
+                                   "test_miou": metrics["test"]["miou"],
                                    "load_average": os.getloadavg()})
     ratios = [auto / off for auto, off in zip(speeds["auto"], speeds["off"])]
+    cpu_ratios = [off / auto for auto, off in zip(cpu_seconds["auto"], cpu_seconds["off"])]
     return {
         "encoder": encoder, "poc": args.poc, "profile": args.profile, "image_size": args.image_size,
         "batch_size": args.batch_size, "epochs": args.epochs, "max_train_samples": args.max_train_samples,
@@ -461,7 +470,15 @@ def bench_amp(args: argparse.Namespace, device: torch.device, data_dir: Path, sc
            for name, amp in (("float32", "off"), ("auto", "auto"))},
         "speedup_auto_over_float32": {"per_round": ratios, "median": statistics.median(ratios),
                                       "min": min(ratios), "max": max(ratios)},
+        "cpu_seconds_float32_over_auto": {"per_round": cpu_ratios, "median": statistics.median(cpu_ratios),
+                                          "min": min(cpu_ratios), "max": max(cpu_ratios)},
     }
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its finished children so far."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def result_path(out_dir: Path, device_name: str, day: str, prefix: str = "") -> Path:
@@ -601,10 +618,11 @@ def run_amp_mode(args: argparse.Namespace, device: torch.device) -> dict[str, An
         scratch = Path(scratch)
         data_dir = args.data or synthetic_data(scratch, args.synthetic_images, args.synthetic_side)
         result = bench_amp(args, device, data_dir, scratch)
-    speedup = result["speedup_auto_over_float32"]
+    speedup, work = result["speedup_auto_over_float32"], result["cpu_seconds_float32_over_auto"]
     print(f"{result['encoder']:>14s}: amp auto = {result['auto_dtype']}: {result['auto']['median']:.2f} img/s vs "
           f"float32 {result['float32']['median']:.2f} img/s: {speedup['median']:.2f}x "
-          f"[{speedup['min']:.2f}, {speedup['max']:.2f}] over {len(speedup['per_round'])} rounds")
+          f"[{speedup['min']:.2f}, {speedup['max']:.2f}] over {len(speedup['per_round'])} rounds; CPU seconds a run "
+          f"float32 / auto {work['median']:.2f}x [{work['min']:.2f}, {work['max']:.2f}]")
     return {
         "settings": {"mode": "amp", "rounds": args.rounds, "torch_threads": torch.get_num_threads(),
                      "data": str(args.data) if args.data else {"synthetic_images": args.synthetic_images,
