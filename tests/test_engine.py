@@ -330,9 +330,8 @@ def test_fit_trains_under_the_devices_kernel_mode_and_records_it(data_dir, fold,
                          torch.are_deterministic_algorithms_enabled()))
             return super().forward(images)
 
-    cpu_run, _, _ = train(make_config(data_dir, tmp_path / "cpu", epochs=1), fold, data_dir)
-    assert cpu_run.kernels == reproducibility.kernel_mode(torch.device("cpu")).record()
-    fast = reproducibility.kernel_mode(torch.device("cuda"))  # what a GPU run gets, here on the CPU
+    fast = reproducibility.kernel_mode(torch.device("cuda"))  # what a GPU run gets, here on the CPU (a CPU
+    # run's record: tests/test_train.py's metrics schema)
     monkeypatch.setattr(engine, "kernel_mode", lambda device: fast)
     config = make_config(data_dir, tmp_path, epochs=1)
     result = engine.fit(config, Recording(), losses.build_loss("dice"),
