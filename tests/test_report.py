@@ -16,6 +16,7 @@ from scipy import stats
 
 from heritage import errors, fileio, report
 from heritage.data import taxonomy
+from heritage.training.runs import code_hash as current_code_hash
 
 FOLDS = ("fold0", "fold1", "fold2")
 # Flagship test mIoU per fold: MiT-B3 beats ConvNeXt by 0.10 +- 0.01 on every fold (a clear
@@ -37,9 +38,9 @@ def write_run(root: Path, poc: str, encoder: str, fold: str, miou: float, *, var
               protocol: str = "kfold", image_size: int = 64, architecture: str = "unet", loss: str = "dice",
               class_weights: str | None = None, absent: tuple[str, ...] = ("Burn marks",),
               config_hash: str | None = None, hierarchical: dict | None = None, all_clean: float = 0.06,
-              epochs: int = 6, pretrained: bool | None = False) -> Path:
+              epochs: int = 6, pretrained: bool | None = False, code_hash: str | None = None) -> Path:
     """A run folder holding ``metrics.json`` in the ARCHITECTURE.md schema (and ``config.yaml`` with
-    ``pretrained`` unless it is None)."""
+    ``pretrained`` unless it is None), made by the current code unless ``code_hash`` says otherwise."""
     poc_key = poc if variant is None else f"{poc}-{variant}"
     folder = root / poc_key / encoder / f"{protocol}-{fold}"
     per_class = {}
@@ -52,6 +53,7 @@ def write_run(root: Path, poc: str, encoder: str, fold: str, miou: float, *, var
         "architecture": architecture, "loss": loss, "class_weights": class_weights, "protocol": protocol,
         "fold": fold, "profile": "smoke", "seed": 42,
         "config_hash": config_hash or fake_hash(poc_key, encoder, protocol, fold),
+        "code_hash": code_hash or current_code_hash(),
         "image_size": image_size, "batch_size": 8, "lr": 2e-3, "epochs": epochs, "params_m": 30.0, "device": "cpu",
         "best_epoch": 5, "val": {"miou": miou},
         "test": {"miou": miou, "all_clean_miou": all_clean, "pixel_accuracy": 0.9, "n_images": 4, "per_class": per_class,
@@ -418,15 +420,8 @@ def test_the_banner_names_profile_data_weights_epochs_and_the_baseline(tmp_path:
     assert "1 of 7 runs beat their all-Clean baseline" in mixed.text
 
 
-def test_every_table_and_figure_written_carries_the_banner(runs_root, planned, tmp_path) -> None:
-    data = metadata_folder(tmp_path / "data", ["syn0000000000000000000001"])
-    paper = tmp_path / "paper"
-    comparison = report.build_comparison(runs_root, planned, data_dir=data, profile="smoke")
-    provenance = report.write_comparison(comparison, paper, runs_root)
-    banner = comparison.banner.text
-    assert banner.startswith("Provenance: smoke profile; data: synthetic stand-in (metadata.csv sha256 ")
-    assert "trained from scratch; 6 epochs; 18 of 18 runs beat their all-Clean baseline." in banner
-    assert provenance["banner"]["text"] == banner and provenance["banner"]["profile"] == "smoke"
+def assert_every_artefact_carries(banner: str, comparison: report.Comparison, provenance: dict, paper: Path) -> None:
+    """Every table file (md, tex, csv, html), every figure's footer and the index's banner show ``banner``."""
     tables = sorted(name for name in provenance["artefacts"] if name.startswith("tables/"))
     assert len(tables) == 4 * len(comparison.tables)  # md, tex, csv and the index page's html fragment
     for name in tables:
@@ -437,14 +432,47 @@ def test_every_table_and_figure_written_carries_the_banner(runs_root, planned, t
             assert f"> {banner}" in text, name
         elif name.endswith(".html"):
             assert f"<span class='banner'>{banner}</span>" in text and "<table" in text, name
-        else:  # the banner has no LaTeX special characters: it stands as is in the caption
+        else:  # the caption holds it LaTeX-escaped (run names have underscores)
             caption = next(line for line in text.splitlines() if line.startswith(r"\caption{"))
-            assert banner in caption, name
+            assert report.latex_text(banner) in caption, name
     for name, (fig, _, _) in comparison.figures.items():
         assert report.footer_text(fig) == banner, name
         assert sum(t.get_gid() == "provenance-footer" for t in fig.texts) == 1  # written once, not per save
     assert "provenance-footer" not in report.banner_html(paper) and banner in report.banner_html(paper)
+
+
+def test_every_table_and_figure_written_carries_the_banner(runs_root, planned, tmp_path) -> None:
+    data = metadata_folder(tmp_path / "data", ["syn0000000000000000000001"])
+    paper = tmp_path / "paper"
+    comparison = report.build_comparison(runs_root, planned, data_dir=data, profile="smoke")
+    provenance = report.write_comparison(comparison, paper, runs_root)
+    banner = comparison.banner.text
+    assert banner.startswith("Provenance: smoke profile; data: synthetic stand-in (metadata.csv sha256 ")
+    assert "trained from scratch; 6 epochs; 18 of 18 runs beat their all-Clean baseline." in banner
+    assert provenance["banner"]["text"] == banner and provenance["banner"]["profile"] == "smoke"
+    assert_every_artefact_carries(banner, comparison, provenance, paper)
     assert report.banner_html(tmp_path / "nowhere") == ""
+    assert comparison.banner.stale_runs == () and "predate" not in banner
+
+
+def test_runs_kept_from_older_code_are_named_in_every_table_figure_and_the_index(runs_root, planned, tmp_path) -> None:
+    older = [write_run(runs_root, "poc58_baseline", "swin_tiny", "holdout", 0.23, protocol="holdout",
+                       code_hash="0123456789abcdef"),
+             write_run(runs_root, "poc59v2_flagship", "mit_b3", "fold1", FLAGSHIP["mit_b3"][1],
+                       class_weights="inverse_sqrt_log_scaled", code_hash="0123456789abcdef")]
+    paper = tmp_path / "paper"
+    comparison = report.build_comparison(runs_root, planned, profile="smoke")
+    provenance = report.write_comparison(comparison, paper, runs_root)
+    names = sorted(folder.relative_to(runs_root).as_posix() for folder in older)
+    assert sorted(comparison.banner.stale_runs) == names == sorted(provenance["banner"]["stale_runs"])
+    banner = comparison.banner.text
+    assert (f"2 of 18 runs predate the current code (code hash {current_code_hash()}) and were kept, not retrained: "
+            f"{', '.join(comparison.banner.stale_runs)}.") in banner
+    assert_every_artefact_carries(banner, comparison, provenance, paper)
+    many = report.Banner("full", "ARTeFACT", None, "ImageNet-pretrained encoders", "50", 9, 9, 9, code_hash="c0de",
+                         stale_runs=tuple(f"run{i}" for i in range(9)))
+    assert "All 9 runs predate the current code (code hash c0de) and were kept, not retrained: run0, run1, run2, " \
+           "run3, run4, run5 and 3 more (provenance.json lists them)." in many.text
 
 
 def test_latex_tables_are_ascii_right_aligned_and_escaped(runs_root, planned) -> None:
