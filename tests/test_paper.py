@@ -426,9 +426,14 @@ def test_the_command_applies_settings_to_every_run_and_to_its_comparison(tmp_pat
     (["data_dir=elsewhere"], r"--set data_dir=...: the paper takes it from --data / --data-dir"),
     (["epochs"], r"override 'epochs' is not of the form key=value"),
 ])
-def test_bad_settings_are_refused_in_one_line_before_anything_is_prepared(tmp_path, settings, message, capfd) -> None:
+def test_bad_settings_are_refused_in_one_line_before_anything_is_prepared(tmp_path, settings, message, monkeypatch,
+                                                                          capfd) -> None:
     from heritage import cli
 
+    def refuse_to_prepare_data(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the data was being prepared")
+
+    monkeypatch.setattr(paper, "prepare_data", refuse_to_prepare_data)
     argv = ["paper", "--data-dir", str(tmp_path / "data"), "--runs-root", str(tmp_path / "runs"),
             "--paper-dir", str(tmp_path / "paper"), "--set", *settings]
     assert cli.main(argv) == errors.EXIT_BAD_INPUT

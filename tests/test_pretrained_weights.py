@@ -185,12 +185,17 @@ def test_offline_fetch_and_check_say_so_and_never_ask_the_hub(fake_hub, monkeypa
     assert fake_hub.requests == []
 
 
-def test_a_full_paper_without_the_weights_fails_before_anything_naming_them(fake_hub, tmp_path, capfd):
+def refuse_to_prepare_data(*args: object, **kwargs: object) -> None:
+    raise AssertionError("the data was being prepared")
+
+
+def test_a_full_paper_without_the_weights_fails_before_anything_naming_them(fake_hub, tmp_path, monkeypatch, capfd):
     # The plan's pretrained encoders, from the POC files (the full profile trains from ImageNet weights).
     planned = list(dict.fromkeys(s.encoder for s in config.plan_settings("full") if s.pretrained))
     assert set(planned) == set(registry.ENCODERS) and all(s.pretrained for s in config.plan_settings("full"))
     assert not any(s.pretrained for s in config.plan_settings("smoke"))
     files = served_weights(fake_hub)
+    monkeypatch.setattr(paper, "prepare_data", refuse_to_prepare_data)  # the check comes first
     argv = ["paper", "--profile", "full", "--data-dir", str(tmp_path / "data"), "--runs-root", str(tmp_path / "runs"),
             "--paper-dir", str(tmp_path / "paper")]
     assert cli.main(argv) == errors.EXIT_BAD_INPUT
