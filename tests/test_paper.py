@@ -410,6 +410,8 @@ def test_the_command_applies_settings_to_every_run_and_to_its_comparison(tmp_pat
         assert written == dataclasses.replace(planned, epochs=2, grad_clip=0.5)
         assert written.config_hash() != planned.config_hash()  # the settings enter the hash
     assert executor.parameters["comparison"]["settings"] == ["epochs=2", "grad_clip=0.5"]  # it plans the same runs
+    execution.check_parameters(paper.NOTEBOOKS_DIR / f"{COMPARISON_NOTEBOOK}.ipynb",  # the real template takes them
+                               executor.parameters["comparison"])
 
     executor.calls.clear()
     assert cli.main([*argv, "--set", "epochs=2", "grad_clip=0.5"]) == 0
