@@ -469,8 +469,8 @@ def test_runs_kept_from_older_code_are_named_in_every_table_figure_and_the_index
     assert (f"2 of 18 runs predate the current code (code hash {current_code_hash()}) and were kept, not retrained: "
             f"{', '.join(comparison.banner.stale_runs)}.") in banner
     assert_every_artefact_carries(banner, comparison, provenance, paper)
-    assert (f"This run predates the current code (code hash {current_code_hash()}): kept, not retrained."
-            in report.run_banner(older[0]).text)  # predict's reports and the damage-map gallery
+    assert (f"This run (poc58_baseline/swin_tiny/holdout-holdout) predates the current code (code hash "
+            f"{current_code_hash()}): kept, not retrained." in report.run_banner(older[0]).text)  # predict, gallery
     assert "predates" not in report.run_banner(runs_root / "poc58_baseline" / "convnext_tiny" / "holdout-holdout").text
     many = report.Banner("full", "ARTeFACT", None, "ImageNet-pretrained encoders", "50", 9, 9, 9, code_hash="c0de",
                          stale_runs=tuple(f"run{i}" for i in range(9)))

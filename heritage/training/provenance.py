@@ -118,7 +118,8 @@ class Banner:
                 baseline += f" ({self.n_runs - self.n_with_all_clean} recorded none)"
         text = f"Provenance: {self.profile} profile; data: {data}; {self.weights}; {self.epochs} epochs; {baseline}."
         if self.stale_runs and self.n_runs == 1:
-            text += f" This run predates the current code (code hash {self.code_hash}): kept, not retrained."
+            text += (f" This run ({self.stale_runs[0]}) predates the current code (code hash {self.code_hash}): "
+                     "kept, not retrained.")
         elif self.stale_runs:
             which = f"All {self.n_runs} runs" if len(self.stale_runs) == self.n_runs else (
                 f"{len(self.stale_runs)} of {self.n_runs} runs")
@@ -183,7 +184,7 @@ def run_banner(run_dir: str | Path) -> Banner:
     import yaml
 
     run_dir = Path(run_dir)
-    row = run_row(load_metrics(run_dir / METRICS_FILE), run_dir.name)
+    row = run_row(load_metrics(run_dir / METRICS_FILE), "/".join(run_dir.parts[-3:]))  # <poc>/<encoder>/<split>
     row["pretrained"] = _pretrained(run_dir, row["pretrained"])
     config_path = run_dir / CONFIG_FILE
     config = (yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}) if config_path.is_file() else {}
