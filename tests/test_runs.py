@@ -165,3 +165,13 @@ def test_a_stale_run_is_retired_and_a_current_one_kept(tmp_path):
     assert runs.retire_stale(tmp_path, "n3w3r") is None and runs.recorded_code_hash(tmp_path) is None
     fileio.write_json(tmp_path / runs.METRICS_FILE, {"config_hash": "c"})  # made before code hashes were recorded
     assert runs.retire_stale(tmp_path, "n3w") == "not recorded"
+
+    # an unfinished run: its resume state goes when its last start ran other code, and stays otherwise
+    for name in runs.RESUME_CHECKPOINTS:
+        (tmp_path / name).write_bytes(b"state")
+    fileio.write_json(tmp_path / runs.ENVIRONMENT_FILE, {"code_hash": "n3w"})
+    assert runs.retire_stale(tmp_path, "n3w") is None
+    assert all((tmp_path / name).is_file() for name in runs.RESUME_CHECKPOINTS)
+    assert runs.retire_stale(tmp_path, "n3w3r") == "n3w"
+    assert not any((tmp_path / name).exists() for name in runs.RESUME_CHECKPOINTS)
+    assert (tmp_path / runs.ENVIRONMENT_FILE).is_file()  # the record of that start stays

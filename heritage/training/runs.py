@@ -99,16 +99,25 @@ def recorded_code_hash(folder: str | os.PathLike) -> str | None:
 
 
 def retire_stale(folder: str | os.PathLike, code: str) -> str | None:
-    """Remove the ``metrics.json`` of a run made by other code than ``code`` (so that it trains again, as
-    ``train`` itself removes it when it starts); returns the hash that run recorded ("not recorded" for runs
-    made before it was), None when there was nothing to retire."""
-    path = Path(folder) / METRICS_FILE
-    if not path.is_file():
+    """Make a run that other code than ``code`` made train again, from scratch: remove its ``metrics.json``
+    (as ``train`` itself does when it starts), or, for an unfinished run whose last start recorded other code
+    in ``environment.json``, its resume checkpoints. Returns the code hash found ("not recorded" for runs made
+    before it was recorded), None when the run was made by ``code`` or there was nothing to retire."""
+    folder = Path(folder)
+    metrics = folder / METRICS_FILE
+    if metrics.is_file():
+        recorded = fileio.read_json(metrics).get("code_hash")
+        if recorded == code:
+            return None
+        metrics.unlink()
+        return recorded or "not recorded"
+    environment = folder / ENVIRONMENT_FILE
+    if not any((folder / name).is_file() for name in RESUME_CHECKPOINTS):
         return None
-    recorded = fileio.read_json(path).get("code_hash")
+    recorded = fileio.read_json(environment).get("code_hash") if environment.is_file() else None
     if recorded == code:
         return None
-    path.unlink()
+    remove_resume_checkpoints(folder)
     return recorded or "not recorded"
 
 
