@@ -18,6 +18,7 @@ from heritage import cli
 from heritage.inference import damage_report, overlays, predict, scans
 from heritage.modeling import tiling
 from heritage.data import taxonomy
+from heritage.data.datasets import normalize_tiles
 
 CPU = torch.device("cpu")
 
@@ -58,6 +59,42 @@ class ConstantNet(nn.Module):
         b, _, h, w = x.shape
         return {"fine": self.logits.view(1, -1, 1, 1).expand(b, -1, h, w),
                 "binary": torch.zeros(b, 2, h, w)}
+
+
+class PositionalNet(PointwiseNet):
+    """PointwiseNet plus per-class ramps across the tile (left-right and top-bottom): its output depends on
+    where a pixel sits in the tile, so a flipped input does not give the flipped output."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        classes = taxonomy.NUM_CLASSES
+        across = torch.linspace(-2.0, 2.0, w).view(1, 1, 1, w) * torch.linspace(-1.0, 1.0, classes).view(1, -1, 1, 1)
+        down = torch.linspace(-1.5, 1.5, h).view(1, 1, h, 1) * torch.linspace(1.0, -1.0, classes).roll(3).view(1, -1, 1, 1)
+        return self.head(x) + across + down
+
+
+class FlipAveragedNet(nn.Module):
+    """A model whose softmax is ``model``'s flip-TTA average, written out with numpy's flips: its log-probabilities,
+    which the softmax of the sliding window turns back into those probabilities."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log(torch.from_numpy(flip_averaged(self.model, x.numpy())))
+
+
+def flip_averaged(model: nn.Module, batch: np.ndarray) -> np.ndarray:
+    """(identity + left-right + up-down) / 3 of softmax(model), each un-flipped, on a (B, C, H, W) batch."""
+    def probabilities(array: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return torch.softmax(model(torch.from_numpy(np.ascontiguousarray(array))), dim=1).numpy()
+
+    plain = probabilities(batch)
+    left_right = probabilities(batch[..., ::-1])[..., ::-1]
+    up_down = probabilities(batch[..., ::-1, :])[..., ::-1, :]
+    return (plain + left_right + up_down) / 3
 
 
 def random_image(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -172,12 +209,32 @@ def test_tiled_matches_whole_image_for_a_local_model_with_enough_overlap():
     assert (tiled.argmax(0) == whole.argmax(0)).mean() > 0.995
 
 
-def test_flip_tta_un_flips_its_predictions():
+def test_flip_tta_is_a_no_op_for_a_flip_equivariant_model():
     image = random_image(40, 50)
     plain = tiling.SlidingWindow(tile=32, overlap=0.25)
     flipped = tiling.SlidingWindow(tile=32, overlap=0.25, tta=True)
     np.testing.assert_allclose(tiled_probabilities(PointwiseNet(), image, flipped),
                                tiled_probabilities(PointwiseNet(), image, plain), atol=1e-5)
+
+
+def test_flip_tta_averages_each_tiles_un_flipped_predictions():
+    tiles = np.stack([random_image(32, 32, seed) for seed in (0, 1)])
+    model = PositionalNet()
+    expected = flip_averaged(model, normalize_tiles(tiles, CPU).numpy())
+    np.testing.assert_allclose(tiling.predict_tiles(model, tiles, tta=True, device=CPU).numpy(), expected,
+                               atol=1e-6)
+    plain = tiling.predict_tiles(model, tiles, tta=False, device=CPU).numpy()
+    assert np.abs(expected - plain).max() > 0.1  # for this model the flips change the probabilities
+
+
+def test_the_sliding_window_blends_the_flip_averaged_tiles():
+    image = random_image(40, 50)
+    plain = tiling.SlidingWindow(tile=32, overlap=0.25)
+    flipped = tiling.SlidingWindow(tile=32, overlap=0.25, tta=True)
+    averaged = tiled_probabilities(PositionalNet(), image, flipped)
+    np.testing.assert_allclose(averaged, tiled_probabilities(FlipAveragedNet(PositionalNet()), image, plain),
+                               atol=1e-5)
+    assert np.abs(averaged - tiled_probabilities(PositionalNet(), image, plain)).max() > 0.1
 
 
 @pytest.mark.parametrize("kind", tiling.WINDOWS)
