@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -653,14 +656,74 @@ def test_a_damaged_checkpoint_is_one_line(tmp_path, capsys):
     assert len(err) == 1 and "checkpoint_best.pt: cannot read checkpoint" in err[0], err
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
-def test_an_unwritable_out_is_one_line(tmp_path):
+def refuse_writes_in(monkeypatch, folder: Path, code: int = errno.EROFS) -> None:
+    """Make creating a file directly in ``folder`` fail with ``code``, as a read-only mount or a folder
+    without write permission does (root bypasses the permission bits, so chmod cannot test this)."""
+    create = tempfile.mkstemp
+
+    def mkstemp(*args, **kwargs):
+        if Path(kwargs.get("dir") or args[2]) == folder:
+            raise OSError(code, os.strerror(code), str(folder))
+        return create(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES])
+def test_an_unwritable_out_is_one_line(tmp_path, monkeypatch, code):
     locked = tmp_path / "locked"
-    locked.mkdir(mode=0o555)
-    with pytest.raises(OSError, match=r"--out \S*maps: cannot be created: \S*locked is not writable"):
+    locked.mkdir()
+    refuse_writes_in(monkeypatch, locked, code)
+    reason = re.escape(os.strerror(code))
+    with pytest.raises(OSError, match=rf"--out \S*maps: cannot be created: \S*locked is not writable \({reason}\)"):
         predict.check_output_folder(locked / "maps")
-    with pytest.raises(OSError, match=r"--out \S*locked: is not writable"):
+    with pytest.raises(OSError, match=rf"--out \S*locked: is not writable \({reason}\)"):
         predict.check_output_folder(locked)
+    assert list(locked.iterdir()) == []
+    predict.check_output_folder(tmp_path / "elsewhere")  # other folders stay writable
+
+
+def test_the_cli_refuses_an_unwritable_out_before_the_model_loads(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint_best.pt").write_bytes(b"not a checkpoint")  # loading it would fail: the check comes first
+    write_image(tmp_path / "a.png", random_image(40, 40))
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    refuse_writes_in(monkeypatch, locked)
+    argv = ["predict", "--device", "cpu", "--run", str(run), "--input", str(tmp_path / "a.png"),
+            "--out", str(locked / "maps")]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.fullmatch(r"heritage predict: --out \S*maps: cannot be created: \S*locked is "
+                                          r"not writable \(Read-only file system\)", err[0]), err
+    assert list(locked.iterdir()) == []
+
+
+@pytest.fixture
+def read_only_mount(tmp_path):
+    """A real read-only tmpfs where this process may mount one (root with CAP_SYS_ADMIN), else a skip."""
+    import subprocess
+
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
+                             capture_output=True, text=True) if os.geteuid() == 0 else None
+    if mounted is None or mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN); "
+                    "test_an_unwritable_out_is_one_line covers the same check by fault injection")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True, capture_output=True)
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True, capture_output=True)
+
+
+def test_a_read_only_mount_as_out_is_one_line(read_only_mount):
+    with pytest.raises(OSError, match=r"--out \S*read-only: is not writable \(Read-only file system\)"):
+        predict.check_output_folder(read_only_mount)
+    with pytest.raises(OSError, match=r"--out \S*maps: cannot be created: \S*read-only is not writable"):
+        predict.check_output_folder(read_only_mount / "maps")
 
 
 def test_an_output_folder_taken_by_a_file_fails_that_scan_only(tmp_path):
