@@ -100,6 +100,25 @@ def flip_averaged(model: nn.Module, batch: np.ndarray) -> np.ndarray:
     return (plain + left_right + up_down) / 3
 
 
+class ColourNet(nn.Module):
+    """Labels each pixel with the class of the nearest of a few reference colours (a per-pixel model, so a
+    scan shrunk by an integer factor along block edges and enlarged back keeps its labels exactly)."""
+
+    COLOURS = {"Clean": (200, 200, 200), "Peel": (230, 20, 20), "Dust": (20, 20, 230), "Stamp": (20, 150, 20)}
+
+    def __init__(self) -> None:
+        super().__init__()
+        colours = np.array(list(self.COLOURS.values()), np.uint8).reshape(1, 1, -1, 3)
+        self.register_buffer("reference", normalize_tiles(colours, CPU)[0, :, 0])  # (3, colours)
+        self.ids = [taxonomy.CLASS_IDS[name] for name in self.COLOURS]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        distance = ((x[:, :, None] - self.reference[None, :, :, None, None]) ** 2).sum(1)  # (B, colours, H, W)
+        logits = torch.full((x.shape[0], taxonomy.NUM_CLASSES, *x.shape[2:]), -1e4)
+        logits[:, self.ids] = -distance
+        return logits
+
+
 def random_image(height: int, width: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
 
@@ -399,6 +418,88 @@ def test_overlay_tints_damage_only():
     assert (out[0, 0] == 100).all() and (out[0, 2] == 100).all()  # Clean, Background untouched
     expected = (100 + np.asarray(taxonomy.PALETTE[1])) // 2
     np.testing.assert_array_equal(out[0, 1], expected)
+
+
+def written_outputs(out: Path, name: str) -> tuple[np.ndarray, pd.DataFrame, pd.Series]:
+    """A scan's mask.png, areas.csv (by class) and summary.csv row, as predict wrote them."""
+    mask = np.asarray(Image.open(out / name / "mask.png"))
+    areas = pd.read_csv(out / name / "areas.csv").set_index("class")
+    summary = pd.read_csv(out / "summary.csv", keep_default_na=False).set_index("image").loc[name]
+    return mask, areas, summary
+
+
+def assert_areas_and_summary_count(labels: np.ndarray, areas: pd.DataFrame, summary: pd.Series, dpi: float) -> None:
+    """areas.csv and the summary row say what ``labels`` holds: pixels, % of the artwork, mm² (hand-counted)."""
+    artwork = int((labels != taxonomy.IGNORE_INDEX).sum())
+    mm2_per_pixel = (25.4 / dpi) ** 2
+    for class_id, name in enumerate(taxonomy.CLASS_NAMES):
+        pixels = int((labels == class_id).sum())
+        assert areas.loc[name, "pixels"] == pixels, name
+        assert areas.loc[name, "percent_of_artwork"] == pytest.approx(100 * pixels / artwork, rel=1e-5), name
+        assert areas.loc[name, "area_mm2"] == pytest.approx(pixels * mm2_per_pixel, rel=1e-5), name
+        if name != "Clean":
+            assert summary[f"{name} %"] == pytest.approx(100 * pixels / artwork, rel=1e-5), name
+    background = int((labels == taxonomy.IGNORE_INDEX).sum())
+    assert areas.loc[taxonomy.BACKGROUND_NAME, "pixels"] == background
+    assert np.isnan(areas.loc[taxonomy.BACKGROUND_NAME, "percent_of_artwork"])
+    damaged = int(((labels != taxonomy.CLASS_IDS["Clean"]) & (labels != taxonomy.IGNORE_INDEX)).sum())
+    assert (summary["width"], summary["height"]) == (labels.shape[1], labels.shape[0])
+    assert summary["artwork_pixels"] == artwork and summary["error"] == ""
+    assert summary["damage %"] == pytest.approx(100 * damaged / artwork, rel=1e-5)
+    assert summary["damage mm2"] == pytest.approx(damaged * mm2_per_pixel, rel=1e-5)
+
+
+def test_the_written_outputs_hold_the_labels_of_a_constant_model(tmp_path):
+    rgba = np.dstack([random_image(90, 120), np.full((90, 120), 255, np.uint8)])
+    rgba[:, :30, 3] = 0  # transparent: Background in the mask, outside the percentages
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "scan.png")
+    out = tmp_path / "out"
+    # auto: 32 / 120 px, a factor that does not divide the scan; the constant map survives any resize
+    failures = predict.predict_inputs(ConstantNet(), 32, tmp_path / "scan.png", out, tiling.SlidingWindow(tile=32),
+                                      CPU, scale="auto", dpi=300, progress=False)
+    assert failures == []
+    mask, areas, summary = written_outputs(out, "scan")
+    predicted = taxonomy.CLASS_IDS["Scratch"]  # ConstantNet's largest logit
+    assert int(ConstantNet().logits.argmax()) == predicted
+    expected = np.full((90, 120), predicted, np.uint8)
+    expected[:, :30] = taxonomy.IGNORE_INDEX
+    np.testing.assert_array_equal(mask, expected)
+    assert areas.loc["Scratch", "pixels"] == 90 * 90 and areas.loc["Scratch", "percent_of_artwork"] == 100
+    assert summary["Scratch %"] == 100 and summary["damage %"] == 100 and summary["Peel %"] == 0
+    assert_areas_and_summary_count(expected, areas, summary, dpi=300)
+
+
+def colour_blocks() -> tuple[np.ndarray, np.ndarray]:
+    """A 96 x 128 RGBA scan of ColourNet's colours in blocks at multiples of 4 px, asymmetric in both axes
+    (a flipped or shifted label map differs), and the labels ColourNet gives it."""
+    labels = np.full((96, 128), taxonomy.CLASS_IDS["Clean"], np.uint8)
+    for name, rows, columns in (("Peel", slice(8, 40), slice(4, 60)), ("Dust", slice(60, 92), slice(100, 124)),
+                                ("Stamp", slice(0, 16), slice(112, 128)), ("Dust", slice(44, 48), slice(8, 12))):
+        labels[rows, columns] = taxonomy.CLASS_IDS[name]
+    palette = {taxonomy.CLASS_IDS[name]: colour for name, colour in ColourNet.COLOURS.items()}
+    rgba = np.zeros((96, 128, 4), np.uint8)
+    for class_id, colour in palette.items():
+        rgba[labels == class_id, :3] = colour
+    rgba[..., 3] = 255
+    rgba[84:96, 0:20, 3] = 0  # a transparent corner
+    labels[84:96, 0:20] = taxonomy.IGNORE_INDEX
+    return rgba, labels
+
+
+def test_a_shrunk_scan_is_labelled_and_resized_back_in_place(tmp_path):
+    rgba, expected = colour_blocks()
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "blocks.png")
+    out = tmp_path / "out"
+    # auto with a 32 px training size: longest side 128 -> 32, the model sees the scan at 1/4
+    failures = predict.predict_inputs(ColourNet(), 32, tmp_path / "blocks.png", out,
+                                      tiling.SlidingWindow(tile=32, overlap=0.5), CPU, scale="auto", dpi=254,
+                                      progress=False)
+    assert failures == []
+    assert "scale factor used</th><td>0.25<" in (out / "blocks" / "report.html").read_text()
+    mask, areas, summary = written_outputs(out, "blocks")
+    np.testing.assert_array_equal(mask, expected)  # every pixel: a flipped or shifted resize fails here
+    assert_areas_and_summary_count(expected, areas, summary, dpi=254)
+    assert summary["Peel %"] == pytest.approx(100 * 32 * 56 / (96 * 128 - 12 * 20), rel=1e-5)
 
 
 def write_image(path, array):
