@@ -166,27 +166,62 @@ def test_scale_check_writes_both_modes_per_class_iou(scale_check, copy_data_dir,
         assert aim[f"{mode}_thin_classes_learnt"] == learnt
 
 
+HISTORY_COLUMNS = "epoch,train_loss,val_miou,lr,images_per_s,peak_memory_mb,elapsed_s"
+
+
 def _fake_run(folder: Path, miou: float, seconds: float) -> None:
     folder.mkdir(parents=True)
     (folder / "metrics.json").write_text(json.dumps({"test": {"miou": miou, "wall_time_s": seconds},
                                                      "throughput": {"train_images_per_s": 1 / seconds}}))
     (folder / "per_image.csv").write_text("id,miou\na,0.5\n")
-    (folder / "history.csv").write_text("epoch,loss\n1,0.3\n")
+    (folder / "history.csv").write_text(f"{HISTORY_COLUMNS}\n1,0.9,0.1,0.001,{8 / seconds},{seconds * 10},{seconds}\n"
+                                        f"2,0.7,0.2,0.0005,{9 / seconds},{seconds * 11},{2 * seconds}\n")
+
+
+def _same_metrics(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "bench" / "same_metrics.py"), *map(str, args)],
+                          capture_output=True, text=True)
 
 
 def test_same_metrics_compares_existing_runs_without_their_timings(tmp_path):
-    for root, seconds in (("before", 10.0), ("after", 99.0)):
+    for root, seconds in (("before", 10.0), ("after", 99.0)):  # timings differ, in metrics.json and history.csv
         _fake_run(tmp_path / root / "runs" / "poc" / "enc" / "holdout-holdout", 0.25, seconds)
-    script = [sys.executable, str(ROOT / "bench" / "same_metrics.py")]
-    subprocess.run([*script, str(tmp_path / "fp-before"), "--runs-root", str(tmp_path / "before" / "runs")], check=True)
-    same = subprocess.run([*script, str(tmp_path / "fp-after"), "--runs-root", str(tmp_path / "after" / "runs"),
-                           "--compare", str(tmp_path / "fp-before" / "summary.json")], capture_output=True, text=True)
+    assert _same_metrics(tmp_path / "fp-before", "--runs-root", tmp_path / "before" / "runs").returncode == 0
+    after = tmp_path / "after" / "runs" / "poc" / "enc" / "holdout-holdout"
+    compare = [tmp_path / "fp-after", "--runs-root", tmp_path / "after" / "runs",
+               "--compare", tmp_path / "fp-before" / "summary.json"]
+    same = _same_metrics(*compare)
     assert (same.returncode, same.stdout.strip()) == (0, "poc/enc/holdout-holdout: identical")
-    (tmp_path / "after" / "runs" / "poc" / "enc" / "holdout-holdout" / "metrics.json").write_text(
-        json.dumps({"test": {"miou": 0.26}}))
-    differs = subprocess.run([*script, str(tmp_path / "fp-after"), "--runs-root", str(tmp_path / "after" / "runs"),
-                              "--compare", str(tmp_path / "fp-before" / "summary.json")], capture_output=True, text=True)
+    history = (after / "history.csv").read_text()
+    # one epoch's train loss, LR or validation mIoU changed: a different training
+    for before_value, changed in (("0.7,", "0.70001,"), (",0.0005,", ",0.0004,"), (",0.2,", ",0.25,")):
+        (after / "history.csv").write_text(history.replace(before_value, changed, 1))
+        differs = _same_metrics(*compare)
+        assert (differs.returncode, differs.stdout.strip()) == (1, "poc/enc/holdout-holdout: differs"), changed
+    (after / "history.csv").write_text(history)
+    (after / "metrics.json").write_text(json.dumps({"test": {"miou": 0.26}}))
+    differs = _same_metrics(*compare)
     assert (differs.returncode, differs.stdout.strip()) == (1, "poc/enc/holdout-holdout: differs")
+
+
+def test_same_metrics_fails_when_a_training_fails_even_without_compare(tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import same_metrics
+
+    def refused(command, **kwargs):  # `heritage train` refusing its input, without the seconds a real one takes
+        assert command[1:4] == ["-m", "heritage", "train"], command
+        return subprocess.CompletedProcess(command, 2, "", "heritage train: data/metadata.csv: not a data folder\n")
+
+    monkeypatch.setattr(same_metrics, "RUNS", (("poc58_baseline", None), ("poc59v2_flagship", "patch")))
+    monkeypatch.setattr(same_metrics.subprocess, "run", refused)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "metadata.csv").write_text("id\n")  # present: no data is prepared
+    assert same_metrics.main([str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"{key}: training failed (exit 2): heritage train: data/metadata.csv: not a data folder"
+                   for key in ("poc58_baseline/main", "poc59v2_flagship/patch")]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["poc58_baseline/main"]["rc"] == 2
 
 
 def test_fast_loop_time_reads_pytest_summary_line(monkeypatch) -> None:
