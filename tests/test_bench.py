@@ -18,6 +18,7 @@ from heritage import errors, report
 from heritage.data import taxonomy
 
 ROOT = Path(__file__).resolve().parents[1]
+GPU = "NVIDIA H100 80GB HBM3"  # a device name as runs.device_name gives it
 
 
 def small_model() -> nn.Module:
@@ -142,6 +143,48 @@ def test_scale_check_refuses_arms_whose_budgets_differ(scale_check, data_dir, tm
         scale_check.arm_configs(data_dir, tmp_path / "runs", epochs=15, max_train_samples=None)
 
 
+def trained_on_a_gpu(steps: dict[str, int], thin_iou: dict[str, float]):
+    """A stand-in for train.run_training: it builds its model with models.build_model (what the bench counts),
+    takes ``steps[sampling]`` training steps of the run's batch, evaluates in eval mode and reports a GPU."""
+    def run_training(run, progress=True):
+        from heritage.modeling import models
+
+        model = models.build_model(run.architecture, run.encoder, image_size=run.image_size).train()
+        for _ in range(steps[run.sampling]):
+            model(torch.zeros(run.batch_size, 3, run.image_size, run.image_size))
+        model.eval()(torch.zeros(1, 3, 100, 100))  # scoring: not training
+        per_class = {name: {"iou": 0.9 if name == "Clean" else 0.0} for name in taxonomy.CLASS_NAMES}
+        per_class.update({name: {"iou": thin_iou[run.sampling]} for name in taxonomy.THIN_CLASSES})
+        return {"device": GPU, "best_epoch": 1, "scale": {},
+                "test": {"evaluated_at": "native", "n_images": 4, "miou": 0.3, "all_clean_miou": 0.1,
+                         "per_class": per_class}}
+
+    return run_training
+
+
+@pytest.mark.parametrize("patch_steps", [3, 2])
+def test_scale_check_counts_what_each_arm_trained_on_and_names_its_device(scale_check, data_dir, tmp_path, monkeypatch,
+                                                                          patch_steps) -> None:
+    monkeypatch.setattr(scale_check.models, "build_model", lambda *args, **kwargs: nn.Conv2d(3, 16, 1))
+    monkeypatch.setattr(scale_check.train, "run_training",
+                        trained_on_a_gpu({"letterbox": 3, "patch": patch_steps}, {"letterbox": 0.0, "patch": 0.5}))
+    path = scale_check.main(["--data", str(data_dir), "--epochs", "1", "--max-train-samples", "8",
+                             "--out", str(tmp_path / "results")])
+    record = json.loads(path.read_text())
+    assert (record["device"], record["cpu"]) == (GPU, scale_check.runs.cpu_name())  # where it trained, then the CPU
+    assert path.name == f"scale-nvidia-h100-80gb-hbm3-{record['date']}.json"
+    letterbox, patch = record["results"]["letterbox"], record["results"]["patch"]
+    assert letterbox["device"] == patch["device"] == GPU
+    # counted, not derived from the config (1 epoch of 8 samples at batch 8 would say 1 step)
+    assert (letterbox["steps"], letterbox["training_images"], letterbox["training_pixels"]) == (3, 24, 24 * 64 * 64)
+    assert (patch["steps"], patch["training_images"]) == (patch_steps, 8 * patch_steps)
+    budget = record["same_budget"]
+    assert (budget["letterbox_steps"], budget["patch_steps"]) == (3, patch_steps)
+    assert budget["counted_equal"] is (patch_steps == 3)
+    assert record["aim"]["patch_thin_classes_learnt"] == 4 and record["aim"]["letterbox_thin_classes_learnt"] == 0
+    assert record["aim"]["met"] is (patch_steps == 3)  # thin classes learnt, but only a same-budget pair counts
+
+
 @pytest.mark.slow
 def test_scale_check_writes_both_modes_per_class_iou(scale_check, copy_data_dir, tmp_path) -> None:
     """A tiny budget (1 epoch over 8 samples) on the test stand-in; minutes on a loaded 2-core CPU."""
@@ -151,19 +194,41 @@ def test_scale_check_writes_both_modes_per_class_iou(scale_check, copy_data_dir,
     assert path.name.startswith("scale-") and record["thin_classes"] == list(taxonomy.THIN_CLASSES)
     letterbox, patch = record["results"]["letterbox"], record["results"]["patch"]
     assert (letterbox["sampling"], patch["sampling"]) == ("letterbox", "patch")
-    for arm in (letterbox, patch):
-        assert arm["steps"] == 1 and arm["training_pixels"] == 8 * 64 * 64  # 8 samples, batch 8, 64 px
+    for arm in (letterbox, patch):  # counted while training: 8 samples, batch 8, 64 px
+        assert (arm["steps"], arm["training_images"], arm["training_pixels"]) == (1, 8, 8 * 64 * 64)
         assert arm["evaluated_at"].startswith("native") and list(arm["per_class_iou"]) == list(taxonomy.CLASS_NAMES)
         thin = [arm["per_class_iou"][name] for name in taxonomy.THIN_CLASSES if arm["per_class_iou"][name] is not None]
         assert arm["thin_class_mean_iou"] == pytest.approx(sum(thin) / len(thin))
     assert letterbox["all_clean_miou"] == patch["all_clean_miou"]  # the same test pixels
-    assert record["same_budget"]["steps"] == 1
+    assert record["same_budget"]["counted_equal"] and record["same_budget"]["patch_steps"] == 1
+    assert record["device"] == letterbox["device"] == scale_check.runs.device_name(torch.device("cpu"))
     aim = record["aim"]
     assert aim["met"] == (aim["patch_thin_classes_learnt"] >= 3 and aim["letterbox_thin_classes_learnt"] == 0)
     for mode in ("patch", "letterbox"):
         iou = record["results"][mode]["per_class_iou"]
         learnt = sum(iou[name] is not None and iou[name] > 0.05 for name in taxonomy.THIN_CLASSES)
         assert aim[f"{mode}_thin_classes_learnt"] == learnt
+
+
+def test_learning_check_names_the_device_its_runs_trained_on(data_dir, tmp_path, monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import learning_check
+
+    def run_training(run, progress=True):
+        folder = learning_check.config.run_dir(run)
+        folder.mkdir(parents=True)
+        (folder / "history.csv").write_text("epoch,train_loss,val_miou,lr\n1,0.9,0.1,0.001\n")
+        return {"device": GPU, "best_epoch": 1,
+                "test": {"n_images": 4, "miou": 0.2, "all_clean_miou": 0.1, "per_class": {"Clean": {"iou": 0.9}}}}
+
+    monkeypatch.setattr(learning_check.train, "run_training", run_training)
+    path = learning_check.main(["--pocs", "poc58_baseline", "poc59_dicefocal", "--epochs", "1", "--data", str(data_dir),
+                                "--out", str(tmp_path)])
+    record = json.loads(path.read_text())
+    assert (record["device"], record["cpu"]) == (GPU, learning_check.runs.cpu_name())
+    assert path.name == f"learning-nvidia-h100-80gb-hbm3-{record['date']}.json"
+    assert [row["device"] for row in record["results"]] == [GPU, GPU]
+    assert [row["val_miou_per_epoch"] for row in record["results"]] == [[0.1], [0.1]]
 
 
 HISTORY_COLUMNS = "epoch,train_loss,val_miou,lr,images_per_s,peak_memory_mb,elapsed_s"
