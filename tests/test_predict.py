@@ -762,10 +762,10 @@ def refuse_writes_in(monkeypatch, folder: Path, code: int = errno.EROFS) -> None
     without write permission does (root bypasses the permission bits, so chmod cannot test this)."""
     create = tempfile.mkstemp
 
-    def mkstemp(*args, **kwargs):
-        if Path(kwargs.get("dir") or args[2]) == folder:
+    def mkstemp(suffix=None, prefix=None, dir=None, text=False):
+        if dir is not None and Path(dir) == folder:
             raise OSError(code, os.strerror(code), str(folder))
-        return create(*args, **kwargs)
+        return create(suffix, prefix, dir, text)
 
     monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
 
