@@ -286,7 +286,7 @@ def test_learning_check_names_the_device_its_runs_trained_on(data_dir, tmp_path,
         folder = learning_check.config.run_dir(run)
         folder.mkdir(parents=True)
         (folder / "history.csv").write_text("epoch,train_loss,val_miou,lr\n1,0.9,0.1,0.001\n")
-        return {"device": GPU, "best_epoch": 1,
+        return {"device": GPU, "best_epoch": 1, "autocast_dtype": "bfloat16",
                 "test": {"n_images": 4, "miou": 0.2, "all_clean_miou": 0.1, "per_class": {"Clean": {"iou": 0.9}}}}
 
     monkeypatch.setattr(learning_check.train, "run_training", run_training)
@@ -297,6 +297,7 @@ def test_learning_check_names_the_device_its_runs_trained_on(data_dir, tmp_path,
     assert path.name == f"learning-nvidia-h100-80gb-hbm3-{record['date']}.json"
     assert [row["device"] for row in record["results"]] == [GPU, GPU]
     assert [row["val_miou_per_epoch"] for row in record["results"]] == [[0.1], [0.1]]
+    assert [(row["amp"], row["autocast_dtype"]) for row in record["results"]] == [("auto", "bfloat16")] * 2
 
 
 HISTORY_COLUMNS = "epoch,train_loss,val_miou,lr,images_per_s,peak_memory_mb,elapsed_s"
