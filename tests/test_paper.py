@@ -14,6 +14,7 @@ import pytest
 
 from heritage import config, errors, fileio
 from heritage.pipeline import execution, paper, preparation, run_configs, schedulers
+from heritage.training import train
 from heritage.training import runs
 from heritage.pipeline.jobs import (COMPARISON_NOTEBOOK, DATASET_NOTEBOOK, NotebookJob, comparison_job, damage_maps_job,
                                     dataset_job, is_up_to_date, job_command, run_job_for, write_job_file,
@@ -337,7 +338,7 @@ def test_under_srun_process_0_renders_the_notebook_and_the_others_only_train(tmp
     job = run_job_for(run, paper.NOTEBOOKS_DIR)
     path = write_job_file(job)
     trained, executed = [], []
-    monkeypatch.setattr(run_configs, "ensure_trained", lambda config, progress: trained.append(config))
+    monkeypatch.setattr(train, "run_training", lambda config, progress: trained.append(config))
     monkeypatch.setattr(paper, "run_job", lambda job, execute: executed.append(job.name))
     monkeypatch.setattr(paper, "ensure_kernel", lambda: None)
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
@@ -356,6 +357,16 @@ def test_under_srun_process_0_renders_the_notebook_and_the_others_only_train(tmp
     monkeypatch.setenv("SLURM_PROCID", "1")
     assert paper.execute_job_file(write_job_file(dataset)) == 0 and trained == [run]
     assert executed == [job.name] and not dataset.output.exists()
+
+    # a finished run: the others join no training when process 0's notebook will read it, and do when process 0
+    # retires it first because other code made it
+    folder = config.run_dir(run)
+    folder.mkdir(parents=True, exist_ok=True)
+    fileio.write_json(folder / "metrics.json", {"config_hash": run.config_hash(), "code_hash": "before"})
+    for code, joins in (("before", False), ("now", True)):
+        trained.clear()
+        path = write_job_file(dataclasses.replace(job, code_hash=code))
+        assert paper.execute_job_file(path) == 0 and trained == ([run] if joins else []), code
 
 
 def test_prepare_data_completes_a_folder_without_redoing_it(tmp_path, data_dir) -> None:

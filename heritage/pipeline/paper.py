@@ -192,17 +192,21 @@ def execute_job_file(path: Path) -> int:
 
 def train_only(job: NotebookJob, launched: Launch) -> int:
     """A job's process other than rank 0: it joins the run's DDP training (what the notebook of process 0
-    starts, :func:`heritage.pipeline.run_configs.ensure_trained`) and writes nothing of the notebook's; a job
-    without a run has nothing to join. Exit 75 when the training stopped on a signal, as process 0 does."""
-    from heritage.config import RunConfig
-    from heritage.pipeline.run_configs import ensure_trained
-    from heritage.training import engine
+    starts) and writes nothing of the notebook's; a job without a run has nothing to join. Exit 75 when the
+    training stopped on a signal, as process 0 does."""
+    from heritage import config as config_module
+    from heritage.training import engine, train
 
     print(f"{job.name}: process {launched.rank} of {launched.world_size} trains only (process 0 renders the notebook)")
     if job.config is None:
         return 0
+    config = config_module.RunConfig.from_dict(job.config, source=job.name)
+    # Decided as process 0's notebook will, whichever starts first: process 0 first retires a run that other
+    # code made (execution.run_job), then its notebook trains unless the run is complete.
+    if runs.is_complete(config_module.run_dir(config), config, code=job.code_hash):
+        return 0
     try:
-        ensure_trained(RunConfig.from_dict(job.config, source=job.name), progress=False)
+        train.run_training(config, progress=False)
     except engine.Interrupted as stop:
         print(f"{job.name}: {stop}", file=sys.stderr)
         return errors.EXIT_REQUEUE
