@@ -112,3 +112,12 @@ def test_scores_merge_as_sums_and_repeat_exactly(marked_image):
     assert int(whole.counts["n_images"]) == 2
     with pytest.raises(ValueError, match="differ in shape"):
         whole.update(image, prediction[:-1])
+
+
+def test_the_readme_worked_example():
+    truth = np.zeros((96, 96), dtype=bool)
+    truth[:, 30] = True  # a scratch annotated as a 1 px line, 96 px long
+    predicted = np.roll(truth, 1, axis=1)  # predicted one column to its right
+    assert (truth & predicted).sum() == 0 and (truth | predicted).sum() == 192  # strict IoU 0 / 192
+    assert list(thin.centerline_counts(truth, predicted)) == [96, 0, 0]  # clIoU (4 px) 96 / 96 = 1
+    assert list(thin.centerline_counts(truth, np.roll(truth, 8, axis=1))) == [0, 96, 96]  # 8 px away: 0
