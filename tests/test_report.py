@@ -799,8 +799,9 @@ def test_rq4_per_class_table_pairs_each_class_over_the_folds_that_hold_it(tmp_pa
     comparison = report.build_comparison(rq4_runs(tmp_path / "runs"))
     table = comparison.table("rq4_per_class")
     data = table.data.set_index("class")
-    assert list(data.index) == [*taxonomy.CLASS_NAMES, report.THIN_MEAN]
-    assert data["thin"][data["thin"]].index.tolist() == [*taxonomy.THIN_CLASSES, report.THIN_MEAN]
+    assert list(data.index) == [*taxonomy.CLASS_NAMES, report.THIN_MEAN, report.THIN_DAMAGE]
+    assert data["thin"][data["thin"]].index.tolist() == [*taxonomy.THIN_CLASSES, report.THIN_MEAN, report.THIN_DAMAGE]
+    assert data.loc[report.THIN_DAMAGE, "iou_patch"] == report.NOT_RECORDED  # runs without test.thin
     dust = data.loc["Dust"]
     patch, letterbox = RQ4_THIN["patch"]["Dust"], RQ4_THIN["letterbox"]["Dust"]
     assert (dust["iou_patch"], dust["iou_letterbox"]) == pytest.approx((np.mean(patch), np.mean(letterbox)))
@@ -1079,3 +1080,17 @@ def test_the_paper_says_how_many_runs_do_not_beat_the_filter(thin_root, tmp_path
     assert "\\input{tables/thin_damage.tex}" in text and "\\input{tables/thin_per_class.tex}" in text
     tex = (tmp_path / "paper" / "tables" / "thin_damage.tex").read_text()
     assert "does not beat the residual filter on thin damage" in tex
+
+
+def test_rq4_pairs_the_thin_damage_iou_of_runs_that_recorded_it(tmp_path, marked_image) -> None:
+    root = rq4_runs(tmp_path / "runs")
+    thin_ious = {"letterbox": [0.01, 0.02, 0.0], "patch": [0.30, 0.35, 0.32]}
+    for mode, key in (("letterbox", "poc59v2_flagship"), ("patch", "poc59v2_flagship-patch")):
+        for fold, value in zip(FOLDS, thin_ious[mode]):
+            path = root / key / "convnext_tiny" / f"kfold-{fold}" / "metrics.json"
+            metrics = fileio.read_json(path)
+            metrics["test"]["thin"] = thin_record(marked_image, value, 0.2)
+            fileio.write_json(path, metrics)
+    row = report.build_comparison(root).table("rq4_per_class").data.set_index("class").loc[report.THIN_DAMAGE]
+    assert row["n_pairs"] == 3 and row["iou_patch"] == pytest.approx(np.mean(thin_ious["patch"]))
+    assert row["mean_diff"] == pytest.approx(np.mean(np.subtract(thin_ious["patch"], thin_ious["letterbox"])))

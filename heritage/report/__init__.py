@@ -36,7 +36,7 @@ from heritage.report.figures import (PER_IMAGE_CAPTION, add_footer, footer_text,
                                      save_figure)
 from heritage.report.frames import (CONFIG_FIELDS, SETTING, load_runs, planned_runs, poc_label, poc_title,
                                     select_runs, setting_label, summarise)
-from heritage.report.paired import (BUDGET_FIELDS, THIN_MEAN, artwork_bootstrap, comparison_table,
+from heritage.report.paired import (BUDGET_FIELDS, THIN_DAMAGE, THIN_MEAN, artwork_bootstrap, comparison_table,
                                     question_table, rq4_per_class_table, rq4_table)
 from heritage.report.run_views import (config_details_html, config_table, confusion_matrix, per_class_frame,
                                        plot_confusion, plot_history, plot_per_class_iou, prediction_panels,
@@ -59,7 +59,7 @@ __all__ = [
     "per_image_images", "per_image_plot", "rq4_per_class_plot", "save_figure",
     "CONFIG_FIELDS", "SETTING", "load_runs", "planned_runs", "poc_label", "poc_title", "select_runs",
     "setting_label", "summarise",
-    "BUDGET_FIELDS", "THIN_MEAN", "artwork_bootstrap", "comparison_table", "question_table", "rq4_per_class_table",
+    "BUDGET_FIELDS", "THIN_DAMAGE", "THIN_MEAN", "artwork_bootstrap", "comparison_table", "question_table", "rq4_per_class_table",
     "rq4_table",
     "ABSENT", "NO_RUN", "NOT_RECORDED", "Table", "latex_text",
     "CONFIDENCE", "MIN_PAIRED_UNITS", "NOT_COMPARED", "NOT_SUPPORTED", "PairedDifference", "Verdict", "decide",
