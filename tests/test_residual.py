@@ -90,3 +90,12 @@ def test_choice_maximises_validation_iou_and_says_how(marked_image):
     assert blank.k == max(residual.K_GRID) and "no thin-damage pixel" in blank.rule
     with pytest.raises(ValueError, match="no image"):
         residual.ThresholdSweep().choice()
+
+
+def test_the_filter_and_the_thin_scores_import_without_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; import heritage.modeling.residual, heritage.modeling.thin; "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)

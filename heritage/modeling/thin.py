@@ -28,13 +28,16 @@ All state is summable counts (:class:`heritage.modeling.counts.SummedCounts`): s
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from heritage.data import taxonomy
 from heritage.modeling import residual
 from heritage.modeling.counts import SummedCounts
+
+if TYPE_CHECKING:  # the data stage's torch datasets stay out of this torch-free module
+    from heritage.data.working import EvaluationImage
 
 TOLERANCE_PX = 4  # OmniCrack30k's clIoU tolerance
 TOLERANT_SCORE = {
@@ -109,7 +112,7 @@ class ThinDamageScores(SummedCounts):
         super().__init__(model_union=(3,), filter_union=(3,), model_class=(n, 3), filter_hits=(n,),
                          model_cl=(n + 1, 3), filter_cl=(3,), n_images=())
 
-    def update(self, image: Any, prediction: np.ndarray) -> None:
+    def update(self, image: EvaluationImage, prediction: np.ndarray) -> None:
         mask, prediction = np.asarray(image.mask), np.asarray(prediction)
         if prediction.shape != mask.shape:
             raise ValueError(f"prediction {prediction.shape} and mask {mask.shape} differ in shape")
