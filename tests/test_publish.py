@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_report import planned, runs_root, smoke_like_runs  # noqa: F401 - fixtures and run writers
+from test_report import planned, runs_root, smoke_like_runs, thin_record  # noqa: F401 - fixtures and run writers
 
 from heritage import fileio, report
 from heritage.pipeline import index_page
@@ -43,7 +43,7 @@ def test_nothing_supported_is_said_so(tmp_path) -> None:
     assert "beats" not in text and "better" not in text.replace("``not supported''", "")
 
 
-def test_the_index_page_is_a_landing_page(runs_root, planned, tmp_path, monkeypatch) -> None:  # noqa: F811
+def test_the_index_page_is_a_landing_page(runs_root, planned, tmp_path, monkeypatch, marked_image) -> None:  # noqa: F811
     monkeypatch.setattr(shutil, "which", lambda name: None)  # no pdflatex: the page says paper.pdf is not built
     paper_dir = tmp_path / "paper"
     provenance = write_paper(runs_root, paper_dir, planned)
@@ -75,6 +75,12 @@ def test_the_index_page_is_a_landing_page(runs_root, planned, tmp_path, monkeypa
     fileio.write_json(metrics_path, recorded)
     index = index_page.write_index(paper_dir, [job], comparison, {}).read_text()
     assert "<td class='num'>21.00</td><td class='num'>18.00</td><td class='num'>6.00</td><td>yes</td>" in index
+    # thin damage beside the residual filter: not recorded by this run, then recorded below the filter
+    assert "<td class='missing' colspan='3'>not recorded</td>" in index
+    recorded["test"]["thin"] = thin_record(marked_image, 0.05, 0.2)
+    fileio.write_json(metrics_path, recorded)
+    index = index_page.write_index(paper_dir, [job], comparison, {}).read_text()
+    assert "<td>yes</td><td class='num'>5.00</td><td class='num'>20.00</td><td>no</td>" in index
 
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")

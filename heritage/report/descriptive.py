@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from heritage.data import taxonomy
-from heritage.modeling import thin
+from heritage.modeling import residual, thin
 from heritage.report.design import ABLATION_POC, loss_variants
 from heritage.report.frames import SETTING, _matches, encoder_label, poc_label, setting_label
 from heritage.report.tables import ABSENT, NO_RUN, NOT_RECORDED, Table, _cells, _fixed, _percent, _sources
@@ -268,8 +268,13 @@ THIN_NAMES = ", ".join(taxonomy.THIN_CLASSES)
 THIN_IOU = "Thin-damage IoU (%)"
 FILTER_IOU = "Residual filter, thin damage (%)"
 TOLERANT = thin.TOLERANT_SCORE["label"]  # "clIoU (4 px)": the tolerance is part of every label that shows it
-FILTER_CAPTION = (f"The residual filter ({thin.FILTER_DEFINITION.removeprefix('residual filter: ')}) is the "
-                  "classical floor on thin damage, as predicting Clean everywhere is for mIoU")
+FILTER_CAPTION = (f"the residual filter, the classical floor on thin damage as all-Clean is for mIoU (luminance minus "
+                  f"its {residual.MEDIAN_WINDOW}x{residual.MEDIAN_WINDOW} median, |r| > k x {residual.MAD_TO_SIGMA} x MAD, "
+                  "k chosen on each fold's validation part)")
+TOLERANT_CAPTION = (f"OmniCrack30k's centreline IoU with a {thin.TOLERANCE_PX} px tolerance (truth and prediction thinned to "
+                    f"1 px centrelines; a truth centreline pixel within {thin.TOLERANCE_PX} px of a predicted one is a hit, "
+                    f"a predicted one farther than {thin.TOLERANCE_PX} px from every truth one a false alarm), which "
+                    "forgives annotation offsets within the tolerance")
 
 
 def _thin_value(row: pd.Series, column: str) -> float | str:
@@ -322,10 +327,9 @@ def thin_damage_table(summary: pd.DataFrame) -> Table:
     return Table(
         name="thin_damage",
         caption=(f"Thin damage ({THIN_NAMES} as one class against every other labelled test pixel): each setting's "
-                 "test IoU, mean ± sample std over folds, beside the residual filter's on the same pixels, and the folds "
-                 f"on which the model is above it; {FILTER_CAPTION}. Beside them, the {TOLERANT} of both: "
-                 f"{thin.TOLERANT_SCORE['definition']} ({thin.TOLERANT_SCORE['source'].split(';')[0]}), a score that "
-                 "forgives annotation offsets within the tolerance; the strict IoU is the one compared"),
+                 f"test IoU, mean ± sample std over folds, beside that of {FILTER_CAPTION} on the same pixels, and the "
+                 f"folds on which the model is above it; beside them the {TOLERANT} of both, {TOLERANT_CAPTION}; the "
+                 "strict IoU is the one compared"),
         data=pd.DataFrame([_cells(r, data_columns) for _, r in summary.iterrows()]),
         display=pd.DataFrame([_cells(r, columns) for _, r in summary.iterrows()]),
         runs=_sources(summary), notes=notes,
