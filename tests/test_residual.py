@@ -99,3 +99,12 @@ def test_the_filter_and_the_thin_scores_import_without_torch():
     code = ("import sys; import heritage.modeling.residual, heritage.modeling.thin; "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_readme_filter_example(marked_image):
+    rgb, mask = marked_image()
+    r = residual.residual(rgb)
+    assert residual.robust_sigma(r) == pytest.approx(1.4826)  # the residual's MAD is 1 grey level
+    assert np.median(r[mask == SCRATCH]) == pytest.approx(-44.0)  # about 30 sigma below 0
+    found = residual.detect(rgb, 5.0)
+    assert found[mask == SCRATCH].all() and found[mask == CLEAN].mean() < 0.001
