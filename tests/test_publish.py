@@ -133,3 +133,15 @@ def test_without_pdflatex_the_manuscript_is_written_and_the_pdf_skipped(runs_roo
     assert (tmp_path / "paper" / "paper.tex").is_file() and built.pdf is None
     assert built.message.startswith("pdflatex not found:") and "\n" not in built.message
     assert not (tmp_path / "paper" / "paper.pdf").exists()
+
+
+def test_the_abstract_says_how_many_runs_do_not_beat_the_residual_filter() -> None:
+    def sentence(above: int, compared: int) -> str:
+        return publish._filter_sentence({"n_above_filter": above, "n_with_filter": compared})
+
+    assert sentence(0, 3).endswith("the 3 runs compared do not beat the residual filter on thin damage. ")
+    assert sentence(8, 9).endswith("8 of 9 runs beat the residual filter; the other 1 does not beat the residual "
+                                   "filter on thin damage. ")
+    assert "not beat" not in sentence(9, 9)
+    assert sentence(0, 0) == "Thin damage against the residual filter was not recorded for these runs. "
+    assert publish._filter_sentence({}) == sentence(0, 0)  # a banner written before the filter was counted

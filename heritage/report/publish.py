@@ -162,12 +162,20 @@ def manuscript_text(paper_dir: str | Path, provenance: dict[str, Any]) -> str:
 def _filter_sentence(banner: dict[str, Any]) -> str:
     """The abstract's sentence on thin damage against the residual filter (banners written before it was counted
     say nothing of it: the sentence says it was not recorded)."""
+    from heritage.data import taxonomy
+
     above, compared = banner.get("n_above_filter", 0), banner.get("n_with_filter", 0)
     if not compared:
         return "Thin damage against the residual filter was not recorded for these runs. "
-    sentence = f"On thin damage (dust, scratches, hair, cracks), {above} of {compared} runs beat the residual filter"
-    if above < compared:
-        sentence += f"; the other {compared - above} do not beat the residual filter on thin damage"
+    below = compared - above
+    verb = "does" if below == 1 else "do"
+    start = f"On thin damage ({', '.join(name.lower() for name in taxonomy.THIN_CLASSES)}), "
+    if above == 0:
+        runs = "the run compared" if compared == 1 else f"the {compared} runs compared"
+        return start + f"{runs} {verb} not beat the residual filter on thin damage. "
+    sentence = start + f"{above} of {compared} runs beat the residual filter"
+    if below:
+        sentence += f"; the other {below} {verb} not beat the residual filter on thin damage"
     return sentence + ". "
 
 
