@@ -16,7 +16,7 @@ from torch import nn
 from heritage.data import datafolder, datasets as data, splits, taxonomy, working
 from heritage.training import devices, engine, evaluation, reproducibility, runs
 from heritage import errors
-from heritage.modeling import losses, metrics
+from heritage.modeling import losses, metrics, thin
 from heritage.modeling.counts import SummedCounts
 from heritage.config import load_run_config
 from test_working_resolution import TinyHierarchical  # the hierarchical model's heads on a tiny body
@@ -407,12 +407,15 @@ def _ddp_worker(rank: int, world: int, port: int, data_dir: str, runs_root: str,
     scores = {}
     for name, net, hierarchical in (("unet", model, False), ("hierarchical", TinyHierarchical(), True)):
         options = {"progress": False, "keep": 3, "per_image": True}
+        thin_sharded, thin_alone = thin.ThinDamageScores(k=2.0), thin.ThinDamageScores(k=2.0)
         sharded, _, sharded_panels = evaluation.evaluate_images(net, whole_images(fold[2]), dist.device, hierarchical,
-                                                                SIZE, 4, dist=dist, **options)
+                                                                SIZE, 4, dist=dist, scores=[thin_sharded], **options)
         alone, _, alone_panels = evaluation.evaluate_images(net, whole_images(fold[2]), dist.device, hierarchical,
-                                                            SIZE, 4, **options)
-        for scored in (sharded, alone):  # numpy: a torch tensor would be shared memory, gone with this process
+                                                            SIZE, 4, scores=[thin_alone], **options)
+        for scored, thin_scores in ((sharded, thin_sharded), (alone, thin_alone)):
+            # numpy: a torch tensor would be shared memory, gone with this process
             scored["per_image"]["confusion"] = scored["per_image"]["confusion"].numpy()
+            scored["thin"] = thin_scores.result()
         scores[name] = (sharded, sharded_panels, alone, alone_panels)
     tally = SummedCounts(hits=(3,), n_images=())  # the named counts of a per-image scorer, summed the same way
     tally.counts["hits"] += np.arange(3) * (rank + 1)
@@ -452,6 +455,7 @@ def test_distributed_data_parallel_on_two_cpu_processes(data_dir, tmp_path):
             assert sharded["per_image"]["ids"] == alone["per_image"]["ids"] == test_ids, name
             assert np.array_equal(sharded.pop("per_image")["confusion"], alone.pop("per_image")["confusion"]), name
             assert sharded == alone and sharded["n_images"] == len(test_ids), name  # every score, hierarchy included
+            assert sharded["thin"]["n_images"] == len(test_ids), name  # the thin scores summed, not rank 0's shard
             assert [panel[0] for panel in sharded_panels] == [panel[0] for panel in alone_panels] == test_ids[:3]
             assert all(np.array_equal(a, b) for x, y in zip(sharded_panels, alone_panels) for a, b in zip(x[1:], y[1:]))
     assert "hierarchical" in scores0["hierarchical"][0]
@@ -579,18 +583,19 @@ def test_a_per_image_csv_without_its_columns_is_refused_naming_the_file(red_eval
 def test_a_finished_run_writes_per_image_csv_beside_metrics_json(data_dir, fold, tmp_path):
     from heritage.training import train
 
-    _, _, test_ids = fold
+    _, val_ids, test_ids = fold
     config = make_config(data_dir, tmp_path, n_prediction_panels=0)
     folder = runs.prepare(config)
     model = RedThreshold()
     runs.save_checkpoint(folder / runs.BEST_CHECKPOINT, {"model": model.state_dict(), "config": config.to_dict(),
                                                         "epoch": 1, "val_miou": 0.0})
-    test_set = working.EvaluationSet(data_dir, test_ids, SIZE, "native", "letterbox", cache_dir=tmp_path / "cache",
-                                  progress=False)
+    test_set, val_set = (working.EvaluationSet(data_dir, ids, SIZE, "native", "letterbox", cache_dir=tmp_path / "cache",
+                                               progress=False) for ids in (test_ids, val_ids))
     fitted = engine.FitResult(history=[], best_epoch=1, best_val={"miou": 0.0, "pixel_accuracy": 0.0, "n_images": 1},
                               train_images_per_s=None, peak_memory_mb=0.0, wall_time_s=0.0,
                               kernels=reproducibility.kernel_mode(torch.device("cpu")).record())
-    result = train._final_evaluation(config, model, test_set, folder, fitted, devices.Distributed(), False, {})
+    result = train._final_evaluation(config, model, {"test": test_set, "val": val_set}, folder, fitted,
+                                     devices.Distributed(), False, {})
     table = runs.read_per_image(folder)
     assert list(table["id"]) == test_ids and "per_image" not in result["test"]
     source_of = datafolder.read_metadata(data_dir).set_index("id")["source_id"]

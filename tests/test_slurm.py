@@ -546,6 +546,7 @@ def _scores_of_one_process(run, folder: Path) -> dict:
 
     from heritage.data import splits, working
     from heritage.inference import predict
+    from heritage.modeling import residual, thin
     from heritage.training import devices, evaluation, reproducibility
 
     cpu = torch.device("cpu")
@@ -556,14 +557,18 @@ def _scores_of_one_process(run, folder: Path) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        scores = {}
+        scores, thin_scores = {}, None
         for part, ids in (("val", val_ids), ("test", test_ids)):
             images = working.EvaluationSet(run.data_dir, ids, run.image_size, run.working_resolution, "letterbox",
                                            cache_dir=run.cache_dir, progress=False)
+            if part == "val":  # the residual filter's k, as train chooses it
+                thin_scores = thin.ThinDamageScores(residual.choose_k(images.scored(i) for i in range(len(images))).k)
             with reproducibility.kernels(reproducibility.kernel_mode(cpu)):
                 scores[part] = evaluation.evaluate_images(model, images, cpu, run.hierarchical, run.image_size,
                                                           run.batch_size, progress=False, per_image=True,
-                                                          dtype=devices.autocast_dtype(run.amp, cpu))[0]
+                                                          dtype=devices.autocast_dtype(run.amp, cpu),
+                                                          scores=[thin_scores] if part == "test" else ())[0]
+        scores["test"]["thin"] = thin_scores.result()
     finally:
         torch.set_num_threads(threads)
     return scores
@@ -617,6 +622,10 @@ def test_a_two_task_job_trains_one_ddp_run_renders_one_notebook_and_scores_as_on
         assert metrics[part]["n_images"] == reference[part]["n_images"], part
     assert metrics["test"]["confusion_matrix"] == reference["test"]["confusion_matrix"]
     assert metrics["test"]["per_image_miou"] == pytest.approx(reference["test"]["per_image_miou"], abs=1e-9)
+    thin_recorded = dict(metrics["test"]["thin"])  # summed over the 2 processes' shards: one process's counts
+    thin_recorded["filter"] = {key: value for key, value in thin_recorded["filter"].items() if key != "k_choice"}
+    assert thin_recorded == reference["test"]["thin"]
+    assert thin_recorded["n_images"] == len(reference["test"]["per_image"]["ids"])
     per_image = runs.read_per_image(folder)
     assert list(per_image["id"]) == reference["test"]["per_image"]["ids"]  # the test part's order, every image
     expected = runs.per_image_table(reference["test"]["per_image"]["ids"], list(per_image["source_id"]),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -88,6 +88,19 @@ def _evaluation_result(matrices: Any, hierarchical: bool) -> dict[str, Any]:
     return result
 
 
+class ImageScore(Protocol):
+    """A score accumulated over whole images: ``update`` takes the image (its ``picture`` and ``mask`` at the
+    scored resolution) and the model's fine prediction on those pixels. Its state is summable counts
+    (``state_dict``/``load_state_dict``, as :class:`heritage.modeling.counts.SummedCounts`), so the shards of a
+    multi-process evaluation combine."""
+
+    def update(self, image: working.EvaluationImage, prediction: np.ndarray) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+
+
 # The hierarchical model's heads as channel ranges of one tensor, so one tiler blends all three.
 HEADS = {"fine": (0, 16), "binary": (16, 18), "coarse": (18, 22)}
 PANEL_SIDE = 512  # longest side of the prediction panels drawn from working-resolution evaluations
@@ -109,7 +122,8 @@ class _HeadsAsChannels(nn.Module):
 @torch.inference_mode()
 def evaluate_images(model: nn.Module, images: working.EvaluationSet, device: torch.device, hierarchical: bool,
                     tile: int, batch_size: int, desc: str = "eval", progress: bool = True, keep: int = 0,
-                    per_image: bool = False, dtype: torch.dtype | None = None, dist: Distributed | None = None
+                    per_image: bool = False, dtype: torch.dtype | None = None, scores: Sequence[ImageScore] = (),
+                    dist: Distributed | None = None
                     ) -> tuple[dict[str, Any], float, list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]]:
     """:func:`evaluate`'s result over whole images at the working resolution, images/s, and panels.
 
@@ -123,11 +137,14 @@ def evaluate_images(model: nn.Module, images: working.EvaluationSet, device: tor
     ``per_image_miou`` is the mean over images of their mIoU (:func:`heritage.modeling.metrics.mean_iou`), and with
     ``per_image`` the result also holds ``per_image`` = ``{"ids": [...], "confusion": (n, 16, 16) int64
     tensor}`` (a tensor, so a result kept in a resume checkpoint still loads with ``weights_only``).
+    ``scores``: accumulators each fed every image and its fine prediction on the scored pixels
+    (:class:`ImageScore`, e.g. :class:`heritage.modeling.thin.ThinDamageScores`); the caller reads their results.
 
     With ``dist`` (several processes) every process must call it: each scores a shard of the images (every
-    ``world_size``-th from its rank), the summable counts are summed over the processes
-    (:func:`heritage.training.devices.sum_over_processes`) and the per-image rows and panels gathered in the
-    images' order, so every process returns the result one process would (images/s: its own shard's).
+    ``world_size``-th from its rank), the summable counts (the confusion matrices and every accumulator in
+    ``scores``) are summed over the processes (:func:`heritage.training.devices.sum_over_processes`) and the
+    per-image rows and panels gathered in the images' order, so every process returns the result, and holds
+    the scores, one process would (images/s: its own shard's).
     """
     from PIL import Image
 
@@ -158,6 +175,8 @@ def evaluate_images(model: nn.Module, images: working.EvaluationSet, device: tor
         if (height, width) != item.model_input.shape[:2]:  # letterbox: back to the scored pixels
             maps = {name: np.array(Image.fromarray(labels).resize((width, height), Image.Resampling.NEAREST))
                     for name, labels in maps.items()}
+        for score in scores:
+            score.update(item, maps["fine"])
         rows = max(1, (1 << 22) // width)
         for y0 in range(0, height, rows):
             target = torch.from_numpy(np.ascontiguousarray(item.mask[y0:y0 + rows]))[None]
@@ -173,7 +192,7 @@ def evaluate_images(model: nn.Module, images: working.EvaluationSet, device: tor
     synchronize(device)
     seconds = time.perf_counter() - start
     if distributed:
-        ids, confusions, panels = _reduced([matrices], (list(shard), ids, confusions, panels), keep, dist)
+        ids, confusions, panels = _reduced([matrices, *scores], (list(shard), ids, confusions, panels), keep, dist)
     result = _evaluation_result(matrices, hierarchical)
     image_mious = metrics.mean_iou(metrics.iou_per_class(*metrics.class_counts(confusions)))
     scored = image_mious[~np.isnan(image_mious)]  # an image without a labelled pixel has no mIoU
