@@ -353,9 +353,13 @@ def synthetic_data(folder: Path, n_images: int, longest_side: int) -> Path:
 
 def loop_config(poc: str, profile: str, encoder: str, data_dir: Path, runs_root: Path,
                 overrides: dict[str, Any]) -> config.RunConfig:
-    """The POC's configuration of ``encoder`` under ``profile``, pointed at ``data_dir``, with overrides."""
+    """The POC's configuration of ``encoder`` under ``profile``, pointed at ``data_dir``, with overrides.
+
+    ``pretrained`` is off unless an override sets it: the full profile's ImageNet weights need the Hub (or its
+    cache), which a benchmark machine may not reach, and a step's time does not depend on the initial weights.
+    """
     return config.load_run_config(poc, profile, encoder=encoder, overrides={
-        "data_dir": str(data_dir), "runs_root": str(runs_root), **overrides})
+        "data_dir": str(data_dir), "runs_root": str(runs_root), "pretrained": False, **overrides})
 
 
 def train_dataset(run: config.RunConfig) -> data.SegmentationDataset:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -126,6 +127,28 @@ def test_the_gpu_check_dry_run_runs_every_step_on_cpu(tmp_path):
 
 
 @pytest.fixture
+def train_bench(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import train_bench
+
+    return train_bench
+
+
+@pytest.mark.parametrize("profile", ["smoke", "full"])
+def test_the_loop_bench_trains_without_the_hub_whatever_the_profile(train_bench, profile, tmp_path):
+    """The full profile trains pretrained (weights from the Hub); the loop and amp benchmarks time steps, which
+    the initial weights do not change, on machines that may not reach the Hub."""
+    full = train_bench.config.load_run_config("poc59v2_flagship", "full", encoder="convnext_tiny")
+    assert full.pretrained  # what the override is for
+    run = train_bench.loop_config("poc59v2_flagship", profile, "convnext_tiny", tmp_path, tmp_path / "runs",
+                                  {"epochs": 1})
+    assert not run.pretrained and run.epochs == 1 and run.data_dir == str(tmp_path)
+    asked = train_bench.loop_config("poc59v2_flagship", profile, "convnext_tiny", tmp_path, tmp_path / "runs",
+                                    {"pretrained": True})
+    assert asked.pretrained  # an explicit override still wins
+
+
+@pytest.fixture
 def gpu_check(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "bench"))  # the script imports train_bench beside it
     import gpu_check
@@ -164,6 +187,21 @@ def test_the_gpu_check_exits_incomplete_when_the_time_budget_skipped_something(g
     row_skipped = {"result": [{"encoder": "convnext_tiny"}, {"encoder": "mit_b3", "skipped": "time budget"}]}
     assert gpu_check._skipped(row_skipped) and not gpu_check._skipped({"not_run": "1 GPU"})
     assert gpu_check.exit_code({"failed": ["ddp"], "incomplete": ["compile"]}) == errors.EXIT_FAILED
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+@pytest.mark.parametrize("code", [0, 1, 3])
+def test_make_gpu_check_fails_unless_the_check_is_complete(code, tmp_path):
+    """`make gpu-check` passes on the script's exit code: an incomplete (3) or failed (1) check fails make."""
+    script = tmp_path / "python"
+    script.write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path / 'args'}\nexit {code}\n")
+    script.chmod(0o755)
+    done = subprocess.run(["make", "--no-print-directory", "-o", ".venv/.installed-test", "gpu-check",
+                           f"PY={script}"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert (tmp_path / "args").read_text().split() == ["bench/gpu_check.py"]  # the check itself ran
+    assert (done.returncode == 0) == (code == 0), done.stderr
+    if code:
+        assert f"Error {code}" in done.stderr  # make names the check's own code
 
 
 def test_peaks_come_from_the_data_sheet_of_the_named_gpu(gpu_check):
