@@ -26,7 +26,8 @@ uint8 batches normalised on the device):
   not fit the budget).
 
 Each CLI section checks its ``metrics.json`` against the data folder: the test images and labelled
-pixels it scored, the classes of their masks, the precision it recorded.
+pixels it scored (the thin-damage scores' images too: under DDP, every shard's), the classes of their
+masks, the precision it recorded.
 
 Without a GPU (or with ``--dry-run``) the same steps run on the CPU at tiny sizes, in a couple of
 minutes: tests/test_bench.py runs it so the script keeps working between GPU sessions. Every section
@@ -299,8 +300,9 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def _checked_metrics(folder: Path, data_dir: Path, dtype: str, world_size: int) -> dict[str, Any] | None:
     """A run's metrics.json, summarised beside what a correct run must hold, counted from the data folder
-    (not by the evaluation code): its test images, their labelled pixels and the classes of their masks,
-    and the precision (``dtype``) and number of processes it ran with."""
+    (not by the evaluation code): its test images (in the confusion matrix and in the thin-damage scores),
+    their labelled pixels and the classes of their masks, and the precision (``dtype``) and number of
+    processes it ran with."""
     metrics = _read_json(folder / runs.METRICS_FILE)
     if metrics is None:
         return None
@@ -309,8 +311,10 @@ def _checked_metrics(folder: Path, data_dir: Path, dtype: str, world_size: int) 
     confusion = np.asarray(test["confusion_matrix"], dtype=np.int64)
     scored = {"n_images": test["n_images"], "labelled_pixels": int(confusion.sum()),
               "classes": [name for name, row in zip(taxonomy.CLASS_NAMES, confusion) if row.sum()],
-              "autocast_dtype": metrics["autocast_dtype"], "world_size": metrics["world_size"]}
+              "autocast_dtype": metrics["autocast_dtype"], "world_size": metrics["world_size"],
+              "thin_damage_images": test["thin"]["n_images"]}  # every process's shard, summed
     expected = {**expected_test_part(data_dir, run), "autocast_dtype": dtype, "world_size": world_size}
+    expected["thin_damage_images"] = expected["n_images"]
     return {"test_miou": test["miou"], "all_clean_miou": test["all_clean_miou"],
             "per_image_miou": test["per_image_miou"],
             "throughput": metrics["throughput"], "peak_memory_mb": metrics["peak_memory_mb"],
