@@ -45,7 +45,7 @@ CLASS_NAMES: tuple[str, ...] = (
     "Lightleak",
 )
 NUM_CLASSES = len(CLASS_NAMES)
-# Damage a few pixels wide, which a letterbox shrinks below a pixel (issue 11; RQ4 and bench/scale_check.py).
+# Damage a few pixels wide, which a letterbox shrinks below a pixel (RQ4 and bench/scale_check.py).
 THIN_CLASSES: tuple[str, ...] = ("Dust", "Scratch", "Hair", "Cracks")
 BACKGROUND_NAME = "Background"
 CLASS_IDS: dict[str, int] = {name: i for i, name in enumerate(CLASS_NAMES)}

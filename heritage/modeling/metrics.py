@@ -245,7 +245,7 @@ def constant_prediction_mious(truth: np.ndarray, class_index: int = taxonomy.CLA
         return np.where(labelled > 0, truth[..., class_index] / labelled / present.sum(axis=-1), np.nan)
 
 
-# -- the seeds' convention (issue 12: their protocol reproduced beside ours) -------------------------
+# -- the seeds' convention (their protocol reproduced beside ours) ---------------------------------
 
 # Where the seeds' evaluation is defined (their flagship POC-5.9-v2): validate_epoch / compute_iou in
 # train.py, the mask clipping and the 80/20 split in preload_dataset.py.

@@ -198,7 +198,7 @@ def ablation_table(summary: pd.DataFrame, poc: str = ABLATION_POC) -> Table:
     )
 
 
-# -- the seeds' protocol beside ours (issue 12) --------------------------------------------------------
+# -- the seeds' protocol beside ours ----------------------------------------------------------------
 
 # What the seeds published for POC-5.9-v2 (test = their validation part): mIoU and training img/s on a V100S.
 # The only typed-in numbers of the paper, kept here and nowhere else.

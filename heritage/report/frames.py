@@ -25,7 +25,7 @@ from heritage.training.provenance import RUN_COLUMNS, _pretrained, beats_filter,
 SETTING = ["poc", "variant", "encoder", "protocol"]
 # Fields a paired comparison reports as "also differs" when they differ besides the factor tested.
 CONFIG_FIELDS = ["architecture", "loss", "class_weights", "image_size", "batch_size", "lr", "epochs",
-                 "sampling", "working_resolution"]  # the last two: a patch arm is no loss variant (issue 11)
+                 "sampling", "working_resolution"]  # the last two: a patch arm is no loss variant
 ALL_SAMPLES = "all"  # max_train_samples of a run that trained on every sample (None in its config)
 FAMILY_ORDER = ["CNN", "ViT", "hybrid"]
 _MEANS = ["seeds_miou", "seeds_all_clean_miou", "per_image_miou", "all_clean_miou", "binary_miou", "coarse_miou", "fine_miou", "train_images_per_s", "eval_images_per_s",

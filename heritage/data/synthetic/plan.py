@@ -66,7 +66,7 @@ class DamageProfile:
 
 
 _RIGID = {"Glass": 0.05, "Tesserae": 0.05, "Ceramic": 0.05, "Wood": 0.05, "Lime plaster": 0.05}
-# Film frames carry thin damage only (issue 11: real frames are 0.05-0.23 % damaged, by specks, hairs
+# Film frames carry thin damage only (real frames are 0.05-0.23 % damaged, by specks, hairs
 # and scratches); area damage is kept possible (weights stay positive) but practically never lands there.
 _FILM_RARE = {"Film emulsion": 0.002}
 # Image shares (here) and damage sizes (in the painters) were tuned so that a default dataset

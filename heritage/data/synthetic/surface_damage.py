@@ -89,7 +89,7 @@ def _lightleak(canvas: _Canvas) -> np.ndarray:
     """Fogging where light got in, a smooth warm glow, screen-blended.
 
     On film a flare at one edge of the frame over 0.4-3 % of it (frames are a few tenths of a percent
-    damaged, issue 11); on plates and prints (printed from a fogged negative) a broad fog from an edge,
+    damaged); on plates and prints (printed from a fogged negative) a broad fog from an edge,
     which carries most of the class's pixels as in the reference statistics.
     """
     rng, (h, w), scale = canvas.rng, canvas.shape, canvas.scale
