@@ -33,10 +33,11 @@ import re
 import shutil
 import socket
 import stat
+import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -211,6 +212,36 @@ def fsync_directory(folder: str | os.PathLike) -> None:
             raise
     finally:
         os.close(fd)
+
+
+def flush_files(folder: str | os.PathLike, paths: Iterable[str | os.PathLike]) -> None:
+    """Flush ``paths`` (files below ``folder``) to disk before a file that marks them complete is written.
+
+    One ``syncfs`` of ``folder``'s file system where Linux offers it (a call, where an fsync per file costs
+    a journal commit each: hundreds of images), else an fsync per file.
+    """
+    syncfs = _syncfs()
+    if syncfs is not None:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            if syncfs(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    for path in paths:
+        fsync_file(path)
+
+
+def _syncfs():
+    """libc's ``syncfs`` (Linux), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
 
 
 # -- atomic writes ---------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ Each fault is built twice where the machine allows it:
   which is why heritage saves checkpoints into a Python file object.
 
 Trainings here use a two-layer network in place of the encoders (``tiny_models``): the faults are of the
-run folder and the data folder, not of the model.
+run folder and the data folder, not of the model. The cases that train or start Jupyter kernels are
+marked slow (``make test`` runs them, ``make test-fast`` does not).
 """
 
 from __future__ import annotations
@@ -279,6 +280,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_names_the_file_and_the_fr
     assert runs.load_checkpoint(folder / runs.PREVIOUS_CHECKPOINT)["epoch"] == 1
 
 
+@pytest.mark.slow  # trainings or Jupyter kernels: make test runs it, test-fast does not
 def test_train_on_a_disk_that_fills_up_stops_in_one_line_and_resumes(disk, copy_data_dir, monkeypatch, capfd,
                                                                      tiny_models):
     data, runs_root = copy_data_dir(), disk.root / "runs"
@@ -367,6 +369,7 @@ def corpus_dir(tmp_path):
 # -- the data folder removed while train runs; leftovers of a killed run ------------------------------
 
 
+@pytest.mark.slow  # trainings or Jupyter kernels: make test runs it, test-fast does not
 def test_the_data_folder_removed_during_training_is_one_line_and_the_run_resumes(data_dir, copy_data_dir,
                                                                                  tmp_path, monkeypatch, capfd,
                                                                                  tiny_models):
@@ -501,6 +504,15 @@ def test_a_second_train_on_a_held_run_folder_is_refused_at_once_naming_the_holde
     assert not (folder / locks.LOCK_FILE).exists()
 
 
+def test_a_second_paper_on_the_same_paper_folder_is_refused_before_it_prepares_anything(tmp_path, capfd):
+    paper_dir = tmp_path / "paper"
+    with held_by_another_process(paper_dir) as holder:
+        code = cli.main(["paper", "--paper-dir", str(paper_dir), "--data-dir", str(tmp_path / "data"),
+                         "--runs-root", str(tmp_path / "runs")])
+        assert_one_line(code, capfd.readouterr().err, "paper", errors.EXIT_BAD_INPUT, f"pid {holder.pid}")
+    assert not (tmp_path / "data").exists() and not (tmp_path / "runs").exists()
+
+
 def test_a_lock_is_released_on_every_way_out_and_refused_within_one_process(tmp_path):
     from heritage import locks
 
@@ -544,12 +556,14 @@ def test_ingest_after_a_bad_row_keeps_the_rows_before_it_and_a_rerun_continues(t
                                                                      [*rows[:3], bad, rows[4]])), "--out", str(out)])
     assert_one_line(code, capfd.readouterr().err, "data ingest", errors.EXIT_BAD_INPUT, "row 3 (id 's3')",
                     f"the 3 row(s) converted before it are kept in {out / ingest.RESUME_DIR}")
+    cut = datafolder.image_path(out / ingest.RESUME_DIR, "s1")  # what a crash of the node may leave: cut short
+    cut.write_bytes(cut.read_bytes()[:100])
     decoded = []
     real = decoding.decode_sample
     monkeypatch.setattr(decoding, "decode_sample", lambda sample, **kw: decoded.append(sample.id) or real(sample, **kw))
     fixed = write_rows(tmp_path / "fixed" / "x.parquet", rows)
     assert cli.main(["data", "ingest", "--source", str(fixed), "--out", str(out)]) == 0
-    assert decoded == ["s3", "s4"]
+    assert decoded == ["s1", "s3", "s4"]  # s0 and s2 reused
     ingest.ingest(fixed, tmp_path / "uninterrupted")
     assert snapshot(out) == snapshot(tmp_path / "uninterrupted")
 
@@ -692,6 +706,20 @@ def test_a_malformed_exif_block_is_warned_naming_the_row(tmp_path, capfd):
     assert len(warned) == 1 and "row 0 (id 's0'): image: its EXIF block cannot be read" in warned[0]
 
 
+def test_another_librarys_warning_during_ingest_is_shown_once(tmp_path, monkeypatch):
+    real = decoding.decode_sample
+
+    def noisy(sample, **options):  # e.g. PIL's DecompressionBombWarning
+        warnings.warn("note " + "from a library", UserWarning)
+        return real(sample, **options)
+
+    monkeypatch.setattr(decoding, "decode_sample", noisy)
+    source = write_rows(tmp_path / "src" / "x.parquet", [make_row("s0")])
+    with pytest.warns(UserWarning) as shown:  # what warnings.showwarning was given (stderr outside pytest)
+        assert cli.main(["data", "ingest", "--source", str(source), "--out", str(tmp_path / "data")]) == 0
+    assert [str(w.message) for w in shown].count("note from a library") == 1
+
+
 # -- durable writes -----------------------------------------------------------------------------------
 
 
@@ -716,47 +744,63 @@ def test_files_that_mark_completion_are_flushed_to_disk_with_their_folder(tmp_pa
 # -- kill -9 in the middle of a notebook -----------------------------------------------------------------
 
 
-def test_a_paper_killed_mid_notebook_leaves_nothing_that_looks_finished_and_the_rerun_completes(tmp_path):
+PAPER = """
+import sys
+from heritage import fileio
+from heritage.pipeline import execution, jobs, paper, schedulers
+planned = [jobs.NotebookJob.from_json(fileio.read_json(path)) for path in sys.argv[1:]]
+execution.ensure_kernel()
+paper.run_paper(planned[:-1], planned[-1], schedulers.LocalScheduler(execution.execute_notebook))
+"""
+
+
+@pytest.mark.slow  # trainings or Jupyter kernels: make test runs it, test-fast does not
+def test_a_paper_killed_mid_notebook_leaves_nothing_that_looks_finished_and_the_rerun_executes_the_rest(tmp_path):
     template = tmp_path / "template.ipynb"
-    started, slow = tmp_path / "started", tmp_path / "slow"
+    slow = tmp_path / "slow"
     parameters = nbformat.v4.new_code_cell("marker = ''\nslow = ''")
     parameters.metadata["tags"] = ["parameters"]
     cells = [parameters,
              nbformat.v4.new_code_cell("import os, pathlib, time\npathlib.Path(marker).write_text(str(os.getpid()))"),
-             nbformat.v4.new_code_cell("while pathlib.Path(slow).exists():\n    time.sleep(0.2)"),
+             nbformat.v4.new_code_cell("while slow and pathlib.Path(slow).exists():\n    time.sleep(0.2)"),
              nbformat.v4.new_code_cell("print('finished')")]
     nbformat.write(nbformat.v4.new_notebook(cells=cells), template)
-    out = tmp_path / "out"
-    job = jobs.NotebookJob(name="job", template=template, output=out / "executed.ipynb", html=out / "executed.html",
-                           parameters={"marker": str(started), "slow": str(slow)}, key="k", inputs=(template,))
-    job_file = jobs.write_job_file(job)
+    planned = [jobs.NotebookJob(name=name, template=template, output=tmp_path / name / "executed.ipynb",
+                                html=tmp_path / name / "executed.html", key="k", inputs=(template,),
+                                parameters={"marker": str(tmp_path / f"{name}.started"),
+                                            "slow": str(slow) if name == "second" else ""})
+               for name in ("first", "second", "comparison")]
+    files = [str(jobs.write_job_file(job)) for job in planned]
+    first, second, comparison = planned
     slow.touch()
-    paper = subprocess.Popen([sys.executable, "-m", "heritage", "paper", "--execute", str(job_file)],
-                             stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.time() + 120
-    while not started.exists() and time.time() < deadline and paper.poll() is None:
+    run = subprocess.Popen([sys.executable, "-c", PAPER, *files], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    started = tmp_path / "second.started"
+    deadline = time.time() + 240
+    while not started.exists() and time.time() < deadline and run.poll() is None:
         time.sleep(0.2)
-    assert started.exists(), paper.stderr.read()
-    os.kill(paper.pid, signal.SIGKILL)  # in the middle of the notebook
-    paper.wait()
-    assert not job.output.exists() and not job.html.exists() and not job.stamp.exists()
-    assert [p.name for p in out.iterdir() if p.name.startswith(".executed.ipynb.")]  # the partial temporary
-    assert not jobs.is_up_to_date(job)
+    assert started.exists(), run.communicate()
+    os.kill(run.pid, signal.SIGKILL)  # kill -9 in the middle of the second notebook
+    run.communicate()
+    assert jobs.is_up_to_date(first)
+    assert not any(path.exists() for path in (second.output, second.html, second.stamp))  # nothing looks finished
+    assert [p.name for p in second.output.parent.iterdir() if p.name.startswith(".executed.ipynb.")]  # a temporary
     kernel = int(started.read_text())
-    for _ in range(50):  # the kernel notices its parent is gone (ipykernel's parent poller) and exits
-        if not Path(f"/proc/{kernel}").exists() or "Z" in Path(f"/proc/{kernel}/stat").read_text().split()[2]:
+    for _ in range(50):  # the killed paper's kernel notices its parent is gone (ipykernel's parent poller)
+        if not Path(f"/proc/{kernel}").exists() or Path(f"/proc/{kernel}/stat").read_text().split()[2] == "Z":
             break
         time.sleep(0.2)
     else:
         os.kill(kernel, signal.SIGKILL)
         pytest.fail(f"the kernel {kernel} of the killed paper kept running")
     slow.unlink()
-    rerun = subprocess.run([sys.executable, "-m", "heritage", "paper", "--execute", str(job_file)],
-                           capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run([sys.executable, "-c", PAPER, *files], capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
-    assert jobs.is_up_to_date(job)
-    assert sorted(p.name for p in out.iterdir()) == ["executed.html", "executed.ipynb", "executed.job.json",
-                                                     "executed.stamp.json"]
-    executed = nbformat.read(str(job.output), as_version=4)
-    assert executed.metadata["papermill"]["output_path"] == str(job.output)
-    assert "finished" in executed.cells[-1]["outputs"][0]["text"]
+    executed = [line.split(":")[0].split("] ")[1] for line in rerun.stdout.splitlines() if ": started," in line]
+    assert executed == ["second", "comparison"]  # the finished first notebook is skipped
+    assert all(jobs.is_up_to_date(job) for job in planned)
+    assert sorted(p.name for p in second.output.parent.iterdir()) == [
+        "executed.html", "executed.ipynb", "executed.job.json", "executed.stamp.json"]
+    notebook = nbformat.read(str(second.output), as_version=4)
+    assert notebook.metadata["papermill"]["output_path"] == str(second.output)
+    assert "finished" in notebook.cells[-1]["outputs"][0]["text"]

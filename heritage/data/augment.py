@@ -90,6 +90,9 @@ def _augment(data_dir: Path, metadata: pd.DataFrame, seed: int) -> pd.DataFrame:
             rows.append({**original._asdict(), "id": new_id, "width": new_mask.shape[1],
                          "height": new_mask.shape[0], "transform": transform})
     table = pd.DataFrame(rows, columns=list(metadata.columns))  # with the original scan size, if recorded
+    written = [path for row in rows if row["transform"] != datafolder.IDENTITY
+               for path in (datafolder.image_path(data_dir, row["id"]), datafolder.annotation_path(data_dir, row["id"]))]
+    fileio.flush_files(data_dir, written)  # on disk before metadata.csv lists them
     datafolder.write_metadata(data_dir, table)
     return table
 

@@ -12,10 +12,11 @@ been converted, with ``metadata.csv`` written last: a failed ingest leaves the d
 it was.
 
 Resuming. The staging folder (``<out>/.ingest-resume``: ``images/``, ``annotations/``, ``components/``
-and ``rows.jsonl``, one line per converted row, each file flushed to disk before its line) outlives a
+and ``rows.jsonl``, one line per converted row, after its files) outlives a
 failure, a Ctrl-C or a kill -9: the next ingest into the same ``--out`` with the same ``--longest-side``
 and mask options reuses every row whose id and bytes (sha256 of image and annotation) are unchanged and
-converts the rest, so a bad row 300 of ARTeFACT's 418 (scans up to 244 MP) costs only itself. Other
+converts the rest (a staged row whose files a crash cut short is converted again), so a bad row 300 of
+ARTeFACT's 418 (scans up to 244 MP) costs only itself. Other
 options start over. ``skip_bad_rows`` (``--skip-bad-rows``) converts every good row, writes them and
 ``<out>/rejected.csv`` (row, id, where, error) and then fails with exit 1; a clean ingest removes an
 old ``rejected.csv``. The data folder is held (:mod:`heritage.locks`) while ingest writes it; one that
@@ -47,6 +48,7 @@ import re
 import shutil
 import sys
 import warnings
+import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -291,20 +293,25 @@ class Staging:
             return None
         if max_pixels is not None and entry["original_width"] * entry["original_height"] > max_pixels:
             return None  # converted under a higher --max-pixels: decode it again, to be refused by name
-        files = [datafolder.image_path(self.folder, sample.id), datafolder.annotation_path(self.folder, sample.id)]
+        pictures = [datafolder.image_path(self.folder, sample.id), datafolder.annotation_path(self.folder, sample.id)]
+        if not all(_whole_png(path) for path in pictures):
+            return None  # moved into place by a finishing ingest that was then killed, removed, or cut by a crash
         if entry["components"]:
-            files.append(self._components_path(sample.id))
-        if not all(path.is_file() for path in files):
-            return None  # moved into place by a finishing ingest that was then killed, or removed
+            try:
+                self.components(sample.id)
+            except (OSError, ValueError, zipfile.BadZipFile):
+                return None
         self.reused += 1
         return entry
 
     def write(self, sample: decoding.RawSample, key: str, decoded: decoding.Decoded, notes: list[str]) -> dict:
-        """Write the row's files (flushed to disk), then its journal line."""
-        fileio.write_png(datafolder.image_path(self.folder, sample.id), decoded.image, durable=True)
-        fileio.write_png(datafolder.annotation_path(self.folder, sample.id), decoded.mask, durable=True)
+        """Write the row's files, then its journal line. Not flushed one by one (an fsync per file would
+        cost more than the decoding of small scans): :meth:`reuse` checks a row's files are whole, and
+        :meth:`move_into` flushes them all before metadata.csv marks the folder complete."""
+        fileio.write_png(datafolder.image_path(self.folder, sample.id), decoded.image)
+        fileio.write_png(datafolder.annotation_path(self.folder, sample.id), decoded.mask)
         if decoded.original_components is not None:
-            with fileio.atomic_path(self._components_path(sample.id), durable=True) as tmp:
+            with fileio.atomic_path(self._components_path(sample.id)) as tmp:
                 with open(tmp, "wb") as handle:
                     np.savez(handle, **{str(k): v for k, v in decoded.original_components.items()})
         height, width = decoded.mask.shape
@@ -315,8 +322,6 @@ class Staging:
         try:
             with open(self.folder / JOURNAL_FILE, "a", encoding="utf-8") as journal:
                 journal.write(json.dumps(entry) + "\n")
-                journal.flush()
-                os.fsync(journal.fileno())
         except OSError as err:
             raise fileio.write_error(self.folder / JOURNAL_FILE, err) from None
         self.entries[sample.id] = entry
@@ -331,7 +336,11 @@ class Staging:
         return self.folder / COMPONENTS_DIR / f"{sample_id}.npz"
 
     def move_into(self, out: Path, ids: list[str]) -> None:
-        """Every staged row into ``out`` (images/, annotations/), the folders' entries flushed to disk."""
+        """Every staged row into ``out`` (images/, annotations/), its data and the folders' entries flushed to
+        disk first: metadata.csv, written next, must never point at files a crash could still empty."""
+        fileio.flush_files(self.folder, [path for sample_id in ids for path in
+                                         (datafolder.image_path(self.folder, sample_id),
+                                          datafolder.annotation_path(self.folder, sample_id))])
         for sample_id in ids:
             for relative in (datafolder.image_path("", sample_id), datafolder.annotation_path("", sample_id)):
                 (out / relative).parent.mkdir(exist_ok=True)
@@ -342,6 +351,18 @@ class Staging:
 
     def discard(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _whole_png(path: Path) -> bool:
+    """Whether ``path`` is a PNG that ends as PNGs do (its IEND chunk): not missing, not cut short by a crash."""
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(8) != b"\x89PNG\r\n\x1a\n":
+                return False
+            handle.seek(-12, os.SEEK_END)
+            return handle.read(12) == b"\x00\x00\x00\x00IEND\xaeB`\x82"
+    except OSError:
+        return False
 
 
 def _describe_options(options: dict | None) -> str:
@@ -438,10 +459,13 @@ def _kept_rows(err: errors.HeritageError, staging: Staging) -> errors.HeritageEr
     if not staging.kept:
         staging.discard()
         return err
+    before = staging.converted + staging.reused  # this run's rows, all before the one that failed
+    kept = (f"the {before} row(s) converted before it are kept" if before
+            else f"the {staging.kept} row(s) an earlier ingest converted are kept")
     fix = ("fix the machine" if isinstance(err, errors.MachineError)
            else "fix that row (or pass --skip-bad-rows)")
-    return type(err)(f"{err}; the {staging.kept} row(s) converted before it are kept in {staging.folder}: {fix} "
-                     "and run the same command again, it continues with the rest")
+    return type(err)(f"{err}; {kept} in {staging.folder}: {fix} and run the same command again, it continues "
+                     "with the rest")
 
 
 @dataclass
@@ -627,22 +651,24 @@ def main(args: argparse.Namespace) -> int:
                        rgb=args.rgb_masks, palette_tolerance=args.palette_tolerance,
                        unmatched_background=args.unmatched_as_background, resize=args.resize_masks)
     said = (vocabulary.VocabularyWarning, scale.ScaleWarning, decoding.OrientationWarning)
-    with warnings.catch_warnings(record=True) as caught:
-        for category in (*said, ResumeNote):
-            warnings.simplefilter("always", category)
-        # PIL's own note on a damaged EXIF block: the row's OrientationWarning says it, naming the row
-        warnings.filterwarnings("ignore", message="Corrupt EXIF data")
-        try:
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            for category in (*said, ResumeNote):
+                warnings.simplefilter("always", category)
+            # PIL's own note on a damaged EXIF block: the row's OrientationWarning says it, naming the row
+            warnings.filterwarnings("ignore", message="Corrupt EXIF data")
             metadata = ingest(args.source, args.out, args.longest_side or None, max_pixels=args.max_pixels or None,
                               masks=masks, strict=args.strict, skip_bad_rows=args.skip_bad_rows,
                               encoding=args.encoding)
-        finally:  # the warnings matter even when a later row fails
-            for warning in caught:
-                if issubclass(warning.category, said):
-                    print(f"heritage data ingest: warning: {warning.message}", file=sys.stderr)
-                elif issubclass(warning.category, ResumeNote):
-                    print(f"heritage data ingest: {warning.message}", file=sys.stderr)
-                else:
-                    warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+    finally:  # the warnings matter even when a later row fails; shown once the recorder is gone (inside it,
+        # showing another library's warning would record it again, into the list being shown)
+        for warning in caught:
+            if issubclass(warning.category, said):
+                print(f"heritage data ingest: warning: {warning.message}", file=sys.stderr)
+            elif issubclass(warning.category, ResumeNote):
+                print(f"heritage data ingest: {warning.message}", file=sys.stderr)
+            else:
+                warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
     print(f"ingested {len(metadata)} samples into {args.out}")
     return 0
