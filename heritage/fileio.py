@@ -302,10 +302,12 @@ def write_json(path: str | os.PathLike, obj: Any, durable: bool = False) -> None
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n", durable)
 
 
-def decode_text(data: bytes, path: str | os.PathLike, encoding: str = "utf-8", hint: str = "") -> str:
+def decode_text(data: bytes, path: str | os.PathLike, encoding: str = "utf-8", hint: str = "",
+                csv_header: bool = False) -> str:
     """``data`` (the bytes of the text file ``path``) decoded; a byte that is not valid ``encoding`` is one
-    InputError naming the file, the line, the byte offset and the byte, the encoding it decodes with
-    (cp1252, what Excel writes, else latin-1) and ``hint`` (how to pass that encoding). UTF-8 skips a BOM."""
+    InputError naming the file, the line (and, for a CSV file with a header, the row as ingest counts them:
+    0 is the first after the header), the byte offset and the byte, the encoding it decodes with (cp1252,
+    what Excel writes, else latin-1) and ``hint`` (how to pass that encoding). UTF-8 skips a BOM."""
     codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
     try:
         return data.decode(codec)
@@ -320,8 +322,9 @@ def decode_text(data: bytes, path: str | os.PathLike, encoding: str = "utf-8", h
             data.decode("cp1252")
             guess = "cp1252"
         shown = byte.decode(guess, errors="replace")
+        row = f" (row {line - 2})" if csv_header and line >= 2 else ""
         raise errors.InputError(
-            f"{path}: line {line}, byte offset {err.start} (column {column + 1}): byte 0x{byte.hex()} is not "
+            f"{path}: line {line}{row}, byte offset {err.start} (column {column + 1}): byte 0x{byte.hex()} is not "
             f"valid {encoding} (in {guess} it is {shown!r}); the file is probably {guess}-encoded"
             + (f": {hint.format(encoding=guess)}" if hint else "")) from None
 

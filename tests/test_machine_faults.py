@@ -608,7 +608,7 @@ def test_a_metadata_csv_in_excels_encoding_names_line_byte_and_the_encoding_to_p
     code = cli.main(["data", "ingest", "--source", str(folder), "--out", str(tmp_path / "data")])
     offset = len("id,material,content\ns0,Pergam")
     assert_one_line(code, capfd.readouterr().err, "data ingest", errors.EXIT_BAD_INPUT,
-                    f"{folder / 'metadata.csv'}: line 2, byte offset {offset}", "0xe9", "pass --encoding cp1252")
+                    f"{folder / 'metadata.csv'}: line 2 (row 0), byte offset {offset}", "0xe9", "pass --encoding cp1252")
     assert cli.main(["data", "ingest", "--source", str(folder), "--out", str(tmp_path / "data"),
                      "--encoding", "cp1252"]) == 0
     capfd.readouterr()

@@ -46,7 +46,7 @@ def read_metadata(data_dir: str | os.PathLike) -> pd.DataFrame:
     if not path.is_file():
         raise errors.MissingInputError(f"{path}: file not found (run `python -m heritage data ingest` first)")
     text = fileio.decode_text(path.read_bytes(), path,  # hand-edited in a spreadsheet: say where, not crash
-                              hint="save it as UTF-8 (heritage writes and reads it as UTF-8)")
+                              hint="save it as UTF-8 (heritage writes and reads it as UTF-8)", csv_header=True)
     try:
         table = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:

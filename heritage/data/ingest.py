@@ -172,7 +172,7 @@ def _encoded(value: object, column: str, where: str) -> bytes:
 def read_export_table(folder: Path, encoding: str = "utf-8") -> pd.DataFrame:
     """The metadata of an exported folder, restricted to original samples; read as ``encoding``."""
     path = folder / datafolder.METADATA_FILE
-    text = fileio.decode_text(path.read_bytes(), path, encoding, hint="pass --encoding {encoding}")
+    text = fileio.decode_text(path.read_bytes(), path, encoding, hint="pass --encoding {encoding}", csv_header=True)
     try:
         table = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
