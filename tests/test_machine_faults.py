@@ -281,8 +281,8 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_names_the_file_and_the_fr
 
 
 @pytest.mark.slow  # trainings or Jupyter kernels: make test runs it, test-fast does not
-def test_train_on_a_disk_that_fills_up_stops_in_one_line_and_resumes(disk, copy_data_dir, monkeypatch, capfd,
-                                                                     tiny_models):
+def test_train_on_a_disk_that_fills_up_stops_in_one_line_and_resumes(disk, copy_data_dir, tmp_path, monkeypatch,
+                                                                     capfd, tiny_models):
     data, runs_root = copy_data_dir(), disk.root / "runs"
     after_history_write(monkeypatch, 2, disk.fill)  # the disk fills during epoch 2, before its checkpoints
     code = cli.main(train_args(data, runs_root))
@@ -295,7 +295,11 @@ def test_train_on_a_disk_that_fills_up_stops_in_one_line_and_resumes(disk, copy_
     monkeypatch.setattr(runs, "write_history", REAL_WRITE_HISTORY)
     assert cli.main(train_args(data, runs_root)) == 0
     assert f"resuming {folder} at epoch 2" in "".join(capfd.readouterr())
-    assert len(pd.read_csv(folder / runs.HISTORY_FILE)) == 3 and (folder / runs.METRICS_FILE).is_file()
+    assert len(pd.read_csv(folder / runs.HISTORY_FILE)) == 3
+    resumed = fileio.read_json(folder / runs.METRICS_FILE)
+    assert cli.main(train_args(data, tmp_path / "uninterrupted")) == 0  # the same run, never interrupted
+    uninterrupted = fileio.read_json(run_folder(data, tmp_path / "uninterrupted") / runs.METRICS_FILE)
+    assert resumed["test"]["miou"] == uninterrupted["test"]["miou"] and resumed["val"] == uninterrupted["val"]
 
 
 def test_ingest_on_a_disk_that_fills_up_keeps_the_rows_written_and_resumes(disk, tmp_path, monkeypatch):
@@ -347,6 +351,10 @@ def test_a_read_only_output_is_one_line_with_exit_74(disk, tmp_path, copy_data_d
     assert_one_line(code, capfd.readouterr().err, "train", errors.EXIT_MACHINE, "read-only file system")
     disk.clear()
     assert not (disk.root / "new").exists() and not list((disk.root / "existing").iterdir())
+    # writable again: the same command completes as if nothing had happened
+    assert cli.main(["data", "ingest", "--source", str(source), "--out", str(disk.root / "existing")]) == 0
+    ingest.ingest(source, tmp_path / "uninterrupted")
+    assert snapshot(disk.root / "existing") == snapshot(tmp_path / "uninterrupted")
 
 
 def test_a_fault_of_the_machine_met_inside_a_library_is_one_line_with_exit_74(corpus_dir, capfd, monkeypatch):
@@ -511,6 +519,21 @@ def test_a_second_paper_on_the_same_paper_folder_is_refused_before_it_prepares_a
                          "--runs-root", str(tmp_path / "runs")])
         assert_one_line(code, capfd.readouterr().err, "paper", errors.EXIT_BAD_INPUT, f"pid {holder.pid}")
     assert not (tmp_path / "data").exists() and not (tmp_path / "runs").exists()
+
+
+def test_augment_and_split_on_a_data_folder_another_command_holds_are_refused_and_write_nothing(copy_data_dir,
+                                                                                                 capfd):
+    from heritage import locks
+
+    data = copy_data_dir()
+    before = snapshot(data)
+    with held_by_another_process(data) as holder:
+        for command in (["data", "augment", "--data", str(data)],
+                        ["data", "split", "--data", str(data), "--protocol", "all"]):
+            code = cli.main(command)
+            assert_one_line(code, capfd.readouterr().err, " ".join(command[:2]), errors.EXIT_BAD_INPUT,
+                            f"{data}: in use by heritage train (pid {holder.pid}")
+        assert {name: content for name, content in snapshot(data).items() if name != locks.LOCK_FILE} == before
 
 
 def test_a_lock_is_released_on_every_way_out_and_refused_within_one_process(tmp_path):
