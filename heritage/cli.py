@@ -4,9 +4,14 @@ A command module exposes ``add_arguments(parser)`` and ``main(args) -> int``. Mo
 only when their command runs (or its ``--help`` is asked for), so ``--help`` stays fast.
 
 Errors: a :class:`heritage.errors.HeritageError` is printed as one line ``heritage <command>: <message>``
-and the command exits with its code (2 for bad input, 1 for failed work); any other exception is a
-bug, printed with its traceback and exit code 70. ``--debug`` (anywhere on the command line) or
+and the command exits with its code (2 for bad input, 1 for failed work, 74 for a fault of the machine);
+an OSError that is a fault of the machine (a full disk, a read-only file system, an I/O error) met
+anywhere (a library's own write) is one line with exit 74 too; any other exception is a bug, printed
+with its traceback and exit code 70. ``--debug`` (anywhere on the command line) or
 ``HERITAGE_DEBUG=1`` prints the traceback of expected errors too.
+
+``key=value`` overrides may come anywhere among a command's options (``train --encoder x epochs=2``);
+another unrecognised argument is one line naming it.
 """
 
 from __future__ import annotations
@@ -62,8 +67,18 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv or os.environ.get(errors.DEBUG_ENVIRONMENT_VARIABLE, "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
-    args = build_parser(argv).parse_args(argv)
+    parser = build_parser(argv)
+    args, extra = parser.parse_known_args(argv)
     command = _command_name(args)
+    # argparse stops filling a positional list at the first option: overrides after one come back here
+    overrides = [item for item in extra if "=" in item and not item.startswith("-")]
+    unknown = [item for item in extra if item not in overrides or not hasattr(args, "overrides")]
+    if unknown:
+        print(f"heritage {command}: unrecognized argument(s) {' '.join(unknown)} (see python -m heritage "
+              f"{command} --help)", file=sys.stderr)
+        return errors.EXIT_BAD_INPUT
+    if overrides:
+        args.overrides = [*args.overrides, *overrides]
     try:
         module = importlib.import_module(args.module)
         return int(module.main(args) or 0)
@@ -72,14 +87,29 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"heritage {command}: {one_line(str(err))}", file=sys.stderr)
         return err.exit_code
+    except OSError as err:
+        from heritage import fileio  # numpy and PIL: not for --help
+
+        if not fileio.is_machine_fault(err):
+            return _bug(command, err)
+        if debug:
+            traceback.print_exc()
+        message = (fileio.describe_fault(err.filename, err) if err.filename
+                   else f"{err.strerror or err} (a fault of the machine: check the free space and the mounts)")
+        print(f"heritage {command}: {one_line(message)}", file=sys.stderr)
+        return errors.EXIT_MACHINE
     except KeyboardInterrupt:
         print(f"heritage {command}: interrupted", file=sys.stderr)
         return errors.EXIT_INTERRUPTED
     except Exception as err:  # noqa: BLE001 - the one place a bug is reported as one
-        traceback.print_exc()
-        print(f"heritage {command}: internal error ({type(err).__name__}): this is a bug in heritage; "
-              f"please report it with the traceback above", file=sys.stderr)
-        return errors.EXIT_BUG
+        return _bug(command, err)
+
+
+def _bug(command: str, err: BaseException) -> int:
+    traceback.print_exception(err)
+    print(f"heritage {command}: internal error ({type(err).__name__}): this is a bug in heritage; "
+          f"please report it with the traceback above", file=sys.stderr)
+    return errors.EXIT_BUG
 
 
 def one_line(message: str) -> str:

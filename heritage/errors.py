@@ -20,6 +20,10 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # the command ran, but some of its work failed (e.g. a run of ``paper``)
 EXIT_BAD_INPUT = 2  # an expected error: bad arguments, config, data or paths (argparse uses 2 too)
 EXIT_BUG = 70  # an unexpected exception: a bug in heritage (sysexits' EX_SOFTWARE)
+# The machine failed the command, not its input: a full disk or quota, a read-only file system, an I/O
+# error, files removed while the command ran (sysexits' EX_IOERR). What was finished is kept; fix the
+# machine and run the same command again.
+EXIT_MACHINE = 74
 EXIT_REQUEUE = 75  # training checkpointed on SIGTERM/SIGUSR1: run again to resume (EX_TEMPFAIL)
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as a shell reports it
 
@@ -51,10 +55,26 @@ class OutputError(HeritageError, OSError):
         return str(self.args[0]) if self.args else super().__str__()
 
 
+class MachineError(HeritageError, OSError):
+    """The machine failed the command: disk full, read-only file system, I/O error, data removed meanwhile.
+
+    The message names the path and the fault (with the free space for a full disk) and says what was kept.
+    """
+
+    exit_code = EXIT_MACHINE
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else super().__str__()
+
+
 class CommandFailed(HeritageError, RuntimeError):
     """The command ran but part of its work failed; the message says which part and where its log is."""
 
     exit_code = EXIT_FAILED
+
+
+class FolderBusy(OutputError):
+    """Another process holds the folder this command would write (:mod:`heritage.locks`); the message names it."""
 
 
 class OutputExistsError(OutputError, FileExistsError):

@@ -2,7 +2,15 @@
 
 Everything the project writes goes through a temporary file in the destination folder and an
 ``os.replace``, so an interrupted job never leaves a half-written file where a finished one is
-expected. Reads name the file in every error.
+expected. Reads name the file in every error. A file whose presence marks work as finished
+(``metrics.json``, a notebook's stamp, ``metadata.csv``, checkpoints) is written ``durable``: the
+temporary is flushed to disk (``fsync``) before the rename and the folder after it, so a crash of the
+node cannot leave it empty or missing after the work it marks was reported done.
+
+Faults of the machine met while writing (a full disk or quota, a read-only file system, an I/O error:
+:data:`MACHINE_ERRNOS`) become :class:`heritage.errors.MachineError` naming the path and, for a full
+disk, the free space (:func:`write_error`); a text file in another encoding is one line naming the file,
+line and byte offset (:func:`decode_text`).
 
 A temporary file carries its owner (``<pid>@<host>``) in its name, so one left behind by a killed
 process (kill -9, OOM killer, a node lost mid-job) can be told from one a running writer still uses:
@@ -17,16 +25,19 @@ refuse more than ``max_pixels`` pixels before anything is decoded.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
 import re
+import shutil
 import socket
 import stat
+import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -55,6 +66,8 @@ STALE_AFTER_S = 6 * 3600
 # atomic_path's temporary: ".<name>.<pid>@<host>.<random>.tmp" (the legacy form had no owner).
 TEMP_FILE_PATTERN = re.compile(rf"\.(?P<name>.+)\.{OWNER_PATTERN}\.{RANDOM_PATTERN}\.tmp")
 LEGACY_TEMP_FILE_PATTERN = re.compile(rf"\.(?P<name>.+)\.{RANDOM_PATTERN}\.tmp")
+# errno values that say the machine, not the path the user gave, failed a read or write.
+MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG, errno.ESTALE})
 
 
 def owner_tag() -> str:
@@ -115,11 +128,133 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     return removed
 
 
+# -- faults of the machine ---------------------------------------------------------------------------
+
+
+def is_machine_fault(err: BaseException) -> bool:
+    """Whether ``err`` is a fault of the machine (:data:`MACHINE_ERRNOS`), not of a path or a value."""
+    return isinstance(err, OSError) and err.errno in MACHINE_ERRNOS
+
+
+def describe_fault(path: str | os.PathLike, err: OSError) -> str:
+    """``<path>: <what the machine did>``, e.g. ``runs/x/metrics.json: disk full (no space left on device;
+    1.2 MB free of 1.0 GB on /scratch)``."""
+    path = Path(path)
+    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        what = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded",
+                errno.EFBIG: "file too large for its file system"}[err.errno]
+        return f"{path}: {what} ({err.strerror or err}; {free_space(path)})"
+    if err.errno == errno.EROFS:
+        return f"{path}: read-only file system ({_mount_point(path)} is mounted read-only)"
+    if err.errno == errno.ESTALE:
+        return f"{path}: stale file handle (the network file system lost the file)"
+    if err.errno == errno.EIO:
+        return f"{path}: input/output error (a failing disk or a lost network file system)"
+    return f"{path}: {err.strerror or err}"
+
+
+def write_error(path: str | os.PathLike, err: OSError) -> errors.HeritageError:
+    """The expected error for an OSError met writing ``path`` (named, not a temporary it went through):
+    :class:`~heritage.errors.MachineError` for a fault of the machine (exit 74), else
+    :class:`~heritage.errors.OutputError` (no permission, a file where a folder should be: the user's path
+    to fix, exit 2)."""
+    if isinstance(err, errors.HeritageError):
+        return err
+    if is_machine_fault(err):
+        return errors.MachineError(describe_fault(path, err))
+    return errors.OutputError(f"{path}: cannot write here ({err.strerror or err}"
+                              f"{': ' + str(err.filename) if err.filename else ''})")
+
+
+def free_space(path: str | os.PathLike) -> str:
+    """``<free> free of <total> on <mount point>`` for the file system holding ``path``."""
+    existing = Path(os.path.abspath(path))
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        usage = shutil.disk_usage(existing)
+    except OSError:
+        return "free space unknown"
+    return f"{_size(usage.free)} free of {_size(usage.total)} on {_mount_point(existing)}"
+
+
+def _size(n_bytes: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n_bytes < 1000 or unit == "TB":
+            return f"{n_bytes:.0f} {unit}" if unit == "B" else f"{n_bytes:.1f} {unit}"
+        n_bytes /= 1000
+    raise AssertionError("unreachable")
+
+
+def _mount_point(path: str | os.PathLike) -> Path:
+    folder = Path(os.path.abspath(path))
+    while not os.path.ismount(folder) and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+def fsync_file(path: str | os.PathLike) -> None:
+    """Flush a file's data to disk (before it is renamed into place)."""
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+def fsync_directory(folder: str | os.PathLike) -> None:
+    """Flush a folder's entries to disk (after a rename into it), where the platform allows it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # a platform without directory handles: the rename is as durable as it gets
+        return
+    try:
+        os.fsync(fd)
+    except OSError as err:
+        if err.errno not in (errno.EINVAL, errno.EBADF, errno.ENOTSUP):  # a file system that cannot
+            raise
+    finally:
+        os.close(fd)
+
+
+def flush_files(folder: str | os.PathLike, paths: Iterable[str | os.PathLike]) -> None:
+    """Flush ``paths`` (files below ``folder``) to disk before a file that marks them complete is written.
+
+    One ``syncfs`` of ``folder``'s file system where Linux offers it (a call, where an fsync per file costs
+    a journal commit each: hundreds of images), else an fsync per file.
+    """
+    syncfs = _syncfs()
+    if syncfs is not None:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            if syncfs(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    for path in paths:
+        fsync_file(path)
+
+
+def _syncfs():
+    """libc's ``syncfs`` (Linux), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+
+
+# -- atomic writes ---------------------------------------------------------------------------------
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, durable: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it replaces ``path``, on error it is removed.
 
     The result keeps the mode of the file it replaces, or gets ``0o666 & ~umask`` when it is new.
+    ``durable``: the temporary is flushed to disk before the rename and the folder after it. A fault of
+    the machine while writing (disk full, read-only, I/O error) raises MachineError naming ``path``; the
+    file it would have replaced is left as it was.
     """
     path = Path(path)
     try:
@@ -127,8 +262,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         # the name must match TEMP_FILE_PATTERN, so remove_stale_temporaries can clean up after a kill -9
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{owner_tag()}.", suffix=".tmp", dir=path.parent)
     except OSError as err:  # a file where a folder should be, no permission, a full disk: the user's to fix
-        raise errors.OutputError(f"{path}: cannot write here ({err.strerror or err}"
-                                 f"{': ' + str(err.filename) if err.filename else ''})") from None
+        raise write_error(path, err) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -137,24 +271,62 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             mode = stat.S_IMODE(path.stat().st_mode)
         except FileNotFoundError:
             mode = 0o666 & ~_UMASK
-        os.chmod(tmp_path, mode)
-        os.replace(tmp_path, path)
+        try:
+            os.chmod(tmp_path, mode)
+            if durable:
+                fsync_file(tmp_path)
+            os.replace(tmp_path, path)
+            if durable:
+                fsync_directory(path.parent)
+        except OSError as err:
+            raise write_error(path, err) from None
+    except OSError as err:  # the write itself failed: a full disk is the machine's, not a bug
+        if is_machine_fault(err) and not isinstance(err, errors.HeritageError):
+            raise errors.MachineError(describe_fault(path, err)) from None
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
+def write_bytes(path: str | os.PathLike, data: bytes, durable: bool = False) -> None:
+    with atomic_path(path, durable) as tmp:
         tmp.write_bytes(data)
 
 
-def write_text(path: str | os.PathLike, text: str) -> None:
-    with atomic_path(path) as tmp:
+def write_text(path: str | os.PathLike, text: str, durable: bool = False) -> None:
+    with atomic_path(path, durable) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+def write_json(path: str | os.PathLike, obj: Any, durable: bool = False) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n", durable)
+
+
+def decode_text(data: bytes, path: str | os.PathLike, encoding: str = "utf-8", hint: str = "",
+                csv_header: bool = False) -> str:
+    """``data`` (the bytes of the text file ``path``) decoded; a byte that is not valid ``encoding`` is one
+    InputError naming the file, the line (and, for a CSV file with a header, the row as ingest counts them:
+    0 is the first after the header), the byte offset and the byte, the encoding it decodes with (cp1252,
+    what Excel writes, else latin-1) and ``hint`` (how to pass that encoding). UTF-8 skips a BOM."""
+    codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    try:
+        return data.decode(codec)
+    except LookupError:
+        raise errors.InputError(f"{path}: unknown text encoding {encoding!r} (e.g. utf-8, cp1252, latin-1)") from None
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1)
+        byte = data[err.start: err.start + 1]
+        guess = "latin-1"
+        with contextlib.suppress(UnicodeDecodeError):
+            data.decode("cp1252")
+            guess = "cp1252"
+        shown = byte.decode(guess, errors="replace")
+        row = f" (row {line - 2})" if csv_header and line >= 2 else ""
+        raise errors.InputError(
+            f"{path}: line {line}{row}, byte offset {err.start} (column {column + 1}): byte 0x{byte.hex()} is not "
+            f"valid {encoding} (in {guess} it is {shown!r}); the file is probably {guess}-encoded"
+            + (f": {hint.format(encoding=guess)}" if hint else "")) from None
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -181,9 +353,9 @@ def read_yaml(path: str | os.PathLike, invalid: type[Exception] = errors.InputEr
         raise invalid(f"{path}: not valid YAML ({err})") from None
 
 
-def write_png(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Write a uint8 (H, W) or (H, W, 3) array as PNG, atomically."""
-    with atomic_path(path) as tmp:
+def write_png(path: str | os.PathLike, array: np.ndarray, durable: bool = False) -> None:
+    """Write a uint8 (H, W) or (H, W, 3) array as PNG, atomically (``durable``: see :func:`atomic_path`)."""
+    with atomic_path(path, durable) as tmp:
         Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG")
 
 

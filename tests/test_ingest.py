@@ -24,7 +24,7 @@ from conftest import N_SYNTHETIC_IMAGES, PARQUET_SCHEMA, SYNTHETIC_LONGEST_SIDE,
 from PIL import Image, ImageOps
 from PIL.JpegImagePlugin import JpegImageFile
 
-from heritage import cli, fileio
+from heritage import cli, fileio, locks
 from heritage.data import datafolder, decoding, ingest, synthetic as synth, taxonomy, vocabulary
 
 
@@ -269,10 +269,15 @@ def test_failed_ingest_leaves_earlier_outputs_intact_and_no_temporary_files(tmp_
     before = folder_snapshot(tmp_path / "data")
     rows = [make_row(f"s{i}", seed=10 + i) for i in range(4)]  # new pixels for the same ids ...
     rows[3] = with_image(rows[3], "image", b"garbage")  # ... but the last row is broken
-    with pytest.raises(ValueError, match=r"row 3 \(id 's3'\)"):
+    with pytest.raises(ValueError, match=r"row 3 \(id 's3'\).*the 3 row\(s\) converted before it are kept"):
         ingest_rows(tmp_path, rows)
-    assert folder_snapshot(tmp_path / "data") == before
-    assert not [p for p in (tmp_path / "data").rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".")]
+    resume = tmp_path / "data" / ingest.RESUME_DIR
+    after = {name: data for name, data in folder_snapshot(tmp_path / "data").items()
+             if not name.startswith(ingest.RESUME_DIR)}
+    assert after == before  # the finished data folder is untouched; rows 0-2 wait in the staging folder
+    assert sorted(p.name for p in (resume / "images").iterdir()) == ["s0.png", "s1.png", "s2.png"]
+    assert [p.name for p in (tmp_path / "data").iterdir() if p.name.startswith(".")] == [ingest.RESUME_DIR]
+    assert not [p for p in (tmp_path / "data").rglob("*") if p.name.endswith(".tmp")]
 
 
 def test_read_metadata_errors(tmp_path):
@@ -618,33 +623,36 @@ def test_the_vocabulary_has_one_home_used_by_synth():
 
 # --- leftovers of killed runs (issue 10, item 7) --------------------------------------------------
 
-KILL_ON_SECOND_WRITE = """
+KILL_ON_FIFTH_WRITE = """
 import os, signal, sys
 from heritage import fileio
 from heritage.data import ingest
 real, calls = fileio.write_png, []
-def write_png(path, array):
+def write_png(path, array, **options):
     calls.append(path)
-    if len(calls) == 2:
+    if len(calls) == 5:  # the third row's image: rows s0 and s1 are converted
         with fileio.atomic_path(path) as tmp:  # killed mid-write: the temporary stays too
             tmp.write_bytes(b"half")
             os.kill(os.getpid(), signal.SIGKILL)
-    real(path, array)
+    real(path, array, **options)
 fileio.write_png = write_png
 ingest.ingest(sys.argv[1], sys.argv[2], longest_side=None)
 """
 
 
-def test_a_killed_ingests_staging_folder_is_removed_by_the_next_ingest(tmp_path):
+def test_a_killed_ingest_is_resumed_by_the_next_one_and_its_junk_removed(tmp_path):
     src = write_rows(tmp_path / "src" / "x.parquet", good_rows(3)).parent
     out = tmp_path / "data"
-    result = subprocess.run([sys.executable, "-c", KILL_ON_SECOND_WRITE, str(src), str(out)], capture_output=True)
+    result = subprocess.run([sys.executable, "-c", KILL_ON_FIFTH_WRITE, str(src), str(out)], capture_output=True)
     assert result.returncode == -signal.SIGKILL
-    left = [p for p in out.iterdir() if ingest.STAGING_PATTERN.fullmatch(p.name)]
-    assert len(left) == 1 and list(left[0].rglob("*.tmp"))  # the junk of a kill -9
-    ingest.ingest(src, out, longest_side=None)
+    resume = out / ingest.RESUME_DIR
+    assert list(resume.rglob("*.tmp")) and (out / locks.LOCK_FILE).is_file()  # the junk of a kill -9
+    assert len((resume / ingest.JOURNAL_FILE).read_text().splitlines()) == 2
+    with pytest.warns(ingest.ResumeNote, match="left 2 converted row"):
+        ingest.ingest(src, out, longest_side=None)
     assert not [p for p in out.rglob("*") if p.name.startswith(".")]
-    assert len(datafolder.read_metadata(out)) == 3
+    ingest.ingest(src, tmp_path / "uninterrupted", longest_side=None)
+    assert folder_snapshot(out) == folder_snapshot(tmp_path / "uninterrupted")
 
 
 def test_a_running_ingests_staging_folder_is_kept(tmp_path):

@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "heritage"
 # of a higher one.
 STAGES: list[set[str]] = [
     {"errors"},
-    {"fileio"},
+    {"fileio", "locks"},
     {"data"},
     {"modeling"},
     {"config"},

@@ -17,7 +17,7 @@ from PIL import Image
 from torch import nn
 
 from conftest import make_row, write_rows
-from heritage import cli
+from heritage import cli, errors
 from heritage.inference import damage_report, overlays, predict, scans
 from heritage.modeling import tiling
 from heritage.data import taxonomy
@@ -799,7 +799,7 @@ def test_the_cli_refuses_an_unwritable_out_before_the_model_loads(tmp_path, monk
     refuse_writes_in(monkeypatch, locked)
     argv = ["predict", "--device", "cpu", "--run", str(run), "--input", str(tmp_path / "a.png"),
             "--out", str(locked / "maps")]
-    assert cli.main(argv) == 2
+    assert cli.main(argv) == errors.EXIT_MACHINE  # a read-only file system is the machine's fault (exit 74)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and re.fullmatch(r"heritage predict: --out \S*maps: cannot be created: \S*locked is "
                                           r"not writable \(Read-only file system\)", err[0]), err

@@ -51,6 +51,21 @@ PATH_FIELDS = ("poc", "variant", "encoder", "protocol", "fold")
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # Keys config.yaml holds besides the fields: derived on writing, dropped on reading.
 DERIVED_KEYS = ("data_fingerprint", "config_hash")
+# Plausibility of numeric settings (README, "What happens with bad input"). Refused on construction: an
+# AdamW learning rate above MAX_LR (every weight moves by about the lr each step: the run diverges), a
+# decay lr x weight_decay of 1 or more per step (it zeroes the weights), a seed torch cannot take.
+# Warned by `train` (RunConfig.implausible): legal values far outside what segmentation models are trained
+# with, so that a typo (lr=1e-1 for 1e-4) is seen before the hours are spent.
+MAX_LR = 1.0
+MAX_SEED = 2**64 - 1
+USUAL_RANGES: dict[str, tuple[float, float, str]] = {
+    "lr": (1e-6, 1e-2, "AdamW trains segmentation models at about 1e-5 to 1e-3"),
+    "base_lr": (1e-6, 1e-2, "AdamW trains segmentation models at about 1e-5 to 1e-3"),
+    "weight_decay": (0.0, 0.5, "AdamW's decoupled decay is usually 1e-4 to 5e-2"),
+    "epochs": (1, 1000, "ARTeFACT's 418 images are fitted in tens of epochs"),
+    "image_size": (32, 2048, "memory grows with its square"),
+    "batch_size": (1, 1024, "larger batches rarely fit in memory and change what the lr means"),
+}
 
 
 class ConfigError(errors.InputError):
@@ -170,6 +185,17 @@ class RunConfig:
 
     # -- derived facts -------------------------------------------------------------------------
 
+    def implausible(self) -> list[str]:
+        """A message per numeric setting outside its usual range (:data:`USUAL_RANGES`): legal, but
+        probably a typo; ``train`` prints them as warnings."""
+        messages = []
+        for name, (low, high, usual) in USUAL_RANGES.items():
+            value = getattr(self, name)
+            if not low <= value <= high:
+                messages.append(f"{name}={value:g} is outside the usual range [{low:g}, {high:g}] ({usual}): "
+                                "check it is meant")
+        return messages
+
     @property
     def hierarchical(self) -> bool:
         return self.architecture == "hierarchical_upernet"
@@ -278,8 +304,17 @@ def _check_values(config: RunConfig) -> None:
         if getattr(config, name) <= 0:
             raise ConfigError(f"{name}: must be positive, got {getattr(config, name)!r}")
     for name in ("base_lr", "lr"):
-        if not getattr(config, name) > 0:
-            raise ConfigError(f"{name}: must be positive, got {getattr(config, name)!r}")
+        value = getattr(config, name)
+        if not 0 < value <= MAX_LR:  # not NaN either
+            raise ConfigError(f"{name}: must be positive, got {value!r}" if not value > 0 else
+                              f"{name}: {value!r} is above {MAX_LR:g}, where AdamW moves every weight by about "
+                              f"the learning rate each step and the run diverges (usual: 1e-5 to 1e-3)")
+    if config.lr * config.weight_decay >= 1:
+        raise ConfigError(f"weight_decay: lr x weight_decay = {config.lr * config.weight_decay:g} >= 1 would zero "
+                          f"every weight each step (AdamW multiplies them by 1 - lr x weight_decay); usual "
+                          f"weight_decay: 1e-4 to 5e-2")
+    if config.seed > MAX_SEED:
+        raise ConfigError(f"seed: {config.seed} is above {MAX_SEED} (torch's seeds are 64-bit)")
     for name in ("grad_clip", "class_weight_max_ratio", "max_train_samples"):
         value = getattr(config, name)
         if value is not None and not value > 0:

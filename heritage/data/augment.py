@@ -7,7 +7,8 @@ not Clean (0) as in the seeds, which taught the model that empty corners are und
 
 The rotation angle is drawn per sample from a generator seeded with (seed, id), so re-running gives
 the same files, and the step is idempotent: derived rows are rebuilt from the originals each time.
-It starts by removing the temporary files a killed earlier run left (``ingest.remove_stale``).
+It holds the data folder (:mod:`heritage.locks`) and starts by removing the temporary files a killed
+earlier run left (``ingest.remove_stale``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from heritage import errors, fileio
+from heritage import errors, fileio, locks
 from heritage.data import datafolder, ingest, taxonomy
 
 TRANSFORMS = ("hflip", "vflip", "rot")
@@ -68,6 +69,11 @@ def augment(data_dir: str | os.PathLike, seed: int = DEFAULT_SEED) -> pd.DataFra
     """Write the three copies of every original in ``data_dir`` and the updated metadata."""
     data_dir = Path(data_dir)
     metadata = datafolder.read_metadata(data_dir)
+    with locks.hold(data_dir, "heritage data augment"):  # one writer per data folder
+        return _augment(data_dir, metadata, seed)
+
+
+def _augment(data_dir: Path, metadata: pd.DataFrame, seed: int) -> pd.DataFrame:
     ingest.remove_stale(data_dir)  # temporaries of an augment/ingest killed mid-write (kill -9)
     originals = metadata[metadata["transform"] == datafolder.IDENTITY]
     rows = []
@@ -84,6 +90,9 @@ def augment(data_dir: str | os.PathLike, seed: int = DEFAULT_SEED) -> pd.DataFra
             rows.append({**original._asdict(), "id": new_id, "width": new_mask.shape[1],
                          "height": new_mask.shape[0], "transform": transform})
     table = pd.DataFrame(rows, columns=list(metadata.columns))  # with the original scan size, if recorded
+    written = [path for row in rows if row["transform"] != datafolder.IDENTITY
+               for path in (datafolder.image_path(data_dir, row["id"]), datafolder.annotation_path(data_dir, row["id"]))]
+    fileio.flush_files(data_dir, written)  # on disk before metadata.csv lists them
     datafolder.write_metadata(data_dir, table)
     return table
 

@@ -9,6 +9,7 @@ columns and checks live here, apart from the ingest command, so that a reader of
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 from pathlib import Path
@@ -44,7 +45,12 @@ def read_metadata(data_dir: str | os.PathLike) -> pd.DataFrame:
     path = Path(data_dir) / METADATA_FILE
     if not path.is_file():
         raise errors.MissingInputError(f"{path}: file not found (run `python -m heritage data ingest` first)")
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    text = fileio.decode_text(path.read_bytes(), path,  # hand-edited in a spreadsheet: say where, not crash
+                              hint="save it as UTF-8 (heritage writes and reads it as UTF-8)", csv_header=True)
+    try:
+        table = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise errors.InputError(f"{path}: not a readable CSV file ({' '.join(str(err).split())})") from None
     missing = [c for c in METADATA_COLUMNS if c not in table.columns]
     if missing:
         raise errors.InputError(f"{path}: missing column(s) {missing}")
@@ -97,7 +103,8 @@ def metadata_fingerprint(data_dir: str | os.PathLike) -> str:
 def write_metadata(data_dir: str | os.PathLike, table: pd.DataFrame) -> None:
     """Write ``metadata.csv``: METADATA_COLUMNS, and ORIGINAL_SIZE_COLUMNS when ``table`` has them."""
     columns = [*METADATA_COLUMNS, *(ORIGINAL_SIZE_COLUMNS if has_original_size(table) else ())]
-    fileio.write_text(Path(data_dir) / METADATA_FILE, table[columns].to_csv(index=False))
+    # durable: metadata.csv is written last and marks the folder complete
+    fileio.write_text(Path(data_dir) / METADATA_FILE, table[columns].to_csv(index=False), durable=True)
 
 
 def check_id(sample_id: object, where: str) -> str:

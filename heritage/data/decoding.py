@@ -10,7 +10,12 @@ and conversions that depend on the image and mask formats met in real annotation
   level that is still large enough (tifffile), and every image is reduced inside PIL before it
   becomes an array, so memory stays near one decoded image (PNG and flat TIFF decode at full size).
 - Camera JPEGs are turned upright by their EXIF orientation; the annotation is compared against the
-  upright size.
+  upright size. Where sizes cannot tell whether the annotation was drawn on the upright or on the
+  stored pixels (a square scan turned by 90 degrees, a flip or a half turn) and the annotation does
+  not carry the same orientation, the row's ``annotation_rgb`` (when it has one) decides: an
+  ``annotation_rgb`` equal to the annotation turned by the image's orientation is refused; otherwise
+  each such row gets an :class:`OrientationWarning`. An EXIF block that cannot be read (or an
+  orientation outside 1-8) keeps the stored pixels, with an :class:`OrientationWarning` naming the row.
 - Annotations are single-channel class ids of exactly the image's size unless asked otherwise:
   ``--binary-mask-class NAME --binary-threshold T`` (values >= T are NAME, others Clean),
   ``--rgb-masks`` (colours mapped to the nearest ARTeFACT palette colour within
@@ -23,12 +28,15 @@ and conversions that depend on the image and mask formats met in real annotation
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
+
+from struct import error as struct_error
 
 from heritage import errors, fileio
 from heritage.data import scale, taxonomy
@@ -49,6 +57,13 @@ _TRANSPOSE = {
     8: Image.Transpose.ROTATE_90,
 }  # as in ImageOps.exif_transpose, applied here after resizing (cheaper, and keeps draft's box)
 _PALETTE_CHUNK_PIXELS = 1 << 20
+# Share of pixels on which annotation_rgb must agree with one reading of the annotation (and not the other)
+# to decide its orientation.
+FRAME_AGREEMENT = 0.98
+
+
+class OrientationWarning(UserWarning):
+    """An EXIF orientation that cannot be read, or an annotation whose frame the sizes cannot check."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +102,7 @@ class RawSample:
     image: bytes | Path
     annotation: bytes | Path
     where: str
+    annotation_rgb: bytes | Path | None = None  # the annotation drawn in colours, when the row has one
 
 
 class Decoded(NamedTuple):
@@ -119,10 +135,12 @@ def decode_sample(sample: RawSample, longest_side: int | None = None,
     mask = fileio.open_lazy(sample.annotation, mask_label, max_pixels)
     _check_mask_mode(mask, mask_label, masks)
     try:
-        image_orientation, mask_orientation = _orientation(image), _orientation(mask)
+        image_orientation, mask_orientation = _orientation(image, image_label), _orientation(mask, mask_label)
         size, mask_size = _upright_size(image, image_orientation), _upright_size(mask, mask_orientation)
         if mask_size != size:
             _check_alignment(sample.where, size, mask_size, image_orientation, masks)
+        elif image_orientation != mask_orientation and image_orientation != 1 and mask.size == image.size:
+            _check_frame(sample, mask, mask_label, image_orientation, mask_orientation, masks, max_pixels)
         target = target_size(size, longest_side)
         image_array = _decode_image(image, image_orientation, target, image_label, max_pixels, sample.image)
         mask_array, components = _decode_mask(mask, mask_orientation, target, mask_label, max_pixels, masks)
@@ -144,18 +162,81 @@ def target_size(size: tuple[int, int], longest_side: int | None) -> tuple[int, i
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _orientation(image: Image.Image) -> int:
-    """The EXIF Orientation (1 = as stored), read without decoding the pixels."""
-    try:
-        if image.format == "PNG":  # PIL's PNG getexif() decodes the whole image to find a late eXIf chunk
-            exif = Image.Exif()
-            if image.info.get("exif"):
-                exif.load(image.info["exif"])
-        else:
-            exif = image.getexif()
-        return int(exif.get(0x0112, 1))
-    except (TypeError, ValueError, OSError, SyntaxError):  # a malformed EXIF block: keep the stored pixels
+def _orientation(image: Image.Image, label: str = "image") -> int:
+    """The EXIF Orientation (1 = as stored), read without decoding the pixels. A block that cannot be read
+    (PIL then returns no tags, sometimes warning "Corrupt EXIF data"), or a value outside 1-8, keeps the
+    stored pixels with an :class:`OrientationWarning` naming ``label``."""
+    raw = image.info.get("exif") or b""
+    problem = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            if image.format == "PNG":  # PIL's PNG getexif() decodes the whole image to find a late eXIf chunk
+                exif = Image.Exif()
+                if raw:
+                    exif.load(raw)
+            else:
+                exif = image.getexif()
+            value = exif.get(0x0112, 1)
+            orientation = int(value)
+        except (TypeError, ValueError, OSError, SyntaxError, struct_error) as err:
+            problem, value, orientation = f"its EXIF block cannot be read ({err or type(err).__name__})", None, 1
+    corrupt = [str(w.message) for w in caught if "EXIF" in str(w.message)]
+    if problem is None and (corrupt or (len(raw) > len(b"Exif\0\0") + 8 and not len(exif))):
+        problem = f"its EXIF block cannot be read ({corrupt[0].strip() if corrupt else 'no tag could be parsed'})"
+    if problem is None and not 1 <= orientation <= 8:
+        problem = f"EXIF orientation {value!r} is not one of 1-8"
+    if problem is not None:
+        warnings.warn(f"{label}: {problem}; its pixels are used as stored (orientation 1): check the image is "
+                      "upright", OrientationWarning, stacklevel=2)
         return 1
+    return orientation
+
+
+def _check_frame(sample: RawSample, mask: Image.Image, mask_label: str, image_orientation: int,
+                 mask_orientation: int, masks: MaskFormat, max_pixels: int | None) -> None:
+    """The annotation matches the upright image by size, but would also match the stored pixels: refuse it
+    when ``annotation_rgb`` shows it was drawn on the stored pixels, else warn that its frame is unchecked."""
+    as_given = as_stored = rgb_ids = None
+    if sample.annotation_rgb is not None and not masks.rgb:
+        try:
+            stored = _class_ids(_single_channel(fileio.load(mask, mask_label, max_pixels), masks), masks)
+            as_given = _transposed(stored, mask_orientation)
+            as_stored = _transposed(stored, image_orientation)  # drawn on the stored pixels, turned upright
+            rgb_label = (f"{sample.where}: annotation_rgb" if isinstance(sample.annotation_rgb, bytes)
+                         else str(sample.annotation_rgb))
+            rgb = fileio.open_image(sample.annotation_rgb, rgb_label, max_pixels)
+            rgb_ids = palette_ids(_transposed(fileio.to_rgb_array(rgb), _orientation(rgb, rgb_label)),
+                                  DEFAULT_PALETTE_TOLERANCE, rgb_label, unmatched_background=True)
+        except errors.InputError:  # an annotation_rgb that cannot be read cannot decide: warn below
+            rgb_ids = None
+    if rgb_ids is not None:
+        given, stored_frame = _agreement(rgb_ids, as_given), _agreement(rgb_ids, as_stored)
+        if stored_frame >= FRAME_AGREEMENT > given:
+            raise errors.InputError(
+                f"{sample.where}: the image's EXIF orientation {image_orientation} turns its pixels upright, but its "
+                f"annotation_rgb equals the annotation turned the same way ({stored_frame:.0%} of pixels, "
+                f"{given:.0%} as given): the annotation was drawn on the stored (unrotated) pixels; export the "
+                "annotation of the upright image")
+        if given >= FRAME_AGREEMENT > stored_frame:
+            return  # annotation_rgb agrees with the annotation as given, not with the other reading
+    checked = " (its annotation_rgb does not decide it)" if rgb_ids is not None else ""
+    warnings.warn(
+        f"{sample.where}: the image's EXIF orientation {image_orientation} turns it upright, and its annotation "
+        f"({'EXIF orientation ' + str(mask_orientation) if mask_orientation != 1 else 'no EXIF orientation'}) has a "
+        f"size that fits both the upright and the stored pixels{checked}: check that it was drawn on the upright "
+        "image, else its labels are turned against the pixels", OrientationWarning, stacklevel=3)
+
+
+def _transposed(array: np.ndarray, orientation: int) -> np.ndarray:
+    """``array`` turned as PIL turns an image of that EXIF orientation (as ImageOps.exif_transpose)."""
+    if orientation not in _TRANSPOSE:
+        return array
+    return np.asarray(Image.fromarray(np.ascontiguousarray(array)).transpose(_TRANSPOSE[orientation]))
+
+
+def _agreement(a: np.ndarray, b: np.ndarray | None) -> float:
+    return float(np.mean(a == b)) if b is not None and a.shape == b.shape else 0.0
 
 
 def _upright_size(image: Image.Image, orientation: int) -> tuple[int, int]:

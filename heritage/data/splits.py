@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from heritage import errors, fileio
+from heritage import errors, fileio, locks
 from heritage.data import datafolder
 
 PROTOCOLS = ("holdout", "kfold", "loco", "lomo")  # the honest ones: grouped by source_id, no leak
@@ -278,15 +278,16 @@ def build_and_write(data_dir: str | os.PathLike, protocols: Sequence[str], k: in
     metadata = datafolder.read_metadata(data_dir)
     fingerprint = datafolder.metadata_fingerprint(data_dir)
     written, failed = [], {}
-    for protocol in protocols:
-        try:
-            manifest = build_manifest(metadata, protocol, k=k, seed=seed, fingerprint=fingerprint)
-        except errors.InputError as err:
-            failed[protocol] = str(err)
-            continue
-        path = manifest_path(data_dir, protocol)
-        fileio.write_json(path, manifest)
-        written.append(path)
+    with locks.hold(data_dir, "heritage data split"):  # one writer per data folder
+        for protocol in protocols:
+            try:
+                manifest = build_manifest(metadata, protocol, k=k, seed=seed, fingerprint=fingerprint)
+            except errors.InputError as err:
+                failed[protocol] = str(err)
+                continue
+            path = manifest_path(data_dir, protocol)
+            fileio.write_json(path, manifest, durable=True)
+            written.append(path)
     return written, failed
 
 

@@ -28,6 +28,7 @@ map and the overlay.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -219,30 +220,38 @@ def predict_sources(model: torch.nn.Module, image_size: int, sources: Iterable[s
     rows: list[dict] = []
     failures: list[tuple[str, str]] = []
     used: dict[str, str] = {}
-    for source in sources:
-        try:
-            if source.name in used:
-                raise errors.InputError(f"{source.label}: output folder {source.name!r} is already used by "
-                                 f"{used[source.name]}; rename one of them")
-            used[source.name] = source.label
-            scan = source.load()
-            factor = resolve_scale(scale, image_size, scan.height, scan.width, working_resolution)
-            labels = predict_scan(model, scan, options, device, factor, progress=progress,
-                                  desc=source.name)
+    try:
+        for source in sources:
             try:
-                rows.append(damage_report.write_outputs(out_dir / source.name, source.name, source.label, scan,
-                                                        labels, dpi, {**(settings or {}),
-                                                                      "scale factor used": f"{factor:.4g}"},
-                                                        provenance))
-            except errors.HeritageError:
-                raise
-            except OSError as err:  # e.g. <out>/<name> is a file: this scan fails, not the others
-                raise errors.OutputError(_write_error(out_dir / source.name, err)) from None
-        except (OSError, ValueError) as err:  # a bad input must not stop the rest of the folder
-            message = _naming(source.label, err)
-            failures.append((source.label, message))
-            rows.append({"image": source.name, "source": source.label, "error": message})
-            print(f"predict: skipped {message}", file=sys.stderr)
+                if source.name in used:
+                    raise errors.InputError(f"{source.label}: output folder {source.name!r} is already used by "
+                                     f"{used[source.name]}; rename one of them")
+                used[source.name] = source.label
+                scan = source.load()
+                factor = resolve_scale(scale, image_size, scan.height, scan.width, working_resolution)
+                labels = predict_scan(model, scan, options, device, factor, progress=progress,
+                                      desc=source.name)
+                try:
+                    rows.append(damage_report.write_outputs(out_dir / source.name, source.name, source.label, scan,
+                                                            labels, dpi, {**(settings or {}),
+                                                                          "scale factor used": f"{factor:.4g}"},
+                                                            provenance))
+                except errors.HeritageError:
+                    raise
+                except OSError as err:  # e.g. <out>/<name> is a file: this scan fails, not the others
+                    raise fileio.write_error(out_dir / source.name, err) if fileio.is_machine_fault(err) \
+                        else errors.OutputError(_write_error(out_dir / source.name, err)) from None
+            except (OSError, ValueError) as err:  # a bad input must not stop the rest of the folder
+                if isinstance(err, errors.MachineError) or fileio.is_machine_fault(err):
+                    raise  # a full disk is not this scan's fault: the next ones would fail the same way
+                message = _naming(source.label, err)
+                failures.append((source.label, message))
+                rows.append({"image": source.name, "source": source.label, "error": message})
+                print(f"predict: skipped {message}", file=sys.stderr)
+    except BaseException:  # stopped (a full disk, Ctrl-C): summary.csv still lists what was done
+        with contextlib.suppress(OSError):  # the error on its way out says why it stopped
+            damage_report.write_csv(out_dir / "summary.csv", pd.DataFrame(rows))
+        raise
     try:
         damage_report.write_csv(out_dir / "summary.csv", pd.DataFrame(rows))
     except errors.HeritageError:
@@ -347,7 +356,9 @@ def check_output_folder(out: str | Path) -> None:
         os.unlink(probe)
     except OSError as err:
         where = "is not writable" if existing == out else f"cannot be created: {existing} is not writable"
-        raise errors.OutputError(f"--out {out}: {where} ({err.strerror or err})") from None
+        # a read-only or full file system is the machine's (exit 74), a folder without permission the user's
+        kind = errors.MachineError if fileio.is_machine_fault(err) else errors.OutputError
+        raise kind(f"--out {out}: {where} ({err.strerror or err})") from None
 
 
 def check_tile(encoder: str, tile: int, image_size: int) -> None:

@@ -135,7 +135,7 @@ def iter_sources(path: str | Path) -> Iterator[ScanSource]:
         if path.suffix.lower() == ".parquet":
             yield from _parquet_sources(path)
         else:
-            yield _file_source(path)
+            yield file_source(path)
         return
     if (path / "images").is_dir():
         path = path / "images"
@@ -148,16 +148,18 @@ def iter_sources(path: str | Path) -> Iterator[ScanSource]:
     for shard in shards:
         yield from _parquet_sources(shard)
     for file in files:
-        yield _file_source(file)
+        yield file_source(file)
 
 
 def file_source(path: Path, name: str | None = None) -> ScanSource:
     """One image file as a source (its output folder: ``name``, default the file's stem)."""
-    return ScanSource(_safe_name(name or path.stem), str(path), lambda: read_scan(path))
+    return ScanSource(_safe_name(name or printable(path.stem)), printable(str(path)), lambda: read_scan(path))
 
 
-def _file_source(path: Path) -> ScanSource:
-    return ScanSource(_safe_name(path.stem), str(path), lambda: read_scan(path))
+def printable(text: str) -> str:
+    """A file name as text that can be printed and written: bytes that are not UTF-8 (a name made on
+    another system) become ``\\xe9`` escapes instead of failing every later write of the label."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _parquet_sources(shard: Path) -> Iterator[ScanSource]:

@@ -2,6 +2,14 @@
 done; checking a template's parameters first, the project's kernel, and a failure said in one line.
 
 Everything that touches papermill, nbconvert or Jupyter is here, behind the jobs the schedulers run.
+
+A half-executed notebook never looks finished: a job first removes its stamp, executed notebook and
+HTML (about to be replaced, so no longer up to date), papermill executes into a temporary file beside
+the output, the HTML is rendered from it, and only then is it renamed to the output and the stamp
+written (durably, last). A job killed meanwhile (kill -9, a lost node) leaves a temporary named after
+its dead owner, which the next execution removes, and no stamp: ``paper`` executes it again and skips
+the jobs whose stamps match. A notebook whose cell failed is still renamed to the output, for
+inspection (papermill marks the failed cell), without HTML or stamp.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -31,7 +40,8 @@ def run_job(job: NotebookJob, execute: Executor) -> None:
     """Execute one job and stamp it; raises on failure, leaving the executed notebook for inspection."""
     from heritage.pipeline import progress
 
-    job.stamp.unlink(missing_ok=True)  # outputs about to be replaced are not up to date until done
+    for path in (job.stamp, job.output, job.html):  # about to be replaced: not up to date until done
+        path.unlink(missing_ok=True)
     started = time.perf_counter()
     if job.run_dir is not None and job.code_hash is not None:
         from heritage.training import runs
@@ -48,11 +58,12 @@ def run_job(job: NotebookJob, execute: Executor) -> None:
     # seconds and setting: what later ETAs of runs like this one are estimated from (heritage.pipeline.progress)
     fileio.write_json(job.stamp, {"name": job.name, "key": job.key, "fingerprint": job.fingerprint(),
                                   "seconds": round(time.perf_counter() - started, 1),
-                                  "setting": progress.stamp_setting(job.config)})
+                                  "setting": progress.stamp_setting(job.config)}, durable=True)
 
 
 def execute_notebook(job: NotebookJob) -> None:
-    """papermill into ``job.output`` (kept even when a cell fails), then nbconvert to ``job.html``.
+    """papermill into a temporary beside ``job.output``, nbconvert to ``job.html``, then the rename to
+    ``job.output`` (a notebook whose cell failed is renamed too, for inspection, without HTML).
 
     A SIGUSR1 received meanwhile (SLURM's warning before the time limit) is passed on to the
     kernel, where the training loop checkpoints and stops: the kernel runs in a session of its own,
@@ -63,11 +74,31 @@ def execute_notebook(job: NotebookJob) -> None:
 
     check_parameters(job.template, job.parameters)  # papermill would only warn and run without them
     job.output.parent.mkdir(parents=True, exist_ok=True)
-    with _forwarding_to_children(signal.SIGUSR1):
-        papermill.execute_notebook(str(job.template), str(job.output), parameters=job.parameters,
-                                   kernel_name=KERNEL_NAME, language="python", cwd=str(job.template.parent),
-                                   progress_bar=False, extra_arguments=KERNEL_ARGUMENTS)
-    render_html(job.output, job.html)
+    fileio.remove_stale_temporaries(job.output.parent)  # what an execution killed mid-notebook left
+    with fileio.atomic_path(job.output) as partial:
+        try:
+            with _forwarding_to_children(signal.SIGUSR1), warnings.catch_warnings():
+                # the temporary's name ends in .tmp (so a dead owner's is recognised), not .ipynb
+                warnings.filterwarnings("ignore", message=r"The specified file .* does not end in one of")
+                papermill.execute_notebook(str(job.template), str(partial), parameters=job.parameters,
+                                           kernel_name=KERNEL_NAME, language="python", cwd=str(job.template.parent),
+                                           progress_bar=False, extra_arguments=KERNEL_ARGUMENTS)
+        except Exception:
+            if partial.is_file():  # a failed cell: keep the executed notebook for inspection (no HTML, no stamp)
+                os.replace(partial, job.output)
+            raise
+        _record_output_path(partial, job.output)
+        render_html(partial, job.html)
+
+
+def _record_output_path(notebook: Path, output: Path) -> None:
+    """papermill's metadata names the file it executed into (the temporary): name the output instead."""
+    import nbformat
+
+    executed = nbformat.read(str(notebook), as_version=4)
+    if "papermill" in executed.metadata:
+        executed.metadata["papermill"]["output_path"] = str(output)
+        nbformat.write(executed, str(notebook))
 
 
 def notebook_parameter_names(template: Path) -> list[str] | None:

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from heritage import errors, fileio
+from heritage import errors, fileio, locks
 from heritage.training import runs
 from heritage.pipeline.execution import (_first_line, check_parameters, ensure_kernel, execute_notebook, render_html,
                                          run_job)
@@ -94,6 +94,13 @@ def main(args: argparse.Namespace) -> int:
     scheduler = make_scheduler(args.scheduler, args)  # wrong options fail before minutes of data preparation
     if not (args.prepare_data_only or args.render_only or args.attach):
         check_plan(args.profile, args.pocs, args.settings)  # and so do wrong settings and missing weights
+    # one paper at a time on its folders: a second one would replace the first's notebooks under it
+    with locks.hold(args.paper_dir, "heritage paper"):
+        return make_paper(args, scheduler, started)
+
+
+def make_paper(args: argparse.Namespace, scheduler: Scheduler, started: float) -> int:
+    """The data folder, the planned jobs, their execution, the index: ``paper`` without ``--execute``."""
     data_dir = prepare_data(args.profile, args.data, args.data_dir)
     if args.prepare_data_only:
         print(f"data folder ready: {data_dir}")

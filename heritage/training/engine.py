@@ -74,6 +74,19 @@ class Interrupted(RuntimeError):
         self.signal_name, self.epoch, self.step, self.checkpoint = signal_name, epoch, step, checkpoint
 
 
+class Diverged(errors.CommandFailed):
+    """The training loss became NaN or infinite: the run stops before it reports numbers of a broken model."""
+
+    def __init__(self, epoch: int, step: int, steps: int, config: RunConfig, checkpoint: Path):
+        kept = f"{checkpoint} is kept" if checkpoint.is_file() else "no checkpoint was written"
+        clip = (f"lower grad_clip (now {config.grad_clip:g})" if config.grad_clip is not None
+                else "set grad_clip (e.g. 1.0)")
+        amp = "; with amp=fp16, try amp=bf16 or off" if config.amp == "fp16" else ""
+        super().__init__(f"the training loss became NaN or infinite at epoch {epoch + 1}, step {step + 1} of {steps}: "
+                         f"the run diverged and is stopped, no metrics are written; the likely setting is "
+                         f"lr={config.lr:g}: lower it, or {clip}{amp}; {kept}")
+
+
 # -- signals -----------------------------------------------------------------------------------
 
 
@@ -281,6 +294,7 @@ def train_one_epoch(training: Training, loader: DataLoader, epoch: int, start_st
     timer_start, timed_steps = None, 0
     steps_bar = tqdm(total=steps_per_epoch, initial=start_step, desc=f"epoch {epoch + 1}", unit="batch",
                      leave=False, disable=not progress)
+    first_bad_step = torch.full((), -1, dtype=torch.long, device=device)  # kept on the device: no sync per step
     for step, (images, masks) in enumerate(loader):
         if step < start_step:  # resumed inside this epoch: these batches were trained on
             continue
@@ -299,6 +313,7 @@ def train_one_epoch(training: Training, loader: DataLoader, epoch: int, start_st
         training.scaler.update()
         training.scheduler.step()
         loss_sum += loss.detach()
+        first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss.detach()), step, first_bad_step)
         timed_steps += step >= timed_from
         steps_bar.update()
         checked = not dist.enabled or (step + 1) % STOP_CHECK_EVERY == 0 or step + 1 == steps_per_epoch
@@ -311,6 +326,9 @@ def train_one_epoch(training: Training, loader: DataLoader, epoch: int, start_st
     synchronize(device)
     train_seconds = time.perf_counter() - timer_start if timer_start is not None else None
     train_loss = _mean_over_processes(loss_sum, dist) / steps_per_epoch
+    if not math.isfinite(train_loss):  # never report the metrics of a model whose weights went NaN
+        bad = int(first_bad_step)
+        raise Diverged(epoch, bad if bad >= 0 else start_step, steps_per_epoch, config, checkpointer.last)
     loss_sum.zero_()
     row = {"epoch": epoch + 1, "train_loss": train_loss, "lr": training.scheduler.get_last_lr()[0]}
     images_per_s = timed_steps * config.batch_size * dist.world_size / train_seconds if train_seconds else None
@@ -341,6 +359,8 @@ class Checkpointer:
 
     def __init__(self, folder: Path, config: RunConfig, dist: Distributed):
         self.folder, self.config, self.dist = folder, config, dist
+        # hashed once, while the data folder is there: a resume state is still written if it vanishes meanwhile
+        self.config_hash = config.config_hash()
         self.best: dict[str, Any] = {"epoch": 0, "val_miou": -math.inf, "val": {}}
         self.best_weights: dict[str, torch.Tensor] | None = None
         # False after resuming from checkpoint_last.prev.pt: the unreadable newest must not become the fallback.
@@ -389,7 +409,7 @@ class Checkpointer:
         if self.dist.is_main:
             runs.save_resume_checkpoint(self.folder, {
                 **training.state_dicts(), "epoch": epoch, "step": step, "loss_sum": float(loss_sum),
-                "rng": rng_state(), "best": self.best, "history": history, "config_hash": self.config.config_hash(),
+                "rng": rng_state(), "best": self.best, "history": history, "config_hash": self.config_hash,
             }, rotate=self.rotate)
             self.rotate = True
 

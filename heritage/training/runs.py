@@ -75,6 +75,8 @@ def prepare(config: RunConfig) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:  # a file in the way, no permission: the user's runs_root, not a bug
+        if fileio.is_machine_fault(err):  # a full or read-only disk: the machine's
+            raise errors.MachineError(fileio.describe_fault(folder, err)) from None
         raise errors.OutputError(f"{folder}: cannot create the run folder ({err.strerror or err}); "
                                  "check runs_root") from None
     fileio.write_text(folder / CONFIG_FILE, text)
@@ -223,19 +225,19 @@ def write_history(folder: Path, rows: Sequence[dict[str, Any]]) -> None:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """``torch.save`` through a temporary file, so a kill mid-write keeps the previous checkpoint."""
+    """``torch.save`` through a temporary file flushed to disk, so a kill or a full disk mid-write keeps the
+    previous checkpoint; a full disk is :class:`~heritage.errors.MachineError` naming the file and the free space."""
+    with fileio.atomic_path(path, durable=True) as tmp:
+        _torch_save(state, tmp)
+
+
+def _torch_save(state: dict[str, Any], path: Path) -> None:
+    """``torch.save`` into an open file: torch then lets a failed write's OSError (ENOSPC) through, where
+    saving to a path name reports it as an opaque RuntimeError of its C++ writer."""
     import torch
 
-    with fileio.atomic_path(path) as tmp:
-        torch.save(state, tmp)
-        _fsync(tmp)
-
-
-def _fsync(path: Path) -> None:
-    """Flush the file's data to disk before it is renamed into place: a node crash after the rename
-    must not leave an empty or truncated checkpoint under the final name."""
-    with open(path, "rb+") as handle:
-        os.fsync(handle.fileno())
+    with open(path, "wb") as handle:
+        torch.save(state, handle)
 
 
 def save_resume_checkpoint(folder: Path, state: dict[str, Any], rotate: bool = True) -> Path:
@@ -244,14 +246,13 @@ def save_resume_checkpoint(folder: Path, state: dict[str, Any], rotate: bool = T
 
     ``rotate=False`` overwrites ``checkpoint_last.pt`` and keeps ``checkpoint_last.prev.pt``: for the
     first write after resuming from the previous one (the newest was unreadable and must not become
-    the fallback). Returns the path of ``checkpoint_last.pt``.
+    the fallback). Returns the path of ``checkpoint_last.pt``. A write that fails (a full disk) leaves
+    both files as they were.
     """
-    import torch
-
     last, previous = folder / LAST_CHECKPOINT, folder / PREVIOUS_CHECKPOINT
-    with fileio.atomic_path(last) as tmp:
-        torch.save(state, tmp)
-        _fsync(tmp)
+    with fileio.atomic_path(last, durable=True) as tmp:
+        _torch_save(state, tmp)
+        fileio.fsync_file(tmp)
         if rotate and last.exists():  # a kill between the two renames leaves .prev, which resume takes
             os.replace(last, previous)
     return last
@@ -334,8 +335,8 @@ def load_best_checkpoint(run: str | os.PathLike) -> dict[str, Any]:
 
 
 def write_metrics(folder: Path, metrics: dict[str, Any]) -> None:
-    """Write ``metrics.json``; call it last, its presence marks the run finished."""
-    fileio.write_json(folder / METRICS_FILE, metrics)
+    """Write ``metrics.json`` (durably); call it last, its presence marks the run finished."""
+    fileio.write_json(folder / METRICS_FILE, metrics, durable=True)
 
 
 def per_image_columns() -> dict[str, list[str]]:

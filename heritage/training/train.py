@@ -9,18 +9,22 @@ are drawn for a few test images, and ``metrics.json`` is written last.
 Everything is validated before anything is written (:func:`check_inputs`): a run that cannot start
 leaves no run folder behind.
 
-Exit codes of the command: 0 done, 2 bad configuration or data, 75 (:data:`heritage.errors.EXIT_REQUEUE`)
-stopped by SIGTERM/SIGUSR1 after writing ``checkpoint_last.pt`` (run it again to resume).
+Exit codes of the command: 0 done, 2 bad configuration or data (or the run folder held by another
+``train``: :mod:`heritage.locks`), 74 (:data:`heritage.errors.EXIT_MACHINE`) a fault of the machine (a full
+disk, the data folder removed meanwhile; the checkpoints written so far are kept, run it again to resume),
+75 (:data:`heritage.errors.EXIT_REQUEUE`) stopped by SIGTERM/SIGUSR1 after writing ``checkpoint_last.pt``
+(run it again to resume).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
 
-from heritage import errors
+from heritage import errors, fileio, locks
 from heritage.config import ConfigError, RunConfig, load_run_config, parse_overrides, run_dir
 
 
@@ -58,9 +62,18 @@ def run_training(config: RunConfig, progress: bool = True) -> dict[str, Any]:
 
     train_ids, val_ids, test_ids = check_inputs(config)  # before the run folder exists
     dist = devices.setup_distributed()
+    held = contextlib.ExitStack()  # the run folder's lock, released on every way out
     try:
         folder = run_dir(config)
         if dist.is_main:
+            # quiet runs (a POC notebook) say it on stdout, as the scale warnings below
+            warn = _warning_printer(sys.stderr if progress else sys.stdout)
+            held.enter_context(locks.hold(folder, "heritage train", warn=warn))
+            for junk in [*fileio.remove_stale_temporaries(folder),  # a killed run's half-written files
+                         *fileio.remove_stale_temporaries(folder / runs.PREDICTIONS_DIR)]:
+                warn(f"removed {junk}, left by a run that was killed")
+            for message in config.implausible():
+                warn(message)
             runs.prepare(config)
             (folder / runs.METRICS_FILE).unlink(missing_ok=True)  # not finished until written again
 
@@ -110,8 +123,48 @@ def run_training(config: RunConfig, progress: bool = True) -> dict[str, Any]:
             torch_dist.broadcast_object_list(shared, src=0)
             result = shared[0]
         return result
+    except OSError as err:  # a full disk, the data folder removed meanwhile: the machine's, said in one line
+        raise _machine_fault(config, run_dir(config), err) from None
     finally:
+        held.close()
         devices.teardown_distributed(dist)
+
+
+def _warning_printer(stream: Any) -> Any:
+    from tqdm import tqdm
+
+    def warn(message: str) -> None:
+        tqdm.write(f"heritage train: warning: {message}", file=stream)
+
+    return warn
+
+
+def _machine_fault(config: RunConfig, folder: Path, err: OSError) -> OSError:
+    """What to raise for ``err`` met while training: a fault of the machine (a full disk, data removed
+    meanwhile) as :class:`~heritage.errors.MachineError` saying what is kept and how to resume; ``err``
+    itself otherwise."""
+    from heritage.data import datafolder
+    from heritage.training import runs
+
+    data = Path(config.data_dir)
+    if not data.is_dir() or not (data / datafolder.METADATA_FILE).is_file():
+        fault = f"data_dir {data} disappeared while the run was using it; restore it"
+    elif isinstance(err, errors.MachineError) or fileio.is_machine_fault(err):
+        described = str(err) if isinstance(err, errors.MachineError) else fileio.describe_fault(err.filename or folder,
+                                                                                                err)
+        fault = f"{described}; free space or make the file system writable again"
+    elif isinstance(err, FileNotFoundError) and not isinstance(err, errors.HeritageError):
+        fault = f"{err.filename or _first_line(err)} was removed while the run was using it; restore it"
+    else:
+        return err
+    kept = [name for name in (runs.LAST_CHECKPOINT, runs.PREVIOUS_CHECKPOINT) if (folder / name).is_file()]
+    resume = (f"then run the same command again: it resumes from {folder / kept[0]}" if kept
+              else f"then run the same command again (no checkpoint was written yet in {folder}: it starts over)")
+    return errors.MachineError(f"{fault}, {resume}")
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def _training_set(config: RunConfig, train_ids: list[str], progress: bool) -> Any:
