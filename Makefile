@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
-	$(PY) -m ipykernel install --sys-prefix --name heritage --display-name "heritage (.venv)" >/dev/null
+	$(PY) -c 'from heritage.pipeline import execution; execution.ensure_kernel()'
 	@touch $@
 
 # Synthetic stand-in by default; DATA=path/to/damaged-media (parquet shards or an exported folder)

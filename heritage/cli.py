@@ -22,7 +22,7 @@ import os
 import sys
 import traceback
 
-from heritage import errors
+from heritage import errors, process
 
 # command -> (module, one-line help)
 DATA_COMMANDS: dict[str, tuple[str, str]] = {
@@ -64,6 +64,7 @@ def _wanted(argv: list[str]) -> set[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; expected errors become one line and an exit code, bugs keep their traceback."""
+    process.quieten()  # before any command imports albumentations or starts a kernel
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv or os.environ.get(errors.DEBUG_ENVIRONMENT_VARIABLE, "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]

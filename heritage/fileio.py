@@ -44,16 +44,12 @@ from PIL import Image
 
 from heritage import errors
 
-# ARTeFACT originals reach ~130 MP; PIL's default bomb guard (89 MP) would refuse real scans.
-# This global is PIL's own guard for every other read (it only warns up to twice the value);
-# ingest passes an explicit limit (DEFAULT_MAX_PIXELS, --max-pixels) to open_lazy instead.
-Image.MAX_IMAGE_PIXELS = 400_000_000
 # The ARTeFACT dataset card raises PIL's limit to 243,748,701 px for its largest scan; a little above.
+# What ingest refuses (--max-pixels).
 DEFAULT_MAX_PIXELS = 250_000_000
-# The process umask, read once (os.umask can only be read by setting it): mkstemp creates files 0600,
-# and a run folder or table on a shared cluster must get the permissions a plain open() would give.
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
+# The limit of every other read (data folder files, predict's scans): PIL's own bomb guard (89 MP)
+# would refuse real scans, so each read sets its limit (_pil_pixel_limit) and our check names the file.
+READ_MAX_PIXELS = 400_000_000
 
 # -- owners of temporary files and folders ---------------------------------------------------------
 _HOST = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:64] or "localhost"
@@ -270,7 +266,7 @@ def atomic_path(path: str | os.PathLike, durable: bool = False) -> Iterator[Path
         try:
             mode = stat.S_IMODE(path.stat().st_mode)
         except FileNotFoundError:
-            mode = 0o666 & ~_UMASK
+            mode = 0o666 & ~process_umask()
         try:
             os.chmod(tmp_path, mode)
             if durable:
@@ -366,11 +362,24 @@ def encode_png(array: np.ndarray, compress_level: int = 6) -> bytes:
     return buffer.getvalue()
 
 
+def process_umask() -> int:
+    """The process umask: mkstemp creates files 0600, and a run folder or table on a shared cluster must get
+    the permissions a plain open() would give. Read from /proc where Linux shows it, else by setting and
+    restoring it (os.umask has no read-only form)."""
+    status = Path("/proc/self/status")
+    found = re.search(r"^Umask:\s*([0-7]+)$", status.read_text(), re.MULTILINE) if status.exists() else None
+    if found:
+        return int(found.group(1), 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def open_image(source: str | os.PathLike | bytes, name: str | None = None,
-               max_pixels: int | None = None) -> Image.Image:
+               max_pixels: int | None = READ_MAX_PIXELS) -> Image.Image:
     """Open and fully decode an image from a path or bytes; errors name the file.
 
-    ``max_pixels`` refuses larger images before decoding (see :func:`open_lazy`); None keeps PIL's guard.
+    ``max_pixels`` refuses larger images before decoding (see :func:`open_lazy`); None: no limit.
     """
     return load(open_lazy(source, name, max_pixels), name or _label(source), max_pixels)
 
@@ -381,13 +390,10 @@ def _label(source: str | os.PathLike | bytes) -> str:
 
 @contextlib.contextmanager
 def _pil_pixel_limit(max_pixels: int | None, opening: bool = False) -> Iterator[None]:
-    """PIL's own bomb guard replaced by ``max_pixels`` meanwhile, so our check and message decide.
+    """PIL's own bomb guard replaced by ``max_pixels`` (None: off) meanwhile, so our check and message decide.
 
     While opening (header only) PIL's guard is off: open_lazy checks the size right after.
     """
-    if max_pixels is None:
-        yield
-        return
     previous = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None if opening else max_pixels
     try:
@@ -397,7 +403,7 @@ def _pil_pixel_limit(max_pixels: int | None, opening: bool = False) -> Iterator[
 
 
 def open_lazy(source: str | os.PathLike | bytes, name: str | None = None,
-              max_pixels: int | None = None) -> Image.Image:
+              max_pixels: int | None = READ_MAX_PIXELS) -> Image.Image:
     """Open an image reading its header only (PIL decodes lazily); refuse more than ``max_pixels``.
 
     The size check costs nothing, so a small file declaring a huge canvas (a decompression bomb) is
@@ -426,7 +432,7 @@ def _gigabytes(n_bytes: int) -> str:
     return f"{n_bytes / 1e9:.1f} GB" if n_bytes >= 1e8 else f"{n_bytes / 1e6:.1f} MB"
 
 
-def load(image: Image.Image, name: str, max_pixels: int | None = None) -> Image.Image:
+def load(image: Image.Image, name: str, max_pixels: int | None = READ_MAX_PIXELS) -> Image.Image:
     """Decode a lazily opened image now, so truncated files fail here (naming ``name``), not in a worker."""
     try:
         with _pil_pixel_limit(max_pixels):

@@ -17,10 +17,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from heritage.data import augment, ingest, splits, synthetic as synth, taxonomy
-from heritage import fileio
+from heritage import fileio, process
 
-# albumentations asks PyPI for a newer version when imported (tests import it directly); stay offline.
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# What python -m heritage sets for itself (offline albumentations, quiet kernels): tests import the
+# library directly and start kernels from this process.
+process.quieten()
 
 N_SYNTHETIC_IMAGES = 24
 SYNTHETIC_LONGEST_SIDE = 96

@@ -27,8 +27,8 @@ def umask_027():
         os.umask(previous)
 
 
-def test_a_new_file_gets_the_mode_of_a_plain_open_not_mkstemps_0600(tmp_path, monkeypatch, umask_027):
-    monkeypatch.setattr(fileio, "_UMASK", umask_027)  # read once at import in real use
+def test_a_new_file_gets_the_mode_of_a_plain_open_not_mkstemps_0600(tmp_path, umask_027):
+    assert fileio.process_umask() == umask_027 and os.umask(umask_027) == umask_027  # read, left as it was
     fileio.write_text(tmp_path / "metrics.json", "{}")
     with open(tmp_path / "plain.txt", "w") as handle:
         handle.write("{}")
@@ -93,3 +93,34 @@ def test_temporaries_of_another_host_or_without_owner_are_removed_only_once_stal
         os.utime(path, (old, old))
     assert sorted(fileio.remove_stale_temporaries(tmp_path)) == sorted([stale, legacy])
     assert recent.exists()
+
+
+def test_importing_the_package_changes_no_process_wide_setting():
+    # PIL's bomb guard, the environment and the warning filters are the importing program's; each read
+    # sets its own pixel limit, python -m heritage and the kernel its environment (heritage.process).
+    code = """
+import os, warnings
+import PIL.Image
+import albumentations, cv2, pandas, scipy.stats, torch  # their own import-time settings come first
+before = (PIL.Image.MAX_IMAGE_PIXELS, dict(os.environ), list(warnings.filters))
+import heritage, heritage.fileio, heritage.data.datasets, heritage.training.train, heritage.pipeline.paper
+assert (PIL.Image.MAX_IMAGE_PIXELS, dict(os.environ), list(warnings.filters)) == before
+"""
+    environment = {name: value for name, value in os.environ.items()
+                   if name not in ("NO_ALBUMENTATIONS_UPDATE", "PYTHONWARNINGS")}
+    environment["NO_ALBUMENTATIONS_UPDATE"] = "1"  # offline: albumentations would ask PyPI on import
+    done = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_scan_above_pils_own_guard_reads_and_one_above_the_read_limit_is_refused_naming_it(tmp_path,
+                                                                                            monkeypatch):
+    from PIL import Image
+
+    path = tmp_path / "scan.png"
+    Image.new("1", (20_000, 10_000)).save(path)  # 200 MP: PIL's default guard (89 MP) raises above 178 MP
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 89_478_485)  # PIL's default, whatever ran before
+    assert fileio.open_lazy(path).size == (20_000, 10_000)
+    assert Image.MAX_IMAGE_PIXELS == 89_478_485  # restored after the read
+    with pytest.raises(fileio.errors.InputError, match=r"scan\.png: 20000x10000 = 200,000,000 pixels is above"):
+        fileio.open_lazy(path, max_pixels=100_000_000)

@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "heritage"
 # Pipeline stages, lowest first. A module may import modules of its own stage or of lower ones, never
 # of a higher one.
 STAGES: list[set[str]] = [
-    {"errors"},
+    {"errors", "process"},
     {"fileio", "locks"},
     {"data"},
     {"modeling"},

@@ -30,19 +30,16 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-# albumentations checks PyPI for a newer version on import; compute nodes are offline.
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, SequentialSampler
+from tqdm import tqdm
 
-import albumentations as A  # noqa: E402
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, SequentialSampler  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from heritage import errors, fileio  # noqa: E402
+from heritage import errors, fileio
 from heritage.data import datafolder, taxonomy
-from heritage.data.augment import FILL_RGB  # noqa: E402
+from heritage.data.augment import FILL_RGB
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

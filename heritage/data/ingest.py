@@ -395,7 +395,7 @@ def ingest(source: str | os.PathLike, out: str | os.PathLike,
            strict: bool = False, skip_bad_rows: bool = False, encoding: str = "utf-8") -> pd.DataFrame:
     """Convert parquet shards or an exported folder at ``source`` into the data folder ``out``.
 
-    ``max_pixels`` (None: PIL's own guard) refuses larger images from their header; ``masks`` opts in
+    ``max_pixels`` (None: no limit) refuses larger images from their header; ``masks`` opts in
     to binary, RGB or resized annotations; ``strict`` refuses materials/contents outside ARTeFACT's
     vocabulary, which are otherwise reported as :class:`heritage.data.vocabulary.VocabularyWarning`.
     Each sample's original (upright) size is recorded (datafolder.ORIGINAL_SIZE_COLUMNS); a

@@ -323,8 +323,7 @@ def _check_header(path: Path) -> None:
             with tifffile.TiffFile(path):
                 pass
         else:
-            with Image.open(path):  # the header only: decoding waits until the model is loaded
-                pass
+            fileio.open_lazy(path).close()  # the header only: decoding waits until the model is loaded
     except PermissionError as err:
         raise errors.InputError(f"{path}: cannot be read ({err.strerror})") from None
     except (OSError, SyntaxError, ValueError, pa.ArrowException) as err:  # TiffFileError is a ValueError

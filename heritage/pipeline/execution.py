@@ -24,7 +24,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
-from heritage import errors, fileio
+from heritage import errors, fileio, process
 from heritage.pipeline.jobs import NotebookJob, write_run_config
 
 KERNEL_NAME = "heritage"
@@ -170,20 +170,24 @@ def render_html(notebook: Path, target: Path) -> None:
 def ensure_kernel(name: str = KERNEL_NAME) -> None:
     """Register the Jupyter kernel ``name`` for this interpreter (in ``sys.prefix``) unless it is there.
 
-    Notebooks then run in the project's environment whichever ``python3`` kernel Jupyter knows.
+    Notebooks then run in the project's environment whichever ``python3`` kernel Jupyter knows, with
+    :data:`heritage.process.QUIET_ENVIRONMENT` (also in JupyterLab, which does not run ``python -m heritage``).
     """
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
     try:
         spec = KernelSpecManager().get_kernel_spec(name)
         # the same environment's bin folder (not resolved: a venv's python links to the system one)
-        if spec.argv and Path(os.path.abspath(spec.argv[0])).parent == Path(os.path.abspath(sys.executable)).parent:
+        same_python = bool(spec.argv) and (Path(os.path.abspath(spec.argv[0])).parent
+                                           == Path(os.path.abspath(sys.executable)).parent)
+        if same_python and spec.env == process.QUIET_ENVIRONMENT:
             return
     except NoSuchKernel:
         pass  # not registered yet: install it below
     from ipykernel.kernelspec import install
 
-    install(kernel_name=name, display_name=f"{name} ({Path(sys.prefix).name})", prefix=sys.prefix)
+    install(kernel_name=name, display_name=f"{name} ({Path(sys.prefix).name})", prefix=sys.prefix,
+            env=process.QUIET_ENVIRONMENT)
 
 
 def _first_line(err: BaseException) -> str:
