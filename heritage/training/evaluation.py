@@ -110,12 +110,12 @@ class _HeadsAsChannels(nn.Module):
 @torch.inference_mode()
 def evaluate_images(model: nn.Module, images: working.EvaluationSet, device: torch.device, hierarchical: bool,
                     tile: int, batch_size: int, desc: str = "eval", progress: bool = True, keep: int = 0,
-                    per_image: bool = False, dtype: torch.dtype | None = None
+                    per_image: bool = False, dtype: torch.dtype | None = None, tta: bool = False
                     ) -> tuple[dict[str, Any], float, list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]]:
     """:func:`evaluate`'s result over whole images at the working resolution, images/s, and panels.
 
     Each image is predicted with :mod:`heritage.modeling.tiling`'s sliding window (tiles of ``tile`` px, Hann
-    blending, the same code as ``python -m heritage predict``; autocast to ``dtype``, the run's
+    blending, ``tta``: with flips, the same code as ``python -m heritage predict``; autocast to ``dtype``, the run's
     :func:`heritage.training.devices.autocast_dtype`, None = float32); a letterbox model input is predicted
     whole (one tile) and its label map resized to the evaluation resolution with nearest neighbour.
     The confusion matrix is accumulated on those pixels, in row chunks (no full-size int64 copies).
@@ -128,7 +128,7 @@ def evaluate_images(model: nn.Module, images: working.EvaluationSet, device: tor
     from PIL import Image
 
     model.eval()
-    options = tiling.SlidingWindow(tile=tile, batch_size=batch_size, dtype=dtype)
+    options = tiling.SlidingWindow(tile=tile, batch_size=batch_size, dtype=dtype, tta=tta)
     matrices = metrics.HierarchicalMetrics(device=device) if hierarchical else metrics.ConfusionMatrix(device=device)
     heads = HEADS if hierarchical else {"fine": HEADS["fine"]}
     net = _HeadsAsChannels(model) if hierarchical else model

@@ -95,7 +95,8 @@ def run_training(config: RunConfig, progress: bool = True) -> dict[str, Any]:
 
         reproducibility.seed_everything(config.seed)  # the initial weights are part of what the seed fixes
         model = models.build_model(config.architecture, config.encoder, num_classes=taxonomy.NUM_CLASSES,
-                                   image_size=config.image_size, pretrained=config.pretrained)
+                                   image_size=config.image_size, pretrained=config.pretrained,
+                                   full_resolution_skips=config.full_resolution_skips)
         loss_fn = losses.build_loss(
             config.loss, class_weights=None if class_weights is None else torch.as_tensor(class_weights,
                                                                                           dtype=torch.float32),
@@ -217,7 +218,7 @@ def _final_evaluation(config: RunConfig, model: Any, test_set: Any, folder: Path
     dtype = devices.autocast_dtype(config.amp, dist.device)
     test, eval_images_per_s, panels = evaluation.evaluate_images(
         model, test_set, dist.device, config.hierarchical, config.image_size, config.batch_size, desc="test",
-        progress=progress, keep=config.n_prediction_panels, per_image=True, dtype=dtype)
+        progress=progress, keep=config.n_prediction_panels, per_image=True, dtype=dtype, tta=config.tta == "flip")
     per_image = test.pop("per_image")
     source_of = datafolder.read_metadata(config.data_dir).set_index("id")["source_id"]
     runs.write_per_image(folder, runs.per_image_table(per_image["ids"], list(source_of.loc[per_image["ids"]]),
@@ -238,6 +239,7 @@ def _final_evaluation(config: RunConfig, model: Any, test_set: Any, folder: Path
         "lr": config.lr, "epochs": config.epochs,
         "params_m": round(models.count_parameters(model) / 1e6, 3),
         "device": runs.device_name(dist.device), "world_size": dist.world_size,
+        "full_resolution_skips": config.full_resolution_skips, "tta": config.tta,
         "sampling": config.sampling, "working_resolution": config.working_resolution,
         "foreground_share": config.foreground_share if config.sampling == "patch" else None,
         "scale": scale,
