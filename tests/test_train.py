@@ -21,6 +21,7 @@ from heritage.data import splits, working
 from heritage.training import engine, runs, train
 from heritage.modeling import metrics
 from heritage.pipeline import preparation
+from heritage.report import design
 from heritage.config import RunConfig, load_run_config, run_dir
 
 SMOKE_POC, SMOKE_ENCODER = "poc58_baseline", "convnext_tiny"  # the POC's smoke encoder
@@ -32,6 +33,10 @@ LEARNING_POC = "poc59_dicefocal"
 LEARNING_OVERRIDES = {"epochs": 15, "max_train_samples": None}
 # "A clear margin": the test mIoU must exceed the all-Clean prediction's by this factor.
 MARGIN = 1.3
+# The thin-recipe guard: the flagship's `thin` variant (smoke profile: 64 px crops of the 96 px stand-in, float32)
+# for THIN_EPOCHS over every training sample must beat the residual filter on thin damage (bench/thin_check.py
+# measures the recipe at a realistic size; this only guards it against regressions).
+THIN_POC, THIN_EPOCHS = "poc59v2_flagship", 8
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +72,25 @@ def smoke_run(smoke_data, tmp_path_factory):
 @pytest.fixture(scope="module")
 def learning_run(smoke_data, tmp_path_factory):
     return train_smoke_configuration(LEARNING_POC, smoke_data, tmp_path_factory.mktemp("runs"), **LEARNING_OVERRIDES)
+
+
+@pytest.fixture(scope="module")
+def thin_run(smoke_data, tmp_path_factory):
+    config = load_run_config(THIN_POC, "smoke", encoder=SMOKE_ENCODER, variant=design.THIN_VARIANT, overrides={
+        "data_dir": str(smoke_data), "runs_root": str(tmp_path_factory.mktemp("runs")), "epochs": THIN_EPOCHS,
+        "max_train_samples": None})
+    return config, train.run_training(config, progress=False)
+
+
+@pytest.mark.slow
+def test_the_thin_recipe_beats_the_residual_filter_on_thin_damage(thin_run):
+    config, result = thin_run
+    thin = result["test"]["thin"]
+    assert (result["full_resolution_skips"], result["tta"], result["sampling"]) == (True, "flip", "patch")
+    assert thin["support"] > 0 and thin["filter_iou"] > 0
+    assert thin["model_iou"] > thin["filter_iou"], (
+        f"{config.poc_key}/{config.encoder}, {config.epochs} epochs: thin-damage IoU {thin['model_iou']:.4f} vs the "
+        f"residual filter's {thin['filter_iou']:.4f} (k {thin['filter']['k']}) on the same test pixels")
 
 
 @pytest.mark.slow
