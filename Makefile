@@ -7,6 +7,10 @@ PY        := $(VENV)/bin/python
 PROFILE   ?= smoke
 SCHEDULER ?= local
 DATA      ?=
+# SET="key=value ...": RunConfig fields for every run of the plan (they enter the config hash), e.g.
+# SET="pretrained=false epochs=10". KEEP_STALE=1 keeps finished runs made by other code (say so in the paper).
+SET       ?=
+KEEP_STALE ?=
 NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 # Stamp files make `make env` a no-op when pyproject.toml has not changed.
 STAMP     := $(VENV)/.installed-test
@@ -15,7 +19,8 @@ LAB_STAMP := $(VENV)/.installed-lab
 .PHONY: env data paper html lab test test-fast gpu-check strip clean help
 
 help:
-	@echo "make paper   run the whole compendium (PROFILE=smoke|full, SCHEDULER=local|slurm, DATA=path)"
+	@echo "make paper   run the whole compendium (PROFILE=smoke|full, SCHEDULER=local|slurm, DATA=path,"
+	@echo "             SET=\"key=value ...\" for every run, KEEP_STALE=1 to keep runs made by other code)"
 	@echo "make test    unit tests, notebooks under nbval, end-to-end smoke paper (what CI runs)"
 	@echo "make test-fast   the unit tests only: no slow (end-to-end) and no slurm (daemon) tests"
 	@echo "make gpu-check   the GPU acceptance run (bench/gpu_check.py; a CPU dry run without a GPU)"
@@ -36,10 +41,11 @@ data: env
 	$(PY) -m heritage paper --prepare-data-only --profile $(PROFILE) $(if $(DATA),--data $(DATA))
 
 paper: env
-	$(PY) -m heritage paper --profile $(PROFILE) --scheduler $(SCHEDULER) $(if $(DATA),--data $(DATA))
+	$(PY) -m heritage paper --profile $(PROFILE) --scheduler $(SCHEDULER) $(if $(DATA),--data $(DATA)) \
+		$(if $(strip $(SET)),--set $(SET)) $(if $(filter-out 0,$(KEEP_STALE)),--keep-stale)
 
 html: env
-	$(PY) -m heritage paper --render-only --profile $(PROFILE)
+	$(PY) -m heritage paper --render-only --profile $(PROFILE) $(if $(strip $(SET)),--set $(SET))
 
 $(LAB_STAMP): pyproject.toml $(STAMP)
 	$(PY) -m pip install --quiet -e '.[test,lab]'

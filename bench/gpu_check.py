@@ -85,7 +85,7 @@ class Plan:
     warmup: int
     synthetic_images: int
     synthetic_side: int
-    cli_overrides: dict[str, Any]
+    cli_overrides: dict[str, Any]  # with pretrained: False: no Hub here, and timings do not depend on the weights
     loader_overrides: dict[str, Any]
     predict_megapixels: float
     predict_batch: int
@@ -108,7 +108,7 @@ def gpu_plan() -> Plan:
     full = config.load_poc(POC)["profiles"]["full"]["encoders"]
     batches = {encoder: int(full[encoder]["batch_size"]) for encoder in ("convnext_tiny", "mit_b3", "maxvit_tiny")}
     return Plan(device="cuda", image_size=384, batch_sizes=batches, steps=10, warmup=3,
-                synthetic_images=96, synthetic_side=512, cli_overrides={"epochs": 1},
+                synthetic_images=96, synthetic_side=512, cli_overrides={"epochs": 1, "pretrained": False},
                 loader_overrides={}, loader_epochs=3, predict_megapixels=100.0, predict_batch=32,
                 backend="nccl", compile_backend="inductor", budget_s=390.0, full_batches=batches)
 
@@ -116,7 +116,7 @@ def gpu_plan() -> Plan:
 def dry_plan() -> Plan:
     # 2 samples at batch 1: two steps, the first stopped by SIGUSR1, the second left for the resume.
     tiny = {"epochs": 1, "image_size": 32, "batch_size": 1, "num_workers": 0, "max_train_samples": 2,
-            "n_prediction_panels": 1}
+            "n_prediction_panels": 1, "pretrained": False}
     # No time budget: the dry run is a test (tests/test_bench.py), every section must run. 12 images
     # are the fewest every split protocol accepts (prepare_data writes them all).
     return Plan(device="cpu", image_size=32, batch_sizes={"convnext_tiny": 1}, steps=1, warmup=0,

@@ -9,7 +9,8 @@ Clean everywhere on the same pixels (``test.all_clean_miou``), their ratio, the 
 val mIoU and train loss per epoch and the wall time. A measurement, not a test: the numbers say how
 far a from-scratch model gets in CPU minutes on this stand-in, whatever they are.
 
-Writes ``bench/results/learning-<device>-<date>.json``::
+Writes ``bench/results/learning-<device>-<date>.json``, ``<device>`` the one the runs trained on (their
+metrics.json's; the CPU's name is recorded as ``cpu``)::
 
     python bench/learning_check.py                          # the smoke stand-in, 15 epochs, every POC
     python bench/learning_check.py --pocs poc58_baseline --epochs 10
@@ -30,7 +31,7 @@ from tqdm import tqdm
 from heritage import config, fileio, report
 from heritage.pipeline import preparation
 from heritage.training import runs, train
-from train_bench import result_path  # bench/ is on sys.path when this runs as a script
+from train_bench import result_path, trained_on  # bench/ is on sys.path when this runs as a script
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -59,6 +60,7 @@ def check_poc(poc: str, data_dir: Path, runs_root: Path, epochs: int, seed: int 
         "val_miou_per_epoch": [row["val_miou"] for row in history],
         "train_loss_per_epoch": [row["train_loss"] for row in history],
         "best_epoch": metrics["best_epoch"], "wall_time_s": time.perf_counter() - start,
+        "device": metrics["device"],
     }
 
 
@@ -77,9 +79,9 @@ def main(argv: list[str] | None = None) -> Path:
         data_dir = preparation.prepare_data("smoke", args.data, scratch / "data")
         results = [check_poc(poc, data_dir, scratch / "runs" / f"seed-{seed}", args.epochs, seed)
                    for poc in tqdm(args.pocs, desc="POCs") for seed in args.seeds]
-    device = runs.device_name(torch.device("cpu"))
+    device = trained_on(row["device"] for row in results)
     record = {
-        "device": device, "date": date.today().isoformat(), "torch": torch.__version__,
+        "device": device, "cpu": runs.cpu_name(), "date": date.today().isoformat(), "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "data": str(args.data) if args.data else {"synthetic": preparation.SYNTHETIC["smoke"]},
         "criterion": "test mIoU / all-Clean test mIoU (the learning test's 'clear margin': > 1.3)",

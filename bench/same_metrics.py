@@ -2,7 +2,9 @@
 
 Trains six smoke configurations (every POC's main one, the flagship's patch and dice_focal variants) for
 2 epochs on 32 samples of the smoke stand-in and keeps each run's metrics.json without its timings, the
-sha256 of its per_image.csv and history.csv's header. Run it in two checkouts (for example the commit
+sha256 of its per_image.csv and history.csv's rows without their timing columns (per epoch: train loss, LR,
+validation mIoU). A training that fails is recorded with its exit code and the script exits 1, with or
+without ``--compare``. Run it in two checkouts (for example the commit
 before a refactoring in a ``git worktree``, with ``PYTHONPATH`` set to it) and compare::
 
     cd /tmp/before && PYTHONPATH=$PWD python /path/to/bench/same_metrics.py /tmp/same-before
@@ -17,7 +19,9 @@ A check, not a benchmark: it writes nothing to bench/results.
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
+import io
 import json
 import subprocess
 import sys
@@ -25,7 +29,7 @@ from pathlib import Path
 
 RUNS = (("poc55_multitask", None), ("poc58_baseline", None), ("poc59_dicefocal", None),
         ("poc59v2_flagship", None), ("poc59v2_flagship", "patch"), ("poc59v2_flagship", "dice_focal"))
-TIMING_KEYS = {"wall_time_s", "throughput", "peak_memory_mb", "device"}
+TIMING_KEYS = {"wall_time_s", "throughput", "peak_memory_mb", "device", "elapsed_s"}
 
 
 def without_timings(value):
@@ -58,10 +62,12 @@ def fingerprint(out: Path) -> dict:
 
 
 def run_fingerprint(folder: Path) -> dict:
-    """A run folder's metrics.json without timings, per_image.csv's sha256 and history.csv's header."""
+    """A run folder's metrics.json without timings, per_image.csv's sha256 and history.csv's rows without
+    their timing columns (values as written: identical runs write identical text)."""
+    rows = csv.DictReader(io.StringIO((folder / "history.csv").read_text()))
     return {"metrics": without_timings(json.loads((folder / "metrics.json").read_text())),
             "per_image_sha256": hashlib.sha256((folder / "per_image.csv").read_bytes()).hexdigest(),
-            "history_header": (folder / "history.csv").read_text().splitlines()[0]}
+            "history": [without_timings(row) for row in rows]}
 
 
 def existing_runs(runs_root: Path) -> dict:
@@ -69,22 +75,26 @@ def existing_runs(runs_root: Path) -> dict:
             for path in sorted(runs_root.rglob("metrics.json"))}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="scratch folder: data, runs and summary.json")
     parser.add_argument("--compare", type=Path, help="another checkout's summary.json")
     parser.add_argument("--runs-root", type=Path, help="fingerprint the runs below this folder instead of training")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     summary = existing_runs(args.runs_root.resolve()) if args.runs_root else fingerprint(args.out.resolve())
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
-    if args.compare is None:
-        return 0
-    other = json.loads(args.compare.read_text())
-    differing = sorted(key for key in set(summary) | set(other) if summary.get(key) != other.get(key))
-    for key in sorted(set(summary) | set(other)):
-        print(f"{key}: {'differs' if key in differing else 'identical'}")
-    return 1 if differing else 0
+    failed = sorted(key for key, value in summary.items() if "rc" in value)
+    for key in failed:  # nothing to compare: a failed training is a failed check, compared or not
+        last = (summary[key]["stderr"].strip().splitlines() or ["(no output)"])[-1]
+        print(f"{key}: training failed (exit {summary[key]['rc']}): {last}", file=sys.stderr)
+    differing = []
+    if args.compare is not None:
+        other = json.loads(args.compare.read_text())
+        differing = sorted(key for key in set(summary) | set(other) if summary.get(key) != other.get(key))
+        for key in sorted(set(summary) | set(other)):
+            print(f"{key}: {'differs' if key in differing else 'identical'}")
+    return 1 if failed or differing else 0
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ import tempfile
 import time
 from datetime import date
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -400,6 +400,12 @@ def result_path(out_dir: Path, device_name: str, day: str, prefix: str = "") -> 
     """``<out_dir>/<prefix><device slug>-<day>.json`` (the results of the benchmarks in bench/)."""
     slug = re.sub(r"[^a-z0-9]+", "-", device_name.lower()).strip("-")
     return out_dir / f"{prefix}{slug}-{day}.json"
+
+
+def trained_on(devices: Iterable[str]) -> str:
+    """The device of a bench's training runs (their metrics.json ``device``: the GPU's or the CPU's name), which
+    its record is named after, rather than the CPU it was started on; runs on several devices are named together."""
+    return " + ".join(sorted(set(devices)))
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -32,6 +32,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("heritage.training.train", "train one configuration into a run folder"),
     "paper": ("heritage.pipeline.paper", "run the whole compendium: POC notebooks, comparison, paper/"),
     "predict": ("heritage.inference.predict", "damage maps for whole artworks (tiled inference)"),
+    "weights": ("heritage.modeling.pretrained_weights",
+                "the encoders' ImageNet weights: fetch them into the Hugging Face cache, or check what is cached"),
 }
 
 

@@ -84,3 +84,15 @@ def copy_data_dir(data_dir: Path, tmp_path: Path) -> Callable[[], Path]:
         return Path(shutil.copytree(data_dir, tmp_path / "data_copy"))
 
     return copy
+
+
+@pytest.fixture
+def empty_hub_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """An empty Hugging Face cache (``HF_HOME`` and huggingface_hub's own constant, read at its import)."""
+    from huggingface_hub import constants as hub_constants
+
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
+    return cache

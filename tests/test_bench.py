@@ -18,6 +18,7 @@ from heritage import errors, report
 from heritage.data import taxonomy
 
 ROOT = Path(__file__).resolve().parents[1]
+GPU = "NVIDIA H100 80GB HBM3"  # a device name as runs.device_name gives it
 
 
 def small_model() -> nn.Module:
@@ -142,6 +143,48 @@ def test_scale_check_refuses_arms_whose_budgets_differ(scale_check, data_dir, tm
         scale_check.arm_configs(data_dir, tmp_path / "runs", epochs=15, max_train_samples=None)
 
 
+def trained_on_a_gpu(steps: dict[str, int], thin_iou: dict[str, float]):
+    """A stand-in for train.run_training: it builds its model with models.build_model (what the bench counts),
+    takes ``steps[sampling]`` training steps of the run's batch, evaluates in eval mode and reports a GPU."""
+    def run_training(run, progress=True):
+        from heritage.modeling import models
+
+        model = models.build_model(run.architecture, run.encoder, image_size=run.image_size).train()
+        for _ in range(steps[run.sampling]):
+            model(torch.zeros(run.batch_size, 3, run.image_size, run.image_size))
+        model.eval()(torch.zeros(1, 3, 100, 100))  # scoring: not training
+        per_class = {name: {"iou": 0.9 if name == "Clean" else 0.0} for name in taxonomy.CLASS_NAMES}
+        per_class.update({name: {"iou": thin_iou[run.sampling]} for name in taxonomy.THIN_CLASSES})
+        return {"device": GPU, "best_epoch": 1, "scale": {},
+                "test": {"evaluated_at": "native", "n_images": 4, "miou": 0.3, "all_clean_miou": 0.1,
+                         "per_class": per_class}}
+
+    return run_training
+
+
+@pytest.mark.parametrize("patch_steps", [3, 2])
+def test_scale_check_counts_what_each_arm_trained_on_and_names_its_device(scale_check, data_dir, tmp_path, monkeypatch,
+                                                                          patch_steps) -> None:
+    monkeypatch.setattr(scale_check.models, "build_model", lambda *args, **kwargs: nn.Conv2d(3, 16, 1))
+    monkeypatch.setattr(scale_check.train, "run_training",
+                        trained_on_a_gpu({"letterbox": 3, "patch": patch_steps}, {"letterbox": 0.0, "patch": 0.5}))
+    path = scale_check.main(["--data", str(data_dir), "--epochs", "1", "--max-train-samples", "8",
+                             "--out", str(tmp_path / "results")])
+    record = json.loads(path.read_text())
+    assert (record["device"], record["cpu"]) == (GPU, scale_check.runs.cpu_name())  # where it trained, then the CPU
+    assert path.name == f"scale-nvidia-h100-80gb-hbm3-{record['date']}.json"
+    letterbox, patch = record["results"]["letterbox"], record["results"]["patch"]
+    assert letterbox["device"] == patch["device"] == GPU
+    # counted, not derived from the config (1 epoch of 8 samples at batch 8 would say 1 step)
+    assert (letterbox["steps"], letterbox["training_images"], letterbox["training_pixels"]) == (3, 24, 24 * 64 * 64)
+    assert (patch["steps"], patch["training_images"]) == (patch_steps, 8 * patch_steps)
+    budget = record["same_budget"]
+    assert (budget["letterbox_steps"], budget["patch_steps"]) == (3, patch_steps)
+    assert budget["counted_equal"] is (patch_steps == 3)
+    assert record["aim"]["patch_thin_classes_learnt"] == 4 and record["aim"]["letterbox_thin_classes_learnt"] == 0
+    assert record["aim"]["met"] is (patch_steps == 3)  # thin classes learnt, but only a same-budget pair counts
+
+
 @pytest.mark.slow
 def test_scale_check_writes_both_modes_per_class_iou(scale_check, copy_data_dir, tmp_path) -> None:
     """A tiny budget (1 epoch over 8 samples) on the test stand-in; minutes on a loaded 2-core CPU."""
@@ -151,13 +194,14 @@ def test_scale_check_writes_both_modes_per_class_iou(scale_check, copy_data_dir,
     assert path.name.startswith("scale-") and record["thin_classes"] == list(taxonomy.THIN_CLASSES)
     letterbox, patch = record["results"]["letterbox"], record["results"]["patch"]
     assert (letterbox["sampling"], patch["sampling"]) == ("letterbox", "patch")
-    for arm in (letterbox, patch):
-        assert arm["steps"] == 1 and arm["training_pixels"] == 8 * 64 * 64  # 8 samples, batch 8, 64 px
+    for arm in (letterbox, patch):  # counted while training: 8 samples, batch 8, 64 px
+        assert (arm["steps"], arm["training_images"], arm["training_pixels"]) == (1, 8, 8 * 64 * 64)
         assert arm["evaluated_at"].startswith("native") and list(arm["per_class_iou"]) == list(taxonomy.CLASS_NAMES)
         thin = [arm["per_class_iou"][name] for name in taxonomy.THIN_CLASSES if arm["per_class_iou"][name] is not None]
         assert arm["thin_class_mean_iou"] == pytest.approx(sum(thin) / len(thin))
     assert letterbox["all_clean_miou"] == patch["all_clean_miou"]  # the same test pixels
-    assert record["same_budget"]["steps"] == 1
+    assert record["same_budget"]["counted_equal"] and record["same_budget"]["patch_steps"] == 1
+    assert record["device"] == letterbox["device"] == scale_check.runs.device_name(torch.device("cpu"))
     aim = record["aim"]
     assert aim["met"] == (aim["patch_thin_classes_learnt"] >= 3 and aim["letterbox_thin_classes_learnt"] == 0)
     for mode in ("patch", "letterbox"):
@@ -166,27 +210,83 @@ def test_scale_check_writes_both_modes_per_class_iou(scale_check, copy_data_dir,
         assert aim[f"{mode}_thin_classes_learnt"] == learnt
 
 
+def test_learning_check_names_the_device_its_runs_trained_on(data_dir, tmp_path, monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import learning_check
+
+    def run_training(run, progress=True):
+        folder = learning_check.config.run_dir(run)
+        folder.mkdir(parents=True)
+        (folder / "history.csv").write_text("epoch,train_loss,val_miou,lr\n1,0.9,0.1,0.001\n")
+        return {"device": GPU, "best_epoch": 1,
+                "test": {"n_images": 4, "miou": 0.2, "all_clean_miou": 0.1, "per_class": {"Clean": {"iou": 0.9}}}}
+
+    monkeypatch.setattr(learning_check.train, "run_training", run_training)
+    path = learning_check.main(["--pocs", "poc58_baseline", "poc59_dicefocal", "--epochs", "1", "--data", str(data_dir),
+                                "--out", str(tmp_path)])
+    record = json.loads(path.read_text())
+    assert (record["device"], record["cpu"]) == (GPU, learning_check.runs.cpu_name())
+    assert path.name == f"learning-nvidia-h100-80gb-hbm3-{record['date']}.json"
+    assert [row["device"] for row in record["results"]] == [GPU, GPU]
+    assert [row["val_miou_per_epoch"] for row in record["results"]] == [[0.1], [0.1]]
+
+
+HISTORY_COLUMNS = "epoch,train_loss,val_miou,lr,images_per_s,peak_memory_mb,elapsed_s"
+
+
 def _fake_run(folder: Path, miou: float, seconds: float) -> None:
     folder.mkdir(parents=True)
     (folder / "metrics.json").write_text(json.dumps({"test": {"miou": miou, "wall_time_s": seconds},
                                                      "throughput": {"train_images_per_s": 1 / seconds}}))
     (folder / "per_image.csv").write_text("id,miou\na,0.5\n")
-    (folder / "history.csv").write_text("epoch,loss\n1,0.3\n")
+    (folder / "history.csv").write_text(f"{HISTORY_COLUMNS}\n1,0.9,0.1,0.001,{8 / seconds},{seconds * 10},{seconds}\n"
+                                        f"2,0.7,0.2,0.0005,{9 / seconds},{seconds * 11},{2 * seconds}\n")
+
+
+def _same_metrics(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "bench" / "same_metrics.py"), *map(str, args)],
+                          capture_output=True, text=True)
 
 
 def test_same_metrics_compares_existing_runs_without_their_timings(tmp_path):
-    for root, seconds in (("before", 10.0), ("after", 99.0)):
+    for root, seconds in (("before", 10.0), ("after", 99.0)):  # timings differ, in metrics.json and history.csv
         _fake_run(tmp_path / root / "runs" / "poc" / "enc" / "holdout-holdout", 0.25, seconds)
-    script = [sys.executable, str(ROOT / "bench" / "same_metrics.py")]
-    subprocess.run([*script, str(tmp_path / "fp-before"), "--runs-root", str(tmp_path / "before" / "runs")], check=True)
-    same = subprocess.run([*script, str(tmp_path / "fp-after"), "--runs-root", str(tmp_path / "after" / "runs"),
-                           "--compare", str(tmp_path / "fp-before" / "summary.json")], capture_output=True, text=True)
+    assert _same_metrics(tmp_path / "fp-before", "--runs-root", tmp_path / "before" / "runs").returncode == 0
+    after = tmp_path / "after" / "runs" / "poc" / "enc" / "holdout-holdout"
+    compare = [tmp_path / "fp-after", "--runs-root", tmp_path / "after" / "runs",
+               "--compare", tmp_path / "fp-before" / "summary.json"]
+    same = _same_metrics(*compare)
     assert (same.returncode, same.stdout.strip()) == (0, "poc/enc/holdout-holdout: identical")
-    (tmp_path / "after" / "runs" / "poc" / "enc" / "holdout-holdout" / "metrics.json").write_text(
-        json.dumps({"test": {"miou": 0.26}}))
-    differs = subprocess.run([*script, str(tmp_path / "fp-after"), "--runs-root", str(tmp_path / "after" / "runs"),
-                              "--compare", str(tmp_path / "fp-before" / "summary.json")], capture_output=True, text=True)
+    history = (after / "history.csv").read_text()
+    # one epoch's train loss, LR or validation mIoU changed: a different training
+    for before_value, changed in (("0.7,", "0.70001,"), (",0.0005,", ",0.0004,"), (",0.2,", ",0.25,")):
+        (after / "history.csv").write_text(history.replace(before_value, changed, 1))
+        differs = _same_metrics(*compare)
+        assert (differs.returncode, differs.stdout.strip()) == (1, "poc/enc/holdout-holdout: differs"), changed
+    (after / "history.csv").write_text(history)
+    (after / "metrics.json").write_text(json.dumps({"test": {"miou": 0.26}}))
+    differs = _same_metrics(*compare)
     assert (differs.returncode, differs.stdout.strip()) == (1, "poc/enc/holdout-holdout: differs")
+
+
+def test_same_metrics_fails_when_a_training_fails_even_without_compare(tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import same_metrics
+
+    def refused(command, **kwargs):  # `heritage train` refusing its input, without the seconds a real one takes
+        assert command[1:4] == ["-m", "heritage", "train"], command
+        return subprocess.CompletedProcess(command, 2, "", "heritage train: data/metadata.csv: not a data folder\n")
+
+    monkeypatch.setattr(same_metrics, "RUNS", (("poc58_baseline", None), ("poc59v2_flagship", "patch")))
+    monkeypatch.setattr(same_metrics.subprocess, "run", refused)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "metadata.csv").write_text("id\n")  # present: no data is prepared
+    assert same_metrics.main([str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"{key}: training failed (exit 2): heritage train: data/metadata.csv: not a data folder"
+                   for key in ("poc58_baseline/main", "poc59v2_flagship/patch")]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["poc58_baseline/main"]["rc"] == 2
 
 
 def test_fast_loop_time_reads_pytest_summary_line(monkeypatch) -> None:

@@ -194,7 +194,7 @@ def test_debug_shows_the_traceback_of_an_expected_error(how, corpus, capfd, monk
 
 
 def test_help_imports_no_torch(tmp_path) -> None:
-    commands = [["train"], ["predict"], ["paper"], *(["data", step] for step in cli.DATA_COMMANDS)]
+    commands = [["train"], ["predict"], ["paper"], ["weights"], *(["data", step] for step in cli.DATA_COMMANDS)]
     script = ("import contextlib, io, sys\nfrom heritage import cli\n"
               f"for argv in {commands!r}:\n"
               "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"

@@ -12,7 +12,7 @@ import torch
 from huggingface_hub import constants as hub_constants
 
 from heritage import config, errors
-from heritage.modeling import losses, models
+from heritage.modeling import losses, models, pretrained_weights
 from heritage.data import taxonomy
 
 CASES = [(encoder, architecture) for encoder in models.ENCODERS for architecture in models.ARCHITECTURES]
@@ -181,24 +181,16 @@ def test_registry_entries():
             assert spec.smp_name in smp.encoders.get_encoder_names()
 
 
-@pytest.fixture
-def empty_hub_cache(monkeypatch, tmp_path) -> Path:
-    cache = tmp_path / "hub"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HOME", str(tmp_path))
-    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
-    return cache
-
-
 def test_pretrained_offline_fails_at_once_with_instructions(monkeypatch, empty_hub_cache):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)  # huggingface_hub reads the variable at import
-    with pytest.raises(models.PretrainedWeightsUnavailable, match=(
+    with pytest.raises(pretrained_weights.PretrainedWeightsUnavailable, match=(
             r"encoder 'convnext_tiny' \(timm/convnext_tiny.fb_in1k, model.safetensors\) are not in the Hugging Face "
-            r"cache .*HF_HUB_OFFLINE is set.*`hf download timm/convnext_tiny.fb_in1k model.safetensors`.*\$HF_HOME/hub"
+            r"cache .*HF_HUB_OFFLINE is set.*`python -m heritage weights fetch --encoders convnext_tiny`"
+            r".*`hf download timm/convnext_tiny.fb_in1k model.safetensors`.*\$HF_HOME/hub"
             r".*HF_HUB_OFFLINE=1.*TORCH_HOME")):
         models.build_model("unet", "convnext_tiny", image_size=64, pretrained=True)
-    with pytest.raises(models.PretrainedWeightsUnavailable,
+    with pytest.raises(pretrained_weights.PretrainedWeightsUnavailable,
                        match=r"`hf download smp-hub/mit_b3.imagenet model.safetensors --revision [0-9a-f]{40}`"):
         models.build_model("hierarchical_upernet", "mit_b3", image_size=64, pretrained=True)
 
@@ -206,8 +198,9 @@ def test_pretrained_offline_fails_at_once_with_instructions(monkeypatch, empty_h
 def test_pretrained_with_unreachable_hub_fails_at_once(monkeypatch, empty_hub_cache):
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(hub_constants, "ENDPOINT", "http://127.0.0.1:9")  # the discard port: refused
-    with pytest.raises(models.PretrainedWeightsUnavailable, match=r"http://127.0.0.1:9 unreachable.*hf download"):
-        models.require_pretrained_weights("maxvit_tiny")
+    with pytest.raises(pretrained_weights.PretrainedWeightsUnavailable,
+                       match=r"http://127.0.0.1:9 unreachable.*hf download"):
+        models.build_model("unet", "maxvit_tiny", image_size=64, pretrained=True)
 
 
 def seed_cache(cache: Path, repo_id: str, revision: str, state_dict: dict[str, torch.Tensor]) -> None:

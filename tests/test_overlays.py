@@ -63,11 +63,45 @@ def test_the_legend_lists_clean_as_untinted_and_edges_every_swatch() -> None:
     assert handles[0].get_facecolor()[3] == 0  # hollow
 
 
-def test_report_and_the_damage_report_draw_the_same_overlay() -> None:
-    rgb = np.random.default_rng(1).integers(0, 256, (6, 7, 3), dtype=np.uint8)
-    labels = np.zeros((6, 7), np.uint8)
-    labels[1:4, 2:5] = DUST
-    np.testing.assert_array_equal(report.overlay(rgb, labels), overlays.overlay(rgb, labels))
+# A 5 x 6 scan of one colour with a Dust block, one Sticker pixel and Background, and its overlay worked out by
+# hand: the rim (OUTLINE_RGB) is every pixel with a neighbour of higher damage id (Clean and Background count as
+# 0), damage pixels off the rim are floor((1 - alpha) scan + alpha colour) per channel, the rest is the scan.
+SCAN_RGB = (100, 50, 201)
+BLOCK_LABELS = [
+    [0, 0, 0, 0, 0, 0],
+    [0, DUST, DUST, 0, 0, 0],
+    [0, DUST, DUST, 0, STICKER, 255],
+    [0, 0, 0, 0, 0, 0],
+    [255, 0, 0, 0, 0, 0],
+]
+BLOCK_RIM = [
+    "####..",
+    "#..###",
+    "#..#.#",
+    "######",
+    "......",
+]
+# Dust #FF4A46 = (255, 74, 70), Sticker #8FB0FF = (143, 176, 255) over (100, 50, 201)
+BLENDED = {0.5: {DUST: (177, 62, 135), STICKER: (121, 113, 228)},
+           0.25: {DUST: (138, 56, 168), STICKER: (110, 81, 214)}}
+
+
+@pytest.mark.parametrize("draw", [overlays.overlay, report.overlay], ids=["damage report", "report"])
+@pytest.mark.parametrize("alpha", [0.5, 0.25])
+@pytest.mark.parametrize("row_chunk", [overlays.ROW_CHUNK, 2])
+def test_the_overlay_has_the_hand_computed_pixels(draw, alpha, row_chunk, monkeypatch) -> None:
+    monkeypatch.setattr(overlays, "ROW_CHUNK", row_chunk)  # the same pixels whatever the row chunks
+    labels = np.array(BLOCK_LABELS, np.uint8)
+    rgb = np.empty((5, 6, 3), np.uint8)
+    rgb[:] = SCAN_RGB
+    out = draw(rgb, labels, alpha=alpha)
+    for y, x in np.ndindex(labels.shape):
+        if BLOCK_RIM[y][x] == "#":
+            expected = overlays.OUTLINE_RGB
+        else:
+            expected = BLENDED[alpha].get(int(labels[y, x]), SCAN_RGB)
+        assert tuple(out[y, x]) == expected, (y, x)
+    assert (rgb == SCAN_RGB).all()  # the scan itself is not drawn on
 
 
 def embedded_images(page: str) -> list[Image.Image]:
@@ -120,4 +154,6 @@ def test_write_outputs_puts_the_banner_in_the_report(tmp_path) -> None:
     damage_report.write_outputs(tmp_path / "s", "s", "s.png", scan, labels,
                                 provenance=damage_report.provenance_html(finished_run(tmp_path, 0.05, 0.1)))
     assert "is not above its all-Clean baseline" in (tmp_path / "s" / "report.html").read_text()
-    assert isinstance(pd.read_csv(tmp_path / "s" / "areas.csv"), pd.DataFrame)
+    areas = pd.read_csv(tmp_path / "s" / "areas.csv").set_index("class")
+    assert areas.loc["Clean", "pixels"] == 64 and areas.loc["Clean", "percent_of_artwork"] == 100
+    assert (areas.drop(index="Clean")["pixels"] == 0).all()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import nbformat
@@ -12,6 +14,7 @@ import pytest
 
 from heritage import config, errors, fileio
 from heritage.pipeline import execution, paper, preparation, run_configs, schedulers
+from heritage.training import runs
 from heritage.pipeline.jobs import (COMPARISON_NOTEBOOK, DATASET_NOTEBOOK, NotebookJob, comparison_job, damage_maps_job,
                                     is_up_to_date, job_command, run_job_for, write_job_file, write_run_config)
 
@@ -27,21 +30,29 @@ def make_template(path: Path, parameters_source: str | None = "epochs = 1\nlr = 
 
 
 class FakeExecutor:
-    """Writes what an executed notebook leaves behind; raises for the jobs named in ``fail``."""
+    """Writes what an executed notebook leaves behind (a run's metrics.json made by ``code``: the current code
+    unless given); raises for the jobs named in ``fail``; records which runs still had their metrics.json."""
 
-    def __init__(self, fail: tuple[str, ...] = ()) -> None:
+    def __init__(self, fail: tuple[str, ...] = (), code: str | None = None) -> None:
         self.calls: list[str] = []
         self.fail = set(fail)
+        self.code = code or runs.code_hash()
+        self.found_metrics: dict[str, bool] = {}
+        self.parameters: dict[str, dict] = {}
 
     def __call__(self, job: NotebookJob) -> None:
         self.calls.append(job.name)
+        self.parameters[job.name] = job.parameters
+        if job.run_dir is not None:
+            self.found_metrics[job.name] = (job.run_dir / "metrics.json").is_file()
         job.output.parent.mkdir(parents=True, exist_ok=True)
         job.output.write_text("{}")  # papermill writes the notebook as it goes, failed cells included
         if job.name in self.fail:
             raise RuntimeError("\n---------\nValueError: cell 4 raised: boom")
         job.html.write_text("<html></html>")
         if job.run_dir is not None:  # a POC notebook trains its run, which ends with metrics.json
-            fileio.write_json(job.run_dir / "metrics.json", {"config_hash": job.key, "test": {"miou": 0.25}})
+            fileio.write_json(job.run_dir / "metrics.json", {"config_hash": job.key, "code_hash": self.code,
+                                                             "test": {"miou": 0.25}})
         elif job.name == "comparison":
             fileio.write_json(job.output.parent / "provenance.json", {"artefacts": {}})
         elif job.name == "damage-maps":
@@ -52,7 +63,7 @@ class FakeExecutor:
 TEMPLATE_PARAMETERS = {
     **{poc: [run_configs.CONFIG_PARAMETER] for poc in POCS},
     DATASET_NOTEBOOK: ["data_dir"],
-    COMPARISON_NOTEBOOK: ["profile", "pocs", "data_dir", "runs_root", "paper_dir"],
+    COMPARISON_NOTEBOOK: ["profile", "pocs", "settings", "data_dir", "runs_root", "paper_dir"],
 }
 
 
@@ -65,11 +76,14 @@ def notebooks(tmp_path: Path) -> Path:
     return folder
 
 
-def make_jobs(tmp_path: Path, data_dir: Path, notebooks: Path, **overrides_by_poc: dict):
+def make_jobs(tmp_path: Path, data_dir: Path, notebooks: Path, code: str | None = None, keep: bool = False,
+              **overrides_by_poc: dict):
+    """The run jobs and the comparison of POCS, as ``paper`` makes them when the current code hash is ``code``
+    (None: runs are kept whatever code made them), ``keep``: with --keep-stale."""
     configs = [c for poc in POCS for c in config.plan(
         "smoke", [poc], data_dir, overrides={"runs_root": str(tmp_path / "runs"), **overrides_by_poc.get(poc, {})})]
-    jobs = [run_job_for(c, notebooks) for c in configs]
-    comparison = comparison_job(configs, notebooks, tmp_path / "paper", {"profile": "smoke"})
+    jobs = [run_job_for(c, notebooks, None if keep else code) for c in configs]
+    comparison = comparison_job(configs, notebooks, tmp_path / "paper", {"profile": "smoke"}, code or "")
     return jobs, comparison
 
 
@@ -91,6 +105,43 @@ def test_a_second_paper_with_nothing_changed_executes_nothing(tmp_path, data_dir
     results = paper.run_paper(*make_jobs(tmp_path, data_dir, notebooks), schedulers.LocalScheduler(second))
     assert second.calls == []
     assert set(states(results).values()) == {schedulers.SKIPPED}
+
+
+def test_runs_made_by_other_code_train_again_unless_kept(tmp_path, data_dir, notebooks, capsys) -> None:
+    paper.run_paper(*make_jobs(tmp_path, data_dir, notebooks, code="0ld"), schedulers.LocalScheduler(FakeExecutor(code="0ld")))
+    unchanged = FakeExecutor(code="0ld")
+    paper.run_paper(*make_jobs(tmp_path, data_dir, notebooks, code="0ld"), schedulers.LocalScheduler(unchanged))
+    assert unchanged.calls == []
+
+    jobs, comparison = make_jobs(tmp_path, data_dir, notebooks, code="n3w")  # the code changed since
+    assert not any(is_up_to_date(job) for job in [*jobs, comparison])
+    retrained = FakeExecutor(code="n3w")
+    paper.run_paper(jobs, comparison, schedulers.LocalScheduler(retrained))
+    assert retrained.calls == [*(job.name for job in jobs), "comparison"]
+    assert retrained.found_metrics == {job.name: False for job in jobs}  # retired first: the notebook trains again
+    assert all(runs.recorded_code_hash(job.run_dir) == "n3w" for job in jobs)
+    assert capsys.readouterr().out.count("made by other code (code hash 0ld, now n3w): training it again") == 2
+
+    jobs, comparison = make_jobs(tmp_path, data_dir, notebooks, code="n3w3r", keep=True)  # changed again, kept
+    kept = FakeExecutor(code="n3w3r")
+    results = paper.run_paper(jobs, comparison, schedulers.LocalScheduler(kept))
+    assert kept.calls == ["comparison"]  # it shows which runs predate the current code; no run trains
+    assert {states(results)[job.name] for job in jobs} == {schedulers.SKIPPED}
+    assert all(runs.recorded_code_hash(job.run_dir) == "n3w" for job in jobs)
+
+
+def test_paper_says_which_finished_runs_predate_the_code_and_what_becomes_of_them(tmp_path, data_dir, notebooks,
+                                                                                   capsys) -> None:
+    jobs, comparison = make_jobs(tmp_path, data_dir, notebooks, code="0ld")
+    paper.run_paper(jobs, comparison, schedulers.LocalScheduler(FakeExecutor(code="0ld")))
+    capsys.readouterr()
+    paper.say_stale(jobs, "0ld", keep=False)
+    assert capsys.readouterr().out == ""
+    paper.say_stale(jobs, "n3w", keep=False)
+    assert ("2 finished run(s) were made by other code than the current (code hash n3w) and train again "
+            "(KEEP_STALE=1 / --keep-stale keeps them)") in capsys.readouterr().out
+    paper.say_stale(jobs, "n3w", keep=True)
+    assert "2 finished run(s) predate the current code (code hash n3w) and are kept" in capsys.readouterr().out
 
 
 def test_a_changed_config_hash_reruns_that_run_and_the_comparison(tmp_path, data_dir, notebooks) -> None:
@@ -336,6 +387,99 @@ def test_the_command_wires_data_plan_scheduler_and_index(tmp_path, data_dir, not
     executor.fail.clear()
     assert cli.main(argv) == 0
     assert executor.calls[-2:] == ["poc58_baseline/convnext_tiny/holdout-holdout", "comparison"]
+
+
+def command_line(tmp_path: Path, data_dir: Path, notebooks: Path, executor: FakeExecutor, monkeypatch) -> list[str]:
+    """``paper``'s arguments for POCS on ``data_dir``, with ``executor`` instead of papermill."""
+    monkeypatch.setattr(paper, "execute_notebook", executor)
+    monkeypatch.setattr(paper, "ensure_kernel", lambda: None)
+    return ["paper", "--data", str(data_dir), "--pocs", *POCS, "--notebooks", str(notebooks),
+            "--runs-root", str(tmp_path / "runs"), "--paper-dir", str(tmp_path / "paper")]
+
+
+def test_the_command_applies_settings_to_every_run_and_to_its_comparison(tmp_path, data_dir, notebooks,
+                                                                         monkeypatch) -> None:
+    from heritage import cli
+
+    executor = FakeExecutor()
+    argv = command_line(tmp_path, data_dir, notebooks, executor, monkeypatch)
+    assert cli.main([*argv, "--set", "epochs=2", "grad_clip=0.5"]) == 0
+    assert executor.calls == ["dataset", *(f"{poc}/convnext_tiny/holdout-holdout" for poc in POCS), "comparison"]
+    for planned in run_configs.planned_configs("smoke", POCS, data_dir, tmp_path / "runs"):
+        written = config.RunConfig.from_yaml(config.run_dir(planned) / "config.yaml")
+        assert written == dataclasses.replace(planned, epochs=2, grad_clip=0.5)
+        assert written.config_hash() != planned.config_hash()  # the settings enter the hash
+    assert executor.parameters["comparison"]["settings"] == ["epochs=2", "grad_clip=0.5"]  # it plans the same runs
+    execution.check_parameters(paper.NOTEBOOKS_DIR / f"{COMPARISON_NOTEBOOK}.ipynb",  # the real template takes them
+                               executor.parameters["comparison"])
+
+    executor.calls.clear()
+    assert cli.main([*argv, "--set", "epochs=2", "grad_clip=0.5"]) == 0
+    assert executor.calls == []
+    assert cli.main(argv) == 0  # without them: other runs
+    assert executor.calls == [*(f"{poc}/convnext_tiny/holdout-holdout" for poc in POCS), "comparison"]
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    (["epoch=2"], r"--set epoch=2: .*unknown key 'epoch' \(did you mean 'epochs'\?\)"),
+    (["epochs=3", "image_size=48"], r"--set epochs=3 image_size=48: .*image_size: 48 does not suit encoder"),
+    (["epochs=0"], r"--set epochs=0: .*epochs: must be positive, got 0"),
+    (["fold=fold1"], r"override 'fold' cannot be used: the plan picks"),
+    (["data_dir=elsewhere"], r"--set data_dir=...: the paper takes it from --data / --data-dir"),
+    (["epochs"], r"override 'epochs' is not of the form key=value"),
+])
+def test_bad_settings_are_refused_in_one_line_before_anything_is_prepared(tmp_path, settings, message, monkeypatch,
+                                                                          capfd) -> None:
+    from heritage import cli
+
+    def refuse_to_prepare_data(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the data was being prepared")
+
+    monkeypatch.setattr(paper, "prepare_data", refuse_to_prepare_data)
+    argv = ["paper", "--data-dir", str(tmp_path / "data"), "--runs-root", str(tmp_path / "runs"),
+            "--paper-dir", str(tmp_path / "paper"), "--set", *settings]
+    assert cli.main(argv) == errors.EXIT_BAD_INPUT
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("heritage paper: ") and re.search(message, err), err
+    assert not any((tmp_path / name).exists() for name in ("data", "runs", "paper"))
+
+
+def test_the_command_keeps_runs_of_older_code_only_when_asked(tmp_path, data_dir, notebooks, monkeypatch,
+                                                              capsys) -> None:
+    from heritage import cli
+
+    executor = FakeExecutor(code="0ld")
+    argv = command_line(tmp_path, data_dir, notebooks, executor, monkeypatch)
+    monkeypatch.setattr(runs, "code_hash", lambda: "0ld")
+    assert cli.main(argv) == 0
+    index = tmp_path / "paper" / "index.html"
+    assert index.read_text().count("<td>current</td>") == 2
+
+    monkeypatch.setattr(runs, "code_hash", lambda: "n3w")  # the code changed
+    executor.code, executor.calls = "n3w", []
+    capsys.readouterr()
+    assert cli.main([*argv, "--keep-stale"]) == 0
+    assert executor.calls == ["comparison"]  # which runs predate the code is shown; none trains
+    assert "2 finished run(s) predate the current code (code hash n3w) and are kept" in capsys.readouterr().out
+    assert index.read_text().count("<td>predates the current code (0ld)</td>") == 2
+    assert "class='skipped stale'" in index.read_text()
+
+    executor.calls = []
+    assert cli.main(argv) == 0  # not kept: they train again
+    assert executor.calls == [*(f"{poc}/convnext_tiny/holdout-holdout" for poc in POCS), "comparison"]
+    assert "<td>predates" not in index.read_text() and index.read_text().count("<td>current</td>") == 2
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_paper_passes_set_and_keep_stale_on() -> None:
+    def paper_command(*variables: str) -> str:
+        done = subprocess.run(["make", "-n", "paper", *variables], cwd=run_configs.REPO_ROOT, capture_output=True,
+                              text=True, check=True)
+        return " ".join(done.stdout.replace("\\\n", " ").split())
+
+    assert paper_command("SET=pretrained=false epochs=2", "KEEP_STALE=1").endswith(
+        "--set pretrained=false epochs=2 --keep-stale")
+    assert "--set" not in paper_command() and "--keep-stale" not in paper_command("KEEP_STALE=0")
 
 
 def test_the_command_checks_every_template_before_executing_any(tmp_path, data_dir, notebooks, monkeypatch,

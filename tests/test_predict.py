@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,6 +21,7 @@ from heritage import cli
 from heritage.inference import damage_report, overlays, predict, scans
 from heritage.modeling import tiling
 from heritage.data import taxonomy
+from heritage.data.datasets import normalize_tiles
 
 CPU = torch.device("cpu")
 
@@ -58,6 +62,61 @@ class ConstantNet(nn.Module):
         b, _, h, w = x.shape
         return {"fine": self.logits.view(1, -1, 1, 1).expand(b, -1, h, w),
                 "binary": torch.zeros(b, 2, h, w)}
+
+
+class PositionalNet(PointwiseNet):
+    """PointwiseNet plus per-class ramps across the tile (left-right and top-bottom): its output depends on
+    where a pixel sits in the tile, so a flipped input does not give the flipped output."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        classes = taxonomy.NUM_CLASSES
+        across = torch.linspace(-2.0, 2.0, w).view(1, 1, 1, w) * torch.linspace(-1.0, 1.0, classes).view(1, -1, 1, 1)
+        down = torch.linspace(-1.5, 1.5, h).view(1, 1, h, 1) * torch.linspace(1.0, -1.0, classes).roll(3).view(1, -1, 1, 1)
+        return self.head(x) + across + down
+
+
+class FlipAveragedNet(nn.Module):
+    """A model whose softmax is ``model``'s flip-TTA average, written out with numpy's flips: its log-probabilities,
+    which the softmax of the sliding window turns back into those probabilities."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log(torch.from_numpy(flip_averaged(self.model, x.numpy())))
+
+
+def flip_averaged(model: nn.Module, batch: np.ndarray) -> np.ndarray:
+    """(identity + left-right + up-down) / 3 of softmax(model), each un-flipped, on a (B, C, H, W) batch."""
+    def probabilities(array: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return torch.softmax(model(torch.from_numpy(np.ascontiguousarray(array))), dim=1).numpy()
+
+    plain = probabilities(batch)
+    left_right = probabilities(batch[..., ::-1])[..., ::-1]
+    up_down = probabilities(batch[..., ::-1, :])[..., ::-1, :]
+    return (plain + left_right + up_down) / 3
+
+
+class ColourNet(nn.Module):
+    """Labels each pixel with the class of the nearest of a few reference colours (a per-pixel model, so a
+    scan shrunk by an integer factor along block edges and enlarged back keeps its labels exactly)."""
+
+    COLOURS = {"Clean": (200, 200, 200), "Peel": (230, 20, 20), "Dust": (20, 20, 230), "Stamp": (20, 150, 20)}
+
+    def __init__(self) -> None:
+        super().__init__()
+        colours = np.array(list(self.COLOURS.values()), np.uint8).reshape(1, 1, -1, 3)
+        self.register_buffer("reference", normalize_tiles(colours, CPU)[0, :, 0])  # (3, colours)
+        self.ids = [taxonomy.CLASS_IDS[name] for name in self.COLOURS]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        distance = ((x[:, :, None] - self.reference[None, :, :, None, None]) ** 2).sum(1)  # (B, colours, H, W)
+        logits = torch.full((x.shape[0], taxonomy.NUM_CLASSES, *x.shape[2:]), -1e4)
+        logits[:, self.ids] = -distance
+        return logits
 
 
 def random_image(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -172,12 +231,32 @@ def test_tiled_matches_whole_image_for_a_local_model_with_enough_overlap():
     assert (tiled.argmax(0) == whole.argmax(0)).mean() > 0.995
 
 
-def test_flip_tta_un_flips_its_predictions():
+def test_flip_tta_is_a_no_op_for_a_flip_equivariant_model():
     image = random_image(40, 50)
     plain = tiling.SlidingWindow(tile=32, overlap=0.25)
     flipped = tiling.SlidingWindow(tile=32, overlap=0.25, tta=True)
     np.testing.assert_allclose(tiled_probabilities(PointwiseNet(), image, flipped),
                                tiled_probabilities(PointwiseNet(), image, plain), atol=1e-5)
+
+
+def test_flip_tta_averages_each_tiles_un_flipped_predictions():
+    tiles = np.stack([random_image(32, 32, seed) for seed in (0, 1)])
+    model = PositionalNet()
+    expected = flip_averaged(model, normalize_tiles(tiles, CPU).numpy())
+    np.testing.assert_allclose(tiling.predict_tiles(model, tiles, tta=True, device=CPU).numpy(), expected,
+                               atol=1e-6)
+    plain = tiling.predict_tiles(model, tiles, tta=False, device=CPU).numpy()
+    assert np.abs(expected - plain).max() > 0.1  # for this model the flips change the probabilities
+
+
+def test_the_sliding_window_blends_the_flip_averaged_tiles():
+    image = random_image(40, 50)
+    plain = tiling.SlidingWindow(tile=32, overlap=0.25)
+    flipped = tiling.SlidingWindow(tile=32, overlap=0.25, tta=True)
+    averaged = tiled_probabilities(PositionalNet(), image, flipped)
+    np.testing.assert_allclose(averaged, tiled_probabilities(FlipAveragedNet(PositionalNet()), image, plain),
+                               atol=1e-5)
+    assert np.abs(averaged - tiled_probabilities(PositionalNet(), image, plain)).max() > 0.1
 
 
 @pytest.mark.parametrize("kind", tiling.WINDOWS)
@@ -339,6 +418,88 @@ def test_overlay_tints_damage_only():
     assert (out[0, 0] == 100).all() and (out[0, 2] == 100).all()  # Clean, Background untouched
     expected = (100 + np.asarray(taxonomy.PALETTE[1])) // 2
     np.testing.assert_array_equal(out[0, 1], expected)
+
+
+def written_outputs(out: Path, name: str) -> tuple[np.ndarray, pd.DataFrame, pd.Series]:
+    """A scan's mask.png, areas.csv (by class) and summary.csv row, as predict wrote them."""
+    mask = np.asarray(Image.open(out / name / "mask.png"))
+    areas = pd.read_csv(out / name / "areas.csv").set_index("class")
+    summary = pd.read_csv(out / "summary.csv", keep_default_na=False).set_index("image").loc[name]
+    return mask, areas, summary
+
+
+def assert_areas_and_summary_count(labels: np.ndarray, areas: pd.DataFrame, summary: pd.Series, dpi: float) -> None:
+    """areas.csv and the summary row say what ``labels`` holds: pixels, % of the artwork, mm² (hand-counted)."""
+    artwork = int((labels != taxonomy.IGNORE_INDEX).sum())
+    mm2_per_pixel = (25.4 / dpi) ** 2
+    for class_id, name in enumerate(taxonomy.CLASS_NAMES):
+        pixels = int((labels == class_id).sum())
+        assert areas.loc[name, "pixels"] == pixels, name
+        assert areas.loc[name, "percent_of_artwork"] == pytest.approx(100 * pixels / artwork, rel=1e-5), name
+        assert areas.loc[name, "area_mm2"] == pytest.approx(pixels * mm2_per_pixel, rel=1e-5), name
+        if name != "Clean":
+            assert summary[f"{name} %"] == pytest.approx(100 * pixels / artwork, rel=1e-5), name
+    background = int((labels == taxonomy.IGNORE_INDEX).sum())
+    assert areas.loc[taxonomy.BACKGROUND_NAME, "pixels"] == background
+    assert np.isnan(areas.loc[taxonomy.BACKGROUND_NAME, "percent_of_artwork"])
+    damaged = int(((labels != taxonomy.CLASS_IDS["Clean"]) & (labels != taxonomy.IGNORE_INDEX)).sum())
+    assert (summary["width"], summary["height"]) == (labels.shape[1], labels.shape[0])
+    assert summary["artwork_pixels"] == artwork and summary["error"] == ""
+    assert summary["damage %"] == pytest.approx(100 * damaged / artwork, rel=1e-5)
+    assert summary["damage mm2"] == pytest.approx(damaged * mm2_per_pixel, rel=1e-5)
+
+
+def test_the_written_outputs_hold_the_labels_of_a_constant_model(tmp_path):
+    rgba = np.dstack([random_image(90, 120), np.full((90, 120), 255, np.uint8)])
+    rgba[:, :30, 3] = 0  # transparent: Background in the mask, outside the percentages
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "scan.png")
+    out = tmp_path / "out"
+    # auto: 32 / 120 px, a factor that does not divide the scan; the constant map survives any resize
+    failures = predict.predict_inputs(ConstantNet(), 32, tmp_path / "scan.png", out, tiling.SlidingWindow(tile=32),
+                                      CPU, scale="auto", dpi=300, progress=False)
+    assert failures == []
+    mask, areas, summary = written_outputs(out, "scan")
+    predicted = taxonomy.CLASS_IDS["Scratch"]  # ConstantNet's largest logit
+    assert int(ConstantNet().logits.argmax()) == predicted
+    expected = np.full((90, 120), predicted, np.uint8)
+    expected[:, :30] = taxonomy.IGNORE_INDEX
+    np.testing.assert_array_equal(mask, expected)
+    assert areas.loc["Scratch", "pixels"] == 90 * 90 and areas.loc["Scratch", "percent_of_artwork"] == 100
+    assert summary["Scratch %"] == 100 and summary["damage %"] == 100 and summary["Peel %"] == 0
+    assert_areas_and_summary_count(expected, areas, summary, dpi=300)
+
+
+def colour_blocks() -> tuple[np.ndarray, np.ndarray]:
+    """A 96 x 128 RGBA scan of ColourNet's colours in blocks at multiples of 4 px, asymmetric in both axes
+    (a flipped or shifted label map differs), and the labels ColourNet gives it."""
+    labels = np.full((96, 128), taxonomy.CLASS_IDS["Clean"], np.uint8)
+    for name, rows, columns in (("Peel", slice(8, 40), slice(4, 60)), ("Dust", slice(60, 92), slice(100, 124)),
+                                ("Stamp", slice(0, 16), slice(112, 128)), ("Dust", slice(44, 48), slice(8, 12))):
+        labels[rows, columns] = taxonomy.CLASS_IDS[name]
+    palette = {taxonomy.CLASS_IDS[name]: colour for name, colour in ColourNet.COLOURS.items()}
+    rgba = np.zeros((96, 128, 4), np.uint8)
+    for class_id, colour in palette.items():
+        rgba[labels == class_id, :3] = colour
+    rgba[..., 3] = 255
+    rgba[84:96, 0:20, 3] = 0  # a transparent corner
+    labels[84:96, 0:20] = taxonomy.IGNORE_INDEX
+    return rgba, labels
+
+
+def test_a_shrunk_scan_is_labelled_and_resized_back_in_place(tmp_path):
+    rgba, expected = colour_blocks()
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "blocks.png")
+    out = tmp_path / "out"
+    # auto with a 32 px training size: longest side 128 -> 32, the model sees the scan at 1/4
+    failures = predict.predict_inputs(ColourNet(), 32, tmp_path / "blocks.png", out,
+                                      tiling.SlidingWindow(tile=32, overlap=0.5), CPU, scale="auto", dpi=254,
+                                      progress=False)
+    assert failures == []
+    assert "scale factor used</th><td>0.25<" in (out / "blocks" / "report.html").read_text()
+    mask, areas, summary = written_outputs(out, "blocks")
+    np.testing.assert_array_equal(mask, expected)  # every pixel: a flipped or shifted resize fails here
+    assert_areas_and_summary_count(expected, areas, summary, dpi=254)
+    assert summary["Peel %"] == pytest.approx(100 * 32 * 56 / (96 * 128 - 12 * 20), rel=1e-5)
 
 
 def write_image(path, array):
@@ -596,14 +757,74 @@ def test_a_damaged_checkpoint_is_one_line(tmp_path, capsys):
     assert len(err) == 1 and "checkpoint_best.pt: cannot read checkpoint" in err[0], err
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
-def test_an_unwritable_out_is_one_line(tmp_path):
+def refuse_writes_in(monkeypatch, folder: Path, code: int = errno.EROFS) -> None:
+    """Make creating a file directly in ``folder`` fail with ``code``, as a read-only mount or a folder
+    without write permission does (root bypasses the permission bits, so chmod cannot test this)."""
+    create = tempfile.mkstemp
+
+    def mkstemp(suffix=None, prefix=None, dir=None, text=False):
+        if dir is not None and Path(dir) == folder:
+            raise OSError(code, os.strerror(code), str(folder))
+        return create(suffix, prefix, dir, text)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES])
+def test_an_unwritable_out_is_one_line(tmp_path, monkeypatch, code):
     locked = tmp_path / "locked"
-    locked.mkdir(mode=0o555)
-    with pytest.raises(OSError, match=r"--out \S*maps: cannot be created: \S*locked is not writable"):
+    locked.mkdir()
+    refuse_writes_in(monkeypatch, locked, code)
+    reason = re.escape(os.strerror(code))
+    with pytest.raises(OSError, match=rf"--out \S*maps: cannot be created: \S*locked is not writable \({reason}\)"):
         predict.check_output_folder(locked / "maps")
-    with pytest.raises(OSError, match=r"--out \S*locked: is not writable"):
+    with pytest.raises(OSError, match=rf"--out \S*locked: is not writable \({reason}\)"):
         predict.check_output_folder(locked)
+    assert list(locked.iterdir()) == []
+    predict.check_output_folder(tmp_path / "elsewhere")  # other folders stay writable
+
+
+def test_the_cli_refuses_an_unwritable_out_before_the_model_loads(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint_best.pt").write_bytes(b"not a checkpoint")  # loading it would fail: the check comes first
+    write_image(tmp_path / "a.png", random_image(40, 40))
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    refuse_writes_in(monkeypatch, locked)
+    argv = ["predict", "--device", "cpu", "--run", str(run), "--input", str(tmp_path / "a.png"),
+            "--out", str(locked / "maps")]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.fullmatch(r"heritage predict: --out \S*maps: cannot be created: \S*locked is "
+                                          r"not writable \(Read-only file system\)", err[0]), err
+    assert list(locked.iterdir()) == []
+
+
+@pytest.fixture
+def read_only_mount(tmp_path):
+    """A real read-only tmpfs where this process may mount one (root with CAP_SYS_ADMIN), else a skip."""
+    import subprocess
+
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
+                             capture_output=True, text=True) if os.geteuid() == 0 else None
+    if mounted is None or mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN); "
+                    "test_an_unwritable_out_is_one_line covers the same check by fault injection")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True, capture_output=True)
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True, capture_output=True)
+
+
+def test_a_read_only_mount_as_out_is_one_line(read_only_mount):
+    with pytest.raises(OSError, match=r"--out \S*read-only: is not writable \(Read-only file system\)"):
+        predict.check_output_folder(read_only_mount)
+    with pytest.raises(OSError, match=r"--out \S*maps: cannot be created: \S*read-only is not writable"):
+        predict.check_output_folder(read_only_mount / "maps")
 
 
 def test_an_output_folder_taken_by_a_file_fails_that_scan_only(tmp_path):

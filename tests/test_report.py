@@ -16,7 +16,9 @@ from scipy import stats
 
 from heritage import errors, fileio, report
 from heritage.data import taxonomy
+from heritage.inference import overlays
 from heritage.report import design
+from heritage.training.runs import code_hash as current_code_hash
 
 FOLDS = ("fold0", "fold1", "fold2")
 # Flagship test mIoU per fold: MiT-B3 beats ConvNeXt by 0.10 +- 0.01 on every fold (a clear
@@ -38,9 +40,9 @@ def write_run(root: Path, poc: str, encoder: str, fold: str, miou: float, *, var
               protocol: str = "kfold", image_size: int = 64, architecture: str = "unet", loss: str = "dice",
               class_weights: str | None = None, absent: tuple[str, ...] = ("Burn marks",),
               config_hash: str | None = None, hierarchical: dict | None = None, all_clean: float = 0.06,
-              epochs: int = 6, pretrained: bool | None = False) -> Path:
+              epochs: int = 6, pretrained: bool | None = False, code_hash: str | None = None) -> Path:
     """A run folder holding ``metrics.json`` in the ARCHITECTURE.md schema (and ``config.yaml`` with
-    ``pretrained`` unless it is None)."""
+    ``pretrained`` unless it is None), made by the current code unless ``code_hash`` says otherwise."""
     poc_key = poc if variant is None else f"{poc}-{variant}"
     folder = root / poc_key / encoder / f"{protocol}-{fold}"
     per_class = {}
@@ -53,6 +55,7 @@ def write_run(root: Path, poc: str, encoder: str, fold: str, miou: float, *, var
         "architecture": architecture, "loss": loss, "class_weights": class_weights, "protocol": protocol,
         "fold": fold, "profile": "smoke", "seed": 42,
         "config_hash": config_hash or fake_hash(poc_key, encoder, protocol, fold),
+        "code_hash": code_hash or current_code_hash(),
         "image_size": image_size, "batch_size": 8, "lr": 2e-3, "epochs": epochs, "params_m": 30.0, "device": "cpu",
         "best_epoch": 5, "val": {"miou": miou},
         "test": {"miou": miou, "all_clean_miou": all_clean, "pixel_accuracy": 0.9, "n_images": 4, "per_class": per_class,
@@ -357,12 +360,34 @@ def test_no_table_states_a_verdict_the_rules_do_not_support(runs_root, planned, 
 
 def test_write_comparison_writes_tables_figures_and_provenance(runs_root, planned, tmp_path) -> None:
     paper = tmp_path / "paper"
-    provenance = report.write_comparison(report.build_comparison(runs_root, planned), paper, runs_root)
+    comparison = report.build_comparison(runs_root, planned)
+    provenance = report.write_comparison(comparison, paper, runs_root)
     for suffix in ("md", "tex", "csv"):
         assert (paper / "tables" / f"encoders_poc59v2_flagship.{suffix}").is_file()
-    for suffix in ("png", "pdf"):
-        assert (paper / "figures" / f"per_class_iou_heatmap.{suffix}").stat().st_size > 1000
-        assert (paper / "figures" / f"miou_vs_throughput.{suffix}").stat().st_size > 1000
+    for name in ("per_class_iou_heatmap", "miou_vs_throughput"):
+        assert_saved(comparison.figure(name), [paper / "figures" / f"{name}.{suffix}" for suffix in ("png", "pdf")])
+    # the heat map shows the per-class table's numbers: the settings as columns, the classes as rows
+    heatmap = comparison.figure("per_class_iou_heatmap").axes[0]
+    settings = [t.get_text() for t in heatmap.get_xticklabels()]
+    assert [t.get_text() for t in heatmap.get_yticklabels()] == list(taxonomy.CLASS_NAMES)
+    cells = pd.DataFrame(np.ma.filled(heatmap.collections[0].get_array(), np.nan).reshape(16, len(settings)),
+                         index=taxonomy.CLASS_NAMES, columns=settings)
+    assert cells.loc["Peel", "POC-5.9-v2 SegFormer MiT-B3"] == pytest.approx(100 * (np.mean(FLAGSHIP["mit_b3"]) + 0.01))
+    assert cells.loc["Burn marks"].isna().all()  # absent in every run: blank, labelled
+    table = pd.read_csv(paper / "tables" / "per_class_iou.csv", comment="#").set_index("class")
+    assert [f"{s} IoU (%)" for s in settings] == [c for c in table.columns if c.endswith("IoU (%)")]
+    numbers = table[[f"{s} IoU (%)" for s in settings]].apply(pd.to_numeric, errors="coerce")
+    np.testing.assert_allclose(cells.to_numpy(), numbers.to_numpy(), rtol=1e-3)  # the CSV rounds
+    # one point per setting with runs at (mean training images/s, mean test mIoU in %), named by its encoder
+    scatter = comparison.figure("miou_vs_throughput").axes[0]
+    points = sorted((text.get_text(), round(float(bars.lines[0].get_xdata()[0]), 6),
+                     round(float(bars.lines[0].get_ydata()[0]), 6))
+                    for text, bars in zip(scatter.texts, scatter.containers))
+    assert points == sorted([  # folds at 100, 200, 300 images/s; holdout runs at 50
+        ("ConvNeXt-Tiny", 200.0, 32.0), ("SegFormer MiT-B3", 200.0, 42.333333), ("MaxViT-Tiny", 200.0, 32.166667),
+        ("ConvNeXt-Tiny [dice_focal]", 200.0, 26.0), ("ConvNeXt-Tiny [res256]", 200.0, 21.0),
+        ("ConvNeXt-Tiny", 50.0, 21.0), ("Swin-Tiny", 50.0, 23.0), ("ConvNeXt-Tiny", 50.0, 20.0)])
+    assert (scatter.get_xlabel(), scatter.get_ylabel()) == ("training throughput (images/s)", "test mIoU (%)")
     csv = pd.read_csv(paper / "tables" / "encoders_poc59v2_flagship.csv", comment="#").set_index("encoder")
     # percent, as in the Markdown and LaTeX tables, with the unit in the header
     assert csv.loc["mit_b3", "miou_mean (%)"] == pytest.approx(100 * np.mean(FLAGSHIP["mit_b3"]))
@@ -419,15 +444,8 @@ def test_the_banner_names_profile_data_weights_epochs_and_the_baseline(tmp_path:
     assert "1 of 7 runs beat their all-Clean baseline" in mixed.text
 
 
-def test_every_table_and_figure_written_carries_the_banner(runs_root, planned, tmp_path) -> None:
-    data = metadata_folder(tmp_path / "data", ["syn0000000000000000000001"])
-    paper = tmp_path / "paper"
-    comparison = report.build_comparison(runs_root, planned, data_dir=data, profile="smoke")
-    provenance = report.write_comparison(comparison, paper, runs_root)
-    banner = comparison.banner.text
-    assert banner.startswith("Provenance: smoke profile; data: synthetic stand-in (metadata.csv sha256 ")
-    assert "trained from scratch; 6 epochs; 18 of 18 runs beat their all-Clean baseline." in banner
-    assert provenance["banner"]["text"] == banner and provenance["banner"]["profile"] == "smoke"
+def assert_every_artefact_carries(banner: str, comparison: report.Comparison, provenance: dict, paper: Path) -> None:
+    """Every table file (md, tex, csv, html), every figure's footer and the index's banner show ``banner``."""
     tables = sorted(name for name in provenance["artefacts"] if name.startswith("tables/"))
     assert len(tables) == 4 * len(comparison.tables)  # md, tex, csv and the index page's html fragment
     for name in tables:
@@ -438,14 +456,50 @@ def test_every_table_and_figure_written_carries_the_banner(runs_root, planned, t
             assert f"> {banner}" in text, name
         elif name.endswith(".html"):
             assert f"<span class='banner'>{banner}</span>" in text and "<table" in text, name
-        else:  # the banner has no LaTeX special characters: it stands as is in the caption
+        else:  # the caption holds it LaTeX-escaped (run names have underscores)
             caption = next(line for line in text.splitlines() if line.startswith(r"\caption{"))
-            assert banner in caption, name
+            assert report.latex_text(banner) in caption, name
     for name, (fig, _, _) in comparison.figures.items():
         assert report.footer_text(fig) == banner, name
         assert sum(t.get_gid() == "provenance-footer" for t in fig.texts) == 1  # written once, not per save
     assert "provenance-footer" not in report.banner_html(paper) and banner in report.banner_html(paper)
+
+
+def test_every_table_and_figure_written_carries_the_banner(runs_root, planned, tmp_path) -> None:
+    data = metadata_folder(tmp_path / "data", ["syn0000000000000000000001"])
+    paper = tmp_path / "paper"
+    comparison = report.build_comparison(runs_root, planned, data_dir=data, profile="smoke")
+    provenance = report.write_comparison(comparison, paper, runs_root)
+    banner = comparison.banner.text
+    assert banner.startswith("Provenance: smoke profile; data: synthetic stand-in (metadata.csv sha256 ")
+    assert "trained from scratch; 6 epochs; 18 of 18 runs beat their all-Clean baseline." in banner
+    assert provenance["banner"]["text"] == banner and provenance["banner"]["profile"] == "smoke"
+    assert_every_artefact_carries(banner, comparison, provenance, paper)
     assert report.banner_html(tmp_path / "nowhere") == ""
+    assert comparison.banner.stale_runs == () and "predate" not in banner
+
+
+def test_runs_kept_from_older_code_are_named_in_every_table_figure_and_the_index(runs_root, planned, tmp_path) -> None:
+    older = [write_run(runs_root, "poc58_baseline", "swin_tiny", "holdout", 0.23, protocol="holdout",
+                       code_hash="0123456789abcdef"),
+             write_run(runs_root, "poc59v2_flagship", "mit_b3", "fold1", FLAGSHIP["mit_b3"][1],
+                       class_weights="inverse_sqrt_log_scaled", code_hash="0123456789abcdef")]
+    paper = tmp_path / "paper"
+    comparison = report.build_comparison(runs_root, planned, profile="smoke")
+    provenance = report.write_comparison(comparison, paper, runs_root)
+    names = sorted(folder.relative_to(runs_root).as_posix() for folder in older)
+    assert sorted(comparison.banner.stale_runs) == names == sorted(provenance["banner"]["stale_runs"])
+    banner = comparison.banner.text
+    assert (f"2 of 18 runs predate the current code (code hash {current_code_hash()}) and were kept, not retrained: "
+            f"{', '.join(comparison.banner.stale_runs)}.") in banner
+    assert_every_artefact_carries(banner, comparison, provenance, paper)
+    assert (f"This run (poc58_baseline/swin_tiny/holdout-holdout) predates the current code (code hash "
+            f"{current_code_hash()}): kept, not retrained." in report.run_banner(older[0]).text)  # predict, gallery
+    assert "predates" not in report.run_banner(runs_root / "poc58_baseline" / "convnext_tiny" / "holdout-holdout").text
+    many = report.Banner("full", "ARTeFACT", None, "ImageNet-pretrained encoders", "50", 9, 9, 9, code_hash="c0de",
+                         stale_runs=tuple(f"run{i}" for i in range(9)))
+    assert "All 9 runs predate the current code (code hash c0de) and were kept, not retrained: run0, run1, run2, " \
+           "run3, run4, run5 and 3 more (provenance.json lists them)." in many.text
 
 
 def test_latex_tables_are_ascii_right_aligned_and_escaped(runs_root, planned) -> None:
@@ -501,6 +555,22 @@ def test_planned_runs_from_the_real_plan(data_dir: Path) -> None:
 # -- one run and the data ----------------------------------------------------------------------------
 
 
+def assert_saved(fig, paths: list[Path]) -> None:
+    """save_figure wrote ``fig`` as a one-page PDF and a PNG of the same page at 150 dpi: the figure's size, or
+    with a provenance footer the tight box around figure and footer."""
+    from PIL import Image
+
+    png, pdf = paths
+    data = pdf.read_bytes()
+    assert data.startswith(b"%PDF") and len(re.findall(rb"/Type\s*/Page(?!s)", data)) == 1
+    [box] = re.findall(rb"/MediaBox\s*\[\s*0 0 ([\d.]+) ([\d.]+)\s*\]", data)  # in points, 72 per inch
+    page = np.array([float(v) for v in box]) / 72
+    if report.footer_text(fig) is None:
+        np.testing.assert_allclose(page, [fig.get_figwidth(), fig.get_figheight()])
+    with Image.open(png) as image:
+        np.testing.assert_allclose(image.size, page * 150, atol=1.5)
+
+
 def test_run_panels_from_a_run_folder(runs_root: Path, tmp_path: Path) -> None:
     metrics = report.load_metrics(runs_root / "poc55_multitask/convnext_tiny/holdout-holdout/metrics.json")
     results = report.results_table(metrics).set_index("quantity")["value"]
@@ -508,9 +578,48 @@ def test_run_panels_from_a_run_folder(runs_root: Path, tmp_path: Path) -> None:
     assert results["test mIoU of predicting Clean everywhere (%)"] == "6.00"
     history = pd.DataFrame({"epoch": [1, 2], "train_loss": [1.0, 0.8], "lr": [1e-3, 1e-4], "val_miou": [0.1, 0.2],
                             "val_binary_miou": [0.5, 0.6], "images_per_s": [10.0, 11.0]})
-    for fig in (report.plot_history(history), report.plot_per_class_iou(metrics),
-                report.plot_confusion(report.confusion_matrix(metrics))):
-        assert report.save_figure(fig, tmp_path / "fig")[0].stat().st_size > 1000
+    curves = report.plot_history(history)
+    plotted = [[(line.get_label(), line.get_xdata().tolist(), line.get_ydata().tolist()) for line in ax.lines]
+               for ax in curves.axes]
+    assert plotted == [[("_child0", [1, 2], [1.0, 0.8])],
+                       [("fine", [1, 2], [10.0, 20.0]), ("binary", [1, 2], [50.0, 60.0])],  # percent
+                       [("_child0", [1, 2], [1e-3, 1e-4])],
+                       [("_child0", [1, 2], [10.0, 11.0])]]
+    assert [ax.get_title() for ax in curves.axes] == ["training loss", "validation mIoU (%)",
+                                                      "learning rate (end of epoch)", "training images/s"]
+    assert {ax.get_xlabel() for ax in curves.axes} == {"epoch"}
+
+    bars = report.plot_per_class_iou(metrics)
+    ax = bars.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(taxonomy.CLASS_NAMES)
+    # write_run: IoU 0.20 + 0.01 (i % 3) - 0.01 for class i, Burn marks absent (no bar, labelled)
+    widths = [bar.get_width() for bar in ax.patches]
+    expected = [0.0 if name == "Burn marks" else 100 * (0.19 + 0.01 * (i % 3))
+                for i, name in enumerate(taxonomy.CLASS_NAMES)]
+    np.testing.assert_allclose(widths, expected)
+    np.testing.assert_allclose([bar.get_facecolor()[:3] for bar in ax.patches], np.asarray(taxonomy.PALETTE) / 255)
+    assert [t.get_text() for t in ax.texts][13:16] == ["20.0", report.ABSENT, "19.0"]  # Puncture, Burn marks, Lightleak
+    assert ax.get_xlabel() == "test IoU (%)" and "mIoU 20.00%" in ax.get_title()
+
+    matrix = np.zeros((taxonomy.NUM_CLASSES, taxonomy.NUM_CLASSES))
+    matrix[0, :2] = [900, 100]  # Clean: 90 % recall, 10 % called Material loss
+    matrix[1, :2] = [50, 150]  # Material loss: 25 % called Clean, 75 % recall
+    matrix[3, 3] = 1  # Dust, one pixel, all right; every other class has no test pixel
+    heatmap = report.plot_confusion(matrix)
+    ax = heatmap.axes[0]
+    shown = np.ma.filled(ax.collections[0].get_array(), np.nan).reshape(matrix.shape)
+    expected = np.full(matrix.shape, np.nan)
+    expected[0, :] = expected[1, :] = expected[3, :] = 0.0
+    expected[0, :2], expected[1, :2], expected[3, 3] = [90, 10], [25, 75], 100
+    np.testing.assert_allclose(shown, expected)  # rows without pixels blank (NaN)
+    assert [t.get_text() for t in ax.get_yticklabels()][:4] == [
+        "Clean (1000 px)", "Material loss (200 px)", "Peel (0 px)", "Dust (1 px)"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(taxonomy.CLASS_NAMES)
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("predicted class", "true class (its test pixels)")
+    annotations = [t.get_text() for t in ax.texts if t.get_text()]
+    assert sorted(annotations) == sorted(["90", "10", "25", "75", "100"])
+    for fig in (curves, bars, heatmap):
+        assert_saved(fig, report.save_figure(fig, tmp_path / "fig"))
     del metrics["test"]["confusion_matrix"]
     assert report.confusion_matrix(metrics) is None
 
@@ -535,9 +644,43 @@ def test_dataset_views(data_dir: Path, tmp_path: Path) -> None:
     balance = report.split_balance(data_dir, "kfold")
     assert set(balance.index.get_level_values("part")) == {"train", "val", "test"}
     assert (balance["total"] == balance.drop(columns="total").sum(axis=1)).all()
-    for fig in (report.plot_class_shares(shares), report.plot_material_content(dataset),
-                report.plot_examples(data_dir, ids), report.plot_split_balance(balance, "kfold")):
-        assert report.save_figure(fig, tmp_path / "fig")[0].stat().st_size > 1000
+    shares_fig = report.plot_class_shares(shares)
+    ax = shares_fig.axes[0]
+    heights = np.array([bar.get_height() for bar in ax.patches]).reshape(2, -1)  # this folder's bars, then ARTeFACT's
+    np.testing.assert_allclose(heights, 100 * shares[["share_here", "share_artefact"]].to_numpy().T)
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(taxonomy.CLASS_NAMES)
+    assert ax.get_yscale() == "log" and ax.get_ylabel() == "% of labelled pixels (log)"
+
+    grid_fig = report.plot_material_content(dataset)
+    ax = grid_fig.axes[0]
+    counts = metadata[metadata["transform"] == datafolder.IDENTITY].groupby(["material", "content"]).size()
+    rows = [t.get_text() for t in ax.get_yticklabels()]
+    columns = [t.get_text() for t in ax.get_xticklabels()]
+    shown = np.asarray(ax.collections[0].get_array()).reshape(len(rows), len(columns))
+    assert shown.sum() == counts.sum() == dataset["total_samples"]  # every original image once
+    assert {(r, c): int(shown[i, j]) for i, r in enumerate(rows) for j, c in enumerate(columns) if shown[i, j]} == {
+        key: int(n) for key, n in counts.items()}
+
+    examples_fig = report.plot_examples(data_dir, ids)
+    for row, sample_id in zip(np.reshape(examples_fig.axes, (len(ids), 3)), ids):
+        image = fileio.read_rgb(datafolder.image_path(data_dir, sample_id))
+        mask = fileio.read_mask(datafolder.annotation_path(data_dir, sample_id))
+        for ax, picture in zip(row, (image, overlays.overlay(image, mask), taxonomy.mask_to_rgb(mask))):
+            np.testing.assert_array_equal(np.asarray(ax.images[0].get_array()), picture)
+        assert [ax.get_title() for ax in row] == [sample_id, "damage overlay", "mask (Clean black)"]
+    present = set().union(*(np.unique(fileio.read_mask(datafolder.annotation_path(data_dir, i))).tolist() for i in ids))
+    assert [t.get_text() for t in examples_fig.legends[0].get_texts()] == [
+        item.label for item in overlays.legend_items(present)]
+
+    balance_fig = report.plot_split_balance(balance, "kfold")
+    ax = balance_fig.axes[0]
+    expected = balance.drop(columns="total").div(balance["total"], axis=0) * 100
+    heights = np.array([bar.get_height() for bar in ax.patches]).reshape(expected.shape[1], expected.shape[0])
+    np.testing.assert_allclose(heights.T, expected.to_numpy())  # one stack of bars per material
+    np.testing.assert_allclose(heights.sum(axis=0), 100)  # each (fold, part) is all its images
+    assert [t.get_text() for t in balance_fig.legends[0].get_texts()] == list(expected.columns)
+    for fig in (shares_fig, grid_fig, examples_fig, balance_fig):
+        assert_saved(fig, report.save_figure(fig, tmp_path / "fig"))
 
 
 def test_a_plan_without_runs_gives_tables_of_no_run(tmp_path: Path, planned: pd.DataFrame) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,64 @@ def test_the_run_folder_module_imports_without_torch():
 
     code = "import sys, heritage.training.runs; assert 'torch' not in sys.modules, 'runs imported torch'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def copy_package(root: Path) -> Path:
+    """A copy of the heritage package's sources under ``root``, its files' mtimes set to now."""
+    copy = Path(shutil.copytree(runs.PACKAGE_ROOT, root / "heritage", ignore=shutil.ignore_patterns("__pycache__")))
+    for path in copy.rglob("*"):
+        path.touch()
+    return copy
+
+
+def test_the_code_hash_is_the_training_packages_content_wherever_and_whenever_they_are(tmp_path):
+    installed = runs.hash_code(runs.PACKAGE_ROOT)
+    assert runs.code_hash() == installed and re.fullmatch(r"[0-9a-f]{16}", installed)
+    copy = copy_package(tmp_path / "checkout")  # another checkout, other mtimes, with caches and editor files
+    (copy / "training" / "__pycache__").mkdir()
+    (copy / "training" / "__pycache__" / "train.cpython-311.pyc").write_bytes(b"\0")
+    (copy / "data" / ".#ingest.py").write_text("an editor's lock file")
+    assert runs.hash_code(copy) == installed
+
+    for shown in ("report/tables.py", "pipeline/paper.py", "inference/predict.py", "configs/poc58_baseline.yaml"):
+        (copy / shown).write_text((copy / shown).read_text() + "\n# shows runs, does not make them\n")
+    assert runs.hash_code(copy) == installed  # report/, pipeline/: no run trains again
+    for package in runs.CODE_PACKAGES:
+        edited = copy / package / "__init__.py"
+        before = edited.read_text()
+        edited.write_text(before + "\n# changed\n")
+        assert runs.hash_code(copy) != installed, package
+        edited.write_text(before)
+    (copy / "data" / "synthetic" / "render.py").write_text("")  # a subpackage counts too
+    assert runs.hash_code(copy) != installed
+    shutil.copy(runs.PACKAGE_ROOT / "data" / "synthetic" / "render.py", copy / "data" / "synthetic" / "render.py")
+    assert runs.hash_code(copy) == installed
+    (copy / "modeling" / "extra.py").write_text("")  # a new module, even empty
+    assert runs.hash_code(copy) != installed
+    (copy / "modeling" / "extra.py").rename(copy / "modeling" / "other.py")
+    renamed = runs.hash_code(copy)
+    assert renamed != installed
+    (copy / "modeling" / "other.py").unlink()
+    assert runs.hash_code(copy) == installed
+
+
+def test_a_stale_run_is_retired_and_a_current_one_kept(tmp_path):
+    from heritage import fileio
+
+    fileio.write_json(tmp_path / runs.METRICS_FILE, {"config_hash": "c", "code_hash": "n3w"})
+    assert runs.recorded_code_hash(tmp_path) == "n3w"
+    assert runs.retire_stale(tmp_path, "n3w") is None and (tmp_path / runs.METRICS_FILE).is_file()
+    assert runs.retire_stale(tmp_path, "n3w3r") == "n3w" and not (tmp_path / runs.METRICS_FILE).exists()
+    assert runs.retire_stale(tmp_path, "n3w3r") is None and runs.recorded_code_hash(tmp_path) is None
+    fileio.write_json(tmp_path / runs.METRICS_FILE, {"config_hash": "c"})  # made before code hashes were recorded
+    assert runs.retire_stale(tmp_path, "n3w") == "not recorded"
+
+    # an unfinished run: its resume state goes when its last start ran other code, and stays otherwise
+    for name in runs.RESUME_CHECKPOINTS:
+        (tmp_path / name).write_bytes(b"state")
+    fileio.write_json(tmp_path / runs.ENVIRONMENT_FILE, {"code_hash": "n3w"})
+    assert runs.retire_stale(tmp_path, "n3w") is None
+    assert all((tmp_path / name).is_file() for name in runs.RESUME_CHECKPOINTS)
+    assert runs.retire_stale(tmp_path, "n3w3r") == "n3w"
+    assert not any((tmp_path / name).exists() for name in runs.RESUME_CHECKPOINTS)
+    assert (tmp_path / runs.ENVIRONMENT_FILE).is_file()  # the record of that start stays

@@ -113,6 +113,7 @@ def test_the_run_folder_holds_every_documented_file(smoke_run):
     environment = json.loads((folder / runs.ENVIRONMENT_FILE).read_text())
     assert environment["packages"]["torch"] and environment["python"]
     assert {"device", "hostname", "git_commit", "slurm", "python"} <= set(environment)
+    assert environment["code_hash"] == result["code_hash"] == runs.code_hash()  # the code that made the run
     history = (folder / runs.HISTORY_FILE).read_text().splitlines()
     assert len(history) == 1 + config.epochs and history[0].startswith("epoch,train_loss,lr")
     assert json.loads((folder / runs.CLASS_WEIGHTS_FILE).read_text())["method"] == config.class_weights
@@ -147,7 +148,7 @@ def test_metrics_follow_the_documented_schema(smoke_run):
     assert test["all_clean_miou"] == pytest.approx(all_clean_miou(config))
 
 
-def test_is_complete_compares_the_config_hash(smoke_run):
+def test_is_complete_compares_the_config_hash_and_given_one_the_code_hash(smoke_run):
     config, _ = smoke_run
     folder = run_dir(config)
     assert runs.is_complete(folder, config)
@@ -155,6 +156,7 @@ def test_is_complete_compares_the_config_hash(smoke_run):
                                                               "epochs": config.epochs + 1})
     assert not runs.is_complete(folder, changed)
     assert not runs.is_complete(folder.parent / "elsewhere", config)
+    assert runs.is_complete(folder, config, runs.code_hash()) and not runs.is_complete(folder, config, "0ther")
 
 
 def _args(*words: str) -> argparse.Namespace:

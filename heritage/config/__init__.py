@@ -35,7 +35,7 @@ Modules: :mod:`~heritage.config.run_config` (:class:`RunConfig`, its validation,
 """
 
 from heritage.config.poc_files import available_pocs, load_poc, poc_encoders, poc_path
-from heritage.config.resolve import load_run_config, manifest_folds, parse_overrides, plan
+from heritage.config.resolve import load_run_config, manifest_folds, parse_overrides, plan, plan_settings
 from heritage.config.run_config import (AMP_MODES, CHANNELS_LAST_MODES, DEFAULT_DATA_DIRS, DEFAULT_RUNS_ROOT,
                                         DERIVED_KEYS, NATIVE, PATH_FIELDS, PROFILES, SAFE_NAME, SAMPLING_MODES,
                                         SELECTION_FIELDS, UNHASHED_FIELDS, ConfigError, RunConfig,
@@ -44,4 +44,4 @@ from heritage.config.run_config import (AMP_MODES, CHANNELS_LAST_MODES, DEFAULT_
 __all__ = ["AMP_MODES", "CHANNELS_LAST_MODES", "DEFAULT_DATA_DIRS", "DEFAULT_RUNS_ROOT", "DERIVED_KEYS", "NATIVE",
            "PATH_FIELDS", "PROFILES", "SAFE_NAME", "SAMPLING_MODES", "SELECTION_FIELDS", "UNHASHED_FIELDS",
            "ConfigError", "RunConfig", "available_pocs", "data_fingerprint", "load_poc", "load_run_config",
-           "manifest_folds", "parse_overrides", "plan", "poc_encoders", "poc_path", "run_dir"]
+           "manifest_folds", "parse_overrides", "plan", "plan_settings", "poc_encoders", "poc_path", "run_dir"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping, NamedTuple
 
 import yaml
 
@@ -37,6 +37,32 @@ def load_run_config(
     and contradicting the argument is an error. Asking for the POC's ``main_variant`` gives the main
     configuration (variant None).
     """
+    values = _resolve(poc, profile, encoder, fold, variant, overrides)
+    fold = values.pop("fold")
+    poc, profile = values["poc"], values["profile"]
+    source = str(poc_path(poc))
+    values.setdefault("data_dir", DEFAULT_DATA_DIRS[profile])
+    protocol = values.get("protocol", RunConfig.protocol)
+    from heritage.data import splits
+
+    try:
+        _require_choice("protocol", protocol, splits.ALL_PROTOCOLS)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    folds = manifest_folds(values["data_dir"], protocol, required=False)
+    if fold is None:
+        fold = folds[0] if folds else _default_fold(protocol, source)
+    elif folds and fold not in folds:
+        raise ConfigError(f"{source}: unknown fold {fold!r} for protocol {protocol!r}; "
+                          f"the manifest has {', '.join(folds)}")
+    values["fold"] = fold
+    return RunConfig.from_dict(values, source=f"{source} (profile {profile})")
+
+
+def _resolve(poc: str, profile: str | None, encoder: str | None, fold: str | None, variant: str | None,
+             overrides: Mapping[str, Any] | Iterable[str] | None) -> dict[str, Any]:
+    """The field values of one run from the POC file's layers and the overrides, checked key by key, with
+    ``fold`` as chosen (None when neither the argument nor an override gives one); reads no data folder."""
     overrides = parse_overrides(overrides)
     chosen = {"poc": poc, "profile": profile, "encoder": encoder, "variant": variant, "fold": fold}
     for name in SELECTION_FIELDS:
@@ -92,23 +118,8 @@ def load_run_config(
     for where, layer in layers:
         _check_keys(layer, f"{source}: {where}")
         values.update(layer)
-    values.update(poc=poc, encoder=encoder, variant=variant, profile=profile)
-    values.setdefault("data_dir", DEFAULT_DATA_DIRS[profile])
-    protocol = values.get("protocol", RunConfig.protocol)
-    from heritage.data import splits
-
-    try:
-        _require_choice("protocol", protocol, splits.ALL_PROTOCOLS)
-    except ConfigError as err:
-        raise ConfigError(f"{source}: {err}") from None
-    folds = manifest_folds(values["data_dir"], protocol, required=False)
-    if fold is None:
-        fold = folds[0] if folds else _default_fold(protocol, source)
-    elif folds and fold not in folds:
-        raise ConfigError(f"{source}: unknown fold {fold!r} for protocol {protocol!r}; "
-                          f"the manifest has {', '.join(folds)}")
-    values["fold"] = fold
-    return RunConfig.from_dict(values, source=f"{source} (profile {profile})")
+    values.update(poc=poc, encoder=encoder, variant=variant, profile=profile, fold=fold)
+    return values
 
 
 def parse_overrides(overrides: Mapping[str, Any] | Iterable[str] | None) -> dict[str, Any]:
@@ -141,14 +152,46 @@ def plan(profile: str = "smoke", pocs: Iterable[str] | None = None,
     (in file order), then encoders (file order), then folds (manifest order). Folds are read from
     ``<data_dir>/splits/<protocol>.json``, which must exist.
     """
-    extra = parse_overrides(overrides)
-    selecting = [key for key in extra if key in SELECTION_FIELDS]
-    if selecting:  # the plan picks these itself: an override of them would be replaced, so refuse it
-        raise ConfigError(f"plan: override {selecting[0]!r} cannot be used: the plan picks poc, profile, "
-                          "encoder, variant and fold itself (profiles.<profile>.plan in the POC file)")
+    extra = _plan_overrides(overrides)
     if data_dir is not None:
         extra["data_dir"] = str(data_dir)
     configs: list[RunConfig] = []
+    for cell in _planned_cells(profile, pocs):
+        base = load_run_config(cell.poc, profile, encoder=cell.encoder, variant=cell.variant, overrides=extra)
+        folds = manifest_folds(base.data_dir, base.protocol, required=True)
+        for fold in _pick(_plan_folds(cell.folds, base.protocol), folds, f"{cell.poc}: plan.folds"):
+            configs.append(dataclasses.replace(base, fold=fold))
+    return configs
+
+
+def plan_settings(profile: str = "smoke", pocs: Iterable[str] | None = None,
+                  overrides: Mapping[str, Any] | Iterable[str] | None = None) -> list[RunConfig]:
+    """The settings of every (poc, variant, encoder) the profile plans, in :func:`plan`'s order, resolved and
+    validated without reading a data folder: what ``paper`` checks before it prepares the data (the
+    overrides' keys and values, the encoders that need pretrained weights).
+
+    Their ``fold`` and ``data_dir`` are RunConfig's defaults, not the plan's: the runs are :func:`plan`'s.
+    """
+    extra = _plan_overrides(overrides)
+    settings = []
+    for cell in _planned_cells(profile, pocs):
+        values = _resolve(cell.poc, profile, cell.encoder, None, cell.variant, extra)
+        del values["fold"]
+        settings.append(RunConfig.from_dict(values, source=f"{poc_path(cell.poc)} (profile {profile})"))
+    return settings
+
+
+class _Cell(NamedTuple):
+    """One (poc, variant, encoder) of a plan, with the POC's ``plan.folds`` entry."""
+
+    poc: str
+    variant: str | None
+    encoder: str
+    folds: Any
+
+
+def _planned_cells(profile: str, pocs: Iterable[str] | None) -> Iterator[_Cell]:
+    """The plan's cells in its order: POCs as given (default: all), main configuration then variants, encoders."""
     for poc in (list(pocs) if pocs is not None else available_pocs()):
         spec = load_poc(poc)
         wanted = (spec["profiles"].get(profile) or {}).get("plan") or {}
@@ -157,12 +200,17 @@ def plan(profile: str = "smoke", pocs: Iterable[str] | None = None,
         for variant in [None, *variants]:
             allowed = list(spec["encoders"]) if variant is None else _variant_encoders(spec, variant)
             for encoder in [e for e in encoders if e in allowed]:
-                base = load_run_config(poc, profile, encoder=encoder, variant=variant, overrides=extra)
-                folds = manifest_folds(base.data_dir, base.protocol, required=True)
-                for fold in _pick(_plan_folds(wanted.get("folds", "all"), base.protocol), folds,
-                                  f"{poc}: plan.folds"):
-                    configs.append(dataclasses.replace(base, fold=fold))
-    return configs
+                yield _Cell(poc, variant, encoder, wanted.get("folds", "all"))
+
+
+def _plan_overrides(overrides: Mapping[str, Any] | Iterable[str] | None) -> dict[str, Any]:
+    """A plan's overrides, refusing the fields the plan picks itself (they would be replaced)."""
+    extra = parse_overrides(overrides)
+    selecting = [key for key in extra if key in SELECTION_FIELDS]
+    if selecting:
+        raise ConfigError(f"plan: override {selecting[0]!r} cannot be used: the plan picks poc, profile, "
+                          "encoder, variant and fold itself (profiles.<profile>.plan in the POC file)")
+    return extra
 
 
 def manifest_folds(data_dir: str | os.PathLike, protocol: str, required: bool) -> list[str]:

@@ -4,7 +4,8 @@
 Every encoder comes from segmentation-models-pytorch: SegFormer's Mix Transformer is SMP's own
 ``mit_b3``, the others are timm models behind SMP's universal ``tu-`` encoder, which already turns
 timm's channels-last transformer features into the NCHW pyramid the decoders expect. All timm names
-carry their pretrained tag, so every encoder starts from ImageNet-1k weights.
+carry their pretrained tag, so every encoder starts from ImageNet-1k weights (which file each loads, and
+fetching them ahead of time: :mod:`heritage.modeling.pretrained_weights`).
 
 Window-attention encoders (Swin, MaxViT, CoAtNet) fix their attention geometry from ``img_size``
 when they are built; they then take inputs of exactly that size. The window is ``image_size // 32``
@@ -28,17 +29,12 @@ only with batches of at least 2 samples (train loaders should drop a last batch 
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 import safetensors.torch
 import segmentation_models_pytorch as smp
-import timm
 import torch
-from huggingface_hub import constants as hub_constants
-from huggingface_hub import hf_hub_download, try_to_load_from_cache
 from segmentation_models_pytorch.base import SegmentationHead
 from segmentation_models_pytorch.base.initialization import initialize_decoder, initialize_head
 from segmentation_models_pytorch.base.modules import Conv2dReLU
@@ -46,7 +42,7 @@ from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoderBlock
 from torch import nn
 
 from heritage import errors
-from heritage.modeling import registry
+from heritage.modeling import pretrained_weights, registry
 from heritage.data import taxonomy
 
 # The registry's names (heritage.modeling.registry, importable without torch) are re-exported here.
@@ -57,12 +53,6 @@ EncoderSpec, encoder_spec, check_image_size = registry.EncoderSpec, registry.enc
 UPERNET_OUTPUT_STRIDE = 4
 # Channels of UnetWithInputSkips' input stem at full and half resolution.
 INPUT_SKIP_CHANNELS = (16, 32)
-# Seconds the pretrained-weights check waits for the Hub before reporting it unreachable.
-HUB_TIMEOUT_S = 5.0
-
-
-class PretrainedWeightsUnavailable(errors.HeritageError, RuntimeError):
-    """ImageNet weights are neither in the local Hugging Face cache nor downloadable."""
 
 
 class HierarchicalUPerNet(smp.UPerNet):
@@ -153,7 +143,7 @@ def build_model(architecture: str, encoder: str, num_classes: int = taxonomy.NUM
     check_image_size(encoder, image_size)
     if num_classes < 2:
         raise errors.InputError(f"num_classes must be at least 2, got {num_classes}")
-    weights_path = require_pretrained_weights(encoder) if pretrained else None
+    weights_path = pretrained_weights.require_pretrained_weights(encoder) if pretrained else None
     kwargs = spec.encoder_kwargs(image_size)
     timm_weights: bool | None = None  # SMP's switch for ``tu-`` encoders
     if weights_path is not None and spec.is_timm:
@@ -196,52 +186,6 @@ def _input_size_guard(spec: EncoderSpec, image_size: int) -> Callable[[nn.Module
             )
 
     return check
-
-
-def _weights_location(spec: EncoderSpec) -> tuple[str, str | None, str]:
-    """(Hub repo, revision, weights file) that timm or SMP would download for ``spec``."""
-    if spec.is_timm:
-        return timm.models.get_pretrained_cfg(spec.smp_name[3:]).hf_hub_id, None, "model.safetensors"
-    settings = smp.encoders.encoders[spec.smp_name]["pretrained_settings"]["imagenet"]
-    return settings["repo_id"], settings["revision"], "model.safetensors"
-
-
-def require_pretrained_weights(encoder: str) -> str:
-    """Path of the encoder's ImageNet weights in the Hugging Face cache, downloading them if needed.
-
-    A cached file is used without touching the network. Otherwise this fails at once under
-    ``HF_HUB_OFFLINE=1``, and within HUB_TIMEOUT_S when the Hub cannot be reached (huggingface_hub
-    itself would retry for ~25 s), with a message explaining how to pre-seed the cache.
-    """
-    spec = encoder_spec(encoder)
-    repo_id, revision, filename = _weights_location(spec)
-    cached = try_to_load_from_cache(repo_id, filename, revision=revision)
-    if isinstance(cached, str):
-        return cached
-    reason = "HF_HUB_OFFLINE is set" if hub_constants.HF_HUB_OFFLINE else _hub_unreachable(hub_constants.ENDPOINT)
-    if reason is None:
-        return hf_hub_download(repo_id, filename, revision=revision)
-    revision_flag = f" --revision {revision}" if revision else ""
-    raise PretrainedWeightsUnavailable(
-        f"pretrained=True: ImageNet weights of encoder {encoder!r} ({repo_id}, {filename}) are not in the "
-        f"Hugging Face cache {hub_constants.HF_HUB_CACHE} and cannot be downloaded ({reason}). "
-        f"Pre-seed the cache on a machine with internet access: `hf download {repo_id} {filename}{revision_flag}` "
-        f"(`huggingface-cli download ...` with older huggingface_hub), copy its $HF_HOME/hub folder "
-        f"(default ~/.cache/huggingface/hub) to $HF_HOME/hub here, and set HF_HUB_OFFLINE=1. "
-        f"TORCH_HOME is not used: these weights load through the Hugging Face cache. "
-        f"Or train with pretrained=False."
-    )
-
-
-def _hub_unreachable(endpoint: str) -> str | None:
-    """None when ``endpoint`` answers an HTTP request within HUB_TIMEOUT_S, else why not."""
-    try:
-        urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=HUB_TIMEOUT_S).close()
-    except urllib.error.HTTPError:
-        return None  # an HTTP error status still proves the Hub is reachable
-    except OSError as err:  # URLError, timeouts, refused connections, failed name resolution
-        return f"{endpoint} unreachable: {getattr(err, 'reason', err)}"
-    return None
 
 
 def _load_encoder_weights(model: nn.Module, path: str) -> None:

@@ -33,6 +33,13 @@ def run_job(job: NotebookJob, execute: Executor) -> None:
 
     job.stamp.unlink(missing_ok=True)  # outputs about to be replaced are not up to date until done
     started = time.perf_counter()
+    if job.run_dir is not None and job.code_hash is not None:
+        from heritage.training import runs
+
+        recorded = runs.retire_stale(job.run_dir, job.code_hash)  # else the notebook would reuse it
+        if recorded is not None:
+            print(f"{job.name}: made by other code (code hash {recorded}, now {job.code_hash}): training it again",
+                  flush=True)
     write_run_config(job)
     execute(job)
     missing = [str(p) for p in (job.output, job.html, *job.required) if not p.is_file()]

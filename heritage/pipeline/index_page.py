@@ -37,6 +37,7 @@ def write_index(paper_dir: Path, jobs: Sequence[NotebookJob], comparison: Notebo
     if built is not None:
         print(f"paper: {built.message}", file=sys.stdout if built.pdf else sys.stderr)
     rows, others = [], []
+    code = runs.code_hash()
     for job in jobs:
         if job.run_dir is None:
             others.append(f"The data at a glance: {link(job.html, 'report (HTML)')}, {link(job.output, 'notebook')}")
@@ -50,9 +51,12 @@ def write_index(paper_dir: Path, jobs: Sequence[NotebookJob], comparison: Notebo
         state = results[job.name].state if job.name in results else (
             DONE if is_up_to_date(job) else "outdated" if job.output.is_file() else "not run")
         css_class = state.replace(" ", "-")
+        made_by = "—" if not metrics else "current" if metrics.get("code_hash") == code else (
+            f"predates the current code ({metrics.get('code_hash') or 'not recorded'})")
+        css_class += "" if made_by in ("—", "current") else " stale"
         cells = "".join(f"<td class='num'>{'—' if v is None else f'{100 * v:.2f}'}</td>"
                         for v in (miou, per_image, clean))  # the per-image mIoU beside the dataset-level one
-        rows.append(f"<tr class='{css_class}'><td>{html.escape(job.name)}</td><td>{state}</td>{cells}"
+        rows.append(f"<tr class='{css_class}'><td>{html.escape(job.name)}</td><td>{state}</td><td>{made_by}</td>{cells}"
                     f"<td>{above}</td><td>{link(job.html, 'report')}</td><td>{link(job.output, 'notebook')}</td></tr>")
     provenance_path = paper_dir / "provenance.json"
     provenance = publish.read_provenance(paper_dir)
@@ -62,7 +66,7 @@ def write_index(paper_dir: Path, jobs: Sequence[NotebookJob], comparison: Notebo
 td,th{{padding:2px 8px;text-align:left;vertical-align:top}} td.num,table.data td{{text-align:right}}
 table.data td:first-child{{text-align:left}} table{{border-collapse:collapse;margin:0.5em 0}}
 tr:nth-child(even){{background:#f6f6f6}} th{{border-bottom:1px solid #999}}
-tr.failed td{{background:#fdd}} .missing{{color:#999}} .banner{{color:#555}}
+tr.failed td{{background:#fdd}} tr.stale td{{background:#ffe9c0}} .missing{{color:#999}} .banner{{color:#555}}
 figure{{margin:1.5em 0}} figure.table{{overflow-x:auto}} li.verdict{{margin:0.4em 0}}
 .files{{font-size:small}}</style></head>
 <body><h1>Semantic segmentation of damage in heritage artworks</h1>
@@ -77,7 +81,9 @@ figure{{margin:1.5em 0}} figure.table{{overflow-x:auto}} li.verdict{{margin:0.4e
 {publish.tables_html(paper_dir, provenance)}
 <h2>Figures</h2>
 {publish.figures_html(paper_dir, provenance)}
-<h2>Runs</h2><table><tr><th>run</th><th>state</th><th>test mIoU (%), dataset-level</th>
+<h2>Runs</h2><p>Code: whether a run was made by the current code (heritage's data, modeling, config and training
+packages, code hash {code}) or predates it (kept with --keep-stale).</p>
+<table><tr><th>run</th><th>state</th><th>code</th><th>test mIoU (%), dataset-level</th>
 <th>per-image mIoU (%)</th><th>all-Clean mIoU (%)</th><th>above all-Clean (dataset-level)</th><th>report</th><th>notebook</th></tr>
 {''.join(rows)}</table></body></html>
 """

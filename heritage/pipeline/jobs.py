@@ -31,7 +31,9 @@ class NotebookJob:
     ``key`` names what the outputs are made for (a config hash, or the plan's hashes for the
     comparison); ``inputs`` are files whose content the outputs depend on. The stamp written after
     success records both, and a job whose stamp matches and whose outputs exist is up to date.
-    ``config`` (runs only: the RunConfig as a dict) must also pass ``runs.is_complete`` in ``run_dir``.
+    ``config`` (runs only: the RunConfig as a dict) must also pass ``runs.is_complete`` in ``run_dir``, and
+    a run made by other code than ``code_hash`` (runs only: :func:`heritage.training.runs.code_hash` as
+    ``paper`` saw it; None keeps a run whatever code made it) is not up to date and trains again.
     """
 
     name: str
@@ -44,6 +46,7 @@ class NotebookJob:
     required: tuple[Path, ...] = ()
     run_dir: Path | None = None
     config: dict[str, Any] | None = None
+    code_hash: str | None = None
 
     @property
     def stamp(self) -> Path:
@@ -93,8 +96,9 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def run_job_for(config: RunConfig, notebooks_dir: Path) -> NotebookJob:
-    """The notebook job of one planned run: ``notebooks/<poc>.ipynb`` into the run folder."""
+def run_job_for(config: RunConfig, notebooks_dir: Path, code_hash: str | None = None) -> NotebookJob:
+    """The notebook job of one planned run: ``notebooks/<poc>.ipynb`` into the run folder; ``code_hash``:
+    the code the run must have been trained by (None: any, ``paper --keep-stale``)."""
     from heritage import config as config_module
 
     folder = config_module.run_dir(config)
@@ -103,7 +107,7 @@ def run_job_for(config: RunConfig, notebooks_dir: Path) -> NotebookJob:
         name=f"{config.poc_key}/{config.encoder}/{config.split_name}", template=template,
         output=folder / RUN_NOTEBOOK, html=folder / RUN_REPORT, parameters=notebook_parameters(config),
         key=config.config_hash(), inputs=(template, folder / METRICS_FILE), required=(folder / METRICS_FILE,),
-        run_dir=folder, config=config.to_dict(),
+        run_dir=folder, config=config.to_dict(), code_hash=code_hash,
     )
 
 
@@ -121,12 +125,13 @@ def dataset_job(data_dir: Path, notebooks_dir: Path, paper_dir: Path) -> Noteboo
 
 
 def comparison_job(configs: Sequence[RunConfig], notebooks_dir: Path, paper_dir: Path,
-                   parameters: dict[str, Any]) -> NotebookJob:
-    """The comparison notebook into ``paper_dir``; its inputs are every planned run's ``metrics.json``."""
+                   parameters: dict[str, Any], code_hash: str = "") -> NotebookJob:
+    """The comparison notebook into ``paper_dir``; its inputs are every planned run's ``metrics.json``, its
+    key the plan's config hashes and ``code_hash`` (the current code's: which runs predate it is shown)."""
     from heritage import config as config_module
 
     template = notebooks_dir / f"{COMPARISON_NOTEBOOK}.ipynb"
-    plan_key = hashlib.sha256(" ".join(c.config_hash() for c in configs).encode()).hexdigest()
+    plan_key = hashlib.sha256(" ".join([*(c.config_hash() for c in configs), code_hash]).encode()).hexdigest()
     return NotebookJob(
         name="comparison", template=template, output=paper_dir / f"{COMPARISON_NOTEBOOK}.ipynb",
         html=paper_dir / f"{COMPARISON_NOTEBOOK}.html", parameters=parameters, key=plan_key,
@@ -136,9 +141,10 @@ def comparison_job(configs: Sequence[RunConfig], notebooks_dir: Path, paper_dir:
 
 
 def damage_maps_job(configs: Sequence[RunConfig], notebooks_dir: Path, paper_dir: Path,
-                    n_scans: int | None = None) -> NotebookJob | None:
+                    n_scans: int | None = None, code_hash: str = "") -> NotebookJob | None:
     """``damage_maps`` into ``paper_dir/damage-maps`` (heritage.report.gallery): the flagship's best main run
-    predicts a few of its test scans. Its inputs are those runs' ``metrics.json``; None when the plan
+    predicts a few of its test scans. Its inputs are those runs' ``metrics.json``, its key includes
+    ``code_hash`` (the current code's: the run's banner says when it predates it); None when the plan
     holds no main flagship run."""
     from heritage.report import gallery
 
@@ -148,7 +154,7 @@ def damage_maps_job(configs: Sequence[RunConfig], notebooks_dir: Path, paper_dir
     n_scans = gallery.N_SCANS if n_scans is None else n_scans
     folder = paper_dir / gallery.GALLERY_DIR
     template = notebooks_dir / f"{gallery.NOTEBOOK}.ipynb"
-    key = hashlib.sha256(" ".join([str(n_scans), *(h for _, h in runs)]).encode()).hexdigest()
+    key = hashlib.sha256(" ".join([str(n_scans), *(h for _, h in runs), code_hash]).encode()).hexdigest()
     return NotebookJob(
         name="damage-maps", template=template, output=folder / f"{gallery.NOTEBOOK}.ipynb",
         html=folder / f"{gallery.NOTEBOOK}.html",
@@ -159,14 +165,15 @@ def damage_maps_job(configs: Sequence[RunConfig], notebooks_dir: Path, paper_dir
 
 
 def is_up_to_date(job: NotebookJob) -> bool:
-    """Outputs complete and made for the same key and inputs (and, for a run, ``runs.is_complete``)."""
+    """Outputs complete and made for the same key and inputs (and, for a run, ``runs.is_complete``, by the
+    job's ``code_hash`` when it has one)."""
     if not all(path.is_file() for path in (job.output, job.html, job.stamp, *job.required)):
         return False
     if job.config is not None:
         from heritage import config
         from heritage.training import runs
 
-        if not runs.is_complete(job.run_dir, config.RunConfig.from_dict(job.config, source=job.name)):
+        if not runs.is_complete(job.run_dir, config.RunConfig.from_dict(job.config, source=job.name), job.code_hash):
             return False
     stamp = fileio.read_json(job.stamp)
     return stamp.get("fingerprint") == job.fingerprint()

@@ -64,6 +64,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         f"(default: {SYNTHETIC['smoke']['data_dir']} / {SYNTHETIC['full']['data_dir']} "
                         f"for the synthetic data, {REAL_DATA_DIR} for --data)")
     parser.add_argument("--pocs", nargs="+", default=None, help="POC keys (default: all)")
+    parser.add_argument("--set", nargs="+", default=None, metavar="KEY=VALUE", dest="settings",
+                        help="RunConfig fields applied to every run of the plan, values parsed as YAML "
+                             "(pretrained=false epochs=10); they enter each run's config hash")
+    parser.add_argument("--keep-stale", action="store_true",
+                        help="keep finished runs made by other code (heritage's data, modeling, config and "
+                             "training packages) instead of training them again; every table, figure and the "
+                             "index then say which runs predate the current code")
     parser.add_argument("--runs-root", default="runs", type=Path, help="default: %(default)s")
     parser.add_argument("--paper-dir", default="paper", type=Path, help="default: %(default)s")
     parser.add_argument("--notebooks", default=NOTEBOOKS_DIR, type=Path,
@@ -82,15 +89,19 @@ def main(args: argparse.Namespace) -> int:
         return execute_job_file(args.execute)
     started = time.perf_counter()
     scheduler = make_scheduler(args.scheduler, args)  # wrong options fail before minutes of data preparation
+    if not (args.prepare_data_only or args.render_only or args.attach):
+        check_plan(args.profile, args.pocs, args.settings)  # and so do wrong settings and missing weights
     data_dir = prepare_data(args.profile, args.data, args.data_dir)
     if args.prepare_data_only:
         print(f"data folder ready: {data_dir}")
         return 0
-    configs = planned_configs(args.profile, args.pocs, data_dir, args.runs_root)
-    jobs = [dataset_job(data_dir, args.notebooks, args.paper_dir), *(run_job_for(c, args.notebooks) for c in configs)]
+    configs = planned_configs(args.profile, args.pocs, data_dir, args.runs_root, args.settings)
+    code = runs.code_hash()
+    jobs = [dataset_job(data_dir, args.notebooks, args.paper_dir),
+            *(run_job_for(c, args.notebooks, None if args.keep_stale else code) for c in configs)]
     comparison = comparison_job(configs, args.notebooks, args.paper_dir, comparison_parameters(
-        args.profile, args.pocs, data_dir, args.runs_root, args.paper_dir))
-    maps = damage_maps_job(configs, args.notebooks, args.paper_dir)
+        args.profile, args.pocs, data_dir, args.runs_root, args.paper_dir, args.settings), code)
+    maps = damage_maps_job(configs, args.notebooks, args.paper_dir, code_hash=code)
     if args.render_only:
         for job in [*jobs, comparison, *finals(maps)]:
             if job.output.is_file():
@@ -100,8 +111,46 @@ def main(args: argparse.Namespace) -> int:
     for job in [*jobs, comparison, *finals(maps)]:  # a template that lost a parameter fails now, not after hours of runs
         check_parameters(job.template, job.parameters)
     ensure_kernel()  # here, before any batch job needs it
+    say_stale(jobs, code, args.keep_stale)
     results = run_paper(jobs, comparison, scheduler, maps)
     return report_results(results, args.paper_dir, jobs, comparison, time.perf_counter() - started)
+
+
+def check_plan(profile: str, pocs: Sequence[str] | None, settings: Sequence[str] | None) -> None:
+    """Before the data is prepared and any job starts: ``--set`` resolves for every run of the plan (keys
+    and values, each error naming them), and the encoders of the plan's pretrained runs have their ImageNet
+    weights in the Hugging Face cache (else the error names them and the command that fetches them)."""
+    from heritage import config
+
+    given = config.parse_overrides(settings)
+    for key, option in (("data_dir", "--data / --data-dir (make paper DATA=...)"), ("runs_root", "--runs-root")):
+        if key in given:
+            raise config.ConfigError(f"--set {key}=...: the paper takes it from {option}; give it there")
+    try:
+        planned = config.plan_settings(profile, pocs, given)
+    except config.ConfigError as err:
+        if not settings:
+            raise
+        raise config.ConfigError(f"--set {' '.join(settings)}: {err}") from None
+    pretrained = [setting.encoder for setting in planned if setting.pretrained]
+    if pretrained:
+        from heritage.modeling import pretrained_weights
+
+        pretrained_weights.require_cached(pretrained, f"the {profile} plan's pretrained runs (pretrained: true)")
+
+
+def say_stale(jobs: Sequence[NotebookJob], code: str, keep: bool) -> None:
+    """One line when finished runs of the plan were made by other code than ``code``: what happens to them."""
+    stale = [job.name for job in jobs if job.run_dir is not None and (job.run_dir / runs.METRICS_FILE).is_file()
+             and runs.recorded_code_hash(job.run_dir) != code]
+    if not stale:
+        return
+    if keep:
+        print(f"paper: {len(stale)} finished run(s) predate the current code (code hash {code}) and are kept "
+              "(--keep-stale): the tables, figures and index say which")
+    else:
+        print(f"paper: {len(stale)} finished run(s) were made by other code than the current (code hash {code}) "
+              "and train again (KEEP_STALE=1 / --keep-stale keeps them)")
 
 
 def execute_job_file(path: Path) -> int:

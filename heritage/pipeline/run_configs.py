@@ -57,9 +57,12 @@ def poc_config(poc: str, config_path: str | os.PathLike | None = None) -> RunCon
 
 
 def comparison_parameters(profile: str, pocs: Sequence[str] | None, data_dir: Path, runs_root: Path,
-                          paper_dir: Path) -> dict[str, Any]:
-    return {"profile": profile, "pocs": list(pocs) if pocs else None, "data_dir": str(data_dir.resolve()),
-            "runs_root": str(runs_root.resolve()), "paper_dir": str(paper_dir.resolve())}
+                          paper_dir: Path, settings: Sequence[str] | None = None) -> dict[str, Any]:
+    """The comparison notebook's parameters: the plan it reads (profile, POCs, ``settings``: the ``--set``
+    strings) and its folders."""
+    return {"profile": profile, "pocs": list(pocs) if pocs else None, "settings": list(settings) if settings else None,
+            "data_dir": str(data_dir.resolve()), "runs_root": str(runs_root.resolve()),
+            "paper_dir": str(paper_dir.resolve())}
 
 
 def resolve_paths(data_dir: str | os.PathLike | None, runs_root: str | os.PathLike | None,
@@ -80,12 +83,13 @@ def resolve_paths(data_dir: str | os.PathLike | None, runs_root: str | os.PathLi
 
 
 def planned_configs(profile: str, pocs: Sequence[str] | None, data_dir: str | os.PathLike,
-                    runs_root: str | os.PathLike) -> list[RunConfig]:
-    """``config.plan`` with absolute data and runs folders (the same hashes from any working directory)."""
+                    runs_root: str | os.PathLike, settings: Sequence[str] | None = None) -> list[RunConfig]:
+    """``config.plan`` with absolute data and runs folders (the same hashes from any working directory) and
+    ``settings`` (``key=value`` strings, ``paper --set``) applied to every run."""
     from heritage import config
 
     return config.plan(profile, pocs, Path(data_dir).resolve(),
-                       overrides={"runs_root": str(Path(runs_root).resolve())})
+                       overrides={**config.parse_overrides(settings), "runs_root": str(Path(runs_root).resolve())})
 
 
 def ensure_trained(config: RunConfig, progress: bool = True) -> dict[str, Any]:

@@ -4,7 +4,8 @@ Its readers are every page that shows a run's numbers: the comparison's tables a
 (``heritage.report``), predict's ``report.html`` and the damage-map gallery (:func:`run_banner`),
 the paper's index (:func:`banner_html`). It reads ``metrics.json`` (:func:`load_metrics`, one row
 per run: :func:`run_row`) and states the :class:`Banner`: profile, data and its fingerprint,
-pretrained or from scratch, epochs, how many runs beat their all-Clean baseline. It sits below
+pretrained or from scratch, epochs, how many runs beat their all-Clean baseline, which runs predate the
+current code (their ``code_hash`` differs from :func:`heritage.training.runs.code_hash`). It sits below
 ``predict`` and ``report`` (ARCHITECTURE.md, "Layers"), so both may import it.
 """
 
@@ -19,14 +20,17 @@ from typing import Any
 import pandas as pd
 
 from heritage import errors, fileio
-from heritage.training.runs import CONFIG_FILE, METRICS_FILE
+from heritage.training.runs import CONFIG_FILE, METRICS_FILE, code_hash
 
 # heritage.data.synthetic.plan.sample_id starts every stand-in id with it; ARTeFACT's own ids are cuids ("c...").
 SYNTHETIC_ID_PREFIX = "syn"
 SYNTHETIC, ARTEFACT = "synthetic stand-in", "ARTeFACT"
+# Stale runs a banner's text names (all are in its stale_runs, hence in provenance.json).
+STALE_NAMED = 6
 RUN_COLUMNS = [
     "run_dir", "poc", "variant", "encoder", "family", "architecture", "loss", "class_weights",
-    "protocol", "fold", "profile", "pretrained", "seed", "config_hash", "image_size", "batch_size", "lr", "epochs",
+    "protocol", "fold", "profile", "pretrained", "seed", "config_hash", "code_hash", "image_size", "batch_size", "lr",
+    "epochs",
     "sampling", "working_resolution", "max_train_samples",
     "params_m", "device", "best_epoch", "miou", "per_image_miou", "all_clean_miou", "pixel_accuracy", "binary_miou", "coarse_miou",
     "fine_miou", "train_images_per_s", "eval_images_per_s", "peak_memory_mb", "wall_time_s", "per_class",
@@ -100,6 +104,8 @@ class Banner:
     n_runs: int
     n_above_all_clean: int  # runs whose test mIoU is above their all-Clean mIoU
     n_with_all_clean: int  # runs that recorded an all-Clean mIoU
+    code_hash: str | None = None  # the current code's (runs.code_hash)
+    stale_runs: tuple[str, ...] = ()  # runs made by other code (or not recording theirs): kept, not retrained
 
     @property
     def text(self) -> str:
@@ -111,6 +117,17 @@ class Banner:
             if self.n_with_all_clean < self.n_runs:
                 baseline += f" ({self.n_runs - self.n_with_all_clean} recorded none)"
         text = f"Provenance: {self.profile} profile; data: {data}; {self.weights}; {self.epochs} epochs; {baseline}."
+        if self.stale_runs and self.n_runs == 1:
+            text += (f" This run ({self.stale_runs[0]}) predates the current code (code hash {self.code_hash}): "
+                     "kept, not retrained.")
+        elif self.stale_runs:
+            which = f"All {self.n_runs} runs" if len(self.stale_runs) == self.n_runs else (
+                f"{len(self.stale_runs)} of {self.n_runs} runs")
+            named = ", ".join(self.stale_runs[:STALE_NAMED]) + (
+                f" and {len(self.stale_runs) - STALE_NAMED} more (provenance.json lists them)"
+                if len(self.stale_runs) > STALE_NAMED else "")
+            text += (f" {which} predate the current code (code hash {self.code_hash}) and were kept, not retrained: "
+                     f"{named}.")
         if "smoke" in self.profile.split(", "):
             text += " Smoke profile: a pipeline check, not a measurement of the models."
         if self.data == SYNTHETIC:
@@ -118,7 +135,7 @@ class Banner:
         return text
 
     def to_json(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "text": self.text}
+        return {**dataclasses.asdict(self), "stale_runs": list(self.stale_runs), "text": self.text}
 
 
 def data_kind(data_dir: str | Path) -> str:
@@ -149,6 +166,7 @@ def make_banner(runs: pd.DataFrame, planned: pd.DataFrame | None = None, data_di
     else:
         weights = f"{sum(known)} of {len(known)} runs ImageNet-pretrained, the rest trained from scratch"
     has_baseline = runs["all_clean_miou"].notna()
+    current = code_hash()
     return Banner(
         profile=", ".join(profiles) or profile or "unknown",
         data=data_kind(data_dir) if data_dir is not None else "unknown",
@@ -157,6 +175,7 @@ def make_banner(runs: pd.DataFrame, planned: pd.DataFrame | None = None, data_di
         epochs="unknown" if not epochs else str(epochs[0]) if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}",
         n_runs=len(runs), n_with_all_clean=int(has_baseline.sum()),
         n_above_all_clean=int((runs["miou"][has_baseline] > runs["all_clean_miou"][has_baseline]).sum()),
+        code_hash=current, stale_runs=tuple(runs.loc[runs["code_hash"] != current, "run_dir"]),
     )
 
 
@@ -165,7 +184,7 @@ def run_banner(run_dir: str | Path) -> Banner:
     import yaml
 
     run_dir = Path(run_dir)
-    row = run_row(load_metrics(run_dir / METRICS_FILE), run_dir.name)
+    row = run_row(load_metrics(run_dir / METRICS_FILE), "/".join(run_dir.parts[-3:]))  # <poc>/<encoder>/<split>
     row["pretrained"] = _pretrained(run_dir, row["pretrained"])
     config_path = run_dir / CONFIG_FILE
     config = (yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}) if config_path.is_file() else {}

@@ -14,6 +14,8 @@ a copy cut short).
 from __future__ import annotations
 
 import csv
+import functools
+import hashlib
 import io
 import os
 import pickle
@@ -55,6 +57,10 @@ PREDICTIONS_DIR = "predictions"
 SLURM_VARIABLES = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_NAME",
                    "SLURM_PROCID", "SLURM_NTASKS", "SLURM_NODELIST", "SLURM_RESTART_COUNT")
 _PACKAGES = ("torch", "torchvision", "segmentation-models-pytorch", "timm", "albumentations", "numpy")
+# The heritage packages whose code decides a run's numbers (what is read, learned, resolved, trained and
+# scored); report/, pipeline/ and inference/ only show or apply finished runs and stay out of the code hash.
+CODE_PACKAGES = ("data", "modeling", "config", "training")
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 
 def prepare(config: RunConfig) -> Path:
@@ -76,12 +82,68 @@ def prepare(config: RunConfig) -> Path:
     return folder
 
 
-def is_complete(folder: str | os.PathLike, config: RunConfig) -> bool:
-    """True when ``metrics.json`` exists and was written for exactly this configuration."""
+def is_complete(folder: str | os.PathLike, config: RunConfig, code: str | None = None) -> bool:
+    """True when ``metrics.json`` exists and was written for exactly this configuration (and, given
+    ``code``, by the code of that :func:`code_hash`)."""
     path = Path(folder) / METRICS_FILE
     if not path.exists():
         return False
-    return fileio.read_json(path).get("config_hash") == config.config_hash()
+    metrics = fileio.read_json(path)
+    return metrics.get("config_hash") == config.config_hash() and (code is None or metrics.get("code_hash") == code)
+
+
+def recorded_code_hash(folder: str | os.PathLike) -> str | None:
+    """The ``code_hash`` a finished run's ``metrics.json`` records (None: unfinished, or made before it was recorded)."""
+    path = Path(folder) / METRICS_FILE
+    return fileio.read_json(path).get("code_hash") if path.is_file() else None
+
+
+def retire_stale(folder: str | os.PathLike, code: str) -> str | None:
+    """Make a run that other code than ``code`` made train again, from scratch: remove its ``metrics.json``
+    (as ``train`` itself does when it starts), or, for an unfinished run whose last start recorded other code
+    in ``environment.json``, its resume checkpoints. Returns the code hash found ("not recorded" for runs made
+    before it was recorded), None when the run was made by ``code`` or there was nothing to retire."""
+    folder = Path(folder)
+    metrics = folder / METRICS_FILE
+    if metrics.is_file():
+        recorded = fileio.read_json(metrics).get("code_hash")
+        if recorded == code:
+            return None
+        metrics.unlink()
+        return recorded or "not recorded"
+    environment = folder / ENVIRONMENT_FILE
+    if not any((folder / name).is_file() for name in RESUME_CHECKPOINTS):
+        return None
+    recorded = fileio.read_json(environment).get("code_hash") if environment.is_file() else None
+    if recorded == code:
+        return None
+    remove_resume_checkpoints(folder)
+    return recorded or "not recorded"
+
+
+def code_hash() -> str:
+    """The hash of the code a run depends on: :func:`hash_code` of this installation, computed once per process
+    (the code a process runs is the code it loaded)."""
+    return _installed_code_hash()
+
+
+@functools.lru_cache(maxsize=1)
+def _installed_code_hash() -> str:
+    return hash_code(PACKAGE_ROOT)
+
+
+def hash_code(package_root: str | os.PathLike, packages: Sequence[str] = CODE_PACKAGES) -> str:
+    """sha256 (16 hex digits) of the ``.py`` files under ``package_root/<package>`` for ``packages``, in the
+    order of their paths relative to ``package_root``, each path with its content: the same on every machine
+    and checkout of the same code (no mtimes, no git), changed by any edit, file added, removed or renamed."""
+    root = Path(package_root)
+    files = sorted((path.relative_to(root).as_posix(), path) for package in packages
+                   for path in (root / package).rglob("*.py")
+                   if not any(part.startswith(".") for part in path.relative_to(root).parts))  # editors' temp files
+    digest = hashlib.sha256()
+    for relative, path in files:
+        digest.update(relative.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:16]
 
 
 def capture_environment() -> dict[str, Any]:
@@ -100,6 +162,7 @@ def capture_environment() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "git_commit": git_commit(),
+        "code_hash": code_hash(),
         "hostname": socket.gethostname(),
         "slurm": {k: os.environ[k] for k in SLURM_VARIABLES if k in os.environ},
         "command": sys.argv,

@@ -237,6 +237,7 @@ def _final_evaluation(config: RunConfig, model: Any, test_set: Any, folder: Path
         "fold": config.fold, "profile": config.profile, "seed": config.seed,
         "config_hash": config.config_hash(), "image_size": config.image_size, "batch_size": config.batch_size,
         "lr": config.lr, "epochs": config.epochs,
+        "code_hash": runs.code_hash(),  # the code this process loaded (runs.CODE_PACKAGES): `paper` retrains on a change
         "params_m": round(models.count_parameters(model) / 1e6, 3),
         "device": runs.device_name(dist.device), "world_size": dist.world_size,
         "full_resolution_skips": config.full_resolution_skips, "tta": config.tta,
