@@ -96,3 +96,24 @@ def empty_hub_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
     return cache
+
+
+def _marked_image(seed: int = 0, size: int = 96) -> tuple[np.ndarray, np.ndarray]:
+    """A smooth picture with mild noise, a 1 px dark scratch (column 30) and bright 2x2 dust specks, and its mask."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    picture = 90 + 60 * np.sin(xx / 17.0) + 40 * np.cos(yy / 23.0) + rng.normal(0, 2.0, (size, size))
+    mask = np.full((size, size), taxonomy.CLASS_IDS["Clean"], dtype=np.uint8)
+    picture[:, 30] -= 45
+    mask[:, 30] = taxonomy.CLASS_IDS["Scratch"]
+    for y, x in ((10, 60), (40, 70), (75, 50)):
+        picture[y:y + 2, x:x + 2] += 50
+        mask[y:y + 2, x:x + 2] = taxonomy.CLASS_IDS["Dust"]
+    rgb = np.clip(np.repeat(picture[..., None], 3, axis=2), 0, 255).astype(np.uint8)
+    return rgb, mask
+
+
+@pytest.fixture
+def marked_image():
+    """A picture with thin marks of both polarities and its mask (:func:`_marked_image`)."""
+    return _marked_image

@@ -396,17 +396,18 @@ def test_a_per_image_csv_without_its_columns_is_refused_naming_the_file(red_eval
 def test_a_finished_run_writes_per_image_csv_beside_metrics_json(data_dir, fold, tmp_path):
     from heritage.training import train
 
-    _, _, test_ids = fold
+    _, val_ids, test_ids = fold
     config = make_config(data_dir, tmp_path, n_prediction_panels=0)
     folder = runs.prepare(config)
     model = RedThreshold()
     runs.save_checkpoint(folder / runs.BEST_CHECKPOINT, {"model": model.state_dict(), "config": config.to_dict(),
                                                         "epoch": 1, "val_miou": 0.0})
-    test_set = working.EvaluationSet(data_dir, test_ids, SIZE, "native", "letterbox", cache_dir=tmp_path / "cache",
-                                  progress=False)
+    test_set, val_set = (working.EvaluationSet(data_dir, ids, SIZE, "native", "letterbox", cache_dir=tmp_path / "cache",
+                                               progress=False) for ids in (test_ids, val_ids))
     fitted = engine.FitResult(history=[], best_epoch=1, best_val={"miou": 0.0, "pixel_accuracy": 0.0, "n_images": 1},
                               train_images_per_s=None, peak_memory_mb=0.0, wall_time_s=0.0)
-    result = train._final_evaluation(config, model, test_set, folder, fitted, devices.Distributed(), False, {})
+    result = train._final_evaluation(config, model, {"test": test_set, "val": val_set}, folder, fitted,
+                                     devices.Distributed(), False, {})
     table = runs.read_per_image(folder)
     assert list(table["id"]) == test_ids and "per_image" not in result["test"]
     source_of = datafolder.read_metadata(data_dir).set_index("id")["source_id"]

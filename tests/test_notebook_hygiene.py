@@ -44,6 +44,8 @@ def test_run_reports_show_results_first_and_fold_the_configuration(path):
     first = next(i for i, s in enumerate(sources) if "report.run_headline(metrics)" in s)
     assert "report.results_table(metrics)" in sources[first]
     assert "report.per_class_frame(metrics)" in sources[first + 1]
+    assert "report.thin_headline(metrics)" in sources[first + 2]  # thin damage beside the residual filter
+    assert "report.thin_frame(metrics)" in sources[first + 2]
     assert sources[-1] == "HTML(report.config_details_html(config))"
     assert not any("report.config_table(" in s for s in sources[:-1]), "the configuration is shown only at the end"
 

@@ -473,8 +473,9 @@ def test_the_command_keeps_runs_of_older_code_only_when_asked(tmp_path, data_dir
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_make_paper_passes_set_and_keep_stale_on() -> None:
     def paper_command(*variables: str) -> str:
-        done = subprocess.run(["make", "-n", "paper", *variables], cwd=run_configs.REPO_ROOT, capture_output=True,
-                              text=True, check=True)
+        # Under `make test` this make is a sub-make, which prints "Entering directory" lines unless told not to.
+        done = subprocess.run(["make", "-n", "--no-print-directory", "paper", *variables], cwd=run_configs.REPO_ROOT,
+                              capture_output=True, text=True, check=True)
         return " ".join(done.stdout.replace("\\\n", " ").split())
 
     assert paper_command("SET=pretrained=false epochs=2", "KEEP_STALE=1").endswith(

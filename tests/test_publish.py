@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_report import planned, runs_root, smoke_like_runs  # noqa: F401 - fixtures and run writers
+from test_report import planned, runs_root, smoke_like_runs, thin_record  # noqa: F401 - fixtures and run writers
 
 from heritage import fileio, report
 from heritage.pipeline import index_page
@@ -43,7 +43,7 @@ def test_nothing_supported_is_said_so(tmp_path) -> None:
     assert "beats" not in text and "better" not in text.replace("``not supported''", "")
 
 
-def test_the_index_page_is_a_landing_page(runs_root, planned, tmp_path, monkeypatch) -> None:  # noqa: F811
+def test_the_index_page_is_a_landing_page(runs_root, planned, tmp_path, monkeypatch, marked_image) -> None:  # noqa: F811
     monkeypatch.setattr(shutil, "which", lambda name: None)  # no pdflatex: the page says paper.pdf is not built
     paper_dir = tmp_path / "paper"
     provenance = write_paper(runs_root, paper_dir, planned)
@@ -75,6 +75,12 @@ def test_the_index_page_is_a_landing_page(runs_root, planned, tmp_path, monkeypa
     fileio.write_json(metrics_path, recorded)
     index = index_page.write_index(paper_dir, [job], comparison, {}).read_text()
     assert "<td class='num'>21.00</td><td class='num'>18.00</td><td class='num'>6.00</td><td>yes</td>" in index
+    # thin damage beside the residual filter: not recorded by this run, then recorded below the filter
+    assert "<td class='missing' colspan='3'>not recorded</td>" in index
+    recorded["test"]["thin"] = thin_record(marked_image, 0.05, 0.2)
+    fileio.write_json(metrics_path, recorded)
+    index = index_page.write_index(paper_dir, [job], comparison, {}).read_text()
+    assert "<td>yes</td><td class='num'>5.00</td><td class='num'>20.00</td><td>no</td>" in index
 
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
@@ -127,3 +133,15 @@ def test_without_pdflatex_the_manuscript_is_written_and_the_pdf_skipped(runs_roo
     assert (tmp_path / "paper" / "paper.tex").is_file() and built.pdf is None
     assert built.message.startswith("pdflatex not found:") and "\n" not in built.message
     assert not (tmp_path / "paper" / "paper.pdf").exists()
+
+
+def test_the_abstract_says_how_many_runs_do_not_beat_the_residual_filter() -> None:
+    def sentence(above: int, compared: int) -> str:
+        return publish._filter_sentence({"n_above_filter": above, "n_with_filter": compared})
+
+    assert sentence(0, 3).endswith("the 3 runs compared do not beat the residual filter on thin damage. ")
+    assert sentence(8, 9).endswith("8 of 9 runs beat the residual filter; the other 1 does not beat the residual "
+                                   "filter on thin damage. ")
+    assert "not beat" not in sentence(9, 9)
+    assert sentence(0, 0) == "Thin damage against the residual filter was not recorded for these runs. "
+    assert publish._filter_sentence({}) == sentence(0, 0)  # a banner written before the filter was counted

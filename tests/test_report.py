@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 import shutil
@@ -40,7 +41,8 @@ def write_run(root: Path, poc: str, encoder: str, fold: str, miou: float, *, var
               protocol: str = "kfold", image_size: int = 64, architecture: str = "unet", loss: str = "dice",
               class_weights: str | None = None, absent: tuple[str, ...] = ("Burn marks",),
               config_hash: str | None = None, hierarchical: dict | None = None, all_clean: float = 0.06,
-              epochs: int = 6, pretrained: bool | None = False, code_hash: str | None = None) -> Path:
+              epochs: int = 6, pretrained: bool | None = False, code_hash: str | None = None,
+              thin: dict | None = None) -> Path:
     """A run folder holding ``metrics.json`` in the ARCHITECTURE.md schema (and ``config.yaml`` with
     ``pretrained`` unless it is None), made by the current code unless ``code_hash`` says otherwise."""
     poc_key = poc if variant is None else f"{poc}-{variant}"
@@ -66,6 +68,8 @@ def write_run(root: Path, poc: str, encoder: str, fold: str, miou: float, *, var
     }
     if hierarchical:
         metrics["hierarchical"] = hierarchical
+    if thin is not None:
+        metrics["test"]["thin"] = thin
     fileio.write_json(folder / "metrics.json", metrics)
     if pretrained is not None:
         fileio.write_text(folder / "config.yaml", f"poc: {poc}\nencoder: {encoder}\npretrained: {str(pretrained).lower()}\n")
@@ -432,7 +436,8 @@ def test_the_banner_names_profile_data_weights_epochs_and_the_baseline(tmp_path:
     assert banner.data == report.SYNTHETIC and banner.data_fingerprint == digest
     assert banner.text == (
         f"Provenance: smoke profile; data: synthetic stand-in (metadata.csv sha256 {digest[:12]}); "
-        "trained from scratch; 3 epochs; 0 of 6 runs beat their all-Clean baseline. "
+        "trained from scratch; 3 epochs; 0 of 6 runs beat their all-Clean baseline; "
+        "thin damage against the residual filter: not recorded. "
         "Smoke profile: a pipeline check, not a measurement of the models. "
         "Synthetic stand-in: these numbers say nothing about real artworks.")
     real = metadata_folder(tmp_path / "real", ["cljmrkz5n341f07clcujw105j"])
@@ -472,7 +477,7 @@ def test_every_table_and_figure_written_carries_the_banner(runs_root, planned, t
     provenance = report.write_comparison(comparison, paper, runs_root)
     banner = comparison.banner.text
     assert banner.startswith("Provenance: smoke profile; data: synthetic stand-in (metadata.csv sha256 ")
-    assert "trained from scratch; 6 epochs; 18 of 18 runs beat their all-Clean baseline." in banner
+    assert "trained from scratch; 6 epochs; 18 of 18 runs beat their all-Clean baseline;" in banner
     assert provenance["banner"]["text"] == banner and provenance["banner"]["profile"] == "smoke"
     assert_every_artefact_carries(banner, comparison, provenance, paper)
     assert report.banner_html(tmp_path / "nowhere") == ""
@@ -515,8 +520,9 @@ def test_latex_tables_are_ascii_right_aligned_and_escaped(runs_root, planned) ->
     assert r"A $-$ B (mIoU pts)" in rq1 and r"95\% CI" in rq1 and "$-$" + f"{-100 * rq1_diff_convnext_minus_mit():.2f}" in rq1
     assert "\u2212" not in rq1
     flagship = comparison.table("encoders_poc59v2_flagship").to_latex()
-    # Encoder, Family, Protocol; then Size, Folds, mIoU, All-Clean, img/s x2, time, memory, params
-    assert r"\begin{tabular}{lllrrrrrrrrr}" in flagship and r"$\pm$" in flagship
+    # Encoder, Family, Protocol; then Size, Folds, mIoU, All-Clean, the thin-damage IoU and the filter's (markers
+    # only: "not recorded"), img/s x2, time, memory, params
+    assert r"\begin{tabular}{lllrrrrllrrrrr}" in flagship and r"$\pm$" in flagship
     assert report.latex_text("a_b & 50% <x> #1 ~ -0.5 POC-5.9") == (
         r"a\_b \& 50\% \textless{}x\textgreater{} \#1 \textasciitilde{} $-$0.5 POC-5.9")
 
@@ -961,8 +967,9 @@ def test_rq4_per_class_table_pairs_each_class_over_the_folds_that_hold_it(tmp_pa
     comparison = report.build_comparison(rq4_runs(tmp_path / "runs"))
     table = comparison.table("rq4_per_class")
     data = table.data.set_index("class")
-    assert list(data.index) == [*taxonomy.CLASS_NAMES, report.THIN_MEAN]
-    assert data["thin"][data["thin"]].index.tolist() == [*taxonomy.THIN_CLASSES, report.THIN_MEAN]
+    assert list(data.index) == [*taxonomy.CLASS_NAMES, report.THIN_MEAN, report.THIN_DAMAGE]
+    assert data["thin"][data["thin"]].index.tolist() == [*taxonomy.THIN_CLASSES, report.THIN_MEAN, report.THIN_DAMAGE]
+    assert data.loc[report.THIN_DAMAGE, "iou_patch"] == report.NOT_RECORDED  # runs without test.thin
     dust = data.loc["Dust"]
     patch, letterbox = RQ4_THIN["patch"]["Dust"], RQ4_THIN["letterbox"]["Dust"]
     assert (dust["iou_patch"], dust["iou_letterbox"]) == pytest.approx((np.mean(patch), np.mean(letterbox)))
@@ -1141,3 +1148,117 @@ def test_the_run_banner_lives_below_predict(runs_root) -> None:
     assert report.run_banner is provenance.run_banner
     banner = provenance.run_banner(folder)
     assert banner.n_runs == 1 and banner.n_above_all_clean == 1 and banner.profile == "smoke"
+
+
+# -- thin damage against the residual filter -------------------------------------------------------------
+
+
+def thin_record(marked_image, model_iou: float, filter_iou: float, *, cliou: float = 0.5, dust_iou: float = 0.1) -> dict:
+    """A test.thin block with the schema of heritage.modeling.thin's result and these numbers (Hair absent)."""
+    from heritage.data.working import EvaluationImage
+    from heritage.modeling import thin
+
+    picture, mask = marked_image()
+    scores = thin.ThinDamageScores(6.0)
+    scores.update(EvaluationImage("x", picture, picture, mask), mask)
+    record = scores.result()
+    record.update(model_iou=model_iou, filter_iou=filter_iou, model_beats_filter=model_iou > filter_iou)
+    record["model"].update(iou=model_iou, cliou=cliou)
+    record["filter"].update(iou=filter_iou, cliou=0.25)
+    record["per_class"]["Dust"].update(model_iou=dust_iou, model_cliou=cliou, filter_recall=0.8)
+    return record
+
+
+@pytest.fixture
+def thin_root(tmp_path: Path, marked_image) -> Path:
+    """The flagship with test.thin: ConvNeXt-T above the filter on every fold, MiT-B3 below, MaxViT-T above on one
+    fold of three; POC-5.8's runs were made before thin damage was scored."""
+    root = tmp_path / "runs"
+    thin_ious = {"convnext_tiny": [0.30, 0.32, 0.28], "mit_b3": [0.10, 0.12, 0.11], "maxvit_tiny": [0.25, 0.15, 0.15]}
+    for encoder, values in FLAGSHIP.items():
+        for fold, miou, thin_iou, dust in zip(FOLDS, values, thin_ious[encoder], (0.1, 0.2, 0.3)):
+            write_run(root, "poc59v2_flagship", encoder, fold, miou, class_weights="inverse_sqrt_log_scaled",
+                      thin=thin_record(marked_image, thin_iou, 0.2, dust_iou=dust))
+    write_run(root, "poc58_baseline", "convnext_tiny", "holdout", 0.21, protocol="holdout")
+    return root
+
+
+def test_thin_damage_stands_beside_the_filter_and_a_setting_below_it_is_said_not_to_beat_it(thin_root) -> None:
+    comparison = report.build_comparison(thin_root)
+    table = comparison.table("thin_damage")
+    data, display = table.data.set_index("setting"), table.display.set_index("Setting")
+    convnext, mit, maxvit = "POC-5.9-v2 ConvNeXt-Tiny", "POC-5.9-v2 SegFormer MiT-B3", "POC-5.9-v2 MaxViT-Tiny"
+    assert data.loc[convnext, "thin_iou_mean"] == pytest.approx(0.30)
+    assert data.loc[convnext, "thin_iou_std"] == pytest.approx(np.std([0.30, 0.32, 0.28], ddof=1))
+    assert data.loc[mit, "filter_thin_iou_mean"] == pytest.approx(0.2)
+    assert display.loc[convnext, "Folds above the filter"] == "3 of 3"
+    assert display.loc[maxvit, "Folds above the filter"] == "1 of 3"
+    assert display.loc[mit, "Thin-damage clIoU (4 px) (%)"] == "50.00"  # the tolerance in the label
+    assert display.loc["POC-5.8 ConvNeXt-Tiny", "Thin-damage IoU (%)"] == report.NOT_RECORDED
+    assert sorted(note for note in table.notes if "does not beat the residual filter on thin damage" in note) == [
+        f"- {maxvit} does not beat the residual filter on thin damage (its thin-damage IoU is above the filter's on "
+        "1 of 3 folds).",
+        f"- {mit} does not beat the residual filter on thin damage (its thin-damage IoU is above the filter's on "
+        "0 of 3 folds)."]
+    assert "thin_iou_mean (%)" in table.to_csv().splitlines()[1]
+    encoders = comparison.table("encoders_poc59v2_flagship").display.set_index("Encoder")
+    assert encoders.loc["ConvNeXt-Tiny", "Thin-damage IoU (%)"] == "30.00"
+    assert encoders.loc["ConvNeXt-Tiny", "Residual filter, thin damage (%)"] == "20.00"
+    assert comparison.table("encoders_poc58_baseline").display.iloc[0]["Thin-damage IoU (%)"] == report.NOT_RECORDED
+    per_class = comparison.table("thin_per_class").data.set_index("setting")
+    assert per_class.loc[convnext, "Dust_iou"] == pytest.approx(0.2)  # mean over the folds
+    assert per_class.loc[convnext, "Hair_iou"] == report.ABSENT
+    assert per_class.loc["POC-5.8 ConvNeXt-Tiny", "Dust_cliou"] == report.NOT_RECORDED
+    banner = comparison.banner
+    assert (banner.n_above_filter, banner.n_with_filter) == (4, 9)
+    assert "4 of 9 beat the residual filter on thin damage (1 not recorded or without thin damage)" in banner.text
+
+
+def test_runs_made_before_thin_damage_was_scored_say_not_recorded(runs_root, planned) -> None:
+    comparison = report.build_comparison(runs_root, planned)
+    table = comparison.table("thin_damage").display
+    ran = table[table["Folds"].str.split("/").str[0] != "0"]
+    assert (ran["Thin-damage IoU (%)"] == report.NOT_RECORDED).all()
+    assert (ran["Residual filter, thin damage (%)"] == report.NOT_RECORDED).all()
+    assert table.set_index("Setting").loc["POC-5.8 CoAtNet-0", "Thin-damage IoU (%)"] == report.NO_RUN
+    assert "thin damage against the residual filter: not recorded" in comparison.banner.text
+    metrics = json.loads((runs_root / "poc58_baseline/convnext_tiny/holdout-holdout/metrics.json").read_text())
+    assert report.NOT_RECORDED in report.thin_headline(metrics) and report.thin_frame(metrics).empty
+    assert dict(report.results_table(metrics).values)["test thin-damage IoU (%)"] == report.NOT_RECORDED
+
+
+def test_the_run_report_says_when_a_model_does_not_beat_the_filter(thin_root) -> None:
+    metrics = json.loads((thin_root / "poc59v2_flagship/mit_b3/kfold-fold0/metrics.json").read_text())
+    line = report.thin_headline(metrics)
+    assert "**Thin-damage IoU 10.00%**" in line and "**20.00%** for the residual filter" in line
+    assert "does not beat the residual filter on thin damage" in line and "clIoU (4 px)" in line
+    frame = report.thin_frame(metrics).set_index("")
+    assert frame.loc["Dust", "model IoU (%)"] == "10.00" and frame.loc["Hair", "model IoU (%)"] == report.ABSENT
+    above = json.loads((thin_root / "poc59v2_flagship/convnext_tiny/kfold-fold0/metrics.json").read_text())
+    assert "this model **beats the residual filter on thin damage**" in report.thin_headline(above)
+
+
+def test_the_paper_says_how_many_runs_do_not_beat_the_filter(thin_root, tmp_path) -> None:
+    from heritage.report import publish
+
+    comparison = report.build_comparison(thin_root)
+    provenance = report.write_comparison(comparison, tmp_path / "paper", thin_root)
+    text = publish.manuscript_text(tmp_path / "paper", provenance)
+    assert "4 of 9 runs beat the residual filter; the other 5 do not beat the residual filter on thin damage" in text
+    assert "\\input{tables/thin_damage.tex}" in text and "\\input{tables/thin_per_class.tex}" in text
+    tex = (tmp_path / "paper" / "tables" / "thin_damage.tex").read_text()
+    assert "does not beat the residual filter on thin damage" in tex
+
+
+def test_rq4_pairs_the_thin_damage_iou_of_runs_that_recorded_it(tmp_path, marked_image) -> None:
+    root = rq4_runs(tmp_path / "runs")
+    thin_ious = {"letterbox": [0.01, 0.02, 0.0], "patch": [0.30, 0.35, 0.32]}
+    for mode, key in (("letterbox", "poc59v2_flagship"), ("patch", "poc59v2_flagship-patch")):
+        for fold, value in zip(FOLDS, thin_ious[mode]):
+            path = root / key / "convnext_tiny" / f"kfold-{fold}" / "metrics.json"
+            metrics = fileio.read_json(path)
+            metrics["test"]["thin"] = thin_record(marked_image, value, 0.2)
+            fileio.write_json(path, metrics)
+    row = report.build_comparison(root).table("rq4_per_class").data.set_index("class").loc[report.THIN_DAMAGE]
+    assert row["n_pairs"] == 3 and row["iou_patch"] == pytest.approx(np.mean(thin_ious["patch"]))
+    assert row["mean_diff"] == pytest.approx(np.mean(np.subtract(thin_ious["patch"], thin_ious["letterbox"])))

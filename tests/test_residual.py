@@ -16,22 +16,7 @@ SCRATCH, DUST, CLEAN = (taxonomy.CLASS_IDS[name] for name in ("Scratch", "Dust",
 IGNORE = taxonomy.IGNORE_INDEX
 
 
-def marked_image(seed: int = 0, size: int = 96) -> tuple[np.ndarray, np.ndarray]:
-    """A smooth picture with mild noise, a 1 px dark scratch (column 30) and bright 2x2 dust specks, and its mask."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size]
-    picture = 90 + 60 * np.sin(xx / 17.0) + 40 * np.cos(yy / 23.0) + rng.normal(0, 2.0, (size, size))
-    mask = np.full((size, size), CLEAN, dtype=np.uint8)
-    picture[:, 30] -= 45
-    mask[:, 30] = SCRATCH
-    for y, x in ((10, 60), (40, 70), (75, 50)):
-        picture[y:y + 2, x:x + 2] += 50
-        mask[y:y + 2, x:x + 2] = DUST
-    rgb = np.clip(np.repeat(picture[..., None], 3, axis=2), 0, 255).astype(np.uint8)
-    return rgb, mask
-
-
-def test_residual_is_luminance_minus_its_5x5_median():
+def test_residual_is_luminance_minus_its_5x5_median(marked_image):
     rgb, _ = marked_image()
     luma = rgb.astype(np.float32) @ np.asarray(residual.LUMA_WEIGHTS, dtype=np.float32)
     expected = luma - ndi.median_filter(luma, size=5, mode="nearest")  # OpenCV replicates the border likewise
@@ -46,7 +31,7 @@ def test_robust_sigma_is_the_noise_level_and_ignores_the_marks():
     assert residual.robust_sigma(np.zeros(100)) == residual.SIGMA_FLOOR
 
 
-def test_detect_finds_thin_marks_of_either_polarity_and_little_else():
+def test_detect_finds_thin_marks_of_either_polarity_and_little_else(marked_image):
     rgb, mask = marked_image()
     found = residual.detect(rgb, 5.0)
     thin = np.isin(mask, residual.THIN_IDS)
@@ -57,7 +42,7 @@ def test_detect_finds_thin_marks_of_either_polarity_and_little_else():
     assert not residual.detect(rgb, 1e6).any()
 
 
-def test_sweep_counts_match_detect_at_every_k_and_skip_background():
+def test_sweep_counts_match_detect_at_every_k_and_skip_background(marked_image):
     rgb, mask = marked_image()
     mask[:, :8] = IGNORE  # Background: neither a hit nor a detection
     sweep = residual.ThresholdSweep()
@@ -72,7 +57,7 @@ def test_sweep_counts_match_detect_at_every_k_and_skip_background():
     assert int(sweep.counts["thin"]) == thin.sum()
 
 
-def test_sweep_merges_by_summing_and_its_state_survives_a_weights_only_checkpoint():
+def test_sweep_merges_by_summing_and_its_state_survives_a_weights_only_checkpoint(marked_image):
     whole, first, second = residual.ThresholdSweep(), residual.ThresholdSweep(), residual.ThresholdSweep()
     for seed, part in ((0, first), (1, second)):
         rgb, mask = marked_image(seed)
@@ -91,7 +76,7 @@ def test_sweep_merges_by_summing_and_its_state_survives_a_weights_only_checkpoin
         restored.load_state_dict({"hits": np.zeros(3)})
 
 
-def test_choice_maximises_validation_iou_and_says_how():
+def test_choice_maximises_validation_iou_and_says_how(marked_image):
     rgb, mask = marked_image()
     choice = residual.choose_k([(rgb, mask)])
     ious = [v for v in choice.val_iou if v is not None]
@@ -105,3 +90,21 @@ def test_choice_maximises_validation_iou_and_says_how():
     assert blank.k == max(residual.K_GRID) and "no thin-damage pixel" in blank.rule
     with pytest.raises(ValueError, match="no image"):
         residual.ThresholdSweep().choice()
+
+
+def test_the_filter_and_the_thin_scores_import_without_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; import heritage.modeling.residual, heritage.modeling.thin; "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_readme_filter_example(marked_image):
+    rgb, mask = marked_image()
+    r = residual.residual(rgb)
+    assert residual.robust_sigma(r) == pytest.approx(1.4826)  # the residual's MAD is 1 grey level
+    assert np.median(r[mask == SCRATCH]) == pytest.approx(-44.0)  # about 30 sigma below 0
+    found = residual.detect(rgb, 5.0)
+    assert found[mask == SCRATCH].all() and found[mask == CLEAN].mean() < 0.001

@@ -12,14 +12,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
 
 from heritage import cli, errors
-from heritage.data import splits, working
+from heritage.data import splits, taxonomy, working
 from heritage.training import engine, runs, train
-from heritage.modeling import metrics
+from heritage.modeling import metrics, residual, thin
 from heritage.pipeline import preparation
 from heritage.report import design
 from heritage.config import RunConfig, load_run_config, run_dir
@@ -146,6 +147,27 @@ def test_metrics_follow_the_documented_schema(smoke_run):
     assert result["scale"]["model_input"]["max"] == pytest.approx(config.image_size / 96, rel=0.05)  # smoke: <= 96 px
     # the trivial baseline recorded beside the model's mIoU equals scoring an all-Clean prediction
     assert test["all_clean_miou"] == pytest.approx(all_clean_miou(config))
+
+
+def test_thin_damage_is_scored_beside_the_residual_filter_its_k_chosen_on_validation(smoke_run):
+    config, result = smoke_run
+    record = result["test"]["thin"]
+    for name in taxonomy.THIN_CLASSES:  # the same pixels as the per-class scores
+        assert record["per_class"][name]["model_iou"] == result["test"]["per_class"][name]["iou"]
+    _, val_ids, test_ids = splits.fold_ids(splits.load_manifest(config.data_dir, config.protocol), config.fold)
+
+    def scored(ids):
+        return (working.to_working_resolution(*working.read_sample(config.data_dir, sample_id), config.working_resolution)
+                for sample_id in ids)
+
+    chosen = residual.choose_k(scored(val_ids))  # validation only
+    assert record["filter"]["k_choice"] == chosen.to_json() and record["filter"]["k"] == chosen.k
+    on_test = residual.ThresholdSweep([chosen.k])
+    for picture, mask in scored(test_ids):
+        on_test.update(picture, mask)
+    expected = on_test.ious()[0]
+    assert record["filter_iou"] == (None if np.isnan(expected) else pytest.approx(expected))
+    assert record["n_images"] == len(test_ids) and record["tolerant_score"]["tolerance_px"] == thin.TOLERANCE_PX
 
 
 def test_is_complete_compares_the_config_hash_and_given_one_the_code_hash(smoke_run):

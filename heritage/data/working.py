@@ -293,10 +293,15 @@ class EvaluationSet:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def scored(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Image ``index``'s (picture, mask) at the working resolution (memory maps): the scored pixels, without
+        the model input (what a model-free score such as the residual filter reads)."""
+        array = self.cache.array(self.ids[index])
+        return array[..., :3], array[..., 3]
+
     def __getitem__(self, index: int) -> EvaluationImage:
         sample_id = self.ids[index]
-        array = self.cache.array(sample_id)
-        picture, mask = array[..., :3], array[..., 3]
+        picture, mask = self.scored(index)
         model_input = picture
         if self.model_input == "letterbox":
             stored = (np.ascontiguousarray(picture) if self.working_resolution == "native"

@@ -39,7 +39,11 @@ def luminance(rgb: np.ndarray) -> np.ndarray:
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) RGB image, got shape {rgb.shape}")
-    return rgb.astype(np.float32) @ np.asarray(LUMA_WEIGHTS, dtype=np.float32)
+    # channel by channel: 8 bytes per pixel at most, not a float copy of all three (12) on a large scan
+    luma = rgb[..., 0].astype(np.float32) * np.float32(LUMA_WEIGHTS[0])
+    for channel in (1, 2):
+        luma += rgb[..., channel] * np.float32(LUMA_WEIGHTS[channel])
+    return luma
 
 
 def residual(rgb: np.ndarray) -> np.ndarray:
@@ -47,7 +51,8 @@ def residual(rgb: np.ndarray) -> np.ndarray:
     import cv2
 
     luma = luminance(rgb)
-    return luma - cv2.medianBlur(luma, MEDIAN_WINDOW)
+    luma -= cv2.medianBlur(luma, MEDIAN_WINDOW)
+    return luma
 
 
 def robust_sigma(values: np.ndarray) -> float:
@@ -60,7 +65,10 @@ def robust_sigma(values: np.ndarray) -> float:
 def scores(rgb: np.ndarray) -> np.ndarray:
     """``|r| / sigma`` per pixel (float32): the detector says "thin mark" where it exceeds ``k``."""
     r = residual(rgb)
-    return np.abs(r) / np.float32(robust_sigma(r))
+    sigma = np.float32(robust_sigma(r))
+    np.abs(r, out=r)
+    r /= sigma
+    return r
 
 
 def detect(rgb: np.ndarray, k: float) -> np.ndarray:

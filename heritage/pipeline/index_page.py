@@ -6,6 +6,7 @@ Its sections come from heritage.report.publish; this module lays them out with t
 from __future__ import annotations
 
 import html
+import math
 import os
 import sys
 from pathlib import Path
@@ -57,7 +58,8 @@ def write_index(paper_dir: Path, jobs: Sequence[NotebookJob], comparison: Notebo
         cells = "".join(f"<td class='num'>{'—' if v is None else f'{100 * v:.2f}'}</td>"
                         for v in (miou, per_image, clean))  # the per-image mIoU beside the dataset-level one
         rows.append(f"<tr class='{css_class}'><td>{html.escape(job.name)}</td><td>{state}</td><td>{made_by}</td>{cells}"
-                    f"<td>{above}</td><td>{link(job.html, 'report')}</td><td>{link(job.output, 'notebook')}</td></tr>")
+                    f"<td>{above}</td>{thin_cells(metrics if current else {})}"
+                    f"<td>{link(job.html, 'report')}</td><td>{link(job.output, 'notebook')}</td></tr>")
     provenance_path = paper_dir / "provenance.json"
     provenance = publish.read_provenance(paper_dir)
     page = f"""<!DOCTYPE html>
@@ -84,9 +86,27 @@ figure{{margin:1.5em 0}} figure.table{{overflow-x:auto}} li.verdict{{margin:0.4e
 <h2>Runs</h2><p>Code: whether a run was made by the current code (heritage's data, modeling, config and training
 packages, code hash {code}) or predates it (kept with --keep-stale).</p>
 <table><tr><th>run</th><th>state</th><th>code</th><th>test mIoU (%), dataset-level</th>
-<th>per-image mIoU (%)</th><th>all-Clean mIoU (%)</th><th>above all-Clean (dataset-level)</th><th>report</th><th>notebook</th></tr>
+<th>per-image mIoU (%)</th><th>all-Clean mIoU (%)</th><th>above all-Clean (dataset-level)</th>
+<th>thin-damage IoU (%)</th><th>residual filter, thin damage (%)</th><th>above the filter</th><th>report</th><th>notebook</th></tr>
 {''.join(rows)}</table></body></html>
 """
     path = paper_dir / "index.html"
     fileio.write_text(path, page)
     return path
+
+
+def thin_cells(metrics: Mapping) -> str:
+    """A run's thin-damage IoU, the residual filter's and whether the model is above it, as table cells: "—" for a
+    run not (yet) finished, "not recorded" for one made before thin damage was scored."""
+    from heritage.report.tables import NOT_RECORDED
+    from heritage.training.provenance import beats_filter, thin_columns
+
+    if not metrics:
+        return "<td class='num'>—</td>" * 2 + "<td>—</td>"
+    if not metrics["test"].get("thin"):
+        return f"<td class='missing' colspan='3'>{NOT_RECORDED}</td>"
+    columns = thin_columns(metrics["test"]["thin"])
+    model, found = columns["thin_iou"], columns["filter_thin_iou"]
+    above = {True: "yes", False: "no", None: "n/a"}[beats_filter(model, found)]
+    return "".join(f"<td class='num'>{'n/a' if math.isnan(v) else f'{100 * v:.2f}'}</td>"
+                   for v in (model, found)) + f"<td>{above}</td>"

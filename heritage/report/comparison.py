@@ -20,7 +20,8 @@ from matplotlib.figure import Figure  # no pyplot: no global figure state, no GU
 from heritage import errors, fileio
 from heritage.training.provenance import Banner, make_banner
 from heritage.report import design
-from heritage.report.descriptive import ablation_table, encoder_table, per_class_table, poc_table, seeds_protocol_table, time_table
+from heritage.report.descriptive import (ablation_table, encoder_table, per_class_table, poc_table, seeds_protocol_table,
+                                         thin_damage_table, thin_per_class_table, time_table)
 from heritage.report.figures import (PER_IMAGE_CAPTION, add_footer, miou_throughput_plot, per_class_heatmap, per_image_plot,
                                      rq4_per_class_plot, rq6_per_class_plot, save_figure)
 from heritage.report.frames import load_runs, select_runs, summarise
@@ -100,7 +101,7 @@ def build_comparison(runs_root: str | Path, planned: pd.DataFrame | None = None,
               if (summary[(summary["poc"] == poc)]["variant"] == "").any()]
     tables += [poc_table(summary), time_table(summary)]
     per_class = per_class_table(runs, summary)
-    tables.append(per_class)
+    tables += [per_class, thin_damage_table(summary), thin_per_class_table(runs, summary)]
     if (summary["poc"] == design.ABLATION_POC).any():
         tables.append(seeds_protocol_table(summary, banner.profile))
     figures = {

@@ -16,9 +16,10 @@ import numpy as np
 import pandas as pd
 
 from heritage.data import taxonomy
+from heritage.modeling import residual, thin
 from heritage.report.design import ABLATION_POC, loss_variants
 from heritage.report.frames import SETTING, _matches, encoder_label, poc_label, setting_label
-from heritage.report.tables import ABSENT, NO_RUN, Table, _cells, _fixed, _percent, _sources
+from heritage.report.tables import ABSENT, NO_RUN, NOT_RECORDED, Table, _cells, _fixed, _percent, _sources
 
 
 def encoder_table(summary: pd.DataFrame, poc: str) -> Table:
@@ -38,8 +39,11 @@ def encoder_table(summary: pd.DataFrame, poc: str) -> Table:
         "Folds": lambda r: f"{r['n_runs']}/{r['n_planned']}",
         "mIoU (%)": lambda r: _percent(r["miou_mean"], r["miou_std"]),
         "All-Clean mIoU (%)": lambda r: _fixed(r["all_clean_miou_mean"], 2, 100),
+        THIN_IOU: lambda r: _thin_cell(r, "thin_iou_mean"), FILTER_IOU: lambda r: _thin_cell(r, "filter_thin_iou_mean"),
     }
     data_columns["all_clean_miou_mean"] = lambda r: r["all_clean_miou_mean"]
+    data_columns["thin_iou_mean"] = lambda r: _thin_value(r, "thin_iou_mean")
+    data_columns["filter_thin_iou_mean"] = lambda r: _thin_value(r, "filter_thin_iou_mean")
     if hierarchical:
         for level in ("binary", "coarse", "fine"):
             data_columns[f"{level}_miou_mean"] = lambda r, c=f"{level}_miou_mean": r[c]
@@ -55,6 +59,8 @@ def encoder_table(summary: pd.DataFrame, poc: str) -> Table:
         name=f"encoders_{poc}",
         caption=(f"{poc_label(poc)}: test mIoU per encoder, mean ± sample std over folds, beside the mIoU of "
                  "predicting Clean everywhere on the same test pixels (the trivial baseline a model must beat); "
+                 f"the thin-damage IoU ({THIN_NAMES} as one class) beside the residual filter's on the same pixels "
+                 "(the classical floor on thin damage), means over folds; "
                  "throughput, wall time per fold and peak memory are means over folds"),
         data=pd.DataFrame([_cells(r, data_columns) for _, r in rows.iterrows()]),
         display=pd.DataFrame([_cells(r, display_columns) for _, r in rows.iterrows()]),
@@ -254,3 +260,112 @@ def seeds_protocol_table(summary: pd.DataFrame, profile: str, poc: str = ABLATIO
     sources = rows[rows["variant"].isin(["", SEEDS_PROTOCOL_VARIANT])]
     return Table(name="seeds_protocol", caption=caption, data=pd.DataFrame(data_rows),
                  display=pd.DataFrame(display_rows), runs=_sources(sources))
+
+
+# -- thin damage against the residual filter ---------------------------------------------------------------
+
+THIN_NAMES = ", ".join(taxonomy.THIN_CLASSES)
+THIN_IOU = "Thin-damage IoU (%)"
+FILTER_IOU = "Residual filter, thin damage (%)"
+TOLERANT = thin.TOLERANT_SCORE["label"]  # "clIoU (4 px)": the tolerance is part of every label that shows it
+FILTER_CAPTION = (f"the residual filter, the classical floor on thin damage as all-Clean is for mIoU (luminance minus "
+                  f"its {residual.MEDIAN_WINDOW}x{residual.MEDIAN_WINDOW} median, |r| > k x {residual.MAD_TO_SIGMA} x MAD, "
+                  "k chosen on each fold's validation part)")
+TOLERANT_CAPTION = (f"OmniCrack30k's centreline IoU with a {thin.TOLERANCE_PX} px tolerance (truth and prediction thinned to "
+                    f"1 px centrelines; a truth centreline pixel within {thin.TOLERANCE_PX} px of a predicted one is a hit, "
+                    f"a predicted one farther than {thin.TOLERANCE_PX} px from every truth one a false alarm), which "
+                    "forgives annotation offsets within the tolerance")
+
+
+def _thin_value(row: pd.Series, column: str) -> float | str:
+    """A setting's thin-damage number, NOT_RECORDED when none of its runs recorded test.thin (runs made before
+    it was), ABSENT when they did but the score is undefined (no thin damage in truth or prediction)."""
+    if not row.get("n_thin_recorded"):
+        return NOT_RECORDED
+    return ABSENT if math.isnan(row[column]) else float(row[column])
+
+
+def _thin_cell(row: pd.Series, column: str, std_column: str | None = None) -> str:
+    value = _thin_value(row, column)
+    if isinstance(value, str):
+        return value
+    return _percent(value, row[std_column] if std_column else math.nan)
+
+
+def _against_filter_cell(row: pd.Series) -> str:
+    if not row.get("n_thin_recorded"):
+        return NOT_RECORDED
+    return f"{row['n_above_filter']} of {row['n_with_filter']}" if row["n_with_filter"] else "n/a"
+
+
+def thin_damage_table(summary: pd.DataFrame) -> Table:
+    """Per setting: thin-damage IoU (mean ± std over folds) beside the residual filter's on the same pixels, the
+    folds where the model is above it, and the tolerant clIoU of both. A setting not above the filter on every
+    fold it was compared on is said, in a note, not to beat the residual filter on thin damage."""
+    columns: dict[str, Callable[[pd.Series], Any]] = {
+        "Setting": setting_label, "Protocol": lambda r: r["protocol"], "Folds": lambda r: f"{r['n_runs']}/{r['n_planned']}",
+        THIN_IOU: lambda r: _thin_cell(r, "thin_iou_mean", "thin_iou_std"),
+        FILTER_IOU: lambda r: _thin_cell(r, "filter_thin_iou_mean"),
+        "Folds above the filter": _against_filter_cell,
+        f"Thin-damage {TOLERANT} (%)": lambda r: _thin_cell(r, "thin_cliou_mean"),
+        f"Residual filter {TOLERANT} (%)": lambda r: _thin_cell(r, "filter_thin_cliou_mean"),
+    }
+    data_columns: dict[str, Callable[[pd.Series], Any]] = {
+        "setting": setting_label, **{name: (lambda r, c=name: r[c]) for name in (*SETTING, "n_runs", "n_planned")},
+        **{name: (lambda r, c=name: _thin_value(r, c)) for name in (
+            "thin_iou_mean", "thin_iou_std", "filter_thin_iou_mean", "thin_cliou_mean", "filter_thin_cliou_mean")},
+        "n_above_filter": lambda r: r["n_above_filter"] if r.get("n_thin_recorded") else NOT_RECORDED,
+        "n_with_filter": lambda r: r["n_with_filter"] if r.get("n_thin_recorded") else NOT_RECORDED,
+    }
+    notes = []
+    for _, row in summary.iterrows():
+        if row["n_runs"] and row.get("n_with_filter") and row["n_above_filter"] < row["n_with_filter"]:
+            notes.append(f"- {setting_label(row)} does not beat the residual filter on thin damage (its thin-damage "
+                         f"IoU is above the filter's on {row['n_above_filter']} of {row['n_with_filter']} folds).")
+    if summary["n_runs"].gt(0).any() and not summary["n_thin_recorded"].fillna(0).gt(0).any():
+        notes.append(f"- No run recorded thin damage ({NOT_RECORDED}: they were made before it was scored).")
+    return Table(
+        name="thin_damage",
+        caption=(f"Thin damage ({THIN_NAMES} as one class against every other labelled test pixel): each setting's "
+                 f"test IoU, mean ± sample std over folds, beside that of {FILTER_CAPTION} on the same pixels, and the "
+                 f"folds on which the model is above it; beside them the {TOLERANT} of both, {TOLERANT_CAPTION}; the "
+                 "strict IoU is the one compared"),
+        data=pd.DataFrame([_cells(r, data_columns) for _, r in summary.iterrows()]),
+        display=pd.DataFrame([_cells(r, columns) for _, r in summary.iterrows()]),
+        runs=_sources(summary), notes=notes,
+        csv_units={"n_above_filter": ("n_folds_above_filter", 1.0)},
+    )
+
+
+def thin_per_class_table(runs: pd.DataFrame, summary: pd.DataFrame) -> Table:
+    """Per setting and thin class: the model's strict test IoU and its clIoU, and the residual filter's recall of
+    the class on the same pixels, each a mean over the folds in which the class occurs."""
+    data_rows, display_rows = [], []
+    for _, setting in summary.iterrows():
+        mine = runs[_matches(runs, [setting[k] for k in SETTING])]
+        data_row: dict[str, Any] = {"setting": setting_label(setting), **{k: setting[k] for k in SETTING}}
+        display_row: dict[str, Any] = {"Setting": setting_label(setting)}
+        recorded = mine[mine["thin_recorded"].astype(bool)] if len(mine) else mine
+        for name in taxonomy.THIN_CLASSES:
+            for key, label in (("iou", "IoU"), ("cliou", TOLERANT), ("filter_recall", "filter recall")):
+                value = (NO_RUN if mine.empty else NOT_RECORDED if recorded.empty
+                         else _mean_of_present([entry.get(name, {}).get(key) for entry in recorded["thin_per_class"]]))
+                data_row[f"{name}_{key}"] = value
+                display_row[f"{name} {label} (%)"] = value if isinstance(value, str) else f"{100 * value:.2f}"
+        data_rows.append(data_row)
+        display_rows.append(display_row)
+    return Table(
+        name="thin_per_class",
+        caption=(f"Thin classes one by one: each setting's strict test IoU and {TOLERANT} per class, and the residual "
+                 "filter's recall of the class (the share of its pixels detected; the filter names no class) on the same "
+                 f"test pixels; means over the folds in which the class occurs, '{ABSENT}' where it occurs in none, "
+                 f"'{NOT_RECORDED}' for runs made before thin damage was scored"),
+        data=pd.DataFrame(data_rows), display=pd.DataFrame(display_rows), runs=_sources(summary),
+        csv_units={f"{name}_{key}": (f"{name}_{key} (%)", 100.0) for name in taxonomy.THIN_CLASSES
+                   for key in ("iou", "cliou", "filter_recall")},
+    )
+
+
+def _mean_of_present(values: list[float | None]) -> float | str:
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else ABSENT

@@ -19,7 +19,7 @@ import pandas as pd
 
 from heritage.config import RunConfig
 from heritage.training.runs import CONFIG_FILE, METRICS_FILE
-from heritage.training.provenance import RUN_COLUMNS, _pretrained, load_metrics, run_row
+from heritage.training.provenance import RUN_COLUMNS, _pretrained, beats_filter, load_metrics, run_row
 
 # A setting is one configuration evaluated on several folds; its runs differ only in the fold.
 SETTING = ["poc", "variant", "encoder", "protocol"]
@@ -29,7 +29,7 @@ CONFIG_FIELDS = ["architecture", "loss", "class_weights", "image_size", "batch_s
 ALL_SAMPLES = "all"  # max_train_samples of a run that trained on every sample (None in its config)
 FAMILY_ORDER = ["CNN", "ViT", "hybrid"]
 _MEANS = ["seeds_miou", "seeds_all_clean_miou", "per_image_miou", "all_clean_miou", "binary_miou", "coarse_miou", "fine_miou", "train_images_per_s", "eval_images_per_s",
-          "wall_time_s", "peak_memory_mb", "params_m"]
+          "wall_time_s", "peak_memory_mb", "params_m", "thin_iou", "filter_thin_iou", "thin_cliou", "filter_thin_cliou"]
 
 
 def load_runs(runs_root: str | Path) -> pd.DataFrame:
@@ -119,10 +119,20 @@ def summarise(runs: pd.DataFrame, planned: pd.DataFrame | None = None) -> pd.Dat
             miou_std=mine["miou"].std(ddof=1) if len(mine) > 1 else math.nan,
             wall_time_total_s=mine["wall_time_s"].sum(min_count=1) if len(mine) else math.nan,
             run_dirs=list(mine["run_dir"]), config_hashes=list(mine["config_hash"]),
+            thin_iou_std=mine["thin_iou"].std(ddof=1) if mine["thin_iou"].notna().sum() > 1 else math.nan,
+            **_against_filter(mine),
         )
         row.update({f"{name}_mean": mine[name].mean() if len(mine) else math.nan for name in _MEANS})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _against_filter(runs: pd.DataFrame) -> dict[str, int]:
+    """Of a setting's runs: how many recorded thin damage (``n_thin_recorded``), how many of them have both the
+    model's and the residual filter's thin-damage IoU (``n_with_filter``), and in how many the model's is above."""
+    against = [beats_filter(a, b) for a, b in zip(runs["thin_iou"], runs["filter_thin_iou"])]
+    return {"n_thin_recorded": int(runs["thin_recorded"].sum()), "n_with_filter": sum(v is not None for v in against),
+            "n_above_filter": sum(v is True for v in against)}
 
 
 def _matches(frame: pd.DataFrame, setting: Sequence[Any]) -> pd.Series:

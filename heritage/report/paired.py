@@ -20,7 +20,7 @@ from heritage.data import taxonomy
 from heritage.report import design
 from heritage.report.design import rq4_pairs
 from heritage.report.frames import CONFIG_FIELDS, SETTING, _matches, _same, encoder_label, setting_label
-from heritage.report.tables import ABSENT, Table, _fixed, _sources
+from heritage.report.tables import ABSENT, NOT_RECORDED, Table, _fixed, _sources
 from heritage.report.verdicts import (CONFIDENCE, MIN_PAIRED_UNITS, NOT_COMPARED, NOT_SUPPORTED, PairedDifference,
                                       Verdict, decide)
 
@@ -237,10 +237,14 @@ def rq4_table(runs: pd.DataFrame, summary: pd.DataFrame) -> Table:
 
 
 THIN_MEAN = "Thin classes (mean)"  # the per-class table's row of the mean over taxonomy.THIN_CLASSES
+THIN_DAMAGE = "Thin damage (one class)"  # its row of the thin classes' union IoU (test.thin; None before it was recorded)
 
 
 def _class_scores(run: pd.Series, name: str) -> float | None:
-    """A run's test IoU of class ``name``, or for THIN_MEAN the mean over the thin classes it holds."""
+    """A run's test IoU of class ``name``, for THIN_MEAN the mean over the thin classes it holds, for THIN_DAMAGE
+    the IoU of their union."""
+    if name == THIN_DAMAGE:
+        return None if math.isnan(run["thin_iou"]) else float(run["thin_iou"])
     if name != THIN_MEAN:
         return run["per_class"].get(name)
     present = [run["per_class"].get(c) for c in taxonomy.THIN_CLASSES if run["per_class"].get(c) is not None]
@@ -283,7 +287,7 @@ def paired_per_class_table(name: str, runs: pd.DataFrame, summary: pd.DataFrame,
                           for row in (a, b))
         sources += [{"run_dir": r, "config_hash": h} for frame in (runs_a, runs_b)
                     for r, h in zip(frame["run_dir"], frame["config_hash"])]
-        for class_name in (*taxonomy.CLASS_NAMES, THIN_MEAN):
+        for class_name in (*taxonomy.CLASS_NAMES, THIN_MEAN, THIN_DAMAGE):
             scores = [(_class_scores(ra, class_name), _class_scores(rb, class_name), ra, rb)
                       for (_, ra), (_, rb) in zip(runs_a.iterrows(), runs_b.iterrows())]
             held = [s for s in scores if s[0] is not None and s[1] is not None]
@@ -291,9 +295,10 @@ def paired_per_class_table(name: str, runs: pd.DataFrame, summary: pd.DataFrame,
                              [s[3]["all_clean_miou"] for s in held], blocked=problems,
                              run_miou=([s[2]["miou"] for s in held], [s[3]["miou"] for s in held]))
             difference = verdict.difference
-            iou_a = float(np.mean([s[0] for s in held])) if held else ABSENT
-            iou_b = float(np.mean([s[1] for s in held])) if held else ABSENT
-            thin = class_name in taxonomy.THIN_CLASSES or class_name == THIN_MEAN
+            recorded = class_name != THIN_DAMAGE or (runs_a["thin_recorded"].any() and runs_b["thin_recorded"].any())
+            iou_a = float(np.mean([s[0] for s in held])) if held else ABSENT if recorded else NOT_RECORDED
+            iou_b = float(np.mean([s[1] for s in held])) if held else ABSENT if recorded else NOT_RECORDED
+            thin = class_name in taxonomy.THIN_CLASSES or class_name in (THIN_MEAN, THIN_DAMAGE)
             data_rows.append({
                 "encoder": a["encoder"], "protocol": a["protocol"], "class": class_name, "thin": thin,
                 "n_pairs": len(held), f"iou_{arm_b}": iou_b if verdict.compared else NOT_COMPARED,
@@ -316,7 +321,8 @@ def paired_per_class_table(name: str, runs: pd.DataFrame, summary: pd.DataFrame,
         caption=(f"{title}: test IoU (%) per class at the working resolution (the same test pixels), mean over the "
                  "paired folds whose test part holds the class, the paired difference A − B with its "
                  f"{CONFIDENCE:.0%} t interval and the verdict rules (both runs above their all-Clean mIoU on every "
-                 f"paired fold); thin classes ({thin_names}) marked, '{THIN_MEAN}' their mean per fold"),
+                 f"paired fold); thin classes ({thin_names}) marked, '{THIN_MEAN}' their mean per fold, "
+                 f"'{THIN_DAMAGE}' the IoU of their union (folds recording it)"),
         data=pd.DataFrame(data_rows, columns=[
             "encoder", "protocol", "class", "thin", "n_pairs", f"iou_{arm_b}", f"iou_{arm_a}", "mean_diff", "ci_low",
             "ci_high", "verdict", "reason"]),

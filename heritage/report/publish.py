@@ -120,6 +120,7 @@ def manuscript_text(paper_dir: str | Path, provenance: dict[str, Any]) -> str:
     from heritage.training import provenance as records
     from heritage.report.tables import latex_text as latex
     from heritage.report.verdicts import CONFIDENCE, MIN_PAIRED_UNITS
+    from heritage.modeling import residual, thin
     banner = provenance["banner"]
     found = provenance.get("findings") or []
     supported = [f for f in found if f["verdict"] == "supported"]
@@ -128,6 +129,7 @@ def manuscript_text(paper_dir: str | Path, provenance: dict[str, Any]) -> str:
     abstract = (f"This build compares segmentation models for damage in heritage artworks on {data}, from "
                 f"{banner['n_runs']} runs ({banner['profile']} profile; {banner['weights']}; {banner['epochs']} epochs). "
                 f"{banner['n_above_all_clean']} of {banner['n_with_all_clean']} runs beat predicting Clean everywhere. ")
+    abstract += _filter_sentence(banner)
     if not found:
         abstract += "No research question has a paired table in this build."
     elif supported:
@@ -153,7 +155,28 @@ def manuscript_text(paper_dir: str | Path, provenance: dict[str, Any]) -> str:
     return string.Template(TEMPLATE.read_text(encoding="utf-8")).substitute(
         abstract=latex(abstract), banner=latex(banner["text"].removeprefix("Provenance: ")), findings=findings,
         min_pairs=MIN_PAIRED_UNITS, confidence=latex(f"{CONFIDENCE:.0%}"),
+        window=residual.MEDIAN_WINDOW, mad_to_sigma=residual.MAD_TO_SIGMA, tolerance=thin.TOLERANCE_PX,
         tables=tables + "\n\\clearpage", figures="\n".join(figures))
+
+
+def _filter_sentence(banner: dict[str, Any]) -> str:
+    """The abstract's sentence on thin damage against the residual filter (banners written before it was counted
+    say nothing of it: the sentence says it was not recorded)."""
+    from heritage.data import taxonomy
+
+    above, compared = banner.get("n_above_filter", 0), banner.get("n_with_filter", 0)
+    if not compared:
+        return "Thin damage against the residual filter was not recorded for these runs. "
+    below = compared - above
+    verb = "does" if below == 1 else "do"
+    start = f"On thin damage ({', '.join(name.lower() for name in taxonomy.THIN_CLASSES)}), "
+    if above == 0:
+        runs = "the run compared" if compared == 1 else f"the {compared} runs compared"
+        return start + f"{runs} {verb} not beat the residual filter on thin damage. "
+    sentence = start + f"{above} of {compared} runs beat the residual filter"
+    if below:
+        sentence += f"; the other {below} {verb} not beat the residual filter on thin damage"
+    return sentence + ". "
 
 
 def _table_inputs(paper_dir: Path, stems: list[str]) -> str:

@@ -1,7 +1,8 @@
 """One run's report: the views the POC notebooks show of their run folder.
 
 Reader: the POC notebooks (``notebooks/<poc>.ipynb``, rendered into each run's ``report.html``):
-results first (:func:`run_headline`: test mIoU beside all-Clean; :func:`per_class_frame`), the
+results first (:func:`run_headline`: test mIoU beside all-Clean; :func:`thin_headline` and :func:`thin_frame`:
+thin damage beside the residual filter; :func:`per_class_frame`), the
 confusion matrix, prediction panels, training curves, and the configuration folded at the end
 (:func:`config_details_html`).
 """
@@ -21,7 +22,7 @@ from heritage.data import taxonomy
 from heritage.config import RunConfig
 from heritage.training.provenance import _number
 from heritage.training.runs import HISTORY_FILE
-from heritage.report.tables import ABSENT, _fixed
+from heritage.report.tables import ABSENT, NOT_RECORDED, _fixed
 
 
 def config_table(config: RunConfig) -> pd.DataFrame:
@@ -68,6 +69,47 @@ def run_headline(metrics: dict[str, Any]) -> str:
         line += (" **Leaky split (the seeds' protocol): augmented copies of the test images were trained on and "
                  "the test part also picked the epoch, so this number is inflated by design.**")
     return line
+
+
+def thin_headline(metrics: dict[str, Any]) -> str:
+    """One Markdown line: the thin-damage IoU beside the residual filter's on the same test pixels, whether the model
+    beats the filter (said in those words when it does not), and the tolerant clIoU of both, labelled with its
+    tolerance; "not recorded" for a run made before thin damage was scored."""
+    names = ", ".join(taxonomy.THIN_CLASSES)
+    record = metrics["test"].get("thin")
+    if not record:
+        return (f"Thin damage ({names} as one class): {NOT_RECORDED} (this run was made before thin damage and the "
+                "residual filter were scored; train it again to record them).")
+    model, found = _number(record["model_iou"]), _number(record["filter_iou"])
+    k = record["filter"]["k"]
+    label = record["tolerant_score"]["label"]
+    if math.isnan(model) or math.isnan(found):
+        return (f"Thin damage ({names} as one class): neither the ground truth of this test part, nor the prediction, "
+                "nor the residual filter's detections hold a thin-damage pixel: nothing to compare.")
+    verdict = "beats the residual filter on thin damage" if model > found else "does not beat the residual filter on thin damage"
+    cl_model, cl_filter = (_number(record[side]["cliou"]) for side in ("model", "filter"))
+    tolerant = ", ".join(f"{who} {'n/a' if math.isnan(v) else f'{100 * v:.2f}%'}"
+                         for who, v in (("model", cl_model), ("filter", cl_filter)))
+    return (f"**Thin-damage IoU {100 * model:.2f}%** ({names} as one class) against **{100 * found:.2f}%** for the "
+            f"residual filter on the same test pixels (its k = {k:g} chosen on the validation part): this model "
+            f"**{verdict}**. Tolerant score, {label}: {tolerant} (verdicts use the strict IoU).")
+
+
+def thin_frame(metrics: dict[str, Any]) -> pd.DataFrame:
+    """Thin damage as one class, then each thin class: support, the model's strict IoU and clIoU, the residual
+    filter's recall and IoU (%); empty for a run made before thin damage was scored."""
+    record = metrics["test"].get("thin")
+    columns = ["", "support (px)", "model IoU (%)", "model clIoU (%)", "filter recall (%)", "filter IoU (%)"]
+    if not record:
+        return pd.DataFrame(columns=columns)
+    label = record["tolerant_score"]["label"]
+    columns[3] = f"model {label} (%)"
+    rows = [("thin damage (one class)", record["support"], record["model_iou"], record["model"]["cliou"],
+             record["filter"]["recall"], record["filter_iou"])]
+    rows += [(name, entry["support"], entry["model_iou"], entry["model_cliou"], entry["filter_recall"],
+              entry["filter_iou"]) for name, entry in record["per_class"].items()]
+    return pd.DataFrame([(name, support, *(ABSENT if v is None else _fixed(v, 2, 100) for v in values))
+                         for name, support, *values in rows], columns=columns)
 
 
 def per_class_frame(metrics: dict[str, Any]) -> pd.DataFrame:
@@ -128,6 +170,10 @@ def results_table(metrics: dict[str, Any]) -> pd.DataFrame:
     rows = [("test mIoU (%)", _fixed(_number(test["miou"]), 2, 100)),
             ("test mIoU of predicting Clean everywhere (%)", _fixed(_number(test.get("all_clean_miou")), 2, 100)),
             ("test pixel accuracy (%)", _fixed(_number(test.get("pixel_accuracy")), 2, 100))]
+    thin = test.get("thin")
+    rows += [("test thin-damage IoU (%)", _fixed(_number(thin["model_iou"]), 2, 100) if thin else NOT_RECORDED),
+             ("test thin-damage IoU of the residual filter (%)",
+              _fixed(_number(thin["filter_iou"]), 2, 100) if thin else NOT_RECORDED)]
     rows += [(f"test {level} mIoU (%)", _fixed(_number(value), 2, 100))
              for level, value in ((k.removesuffix("_miou"), v) for k, v in (metrics.get("hierarchical") or {}).items())]
     rows += [

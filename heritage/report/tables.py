@@ -20,6 +20,7 @@ from heritage.report.verdicts import NOT_COMPARED
 
 NO_RUN = "no run"
 ABSENT = "absent"  # a class in neither ground truth nor prediction, in every fold of a setting
+NOT_RECORDED = "not recorded"  # a score the setting's runs were made before recording (e.g. test.thin)
 
 
 @dataclass
@@ -129,6 +130,8 @@ CSV_UNITS: dict[str, tuple[str, float]] = {
         "seeds_reported_miou", "seeds_protocol_miou", "seeds_protocol_all_clean_miou", "ours_miou_mean",
         "ours_miou_std", "ours_all_clean_miou_mean", "ours_seeds_metric_miou_mean")},
     "inflation": ("inflation (mIoU points)", 100.0),
+    **{name: (f"{name} (%)", 100.0) for name in (
+        "thin_iou_mean", "thin_iou_std", "filter_thin_iou_mean", "thin_cliou_mean", "filter_thin_cliou_mean")},
     "seeds_reported_v100_images_per_s": ("seeds_reported_v100 (img/s)", 1.0),
 }
 
@@ -140,7 +143,7 @@ def _scaled(value: Any, scale: float) -> Any:
 
 
 _NUMERIC_CELL = re.compile(r"[\[(]?[+\-−]?\d[\d.,]*(?:\s*(?:±|–|/|,)\s*[+\-−]?\d[\d.,]*)?[\])]?(?: px)?")
-_NON_NUMBERS = {NO_RUN, ABSENT, NOT_COMPARED, "n/a", "—", "not planned", ""}
+_NON_NUMBERS = {NO_RUN, ABSENT, NOT_RECORDED, NOT_COMPARED, "n/a", "—", "not planned", ""}
 
 
 def _column_spec(cells: pd.Series) -> str:
@@ -203,6 +206,6 @@ def _cells(row: pd.Series, columns: dict[str, Callable[[pd.Series], Any]]) -> di
 
 
 # Columns that identify a row and stay filled in when the row has no run behind it.
-_KEY_COLUMNS = {"POC", "poc", "Encoder", "encoder", "Family", "family", "Protocol", "protocol",
+_KEY_COLUMNS = {"Setting", "setting", "POC", "poc", "Encoder", "encoder", "Family", "family", "Protocol", "protocol",
                 "Size", "image_size", "Variant", "variant", "Loss", "loss", "Class weights",
                 "class_weights", "Folds", "n_runs", "n_planned"}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -89,6 +89,13 @@ def _evaluation_result(matrices: Any, hierarchical: bool) -> dict[str, Any]:
     return result
 
 
+class ImageScore(Protocol):
+    """A score accumulated over whole images: ``update`` takes the image (its ``picture`` and ``mask`` at the
+    scored resolution) and the model's fine prediction on those pixels."""
+
+    def update(self, image: working.EvaluationImage, prediction: np.ndarray) -> None: ...
+
+
 # The hierarchical model's heads as channel ranges of one tensor, so one tiler blends all three.
 HEADS = {"fine": (0, 16), "binary": (16, 18), "coarse": (18, 22)}
 PANEL_SIDE = 512  # longest side of the prediction panels drawn from working-resolution evaluations
@@ -110,7 +117,8 @@ class _HeadsAsChannels(nn.Module):
 @torch.inference_mode()
 def evaluate_images(model: nn.Module, images: working.EvaluationSet, device: torch.device, hierarchical: bool,
                     tile: int, batch_size: int, desc: str = "eval", progress: bool = True, keep: int = 0,
-                    per_image: bool = False, dtype: torch.dtype | None = None, tta: bool = False
+                    per_image: bool = False, dtype: torch.dtype | None = None, tta: bool = False,
+                    scores: Sequence[ImageScore] = ()
                     ) -> tuple[dict[str, Any], float, list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]]:
     """:func:`evaluate`'s result over whole images at the working resolution, images/s, and panels.
 
@@ -124,6 +132,8 @@ def evaluate_images(model: nn.Module, images: working.EvaluationSet, device: tor
     ``per_image_miou`` is the mean over images of their mIoU (:func:`heritage.modeling.metrics.mean_iou`), and with
     ``per_image`` the result also holds ``per_image`` = ``{"ids": [...], "confusion": (n, 16, 16) int64
     tensor}`` (a tensor, so a result kept in a resume checkpoint still loads with ``weights_only``).
+    ``scores``: accumulators each fed every image and its fine prediction on the scored pixels
+    (:class:`ImageScore`, e.g. :class:`heritage.modeling.thin.ThinDamageScores`); the caller reads their results.
     """
     from PIL import Image
 
@@ -151,6 +161,8 @@ def evaluate_images(model: nn.Module, images: working.EvaluationSet, device: tor
         if (height, width) != item.model_input.shape[:2]:  # letterbox: back to the scored pixels
             maps = {name: np.array(Image.fromarray(labels).resize((width, height), Image.Resampling.NEAREST))
                     for name, labels in maps.items()}
+        for score in scores:
+            score.update(item, maps["fine"])
         rows = max(1, (1 << 22) // width)
         for y0 in range(0, height, rows):
             target = torch.from_numpy(np.ascontiguousarray(item.mask[y0:y0 + rows]))[None]

@@ -35,6 +35,9 @@ RUN_COLUMNS = [
     "params_m", "device", "best_epoch", "miou", "per_image_miou", "all_clean_miou", "pixel_accuracy", "binary_miou", "coarse_miou",
     "fine_miou", "train_images_per_s", "eval_images_per_s", "peak_memory_mb", "wall_time_s", "per_class",
     "seeds_miou", "seeds_all_clean_miou",  # test.seeds_convention: the seeds' metric on the same predictions
+    # test.thin: thin damage as one class, the model's and the residual filter's (thin_recorded False: a run made
+    # before it was recorded), the tolerant clIoU, and per thin class {"iou", "cliou", "filter_recall"}
+    "thin_recorded", "thin_iou", "filter_thin_iou", "thin_cliou", "filter_thin_cliou", "filter_k", "thin_per_class",
 ]
 
 
@@ -84,8 +87,30 @@ def run_row(metrics: dict[str, Any], run_dir: str) -> dict[str, Any]:
         params_m=_number(metrics.get("params_m")),
         per_class={name: entry.get("iou") for name, entry in test["per_class"].items()},
         seeds_miou=_number(seeds.get("miou")), seeds_all_clean_miou=_number(seeds.get("all_clean_miou")),
+        **thin_columns(test.get("thin")),
     )
     return row
+
+
+def thin_columns(thin: dict[str, Any] | None) -> dict[str, Any]:
+    """A run's ``test.thin`` as RUN_COLUMNS' thin columns (NaN and ``thin_recorded`` False for a run without it)."""
+    if not thin:
+        return {"thin_recorded": False, "thin_iou": math.nan, "filter_thin_iou": math.nan, "thin_cliou": math.nan,
+                "filter_thin_cliou": math.nan, "filter_k": math.nan, "thin_per_class": {}}
+    return {"thin_recorded": True, "thin_iou": _number(thin["model_iou"]), "filter_thin_iou": _number(thin["filter_iou"]),
+            "thin_cliou": _number(thin["model"]["cliou"]), "filter_thin_cliou": _number(thin["filter"]["cliou"]),
+            "filter_k": _number(thin["filter"]["k"]),
+            "thin_per_class": {name: {"iou": entry["model_iou"], "cliou": entry["model_cliou"],
+                                      "filter_recall": entry["filter_recall"]}
+                               for name, entry in thin["per_class"].items()}}
+
+
+def beats_filter(thin_iou: float, filter_thin_iou: float) -> bool | None:
+    """Whether a model's thin-damage IoU is above the residual filter's on the same pixels (None: either undefined,
+    e.g. a run without the record or a test part with no thin damage in truth, prediction or detections)."""
+    if math.isnan(thin_iou) or math.isnan(filter_thin_iou):
+        return None
+    return thin_iou > filter_thin_iou
 
 
 def _number(value: Any) -> float:
@@ -104,6 +129,8 @@ class Banner:
     n_runs: int
     n_above_all_clean: int  # runs whose test mIoU is above their all-Clean mIoU
     n_with_all_clean: int  # runs that recorded an all-Clean mIoU
+    n_above_filter: int = 0  # runs whose thin-damage IoU is above the residual filter's
+    n_with_filter: int = 0  # runs that recorded both (test.thin, with thin damage in their test part)
     code_hash: str | None = None  # the current code's (runs.code_hash)
     stale_runs: tuple[str, ...] = ()  # runs made by other code (or not recording theirs): kept, not retrained
 
@@ -116,6 +143,7 @@ class Banner:
             baseline = f"{self.n_above_all_clean} of {self.n_with_all_clean} runs beat their all-Clean baseline"
             if self.n_with_all_clean < self.n_runs:
                 baseline += f" ({self.n_runs - self.n_with_all_clean} recorded none)"
+            baseline += f"; {self.filter_text}"
         text = f"Provenance: {self.profile} profile; data: {data}; {self.weights}; {self.epochs} epochs; {baseline}."
         if self.stale_runs and self.n_runs == 1:
             text += (f" This run ({self.stale_runs[0]}) predates the current code (code hash {self.code_hash}): "
@@ -133,6 +161,15 @@ class Banner:
         if self.data == SYNTHETIC:
             text += " Synthetic stand-in: these numbers say nothing about real artworks."
         return text
+
+    @property
+    def filter_text(self) -> str:
+        """How many runs beat the residual filter on thin damage, as the banner says it."""
+        if self.n_with_filter == 0:
+            return "thin damage against the residual filter: not recorded"
+        text = f"{self.n_above_filter} of {self.n_with_filter} beat the residual filter on thin damage"
+        missing = self.n_runs - self.n_with_filter
+        return text + (f" ({missing} not recorded or without thin damage)" if missing else "")
 
     def to_json(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "stale_runs": list(self.stale_runs), "text": self.text}
@@ -167,6 +204,7 @@ def make_banner(runs: pd.DataFrame, planned: pd.DataFrame | None = None, data_di
         weights = f"{sum(known)} of {len(known)} runs ImageNet-pretrained, the rest trained from scratch"
     has_baseline = runs["all_clean_miou"].notna()
     current = code_hash()
+    against_filter = [beats_filter(a, b) for a, b in zip(runs["thin_iou"], runs["filter_thin_iou"])]
     return Banner(
         profile=", ".join(profiles) or profile or "unknown",
         data=data_kind(data_dir) if data_dir is not None else "unknown",
@@ -175,6 +213,7 @@ def make_banner(runs: pd.DataFrame, planned: pd.DataFrame | None = None, data_di
         epochs="unknown" if not epochs else str(epochs[0]) if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}",
         n_runs=len(runs), n_with_all_clean=int(has_baseline.sum()),
         n_above_all_clean=int((runs["miou"][has_baseline] > runs["all_clean_miou"][has_baseline]).sum()),
+        n_above_filter=sum(v is True for v in against_filter), n_with_filter=sum(v is not None for v in against_filter),
         code_hash=current, stale_runs=tuple(runs.loc[runs["code_hash"] != current, "run_dir"]),
     )
 

@@ -106,7 +106,7 @@ def run_training(config: RunConfig, progress: bool = True) -> dict[str, Any]:
 
         result: dict[str, Any] = {}
         if dist.is_main:
-            result = _final_evaluation(config, model, datasets["test"], folder, fitted, dist, progress, scale)
+            result = _final_evaluation(config, model, datasets, folder, fitted, dist, progress, scale)
         if dist.enabled:
             shared = [result]
             torch_dist.broadcast_object_list(shared, src=0)
@@ -205,20 +205,28 @@ def vanishing_messages(config: RunConfig, record: dict[str, Any]) -> list[str]:
     return [message + hint for message in scale.vanishing_messages(record["components"]["model_input"], where)]
 
 
-def _final_evaluation(config: RunConfig, model: Any, test_set: Any, folder: Path, fitted: Any,
+def _final_evaluation(config: RunConfig, model: Any, datasets: dict[str, Any], folder: Path, fitted: Any,
                       dist: Any, progress: bool, scale: dict[str, Any]) -> dict[str, Any]:
-    """Evaluate the best checkpoint once on the test part, draw panels, write ``metrics.json``."""
+    """Evaluate the best checkpoint once on the test part (and the residual filter, its k chosen on the
+    validation part, on the same pixels), draw panels, write ``metrics.json``."""
     import numpy as np
 
     from heritage.data import datafolder, taxonomy, working
     from heritage.training import devices, evaluation, runs
-    from heritage.modeling import models
+    from heritage.modeling import models, residual, thin
 
+    test_set, val_set = datasets["test"], datasets["val"]
     model.load_state_dict(runs.load_best_checkpoint(folder)["model"])
     dtype = devices.autocast_dtype(config.amp, dist.device)
+    # The filter's threshold from the validation images alone (no model: one pass), then scored on test.
+    k_choice = residual.choose_k(val_set.scored(index) for index in range(len(val_set)))
+    thin_scores = thin.ThinDamageScores(k_choice.k)
     test, eval_images_per_s, panels = evaluation.evaluate_images(
         model, test_set, dist.device, config.hierarchical, config.image_size, config.batch_size, desc="test",
-        progress=progress, keep=config.n_prediction_panels, per_image=True, dtype=dtype, tta=config.tta == "flip")
+        progress=progress, keep=config.n_prediction_panels, per_image=True, dtype=dtype, tta=config.tta == "flip",
+        scores=[thin_scores])
+    test["thin"] = thin_scores.result()
+    test["thin"]["filter"]["k_choice"] = k_choice.to_json()
     per_image = test.pop("per_image")
     source_of = datafolder.read_metadata(config.data_dir).set_index("id")["source_id"]
     runs.write_per_image(folder, runs.per_image_table(per_image["ids"], list(source_of.loc[per_image["ids"]]),
