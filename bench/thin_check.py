@@ -54,6 +54,7 @@ STAND_IN = {"n_images": 160, "longest_side": 768}  # ARTeFACT's number of images
 AIM_RATIO = 1.5  # the recipe's thin-damage IoU against the filter's
 AIM_CLASS_IOU = 0.10  # each thin class's strict IoU
 BUDGET_MINUTES = 30  # the three arms on a 2-core CPU
+ARM_ORDER = ("thin", "letterbox", "patch")  # the recipe first
 
 
 def arm_configs(data_dir: Path, runs_root: Path, epochs: int, amp: str) -> dict[str, config.RunConfig]:
@@ -288,7 +289,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--n-images", type=int, default=STAND_IN["n_images"])
     parser.add_argument("--longest-side", type=int, default=STAND_IN["longest_side"])
     parser.add_argument("--data", type=Path, help="data folder, parquet shards or export instead of the stand-in")
-    parser.add_argument("--step-rounds", type=int, default=5, help="interleaved rounds of the step-cost timing")
+    parser.add_argument("--step-rounds", type=int, default=5, help="interleaved rounds of the step-cost timing (0: none)")
     parser.add_argument("--jobs", type=int, default=1, choices=(1, 2, 3), help="train that many arms side by side")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
@@ -296,53 +297,71 @@ def main(argv: list[str] | None = None) -> Path:
     load_before = os.getloadavg()
     start, cpu = time.perf_counter(), cpu_seconds(children=True)
     stand_in = {"n_images": args.n_images, "longest_side": args.longest_side}
+    device = runs.cpu_name()
+    path = result_path(args.out, device, date.today().isoformat(), prefix="thin-")
+    results: dict[str, dict[str, Any]] = {}
+    timing: dict[str, Any] = {}
+
+    def write(stage: str) -> None:
+        """The record so far (after each arm: a run cut short by its budget still says what it got)."""
+        filters = {row["filter_thin_damage_iou"] for row in results.values()}
+        if len(filters) > 1:
+            raise errors.CommandFailed(f"the arms were not scored on the same test pixels: filter thin-damage IoUs "
+                                       f"{filters}")
+        record = {
+            "device": device, "date": date.today().isoformat(), "git_commit": commit, "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "native_bf16": native_bf16(),
+            "load_average_before": load_before, "load_average_now": os.getloadavg(), "stage": stage,
+            "data": str(args.data) if args.data else {"synthetic": stand_in, "seed": 0},
+            "poc": POC, "encoder": ENCODER, "thin_classes": list(taxonomy.THIN_CLASSES),
+            "same_budget": {name: getattr(arms["letterbox"], name) for name in report.BUDGET_FIELDS},
+            "filter_thin_damage_iou": next(iter(filters), None), "results": results,
+            "aim": aim(results) if "thin" in results else None,
+            "ablation": contributions(results) if args.ablation and "thin" in results else None,
+            "step_cost": timing.get("step_cost"), "wall_time_s": {"total": time.perf_counter() - start, **timing.get(
+                "wall", {})}, "jobs": args.jobs, "cpu_seconds_total": cpu_seconds(children=True) - cpu,
+            # on a dedicated machine of this many cores the work takes at least its CPU time / the cores
+            "cores": os.cpu_count(),
+            "dedicated_minutes_lower_bound": (cpu_seconds(children=True) - cpu) / os.cpu_count() / 60,
+            "budget_minutes": BUDGET_MINUTES,
+            "arguments": {name: str(value) if isinstance(value, Path) else value for name, value in vars(args).items()},
+            "defaults_changed": {name: value for name, value in vars(args).items()
+                                 if name != "out" and value != parser.get_default(name)},
+            "note": ("wall times on a CPU shared with other jobs (see the load averages): compare scores, and timings "
+                     "only within this file; a stand-in's numbers say nothing about real artworks"),
+        }
+        fileio.write_json(path, record)
+
     with tempfile.TemporaryDirectory(prefix="thin-check-") as scratch:
         scratch = Path(scratch)
         data_dir = preparation.prepare_data("smoke", args.data, scratch / "data", synthetic=stand_in)
         arms = arm_configs(data_dir, scratch / "runs", args.epochs, args.amp)
-        results = train_arms(arms, args.jobs)
-        main_seconds, main_cpu = time.perf_counter() - start, cpu_seconds(children=True) - cpu
+        ordered = {name: arms[name] for name in ARM_ORDER}
+        if args.jobs <= 1:  # the recipe first: what a cut-short run must not lack
+            for name, run in ordered.items():
+                results[name] = train_arm(run)
+                write(f"{len(results)} of {len(ordered)} arms")
+        else:
+            results.update(train_arms(ordered, args.jobs))
+        timing["wall"] = {"three_arms": time.perf_counter() - start}
+        write("three arms")
         if args.ablation:
             results["thin without flip TTA"] = without_tta(arms["thin"])
             results.update(train_arms({name: config.RunConfig.from_dict(
                 {**arms["thin"].to_dict(), **overrides, "runs_root": str(scratch / "runs" / name.replace(" ", "-"))},
                 source=name) for name, overrides in ablations(arms).items()}, args.jobs))
-        cost = step_cost(arms, args.step_rounds, steps=3)
-    filters = {row["filter_thin_damage_iou"] for row in results.values()}
-    if len(filters) != 1:
-        raise errors.CommandFailed(f"the arms were not scored on the same test pixels: filter thin-damage IoUs {filters}")
-    device = runs.cpu_name()
-    record = {
-        "device": device, "date": date.today().isoformat(), "git_commit": commit, "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(), "native_bf16": native_bf16(),
-        "load_average_before": load_before, "load_average_after": os.getloadavg(),
-        "data": str(args.data) if args.data else {"synthetic": stand_in, "seed": 0},
-        "poc": POC, "encoder": ENCODER, "thin_classes": list(taxonomy.THIN_CLASSES),
-        "same_budget": {name: results["letterbox"][name] for name in (*report.BUDGET_FIELDS, "steps", "training_pixels")},
-        "filter_thin_damage_iou": filters.pop(), "results": results, "aim": aim(results),
-        "ablation": contributions(results) if args.ablation else None, "step_cost": cost,
-        "wall_time_s": {"three_arms": main_seconds, "total": time.perf_counter() - start},
-        "jobs": args.jobs, "cpu_seconds": {"three_arms": main_cpu, "total": cpu_seconds(children=True) - cpu},
-        # on a dedicated machine of this many cores the three arms take at least their CPU time / the cores
-        "cores": os.cpu_count(), "three_arms_dedicated_minutes_lower_bound": main_cpu / os.cpu_count() / 60,
-        "budget_minutes": BUDGET_MINUTES,
-        "arguments": {name: str(value) if isinstance(value, Path) else value for name, value in vars(args).items()},
-        "defaults_changed": {name: value for name, value in vars(args).items()
-                             if name != "out" and value != parser.get_default(name)},
-        "note": ("wall times on a CPU shared with other jobs (see the load averages): compare scores, and timings "
-                 "only within this file; a stand-in's numbers say nothing about real artworks"),
-    }
-    path = result_path(args.out, device, record["date"], prefix="thin-")
-    fileio.write_json(path, record)
+            write("three arms and the ablations")
+        if args.step_rounds:
+            timing["step_cost"] = step_cost(arms, args.step_rounds, steps=3)
+        write("done")
     for name, row in results.items():
         ratio = row["ratio_to_filter"]
         print(f"{name:>44s}: thin-damage IoU {row['thin_damage_iou'] or 0:.4f} (filter {row['filter_thin_damage_iou']:.4f}, "
               f"{'n/a' if ratio is None else f'{ratio:.2f}x'}), {row['thin_classes_at_aim']} of "
               f"{row['thin_classes_present']} thin classes >= {AIM_CLASS_IOU}, mIoU {row['test_miou']:.4f}, "
               f"{row['wall_time_s']:.0f} s")
-    print(f"aim met: {record['aim']['met']} -> {path}")
+    print(f"aim met: {aim(results)['met']} -> {path}")
     return path
-
 
 if __name__ == "__main__":
     main()
