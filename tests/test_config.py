@@ -16,6 +16,8 @@ from heritage import config
 from heritage.config import resolve
 from heritage.config import ConfigError, RunConfig, load_run_config, plan, run_dir
 from heritage.errors import MissingInputError
+from heritage.report import design
+from heritage.report.paired import BUDGET_FIELDS
 
 
 def test_every_poc_resolves_for_every_profile_and_encoder(data_dir):
@@ -92,6 +94,16 @@ def test_variants_change_one_thing_and_the_main_variant_is_the_main_configuratio
         assert differing <= {"variant", "loss", "class_weights", "class_weight_max_ratio", "image_size"}
 
 
+def test_the_thin_recipe_is_a_flagship_variant_in_both_profiles_at_the_main_budget(data_dir):
+    for profile in ("full", "smoke"):
+        main, thin = (load_run_config("poc59v2_flagship", profile, variant=variant, overrides={"data_dir": str(data_dir)})
+                      for variant in (None, design.THIN_VARIANT))
+        assert (thin.sampling, thin.full_resolution_skips, thin.tta) == ("patch", True, "flip")
+        assert thin.loss_params["skeleton_recall"] > 0
+        assert all(getattr(thin, name) == getattr(main, name) for name in BUDGET_FIELDS), profile  # RQ6 compares
+        assert any(c.variant == design.THIN_VARIANT for c in plan(profile, ["poc59v2_flagship"], data_dir)), profile
+
+
 def test_a_variant_restricted_to_some_encoders_refuses_the_others(data_dir):
     with pytest.raises(ConfigError, match="variant 'dice' runs only on encoders convnext_tiny, not 'mit_b3'"):
         load_run_config("poc59v2_flagship", "full", encoder="mit_b3", variant="dice",
@@ -139,6 +151,10 @@ def test_yaml_booleans_for_on_off_modes_are_normalised(data_dir):
     ({"architecture": "hierarchical_upernet"}, r"loss: 'dice' does not fit architecture 'hierarchical_upernet'"),
     ({"loss_params": {"alpha": 1}}, r"loss_params: \{'alpha': 1\} do not suit loss 'dice'"),
     ({"class_weight_max_ratio": 0.5}, r"class_weight_max_ratio: a max/min ratio is at least 1"),
+    ({"tta": "rotate"}, r"tta: unknown value 'rotate'; choose one of none, flip"),
+    ({"loss_params": {"skeleton_recall": -1}}, r"loss_params: .* skeleton_recall must be a number >= 0"),
+    ({"architecture": "hierarchical_upernet", "loss": "hierarchical", "full_resolution_skips": True},
+     r"full_resolution_skips: architecture 'hierarchical_upernet' has no decoder blocks at full resolution"),
 ])
 def test_bad_values_raise_errors_naming_the_key_and_the_value(data_dir, overrides, message):
     with pytest.raises(ConfigError, match=message):

@@ -188,6 +188,46 @@ def test_loss_runs_in_float32_under_autocast(name):
     assert torch.isfinite(conv.weight.grad).all()
 
 
+def test_tubed_skeleton_keeps_a_thin_line_and_the_centre_of_a_wide_one():
+    masks = torch.zeros(1, 1, 20, 20)
+    masks[0, 0, 2, 1:19] = 1  # a 1 px line: its own skeleton
+    masks[0, 0, 8:15, 2:18] = 1  # a 7 px band: a centre line and its 2-step tube
+    skeleton = losses.tubed_skeleton(masks)[0, 0]
+    assert torch.equal(skeleton[2, 1:19], torch.ones(18))
+    assert ((skeleton > 0) <= (masks[0, 0] > 0)).all()  # inside the mask
+    band = skeleton[8:15, 6:14]  # away from the band's ends
+    assert band[3].eq(1).all() and band[0].eq(0).all() and band[6].eq(0).all()
+
+
+def test_skeleton_recall_is_the_soft_recall_of_each_thin_class_present():
+    recall = losses.SkeletonRecall([taxonomy.CLASS_IDS["Hair"], taxonomy.CLASS_IDS["Dust"]])
+    target = torch.zeros(1, 8, 8, dtype=torch.long)
+    target[0, 3, 1:7] = taxonomy.CLASS_IDS["Hair"]
+    target[0, 0, 0] = taxonomy.IGNORE_INDEX
+    found = torch.full((1, 16, 8, 8), -20.0)
+    found[:, 0] = 20.0
+    found[0, taxonomy.CLASS_IDS["Hair"], 3, 1:7] = 40.0
+    assert recall(found, target).item() == pytest.approx(0.0, abs=1e-6)  # Dust is absent: not counted
+    missed = found.clone()
+    missed[0, taxonomy.CLASS_IDS["Hair"], 3, 1:4] = -20.0  # half the hair predicted as Clean
+    assert recall(missed, target).item() == pytest.approx(0.5, abs=1e-6)
+    assert recall(found, torch.zeros_like(target)).item() == 0.0  # no thin class in the batch
+    logits = missed.clone().requires_grad_()
+    recall(logits, target).backward()
+    assert logits.grad[0, taxonomy.CLASS_IDS["Hair"], 3, 1:4].abs().sum() > 0
+
+
+def test_skeleton_recall_is_added_to_the_fine_loss_with_its_weight():
+    torch.manual_seed(0)
+    logits, target = torch.randn(2, 16, 12, 12), torch.randint(0, 16, (2, 12, 12))
+    target[0, 5, :] = taxonomy.CLASS_IDS["Scratch"]
+    thin_ids = [taxonomy.CLASS_IDS[c] for c in taxonomy.THIN_CLASSES]
+    base = losses.build_loss("dice_focal", gamma=0.0)(logits, target)
+    with_term = losses.build_loss("dice_focal", gamma=0.0, skeleton_recall=2.0)(logits, target)
+    assert with_term.item() == pytest.approx(base.item() + 2.0 * losses.SkeletonRecall(thin_ids)(logits, target).item(),
+                                             rel=1e-5)
+
+
 def test_build_loss_takes_the_registry_parameters_and_refuses_what_the_registry_refuses():
     # heritage.modeling.registry is the one home of the loss names and parameters (config validation uses it
     # without torch); build_loss must take exactly those keywords, with the same defaults.

@@ -49,6 +49,36 @@ def test_forward_backward_shapes_and_parameter_count(encoder, architecture):
     assert low < params_m < high
 
 
+@pytest.mark.parametrize("encoder", ["convnext_tiny", "mit_b3", "maxvit_tiny"])
+def test_full_resolution_skips_feed_the_decoders_last_two_blocks(encoder):
+    """The input stem's features join the decoder at 1/2 and 1/1 of the input, beside whatever the encoder
+    gives at stride 2 (nothing for the stride-4 stems of ConvNeXt and MiT), and are trained."""
+    torch.manual_seed(0)
+    plain = models.build_model("unet", encoder, image_size=64)
+    model = models.build_model("unet", encoder, image_size=64, full_resolution_skips=True)
+    assert isinstance(model, models.UnetWithInputSkips)
+    full, half = models.INPUT_SKIP_CHANNELS
+    stride2 = model.encoder.out_channels[1]
+    blocks, plain_blocks = model.decoder.blocks, plain.decoder.blocks
+    assert blocks[-2].conv1[0].in_channels == plain_blocks[-2].conv1[0].in_channels + half
+    assert blocks[-1].conv1[0].in_channels == plain_blocks[-1].conv1[0].in_channels + full
+    if encoder != "maxvit_tiny":  # MaxViT's stem keeps a stride-2 map; the others' stride-2 level is empty
+        assert stride2 == 0
+    images = torch.randn(2, 3, 64, 64)
+    output = model(images)
+    assert output.shape == (2, taxonomy.NUM_CLASSES, 64, 64)
+    losses.build_loss("dice")(output, torch.randint(0, taxonomy.NUM_CLASSES, (2, 64, 64))).backward()
+    for stem in (model.full_stem, model.half_stem):
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in stem.parameters())
+    extra = models.count_parameters(model) - models.count_parameters(plain)
+    assert 0 < extra < 0.01 * models.count_parameters(plain)  # a few convolutions, not a second encoder
+
+
+def test_full_resolution_skips_are_refused_where_there_is_no_full_resolution_decoder():
+    with pytest.raises(errors.InputError, match="full_resolution_skips: architecture 'hierarchical_upernet'"):
+        models.build_model("hierarchical_upernet", "convnext_tiny", image_size=64, full_resolution_skips=True)
+
+
 def test_hierarchical_model_has_three_heads_on_the_shared_decoder():
     model = models.build_model("hierarchical_upernet", "coatnet_0", image_size=64)
     assert isinstance(model, smp.UPerNet)

@@ -391,7 +391,7 @@ def test_the_smoke_plan_runs_the_flagship_under_the_seeds_protocol_once_per_enco
         assert run.eval_every == run.epochs  # smoke: once, after the last epoch (its held-out part is ~10x kfold's)
         assert dataclasses.replace(run, variant=None, protocol="kfold", fold="fold0", eval_every=1) == main[run.encoder]
     assert {c.fold for c in planned if c.protocol == "kfold"} == {"fold0", "fold1"}
-    assert len(planned) == 19  # 3 encoders x 2 folds, 5 one-encoder ablation arms x 2 folds, 3 leaky runs
+    assert len(planned) == 21  # 3 encoders x 2 folds, 6 one-encoder arms (loss, resolution, patch, thin) x 2 folds, 3 leaky runs
 
 
 def test_prepare_data_rebuilds_a_manifest_made_stale_by_new_samples(tmp_path, data_dir, capsys) -> None:

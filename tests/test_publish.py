@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import shutil
 from pathlib import Path
 
@@ -22,7 +23,8 @@ def write_paper(runs: Path, paper_dir: Path, planned_runs=None) -> dict:
 def test_findings_come_from_the_verdicts(runs_root, planned, tmp_path) -> None:  # noqa: F811
     provenance = write_paper(runs_root, tmp_path / "paper", planned)
     found = {f["table"]: f for f in provenance["findings"]}
-    assert list(found) == ["rq1_family", "rq2_multitask", "rq3_resolution", "rq4_sampling", "ablation_paired"]
+    assert list(found) == ["rq1_family", "rq2_multitask", "rq3_resolution", "rq4_sampling", "ablation_paired",
+                           "rq6_thin"]
     # MiT-B3 beats ConvNeXt and MaxViT on 3 folds (test_report's numbers); RQ2 has 1 holdout pair
     assert found["rq1_family"]["verdict"] == "supported" and found["rq1_family"]["n_supported"] == 2
     assert "SegFormer MiT-B3 beats POC-5.9-v2 ConvNeXt-Tiny" in found["rq1_family"]["reason"]
@@ -59,7 +61,7 @@ def test_the_index_page_is_a_landing_page(runs_root, planned, tmp_path, monkeypa
     index = index_page.write_index(paper_dir, [job], comparison, {}).read_text()
     assert provenance["banner"]["text"] in index
     for finding in provenance["findings"]:
-        assert finding["question"] in index
+        assert html.escape(finding["question"]) in index  # RQ6's "classes' IoU" is escaped
         assert finding["reason"].split(": ")[0] in index  # html-escaped text keeps these words
     assert "<table class=\"dataframe data\">" in index  # tables inline, not links only
     assert index.count("<figure class='table'") == len(report.build_comparison(runs_root, planned).tables)
@@ -104,8 +106,8 @@ def test_the_manuscript_compiles_with_every_table_and_figure_inside_the_margins(
             assert f"{{{name}}}" in tex and "\\includegraphics" in tex
     banner = report.latex_text(provenance["banner"]["text"])
     figures = [name for name in provenance["artefacts"] if name.startswith("figures/") and name.endswith(".pdf")]
-    # the per-class heat map, mIoU vs throughput, the per-image mIoU distributions, RQ4's per-class differences
-    assert len(figures) == 4 and "figures/per_image_miou.pdf" in figures
+    # the per-class heat map, mIoU vs throughput, the per-image mIoU distributions, RQ4's and RQ6's per-class differences
+    assert len(figures) == 5 and "figures/per_image_miou.pdf" in figures
     # each figure's caption holds the banner; the provenance paragraph holds it without its "Provenance: "
     assert tex.count(banner) == len(figures) and tex.count(banner.removeprefix("Provenance: ")) == 1 + len(figures)
     # the flagship's encoder table (12 columns) and the RQ tables (10: the artwork bootstrap's two columns beside

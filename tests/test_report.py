@@ -18,6 +18,7 @@ from scipy import stats
 from heritage import errors, fileio, report
 from heritage.data import taxonomy
 from heritage.inference import overlays
+from heritage.report import design
 from heritage.training.runs import code_hash as current_code_hash
 
 FOLDS = ("fold0", "fold1", "fold2")
@@ -922,6 +923,29 @@ def test_rq4_pairs_the_patch_arm_with_its_letterbox_main_configuration(tmp_path)
     assert (summary.at[a, "variant"], summary.at[a, "sampling"]) == ("patch", "patch")
     assert (summary.at[b, "variant"], summary.at[b, "sampling"]) == ("", "letterbox")
     assert report.load_runs(root)["max_train_samples"].dropna().unique().tolist() == [32]
+
+
+def test_rq6_pairs_the_thin_recipe_with_the_main_configuration_and_rq4_leaves_it_out(tmp_path) -> None:
+    root = rq4_runs(tmp_path / "runs")
+    for fold in FOLDS:  # the thin recipe: a patch arm of its own with another loss, the patch arm's scores
+        thin = root / f"poc59v2_flagship-{design.THIN_VARIANT}" / "convnext_tiny" / f"kfold-{fold}"
+        shutil.copytree(root / "poc59v2_flagship-patch" / "convnext_tiny" / f"kfold-{fold}", thin)
+        metrics = fileio.read_json(thin / "metrics.json")
+        metrics.update(variant=design.THIN_VARIANT, loss="dice_focal",
+                       config_hash=fake_hash("thin", fold))
+        fileio.write_json(thin / "metrics.json", metrics)
+    summary = report.summarise(report.load_runs(root))
+    [(a, b)] = report.rq4_pairs(summary)
+    assert summary.at[a, "variant"] == "patch" and summary.at[b, "variant"] == ""
+    [(a, b)] = report.rq6_pairs(summary)
+    assert summary.at[a, "variant"] == design.THIN_VARIANT and summary.at[b, "variant"] == ""
+    comparison = report.build_comparison(root)
+    [row] = comparison.table("rq6_thin").data.to_dict("records")
+    assert row["verdict"] == "A better" and row["budget"] == "same: 64 px, batch 8, 6 epochs, 32 training samples"
+    dust = comparison.table("rq6_per_class").data.set_index("class").loc["Dust"]
+    assert (dust["iou_thin"], dust["iou_main"]) == pytest.approx((np.mean(RQ4_THIN["patch"]["Dust"]),
+                                                                 np.mean(RQ4_THIN["letterbox"]["Dust"])))
+    assert "rq6_per_class_differences" in comparison.figures
 
 
 def test_rq4_compares_the_arms_by_the_verdict_rules_and_states_their_budget(tmp_path) -> None:

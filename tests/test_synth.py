@@ -238,22 +238,62 @@ def test_thin_damage_has_realistic_pixel_sizes_at_512_px(damage, material, most_
     assert np.median(width) <= most_width and typical_width <= most_width, (damage, typical_width)
 
 
-def test_dust_is_many_faint_irregular_specks_bright_on_negatives():
+def _marks(material: str, damage: str, seeds: range, size: tuple[int, int] = (384, 512)
+           ) -> tuple[list[np.ndarray], np.ndarray]:
+    """Masks of ``damage`` painted alone on photographs of ``material``, and the grey-level change of each
+    labelled pixel against the same picture undamaged."""
     masks, shifts = [], []
-    for seed in range(8):
-        rng = np.random.default_rng(seed)
-        clean = synth.render_sample(np.random.default_rng(seed), "Glass", "Photographic depiction", 384, 512, [])[0]
-        image, mask = synth.render_sample(rng, "Glass", "Photographic depiction", 384, 512, ["Dust"])
-        dust = mask == taxonomy.CLASS_IDS["Dust"]
+    for seed in seeds:
+        clean = synth.render_sample(np.random.default_rng(seed), material, "Photographic depiction", *size, [])[0]
+        image, mask = synth.render_sample(np.random.default_rng(seed), material, "Photographic depiction", *size,
+                                          [damage])
+        marked = mask == taxonomy.CLASS_IDS[damage]
         masks.append(mask)
-        shifts.append(image[dust].astype(float).mean(1) - clean[dust].astype(float).mean(1))
+        shifts.append(image[marked].astype(float).mean(1) - clean[marked].astype(float).mean(1))
+    return masks, np.concatenate(shifts)
+
+
+def test_dust_is_many_sharp_irregular_specks_bright_on_negatives():
+    masks, shift = _marks("Glass", "Dust", range(8))
     area, _ = _sizes(masks, "Dust")
     assert len(area) / len(masks) >= 20, "dust specks per image"
     assert np.mean(area <= 4) > 0.75 and area.max() <= 9
     assert (area > 1).any(), "every speck a single pixel"
-    shift = np.concatenate(shifts)
     assert np.mean(shift > 0) > 0.8, "glass negatives: dust shows bright"
-    assert 10 < np.median(np.abs(shift)) < 110, "low but visible contrast (grey levels)"
+    # real dust is opaque: high contrast (most specks near white on a negative), not a faint tint
+    assert np.median(np.abs(shift)) > 60, np.median(np.abs(shift))
+
+
+@pytest.mark.parametrize("damage", ["Dust", "Hair"])
+def test_dust_and_hair_are_dark_on_prints(damage):
+    _, shift = _marks("Paper", damage, range(6))
+    assert np.mean(shift < 0) > 0.8, f"{damage} on a photographic print shows dark"
+    assert np.median(np.abs(shift)) > 60, np.median(np.abs(shift))
+
+
+def test_film_scratches_run_along_the_strip():
+    """Transport scratches: near-straight lines parallel to the frame's long side, over most of it."""
+    for seed in range(6):
+        mask = synth.render_sample(np.random.default_rng(seed), "Film emulsion", "Photographic depiction", 384, 512,
+                                   ["Scratch"])[1] == taxonomy.CLASS_IDS["Scratch"]
+        labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
+        for box in ndimage.find_objects(labels):
+            rows, cols = box[0].stop - box[0].start, box[1].stop - box[1].start
+            assert cols >= 0.2 * mask.shape[1] and rows <= 0.05 * mask.shape[0] + 3, (seed, rows, cols)
+
+
+def test_hairs_are_smooth_curved_strokes():
+    masks, _ = _marks("Glass", "Hair", range(6))
+    area, width = _sizes(masks, "Hair")
+    assert np.median(width) <= 3 and np.median(area) >= 40, (np.median(width), np.median(area))
+    bends = []  # per hair, the spread of its pixels across their best straight line (PCA), in px
+    for mask in masks:
+        labels, count = ndimage.label(mask == taxonomy.CLASS_IDS["Hair"], structure=np.ones((3, 3)))
+        for index in range(1, count + 1):
+            points = np.argwhere(labels == index).astype(float)
+            if len(points) >= 40:
+                bends.append(np.sqrt(np.linalg.eigvalsh(np.cov(points.T))[0]))
+    assert len(bends) >= 6 and np.median(bends) > 2, bends  # curved, not straight lines
 
 
 # --- exact masks ---

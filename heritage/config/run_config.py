@@ -85,6 +85,9 @@ class RunConfig:
     poc: str
     encoder: str
     architecture: str = "unet"
+    # skips at full and half resolution from a small stem on the input into the UNet decoder's last two blocks
+    # (heritage.modeling.models.UnetWithInputSkips): what thin damage needs past the encoders' stride-4 stems
+    full_resolution_skips: bool = False
     loss: str = "dice"
     loss_params: dict = field(default_factory=dict)  # extra keyword arguments of losses.build_loss
     class_weights: str | None = None  # a weights method, or None for an unweighted loss
@@ -129,6 +132,9 @@ class RunConfig:
     working_resolution: str | int | float = NATIVE
     foreground_share: float = 0.33  # patch: share of crops centred on a damage pixel (nnU-Net style)
     cache_dir: str | None = None  # working-resolution .npy files; None = <data_dir>/cache
+    # test-time augmentation of the test part's sliding window: none, or flip (the mean of the prediction and
+    # its horizontal and vertical flips: 3 forward passes per tile); validation stays without it
+    tta: str = "none"
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -292,6 +298,10 @@ def _check_values(config: RunConfig) -> None:
             raise ConfigError(f"{name}: {value!r} cannot name a run folder; use letters, digits, '.', '_' "
                               "and '-', starting with a letter or digit")
     _require_choice("architecture", config.architecture, registry.ARCHITECTURES)
+    if config.full_resolution_skips and config.architecture not in registry.FULL_RESOLUTION_ARCHITECTURES:
+        raise ConfigError(f"full_resolution_skips: architecture {config.architecture!r} has no decoder blocks at full "
+                          f"resolution to take them; they exist for {', '.join(registry.FULL_RESOLUTION_ARCHITECTURES)}")
+    _require_choice("tta", config.tta, registry.TTA_MODES)
     _require_choice("encoder", config.encoder, list(registry.ENCODERS))
     _require_choice("loss", config.loss, registry.LOSSES)
     if config.class_weights is not None:

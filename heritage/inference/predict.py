@@ -41,6 +41,7 @@ from PIL import Image
 from heritage import errors, fileio
 from heritage.data import taxonomy
 from heritage.inference import damage_report, scans
+from heritage.modeling import registry
 from heritage.modeling.tiling import WINDOWS, SlidingWindow, predict_labels
 from heritage.training import runs
 
@@ -73,7 +74,8 @@ def load_model(run_dir: str | Path, device: str | torch.device) -> tuple[torch.n
 
     checkpoint = runs.load_best_checkpoint(run_dir)
     path, config = Path(run_dir) / runs.BEST_CHECKPOINT, checkpoint["config"]
-    model = build_model(config["architecture"], config["encoder"], image_size=config["image_size"])
+    model = build_model(config["architecture"], config["encoder"], image_size=config["image_size"],
+                        full_resolution_skips=config.get("full_resolution_skips", False))
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError as err:
@@ -178,7 +180,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tile side in pixels (default: the run's image_size, 384 in the paper)")
     parser.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction (default 0.25)")
     parser.add_argument("--batch", type=int, default=8, help="tiles per forward pass (default 8)")
-    parser.add_argument("--tta", choices=("none", "flip"), default="none",
+    parser.add_argument("--tta", choices=registry.TTA_MODES, default="none",
                         help="test-time augmentation: flip averages horizontal and vertical flips")
     parser.add_argument("--scale", type=_scale_arg, default="auto",
                         help="resize factor applied to each scan before tiling; 'auto' (default) is the "

@@ -16,6 +16,13 @@ backward, see tests/test_models.py): every multiple of 32 works from 32 px for C
 from 64 px for the window-attention encoders; at 32 px their deepest stage is a single token
 (MaxViT then fails in training at batch 1: BatchNorm over one value per channel).
 
+:class:`UnetWithInputSkips` (``full_resolution_skips``) gives the UNet decoder what the encoders' stride-4
+stems never pass on: a small convolutional stem on the input feeds skips at full and half resolution into
+the decoder's last two blocks (SMP's UNet has none there for these encoders: the stride-2 level is an empty
+placeholder and the last block upsamples without a skip), so a 1 px speck can reach the output without
+surviving a 4x4 patchify. It is the high-resolution path crack and vessel segmenters keep (HrSegNet, nnU-Net's
+full-resolution first stage), a few convolutions at full resolution.
+
 UPerNet's pyramid pooling has a BatchNorm after a 1x1 pooled map, so the hierarchical model trains
 only with batches of at least 2 samples (train loaders should drop a last batch of 1).
 """
@@ -29,7 +36,9 @@ import safetensors.torch
 import segmentation_models_pytorch as smp
 import torch
 from segmentation_models_pytorch.base import SegmentationHead
-from segmentation_models_pytorch.base.initialization import initialize_head
+from segmentation_models_pytorch.base.initialization import initialize_decoder, initialize_head
+from segmentation_models_pytorch.base.modules import Conv2dReLU
+from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoderBlock
 from torch import nn
 
 from heritage import errors
@@ -42,6 +51,8 @@ ENCODERS = registry.ENCODERS
 EncoderSpec, encoder_spec, check_image_size = registry.EncoderSpec, registry.encoder_spec, registry.check_image_size
 # UPerNet fuses its pyramid at 1/4 of the input; the heads upsample back to full resolution.
 UPERNET_OUTPUT_STRIDE = 4
+# Channels of UnetWithInputSkips' input stem at full and half resolution.
+INPUT_SKIP_CHANNELS = (16, 32)
 
 
 class HierarchicalUPerNet(smp.UPerNet):
@@ -73,15 +84,61 @@ class HierarchicalUPerNet(smp.UPerNet):
         return {level: head(decoded) for level, head in self.heads.items()}
 
 
+class UnetWithInputSkips(smp.Unet):
+    """SMP's UNet with skips at full and half resolution from a convolutional stem on the input.
+
+    The stem is two 3x3 conv-BN-ReLU at full resolution (``INPUT_SKIP_CHANNELS[0]`` channels), then a
+    stride-2 one and a 3x3 one at half resolution (``[1]``); the decoder's last two blocks are rebuilt to
+    take them (the half-resolution one beside whatever the encoder gives at stride 2, nothing for the
+    flagship encoders). Everything else is SMP's UNet; ``forward`` returns logits ``(B, C, H, W)``.
+    """
+
+    def __init__(self, encoder_name: str, encoder_weights: str | bool | None, num_classes: int,
+                 **encoder_kwargs: Any) -> None:
+        super().__init__(encoder_name=encoder_name, encoder_weights=encoder_weights, classes=num_classes,
+                         **encoder_kwargs)
+        full, half = INPUT_SKIP_CHANNELS
+        self.full_stem = nn.Sequential(Conv2dReLU(3, full, 3, padding=1), Conv2dReLU(full, full, 3, padding=1))
+        self.half_stem = nn.Sequential(Conv2dReLU(full, half, 3, padding=1, stride=2),
+                                       Conv2dReLU(half, half, 3, padding=1))
+        blocks = self.decoder.blocks
+        stride2_channels = self.encoder.out_channels[1]
+        # (block, its skip channels now, what SMP gave it: the encoder's stride-2 features, none for the last)
+        for index, skip, smp_skip in ((-2, stride2_channels + half, stride2_channels), (-1, full, 0)):
+            old = blocks[index]
+            blocks[index] = UnetDecoderBlock(old.conv1[0].in_channels - smp_skip, skip, old.conv2[0].out_channels,
+                                             interpolation_mode=old.interpolation_mode)
+        initialize_decoder(self.full_stem)
+        initialize_decoder(self.half_stem)
+        initialize_decoder(blocks[-2:])
+        self.name = f"unet-input-skips-{encoder_name}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input_shape(x)
+        features = self.encoder(x)  # [input, stride 2, 4, 8, 16, 32]
+        full = self.full_stem(x)
+        half = torch.cat([features[1], self.half_stem(full)], dim=1)
+        skips = [*features[2:-1][::-1], half, full]  # deepest first, as the decoder's blocks go
+        shapes = [f.shape[2:] for f in (*features[2:-1][::-1], half, full)]
+        decoded = self.decoder.center(features[-1])
+        for block, skip, (height, width) in zip(self.decoder.blocks, skips, shapes):
+            decoded = block(decoded, height, width, skip_connection=skip)
+        return self.segmentation_head(decoded)
+
+
 def build_model(architecture: str, encoder: str, num_classes: int = taxonomy.NUM_CLASSES,
-                image_size: int = 384, pretrained: bool = False) -> nn.Module:
+                image_size: int = 384, pretrained: bool = False, full_resolution_skips: bool = False) -> nn.Module:
     """A randomly initialised (or ImageNet-initialised) segmentation model.
 
-    ``unet`` returns logits ``(B, num_classes, H, W)``; ``hierarchical_upernet`` returns the dict of
-    :class:`HierarchicalUPerNet`. Encoders with a fixed input size refuse other sizes at forward.
+    ``unet`` returns logits ``(B, num_classes, H, W)`` (with ``full_resolution_skips``, a
+    :class:`UnetWithInputSkips`); ``hierarchical_upernet`` returns the dict of :class:`HierarchicalUPerNet`.
+    Encoders with a fixed input size refuse other sizes at forward.
     """
     if architecture not in ARCHITECTURES:
         raise errors.InputError(f"unknown architecture {architecture!r}; valid architectures: {', '.join(ARCHITECTURES)}")
+    if full_resolution_skips and architecture not in registry.FULL_RESOLUTION_ARCHITECTURES:
+        raise errors.InputError(f"full_resolution_skips: architecture {architecture!r} has no decoder blocks at full "
+                                f"resolution; they exist for {', '.join(registry.FULL_RESOLUTION_ARCHITECTURES)}")
     spec = encoder_spec(encoder)
     check_image_size(encoder, image_size)
     if num_classes < 2:
@@ -93,9 +150,10 @@ def build_model(architecture: str, encoder: str, num_classes: int = taxonomy.NUM
         timm_weights = True
         # Point timm at the resolved file so that building never touches the network again.
         kwargs["pretrained_cfg_overlay"] = {"file": weights_path}
-    if architecture == "unet":
-        model: nn.Module = smp.Unet(encoder_name=spec.smp_name, encoder_weights=timm_weights,
-                                    classes=num_classes, **kwargs)
+    if architecture == "unet" and full_resolution_skips:
+        model: nn.Module = UnetWithInputSkips(spec.smp_name, timm_weights, num_classes, **kwargs)
+    elif architecture == "unet":
+        model = smp.Unet(encoder_name=spec.smp_name, encoder_weights=timm_weights, classes=num_classes, **kwargs)
     else:
         model = HierarchicalUPerNet(spec.smp_name, timm_weights, num_classes, **kwargs)
     if weights_path is not None and not spec.is_timm:

@@ -1,5 +1,5 @@
-"""The names a run configuration may use: architectures, encoders (with their input-size rules),
-losses and their parameters.
+"""The names a run configuration may use: architectures (and which take full-resolution skips),
+encoders (with their input-size rules), losses and their parameters, test-time augmentations.
 
 This module imports no torch, SMP or timm, so that a ``RunConfig`` validates (``heritage.config``)
 without loading the model zoo; :mod:`heritage.modeling.models` and :mod:`heritage.modeling.losses` build from these
@@ -16,6 +16,11 @@ from typing import Any
 from heritage import errors
 
 ARCHITECTURES: tuple[str, ...] = ("unet", "hierarchical_upernet")
+# Architectures that take ``full_resolution_skips``: skips at 1/1 and 1/2 of the input from a small
+# convolutional stem into the decoder's last two blocks (heritage.modeling.models.UnetWithInputSkips). Every
+# flagship encoder starts with a stride-4 stem, so without them a 1 px mark must survive a 4x4 patchify
+# before any skip connection sees it; UPerNet fuses at 1/4 and has no such blocks.
+FULL_RESOLUTION_ARCHITECTURES: tuple[str, ...] = ("unet",)
 FAMILIES: tuple[str, ...] = ("CNN", "ViT", "hybrid")
 # Both decoders consume a five-level pyramid down to 1/32 of the input, so sizes are multiples of 32.
 SIZE_MULTIPLE = 32
@@ -96,21 +101,26 @@ LEVEL_LOSSES: tuple[str, ...] = ("dice", "focal", "dice_focal")  # losses usable
 DEFAULT_SMOOTH = 1.0  # POC-5.9-v2's DiceLoss(smooth=1.0)
 DEFAULT_GAMMA = 2.0
 # The keyword parameters of losses.build_loss (a RunConfig's loss_params) and their defaults.
-LOSS_PARAMETERS: dict[str, Any] = {"smooth": DEFAULT_SMOOTH, "gamma": DEFAULT_GAMMA, "level_loss": "dice"}
+# skeleton_recall: weight of a Skeleton Recall term on the thin classes (0 = none; fine level only).
+LOSS_PARAMETERS: dict[str, Any] = {"smooth": DEFAULT_SMOOTH, "gamma": DEFAULT_GAMMA, "level_loss": "dice",
+                                   "skeleton_recall": 0.0}
+# Test-time augmentation of the sliding window (heritage.modeling.tiling.SlidingWindow.tta): none, or the
+# mean of the prediction and its horizontal and vertical flips.
+TTA_MODES: tuple[str, ...] = ("none", "flip")
 
 
 def check_loss_params(name: str, params: Mapping[str, Any]) -> None:
     """Raise ValueError when ``losses.build_loss(name, **params)`` would refuse them.
 
-    ``name`` must be in LOSSES, every key in LOSS_PARAMETERS, ``smooth`` and ``gamma`` numbers >= 0,
-    ``level_loss`` (used by ``hierarchical``) in LEVEL_LOSSES.
+    ``name`` must be in LOSSES, every key in LOSS_PARAMETERS, ``smooth``, ``gamma`` and ``skeleton_recall``
+    numbers >= 0, ``level_loss`` (used by ``hierarchical``) in LEVEL_LOSSES.
     """
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; valid losses: {', '.join(LOSSES)}")
     unknown = [key for key in params if key not in LOSS_PARAMETERS]
     if unknown:
         raise ValueError(f"unknown loss parameter {unknown[0]!r}; parameters: {', '.join(LOSS_PARAMETERS)}")
-    for key in ("smooth", "gamma"):
+    for key in ("smooth", "gamma", "skeleton_recall"):
         value = params.get(key, LOSS_PARAMETERS[key])
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
             raise ValueError(f"{key} must be a number >= 0, got {value!r}")

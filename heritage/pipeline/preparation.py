@@ -25,12 +25,13 @@ REAL_DATA_DIR = "data/artefact"
 
 
 def prepare_data(profile: str, source: str | os.PathLike | None = None,
-                 data_dir: str | os.PathLike | None = None) -> Path:
+                 data_dir: str | os.PathLike | None = None, synthetic: dict | None = None) -> Path:
     """Make sure a complete data folder exists and return it; every step runs only when its output is missing.
 
-    Without ``source``: the synthetic stand-in of ``profile`` (SYNTHETIC). With ``source``: a data
-    folder already (its ``metadata.csv`` has ``transform``) is used in place, anything else
-    (parquet shards or an exported folder) is ingested into ``data_dir`` (default data/artefact).
+    Without ``source``: the synthetic stand-in of ``profile`` (SYNTHETIC; ``synthetic`` overrides its
+    ``n_images``/``longest_side``, e.g. a stand-in stored at 768 px for bench/thin_check.py). With ``source``: a
+    data folder already (its ``metadata.csv`` has ``transform``) is used in place, anything else (parquet shards
+    or an exported folder) is ingested into ``data_dir`` (default data/artefact).
     """
     from heritage.data import augment, datafolder, ingest, splits, synthetic as synth
 
@@ -41,7 +42,7 @@ def prepare_data(profile: str, source: str | os.PathLike | None = None,
         target = Path(data_dir or default)
     if not (target / datafolder.METADATA_FILE).is_file():
         if source is None:
-            spec = SYNTHETIC[profile]
+            spec = {**SYNTHETIC[profile], **(synthetic or {})}
             shards = target.parent / f".{target.name}-parquet"
             if shards.exists():  # an interrupted earlier attempt: start the shards again
                 shutil.rmtree(shards)

@@ -30,14 +30,14 @@ from heritage.report.descriptive import (SEEDS_PROTOCOL_VARIANT, SEEDS_REPORTED,
                                          ablation_table, encoder_table, per_class_table, poc_table,
                                          seeds_protocol_table, thin_damage_table, thin_per_class_table, time_table)
 from heritage.report.design import (ABLATION_POC, QUESTIONS, ResearchQuestion, ablation_pairs, loss_variants,
-                                    rq1_pairs, rq2_pairs, rq3_pairs, rq4_pairs)
+                                    rq1_pairs, rq2_pairs, rq3_pairs, rq4_pairs, rq6_pairs)
 from heritage.report.figures import (PER_IMAGE_CAPTION, add_footer, footer_text, miou_throughput_plot,
                                      per_class_heatmap, per_image_images, per_image_plot, rq4_per_class_plot,
-                                     save_figure)
+                                     rq6_per_class_plot, save_figure)
 from heritage.report.frames import (CONFIG_FIELDS, SETTING, load_runs, planned_runs, poc_label, poc_title,
                                     select_runs, setting_label, summarise)
 from heritage.report.paired import (BUDGET_FIELDS, THIN_DAMAGE, THIN_MEAN, artwork_bootstrap, comparison_table,
-                                    question_table, rq4_per_class_table, rq4_table)
+                                    question_table, rq4_per_class_table, rq4_table, rq6_per_class_table)
 from heritage.report.run_views import (config_details_html, config_table, confusion_matrix, per_class_frame,
                                        plot_confusion, plot_history, plot_per_class_iou, prediction_panels,
                                        read_history, results_table, run_headline, thin_frame, thin_headline)
@@ -54,13 +54,13 @@ __all__ = [
     "SEEDS_PROTOCOL_VARIANT", "SEEDS_REPORTED", "SEEDS_REPORTED_SOURCE", "ablation_table", "encoder_table",
     "per_class_table", "poc_table", "seeds_protocol_table", "thin_damage_table", "thin_per_class_table", "time_table",
     "ABLATION_POC", "QUESTIONS", "ResearchQuestion", "ablation_pairs", "loss_variants", "rq1_pairs", "rq2_pairs",
-    "rq3_pairs", "rq4_pairs",
+    "rq3_pairs", "rq4_pairs", "rq6_pairs",
     "PER_IMAGE_CAPTION", "add_footer", "footer_text", "miou_throughput_plot", "per_class_heatmap",
-    "per_image_images", "per_image_plot", "rq4_per_class_plot", "save_figure",
+    "per_image_images", "per_image_plot", "rq4_per_class_plot", "rq6_per_class_plot", "save_figure",
     "CONFIG_FIELDS", "SETTING", "load_runs", "planned_runs", "poc_label", "poc_title", "select_runs",
     "setting_label", "summarise",
-    "BUDGET_FIELDS", "THIN_DAMAGE", "THIN_MEAN", "artwork_bootstrap", "comparison_table", "question_table", "rq4_per_class_table",
-    "rq4_table",
+    "BUDGET_FIELDS", "THIN_DAMAGE", "THIN_MEAN", "artwork_bootstrap", "comparison_table", "question_table",
+    "rq4_per_class_table", "rq4_table", "rq6_per_class_table",
     "ABSENT", "NO_RUN", "NOT_RECORDED", "Table", "latex_text",
     "CONFIDENCE", "MIN_PAIRED_UNITS", "NOT_COMPARED", "NOT_SUPPORTED", "PairedDifference", "Verdict", "decide",
     "paired_difference",

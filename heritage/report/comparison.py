@@ -23,9 +23,9 @@ from heritage.report import design
 from heritage.report.descriptive import (ablation_table, encoder_table, per_class_table, poc_table, seeds_protocol_table,
                                          thin_damage_table, thin_per_class_table, time_table)
 from heritage.report.figures import (PER_IMAGE_CAPTION, add_footer, miou_throughput_plot, per_class_heatmap, per_image_plot,
-                                     rq4_per_class_plot, save_figure)
+                                     rq4_per_class_plot, rq6_per_class_plot, save_figure)
 from heritage.report.frames import load_runs, select_runs, summarise
-from heritage.report.paired import question_table, rq4_per_class_table
+from heritage.report.paired import question_table, rq4_per_class_table, rq6_per_class_table
 from heritage.report.tables import Table, _sources
 from heritage.report.verdicts import CONFIDENCE, NOT_SUPPORTED
 
@@ -57,6 +57,7 @@ class Comparison:
 # The tables a research question shows besides its paired table (design.QUESTIONS names them), by name.
 QUESTION_TABLES: dict[str, Callable[[pd.DataFrame, pd.DataFrame], Table]] = {
     "rq4_per_class": rq4_per_class_table,
+    "rq6_per_class": rq6_per_class_table,
     f"loss_ablation_{design.ABLATION_POC}": lambda runs, summary: ablation_table(summary),
 }
 # A research question's figures, by name: (the table of the question it draws, how, its caption).
@@ -65,6 +66,10 @@ QUESTION_FIGURES: dict[str, tuple[str, Callable[[Table], Figure], str]] = {
         "rq4_per_class", rq4_per_class_plot,
         "RQ4 per class: patch − letterbox test IoU at the same training budget, mean over paired folds with its "
         f"{CONFIDENCE:.0%} t interval (thin classes in red)"),
+    "rq6_per_class_differences": (
+        "rq6_per_class", rq6_per_class_plot,
+        "RQ6 per class: thin-damage recipe − main configuration test IoU at the same training budget, mean over "
+        f"paired folds with its {CONFIDENCE:.0%} t interval (thin classes in red)"),
 }
 
 

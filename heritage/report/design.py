@@ -17,6 +17,9 @@ import pandas as pd
 from heritage.report.frames import CONFIG_FIELDS, FAMILY_ORDER, _same, poc_label
 
 ABLATION_POC = "poc59v2_flagship"  # the POC whose variants form the loss ablation (RQ5)
+# ABLATION_POC's variant that is the thin-damage recipe (RQ6): several changes at once, so neither a loss
+# variant (RQ5) nor a patch arm that changes only the sampling (RQ4).
+THIN_VARIANT = "thin"
 
 
 def loss_variants(summary: pd.DataFrame, poc: str = ABLATION_POC) -> list[str]:
@@ -80,12 +83,27 @@ def ablation_pairs(summary: pd.DataFrame, poc: str = ABLATION_POC) -> list[tuple
 
 def rq4_pairs(summary: pd.DataFrame) -> list[tuple[int, int]]:
     """RQ4 (letterbox vs patch): each patch variant (A) vs its POC's main letterbox setting (B), same encoder
-    and protocol (the flagship's ``patch`` arm against its main configuration)."""
+    and protocol (the flagship's ``patch`` arm against its main configuration); the thin-damage recipe, which
+    changes more than the sampling, is RQ6's."""
     done = summary[summary["n_runs"] > 0]
     main = done[(done["variant"] == "") & (done["sampling"] == "letterbox")]
-    patch = done[(done["variant"] != "") & (done["sampling"] == "patch")]
+    patch = done[(done["variant"] != "") & (done["sampling"] == "patch") & ~_is_thin_recipe(done)]
     return [(i, j) for i in patch.index for j in main.index
             if all(patch.at[i, key] == main.at[j, key] for key in ("poc", "encoder", "protocol"))]
+
+
+def rq6_pairs(summary: pd.DataFrame) -> list[tuple[int, int]]:
+    """RQ6 (the thin-damage recipe): ABLATION_POC's THIN_VARIANT (A) vs its main configuration (B), same encoder
+    and protocol."""
+    done = summary[(summary["poc"] == ABLATION_POC) & (summary["n_runs"] > 0)]
+    main = done[done["variant"] == ""]
+    thin = done[_is_thin_recipe(done)]
+    return [(i, j) for i in thin.index for j in main.index
+            if all(thin.at[i, key] == main.at[j, key] for key in ("encoder", "protocol"))]
+
+
+def _is_thin_recipe(rows: pd.DataFrame) -> pd.Series:
+    return (rows["poc"] == ABLATION_POC) & (rows["variant"] == THIN_VARIANT)
 
 
 @dataclass(frozen=True)
@@ -169,6 +187,21 @@ QUESTIONS: tuple[ResearchQuestion, ...] = (
         about="The POC's variants that change only the loss or the class weights (`loss_variants`) beside its "
               "main configuration, mIoU per variant and encoder; then each variant against the main "
               "configuration, paired over folds."),
+    ResearchQuestion(
+        6, "the thin-damage recipe, at the same training budget",
+        "at the same training budget, does the thin-damage recipe change the test mIoU and the thin classes' IoU?",
+        "rq6_thin", f"RQ6 - the thin-damage recipe of {poc_label(ABLATION_POC)} (A) vs its main configuration (B) at "
+        "the same training budget (image size, batch size, epochs, training samples), tested on the same pixels at "
+        "the working resolution, paired over folds",
+        rq6_pairs, ("variant", "sampling", "loss"), ("rq6_thin", "rq6_per_class"),
+        figures=("rq6_per_class_differences",), poc=ABLATION_POC, budget_matched=True,
+        about=f"The `{THIN_VARIANT}` variant changes several things at once, each chosen for 1-4 px damage and "
+              "measured one by one in `bench/thin_check.py`: patches of the stored resolution, most of them centred "
+              "on damage; skips at full and half resolution into the decoder; Dice + cross-entropy with a Skeleton "
+              "Recall term on the thin classes; flip test-time augmentation. It is compared with the main "
+              "configuration only at the same image size, batch size, epochs and training samples; per class, the "
+              "paired difference over the folds whose test part holds the class, the thin classes "
+              "(`heritage.data.taxonomy.THIN_CLASSES`) and their mean marked."),
 )
 
 

@@ -48,20 +48,34 @@ def per_class_heatmap(table: Table) -> Figure:
 def rq4_per_class_plot(table: Table) -> Figure:
     """The paired differences patch − letterbox of an :func:`rq4_per_class_table`, per class with their 95%
     intervals (one panel per encoder); thin classes in red; classes without a difference are labelled why."""
+    return per_class_plot(table, ("patch", "letterbox"), "RQ4",
+                          "no pair: no patch arm with runs beside its letterbox configuration")
+
+
+def rq6_per_class_plot(table: Table) -> Figure:
+    """The paired differences thin recipe − main configuration of an :func:`rq6_per_class_table`, as
+    :func:`rq4_per_class_plot` draws RQ4's."""
+    return per_class_plot(table, ("thin", "main"), "RQ6",
+                          "no pair: no thin-recipe arm with runs beside its main configuration")
+
+
+def per_class_plot(table: Table, arms: tuple[str, str], label: str, empty: str) -> Figure:
+    """A per-class table's (:func:`heritage.report.paired.paired_per_class_table`) paired differences A − B per class
+    with their 95% intervals, one panel per encoder; thin classes in red; classes without a difference labelled
+    why. ``arms`` names A and B as the table does (its column ``iou_<A>``)."""
     data = table.data
     groups = list(data.groupby(["encoder", "protocol"], sort=False)) if len(data) else []
     fig = Figure(figsize=(7.0 * max(1, len(groups)), 6.0), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, max(1, len(groups)), squeeze=False)[0])
     if not groups:
-        axes[0].text(0.5, 0.5, "no pair: no patch arm with runs beside its letterbox configuration",
-                     transform=axes[0].transAxes, ha="center", va="center")
+        axes[0].text(0.5, 0.5, empty, transform=axes[0].transAxes, ha="center", va="center")
         axes[0].set_axis_off()
     for ax, ((encoder, protocol), rows) in zip(axes, groups):
         positions = np.arange(len(rows))
         for y, (_, row) in zip(positions, rows.iterrows()):
             colour = "tab:red" if row["thin"] else "tab:blue"
-            if row["iou_patch"] == NOT_COMPARED or row["n_pairs"] == 0:
-                why = NOT_COMPARED if row["iou_patch"] == NOT_COMPARED else ABSENT
+            if row[f"iou_{arms[0]}"] == NOT_COMPARED or row["n_pairs"] == 0:
+                why = NOT_COMPARED if row[f"iou_{arms[0]}"] == NOT_COMPARED else ABSENT
                 ax.text(0, y, f" {why}", va="center", fontsize="x-small", color="dimgrey")
                 continue
             low, high = row["ci_low"], row["ci_high"]
@@ -69,11 +83,11 @@ def rq4_per_class_plot(table: Table) -> Figure:
             ax.errorbar(100 * row["mean_diff"], y, xerr=error, marker="o", color=colour, capsize=3, linestyle="none")
         ax.axvline(0, color="grey", linewidth=0.8)
         ax.set_yticks(positions, list(rows["class"]))
-        for label, thin in zip(ax.get_yticklabels(), rows["thin"]):
-            label.set_color("tab:red" if thin else "black")
+        for tick, thin in zip(ax.get_yticklabels(), rows["thin"]):
+            tick.set_color("tab:red" if thin else "black")
         ax.invert_yaxis()
-        ax.set_xlabel(f"patch − letterbox test IoU (points; {CONFIDENCE:.0%} CI over paired folds)")
-        ax.set_title(f"RQ4: {encoder_label(encoder)}, {protocol} (red: thin classes)")
+        ax.set_xlabel(f"{arms[0]} − {arms[1]} test IoU (points; {CONFIDENCE:.0%} CI over paired folds)")
+        ax.set_title(f"{label}: {encoder_label(encoder)}, {protocol} (red: thin classes)")
     return fig
 
 

@@ -3,7 +3,7 @@
 Reader: the comparison (``99_comparison``; :mod:`heritage.report.design` says which pairs answer
 which question). Each row is a pair (A, B): the paired mIoU difference A - B over the folds both
 have run, its 95% t interval, the artwork bootstrap beside it (:mod:`heritage.report.resampling`, never
-deciding), what else differs, and :func:`~heritage.report.verdicts.decide`'s verdict. RQ4 adds its
+deciding), what else differs, and :func:`~heritage.report.verdicts.decide`'s verdict. RQ4 and RQ6 add their
 training-budget check (``BUDGET_FIELDS``) and a per-class table.
 """
 
@@ -255,8 +255,31 @@ def rq4_per_class_table(runs: pd.DataFrame, summary: pd.DataFrame) -> Table:
     """RQ4 per class: test IoU of A (patch) and B (letterbox) per class, their paired difference over the folds
     whose test part holds the class (IoU recorded in both runs), and the verdict rules on it (the all-Clean
     rule on the runs' mIoU); thin classes marked, plus their mean. Pairs with different budgets: not compared."""
+    return paired_per_class_table(
+        "rq4_per_class", runs, summary, rq4_pairs(summary), ("patch", "letterbox"),
+        "RQ4 per class - patch (A) vs letterbox (B) at the same training budget",
+        "- No patch arm with runs beside its letterbox main configuration.")
+
+
+def rq6_per_class_table(runs: pd.DataFrame, summary: pd.DataFrame) -> Table:
+    """RQ6 per class: the thin-damage recipe (A) against the main configuration (B), as :func:`rq4_per_class_table`."""
+    return paired_per_class_table(
+        "rq6_per_class", runs, summary, design.rq6_pairs(summary), ("thin", "main"),
+        "RQ6 per class - the thin-damage recipe (A) vs the main configuration (B) at the same training budget",
+        "- No thin-recipe arm with runs beside its main configuration.")
+
+
+def paired_per_class_table(name: str, runs: pd.DataFrame, summary: pd.DataFrame, pairs: Sequence[tuple[int, int]],
+                    arms: tuple[str, str], title: str, none_note: str) -> Table:
+    """Per class, the test IoU of A and B (``arms`` name them: columns ``iou_<arm>``), their paired difference
+    over the folds whose test part holds the class, and the verdict rules on it (the all-Clean rule on the runs'
+    mIoU); thin classes marked, plus their mean. Pairs with different budgets (BUDGET_FIELDS): not compared."""
+    arm_a, arm_b = arms
+    label_a, label_b = arm_a.capitalize(), arm_b.capitalize()
+    column_a, column_b = f"{label_a} IoU (%)", f"{label_b} IoU (%)"
+    column_diff = f"{label_a} − {arm_b} (IoU pts)"
     data_rows, display_rows, sources = [], [], []
-    for index_a, index_b in rq4_pairs(summary):
+    for index_a, index_b in pairs:
         a, b = summary.loc[index_a], summary.loc[index_b]
         problems = budget_problems(runs, a, b)
         paired = paired_runs(runs, a, b).index
@@ -264,51 +287,49 @@ def rq4_per_class_table(runs: pd.DataFrame, summary: pd.DataFrame) -> Table:
                           for row in (a, b))
         sources += [{"run_dir": r, "config_hash": h} for frame in (runs_a, runs_b)
                     for r, h in zip(frame["run_dir"], frame["config_hash"])]
-        for name in (*taxonomy.CLASS_NAMES, THIN_MEAN, THIN_DAMAGE):
-            scores = [(_class_scores(ra, name), _class_scores(rb, name), ra, rb)
+        for class_name in (*taxonomy.CLASS_NAMES, THIN_MEAN, THIN_DAMAGE):
+            scores = [(_class_scores(ra, class_name), _class_scores(rb, class_name), ra, rb)
                       for (_, ra), (_, rb) in zip(runs_a.iterrows(), runs_b.iterrows())]
             held = [s for s in scores if s[0] is not None and s[1] is not None]
             verdict = decide([s[0] for s in held], [s[1] for s in held], [s[2]["all_clean_miou"] for s in held],
                              [s[3]["all_clean_miou"] for s in held], blocked=problems,
                              run_miou=([s[2]["miou"] for s in held], [s[3]["miou"] for s in held]))
             difference = verdict.difference
-            recorded = name != THIN_DAMAGE or (runs_a["thin_recorded"].any() and runs_b["thin_recorded"].any())
+            recorded = class_name != THIN_DAMAGE or (runs_a["thin_recorded"].any() and runs_b["thin_recorded"].any())
             iou_a = float(np.mean([s[0] for s in held])) if held else ABSENT if recorded else NOT_RECORDED
             iou_b = float(np.mean([s[1] for s in held])) if held else ABSENT if recorded else NOT_RECORDED
-            thin = name in taxonomy.THIN_CLASSES or name in (THIN_MEAN, THIN_DAMAGE)
+            thin = class_name in taxonomy.THIN_CLASSES or class_name in (THIN_MEAN, THIN_DAMAGE)
             data_rows.append({
-                "encoder": a["encoder"], "protocol": a["protocol"], "class": name, "thin": thin,
-                "n_pairs": len(held), "iou_letterbox": iou_b if verdict.compared else NOT_COMPARED,
-                "iou_patch": iou_a if verdict.compared else NOT_COMPARED, "mean_diff": difference.mean,
+                "encoder": a["encoder"], "protocol": a["protocol"], "class": class_name, "thin": thin,
+                "n_pairs": len(held), f"iou_{arm_b}": iou_b if verdict.compared else NOT_COMPARED,
+                f"iou_{arm_a}": iou_a if verdict.compared else NOT_COMPARED, "mean_diff": difference.mean,
                 "ci_low": difference.ci_low, "ci_high": difference.ci_high, "verdict": verdict.label,
                 "reason": "; ".join(verdict.reasons)})
             numbers = {
-                "Letterbox IoU (%)": iou_b if isinstance(iou_b, str) else f"{100 * iou_b:.2f}",
-                "Patch IoU (%)": iou_a if isinstance(iou_a, str) else f"{100 * iou_a:.2f}",
-                "Patch − letterbox (IoU pts)": _fixed(difference.mean, 2, 100) if held else "n/a",
+                column_b: iou_b if isinstance(iou_b, str) else f"{100 * iou_b:.2f}",
+                column_a: iou_a if isinstance(iou_a, str) else f"{100 * iou_a:.2f}",
+                column_diff: _fixed(difference.mean, 2, 100) if held else "n/a",
                 CI: _interval_cell(difference),
                 "Folds": len(held)}
             if not verdict.compared:
                 numbers = dict.fromkeys(numbers, NOT_COMPARED)
-            display_rows.append({"Encoder": encoder_label(a["encoder"]), "Class": name, "Thin": "thin" if thin else "",
-                                 **numbers, "Verdict": verdict.cell})
+            display_rows.append({"Encoder": encoder_label(a["encoder"]), "Class": class_name,
+                                 "Thin": "thin" if thin else "", **numbers, "Verdict": verdict.cell})
     thin_names = ", ".join(taxonomy.THIN_CLASSES)
-    notes = [] if data_rows else ["- No patch arm with runs beside its letterbox main configuration."]
     return Table(
-        name="rq4_per_class",
-        caption=("RQ4 per class - patch (A) vs letterbox (B) at the same training budget: test IoU (%) per class "
-                 "at the working resolution (the same test pixels), mean over the paired folds whose test part "
-                 f"holds the class, the paired difference A − B with its {CONFIDENCE:.0%} t interval and the verdict rules "
-                 f"(both runs above their all-Clean mIoU on every paired fold); thin classes ({thin_names}) marked, "
-                 f"'{THIN_MEAN}' their mean per fold, '{THIN_DAMAGE}' the IoU of their union (folds recording it)"),
+        name=name,
+        caption=(f"{title}: test IoU (%) per class at the working resolution (the same test pixels), mean over the "
+                 "paired folds whose test part holds the class, the paired difference A − B with its "
+                 f"{CONFIDENCE:.0%} t interval and the verdict rules (both runs above their all-Clean mIoU on every "
+                 f"paired fold); thin classes ({thin_names}) marked, '{THIN_MEAN}' their mean per fold, "
+                 f"'{THIN_DAMAGE}' the IoU of their union (folds recording it)"),
         data=pd.DataFrame(data_rows, columns=[
-            "encoder", "protocol", "class", "thin", "n_pairs", "iou_letterbox", "iou_patch", "mean_diff", "ci_low", "ci_high",
-            "verdict", "reason"]),
+            "encoder", "protocol", "class", "thin", "n_pairs", f"iou_{arm_b}", f"iou_{arm_a}", "mean_diff", "ci_low",
+            "ci_high", "verdict", "reason"]),
         display=pd.DataFrame(display_rows, columns=[
-            "Encoder", "Class", "Thin", "Letterbox IoU (%)", "Patch IoU (%)", "Patch − letterbox (IoU pts)", CI,
-            "Folds", "Verdict"]),
+            "Encoder", "Class", "Thin", column_b, column_a, column_diff, CI, "Folds", "Verdict"]),
         runs=sorted({(r["run_dir"], r["config_hash"]): r for r in sources}.values(), key=lambda r: r["run_dir"]),
-        notes=notes,
-        csv_units={"iou_letterbox": ("iou_letterbox (%)", 100.0), "iou_patch": ("iou_patch (%)", 100.0),
-                   **{name: (f"{name} (IoU points)", 100.0) for name in ("mean_diff", "ci_low", "ci_high")}},
+        notes=[] if data_rows else [none_note],
+        csv_units={f"iou_{arm_b}": (f"iou_{arm_b} (%)", 100.0), f"iou_{arm_a}": (f"iou_{arm_a} (%)", 100.0),
+                   **{column: (f"{column} (IoU points)", 100.0) for column in ("mean_diff", "ci_low", "ci_high")}},
     )

@@ -122,13 +122,13 @@ class _HeadsAsChannels(nn.Module):
 @torch.inference_mode()
 def evaluate_images(model: nn.Module, images: working.EvaluationSet, device: torch.device, hierarchical: bool,
                     tile: int, batch_size: int, desc: str = "eval", progress: bool = True, keep: int = 0,
-                    per_image: bool = False, dtype: torch.dtype | None = None, scores: Sequence[ImageScore] = (),
-                    dist: Distributed | None = None
+                    per_image: bool = False, dtype: torch.dtype | None = None, tta: bool = False,
+                    scores: Sequence[ImageScore] = (), dist: Distributed | None = None
                     ) -> tuple[dict[str, Any], float, list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]]:
     """:func:`evaluate`'s result over whole images at the working resolution, images/s, and panels.
 
     Each image is predicted with :mod:`heritage.modeling.tiling`'s sliding window (tiles of ``tile`` px, Hann
-    blending, the same code as ``python -m heritage predict``; autocast to ``dtype``, the run's
+    blending, ``tta``: with flips, the same code as ``python -m heritage predict``; autocast to ``dtype``, the run's
     :func:`heritage.training.devices.autocast_dtype`, None = float32); a letterbox model input is predicted
     whole (one tile) and its label map resized to the evaluation resolution with nearest neighbour.
     The confusion matrix is accumulated on those pixels, in row chunks (no full-size int64 copies).
@@ -151,7 +151,7 @@ def evaluate_images(model: nn.Module, images: working.EvaluationSet, device: tor
     model.eval()
     distributed = dist is not None and dist.enabled
     shard = range(dist.rank, len(images), dist.world_size) if distributed else range(len(images))
-    options = tiling.SlidingWindow(tile=tile, batch_size=batch_size, dtype=dtype)
+    options = tiling.SlidingWindow(tile=tile, batch_size=batch_size, dtype=dtype, tta=tta)
     matrices = metrics.HierarchicalMetrics(device=device) if hierarchical else metrics.ConfusionMatrix(device=device)
     heads = HEADS if hierarchical else {"fine": HEADS["fine"]}
     net = _HeadsAsChannels(model) if hierarchical else model

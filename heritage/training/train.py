@@ -108,7 +108,8 @@ def run_training(config: RunConfig, progress: bool = True) -> dict[str, Any]:
 
         reproducibility.seed_everything(config.seed)  # the initial weights are part of what the seed fixes
         model = models.build_model(config.architecture, config.encoder, num_classes=taxonomy.NUM_CLASSES,
-                                   image_size=config.image_size, pretrained=config.pretrained)
+                                   image_size=config.image_size, pretrained=config.pretrained,
+                                   full_resolution_skips=config.full_resolution_skips)
         loss_fn = losses.build_loss(
             config.loss, class_weights=None if class_weights is None else torch.as_tensor(class_weights,
                                                                                           dtype=torch.float32),
@@ -276,7 +277,7 @@ def _final_evaluation(config: RunConfig, model: Any, datasets: dict[str, Any], f
     test, eval_images_per_s, panels = evaluation.evaluate_images(
         model, test_set, dist.device, config.hierarchical, config.image_size, config.batch_size, desc="test",
         progress=progress and dist.is_main, keep=config.n_prediction_panels, per_image=True, dtype=dtype,
-        scores=[thin_scores], dist=dist)
+        tta=config.tta == "flip", scores=[thin_scores], dist=dist)
     if not dist.is_main:
         return {}
     test["thin"] = thin_scores.result()
@@ -304,6 +305,7 @@ def _final_evaluation(config: RunConfig, model: Any, datasets: dict[str, Any], f
         "params_m": round(models.count_parameters(model) / 1e6, 3),
         "device": runs.device_name(dist.device), "world_size": dist.world_size,
         "amp": config.amp, "autocast_dtype": devices.dtype_name(dtype), "kernels": fitted.kernels,
+        "full_resolution_skips": config.full_resolution_skips, "tta": config.tta,
         "sampling": config.sampling, "working_resolution": config.working_resolution,
         "foreground_share": config.foreground_share if config.sampling == "patch" else None,
         "scale": scale,

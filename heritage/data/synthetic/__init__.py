@@ -10,10 +10,11 @@ the reference counts (``heritage.data.reference``), and the number of images sho
 class and the damage sizes are set so that the class pixel shares land near the real ones (Clean
 ~86%, rare classes under 0.01%). The same seed gives byte-identical shards.
 
-Thin damage has the sizes measured on real scans (issue 11), in pixels of a 512 px image: dust is
-many faint irregular specks of 1-6 px within 3x3 (median 2 px), bright on negatives and dark on
-slides, prints and artworks; hairs are curved fibres and scratches long near-straight lines 1-3 px
-wide (vertical on film); cracks are 1-2 px networks or branching lines. Smaller renders shrink them
+Thin damage has the sizes measured on real scans (issue 11), in pixels of a 512 px image, and the look
+it has in them: dust is many sharp, high-contrast irregular specks of 1-6 px within 3x3 (median 2 px),
+near white on scanned negatives and near black on slides, prints and artworks; hairs are smooth curved
+1-3 px strokes with the same polarity; scratches are long near-straight 1-3 px lines (on film, hairlines
+along the strip, the transport direction); cracks are 1-2 px networks or branching lines. Smaller renders shrink them
 to 1 px at least (so at the smoke size they are relatively wider than real). Film frames carry thin
 damage only, a few tenths of a percent of the frame, and a light leak in about a quarter of them (a
 small flare at the frame edge). The class shares were matched by measuring the default dataset

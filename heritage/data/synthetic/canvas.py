@@ -65,11 +65,19 @@ def _contrasting(canvas: _Canvas, mask: np.ndarray, strength: float) -> np.ndarr
     return np.where(lum < 0.5, np.minimum(1, lum + strength), lum * (1 - strength))[:, None].repeat(3, 1)
 
 
+# A mark moved towards its polarity by less than this (in luminance) would barely show: it goes the
+# other way instead, so that every labelled pixel changes visibly.
+_MIN_VISIBLE = 0.08
+
+
 def _shift_tone(canvas: _Canvas, mask: np.ndarray, amount: np.ndarray | float, bright: bool) -> None:
-    """Lighten (``bright``) or darken masked pixels by ``amount`` in every channel; where that would
-    clip (a bright speck on a highlight) the other way, so every masked pixel changes."""
+    """Lighten (``bright``) or darken masked pixels by up to ``amount`` in every channel, stopping at white
+    or black (a sharp, saturated mark, as dust and hair are in scans); where less than ``_MIN_VISIBLE`` is
+    left that way (a bright speck on a highlight) the other way, so every masked pixel changes."""
     pixels = canvas.image[mask]
     amount = np.broadcast_to(np.asarray(amount, np.float32), pixels.shape[:1])
     lum = _lum(pixels)
-    up = (lum + amount <= 1) if bright else (lum - amount < 0)
-    canvas.image[mask] = np.clip(pixels + np.where(up, amount, -amount)[:, None], 0, 1)
+    room = (1 - lum) if bright else lum
+    sign = 1.0 if bright else -1.0
+    delta = np.where(room >= _MIN_VISIBLE, sign * np.minimum(amount, room), -sign * amount)
+    canvas.image[mask] = np.clip(pixels + delta[:, None], 0, 1)

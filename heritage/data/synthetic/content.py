@@ -16,7 +16,8 @@ import numpy as np
 from heritage.data.synthetic.drawing import _blur, _grid, _lines_mask, _lum, _noise
 
 _COLOUR_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle")
-_GREY_PHOTOS = _COLOUR_PHOTOS + ("camera", "coins", "clock")
+# (not scikit-image's "clock": a motion-blurred close-up, enlarged it reads as smooth grey)
+_GREY_PHOTOS = _COLOUR_PHOTOS + ("camera", "coins")
 _PALETTES: tuple[tuple[tuple[float, float, float], ...], ...] = (
     ((0.93, 0.91, 0.84), (0.13, 0.22, 0.52), (0.36, 0.52, 0.78)),  # cobalt on white
     ((0.72, 0.33, 0.18), (0.91, 0.80, 0.58), (0.14, 0.11, 0.09), (0.84, 0.60, 0.24)),  # terracotta
@@ -125,7 +126,9 @@ def _artistic(rng: np.random.Generator, h: int, w: int, scale: float) -> np.ndar
 def _photographic(rng: np.random.Generator, h: int, w: int, scale: float) -> np.ndarray:
     """A grey photograph with a soft lens, tonal curve and vignette (toned by the material)."""
     grey = _lum(_photo_crop(rng, _GREY_PHOTOS, h, w))
-    grey = _blur(grey, rng.uniform(0.3, 1.0) * scale)
+    # A soft lens, at most ~1 px: above 512 px the source photographs are already enlarged (soft), and a
+    # blur growing with the size flattened large renders into grey noise.
+    grey = _blur(grey, rng.uniform(0.3, 1.0) * min(scale, 1.0))
     contrast = rng.uniform(4, 8)
     grey = 1 / (1 + np.exp(-contrast * (grey - 0.5)))
     grey = (grey - grey.min()) / (grey.max() - grey.min() + 1e-6)

@@ -1,7 +1,10 @@
 """Thin damage painters: dust, scratches, hairs and cracks.
 
-These classes are a few pixels wide and have the sizes measured on real scans (issue 11), scaled
-from a 512 px image to the render size; they are kept together because they share that sizing rule.
+These classes are a few pixels wide and have the sizes measured on real scans, scaled from a 512 px
+image to the render size; they are kept together because they share that sizing rule. Dust, hairs and
+film scratches lie on the film (or the scanner glass) and have the look they have in real scans: sharp,
+high-contrast marks, bright on scanned negatives (``canvas.negative``: what blocked the light comes out
+white in the positive) and dark on slides, prints and artworks; film scratches run along the strip.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ _NEIGHBOURS = np.array([(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy
 
 
 def _dust(canvas: _Canvas) -> np.ndarray:
-    """Dust: dozens to hundreds of faint irregular 1-3 px specks, bright on negatives, dark otherwise.
+    """Dust: dozens to hundreds of sharp irregular 1-3 px specks, bright on negatives, dark otherwise.
 
     Sizes are for 512 px; smaller renders shrink specks (to 1 px at least) and draw more of them,
     so the pixel share stays that of 512 px.
@@ -37,7 +40,8 @@ def _dust(canvas: _Canvas) -> np.ndarray:
     grown = np.arange(len(_NEIGHBOURS))[None, :] < (sizes - 1)[:, None]
     speck_y = np.concatenate([ys, (ys[:, None] + _NEIGHBOURS[order, 0])[grown]])
     speck_x = np.concatenate([xs, (xs[:, None] + _NEIGHBOURS[order, 1])[grown]])
-    contrast = rng.uniform(0.12, 0.3) * rng.uniform(0.7, 1.3, count)  # low, varying from speck to speck
+    # opaque specks: most come out near white (negatives) or near black, some fainter (out of focus, thin)
+    contrast = rng.uniform(0.4, 0.8) * rng.uniform(0.6, 1.25, count)
     speck_contrast = np.concatenate([contrast, np.repeat(contrast, sizes - 1)])
     inside = (speck_y >= 0) & (speck_y < h) & (speck_x >= 0) & (speck_x < w)
     shift = np.zeros((h, w), np.float32)
@@ -48,39 +52,52 @@ def _dust(canvas: _Canvas) -> np.ndarray:
 
 
 def _scratch(canvas: _Canvas) -> np.ndarray:
+    """Scratches: long near-straight 1-3 px lines; on film, one or two hairlines along the strip (the
+    frame's long side, the transport direction) with the polarity of dust, elsewhere in any direction."""
     rng, (h, w), scale = canvas.rng, canvas.shape, canvas.scale
     diagonal = math.hypot(h, w)
     lines = []
     film = canvas.material == "Film emulsion"
-    vertical = film and rng.random() < 0.7  # film transport scratches
     for _ in range(int(rng.integers(1, 3 if film else 7))):  # a frame shows one or two
         y0, x0 = rng.uniform(0, h), rng.uniform(0, w)
-        angle = math.pi / 2 + rng.normal(0, 0.03) if vertical else rng.uniform(0, math.pi)
-        length = rng.uniform(0.15, 0.8) * diagonal
+        if film:  # transport scratches: parallel to the strip, over most of the frame
+            angle = (0.0 if w >= h else math.pi / 2) + rng.normal(0, 0.01)
+            length = rng.uniform(0.5, 1.2) * max(h, w)
+        else:
+            angle = rng.uniform(0, math.pi)
+            length = rng.uniform(0.15, 0.8) * diagonal
         t = np.linspace(-0.5, 0.5, 12) * length
-        bend = np.cumsum(rng.normal(0, 0.004 * length, 12))
+        bend = np.cumsum(rng.normal(0, (0.001 if film else 0.004) * length, 12))
         points = np.stack([x0 + t * math.cos(angle) - bend * math.sin(angle),
                            y0 + t * math.sin(angle) + bend * math.cos(angle)], 1)
         lines.append(points)
     # 1-3 px wide at 512 px (hairline in the emulsion of a film frame), 1 px in small renders
     width = 1 if film else int(rng.choice([1, 1, 1, 2, 2, 3]))
     mask = _thin_lines((h, w), lines, max(1, round(width * scale))) & canvas.artwork
-    _recolour(canvas, mask, _contrasting(canvas, mask, 0.6), rng.uniform(0.7, 0.9))
+    if film:
+        _shift_tone(canvas, mask, rng.uniform(0.35, 0.7), bright=canvas.negative)
+    else:
+        _recolour(canvas, mask, _contrasting(canvas, mask, 0.6), rng.uniform(0.7, 0.9))
     return mask
 
 
 def _hair(canvas: _Canvas) -> np.ndarray:
+    """Hairs and fibres: smooth curved 1-3 px strokes (a curvature that changes slowly along the hair, so
+    arcs, S-bends and the odd loop), sharp and high-contrast with the polarity of dust."""
     rng, (h, w), scale = canvas.rng, canvas.shape, canvas.scale
     curves = []
     for _ in range(int(rng.integers(1, 4))):
-        steps = int(rng.uniform(60, 220) * scale) + 10
-        turn = np.cumsum(rng.normal(0, 0.08, steps)) + rng.uniform(0, 2 * math.pi)
-        turn = np.convolve(turn, np.ones(5) / 5, mode="same")
+        steps = int(rng.uniform(60, 220) * scale) + 10  # length in px, one px a step
+        along = np.arange(steps, dtype=np.float64)
+        curvature = sum(rng.uniform(-0.03, 0.03) / max(scale, 0.25)
+                        * np.sin(2 * math.pi * along / (rng.uniform(40, 200) * scale + 10) + rng.uniform(0, 2 * math.pi))
+                        for _ in range(2))
+        turn = np.cumsum(curvature) + rng.uniform(0, 2 * math.pi)
         y0, x0 = _random_point(rng, canvas.artwork)
         curves.append(np.stack([x0 + np.cumsum(np.cos(turn)), y0 + np.cumsum(np.sin(turn))], 1))
     width = int(rng.choice([1, 1, 2, 2, 3]))  # a fibre 1-3 px wide at 512 px
     mask = _thin_lines((h, w), curves, max(1, round(width * scale))) & canvas.artwork
-    _recolour(canvas, mask, (0.9, 0.9, 0.88) if canvas.negative else (0.06, 0.05, 0.04), rng.uniform(0.6, 0.9))
+    _shift_tone(canvas, mask, rng.uniform(0.5, 0.85), bright=canvas.negative)
     return mask
 
 
