@@ -83,6 +83,24 @@ def test_the_index_page_is_a_landing_page(runs_root, planned, tmp_path, monkeypa
     assert "<td>yes</td><td class='num'>5.00</td><td class='num'>20.00</td><td>no</td>" in index
 
 
+def test_the_index_page_escapes_names_and_keeps_its_sections_html(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    paper_dir, run_dir = tmp_path / "paper", tmp_path / "runs" / "a"
+    run_dir.mkdir(parents=True)
+    (run_dir / "report.html").write_text("x")
+    job = NotebookJob(name="poc<b>&'1", template=tmp_path / "nb.ipynb", output=run_dir / "out.ipynb",
+                      html=run_dir / "report.html", parameters={}, key="k", run_dir=run_dir)
+    comparison = NotebookJob(name="comparison", template=tmp_path / "nb.ipynb", output=paper_dir / "99.ipynb",
+                             html=paper_dir / "99.html", parameters={}, key="k")
+    index = index_page.write_index(paper_dir, [job], comparison, {}).read_text()
+    assert "<tr class='not-run'><td>poc&lt;b&gt;&amp;&#39;1</td><td>not run</td><td>—</td>" in index
+    assert "<b>" not in index
+    assert "<td><a href='../runs/a/report.html'>report</a></td><td><span class='missing'>notebook (missing)</span>" in index
+    # the sections are HTML already: not escaped a second time
+    assert "<h2>Research questions</h2>\n<p class='missing'>No comparison yet: no verdicts.</p>" in index
+    assert index.endswith("</table></body></html>\n")
+
+
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
 @pytest.mark.parametrize("kind", ["verdicts", "smoke"])
 def test_the_manuscript_compiles_with_every_table_and_figure_inside_the_margins(kind, runs_root, planned,  # noqa: F811
