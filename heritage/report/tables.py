@@ -66,14 +66,10 @@ class Table:
             f"\\label{{tab:{self.name}}}",
         ]
         if columns:  # a tabular needs a column
+            tabular = (self.display.style.hide(axis="index").format(_latex_cell).format_index(_latex_cell, axis=1)
+                       .to_latex(column_format=spec, hrules=True))  # hrules: booktabs' rules
             # \width is the tabular's natural width: scale down only when it exceeds the line
-            lines += [
-                r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
-                f"\\begin{{tabular}}{{{spec}}}", r"\toprule",
-                " & ".join(latex_text(str(c)) for c in columns) + r" \\", r"\midrule",
-                *(" & ".join(latex_text(str(v)) for v in row) + r" \\" for row in self.display.itertuples(index=False)),
-                r"\bottomrule", r"\end{tabular}}",
-            ]
+            lines += [r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%", tabular.rstrip("\n") + "}"]
         if self.notes:
             lines += [r"\par\smallskip\raggedright", *(latex_text(note.removeprefix("- ")) + r"\par" for note in self.notes)]
         lines.append(r"\end{table}")
@@ -175,6 +171,10 @@ def latex_text(text: str) -> str:
     if bad:
         raise ValueError(f"no LaTeX spelling for {''.join(bad)!r} in {text!r}: add it to _LATEX_CHARS")
     return escaped
+
+
+def _latex_cell(value: Any) -> str:
+    return latex_text(str(value))
 
 
 def _runs_sentence(runs: list[dict[str, str]]) -> str:
