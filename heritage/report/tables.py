@@ -66,7 +66,7 @@ class Table:
             f"\\label{{tab:{self.name}}}",
         ]
         if columns:  # a tabular needs a column
-            tabular = (self.display.style.hide(axis="index").format(_latex_cell).format_index(_latex_cell, axis=1)
+            tabular = (self.display.style.hide(axis="index").format(latex_text).format_index(latex_text, axis=1)
                        .to_latex(column_format=spec, hrules=True))  # hrules: booktabs' rules
             # \width is the tabular's natural width: scale down only when it exceeds the line
             lines += [r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%", tabular.rstrip("\n") + "}"]
@@ -163,18 +163,14 @@ _LATEX_CHARS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "
                 "≤": r"$\leq$", "…": r"\dots{}", "’": "'", "“": "``", "”": "''"}
 
 
-def latex_text(text: str) -> str:
-    """Text as LaTeX for pdflatex: special characters escaped, a sign before a number as a math minus."""
-    escaped = "".join(_LATEX_CHARS.get(ch, ch) for ch in text)
+def latex_text(text: Any) -> str:
+    """A cell's text as LaTeX for pdflatex: special characters escaped, a sign before a number as a math minus."""
+    escaped = "".join(_LATEX_CHARS.get(ch, ch) for ch in str(text))
     escaped = re.sub(r"(?<![\w.])-(?=\d)", "$-$", escaped)  # "-0.96", "[-1.2," but not "POC-5.9" or "2026-12"
     bad = sorted({ch for ch in escaped if ord(ch) > 127})
     if bad:
         raise ValueError(f"no LaTeX spelling for {''.join(bad)!r} in {text!r}: add it to _LATEX_CHARS")
     return escaped
-
-
-def _latex_cell(value: Any) -> str:
-    return latex_text(str(value))
 
 
 def _runs_sentence(runs: list[dict[str, str]]) -> str:
