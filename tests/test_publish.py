@@ -30,6 +30,16 @@ def test_findings_come_from_the_verdicts(runs_root, planned, tmp_path) -> None: 
     assert found["rq2_multitask"]["reason"] == (
         "None of the 1 pair meets the verdict rules, so no difference is claimed. "
         "Reasons: 1 paired fold: too few (in 1 of 1).")
+    # wide tables go on landscape pages, by the columns the comparison recorded (no pdflatex needed)
+    # the RQ tables: A, B, folds, A - B, its interval, folds above all-Clean, the artwork bootstrap's two, verdict...
+    assert publish.table_columns(provenance, "rq1_family") == 10 >= publish.WIDE_COLUMNS
+    assert publish.table_columns(provenance, "per_class_iou") == 8
+    tex = publish.manuscript_text(tmp_path / "paper", provenance)
+    landscape = "".join(part.split("\\end{landscape}")[0] for part in tex.split("\\begin{landscape}")[1:])
+    assert "tables/rq1_family.tex" in landscape and "tables/per_class_iou.tex" not in landscape
+    for entry in provenance["artefacts"].values():  # a provenance.json written before the columns were recorded
+        entry.pop("columns", None)
+    assert "landscape" not in publish.manuscript_text(tmp_path / "paper", provenance).split("\\begin{document}")[1]
 
 
 def test_nothing_supported_is_said_so(tmp_path) -> None:
@@ -41,20 +51,6 @@ def test_nothing_supported_is_said_so(tmp_path) -> None:
     text = publish.manuscript_text(tmp_path / "paper", provenance)
     assert "None of the research questions has a supported answer in this build" in text
     assert "beats" not in text and "better" not in text.replace("``not supported''", "")
-
-
-def test_wide_tables_go_on_landscape_pages_by_the_columns_the_comparison_recorded(runs_root, planned,  # noqa: F811
-                                                                                 tmp_path) -> None:
-    provenance = write_paper(runs_root, tmp_path / "paper", planned)
-    # the RQ tables: A, B, folds, A - B, its interval, folds above all-Clean, the artwork bootstrap's two, verdict...
-    assert publish.table_columns(provenance, "rq1_family") == 10 >= publish.WIDE_COLUMNS
-    assert publish.table_columns(provenance, "per_class_iou") == 8
-    tex = publish.manuscript_text(tmp_path / "paper", provenance)
-    landscape = "".join(part.split("\\end{landscape}")[0] for part in tex.split("\\begin{landscape}")[1:])
-    assert "tables/rq1_family.tex" in landscape and "tables/per_class_iou.tex" not in landscape
-    for entry in provenance["artefacts"].values():  # a provenance.json written before the columns were recorded
-        entry.pop("columns", None)
-    assert "landscape" not in publish.manuscript_text(tmp_path / "paper", provenance).split("\\begin{document}")[1]
 
 
 def test_the_index_page_is_a_landing_page(runs_root, planned, tmp_path, monkeypatch, marked_image) -> None:  # noqa: F811
