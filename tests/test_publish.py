@@ -32,6 +32,16 @@ def test_findings_come_from_the_verdicts(runs_root, planned, tmp_path) -> None: 
     assert found["rq2_multitask"]["reason"] == (
         "None of the 1 pair meets the verdict rules, so no difference is claimed. "
         "Reasons: 1 paired fold: too few (in 1 of 1).")
+    # wide tables go on landscape pages, by the columns the comparison recorded (no pdflatex needed)
+    # the RQ tables: A, B, folds, A - B, its interval, folds above all-Clean, the artwork bootstrap's two, verdict...
+    assert publish.table_columns(provenance, "rq1_family") == 10 >= publish.WIDE_COLUMNS
+    assert publish.table_columns(provenance, "per_class_iou") == 8
+    tex = publish.manuscript_text(tmp_path / "paper", provenance)
+    landscape = "".join(part.split("\\end{landscape}")[0] for part in tex.split("\\begin{landscape}")[1:])
+    assert "tables/rq1_family.tex" in landscape and "tables/per_class_iou.tex" not in landscape
+    for entry in provenance["artefacts"].values():  # a provenance.json written before the columns were recorded
+        entry.pop("columns", None)
+    assert "landscape" not in publish.manuscript_text(tmp_path / "paper", provenance).split("\\begin{document}")[1]
 
 
 def test_nothing_supported_is_said_so(tmp_path) -> None:
@@ -83,6 +93,24 @@ def test_the_index_page_is_a_landing_page(runs_root, planned, tmp_path, monkeypa
     fileio.write_json(metrics_path, recorded)
     index = index_page.write_index(paper_dir, [job], comparison, {}).read_text()
     assert "<td>yes</td><td class='num'>5.00</td><td class='num'>20.00</td><td>no</td>" in index
+
+
+def test_the_index_page_escapes_names_and_keeps_its_sections_html(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    paper_dir, run_dir = tmp_path / "paper", tmp_path / "runs" / "a"
+    run_dir.mkdir(parents=True)
+    (run_dir / "report.html").write_text("x")
+    job = NotebookJob(name="poc<b>&'1", template=tmp_path / "nb.ipynb", output=run_dir / "out.ipynb",
+                      html=run_dir / "report.html", parameters={}, key="k", run_dir=run_dir)
+    comparison = NotebookJob(name="comparison", template=tmp_path / "nb.ipynb", output=paper_dir / "99.ipynb",
+                             html=paper_dir / "99.html", parameters={}, key="k")
+    index = index_page.write_index(paper_dir, [job], comparison, {}).read_text()
+    assert "<tr class='not-run'><td>poc&lt;b&gt;&amp;&#39;1</td><td>not run</td><td>—</td>" in index
+    assert "<b>" not in index
+    assert "<td><a href='../runs/a/report.html'>report</a></td><td><span class='missing'>notebook (missing)</span>" in index
+    # the sections are HTML already: not escaped a second time
+    assert "<h2>Research questions</h2>\n<p class='missing'>No comparison yet: no verdicts.</p>" in index
+    assert index.endswith("</table></body></html>\n")
 
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")

@@ -91,6 +91,18 @@ def test_the_bootstrap_is_deterministic_under_a_seed():
     assert other.keys() == first.keys() and other["per_image_miou"].ci_low != first["per_image_miou"].ci_low
 
 
+def test_draws_of_artworks_without_a_labelled_pixel_are_left_out_of_the_interval():
+    # s1 is all Background: a draw of s1 alone has no score, and every other draw scores x alone, so the interval
+    # is the one difference there is: A's mIoU on x (Clean 50/100, Peel 50/100) minus B's (Clean 40/110, Peel 50/110)
+    unlabelled = np.zeros((C, C), dtype=np.int64)
+    a = table(["x", "y"], ["s0", "s1"], [confusion(50, 50, 50, 50), unlabelled])
+    b = table(["x", "y"], ["s0", "s1"], [confusion(40, 60, 50, 50), unlabelled])
+    expected = (50 / 150 + 50 / 150) / 2 - (40 / 150 + 50 / 160) / 2
+    for result in resampling.bootstrap_difference(a, b, n_resamples=200, seed=0).values():
+        assert result.mean == pytest.approx(expected) and result.ci_low == pytest.approx(expected)
+        assert result.ci_high == pytest.approx(expected)
+
+
 def test_the_interval_shrinks_with_more_sources():
     def widths(n_sources: int) -> dict[str, float]:
         a, b = random_tables(n_sources, seed=3)

@@ -179,7 +179,8 @@ def write_comparison(comparison: Comparison, paper_dir: str | Path, runs_root: s
         fileio.write_text(stem.with_suffix(".csv"), table.to_csv())
         fileio.write_text(stem.with_suffix(".html"), table.to_html())
         for suffix in (".md", ".tex", ".csv", ".html"):
-            artefacts[f"tables/{table.name}{suffix}"] = {"caption": table.caption, "runs": table.runs}
+            artefacts[f"tables/{table.name}{suffix}"] = {"caption": table.caption, "runs": table.runs,
+                                                         "columns": [str(c) for c in table.display.columns]}
     for name, (fig, runs, caption) in comparison.figures.items():
         for path in save_figure(fig, paper_dir / "figures" / name, footer=banner):
             artefacts[path.relative_to(paper_dir).as_posix()] = {"caption": caption, "runs": runs}

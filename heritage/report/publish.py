@@ -27,7 +27,6 @@ LATEX_DIR = ".latex"  # pdflatex's aux and log files, under the paper folder
 GALLERY = "damage-maps/index.html"  # heritage.report.gallery's page, linked when it exists
 INSTALL_HINT = "apt-get install texlive-latex-base texlive-latex-recommended"
 WIDE_COLUMNS = 10  # a table with this many columns goes on a landscape page
-_TABULAR = re.compile(r"\\begin\{tabular\}\{((?:[^{}]|\{[^{}]*\})*)\}")
 _OVERFULL = re.compile(r"Overfull \\hbox \((\d+(?:\.\d+)?)pt too wide\)")
 
 
@@ -144,8 +143,8 @@ def manuscript_text(paper_dir: str | Path, provenance: dict[str, Any]) -> str:
     findings = ("\\begin{itemize}\n" + "\n".join(items) + "\n\\end{itemize}") if items else (
         "No research question has a paired table in this build.")
     paper_dir = Path(paper_dir)
-    tables = _table_inputs(paper_dir, [stem for stem in _stems(provenance, "tables", "tex")
-                                       if (paper_dir / "tables" / f"{stem}.tex").is_file()])
+    tables = _table_inputs(provenance, [stem for stem in _stems(provenance, "tables", "tex")
+                                        if (paper_dir / "tables" / f"{stem}.tex").is_file()])
     figures = []
     for stem in _stems(provenance, "figures", "pdf"):
         caption = latex(provenance["artefacts"][f"figures/{stem}.pdf"]["caption"]) + ". " + latex(banner["text"])
@@ -179,14 +178,14 @@ def _filter_sentence(banner: dict[str, Any]) -> str:
     return sentence + ". "
 
 
-def _table_inputs(paper_dir: Path, stems: list[str]) -> str:
+def _table_inputs(provenance: dict[str, Any], stems: list[str]) -> str:
     """``\\input`` lines; runs of wide tables (WIDE_COLUMNS or more) on landscape pages, where they keep
     a readable size instead of shrinking to the portrait width; a ``\\clearpage`` every 8 others
     (LaTeX holds at most 18 floats waiting for a page)."""
     blocks, wide, portrait = [], [], 0
     for stem in stems:
         line = f"\\input{{tables/{stem}.tex}}"
-        if table_columns(paper_dir / "tables" / f"{stem}.tex") >= WIDE_COLUMNS:
+        if table_columns(provenance, stem) >= WIDE_COLUMNS:
             wide.append(line)
             continue
         if wide:
@@ -201,10 +200,10 @@ def _table_inputs(paper_dir: Path, stems: list[str]) -> str:
     return "\n".join(blocks)
 
 
-def table_columns(tex: str | Path) -> int:
-    """Columns of the tabular in a table's ``.tex`` (0 when it has none)."""
-    found = _TABULAR.search(Path(tex).read_text(encoding="utf-8"))
-    return 0 if found is None else len(re.findall(r"[lrcp]", re.sub(r"\{[^{}]*\}", "", found.group(1))))
+def table_columns(provenance: dict[str, Any], stem: str) -> int:
+    """Columns of the table ``tables/<stem>`` as the comparison recorded them (0 in a provenance.json that predates
+    recording them)."""
+    return len(provenance["artefacts"][f"tables/{stem}.tex"].get("columns", []))
 
 
 def write_manuscript(paper_dir: str | Path) -> Path | None:

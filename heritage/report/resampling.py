@@ -116,6 +116,8 @@ def bootstrap_difference(a: pd.DataFrame, b: pd.DataFrame, n_resamples: int = RE
     counts = {name: np.stack([per_source(t[columns[kind]].to_numpy(dtype=np.int64)) for kind in ("tp", "true", "pred")])
               for name, t in (("a", a), ("b", b))}  # (3, sources, classes)
 
+    # Not scipy.stats.bootstrap: it draws the same indices from this generator, but its interval is NaN as soon as
+    # one draw's statistic is (a draw of artworks without a labelled pixel), where this one leaves such draws out.
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, n_sources, size=(n_resamples, n_sources))
     weights = np.zeros((n_resamples, n_sources), dtype=np.int64)  # how often each source is drawn

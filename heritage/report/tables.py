@@ -66,14 +66,10 @@ class Table:
             f"\\label{{tab:{self.name}}}",
         ]
         if columns:  # a tabular needs a column
+            tabular = (self.display.style.hide(axis="index").format(latex_text).format_index(latex_text, axis=1)
+                       .to_latex(column_format=spec, hrules=True))  # hrules: booktabs' rules
             # \width is the tabular's natural width: scale down only when it exceeds the line
-            lines += [
-                r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
-                f"\\begin{{tabular}}{{{spec}}}", r"\toprule",
-                " & ".join(latex_text(str(c)) for c in columns) + r" \\", r"\midrule",
-                *(" & ".join(latex_text(str(v)) for v in row) + r" \\" for row in self.display.itertuples(index=False)),
-                r"\bottomrule", r"\end{tabular}}",
-            ]
+            lines += [r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%", tabular.rstrip("\n") + "}"]
         if self.notes:
             lines += [r"\par\smallskip\raggedright", *(latex_text(note.removeprefix("- ")) + r"\par" for note in self.notes)]
         lines.append(r"\end{table}")
@@ -167,9 +163,9 @@ _LATEX_CHARS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "
                 "≤": r"$\leq$", "…": r"\dots{}", "’": "'", "“": "``", "”": "''"}
 
 
-def latex_text(text: str) -> str:
-    """Text as LaTeX for pdflatex: special characters escaped, a sign before a number as a math minus."""
-    escaped = "".join(_LATEX_CHARS.get(ch, ch) for ch in text)
+def latex_text(text: Any) -> str:
+    """A cell's text as LaTeX for pdflatex: special characters escaped, a sign before a number as a math minus."""
+    escaped = "".join(_LATEX_CHARS.get(ch, ch) for ch in str(text))
     escaped = re.sub(r"(?<![\w.])-(?=\d)", "$-$", escaped)  # "-0.96", "[-1.2," but not "POC-5.9" or "2026-12"
     bad = sorted({ch for ch in escaped if ord(ch) > 127})
     if bad:

@@ -148,5 +148,6 @@ def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float 
     mean = float(diff.mean())
     if n < 2:
         return PairedDifference(n, mean, math.nan, math.nan, confidence)
+    # scipy.stats.ttest_rel(a, b).confidence_interval() is this interval but warns on identical differences
     half = float(stats.t.ppf(0.5 + confidence / 2, df=n - 1) * diff.std(ddof=1) / math.sqrt(n))
     return PairedDifference(n, mean, mean - half, mean + half, confidence)
