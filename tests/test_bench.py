@@ -169,6 +169,35 @@ def test_the_gpu_check_reports_a_steps_own_peak_memory_not_the_processes(gpu_che
     assert 0 < memory["rss_at_start_mb"] <= memory["peak_rss_mb"]
 
 
+def test_the_gpu_checks_predict_memory_is_measured_around_predict_alone(gpu_check, monkeypatch, tmp_path):
+    import dataclasses
+
+    from heritage.training import runs
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / runs.BEST_CHECKPOINT).touch()
+    model = nn.Conv2d(3, taxonomy.NUM_CLASSES, 1).eval()
+    monkeypatch.setattr(gpu_check.predict, "load_model",
+                        lambda run_dir, device: (model, {"image_size": 32, "encoder": "tiny", "amp": "off"}))
+    inside, calls = [False], []
+    predict_scan = gpu_check.predict.predict_scan
+    monkeypatch.setattr(gpu_check.predict, "predict_scan",
+                        lambda *args, **kwargs: calls.append(inside[0]) or predict_scan(*args, **kwargs))
+
+    def peak_during(work, device):  # stands for the real one: its figures are the ones reported
+        inside[0] = True
+        result = work()
+        inside[0] = False
+        return result, {"peak_rss_mb": 1234.5, "peak_rss_scope": "this step"}
+
+    monkeypatch.setattr(gpu_check, "peak_during", peak_during)
+    plan = dataclasses.replace(gpu_check.dry_plan(), predict_megapixels=0.01)
+    record = gpu_check.predict_section(plan, str(run), tmp_path)
+    assert calls == [True]  # predict ran inside the measurement, once
+    assert (record["peak_rss_mb"], record["peak_rss_scope"]) == (1234.5, "this step")
+
+
 def test_the_gpu_check_exits_incomplete_when_the_time_budget_skipped_something(gpu_check, tmp_path, monkeypatch):
     for name in ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # the dry run sets these
         monkeypatch.setenv(name, os.environ.get(name, ""))
