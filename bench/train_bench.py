@@ -60,7 +60,7 @@ import numpy as np
 
 from heritage import config, fileio, report
 from heritage.data import datasets as data, splits, synthetic as synth, taxonomy
-from heritage.modeling import losses, models
+from heritage.modeling import losses, models, registry
 from heritage.pipeline import preparation
 from heritage.training import devices, engine, reproducibility, runs, train
 
@@ -189,7 +189,7 @@ def _timed_encoder(encoder: str, args: argparse.Namespace, device: torch.device,
     train_tflops = train_flops * batch / train_seconds / 1e12
     eval_tflops = eval_flops * batch / eval_seconds / 1e12 if eval_seconds else None
     return {
-        "encoder": encoder, "family": models.ENCODERS[encoder].family,
+        "encoder": encoder, "family": registry.ENCODERS[encoder].family,
         "params_m": round(models.count_parameters(model) / 1e6, 3),
         "batch_size": batch, "image_size": size,
         "train_images_per_s": batch / train_seconds,
@@ -500,9 +500,9 @@ def trained_on(devices: Iterable[str]) -> str:
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", default="model", choices=("model", "step-ab", "loop", "amp"))
-    parser.add_argument("--encoders", nargs="+", default=None, choices=list(models.ENCODERS),
+    parser.add_argument("--encoders", nargs="+", default=None, choices=list(registry.ENCODERS),
                         help="default: every encoder (model), convnext_tiny (step-ab, loop)")
-    parser.add_argument("--architecture", default="unet", choices=models.ARCHITECTURES)
+    parser.add_argument("--architecture", default="unet", choices=registry.ARCHITECTURES)
     parser.add_argument("--image-size", type=int, default=None, help="default 64 (model), 128 (step-ab), the profile's (loop)")
     parser.add_argument("--batch-size", type=int, default=None, help="default 8 (model, step-ab), the profile's (loop)")
     parser.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"))
@@ -548,10 +548,10 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 def run_model_mode(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    args.encoders = args.encoders or list(models.ENCODERS)
+    args.encoders = args.encoders or list(registry.ENCODERS)
     args.image_size, args.batch_size = args.image_size or 64, args.batch_size or 8
     for encoder in args.encoders:
-        models.check_image_size(encoder, args.image_size)
+        registry.check_image_size(encoder, args.image_size)
     results = [bench_encoder(encoder, args, device) for encoder in tqdm(args.encoders, desc="encoders")]
     for row in results:
         print(f"{row['encoder']:>14s}: train {row['train_images_per_s']:8.2f} img/s, eval "

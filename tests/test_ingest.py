@@ -601,7 +601,7 @@ def test_strict_refuses_names_outside_the_vocabulary_naming_the_row(tmp_path):
     write_rows(tmp_path / "src" / "x.parquet", [make_row("s0"), make_row("s1", seed=1, material="canvas")])
     with pytest.raises(ValueError, match=r"row 1 \(id 's1'\): material 'canvas' is not in ARTeFACT's vocabulary "
                                          r"\(did you mean 'Canvas'\?\)"):
-        ingest.ingest(tmp_path / "src", tmp_path / "data", strict=True)
+        ingest.ingest(tmp_path / "src", tmp_path / "data", checks=ingest.RowChecks(strict=True))
     assert not (tmp_path / "data" / "metadata.csv").exists()
 
 

@@ -144,7 +144,7 @@ def test_ignored_pixels_change_neither_loss_nor_gradient(name):
     assert loss_fn(labelled_logits, labelled_target).item() == pytest.approx(loss.item(), rel=1e-6)
 
 
-@pytest.mark.parametrize("name", losses.LOSSES)
+@pytest.mark.parametrize("name", registry.LOSSES)
 def test_all_ignored_batch_gives_zero_not_nan(name):
     target = torch.full((1, 4, 4), IGNORE)
     if name == "hierarchical":
@@ -234,7 +234,6 @@ def test_build_loss_takes_the_registry_parameters_and_refuses_what_the_registry_
     keywords = {name: parameter.default for name, parameter in inspect.signature(losses.build_loss).parameters.items()
                 if parameter.kind is inspect.Parameter.KEYWORD_ONLY}
     assert keywords == registry.LOSS_PARAMETERS
-    assert losses.LOSSES == registry.LOSSES and losses.LEVEL_LOSSES == registry.LEVEL_LOSSES
     for name in registry.LOSSES:
         registry.check_loss_params(name, {"smooth": 0.0, "gamma": 0, "level_loss": "focal"})
         losses.build_loss(name, smooth=0.0, gamma=0, level_loss="focal")

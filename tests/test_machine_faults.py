@@ -656,7 +656,8 @@ def test_predict_names_a_non_utf8_file_and_writes_summary_csv_even_when_stopped(
         Image.fromarray(np.full((40, 40, 3), 100, np.uint8)).save(os.path.join(os.fsencode(scans), name))
     out = tmp_path / "out"
     window = tiling.SlidingWindow(tile=32)
-    assert predict.predict_inputs(ConstantNet(), 32, scans, out, window, torch.device("cpu"), progress=False) == []
+    quiet = predict.PredictOptions(progress=False)
+    assert predict.predict_inputs(ConstantNet(), 32, scans, out, window, torch.device("cpu"), quiet) == []
     summary = pd.read_csv(out / "summary.csv", dtype=str, keep_default_na=False)
     assert list(summary["source"]) == [str(scans / "a.png"), str(scans / "caf\\xe9.png"), str(scans / "z.png")]
     # stopped after the first scan (Ctrl-C): summary.csv still lists what was done
@@ -671,8 +672,7 @@ def test_predict_names_a_non_utf8_file_and_writes_summary_csv_even_when_stopped(
 
     monkeypatch.setattr(predict, "predict_scan", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        predict.predict_inputs(ConstantNet(), 32, scans, tmp_path / "stopped", window, torch.device("cpu"),
-                               progress=False)
+        predict.predict_inputs(ConstantNet(), 32, scans, tmp_path / "stopped", window, torch.device("cpu"), quiet)
     assert list(pd.read_csv(tmp_path / "stopped" / "summary.csv")["image"]) == ["a"]
 
 

@@ -12,13 +12,13 @@ import torch
 from huggingface_hub import constants as hub_constants
 
 from heritage import config, errors
-from heritage.modeling import losses, models, pretrained_weights
+from heritage.modeling import losses, models, pretrained_weights, registry
 from heritage.data import taxonomy
 
-CASES = [(encoder, architecture) for encoder in models.ENCODERS for architecture in models.ARCHITECTURES]
+CASES = [(encoder, architecture) for encoder in registry.ENCODERS for architecture in registry.ARCHITECTURES]
 # Loose bounds around the seeds' reports (UNet 30-45 M, UPerNet ~37 M) at 16 classes.
 PARAMS_M_RANGE = {"unet": (25, 50), "hierarchical_upernet": (30, 55)}
-WINDOW_ENCODERS = [key for key, spec in models.ENCODERS.items() if spec.fixed_input_size]
+WINDOW_ENCODERS = [key for key, spec in registry.ENCODERS.items() if spec.fixed_input_size]
 
 
 @pytest.mark.parametrize(("encoder", "architecture"), CASES)
@@ -114,16 +114,16 @@ def profile_image_sizes() -> dict[str, set[tuple[str, int]]]:
     return sizes
 
 
-@pytest.mark.parametrize("encoder", list(models.ENCODERS))
+@pytest.mark.parametrize("encoder", list(registry.ENCODERS))
 def test_profile_sizes_are_accepted_and_a_smaller_one_refused(encoder):
     sizes = profile_image_sizes()[encoder]
     assert {profile for profile, _ in sizes} == set(config.PROFILES)  # every encoder is in some POC's plan
     for _, size in sizes:
-        assert models.check_image_size(encoder, size) is None
-    spec = models.ENCODERS[encoder]
-    too_small = spec.min_size - models.SIZE_MULTIPLE  # a multiple of 32 below the encoder's minimum
+        assert registry.check_image_size(encoder, size) is None
+    spec = registry.ENCODERS[encoder]
+    too_small = spec.min_size - registry.SIZE_MULTIPLE  # a multiple of 32 below the encoder's minimum
     with pytest.raises(errors.InputError, match=rf"cannot take image size {too_small}: .*at least {spec.min_size} px"):
-        models.check_image_size(encoder, too_small)
+        registry.check_image_size(encoder, too_small)
     if too_small > 0:  # a RunConfig refuses it too (0 px is refused earlier, as not positive)
         poc = next(p for p in config.available_pocs() if encoder in config.poc_encoders(p))
         with pytest.raises(config.ConfigError, match=rf"image_size: {too_small} does not suit encoder"):
@@ -143,14 +143,14 @@ def test_window_encoders_run_at_the_full_profile_size(encoder):
 def test_sizes_are_refused_with_the_reason_and_nearby_sizes():
     with pytest.raises(ValueError, match=r"'swin_tiny' \(Swin-Tiny\) cannot take image size 100: .*multiple of 32"
                                          r".*valid nearby sizes: 96, 128"):
-        models.check_image_size("swin_tiny", 100)
+        registry.check_image_size("swin_tiny", 100)
     with pytest.raises(ValueError, match=r"'maxvit_tiny' .* image size 32: .*at least 64 px.*valid nearby sizes: 64$"):
-        models.check_image_size("maxvit_tiny", 32)
+        registry.check_image_size("maxvit_tiny", 32)
     with pytest.raises(ValueError, match="'convnext_tiny' .* image size 48: .*valid nearby sizes: 32, 64"):
         models.build_model("unet", "convnext_tiny", image_size=48)
     with pytest.raises(ValueError, match="must be an integer, got 64.0"):
-        models.check_image_size("mit_b3", 64.0)
-    models.check_image_size("convnext_tiny", 32)
+        registry.check_image_size("mit_b3", 64.0)
+    registry.check_image_size("convnext_tiny", 32)
 
 
 def test_fixed_size_encoders_refuse_other_input_sizes():
@@ -166,14 +166,14 @@ def test_unknown_names_list_the_valid_ones():
     with pytest.raises(ValueError, match="unknown architecture 'fpn'; valid architectures: unet, hierarchical_upernet"):
         models.build_model("fpn", "convnext_tiny")
     with pytest.raises(ValueError, match="unknown encoder 'vit'"):
-        models.check_image_size("vit", 64)
+        registry.check_image_size("vit", 64)
 
 
 def test_registry_entries():
-    assert {key: spec.family for key, spec in models.ENCODERS.items()} == {
+    assert {key: spec.family for key, spec in registry.ENCODERS.items()} == {
         "convnext_tiny": "CNN", "swin_tiny": "ViT", "coatnet_0": "hybrid", "maxvit_tiny": "hybrid", "mit_b3": "ViT"}
-    assert all(spec.display_name and spec.family in models.FAMILIES for spec in models.ENCODERS.values())
-    for spec in models.ENCODERS.values():
+    assert all(spec.display_name and spec.family in registry.FAMILIES for spec in registry.ENCODERS.values())
+    for spec in registry.ENCODERS.values():
         if spec.is_timm:
             assert timm.is_model(spec.smp_name[3:].split(".")[0])
             assert timm.models.get_pretrained_cfg(spec.smp_name[3:]).hf_hub_id  # weights exist for the tag
@@ -229,7 +229,7 @@ def test_timm_encoder_weights_load_offline_from_a_seeded_cache(monkeypatch, empt
 def test_smp_native_encoder_weights_load_offline_from_a_seeded_cache(monkeypatch, empty_hub_cache):
     # mit_b3's path (SMP's own Hub repo at a pinned revision), exercised with its small sibling mit_b0.
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setitem(models.ENCODERS, "mit_b0", models.EncoderSpec("mit_b0", "mit_b0", "ViT", "MiT-B0", 32))
+    monkeypatch.setitem(registry.ENCODERS, "mit_b0", registry.EncoderSpec("mit_b0", "mit_b0", "ViT", "MiT-B0", 32))
     settings = smp.encoders.encoders["mit_b0"]["pretrained_settings"]["imagenet"]
     torch.manual_seed(3)
     weights = smp.encoders.get_encoder("mit_b0").state_dict()

@@ -151,8 +151,8 @@ def test_the_report_banner_says_in_red_when_the_run_is_below_its_all_clean_basel
 def test_write_outputs_puts_the_banner_in_the_report(tmp_path) -> None:
     scan = scans.Scan(np.full((8, 8, 3), 200, np.uint8), None)
     labels = np.zeros((8, 8), np.uint8)
-    damage_report.write_outputs(tmp_path / "s", "s", "s.png", scan, labels,
-                                provenance=damage_report.provenance_html(finished_run(tmp_path, 0.05, 0.1)))
+    report = damage_report.ReportOptions(provenance=damage_report.provenance_html(finished_run(tmp_path, 0.05, 0.1)))
+    damage_report.write_outputs(tmp_path / "s", "s", "s.png", scan, labels, report)
     assert "is not above its all-Clean baseline" in (tmp_path / "s" / "report.html").read_text()
     areas = pd.read_csv(tmp_path / "s" / "areas.csv").set_index("class")
     assert areas.loc["Clean", "pixels"] == 64 and areas.loc["Clean", "percent_of_artwork"] == 100

@@ -456,7 +456,7 @@ def test_the_written_outputs_hold_the_labels_of_a_constant_model(tmp_path):
     out = tmp_path / "out"
     # auto: 32 / 120 px, a factor that does not divide the scan; the constant map survives any resize
     failures = predict.predict_inputs(ConstantNet(), 32, tmp_path / "scan.png", out, tiling.SlidingWindow(tile=32),
-                                      CPU, scale="auto", dpi=300, progress=False)
+                                      CPU, predict.PredictOptions(scale="auto", dpi=300, progress=False))
     assert failures == []
     mask, areas, summary = written_outputs(out, "scan")
     predicted = taxonomy.CLASS_IDS["Scratch"]  # ConstantNet's largest logit
@@ -492,8 +492,8 @@ def test_a_shrunk_scan_is_labelled_and_resized_back_in_place(tmp_path):
     out = tmp_path / "out"
     # auto with a 32 px training size: longest side 128 -> 32, the model sees the scan at 1/4
     failures = predict.predict_inputs(ColourNet(), 32, tmp_path / "blocks.png", out,
-                                      tiling.SlidingWindow(tile=32, overlap=0.5), CPU, scale="auto", dpi=254,
-                                      progress=False)
+                                      tiling.SlidingWindow(tile=32, overlap=0.5), CPU,
+                                      predict.PredictOptions(scale="auto", dpi=254, progress=False))
     assert failures == []
     assert "scale factor used</th><td>0.25<" in (out / "blocks" / "report.html").read_text()
     mask, areas, summary = written_outputs(out, "blocks")
@@ -515,7 +515,7 @@ def test_folder_with_a_bad_file_still_predicts_the_others(tmp_path):
     (scans / "README.txt").write_text("not a scan, not even tried")
     out = tmp_path / "out"
     failures = predict.predict_inputs(ConstantNet(), 32, scans, out, tiling.SlidingWindow(tile=32),
-                                      CPU, dpi=300, progress=False)
+                                      CPU, predict.PredictOptions(dpi=300, progress=False))
     assert [label for label, _ in failures] == [str(scans / "broken.png")]
     for name, size in (("a", (70, 50)), ("b", (40, 80))):
         for file in ("mask.png", "overlay.png", "areas.csv", "report.html"):
@@ -534,7 +534,7 @@ def test_parquet_shards_and_data_folders_are_inputs(tmp_path):
     rows[1]["image"] = {"bytes": b"garbage", "path": "s2.png"}
     write_rows(tmp_path / "hf" / "data" / "train-00000-of-00001.parquet", rows)
     failures = predict.predict_inputs(ConstantNet(), 32, tmp_path / "hf", tmp_path / "out",
-                                      tiling.SlidingWindow(tile=32), CPU, progress=False)
+                                      tiling.SlidingWindow(tile=32), CPU, predict.PredictOptions(progress=False))
     assert len(failures) == 1 and "s2: cannot read image" in failures[0][1]
     assert Image.open(tmp_path / "out" / "s1" / "mask.png").size == (40, 30)
 
@@ -841,7 +841,7 @@ def test_an_output_folder_taken_by_a_file_fails_that_scan_only(tmp_path):
     out.mkdir()
     (out / "a").write_text("a file where a's folder should be")
     failures = predict.predict_inputs(ConstantNet(), 32, scans, out, tiling.SlidingWindow(tile=32),
-                                      CPU, progress=False)
+                                      CPU, predict.PredictOptions(progress=False))
     [(label, message)] = failures
     assert label == str(scans / "a.png") and message.startswith(f"{label}: {out / 'a'}")
     assert "[Errno" not in message and "File exists" in message

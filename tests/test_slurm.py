@@ -396,8 +396,10 @@ def _run_plan(tmp_path: Path, runs: list, comparison, **options) -> list:
     from heritage.pipeline.jobs import write_job_file
 
     return on_slurm.run_plan_on_slurm(runs, [comparison], job_command=lambda path: [PY, "-c", TOY_EXECUTE, str(path)],
-                                      write_job_file=write_job_file, profile="smoke", runs_root=tmp_path / "runs",
-                                      site=slurm_site.Site(), poll_seconds=0.5, **options)
+                                      write_job_file=write_job_file,
+                                      options=on_slurm.SlurmPlanOptions(profile="smoke", runs_root=tmp_path / "runs",
+                                                                        site=slurm_site.Site(), poll_seconds=0.5,
+                                                                        **options))
 
 
 @pytest.mark.slurm
@@ -598,8 +600,10 @@ def test_a_two_task_job_trains_one_ddp_run_renders_one_notebook_and_scores_as_on
     site = slurm_site.Site(kinds={"run": {"tasks_per_node": 2}})  # as with 2 GPUs: srun starts 2 copies
     try:
         [result] = on_slurm.run_plan_on_slurm([job], [], job_command=jobs.job_command,
-                                              write_job_file=jobs.write_job_file, profile="smoke",
-                                              runs_root=tmp_path / "runs", site=site, poll_seconds=0.5)
+                                              write_job_file=jobs.write_job_file,
+                                              options=on_slurm.SlurmPlanOptions(profile="smoke",
+                                                                                runs_root=tmp_path / "runs",
+                                                                                site=site, poll_seconds=0.5))
     finally:
         cancel_submission(tmp_path / "runs" / slurm.SUBMISSION_FILE)
     folder = config.run_dir(run)

@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
-from heritage.config.run_config import PROFILES, ConfigError, _read_yaml, _suggest
+from heritage.config.run_config import PROFILES, ConfigError, did_you_mean, read_yaml_mapping
 
 _TOP_KEYS = {"title", "description", "main_variant", "settings", "encoders", "variants", "profiles"}
 _PROFILE_KEYS = {"settings", "encoders", "variants", "plan"}
@@ -25,14 +25,14 @@ def available_pocs() -> list[str]:
 def poc_path(poc: str) -> Path:
     known = available_pocs()
     if poc not in known:
-        raise ConfigError(f"unknown POC {poc!r}{_suggest(poc, known)}; known POCs: {', '.join(known)}")
+        raise ConfigError(f"unknown POC {poc!r}{did_you_mean(poc, known)}; known POCs: {', '.join(known)}")
     return Path(str(resources.files("heritage") / "configs" / f"{poc}.yaml"))
 
 
 def load_poc(poc: str) -> dict[str, Any]:
     """The raw, structure-checked content of ``configs/<poc>.yaml`` (for notebooks and reports)."""
     path = poc_path(poc)
-    spec = _read_yaml(path)
+    spec = read_yaml_mapping(path)
     _check_poc_structure(spec, path)
     return spec
 
@@ -71,17 +71,17 @@ def _check_poc_structure(spec: dict[str, Any], path: Path) -> None:
             for key in mapping(prof.get(section), f"profiles.{name}.{section}"):
                 if key not in known:
                     raise ConfigError(f"{path}: profiles.{name}.{section}.{key} names no {section[:-1]} "
-                                      f"of this POC{_suggest(key, list(known))}")
+                                      f"of this POC{did_you_mean(key, list(known))}")
     spec.setdefault("profiles", profiles)
 
 
 def _check_section_keys(section: Mapping[str, Any], known: set[str], path: Path, where: str) -> None:
     for key in section:
         if key not in known:
-            raise ConfigError(f"{path}: {where}: unknown key {key!r}{_suggest(key, sorted(known))}; "
+            raise ConfigError(f"{path}: {where}: unknown key {key!r}{did_you_mean(key, sorted(known))}; "
                               f"expected {', '.join(sorted(known))}")
 
 
-def _variant_encoders(spec: dict[str, Any], variant: str) -> list[str]:
+def variant_encoders(spec: dict[str, Any], variant: str) -> list[str]:
     restricted = (spec["variants"][variant] or {}).get("encoders")
     return list(spec["encoders"]) if restricted is None else list(restricted)

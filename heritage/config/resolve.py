@@ -13,9 +13,9 @@ from typing import Any, Iterable, Iterator, Mapping, NamedTuple
 
 import yaml
 
-from heritage.config.poc_files import _variant_encoders, available_pocs, load_poc, poc_path
+from heritage.config.poc_files import available_pocs, load_poc, poc_path, variant_encoders
 from heritage.config.run_config import (DEFAULT_DATA_DIRS, PROFILES, SELECTION_FIELDS, ConfigError, RunConfig,
-                                        _check_keys, _require_choice, _suggest)
+                                        check_keys, did_you_mean, require_choice)
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
@@ -46,7 +46,7 @@ def load_run_config(
     from heritage.data import splits
 
     try:
-        _require_choice("protocol", protocol, splits.ALL_PROTOCOLS)
+        require_choice("protocol", protocol, splits.ALL_PROTOCOLS)
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
     folds = manifest_folds(values["data_dir"], protocol, required=False)
@@ -83,15 +83,15 @@ def _resolve(poc: str, profile: str | None, encoder: str | None, fold: str | Non
     encoder = encoder if encoder is not None else next(iter(encoders))
     if encoder not in encoders:
         raise ConfigError(f"{source}: encoder {encoder!r} is not one of this POC's encoders "
-                          f"({', '.join(encoders)}){_suggest(encoder, list(encoders))}")
+                          f"({', '.join(encoders)}){did_you_mean(encoder, list(encoders))}")
     if variant is not None and variant == spec.get("main_variant"):
         variant = None
     variants = spec.get("variants") or {}
     if variant is not None and variant not in variants:
-        raise ConfigError(f"{source}: unknown variant {variant!r}{_suggest(variant, list(variants))}; "
+        raise ConfigError(f"{source}: unknown variant {variant!r}{did_you_mean(variant, list(variants))}; "
                           f"variants: {', '.join(variants) or 'none'}")
     if variant is not None:
-        allowed = _variant_encoders(spec, variant)
+        allowed = variant_encoders(spec, variant)
         if encoder not in allowed:
             raise ConfigError(f"{source}: variant {variant!r} runs only on encoders {', '.join(allowed)}, "
                               f"not {encoder!r}")
@@ -116,7 +116,7 @@ def _resolve(poc: str, profile: str | None, encoder: str | None, fold: str | Non
 
     values: dict[str, Any] = {}
     for where, layer in layers:
-        _check_keys(layer, f"{source}: {where}")
+        check_keys(layer, f"{source}: {where}")
         values.update(layer)
     values.update(poc=poc, encoder=encoder, variant=variant, profile=profile, fold=fold)
     return values
@@ -198,7 +198,7 @@ def _planned_cells(profile: str, pocs: Iterable[str] | None) -> Iterator[_Cell]:
         encoders = _pick(wanted.get("encoders", "all"), list(spec["encoders"]), f"{poc}: plan.encoders")
         variants = _pick(wanted.get("variants", []), list(spec.get("variants") or {}), f"{poc}: plan.variants")
         for variant in [None, *variants]:
-            allowed = list(spec["encoders"]) if variant is None else _variant_encoders(spec, variant)
+            allowed = list(spec["encoders"]) if variant is None else variant_encoders(spec, variant)
             for encoder in [e for e in encoders if e in allowed]:
                 yield _Cell(poc, variant, encoder, wanted.get("folds", "all"))
 

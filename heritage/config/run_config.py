@@ -1,6 +1,6 @@
 """A run's settings: :class:`RunConfig`, validated on construction, its hash and its run folder.
 
-The fields, their allowed values and types are checked here (:func:`_check_keys`, :func:`_check_values`),
+The fields, their allowed values and types are checked here (:func:`check_keys`, :func:`_check_values`),
 with the error naming the key, the value and the source; what is hashed and where a run lives
 (:func:`run_dir`) are decided here too. Resolving a POC file into a RunConfig is
 :mod:`heritage.config.resolve`; the POC files themselves are :mod:`heritage.config.poc_files`.
@@ -174,7 +174,7 @@ class RunConfig:
     def from_dict(cls, values: Mapping[str, Any], source: str = "config") -> RunConfig:
         """Build from a mapping of field values; unknown keys are an error naming ``source``."""
         values = dict(values)
-        _check_keys(values, source)
+        check_keys(values, source)
         for name in ("poc", "encoder"):
             if name not in values:
                 raise ConfigError(f"{source}: missing required key '{name}'")
@@ -186,7 +186,7 @@ class RunConfig:
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> RunConfig:
         """Read a resolved config (e.g. a run folder's ``config.yaml``); its derived keys are dropped."""
-        values = {k: v for k, v in _read_yaml(Path(path)).items() if k not in DERIVED_KEYS}
+        values = {k: v for k, v in read_yaml_mapping(Path(path)).items() if k not in DERIVED_KEYS}
         return cls.from_dict(values, source=str(path))
 
     # -- derived facts -------------------------------------------------------------------------
@@ -252,10 +252,10 @@ def run_dir(config: RunConfig) -> Path:
 _FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 
 
-def _check_keys(values: Mapping[str, Any], source: str) -> None:
+def check_keys(values: Mapping[str, Any], source: str) -> None:
     for key in values:
         if key not in _FIELDS:
-            raise ConfigError(f"{source}: unknown key {key!r}{_suggest(key, list(_FIELDS))}")
+            raise ConfigError(f"{source}: unknown key {key!r}{did_you_mean(key, list(_FIELDS))}")
 
 
 def _check_types(config: RunConfig) -> None:
@@ -297,19 +297,19 @@ def _check_values(config: RunConfig) -> None:
         if value is not None and not SAFE_NAME.fullmatch(value):
             raise ConfigError(f"{name}: {value!r} cannot name a run folder; use letters, digits, '.', '_' "
                               "and '-', starting with a letter or digit")
-    _require_choice("architecture", config.architecture, registry.ARCHITECTURES)
+    require_choice("architecture", config.architecture, registry.ARCHITECTURES)
     if config.full_resolution_skips and config.architecture not in registry.FULL_RESOLUTION_ARCHITECTURES:
         raise ConfigError(f"full_resolution_skips: architecture {config.architecture!r} has no decoder blocks at full "
                           f"resolution to take them; they exist for {', '.join(registry.FULL_RESOLUTION_ARCHITECTURES)}")
-    _require_choice("tta", config.tta, registry.TTA_MODES)
-    _require_choice("encoder", config.encoder, list(registry.ENCODERS))
-    _require_choice("loss", config.loss, registry.LOSSES)
+    require_choice("tta", config.tta, registry.TTA_MODES)
+    require_choice("encoder", config.encoder, list(registry.ENCODERS))
+    require_choice("loss", config.loss, registry.LOSSES)
     if config.class_weights is not None:
-        _require_choice("class_weights", config.class_weights, weights.METHODS)
-    _require_choice("protocol", config.protocol, splits.ALL_PROTOCOLS)
-    _require_choice("profile", config.profile, PROFILES)
-    _require_choice("amp", config.amp, AMP_MODES)
-    _require_choice("channels_last", config.channels_last, CHANNELS_LAST_MODES)
+        require_choice("class_weights", config.class_weights, weights.METHODS)
+    require_choice("protocol", config.protocol, splits.ALL_PROTOCOLS)
+    require_choice("profile", config.profile, PROFILES)
+    require_choice("amp", config.amp, AMP_MODES)
+    require_choice("channels_last", config.channels_last, CHANNELS_LAST_MODES)
     for name in ("image_size", "epochs", "batch_size", "base_batch_size", "eval_every"):
         if getattr(config, name) <= 0:
             raise ConfigError(f"{name}: must be positive, got {getattr(config, name)!r}")
@@ -347,7 +347,7 @@ def _check_values(config: RunConfig) -> None:
         registry.check_loss_params(config.loss, config.loss_params)
     except ValueError as err:
         raise ConfigError(f"loss_params: {config.loss_params!r} do not suit loss {config.loss!r}: {err}") from None
-    _require_choice("sampling", config.sampling, SAMPLING_MODES)
+    require_choice("sampling", config.sampling, SAMPLING_MODES)
     resolution = config.working_resolution
     if isinstance(resolution, float):
         raise ConfigError(f"working_resolution: {resolution!r} looks like a scale factor; give {NATIVE!r} (the data "
@@ -367,19 +367,19 @@ def _check_values(config: RunConfig) -> None:
                           "(the hierarchical model needs loss 'hierarchical' and only it)")
 
 
-def _require_choice(name: str, value: Any, choices: Iterable[Any]) -> None:
+def require_choice(name: str, value: Any, choices: Iterable[Any]) -> None:
     choices = list(choices)
     if value not in choices:
-        raise ConfigError(f"{name}: unknown value {value!r}{_suggest(str(value), [str(c) for c in choices])}; "
+        raise ConfigError(f"{name}: unknown value {value!r}{did_you_mean(str(value), [str(c) for c in choices])}; "
                           f"choose one of {', '.join(str(c) for c in choices)}")
 
 
-def _suggest(word: str, candidates: list[str]) -> str:
+def did_you_mean(word: str, candidates: list[str]) -> str:
     close = difflib.get_close_matches(str(word), candidates, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
     content = fileio.read_yaml(path, invalid=ConfigError, missing=ConfigError)
     if not isinstance(content, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(content).__name__}")

@@ -389,21 +389,31 @@ def row_key(sample: decoding.RawSample) -> str:
 # -- conversion ------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class RowChecks:
+    """What :func:`ingest` does with a doubtful row: ``strict`` (``--strict``) refuses materials/contents
+    outside ARTeFACT's vocabulary; ``skip_bad_rows`` (``--skip-bad-rows``) lists a failing row in
+    ``rejected.csv`` instead of stopping."""
+
+    strict: bool = False
+    skip_bad_rows: bool = False
+
+
 def ingest(source: str | os.PathLike, out: str | os.PathLike,
            longest_side: int | None = DEFAULT_LONGEST_SIDE, *,
            max_pixels: int | None = fileio.DEFAULT_MAX_PIXELS, masks: decoding.MaskFormat = decoding.MaskFormat(),
-           strict: bool = False, skip_bad_rows: bool = False, encoding: str = "utf-8") -> pd.DataFrame:
+           checks: RowChecks = RowChecks(), encoding: str = "utf-8") -> pd.DataFrame:
     """Convert parquet shards or an exported folder at ``source`` into the data folder ``out``.
 
     ``max_pixels`` (None: no limit) refuses larger images from their header; ``masks`` opts in
-    to binary, RGB or resized annotations; ``strict`` refuses materials/contents outside ARTeFACT's
+    to binary, RGB or resized annotations; ``checks.strict`` refuses materials/contents outside ARTeFACT's
     vocabulary, which are otherwise reported as :class:`heritage.data.vocabulary.VocabularyWarning`.
     Each sample's original (upright) size is recorded (datafolder.ORIGINAL_SIZE_COLUMNS); a
     :class:`heritage.data.scale.ScaleWarning` names each class whose median damage component, measured on
     the full-size masks, ``longest_side`` shrinks below a pixel. Returns the metadata written (original samples only: re-run ``augment`` afterwards).
 
     Rows converted before a failure are kept in ``out/.ingest-resume`` and reused by the next call (see the
-    module's docstring). ``skip_bad_rows``: a row that fails is listed in ``out/rejected.csv`` instead, the
+    module's docstring). ``checks.skip_bad_rows``: a row that fails is listed in ``out/rejected.csv`` instead, the
     others are written, then :class:`heritage.errors.CommandFailed` says how many were rejected.
     ``encoding``: of an exported folder's ``metadata.csv``.
     """
@@ -415,7 +425,7 @@ def ingest(source: str | os.PathLike, out: str | os.PathLike,
     out = Path(out)
     if source.is_dir() and (source / datafolder.METADATA_FILE).is_file():
         exported = export_rows(source, read_export_table(source, encoding))
-        if not skip_bad_rows:
+        if not checks.skip_bad_rows:
             _check_export_files(source, exported)
         rows: Iterable[SourceRow] = exported
         total = len(exported)
@@ -433,7 +443,7 @@ def ingest(source: str | os.PathLike, out: str | os.PathLike,
             staging = Staging(out, options)
             try:
                 converted = _convert_all(rows, staging, total, dict(longest_side=longest_side, max_pixels=max_pixels,
-                                                                     masks=masks), strict, skip_bad_rows)
+                                                                     masks=masks), checks)
             except errors.HeritageError as err:
                 raise _kept_rows(err, staging) from None
             except BaseException:
@@ -527,16 +537,16 @@ def remove_stale(data_dir: str | os.PathLike) -> list[Path]:
 
 
 def _convert_all(rows: Iterable[SourceRow], staging: Staging, total: int, decode_options: dict,
-                 strict: bool, skip_bad_rows: bool) -> Converted:
+                 checks: RowChecks) -> Converted:
     converted = Converted([], [], [], [])
     seen: dict[str, str] = {}
     unknown: dict[tuple[str, str], list] = {}  # (column, value) -> [rows, first where]
     try:
         for row in tqdm(rows, total=total, desc="ingest", unit="image"):
             try:
-                _convert_row(row, staging, decode_options, strict, seen, unknown, converted)
+                _convert_row(row, staging, decode_options, checks.strict, seen, unknown, converted)
             except (errors.InputError, errors.MissingInputError) as err:  # the row's fault, not the machine's
-                if not skip_bad_rows:
+                if not checks.skip_bad_rows:
                     raise
                 converted.rejected.append({"row": row.index, "id": row.id, "where": row.where,
                                            "error": cli_line(str(err))})
@@ -659,7 +669,7 @@ def main(args: argparse.Namespace) -> int:
             # PIL's own note on a damaged EXIF block: the row's OrientationWarning says it, naming the row
             warnings.filterwarnings("ignore", message="Corrupt EXIF data")
             metadata = ingest(args.source, args.out, args.longest_side or None, max_pixels=args.max_pixels or None,
-                              masks=masks, strict=args.strict, skip_bad_rows=args.skip_bad_rows,
+                              masks=masks, checks=RowChecks(strict=args.strict, skip_bad_rows=args.skip_bad_rows),
                               encoding=args.encoding)
     finally:  # the warnings matter even when a later row fails; shown once the recorder is gone (inside it,
         # showing another library's warning would record it again, into the list being shown)

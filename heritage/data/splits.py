@@ -10,7 +10,7 @@ each material and dealt, material after material, to the part furthest behind it
 then receives every material in proportion (within one source), which is what scikit-learn's
 StratifiedGroupKFold does for groups of equal size (every source has exactly 1 + 3 samples).
 
-One protocol breaks all of this on purpose: ``leaky`` reproduces the seeds' split (issue 12), to
+One protocol breaks all of this on purpose: ``leaky`` reproduces the seeds' split, so that the paper can
 measure what it inflates. It permutes *every sample*, augmented copies included, with the seeds'
 ``np.random.seed(seed); np.random.permutation`` over the sorted ids and keeps the first 80 % for
 training; the other 20 % is both val and test, because the seeds selected the best epoch on the very
@@ -28,6 +28,7 @@ import re
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -36,7 +37,7 @@ from heritage import errors, fileio, locks
 from heritage.data import datafolder
 
 PROTOCOLS = ("holdout", "kfold", "loco", "lomo")  # the honest ones: grouped by source_id, no leak
-LEAKY = "leaky"  # the seeds' random split over the augmented copies (issue 12), one fold of that name
+LEAKY = "leaky"  # the seeds' random split over the augmented copies (to measure the leak), one fold of that name
 ALL_PROTOCOLS = (*PROTOCOLS, LEAKY)
 LEAKY_TRAIN_FRACTION = 0.8  # the seeds' split: int(0.8 * n) samples train, the rest is val and test
 PARTS = ("train", "val", "test")
@@ -346,11 +347,19 @@ def fold_names(manifest: dict) -> list[str]:
     return [fold["name"] for fold in manifest["folds"]]
 
 
-def fold_ids(manifest: dict, fold: str) -> tuple[list[str], list[str], list[str]]:
+class FoldIds(NamedTuple):
+    """The sample ids of one fold's parts."""
+
+    train: list[str]
+    val: list[str]
+    test: list[str]
+
+
+def fold_ids(manifest: dict, fold: str) -> FoldIds:
     """(train, val, test) ids of the fold called ``fold``."""
     for entry in manifest["folds"]:
         if entry["name"] == fold:
-            return list(entry["train"]), list(entry["val"]), list(entry["test"])
+            return FoldIds(list(entry["train"]), list(entry["val"]), list(entry["test"]))
     raise errors.InputError(f"unknown fold {fold!r} in the {manifest.get('protocol')!r} manifest "
                      f"(folds: {fold_names(manifest)})")
 

@@ -11,8 +11,9 @@ import base64
 import html
 import io
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -27,6 +28,25 @@ if TYPE_CHECKING:
     import pandas as pd
 
 PREVIEW_SIDE = 1600  # longest side of the scan and overlay previews embedded in report.html
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """What a scan's report says beyond its label map: the scan's ``dpi`` (mm² in the area table, None:
+    pixels and % only), the ``settings`` table of report.html and its ``provenance`` paragraph
+    (:func:`provenance_html`)."""
+
+    dpi: float | None = None
+    settings: dict = field(default_factory=dict)
+    provenance: str = ""
+
+
+class DisplayPair(NamedTuple):
+    """A scan and its overlay at display size (:func:`display_pair`), and the enlargement used."""
+
+    scan: np.ndarray
+    overlay: np.ndarray
+    factor: int
 
 
 def area_table(labels: np.ndarray, dpi: float | None = None) -> pd.DataFrame:
@@ -68,18 +88,15 @@ def summary_row(name: str, source: str, shape: tuple[int, int], areas: pd.DataFr
 
 
 def write_outputs(out_dir: str | Path, name: str, source: str, scan: Scan, labels: np.ndarray,
-                  dpi: float | None = None, settings: dict | None = None, provenance: str = "") -> dict:
-    """Write mask.png, overlay.png, areas.csv and report.html for one scan; return its summary row.
-
-    ``provenance`` is an HTML paragraph for the top of the report (:func:`provenance_html`).
-    """
+                  options: ReportOptions = ReportOptions()) -> dict:
+    """Write mask.png, overlay.png, areas.csv and report.html for one scan; return its summary row."""
     out_dir = Path(out_dir)
     fileio.write_png(out_dir / "mask.png", labels)
     fileio.write_png(out_dir / "overlay.png", overlays.overlay(scan.rgb, labels))
-    table = area_table(labels, dpi)
+    table = area_table(labels, options.dpi)
     write_csv(out_dir / "areas.csv", table)
     fileio.write_text(out_dir / "report.html",
-                      render_report(name, source, scan.rgb, labels, table, settings or {}, provenance))
+                      render_report(name, source, scan.rgb, labels, table, options.settings, options.provenance))
     return summary_row(name, source, labels.shape, table)
 
 
@@ -89,7 +106,7 @@ def write_csv(path: str | Path, table: pd.DataFrame) -> None:
 
 
 def display_pair(rgb: np.ndarray, labels: np.ndarray,
-                 max_side: int = PREVIEW_SIDE) -> tuple[np.ndarray, np.ndarray, int]:
+                 max_side: int = PREVIEW_SIDE) -> DisplayPair:
     """The scan and its overlay at display size, and the enlargement used (1 when shrunk or kept).
 
     Large scans shrink to ``max_side`` (area averaging; labels nearest); small ones are enlarged by
@@ -108,7 +125,7 @@ def display_pair(rgb: np.ndarray, labels: np.ndarray,
     else:
         factor = min(overlays.display_factor(width), max(1, max_side // max(height, width)))
         rgb, labels = overlays.enlarge(rgb, factor), overlays.enlarge(labels, factor)
-    return rgb, overlays.overlay(rgb, labels, outline=1 + factor // 6), factor
+    return DisplayPair(rgb, overlays.overlay(rgb, labels, outline=1 + factor // 6), factor)
 
 
 def image_src(picture: np.ndarray, lossless: bool) -> str:

@@ -32,6 +32,7 @@ import contextlib
 import os
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
@@ -108,7 +109,7 @@ def resolve_scale(scale: float | str, image_size: int, height: int, width: int,
 
 
 def run_scale(run_dir: str | Path | None, config: dict) -> dict:
-    """The run's scale, as :func:`predict_inputs`' keyword arguments: ``working_resolution`` (patch runs;
+    """The run's scale, as :class:`PredictOptions`' keyword arguments: ``working_resolution`` (patch runs;
     None for letterbox ones, and runs from before sampling existed) and ``training_components``
     (``metrics.json``'s ``scale.components``, None when the run recorded none or there is no run)."""
     working = config.get("working_resolution", "native") if config.get("sampling") == "patch" else None
@@ -192,31 +193,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", choices=WINDOWS, default="hann", help="tile blending window")
 
 
+@dataclass(frozen=True)
+class PredictOptions:
+    """How :func:`predict_inputs` treats each scan, beyond the tiling (:class:`SlidingWindow`).
+
+    ``scale``: ``auto`` or a resize factor (:func:`resolve_scale`); ``dpi``, ``settings`` and
+    ``provenance``: what each report says (:class:`heritage.inference.damage_report.ReportOptions`);
+    ``progress``: a progress bar per scan; ``working_resolution`` and ``training_components``: the
+    run's (:func:`run_scale`): ``auto``'s scale for a patch run, and the warning when ``scale`` shrinks
+    a class's median training component below a pixel.
+    """
+
+    scale: float | str = "auto"
+    dpi: float | None = None
+    settings: dict = field(default_factory=dict)
+    progress: bool = True
+    provenance: str = ""
+    working_resolution: str | int | None = None
+    training_components: dict | None = None
+
+
 def predict_inputs(model: torch.nn.Module, image_size: int, inputs: str | Path, out_dir: str | Path,
-                   options: SlidingWindow, device: torch.device, scale: float | str = "auto",
-                   dpi: float | None = None, settings: dict | None = None,
-                   progress: bool = True, provenance: str = "", working_resolution: str | int | None = None,
-                   training_components: dict | None = None) -> list[tuple[str, str]]:
+                   window: SlidingWindow, device: torch.device,
+                   options: PredictOptions = PredictOptions()) -> list[tuple[str, str]]:
     """Predict every scan under ``inputs`` into ``out_dir``; returns the (input, error) failures.
 
     A scan that cannot be read is reported and skipped, the others are still predicted;
-    ``out_dir/summary.csv`` gets one row per input, failed ones with their error. ``working_resolution``
-    and ``training_components`` are the run's (:func:`run_scale`): ``auto``'s scale for a patch run, and
-    the warning when ``scale`` shrinks a class's median training component below a pixel.
+    ``out_dir/summary.csv`` gets one row per input, failed ones with their error.
     """
-    return predict_sources(model, image_size, scans.iter_sources(inputs), out_dir, options, device, scale, dpi,
-                           settings, progress, provenance, working_resolution, training_components)
+    return predict_sources(model, image_size, scans.iter_sources(inputs), out_dir, window, device, options)
 
 
 def predict_sources(model: torch.nn.Module, image_size: int, sources: Iterable[scans.ScanSource],
-                    out_dir: str | Path, options: SlidingWindow, device: torch.device,
-                    scale: float | str = "auto", dpi: float | None = None, settings: dict | None = None,
-                    progress: bool = True, provenance: str = "", working_resolution: str | int | None = None,
-                    training_components: dict | None = None) -> list[tuple[str, str]]:
+                    out_dir: str | Path, window: SlidingWindow, device: torch.device,
+                    options: PredictOptions = PredictOptions()) -> list[tuple[str, str]]:
     """:func:`predict_inputs` for given sources (e.g. chosen samples of a data folder)."""
     import pandas as pd
 
-    for message in scale_warnings(scale, training_components):
+    for message in scale_warnings(options.scale, options.training_components):
         print(f"predict: warning: {message}", file=sys.stderr)
     out_dir = Path(out_dir)
     rows: list[dict] = []
@@ -230,14 +244,15 @@ def predict_sources(model: torch.nn.Module, image_size: int, sources: Iterable[s
                                      f"{used[source.name]}; rename one of them")
                 used[source.name] = source.label
                 scan = source.load()
-                factor = resolve_scale(scale, image_size, scan.height, scan.width, working_resolution)
-                labels = predict_scan(model, scan, options, device, factor, progress=progress,
+                factor = resolve_scale(options.scale, image_size, scan.height, scan.width,
+                                       options.working_resolution)
+                labels = predict_scan(model, scan, window, device, factor, progress=options.progress,
                                       desc=source.name)
+                report = damage_report.ReportOptions(
+                    options.dpi, {**options.settings, "scale factor used": f"{factor:.4g}"}, options.provenance)
                 try:
                     rows.append(damage_report.write_outputs(out_dir / source.name, source.name, source.label, scan,
-                                                            labels, dpi, {**(settings or {}),
-                                                                          "scale factor used": f"{factor:.4g}"},
-                                                            provenance))
+                                                            labels, report))
                 except errors.HeritageError:
                     raise
                 except OSError as err:  # e.g. <out>/<name> is a file: this scan fails, not the others
@@ -364,12 +379,10 @@ def check_output_folder(out: str | Path) -> None:
 
 def check_tile(encoder: str, tile: int, image_size: int) -> None:
     """Refuse a tile the run's encoder cannot take (fixed-size attention encoders need image_size)."""
-    from heritage.modeling.models import check_image_size, encoder_spec
-
-    if encoder_spec(encoder).fixed_input_size and tile != image_size:
+    if registry.encoder_spec(encoder).fixed_input_size and tile != image_size:
         raise errors.InputError(f"tile {tile}: encoder {encoder!r} was built for {image_size} px inputs "
                          f"(fixed attention windows); use --tile {image_size}")
-    check_image_size(encoder, tile)
+    registry.check_image_size(encoder, tile)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -384,18 +397,19 @@ def main(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model, config = load_model(args.run, device)
     image_size = int(config["image_size"])
-    options = SlidingWindow(tile=image_size if args.tile is None else args.tile, overlap=args.overlap,
-                            window=args.window, batch_size=args.batch, tta=args.tta == "flip",
-                            dtype=run_dtype(config, device))
-    check_tile(config["encoder"], options.tile, image_size)
+    window = SlidingWindow(tile=image_size if args.tile is None else args.tile, overlap=args.overlap,
+                           window=args.window, batch_size=args.batch, tta=args.tta == "flip",
+                           dtype=run_dtype(config, device))
+    check_tile(config["encoder"], window.tile, image_size)
     settings = {"run": args.run, "architecture": config["architecture"], "encoder": config["encoder"],
-                "training image_size": image_size, "scale": args.scale, "tile": options.tile,
-                "overlap": options.overlap, "window": options.window, "tta": args.tta,
+                "training image_size": image_size, "scale": args.scale, "tile": window.tile,
+                "overlap": window.overlap, "window": window.window, "tta": args.tta,
                 "dpi": args.dpi or "not given", "device": device.type,
-                "precision": str(options.dtype).removeprefix("torch.") if options.dtype else "float32"}
-    failures = predict_inputs(model, image_size, args.input, args.out, options, device, args.scale,
-                              args.dpi, settings, provenance=damage_report.provenance_html(args.run),
-                              **run_scale(args.run, config))
+                "precision": str(window.dtype).removeprefix("torch.") if window.dtype else "float32"}
+    failures = predict_inputs(model, image_size, args.input, args.out, window, device,
+                              PredictOptions(scale=args.scale, dpi=args.dpi, settings=settings,
+                                             provenance=damage_report.provenance_html(args.run),
+                                             **run_scale(args.run, config)))
     print(f"predict: damage maps in {args.out}; summary in {args.out / 'summary.csv'}", file=sys.stderr)
     if failures:  # each was reported when skipped; the last line says how many
         named = ", ".join(label for label, _ in failures[:3]) + (", ..." if len(failures) > 3 else "")

@@ -35,9 +35,6 @@ from torch import nn
 from heritage.modeling import registry
 from heritage.data import taxonomy
 
-# The loss names and parameters live in heritage.modeling.registry (a config validates without torch).
-LOSSES, LEVEL_LOSSES = registry.LOSSES, registry.LEVEL_LOSSES
-DEFAULT_SMOOTH, DEFAULT_GAMMA = registry.DEFAULT_SMOOTH, registry.DEFAULT_GAMMA
 DICE_FOCAL_WEIGHTS = (0.5, 0.5)
 HIERARCHY_WEIGHTS: dict[str, float] = {"binary": 0.2, "coarse": 0.3, "fine": 0.5}
 SKELETON_ITERATIONS = 3  # erosions of the skeleton: centre lines of structures up to 7 px wide
@@ -52,7 +49,7 @@ class FocalLoss(nn.Module):
     weights of rare classes mostly punish predicting them (on the stand-in it collapses to all-Clean).
     """
 
-    def __init__(self, class_weights: Sequence[float] | None = None, gamma: float = DEFAULT_GAMMA) -> None:
+    def __init__(self, class_weights: Sequence[float] | None = None, gamma: float = registry.DEFAULT_GAMMA) -> None:
         super().__init__()
         self.gamma = gamma
         # a buffer, so that moving the loss to the GPU moves the weights once (not per step)
@@ -167,9 +164,9 @@ class HierarchicalLoss(nn.Module):
 
 
 def build_loss(name: str, class_weights: Sequence[float] | np.ndarray | torch.Tensor | None = None, *,
-               smooth: float = DEFAULT_SMOOTH, gamma: float = DEFAULT_GAMMA, level_loss: str = "dice",
+               smooth: float = registry.DEFAULT_SMOOTH, gamma: float = registry.DEFAULT_GAMMA, level_loss: str = "dice",
                skeleton_recall: float = 0.0) -> nn.Module:
-    """The loss called ``name`` (one of LOSSES): ``loss(logits, target) -> scalar tensor``.
+    """The loss called ``name`` (one of ``registry.LOSSES``): ``loss(logits, target) -> scalar tensor``.
 
     ``class_weights`` (one positive weight per fine class) weight the per-class terms; for
     ``hierarchical`` they weight the fine term, whose per-level loss is ``level_loss``. ``skeleton_recall``

@@ -18,6 +18,7 @@ Conventions, written into every result as ``convention``:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -209,13 +210,21 @@ def _ratio(numerator: torch.Tensor | float, denominator: torch.Tensor | float) -
 # -- per-image scores (numpy: one row per image, or per bootstrap draw) ------------------------------
 
 
-def class_counts(confusion: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+class ClassCounts(NamedTuple):
+    """Per-class pixel counts (last axis) of :func:`class_counts`, in :func:`iou_per_class`'s order."""
+
+    true_positive: np.ndarray
+    truth: np.ndarray
+    predicted: np.ndarray
+
+
+def class_counts(confusion: np.ndarray) -> ClassCounts:
     """True positives, ground-truth pixels and predicted pixels per class of ``(..., C, C)`` confusions.
 
     They are all IoU needs, and they add up: the counts of a set of images are the sums of theirs.
     """
     confusion = np.asarray(confusion)
-    return np.diagonal(confusion, axis1=-2, axis2=-1), confusion.sum(axis=-1), confusion.sum(axis=-2)
+    return ClassCounts(np.diagonal(confusion, axis1=-2, axis2=-1), confusion.sum(axis=-1), confusion.sum(axis=-2))
 
 
 def iou_per_class(true_positive: np.ndarray, truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:

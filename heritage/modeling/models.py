@@ -45,10 +45,9 @@ from heritage import errors
 from heritage.modeling import pretrained_weights, registry
 from heritage.data import taxonomy
 
-# The registry's names (heritage.modeling.registry, importable without torch) are re-exported here.
-ARCHITECTURES, FAMILIES, SIZE_MULTIPLE = registry.ARCHITECTURES, registry.FAMILIES, registry.SIZE_MULTIPLE
+# The registry's encoders under a second name, only for heritage.training (devices, train), which reads
+# models.ENCODERS; everything else imports heritage.modeling.registry.
 ENCODERS = registry.ENCODERS
-EncoderSpec, encoder_spec, check_image_size = registry.EncoderSpec, registry.encoder_spec, registry.check_image_size
 # UPerNet fuses its pyramid at 1/4 of the input; the heads upsample back to full resolution.
 UPERNET_OUTPUT_STRIDE = 4
 # Channels of UnetWithInputSkips' input stem at full and half resolution.
@@ -134,13 +133,14 @@ def build_model(architecture: str, encoder: str, num_classes: int = taxonomy.NUM
     :class:`UnetWithInputSkips`); ``hierarchical_upernet`` returns the dict of :class:`HierarchicalUPerNet`.
     Encoders with a fixed input size refuse other sizes at forward.
     """
-    if architecture not in ARCHITECTURES:
-        raise errors.InputError(f"unknown architecture {architecture!r}; valid architectures: {', '.join(ARCHITECTURES)}")
+    if architecture not in registry.ARCHITECTURES:
+        raise errors.InputError(f"unknown architecture {architecture!r}; valid architectures: "
+                                f"{', '.join(registry.ARCHITECTURES)}")
     if full_resolution_skips and architecture not in registry.FULL_RESOLUTION_ARCHITECTURES:
         raise errors.InputError(f"full_resolution_skips: architecture {architecture!r} has no decoder blocks at full "
                                 f"resolution; they exist for {', '.join(registry.FULL_RESOLUTION_ARCHITECTURES)}")
-    spec = encoder_spec(encoder)
-    check_image_size(encoder, image_size)
+    spec = registry.encoder_spec(encoder)
+    registry.check_image_size(encoder, image_size)
     if num_classes < 2:
         raise errors.InputError(f"num_classes must be at least 2, got {num_classes}")
     weights_path = pretrained_weights.require_pretrained_weights(encoder) if pretrained else None
@@ -173,7 +173,7 @@ def count_parameters(model: nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
 
 
-def _input_size_guard(spec: EncoderSpec, image_size: int) -> Callable[[nn.Module, tuple], None]:
+def _input_size_guard(spec: registry.EncoderSpec, image_size: int) -> Callable[[nn.Module, tuple], None]:
     """A forward pre-hook turning timm's shape assertions into an error that says what to do."""
 
     def check(_module: nn.Module, args: tuple) -> None:

@@ -3,7 +3,7 @@ encoders (with their input-size rules), losses and their parameters, test-time a
 
 This module imports no torch, SMP or timm, so that a ``RunConfig`` validates (``heritage.config``)
 without loading the model zoo; :mod:`heritage.modeling.models` and :mod:`heritage.modeling.losses` build from these
-entries and re-export them (``models.ENCODERS``, ``losses.LOSSES``). Why the window-attention
+entries; callers import the names from here. Why the window-attention
 encoders need fixed sizes, and which sizes were checked, is in :mod:`heritage.modeling.models`.
 """
 

@@ -7,12 +7,29 @@ The adapter is apart from slurm.py, which knows nothing of notebooks, and from t
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from heritage.pipeline import slurm, slurm_site
 from heritage.pipeline.jobs import NotebookJob, job_command, write_job_file
 from heritage.pipeline.schedulers import DONE, FAILED, SUBMITTED, JobResult, finals
+
+
+@dataclass(frozen=True)
+class SlurmPlanOptions:
+    """How :func:`run_plan_on_slurm` submits and follows: the site's ``profile`` of resources, the
+    ``runs_root`` holding the submission record, whether to ``wait`` for the jobs or ``attach`` to the
+    recorded submission, ``chain`` (one job after another), the ``site`` file (None: loaded) and the
+    ``poll_seconds`` (None: ``$HERITAGE_SLURM_POLL_SECONDS`` or 15 s)."""
+
+    profile: str
+    runs_root: str | os.PathLike
+    wait: bool = True
+    attach: bool = False
+    chain: bool = False
+    site: slurm_site.Site | None = None
+    poll_seconds: float | None = None
 
 
 class SlurmPlanScheduler:
@@ -25,19 +42,17 @@ class SlurmPlanScheduler:
 
     def __init__(self, *, profile: str, runs_root: Path, wait: bool, attach: bool) -> None:
         self.waits = wait
-        self.options = {"profile": profile, "runs_root": Path(runs_root), "wait": wait, "attach": attach}
+        self.options = SlurmPlanOptions(profile=profile, runs_root=Path(runs_root), wait=wait, attach=attach)
 
     def run(self, jobs: Sequence[NotebookJob], final: NotebookJob | Sequence[NotebookJob] | None
             ) -> list[JobResult]:
         return run_plan_on_slurm(jobs, finals(final), write_job_file=write_job_file, job_command=job_command,
-                                 **self.options)
+                                 options=self.options)
 
 
 def run_plan_on_slurm(jobs: Sequence[NotebookJob], final: Sequence[NotebookJob], *,
                       job_command: Callable[[Path], list[str]], write_job_file: Callable[[NotebookJob], Path],
-                      profile: str, runs_root: str | os.PathLike, wait: bool = True, attach: bool = False,
-                      chain: bool = False, site: slurm_site.Site | None = None,
-                      poll_seconds: float | None = None) -> list[JobResult]:
+                      options: SlurmPlanOptions) -> list[JobResult]:
     """Run the notebook jobs as batch jobs of :class:`heritage.pipeline.slurm.SlurmScheduler`; one JobResult per job.
 
     Each job becomes a batch job running ``job_command(write_job_file(job))``. Runs (jobs with a
@@ -45,15 +60,15 @@ def run_plan_on_slurm(jobs: Sequence[NotebookJob], final: Sequence[NotebookJob],
     comparison, the damage maps) depends ``afterok`` on every other job. Jobs without a run folder
     (dataset, comparison, damage-maps) keep their SLURM files in ``<runs_root>/.slurm-<name>``.
     Resources come from the site file (:func:`heritage.pipeline.slurm_site.load_site`): kind ``run`` for runs, else
-    the job's name (``dataset``, ``comparison``, ``damage-maps``). ``wait=False`` returns after
-    submitting (state ``submitted``); ``attach=True`` submits nothing and follows
-    ``<runs_root>/.slurm-submission.json`` instead; ``chain=True`` runs the jobs one after another
+    the job's name (``dataset``, ``comparison``, ``damage-maps``). ``options.wait=False`` returns after
+    submitting (state ``submitted``); ``options.attach=True`` submits nothing and follows
+    ``<runs_root>/.slurm-submission.json`` instead; ``options.chain=True`` runs the jobs one after another
     (fair throughput measurements). The poll interval defaults to ``$HERITAGE_SLURM_POLL_SECONDS`` or 15 s.
     """
-    submission_file = Path(runs_root) / slurm.SUBMISSION_FILE
-    poll_seconds = poll_seconds or float(os.environ.get(slurm.POLL_SECONDS_VARIABLE, 15))
+    submission_file = Path(options.runs_root) / slurm.SUBMISSION_FILE
+    poll_seconds = options.poll_seconds or float(os.environ.get(slurm.POLL_SECONDS_VARIABLE, 15))
     notebook_jobs = {job.name: job for job in [*jobs, *final]}
-    if attach:
+    if options.attach:
         scheduler = slurm.SlurmScheduler.attach(submission_file, poll_seconds=poll_seconds)
         print(f"slurm: following {len(scheduler.jobs)} jobs of {submission_file}")
         return _slurm_results(scheduler, notebook_jobs)
@@ -67,12 +82,12 @@ def run_plan_on_slurm(jobs: Sequence[NotebookJob], final: Sequence[NotebookJob],
             raise slurm.SlurmError(f"jobs of the previous submission ({submission_file}) are still queued or running: "
                                    f"follow them with --attach, or cancel them first: scancel {' '.join(active)}")
     batch = slurm_jobs(jobs, final, [job_command(write_job_file(job)) for job in [*jobs, *final]],
-                       site or slurm_site.load_site(), profile, runs_root)
+                       options.site or slurm_site.load_site(), options.profile, options.runs_root)
     scheduler = slurm.SlurmScheduler(submission_file, poll_seconds=poll_seconds)
-    ids = scheduler.submit(batch, chain=chain)
+    ids = scheduler.submit(batch, chain=options.chain)
     slurm_ids = sorted({job_id.split("_")[0] for job_id in ids.values()}, key=int)
     print(f"slurm: submitted {len(ids)} jobs as SLURM jobs {', '.join(slurm_ids)}; record: {submission_file}")
-    if not wait:
+    if not options.wait:
         return [JobResult(job, SUBMITTED) for job in notebook_jobs.values()]
     return _slurm_results(scheduler, notebook_jobs)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 from heritage import errors
 from heritage.config import RunConfig
@@ -65,8 +65,16 @@ def comparison_parameters(profile: str, pocs: Sequence[str] | None, data_dir: Pa
             "paper_dir": str(paper_dir.resolve())}
 
 
+class NotebookFolders(NamedTuple):
+    """A notebook's absolute folders (:func:`resolve_paths`)."""
+
+    data_dir: Path
+    runs_root: Path
+    paper_dir: Path
+
+
 def resolve_paths(data_dir: str | os.PathLike | None, runs_root: str | os.PathLike | None,
-                  paper_dir: str | os.PathLike | None, profile: str = "smoke") -> tuple[Path, Path, Path]:
+                  paper_dir: str | os.PathLike | None, profile: str = "smoke") -> NotebookFolders:
     """Absolute data, runs and paper folders of a notebook: the parameter when given, else
     $HERITAGE_DATA / $HERITAGE_RUNS / $HERITAGE_PAPER, else the compendium's layout in the repository
     (the profile's synthetic data, ``runs/``, ``paper/``), whatever the notebook's working directory.
@@ -78,8 +86,8 @@ def resolve_paths(data_dir: str | os.PathLike | None, runs_root: str | os.PathLi
     def pick(given: str | os.PathLike | None, variable: str, default: str) -> Path:
         return Path(given or os.environ.get(variable) or REPO_ROOT / default).resolve()
 
-    return (pick(data_dir, ENV_DATA, SYNTHETIC[profile]["data_dir"]),
-            pick(runs_root, ENV_RUNS, config.DEFAULT_RUNS_ROOT), pick(paper_dir, ENV_PAPER, "paper"))
+    return NotebookFolders(pick(data_dir, ENV_DATA, SYNTHETIC[profile]["data_dir"]),
+                           pick(runs_root, ENV_RUNS, config.DEFAULT_RUNS_ROOT), pick(paper_dir, ENV_PAPER, "paper"))
 
 
 def planned_configs(profile: str, pocs: Sequence[str] | None, data_dir: str | os.PathLike,

@@ -72,10 +72,10 @@ def _max_train_samples(run_dir: Path) -> int | str | None:
 
 def planned_runs(configs: Iterable[RunConfig]) -> pd.DataFrame:
     """The plan (``heritage.config.plan``) as rows: SETTING + fold, config_hash, family, CONFIG_FIELDS."""
-    from heritage.modeling import models
+    from heritage.modeling import registry
 
     rows = [{"poc": c.poc, "variant": c.variant or "", "encoder": c.encoder, "protocol": c.protocol,
-             "fold": c.fold, "config_hash": c.config_hash(), "family": models.ENCODERS[c.encoder].family,
+             "fold": c.fold, "config_hash": c.config_hash(), "family": registry.ENCODERS[c.encoder].family,
              **{name: getattr(c, name) for name in CONFIG_FIELDS}, "pretrained": c.pretrained} for c in configs]
     return pd.DataFrame(rows, columns=[*SETTING, "fold", "config_hash", "family", *CONFIG_FIELDS, "pretrained"])
 
@@ -162,9 +162,9 @@ def poc_title(poc: str) -> str:
 
 
 def encoder_label(encoder: str) -> str:
-    from heritage.modeling import models
+    from heritage.modeling import registry
 
-    spec = models.ENCODERS.get(encoder)
+    spec = registry.ENCODERS.get(encoder)
     return spec.display_name if spec is not None else encoder
 
 

@@ -140,8 +140,10 @@ def write_gallery(choice: Choice, ids: Sequence[str], out_dir: str | Path, devic
                 "tile": options.tile, "overlap": options.overlap, "window": options.window,
                 "device": torch_device.type}
     failures = predict.predict_sources(model, image_size, sources, out_dir, options, torch_device,
-                                       settings=settings, progress=progress, provenance=provenance,
-                                       **predict.run_scale(choice.best.run_dir, checkpoint_config))
+                                       predict.PredictOptions(settings=settings, progress=progress,
+                                                              provenance=provenance,
+                                                              **predict.run_scale(choice.best.run_dir,
+                                                                                  checkpoint_config)))
     if failures:
         raise errors.CommandFailed(f"damage maps: {len(failures)} scan(s) failed: {failures[0][1]}")
     summary = pd.read_csv(out_dir / "summary.csv", keep_default_na=False)

@@ -10,7 +10,7 @@ the reference counts (``heritage.data.reference``), and the number of images sho
 class and the damage sizes are set so that the class pixel shares land near the real ones (Clean
 ~86%, rare classes under 0.01%). The same seed gives byte-identical shards.
 
-Thin damage has the sizes measured on real scans (issue 11), in pixels of a 512 px image, and the look
+Thin damage has the sizes measured on real scans, in pixels of a 512 px image, and the look
 it has in them: dust is many sharp, high-contrast irregular specks of 1-6 px within 3x3 (median 2 px),
 near white on scanned negatives and near black on slides, prints and artworks; hairs are smooth curved
 1-3 px strokes with the same polarity; scratches are long near-straight 1-3 px lines (on film, hairlines

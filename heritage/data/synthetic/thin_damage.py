@@ -17,7 +17,7 @@ from heritage.data.synthetic.canvas import _Canvas, _contrasting, _recolour, _sh
 from heritage.data.synthetic.drawing import _blob, _boundaries, _noise, _random_point, _thin_lines, _voronoi
 
 # Dust speck sizes in pixels at 512 px and how often each occurs: real specks are mostly 1-2 px and
-# 79-88 % are <= 4 px (issue 11); a speck is its centre plus distinct 8-neighbours, so it is one
+# 79-88 % are <= 4 px (measured on real scans); a speck is its centre plus distinct 8-neighbours, so it is one
 # irregular 8-connected cluster within 3x3 px, never a round dot.
 _SPECK_PIXELS = np.array([1, 2, 3, 4, 5, 6])
 _SPECK_SHARES = np.array([0.35, 0.25, 0.15, 0.1, 0.08, 0.07])
@@ -115,16 +115,17 @@ def _cracks(canvas: _Canvas) -> np.ndarray:
         for _ in range(int(rng.integers(1, 4))):
             y0, x0 = _random_point(rng, canvas.artwork)
             length = rng.uniform(0.3, 0.9) * max(h, w)
-            _branch(rng, paths, x0, y0, rng.uniform(0, 2 * math.pi), length, 0, scale)
+            _branch(rng, paths, (x0, y0), rng.uniform(0, 2 * math.pi), length, 0, scale)
         mask = _thin_lines((h, w), paths, max(1, round(rng.choice([1, 2]) * scale)))  # hairline at 512 px
     mask &= canvas.artwork
     _recolour(canvas, mask, (0.08, 0.06, 0.05), rng.uniform(0.6, 0.85))
     return mask
 
 
-def _branch(rng: np.random.Generator, paths: list[np.ndarray], x: float, y: float, heading: float,
+def _branch(rng: np.random.Generator, paths: list[np.ndarray], start: tuple[float, float], heading: float,
             length: float, depth: int, scale: float) -> None:
-    """A jagged random walk that spawns shorter side branches."""
+    """A jagged random walk from ``start`` (x, y) that spawns shorter side branches."""
+    x, y = start
     step = 3.0 * scale + 1
     steps = max(2, int(length / step))
     # slow drift plus step-to-step jitter: jagged but going somewhere
@@ -137,4 +138,4 @@ def _branch(rng: np.random.Generator, paths: list[np.ndarray], x: float, y: floa
     for i in np.nonzero(rng.random(steps) < 0.04)[0]:
         side = rng.choice([-1, 1]) * rng.uniform(0.4, 1.2)
         child = length * rng.uniform(0.2, 0.5)
-        _branch(rng, paths, xs[i], ys[i], headings[i] + side, child, depth + 1, scale)
+        _branch(rng, paths, (xs[i], ys[i]), headings[i] + side, child, depth + 1, scale)
