@@ -127,27 +127,13 @@ def cpu_seconds(children: bool = False) -> float:
     return total
 
 
-def native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): there bf16 autocast pays; elsewhere
-    (AVX2 only) it is emulated and slower than float32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def dtype_name(dtype: torch.dtype | None) -> str:
-    return "float32" if dtype is None else str(dtype).removeprefix("torch.")
-
-
 def describe(run: config.RunConfig) -> dict[str, Any]:
     """The settings an arm is made of."""
     return {"variant": run.variant, "encoder": run.encoder, "split": run.split_name, "seed": run.seed,
             **{name: getattr(run, name) for name in (
                 "sampling", "working_resolution", "foreground_share", "full_resolution_skips", "loss", "loss_params",
                 "class_weights", "tta", "amp", "lr", *report.BUDGET_FIELDS)},
-            "dtype": dtype_name(devices.autocast_dtype(run.amp, torch.device("cpu")))}
+            "dtype": devices.dtype_name(devices.autocast_dtype(run.amp, torch.device("cpu")))}
 
 
 def scores(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -206,7 +192,7 @@ def step_cost(arms: dict[str, config.RunConfig], rounds: int, steps: int) -> dic
     from heritage.training import engine
 
     results: dict[str, Any] = {}
-    dtypes = [("float32", None)] + ([("bf16", torch.bfloat16)] if native_bf16() else [])
+    dtypes = [("float32", None)] + ([("bf16", torch.bfloat16)] if devices.cpu_has_native_bf16() else [])
     for dtype_label, dtype in dtypes:
         timings: dict[str, list[float]] = {"letterbox": [], "thin": []}
         setups = {}
@@ -283,7 +269,7 @@ def _difference(a: float | None, b: float | None) -> float | None:
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=30, help="epochs over every training sample, the same in each arm")
-    parser.add_argument("--amp", default="bf16" if native_bf16() else "off",
+    parser.add_argument("--amp", default="bf16" if devices.cpu_has_native_bf16() else "off",
                         choices=config.AMP_MODES, help="every arm's amp (default: bf16 where the CPU has it natively)")
     parser.add_argument("--ablation", action="store_true", help="also train the recipe without each ingredient")
     parser.add_argument("--n-images", type=int, default=STAND_IN["n_images"])
@@ -310,7 +296,7 @@ def main(argv: list[str] | None = None) -> Path:
                                        f"{filters}")
         record = {
             "device": device, "date": date.today().isoformat(), "git_commit": commit, "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "native_bf16": native_bf16(),
+            "torch_threads": torch.get_num_threads(), "native_bf16": devices.cpu_has_native_bf16(),
             "load_average_before": load_before, "load_average_now": os.getloadavg(), "stage": stage,
             "data": str(args.data) if args.data else {"synthetic": stand_in, "seed": 0},
             "poc": POC, "encoder": ENCODER, "thin_classes": list(taxonomy.THIN_CLASSES),

@@ -52,7 +52,7 @@ DEFAULT_MAX_PIXELS = 250_000_000
 READ_MAX_PIXELS = 400_000_000
 
 # -- owners of temporary files and folders ---------------------------------------------------------
-_HOST = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:64] or "localhost"
+HOST = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:64] or "localhost"
 OWNER_PATTERN = r"(?P<pid>[0-9]+)@(?P<host>[A-Za-z0-9.-]+)"
 # mkstemp/mkdtemp's random part: 8 characters of tempfile's alphabet.
 RANDOM_PATTERN = r"[a-z0-9_]{8}"
@@ -68,7 +68,7 @@ MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, 
 
 def owner_tag() -> str:
     """``<pid>@<host>`` of this process, for names of temporary files and folders."""
-    return f"{os.getpid()}@{_HOST}"
+    return f"{os.getpid()}@{HOST}"
 
 
 def owner_is_gone(match: re.Match | None, path: Path, now: float | None = None) -> bool:
@@ -77,13 +77,14 @@ def owner_is_gone(match: re.Match | None, path: Path, now: float | None = None) 
     An owner on this host that is dead: junk at once. Otherwise the newest mtime of ``path`` and of
     the folders directly inside it (a running ingest keeps writing into them) must be STALE_AFTER_S old.
     """
-    if match is not None and match.group("host") == _HOST and not _pid_alive(int(match.group("pid"))):
+    if match is not None and match.group("host") == HOST and not pid_alive(int(match.group("pid"))):
         return True
     newest = _newest_mtime(path)
     return newest is not None and (time.time() if now is None else now) - newest > STALE_AFTER_S
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (this process counts; another user's too)."""
     if pid == os.getpid():
         return True
     try:

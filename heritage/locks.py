@@ -51,7 +51,7 @@ class Owner:
 
     def is_dead(self) -> bool:
         """Whether this owner is known to have ended: it ran on this host and its pid is gone or reused."""
-        if self.host != fileio.owner_tag().split("@", 1)[1]:
+        if self.host != fileio.HOST:
             return False
         started = process_start_time(self.pid)
         return started is None or (self.started > 0 and abs(started - self.started) > 2.0)
@@ -62,12 +62,8 @@ def process_start_time(pid: int) -> float | None:
 
     Elsewhere a live pid gives 0.0 (start time unknown: a reused pid then counts as its owner).
     """
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not fileio.pid_alive(pid):
         return None
-    except PermissionError:  # alive, another user's
-        pass
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
@@ -88,7 +84,7 @@ def _read_owner(path: Path) -> Owner | None:
 
 def _this_owner(command: str) -> Owner:
     pid = os.getpid()
-    return Owner(pid, fileio.owner_tag().split("@", 1)[1], process_start_time(pid) or 0.0, command,
+    return Owner(pid, fileio.HOST, process_start_time(pid) or 0.0, command,
                  time.strftime("%Y-%m-%d %H:%M:%S %Z"))
 
 

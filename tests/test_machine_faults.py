@@ -392,8 +392,8 @@ def test_the_data_folder_removed_during_training_is_one_line_and_the_run_resumes
     shutil.copytree(data_dir, data)  # restored
     # what a kill -9 of the run left: temporaries of dead writers in the run folder and predictions/
     dead = dead_pid()
-    leftovers = [folder / f".metrics.json.{dead}@{fileio._HOST}.abcd1234.tmp",
-                 folder / runs.PREDICTIONS_DIR / f".s0.png.{dead}@{fileio._HOST}.efgh5678.tmp"]
+    leftovers = [folder / f".metrics.json.{dead}@{fileio.HOST}.abcd1234.tmp",
+                 folder / runs.PREDICTIONS_DIR / f".s0.png.{dead}@{fileio.HOST}.efgh5678.tmp"]
     for path in leftovers:
         path.parent.mkdir(exist_ok=True)
         path.write_bytes(b"half")
