@@ -3,10 +3,9 @@
 Trains six smoke configurations (every POC's main one, the flagship's patch and dice_focal variants) for 2
 epochs on 32 samples of the smoke stand-in and keeps each run's metrics.json without its timings and code
 hash, the sha256 of its per_image.csv and history.csv's rows without their timing columns (per epoch: train
-loss, LR,
-validation mIoU). A training that fails is recorded with its exit code and the script exits 1, with or
-without ``--compare``. Run it in two checkouts (for example the commit
-before a refactoring in a ``git worktree``, with ``PYTHONPATH`` set to it) and compare::
+loss, LR, validation mIoU). A training that fails is recorded with its exit code and the script exits 1, with
+or without ``--compare``. Run it in two checkouts (for example the commit before a refactoring in a ``git
+worktree``, with ``PYTHONPATH`` set to it) and compare::
 
     cd /tmp/before && PYTHONPATH=$PWD python /path/to/bench/same_metrics.py /tmp/same-before
     cd /work/main && python bench/same_metrics.py /tmp/same-after --compare /tmp/same-before/summary.json
