@@ -1,11 +1,11 @@
 """Did a change keep behaviour? Short deterministic trainings of a checkout, compared with another's.
 
-Trains six smoke configurations (every POC's main one, the flagship's patch and dice_focal variants) for
-2 epochs on 32 samples of the smoke stand-in and keeps each run's metrics.json without its timings, the
-sha256 of its per_image.csv and history.csv's rows without their timing columns (per epoch: train loss, LR,
-validation mIoU). A training that fails is recorded with its exit code and the script exits 1, with or
-without ``--compare``. Run it in two checkouts (for example the commit
-before a refactoring in a ``git worktree``, with ``PYTHONPATH`` set to it) and compare::
+Trains six smoke configurations (every POC's main one, the flagship's patch and dice_focal variants) for 2
+epochs on 32 samples of the smoke stand-in and keeps each run's metrics.json without its timings and code
+hash, the sha256 of its per_image.csv and history.csv's rows without their timing columns (per epoch: train
+loss, LR, validation mIoU). A training that fails is recorded with its exit code and the script exits 1, with
+or without ``--compare``. Run it in two checkouts (for example the commit before a refactoring in a ``git
+worktree``, with ``PYTHONPATH`` set to it) and compare::
 
     cd /tmp/before && PYTHONPATH=$PWD python /path/to/bench/same_metrics.py /tmp/same-before
     cd /work/main && python bench/same_metrics.py /tmp/same-after --compare /tmp/same-before/summary.json
@@ -30,12 +30,14 @@ from pathlib import Path
 RUNS = (("poc55_multitask", None), ("poc58_baseline", None), ("poc59_dicefocal", None),
         ("poc59v2_flagship", None), ("poc59v2_flagship", "patch"), ("poc59v2_flagship", "dice_focal"))
 TIMING_KEYS = {"wall_time_s", "throughput", "peak_memory_mb", "device", "elapsed_s"}
+# The fingerprint of the code that made a run: what a refactoring changes by design, so never compared.
+CODE_KEYS = {"code_hash"}
 
 
 def without_timings(value):
     if isinstance(value, dict):
         return {k: without_timings(v) for k, v in value.items()
-                if k not in TIMING_KEYS and "time" not in k and "per_s" not in k}
+                if k not in TIMING_KEYS | CODE_KEYS and "time" not in k and "per_s" not in k}
     if isinstance(value, list):
         return [without_timings(v) for v in value]
     return value

@@ -168,7 +168,7 @@ def without_tta(run: config.RunConfig) -> dict[str, Any]:
 
     from heritage.data import working
     from heritage.inference import predict
-    from heritage.modeling import residual, thin
+    from heritage.modeling import residual, thin, tiling
     from heritage.training import evaluation
 
     start, cpu = time.perf_counter(), cpu_seconds()
@@ -179,9 +179,10 @@ def without_tta(run: config.RunConfig) -> dict[str, Any]:
             for part, ids in (("val", val_ids), ("test", test_ids))}
     k_choice = residual.choose_k(sets["val"].scored(i) for i in range(len(sets["val"])))
     thin_scores = thin.ThinDamageScores(k_choice.k)
-    test, _, _ = evaluation.evaluate_images(
-        model, sets["test"], torch.device("cpu"), run.hierarchical, run.image_size, run.batch_size, progress=False,
-        dtype=devices.autocast_dtype(run.amp, torch.device("cpu")), scores=[thin_scores], tta=False)
+    window = tiling.SlidingWindow(tile=run.image_size, batch_size=run.batch_size, tta=False,
+                                  dtype=devices.autocast_dtype(run.amp, torch.device("cpu")))
+    test = evaluation.evaluate_images(model, sets["test"], devices.Distributed(), window, run.hierarchical,
+                                      evaluation.Outputs(scores=[thin_scores])).metrics
     metrics = {"test": {**test, "thin": thin_scores.result(), "evaluated_at": run.working_resolution}}
     return {**describe(dataclasses.replace(run, tta="none")), "steps": None, "trained": "no: the thin arm's checkpoint",
             **scores(metrics), "wall_time_s": time.perf_counter() - start, "cpu_seconds": cpu_seconds() - cpu}

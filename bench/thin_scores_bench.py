@@ -35,8 +35,9 @@ import torch
 
 from heritage import fileio
 from heritage.data import datafolder, taxonomy, working
-from heritage.modeling import models, residual, thin
+from heritage.modeling import models, residual, thin, tiling
 from heritage.training import evaluation, runs
+from heritage.training.devices import Distributed
 from train_bench import result_path  # bench/ is on sys.path when this runs as a script
 
 # (name, model input, tile = the model's input size): the flagship's letterbox and patch evaluations.
@@ -79,7 +80,9 @@ def bench_mode(data: Path, ids: list[str], mode: str, image_size: int, rounds: i
     predictions = Predictions()
 
     def evaluate(scores: list) -> None:
-        evaluation.evaluate_images(model, images, device, False, image_size, 4, progress=False, scores=scores)
+        evaluation.evaluate_images(model, images, Distributed(device=device),
+                                   tiling.SlidingWindow(tile=image_size, batch_size=4),
+                                   outputs=evaluation.Outputs(scores=scores))
 
     evaluate([predictions])  # warm-up; keeps the predictions
     plain, scored = [], []

@@ -16,7 +16,7 @@ from torch import nn
 from heritage.data import datafolder, datasets as data, splits, taxonomy, working
 from heritage.training import devices, engine, evaluation, reproducibility, runs
 from heritage import errors
-from heritage.modeling import losses, metrics, thin
+from heritage.modeling import losses, metrics, thin, tiling
 from heritage.modeling.counts import SummedCounts
 from heritage.config import load_run_config
 from test_working_resolution import TinyHierarchical  # the hierarchical model's heads on a tiny body
@@ -61,14 +61,19 @@ def make_config(data_dir: Path, runs_root: Path, **overrides):
         "timing_skip_steps": 1, "checkpoint_every": 1, **overrides})
 
 
+def validation_images(data_dir: Path, ids: list[str]) -> working.EvaluationSet:
+    """Whole images as letterbox training validates them, scored at SIZE px (one window each)."""
+    return working.EvaluationSet(data_dir, ids, SIZE, SIZE, "letterbox", cache_dir=data_dir.parent / "engine-cache",
+                                 progress=False)
+
+
 def train(config, fold, data_dir, train_set=None):
     train_ids, val_ids, _ = fold
     folder = runs.prepare(config)
     train_set = train_set or data.SegmentationDataset(data_dir, train_ids, SIZE, train=True, seed=config.seed)
-    val_set = data.SegmentationDataset(data_dir, val_ids, SIZE, train=False)
     reproducibility.seed_everything(config.seed)
     model = TinyNet()
-    result = engine.fit(config, model, losses.build_loss("dice"), train_set, val_set, folder,
+    result = engine.fit(config, model, losses.build_loss("dice"), train_set, validation_images(data_dir, val_ids),
                         devices.Distributed(), progress=False)
     return result, model, folder
 
@@ -252,7 +257,7 @@ def test_fp16_trains_with_a_grad_scaler_and_bf16_without(data_dir, tmp_path):
     for amp, scaled in (("fp16", True), ("bf16", False), ("off", False)):
         config = make_config(data_dir, tmp_path, amp=amp)
         training = engine.Training.wrap(config, TinyNet(), losses.build_loss("dice"), devices.Distributed())
-        training.add_optimisation(config, 4, torch.device("cpu"))
+        training.add_optimisation(4, torch.device("cpu"))
         assert training.scaler.is_enabled() is scaled, amp
 
 
@@ -263,7 +268,7 @@ def test_ddp_trains_at_the_learning_rate_of_its_global_batch(data_dir, tmp_path)
     assert (config.lr_for(1), config.lr_for(4)) == (config.lr, pytest.approx(4 * config.lr))
     for world_size in (1, 2, 4):
         training = engine.Training.wrap(config, TinyNet(), losses.build_loss("dice"), devices.Distributed())
-        training.add_optimisation(config, 4, torch.device("cpu"), world_size)
+        training.add_optimisation(4, torch.device("cpu"), world_size)
         assert training.optimizer.param_groups[0]["max_lr"] == pytest.approx(world_size * config.lr), world_size
 
 
@@ -334,10 +339,10 @@ def test_fit_trains_under_the_devices_kernel_mode_and_records_it(data_dir, fold,
     # run's record: tests/test_train.py's metrics schema)
     monkeypatch.setattr(engine, "kernel_mode", lambda device: fast)
     config = make_config(data_dir, tmp_path, epochs=1)
+    runs.prepare(config)
     result = engine.fit(config, Recording(), losses.build_loss("dice"),
                         data.SegmentationDataset(data_dir, fold[0], SIZE, train=True, seed=config.seed),
-                        data.SegmentationDataset(data_dir, fold[1], SIZE, train=False), runs.prepare(config),
-                        devices.Distributed(), progress=False)
+                        validation_images(data_dir, fold[1]), devices.Distributed(), progress=False)
     assert seen and set(seen) == {(True, "tf32", False)}  # every training and validation pass
     assert result.kernels == fast.record()
 
@@ -347,15 +352,11 @@ def test_only_the_training_steps_are_compiled(data_dir, fold, tmp_path, monkeypa
     training = engine.Training.wrap(config, TinyNet(), losses.build_loss("dice"), devices.Distributed())
     assert isinstance(training.train_model, torch._dynamo.eval_frame.OptimizedModule)  # compiled lazily
     evaluated = []
-    monkeypatch.setattr(engine, "evaluate", lambda model, *args, **kwargs: evaluated.append(model) or ({}, 0.0))
-    monkeypatch.setattr(engine, "evaluate_images",
-                        lambda model, *args, **kwargs: evaluated.append(model) or ({}, 0.0, []))
-    val_set = data.SegmentationDataset(data_dir, fold[1], SIZE, train=False)
-    loader = data.make_loader(val_set, 4, train=False, num_workers=0, seed=0)
-    engine.validate(training, val_set, loader, config, devices.Distributed(), progress=False)
-    engine.validate(training, val_set, None, config, devices.Distributed(), progress=False)
+    monkeypatch.setattr(engine, "evaluate_images", lambda model, *args, **kwargs: evaluated.append(model)
+                        or evaluation.ImageEvaluation({}, 0.0, []))
+    engine.validate(training, validation_images(data_dir, fold[1]), devices.Distributed(), progress=False)
     # evaluation's shapes and inference mode would recompile a compiled module: it gets the plain one
-    assert evaluated == [training.net, training.net]
+    assert evaluated == [training.net]
     assert not any(isinstance(model, torch._dynamo.eval_frame.OptimizedModule) for model in evaluated)
 
 
@@ -402,16 +403,18 @@ def _ddp_worker(rank: int, world: int, port: int, data_dir: str, runs_root: str,
 
     result = engine.fit(config, model, losses.build_loss("dice"),
                         data.SegmentationDataset(data_dir, fold[0], SIZE, train=True, seed=config.seed),
-                        whole_images(fold[1]), folder, dist, progress=False)
+                        whole_images(fold[1]), dist, progress=False)
     torch.manual_seed(0)
     scores = {}
     for name, net, hierarchical in (("unet", model, False), ("hierarchical", TinyHierarchical(), True)):
-        options = {"progress": False, "keep": 3, "per_image": True}
+        window = tiling.SlidingWindow(tile=SIZE, batch_size=4)
         thin_sharded, thin_alone = thin.ThinDamageScores(k=2.0), thin.ThinDamageScores(k=2.0)
-        sharded, _, sharded_panels = evaluation.evaluate_images(net, whole_images(fold[2]), dist.device, hierarchical,
-                                                                SIZE, 4, dist=dist, scores=[thin_sharded], **options)
-        alone, _, alone_panels = evaluation.evaluate_images(net, whole_images(fold[2]), dist.device, hierarchical,
-                                                            SIZE, 4, scores=[thin_alone], **options)
+        sharded, _, sharded_panels = evaluation.evaluate_images(
+            net, whole_images(fold[2]), dist, window, hierarchical,
+            evaluation.Outputs(panels=3, per_image=True, scores=[thin_sharded]))
+        alone, _, alone_panels = evaluation.evaluate_images(
+            net, whole_images(fold[2]), devices.Distributed(device=dist.device), window, hierarchical,
+            evaluation.Outputs(panels=3, per_image=True, scores=[thin_alone]))
         for scored, thin_scores in ((sharded, thin_sharded), (alone, thin_alone)):
             # numpy: a torch tensor would be shared memory, gone with this process
             scored["per_image"]["confusion"] = scored["per_image"]["confusion"].numpy()
@@ -516,8 +519,9 @@ def red_evaluation(data_dir, fold, tmp_path_factory):
     ids = fold[2]
     images = working.EvaluationSet(data_dir, ids, SIZE, "native", "working",
                                 cache_dir=tmp_path_factory.mktemp("cache"), progress=False)
-    result, _, _ = evaluation.evaluate_images(RedThreshold(), images, torch.device("cpu"), False, tile=SIZE,
-                                              batch_size=4, progress=False, per_image=True)
+    result, _, _ = evaluation.evaluate_images(RedThreshold(), images, devices.Distributed(),
+                                              tiling.SlidingWindow(tile=SIZE, batch_size=4),
+                                              outputs=evaluation.Outputs(per_image=True))
     source_of = datafolder.read_metadata(data_dir).set_index("id")["source_id"]
     table = runs.per_image_table(result["per_image"]["ids"], list(source_of.loc[ids]),
                                  result["per_image"]["confusion"].numpy())
@@ -594,7 +598,7 @@ def test_a_finished_run_writes_per_image_csv_beside_metrics_json(data_dir, fold,
     fitted = engine.FitResult(history=[], best_epoch=1, best_val={"miou": 0.0, "pixel_accuracy": 0.0, "n_images": 1},
                               train_images_per_s=None, peak_memory_mb=0.0, wall_time_s=0.0,
                               kernels=reproducibility.kernel_mode(torch.device("cpu")).record())
-    result = train._final_evaluation(config, model, {"test": test_set, "val": val_set}, folder, fitted,
+    result = train._final_evaluation(config, model, {"test": test_set, "val": val_set}, fitted,
                                      devices.Distributed(), False, {})
     table = runs.read_per_image(folder)
     assert list(table["id"]) == test_ids and "per_image" not in result["test"]

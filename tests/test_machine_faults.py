@@ -418,7 +418,7 @@ def dead_pid() -> int:
 
 def test_a_loss_that_becomes_nan_stops_the_run_naming_epoch_step_and_setting(data_dir, tmp_path):
     from heritage.config import load_run_config
-    from heritage.data import datasets as data, splits
+    from heritage.data import datasets as data, splits, working
 
     config_ = load_run_config(SMOKE_POC, "smoke", overrides={
         "data_dir": str(data_dir), "runs_root": str(tmp_path), "image_size": 32, "epochs": 2, "batch_size": 4,
@@ -439,8 +439,8 @@ def test_a_loss_that_becomes_nan_stops_the_run_naming_epoch_step_and_setting(dat
     folder = runs.prepare(config_)
     with pytest.raises(engine.Diverged, match=r"NaN or infinite at epoch 1, step 3 of 3: .*lr=0\.002"):
         engine.fit(config_, TinyNet(), loss, data.SegmentationDataset(data_dir, train_ids[:12], 32, train=True),
-                   data.SegmentationDataset(data_dir, val_ids, 32, train=False), folder, devices.Distributed(),
-                   progress=False)
+                   working.EvaluationSet(data_dir, val_ids, 32, 32, "letterbox", cache_dir=tmp_path / "cache",
+                                         progress=False), devices.Distributed(), progress=False)
     assert not (folder / runs.METRICS_FILE).exists() and not (folder / runs.BEST_CHECKPOINT).exists()
 
 

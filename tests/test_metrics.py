@@ -269,7 +269,8 @@ def test_seeds_convention_evaluation_of_an_all_clean_model_is_their_all_clean_ba
     from heritage import fileio
 
     ids = sorted(datafolder.read_metadata(data_dir)["id"])[:5]
-    result = evaluation.evaluate_seeds_convention(AllClean(), data_dir, ids, 32, 2, torch.device("cpu"), None, False)
+    result = evaluation.evaluate_seeds_convention(AllClean(), data_dir, ids, evaluation.Letterboxed(32, 2),
+                                                  torch.device("cpu"), None, False)
     assert result["n_images"] == 5 and result["miou"] == pytest.approx(result["all_clean_miou"])
     # by hand: Clean's share of the letterboxed pixels that are not padding, Background counted as Lightleak
     clean = scored = 0

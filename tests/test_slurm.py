@@ -548,7 +548,7 @@ def _scores_of_one_process(run, folder: Path) -> dict:
 
     from heritage.data import splits, working
     from heritage.inference import predict
-    from heritage.modeling import residual, thin
+    from heritage.modeling import residual, thin, tiling
     from heritage.training import devices, evaluation, reproducibility
 
     cpu = torch.device("cpu")
@@ -566,10 +566,11 @@ def _scores_of_one_process(run, folder: Path) -> dict:
             if part == "val":  # the residual filter's k, as train chooses it
                 thin_scores = thin.ThinDamageScores(residual.choose_k(images.scored(i) for i in range(len(images))).k)
             with reproducibility.kernels(reproducibility.kernel_mode(cpu)):
-                scores[part] = evaluation.evaluate_images(model, images, cpu, run.hierarchical, run.image_size,
-                                                          run.batch_size, progress=False, per_image=True,
-                                                          dtype=devices.autocast_dtype(run.amp, cpu),
-                                                          scores=[thin_scores] if part == "test" else ())[0]
+                window = tiling.SlidingWindow(tile=run.image_size, batch_size=run.batch_size,
+                                              dtype=devices.autocast_dtype(run.amp, cpu))
+                outputs = evaluation.Outputs(per_image=True, scores=[thin_scores] if part == "test" else ())
+                scores[part] = evaluation.evaluate_images(model, images, devices.Distributed(device=cpu), window,
+                                                          run.hierarchical, outputs).metrics
         scores["test"]["thin"] = thin_scores.result()
     finally:
         torch.set_num_threads(threads)

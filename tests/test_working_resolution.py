@@ -13,7 +13,7 @@ from torch import nn
 from heritage.data import augment, datafolder, datasets as data, splits, taxonomy, working
 from heritage.training import devices, engine, evaluation, reproducibility, runs, train
 from heritage import errors, fileio
-from heritage.modeling import losses, metrics
+from heritage.modeling import losses, metrics, tiling
 from heritage.config import ConfigError, RunConfig, load_run_config
 
 SIZE = 32
@@ -31,8 +31,8 @@ def cache_dir(tmp_path_factory):
 
 
 def patches(data_dir, ids, cache_dir, **options):
-    return working.PatchDataset(data_dir, ids, options.pop("image_size", SIZE), cache_dir=cache_dir, progress=False,
-                             **options)
+    cache = working.WorkingCache(data_dir, options.pop("working_resolution", "native"), cache_dir)
+    return working.PatchDataset(cache, ids, options.pop("image_size", SIZE), progress=False, **options)
 
 
 # -- crop sampling -----------------------------------------------------------------------------
@@ -172,10 +172,16 @@ def test_sliding_window_evaluation_equals_whole_image_evaluation_when_one_window
     device = torch.device("cpu")
     # working resolution = the tile: each image is one window (its short side padded as the letterbox pads)
     images = working.EvaluationSet(data_dir, ids, SIZE, SIZE, model_input, cache_dir=cache_dir, progress=False)
-    tiled, _, _ = evaluation.evaluate_images(model, images, device, hierarchical, tile=SIZE, batch_size=4,
-                                             progress=False)
+    tiled, _, _ = evaluation.evaluate_images(model, images, devices.Distributed(device=device),
+                                             tiling.SlidingWindow(tile=SIZE, batch_size=4), hierarchical)
+    # the reference: the letterboxed batches as a loader gives them, the model's outputs counted whole
     loader = data.make_loader(data.SegmentationDataset(data_dir, ids, SIZE, train=False), 4, False, 0, seed=0)
-    whole, _ = evaluation.evaluate(model, loader, device, None, False, hierarchical, progress=False)
+    matrices = metrics.HierarchicalMetrics() if hierarchical else metrics.ConfusionMatrix()
+    with torch.inference_mode():
+        for batch, masks in loader:
+            batch, masks = data.batch_to_device(batch, masks, device, torch.contiguous_format)
+            matrices.update(model.eval()(batch), masks)
+    whole = evaluation._evaluation_result(matrices, hierarchical)
     assert tiled["confusion_matrix"] == whole["confusion_matrix"]
     assert tiled["n_images"] == whole["n_images"] == len(ids)
     assert tiled["all_clean_miou"] == whole["all_clean_miou"]
@@ -188,8 +194,9 @@ def test_letterbox_runs_are_scored_on_the_working_resolution_pixels(data_dir, fo
     model = TinyNet()
     ids = fold[2]
     images = working.EvaluationSet(data_dir, ids, SIZE, "native", "letterbox", cache_dir=cache_dir, progress=False)
-    result, _, panels = evaluation.evaluate_images(model, images, torch.device("cpu"), False, tile=SIZE, batch_size=4,
-                                                   progress=False, keep=2)
+    result, _, panels = evaluation.evaluate_images(model, images, devices.Distributed(),
+                                                   tiling.SlidingWindow(tile=SIZE, batch_size=4),
+                                                   outputs=evaluation.Outputs(panels=2))
     labelled = sum(int((working.read_sample(data_dir, i)[1] != taxonomy.IGNORE_INDEX).sum()) for i in ids)
     assert np.asarray(result["confusion_matrix"]).sum() == labelled  # every native pixel, not the 32 px square's
     truth = np.asarray(result["confusion_matrix"]).sum(axis=1)
@@ -205,12 +212,13 @@ def test_a_patch_fit_is_reproducible_and_validates_at_the_working_resolution(dat
         config = load_run_config("poc58_baseline", "smoke", overrides={
             "data_dir": str(data_dir), "runs_root": str(root), "image_size": SIZE, "epochs": 2, "batch_size": 4,
             "base_batch_size": 4, "seed": 3, "sampling": "patch", "cache_dir": str(cache_dir)})
+        runs.prepare(config)
         reproducibility.seed_everything(config.seed)
         model = TinyNet()
         result = engine.fit(config, model, losses.build_loss("dice"),
                             patches(data_dir, train_ids, cache_dir, seed=config.seed),
                             working.EvaluationSet(data_dir, val_ids, SIZE, cache_dir=cache_dir, progress=False),
-                            runs.prepare(config), devices.Distributed(), progress=False)
+                            devices.Distributed(), progress=False)
         return [{k: v for k, v in row.items() if k not in ("images_per_s", "peak_memory_mb", "elapsed_s")}
                 for row in result.history], result.best_val
 

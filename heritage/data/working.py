@@ -194,19 +194,18 @@ class PatchDataset(Dataset):
     crop out of it, so RAM does not grow with the scans.
     """
 
-    def __init__(self, data_dir: str | os.PathLike, ids: Sequence[str], image_size: int,
-                 working_resolution: str | int = "native", foreground_share: float = 0.33, seed: int = 0,
-                 cache_dir: str | os.PathLike | None = None, train: bool = True, progress: bool = True):
+    def __init__(self, cache: WorkingCache, ids: Sequence[str], image_size: int, foreground_share: float = 0.33,
+                 seed: int = 0, train: bool = True, progress: bool = True):
         self.ids = list(ids)
         if not self.ids:
-            raise errors.InputError(f"{data_dir}: PatchDataset needs at least one id")
+            raise errors.InputError(f"{cache.data_dir}: PatchDataset needs at least one id")
         if not 0.0 <= foreground_share <= 1.0:
             raise errors.InputError(f"foreground_share: a share of crops is in [0, 1], got {foreground_share!r}")
         self.image_size = image_size
         self.foreground_share = foreground_share
         self.seed = seed
         self.epoch = 0
-        self.cache = WorkingCache(data_dir, working_resolution, cache_dir)
+        self.cache = cache
         self.cache.ensure(self.ids, progress=progress)
         self.shapes = [tuple(self.cache.array(i).shape[:2]) for i in self.ids]
         counts = np.stack([self.cache.counts(i) for i in self.ids])  # (N, classes): small

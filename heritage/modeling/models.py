@@ -53,9 +53,6 @@ from heritage import errors
 from heritage.modeling import pretrained_weights, registry, residual
 from heritage.data import datasets, taxonomy
 
-# The registry's encoders under a second name, only for heritage.training (devices, train), which reads
-# models.ENCODERS; everything else imports heritage.modeling.registry.
-ENCODERS = registry.ENCODERS
 # UPerNet fuses its pyramid at 1/4 of the input; the heads upsample back to full resolution.
 UPERNET_OUTPUT_STRIDE = 4
 # Channels of UnetWithInputSkips' input stem at full and half resolution.

@@ -177,14 +177,14 @@ def iter_probability_bands(
     import torch
     from tqdm import tqdm
 
-    from heritage.data import datasets as data
+    from heritage.data import datasets
 
     height, width = image.shape[:2]
     tile = options.tile
     # Like training's letterbox: a side shorter than a tile is padded on both sides with FILL_RGB
     # (a scan at least a tile a side is not copied).
-    (top, _), (left, _) = data.padding(height, width, tile)
-    padded = data.pad_image(image, tile) if tile > min(height, width) else image
+    (top, _), (left, _) = datasets.padding(height, width, tile)
+    padded = datasets.pad_image(image, tile) if tile > min(height, width) else image
     ys = tile_starts(padded.shape[0], tile, options.stride)
     xs = tile_starts(padded.shape[1], tile, options.stride)
     positions = tile_positions(padded.shape[0], padded.shape[1], tile, options.stride)  # raster order

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as torch_dist
 
 from heritage import errors
-from heritage.modeling import models
+from heritage.modeling import registry
 
 
 @dataclass(frozen=True)
@@ -189,7 +189,7 @@ def uses_channels_last(mode: str, encoder: str, device: torch.device) -> bool:
     """``auto``: channels_last for CNN encoders, whose convolutions gain from it (cuDNN on GPU; on
     CPU oneDNN trained ConvNeXt-T 1.3x faster at 64 px, MiT-B3 only 1.1x)."""
     if mode == "auto":
-        return models.ENCODERS[encoder].family == "CNN"
+        return registry.encoder_spec(encoder).family == "CNN"
     return mode == "on"
 
 

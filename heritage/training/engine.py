@@ -39,7 +39,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -49,16 +49,16 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from heritage.data import datasets as data, working
+from heritage.data import datasets, working
 from heritage import errors
+from heritage.modeling import tiling
 from heritage.training import runs
 from heritage.training.devices import Distributed, autocast_dtype, peak_memory_mb, synchronize, uses_channels_last
-from heritage.training.evaluation import evaluate, evaluate_images
+from heritage.training.evaluation import evaluate_images
 from heritage.training.reproducibility import kernel_mode, kernels, restore_rng_state, rng_state, seed_everything
 from heritage.config import RunConfig
 
-# sysexits.h EX_TEMPFAIL, "temporary failure, the user is invited to retry": the run stopped on a
-# signal after saving checkpoint_last.pt; requeue it and it resumes.
+# SLURM's preemption and its --signal warning before the time limit: save, exit EXIT_REQUEUE, resume on requeue.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 # With several processes, all must stop at the same step; they agree on it every this many steps
 # (one tiny all-reduce, the only host sync inside an epoch).
@@ -157,60 +157,52 @@ class FitResult:
     kernels: dict[str, bool]
 
 
-def fit(config: RunConfig, model: nn.Module, loss_fn: nn.Module, train_set: Dataset, val_set: Dataset,
-        folder: Path, dist: Distributed, progress: bool = True) -> FitResult:
-    """Train ``model`` on ``train_set``, select on ``val_set``, resume from ``folder`` if possible.
+def fit(config: RunConfig, model: nn.Module, loss_fn: nn.Module, train_set: Dataset,
+        val_set: working.EvaluationSet, dist: Distributed, progress: bool = True) -> FitResult:
+    """Train ``model`` on ``train_set``, select on ``val_set`` (whole images at the working resolution, scored
+    with the sliding window), resume from the run folder (:func:`heritage.training.runs.run_dir`) if possible.
 
-    Writes ``history.csv``, ``checkpoint_last.pt`` and ``checkpoint_best.pt`` into ``folder`` (rank
+    Writes ``history.csv``, ``checkpoint_last.pt`` and ``checkpoint_best.pt`` into the run folder (rank
     0 only). Raises :class:`Interrupted` after checkpointing when SIGTERM/SIGUSR1 arrives.
     """
     device = dist.device
+    folder = runs.run_dir(config)
     seed_everything(config.seed)
     progress = progress and dist.is_main
     training = Training.wrap(config, model, loss_fn, dist)
-    train_loader = data.make_loader(train_set, config.batch_size, train=True, num_workers=config.num_workers,
-                                    seed=config.seed, distributed=dist.enabled)
-    # Whole images at the working resolution (working.EvaluationSet) are scored with the sliding window;
-    # a letterboxed Dataset is still evaluated batch-wise.
-    val_loader = None if isinstance(val_set, working.EvaluationSet) else data.make_loader(
-        val_set, config.batch_size, train=False, num_workers=config.num_workers, seed=config.seed)
+    train_loader = datasets.make_loader(train_set, config.batch_size, train=True, num_workers=config.num_workers,
+                                        seed=config.seed, distributed=dist.enabled)
     if len(train_loader) == 0:
         raise errors.InputError(f"{len(train_set)} training samples make no full batch of {config.batch_size} "
                                 f"(x {dist.world_size} processes); lower batch_size")
-    training.add_optimisation(config, len(train_loader), device, dist.world_size)
+    training.add_optimisation(len(train_loader), device, dist.world_size)
     checkpointer = Checkpointer(folder, config, dist)
-    start_epoch, start_step, history, resumed_loss = checkpointer.resume(training, progress)
-    loss_sum = torch.zeros((), device=device) + resumed_loss  # summed on the device, read once per epoch
+    start_epoch, start_step, history = checkpointer.resume(training, progress)
     elapsed_before = history[-1]["elapsed_s"] if history else 0.0
     clock = time.perf_counter()
 
     epochs_bar = tqdm(range(start_epoch, config.epochs), desc=f"{config.poc_key}/{config.encoder}",
                       unit="epoch", initial=start_epoch, total=config.epochs, disable=not progress)
-    with StopRequest() as stop, kernels(kernel_mode(device)) as mode:
+    with StopRequest() as request, kernels(kernel_mode(device)) as mode:
+        stop = SaveOnStop(request, checkpointer, history)
         for epoch in epochs_bar:
-            row, images_per_s = train_one_epoch(training, train_loader, epoch, start_step, loss_sum, config, dist,
-                                                stop, checkpointer, history, progress)
+            row, images_per_s = train_one_epoch(training, train_loader, epoch, start_step, dist, stop, progress)
             start_step = 0
             if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
-                # Whole images: every process scores a shard and gets the reduced result; a letterboxed
-                # loader is scored on rank 0 while the others wait at the barrier.
-                if val_loader is None or dist.is_main:
-                    val = validate(training, val_set, val_loader, config, dist, progress)
+                val = validate(training, val_set, dist, progress)  # every process a shard, each the whole result
                 if dist.is_main:
                     row.update(_history_metrics(val))
                     checkpointer.observe(epoch + 1, val, training.net)
-                if dist.enabled and val_loader is not None:
-                    torch_dist.barrier()
             row.update(images_per_s=images_per_s, peak_memory_mb=peak_memory_mb(device),
                        elapsed_s=elapsed_before + time.perf_counter() - clock)
             history.append(row)
             if dist.is_main:
                 runs.write_history(folder, history)
-            if stop.received is not None or checkpointer.due(epoch + 1):
-                checkpointer.save(training, epoch + 1, 0, loss_sum, history)
+            if request.received is not None or checkpointer.due(epoch + 1):
+                checkpointer.save(training, epoch + 1, 0, history)
             epochs_bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_miou=f"{row.get('val_miou', math.nan):.4f}")
-            if stop.received is not None and epoch + 1 < config.epochs:
-                raise Interrupted(stop.received, epoch + 1, 0, folder / runs.LAST_CHECKPOINT)
+            if request.received is not None and epoch + 1 < config.epochs:
+                raise Interrupted(request.received, epoch + 1, 0, folder / runs.LAST_CHECKPOINT)
     epochs_bar.close()
     checkpointer.write_best()
     best = checkpointer.agreed_best()
@@ -223,21 +215,25 @@ def fit(config: RunConfig, model: nn.Module, loss_fn: nn.Module, train_set: Data
 
 @dataclass
 class Training:
-    """The objects a training steps: the raw module (whose weights are saved and which evaluation runs),
-    the form DDP and ``torch.compile`` wrap it in for the training steps, the loss, and the optimisation
-    (AdamW + OneCycleLR stepped per batch, a GradScaler that is active only for fp16). Only the training
-    steps are compiled: evaluation's shapes (sliding-window batches, whole letterboxed images) and its
-    inference mode would each recompile the graph."""
+    """What a training steps: the run's settings, the model, the loss, and the optimisation (AdamW +
+    OneCycleLR stepped per batch, a GradScaler that is active only for fp16) with the loss summed on the
+    device since the epoch began (read once per epoch, kept in the resume state).
 
+    Two handles to one model: ``net``, the module itself (its weights are saved, evaluation runs it), and
+    ``train_model``, the DDP and ``torch.compile`` wrappers around it that only the training steps go
+    through (``net`` itself without either): DDP's forward syncs gradients and buffers for a backward pass,
+    and evaluation's shapes (sliding-window batches) and inference mode would each recompile the graph."""
+
+    config: RunConfig
     net: nn.Module
     train_model: nn.Module
     loss_fn: nn.Module
     dtype: torch.dtype | None
     channels_last: bool
-    amp: str
     optimizer: torch.optim.Optimizer | None = None
     scheduler: Any = None
     scaler: torch.amp.GradScaler | None = None
+    loss_sum: torch.Tensor | None = None
 
     @classmethod
     def wrap(cls, config: RunConfig, model: nn.Module, loss_fn: nn.Module, dist: Distributed) -> Training:
@@ -248,18 +244,18 @@ class Training:
                                                          else None) if dist.enabled else net
         if config.compile:
             train_model = torch.compile(train_model)
-        return cls(net, train_model, loss_fn.to(device), autocast_dtype(config.amp, device), channels_last,
-                   config.amp)
+        return cls(config, net, train_model, loss_fn.to(device), autocast_dtype(config.amp, device), channels_last)
 
-    def add_optimisation(self, config: RunConfig, steps_per_epoch: int, device: torch.device,
-                         world_size: int = 1) -> None:
-        """AdamW and OneCycleLR at the rate of the global batch (:meth:`RunConfig.lr_for`)."""
+    def add_optimisation(self, steps_per_epoch: int, device: torch.device, world_size: int = 1) -> None:
+        """AdamW and OneCycleLR at the rate of the global batch (:meth:`RunConfig.lr_for`), a zero loss sum."""
+        config = self.config
         lr = config.lr_for(world_size)
         self.optimizer = build_optimizer(self.net.parameters(), lr, config.weight_decay, device)
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=lr,
                                                              pct_start=config.pct_start,
                                                              total_steps=config.epochs * steps_per_epoch)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
+        self.loss_sum = torch.zeros((), device=device)
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -276,16 +272,15 @@ class Training:
         self.scaler.load_state_dict(state["scaler"])
 
 
-def train_one_epoch(training: Training, loader: DataLoader, epoch: int, start_step: int, loss_sum: torch.Tensor,
-                    config: RunConfig, dist: Distributed, stop: StopRequest, checkpointer: Checkpointer,
-                    history: list[dict[str, Any]], progress: bool) -> tuple[dict[str, Any], float | None]:
+def train_one_epoch(training: Training, loader: DataLoader, epoch: int, start_step: int, dist: Distributed,
+                    stop: SaveOnStop, progress: bool) -> tuple[dict[str, Any], float | None]:
     """One epoch from ``start_step`` (a resumed epoch skips the batches it trained on): the history row's
     first columns (epoch, train loss, LR) and the images/s of the timed steps (the first
-    ``timing_skip_steps`` left out). A signal mid-epoch writes the position and raises :class:`Interrupted`;
-    in the last step it lets the epoch finish (validation, checkpoint) and the caller stops."""
-    device = dist.device
+    ``timing_skip_steps`` left out). A signal mid-epoch writes the position and raises :class:`Interrupted`
+    (``stop``); in the last step it lets the epoch finish (validation, checkpoint) and the caller stops."""
+    device, config, loss_sum = dist.device, training.config, training.loss_sum
     steps_per_epoch = len(loader)
-    data.set_epoch(loader, epoch)
+    datasets.set_epoch(loader, epoch)
     training.train_model.train()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -301,7 +296,7 @@ def train_one_epoch(training: Training, loader: DataLoader, epoch: int, start_st
         if step == timed_from:
             synchronize(device)
             timer_start = time.perf_counter()
-        images, masks = data.batch_to_device(images, masks, device, training.memory_format)
+        images, masks = datasets.batch_to_device(images, masks, device, training.memory_format)
         with torch.autocast(device.type, dtype=training.dtype, enabled=training.dtype is not None):
             loss = training.loss_fn(training.train_model(images), masks)
         training.optimizer.zero_grad(set_to_none=True)
@@ -317,10 +312,9 @@ def train_one_epoch(training: Training, loader: DataLoader, epoch: int, start_st
         timed_steps += step >= timed_from
         steps_bar.update()
         checked = not dist.enabled or (step + 1) % STOP_CHECK_EVERY == 0 or step + 1 == steps_per_epoch
-        if checked and stop.agreed(dist):
+        if checked and stop.request.agreed(dist):
             if step + 1 < steps_per_epoch:  # mid-epoch: save the position
-                checkpointer.save(training, epoch, step + 1, loss_sum, history)
-                raise Interrupted(stop.received or "a signal", epoch, step + 1, checkpointer.last)
+                stop.save_and_raise(training, epoch, step + 1)
             break  # at the end of the epoch: finish it (validation, checkpoint), then stop
     steps_bar.close()
     synchronize(device)
@@ -328,24 +322,43 @@ def train_one_epoch(training: Training, loader: DataLoader, epoch: int, start_st
     train_loss = _mean_over_processes(loss_sum, dist) / steps_per_epoch
     if not math.isfinite(train_loss):  # never report the metrics of a model whose weights went NaN
         bad = int(first_bad_step)
-        raise Diverged(epoch, bad if bad >= 0 else start_step, steps_per_epoch, config, checkpointer.last)
+        raise Diverged(epoch, bad if bad >= 0 else start_step, steps_per_epoch, config, stop.checkpointer.last)
     loss_sum.zero_()
     row = {"epoch": epoch + 1, "train_loss": train_loss, "lr": training.scheduler.get_last_lr()[0]}
     images_per_s = timed_steps * config.batch_size * dist.world_size / train_seconds if train_seconds else None
     return row, images_per_s
 
 
-def validate(training: Training, val_set: Any, val_loader: DataLoader | None, config: RunConfig,
-             dist: Distributed, progress: bool) -> dict[str, Any]:
-    """The validation metrics: whole images with the sliding window (sharded over the processes), or a
-    letterboxed loader's batches (one process)."""
-    if val_loader is None:
-        if dist.enabled:  # the processes score shards of one model: rank 0's, the one the checkpoints keep
-            _share_buffers(training.net, dist)
-        return evaluate_images(training.net, val_set, dist.device, config.hierarchical, config.image_size,
-                               config.batch_size, desc="val", progress=progress, dtype=training.dtype, dist=dist)[0]
-    return evaluate(training.net, val_loader, dist.device, training.dtype, training.channels_last,
-                    config.hierarchical, desc="val", progress=progress)[0]
+def validate(training: Training, val_set: working.EvaluationSet, dist: Distributed, progress: bool) -> dict[str, Any]:
+    """The validation metrics: whole images with the sliding window, sharded over the processes."""
+    config = training.config
+    if dist.enabled:  # the processes score shards of one model: rank 0's, the one the checkpoints keep
+        _share_buffers(training.net, dist)
+    window = tiling.SlidingWindow(tile=config.image_size, batch_size=config.batch_size, dtype=training.dtype)
+    return evaluate_images(training.net, val_set, dist, window, config.hierarchical,
+                           progress="val" if progress else None).metrics
+
+
+@dataclass
+class SaveOnStop:
+    """The stop requests, and what a stop mid-epoch saves: ``checkpoint_last.pt`` with the history so far."""
+
+    request: StopRequest
+    checkpointer: Checkpointer
+    history: list[dict[str, Any]]
+
+    def save_and_raise(self, training: Training, epoch: int, step: int) -> None:
+        """Write the resume state at (epoch, step) and raise :class:`Interrupted`."""
+        self.checkpointer.save(training, epoch, step, self.history)
+        raise Interrupted(self.request.received or "a signal", epoch, step, self.checkpointer.last)
+
+
+class Start(NamedTuple):
+    """Where :func:`fit` starts: the epoch and the step inside it, and the history rows before them."""
+
+    epoch: int
+    step: int
+    history: list[dict[str, Any]]
 
 
 class Checkpointer:
@@ -370,19 +383,21 @@ class Checkpointer:
     def last(self) -> Path:
         return self.folder / runs.LAST_CHECKPOINT
 
-    def resume(self, training: Training, progress: bool) -> tuple[int, int, list[dict[str, Any]], float]:
-        """(epoch, step, history, loss sum) to start from: everything comes back from the resume state,
-        including where inside an epoch a signal stopped the run; (0, 0, [], 0.0) for a fresh start."""
+    def resume(self, training: Training, progress: bool) -> Start:
+        """Where to start: everything comes back from the resume state (into ``training``: the weights, the
+        optimisation and the loss sum), including where inside an epoch a signal stopped the run;
+        epoch 0, step 0, no history for a fresh start."""
         state, resumed_from = _resume_state(self.folder, self.config, report=self.dist.is_main)
         self.rotate = resumed_from is None or resumed_from.name == runs.LAST_CHECKPOINT
         if state is None:
-            return 0, 0, [], 0.0
+            return Start(0, 0, [])
         training.load_state_dicts(state)
+        training.loss_sum.fill_(state["loss_sum"])
         restore_rng_state(state["rng"])
         self.best = state["best"]
         if progress:
             tqdm.write(f"resuming {self.folder} at epoch {state['epoch'] + 1}, step {state['step']}")
-        return state["epoch"], state["step"], state["history"], state["loss_sum"]
+        return Start(state["epoch"], state["step"], state["history"])
 
     def observe(self, epoch: int, val: dict[str, Any], net: nn.Module) -> None:
         """Keep ``net``'s weights (a CPU copy) when ``val`` is the best validation mIoU so far."""
@@ -402,13 +417,12 @@ class Checkpointer:
                 "val_miou": self.best["val_miou"]})
         self.best_weights = None
 
-    def save(self, training: Training, epoch: int, step: int, loss_sum: torch.Tensor,
-             history: list[dict[str, Any]]) -> None:
+    def save(self, training: Training, epoch: int, step: int, history: list[dict[str, Any]]) -> None:
         """``checkpoint_last.pt`` at (epoch, step), after the best weights waiting in memory."""
         self.write_best()
         if self.dist.is_main:
             runs.save_resume_checkpoint(self.folder, {
-                **training.state_dicts(), "epoch": epoch, "step": step, "loss_sum": float(loss_sum),
+                **training.state_dicts(), "epoch": epoch, "step": step, "loss_sum": float(training.loss_sum),
                 "rng": rng_state(), "best": self.best, "history": history, "config_hash": self.config_hash,
             }, rotate=self.rotate)
             self.rotate = True

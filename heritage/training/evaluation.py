@@ -1,73 +1,57 @@
-"""Scoring a model: the fine-class confusion over a loader or over whole images with the sliding window.
+"""Scoring a model: the fine-class confusion over whole images with the sliding window, and the seeds' mIoU.
 
 Validation during training, the final test evaluation, the seeds' convention and the benchmarks all
-score here, so a metric means the same wherever it is reported.
+score here, so a metric means the same wherever it is reported. :func:`evaluate_images` is the one to read
+first: per image, :func:`_label_maps` (tiling and the model), then :func:`_accumulate` (the dataset-level
+confusion), :func:`_image_confusion` (the image's own) and :func:`_panel`.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from typing import Any, Mapping, Protocol, Sequence
+from dataclasses import dataclass
+from itertools import accumulate
+from typing import Any, Mapping, NamedTuple, Protocol, Sequence
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from heritage.data import datasets as data, taxonomy, working
+from heritage.data import datasets, taxonomy, working
 from heritage.modeling import metrics, models, tiling
 from heritage.training.devices import Distributed, gather_from_processes, sum_over_processes, synchronize
 
 
-@torch.inference_mode()
-def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, dtype: torch.dtype | None,
-             channels_last: bool, hierarchical: bool, desc: str = "eval", progress: bool = True
-             ) -> tuple[dict[str, Any], float]:
-    """Fine-class metrics over the whole loader (one confusion matrix, not per-batch means), images/s.
+@dataclass(frozen=True)
+class Letterboxed:
+    """How the seeds fed their model: batches of ``batch_size`` images letterboxed to ``image_size`` px."""
 
-    The result is :meth:`heritage.modeling.metrics.ConfusionMatrix.compute`'s dict plus ``confusion_matrix``
-    (16 x 16 pixel counts, ground truth x prediction) and ``all_clean_miou`` (the mIoU of predicting
-    Clean everywhere on the same pixels: the trivial baseline); for the hierarchical model it also holds
-    ``hierarchical``: ``{"binary_miou", "coarse_miou", "fine_miou"}``.
-    """
-    model.eval()
-    matrices = metrics.HierarchicalMetrics(device=device) if hierarchical else metrics.ConfusionMatrix(device=device)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    synchronize(device)
-    start = time.perf_counter()
-    for images, masks in tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch"):
-        images, masks = data.batch_to_device(images, masks, device, memory_format)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            outputs = model(images)
-        matrices.update(outputs, masks)
-    synchronize(device)
-    seconds = time.perf_counter() - start
-    result = _evaluation_result(matrices, hierarchical)
-    return result, result["n_images"] / max(seconds, 1e-9)
+    image_size: int
+    batch_size: int
 
 
 @torch.inference_mode()
-def evaluate_seeds_convention(model: nn.Module, data_dir: str | os.PathLike, ids: list[str], image_size: int,
-                              batch_size: int, device: torch.device, dtype: torch.dtype | None,
-                              channels_last: bool) -> dict[str, Any]:
-    """The seeds' mIoU (:class:`heritage.modeling.metrics.SeedsMeanIoU`) of ``ids``: batches of ``batch_size``
-    letterboxed images at ``image_size`` (the model's training input), masks read as the seeds' loader read
-    them (:func:`heritage.modeling.metrics.seeds_target`, before the letterbox, so only its padding is left out)."""
+def evaluate_seeds_convention(model: nn.Module, data_dir: str | os.PathLike, ids: list[str], letterboxed: Letterboxed,
+                              device: torch.device, dtype: torch.dtype | None, channels_last: bool) -> dict[str, Any]:
+    """The seeds' mIoU (:class:`heritage.modeling.metrics.SeedsMeanIoU`) of ``ids``: ``letterboxed`` batches (the
+    model's training input), autocast to ``dtype``, masks read as the seeds' loader read them
+    (:func:`heritage.modeling.metrics.seeds_target`, before the letterbox, so only its padding is left out)."""
     from heritage import fileio
     from heritage.data import datafolder
 
     model.eval()
     accumulator = metrics.SeedsMeanIoU(device=device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    letterbox = data.letterbox(image_size)
+    image_size, batch_size = letterboxed.image_size, letterboxed.batch_size
+    letterbox = datasets.letterbox(image_size)
     for start in range(0, len(ids), batch_size):
         images, masks = [], []
         for sample_id in ids[start:start + batch_size]:
             mask = metrics.seeds_target(fileio.read_mask(datafolder.annotation_path(data_dir, sample_id)))
             boxed = letterbox(image=fileio.read_rgb(datafolder.image_path(data_dir, sample_id)), mask=mask)
-            images.append(data.normalize(boxed["image"]))
+            images.append(datasets.normalize(boxed["image"]))
             masks.append(torch.from_numpy(boxed["mask"].astype(np.int64)))
         batch = torch.stack(images).to(device, memory_format=memory_format)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
@@ -101,14 +85,24 @@ class ImageScore(Protocol):
     def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
 
 
+def _channel_ranges(sizes: Mapping[str, int]) -> dict[str, tuple[int, int]]:
+    ends = list(accumulate(sizes.values()))
+    return {name: (end - size, end) for (name, size), end in zip(sizes.items(), ends)}
+
+
 # The hierarchical model's heads as channel ranges of one tensor, so one tiler blends all three.
-HEADS = {"fine": (0, 16), "binary": (16, 18), "coarse": (18, 22)}
+HEADS = _channel_ranges({"fine": taxonomy.NUM_CLASSES, "binary": len(taxonomy.BINARY_NAMES),
+                         "coarse": len(taxonomy.COARSE_NAMES)})
 PANEL_SIDE = 512  # longest side of the prediction panels drawn from working-resolution evaluations
+CHUNK_PIXELS = 1 << 22  # rows scored at a time: no full-size int64 copy of a large scan
 
 
 class _HeadsAsChannels(nn.Module):
-    """The heads' log-probabilities side by side: the tiler's softmax over all of them gives each head's
-    probabilities / 3, so blending and the per-head argmax are those of each head on its own."""
+    """The heads' log-probabilities side by side, so the tiler blends all heads in one pass.
+
+    The tiler takes one softmax over all channels; each head's exp(log-softmax) sums to 1, so that softmax
+    gives each head's own probabilities divided by the number of heads: a constant factor, which changes
+    neither the blend (a weighted mean) nor any head's argmax."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -119,92 +113,168 @@ class _HeadsAsChannels(nn.Module):
         return torch.cat([torch.log_softmax(outputs[name].float(), dim=1) for name in HEADS], dim=1)
 
 
+@dataclass(frozen=True)
+class Outputs:
+    """What :func:`evaluate_images` returns beside the dataset-level metrics.
+
+    ``panels``: the first images' :class:`Panel`, this many. ``per_image``: the result's ``per_image`` =
+    ``{"ids": [...], "confusion": (n, 16, 16) int64 tensor}`` (a tensor, so a result kept in a resume checkpoint
+    still loads with ``weights_only``). ``scores``: accumulators each fed every image and its fine prediction on
+    the scored pixels (:class:`ImageScore`, e.g. :class:`heritage.modeling.thin.ThinDamageScores`); the caller
+    reads their results."""
+
+    panels: int = 0
+    per_image: bool = False
+    scores: Sequence[ImageScore] = ()
+
+
+class Panel(NamedTuple):
+    """One image as scored, shrunk to PANEL_SIDE for a prediction panel."""
+
+    sample_id: str
+    picture: np.ndarray
+    truth: np.ndarray
+    prediction: np.ndarray
+
+
+class ImageEvaluation(NamedTuple):
+    """:func:`evaluate_images`' result: metrics.json's record, this process's images/s, the kept panels."""
+
+    metrics: dict[str, Any]
+    images_per_s: float
+    panels: list[Panel]
+
+
 @torch.inference_mode()
-def evaluate_images(model: nn.Module, images: working.EvaluationSet, device: torch.device, hierarchical: bool,
-                    tile: int, batch_size: int, desc: str = "eval", progress: bool = True, keep: int = 0,
-                    per_image: bool = False, dtype: torch.dtype | None = None, tta: bool = False,
-                    scores: Sequence[ImageScore] = (), dist: Distributed | None = None
-                    ) -> tuple[dict[str, Any], float, list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]]:
-    """:func:`evaluate`'s result over whole images at the working resolution, images/s, and panels.
+def evaluate_images(model: nn.Module, images: working.EvaluationSet, dist: Distributed, window: tiling.SlidingWindow,
+                    hierarchical: bool = False, outputs: Outputs = Outputs(), progress: str | None = None
+                    ) -> ImageEvaluation:
+    """Metrics over whole images at the working resolution, images/s, and panels.
 
-    Each image is predicted with :mod:`heritage.modeling.tiling`'s sliding window (tiles of ``tile`` px, Hann
-    blending, ``tta``: with flips, the same code as ``python -m heritage predict``; autocast to ``dtype``, the run's
-    :func:`heritage.training.devices.autocast_dtype`, None = float32); a letterbox model input is predicted
-    whole (one tile) and its label map resized to the evaluation resolution with nearest neighbour.
-    The confusion matrix is accumulated on those pixels, in row chunks (no full-size int64 copies).
-    ``keep``: the first images' (id, picture, truth, prediction), shrunk to PANEL_SIDE, for panels.
-    Each image's own (fine) confusion is counted too (a bincount of the same pixels): the result's
-    ``per_image_miou`` is the mean over images of their mIoU (:func:`heritage.modeling.metrics.mean_iou`), and with
-    ``per_image`` the result also holds ``per_image`` = ``{"ids": [...], "confusion": (n, 16, 16) int64
-    tensor}`` (a tensor, so a result kept in a resume checkpoint still loads with ``weights_only``).
-    ``scores``: accumulators each fed every image and its fine prediction on the scored pixels
-    (:class:`ImageScore`, e.g. :class:`heritage.modeling.thin.ThinDamageScores`); the caller reads their results.
+    Each image is predicted with :mod:`heritage.modeling.tiling`'s sliding ``window`` (tiles, Hann blending,
+    flip TTA: the same code as ``python -m heritage predict``; autocast to its ``dtype``, the run's
+    :func:`heritage.training.devices.autocast_dtype`, None = float32) on ``dist.device``; a letterbox model
+    input is predicted whole (one tile) and its label map resized to the evaluation resolution with nearest
+    neighbour. The confusion matrix is accumulated on those pixels, in row chunks (no full-size int64 copies).
 
-    With ``dist`` (several processes) every process must call it: each scores a shard of the images (every
-    ``world_size``-th from its rank), the summable counts (the confusion matrices and every accumulator in
-    ``scores``) are summed over the processes (:func:`heritage.training.devices.sum_over_processes`) and the
-    per-image rows and panels gathered in the images' order, so every process returns the result, and holds
-    the scores, one process would (images/s: its own shard's).
+    The metrics are :meth:`heritage.modeling.metrics.ConfusionMatrix.compute`'s dict plus ``confusion_matrix``
+    (16 x 16 pixel counts, ground truth x prediction), ``all_clean_miou`` (the mIoU of predicting Clean
+    everywhere on the same pixels: the trivial baseline) and ``per_image_miou`` (the mean over images of their
+    own mIoU, :func:`heritage.modeling.metrics.mean_iou`); for the hierarchical model also ``hierarchical``:
+    ``{"binary_miou", "coarse_miou", "fine_miou"}``. ``outputs`` adds per-image rows, panels and scores
+    (:class:`Outputs`); ``progress``: the progress bar's label, None for no bar.
+
+    With several processes (``dist.enabled``) every process must call it: each scores a shard of the images
+    (every ``world_size``-th from its rank), the summable counts (the confusion matrices and every accumulator
+    in ``outputs.scores``) are summed over the processes (:func:`heritage.training.devices.sum_over_processes`)
+    and the per-image rows and panels gathered in the images' order, so every process returns the result, and
+    holds the scores, one process would (images/s: its own shard's).
     """
-    from PIL import Image
-
     model.eval()
-    distributed = dist is not None and dist.enabled
-    shard = range(dist.rank, len(images), dist.world_size) if distributed else range(len(images))
-    options = tiling.SlidingWindow(tile=tile, batch_size=batch_size, dtype=dtype, tta=tta)
+    device = dist.device
+    shard = range(dist.rank, len(images), dist.world_size) if dist.enabled else range(len(images))
     matrices = metrics.HierarchicalMetrics(device=device) if hierarchical else metrics.ConfusionMatrix(device=device)
     heads = HEADS if hierarchical else {"fine": HEADS["fine"]}
     net = _HeadsAsChannels(model) if hierarchical else model
-    channels = max(hi for _, hi in heads.values())
-    panels = []
+    panels: list[Panel] = []
     confusions = np.zeros((len(shard), taxonomy.NUM_CLASSES, taxonomy.NUM_CLASSES), dtype=np.int64)
     ids = []
     synchronize(device)
     start = time.perf_counter()
-    bar = tqdm(shard, desc=desc, leave=False, disable=not progress, unit="image")
-    for slot, index in enumerate(bar):
+    for slot, index in enumerate(tqdm(shard, desc=progress, leave=False, disable=progress is None, unit="image")):
         item = images[index]
         ids.append(item.sample_id)
-        maps = {name: np.empty(item.model_input.shape[:2], dtype=np.uint8) for name in heads}
-        for y0, probabilities in tiling.iter_probability_bands(net, item.model_input, options, device,
-                                                              num_classes=channels, progress=False):
-            rows = slice(y0, y0 + probabilities.shape[1])
-            for name, (lo, hi) in heads.items():
-                maps[name][rows] = probabilities[lo:hi].argmax(0).to(torch.uint8).cpu().numpy()
-        height, width = item.mask.shape
-        if (height, width) != item.model_input.shape[:2]:  # letterbox: back to the scored pixels
-            maps = {name: np.array(Image.fromarray(labels).resize((width, height), Image.Resampling.NEAREST))
-                    for name, labels in maps.items()}
-        for score in scores:
+        maps = _label_maps(net, item, heads, window, device)
+        for score in outputs.scores:
             score.update(item, maps["fine"])
-        rows = max(1, (1 << 22) // width)
-        for y0 in range(0, height, rows):
-            target = torch.from_numpy(np.ascontiguousarray(item.mask[y0:y0 + rows]))[None]
-            predicted = {name: torch.from_numpy(labels[y0:y0 + rows])[None] for name, labels in maps.items()}
-            first = int(y0 == 0)  # one image per image, however many chunks
-            confusions[slot] += _confusion(target[0].numpy(), predicted["fine"][0].numpy())
-            if hierarchical:
-                matrices.update(predicted, target, n_images=first)
-            else:
-                matrices.update(predicted["fine"], target, n_images=first)
-        if len(panels) < keep:
-            panels.append((item.sample_id, *_shrunk(np.asarray(item.picture), np.asarray(item.mask), maps["fine"])))
+        _accumulate(matrices, item.mask, maps, hierarchical)
+        confusions[slot] = _image_confusion(item.mask, maps["fine"])
+        if len(panels) < outputs.panels:
+            panels.append(_panel(item, maps["fine"]))
     synchronize(device)
     seconds = time.perf_counter() - start
-    if distributed:
-        ids, confusions, panels = _reduced([matrices, *scores], (list(shard), ids, confusions, panels), keep, dist)
+    if dist.enabled:
+        ids, confusions, panels = _reduced([matrices, *outputs.scores], (list(shard), ids, confusions, panels),
+                                           outputs.panels, dist)
     result = _evaluation_result(matrices, hierarchical)
     image_mious = metrics.mean_iou(metrics.iou_per_class(*metrics.class_counts(confusions)))
     scored = image_mious[~np.isnan(image_mious)]  # an image without a labelled pixel has no mIoU
     result = {"miou": result["miou"], "per_image_miou": float(scored.mean()) if len(scored) else None,
               "per_image_convention": metrics.PER_IMAGE_CONVENTION, **result}  # beside the dataset-level miou
-    if per_image:
+    if outputs.per_image:
         result["per_image"] = {"ids": ids, "confusion": torch.from_numpy(confusions)}
-    return result, len(shard) / max(seconds, 1e-9), panels  # this process's images
+    return ImageEvaluation(result, len(shard) / max(seconds, 1e-9), panels)  # this process's images
 
 
-def _reduced(accumulators: Sequence[Any], shard_rows: tuple[list[int], list[str], np.ndarray, list[Any]], keep: int,
-             dist: Distributed) -> tuple[list[str], np.ndarray, list[Any]]:
+def _label_maps(net: nn.Module, item: working.EvaluationImage, heads: Mapping[str, tuple[int, int]],
+                window: tiling.SlidingWindow, device: torch.device) -> dict[str, np.ndarray]:
+    """Each head's (H, W) uint8 labels of ``item`` on its scored pixels: the tiler's blended probabilities
+    of its model input, argmax per head, resized back with nearest neighbour when the input was letterboxed."""
+    from PIL import Image
+
+    channels = max(hi for _, hi in heads.values())
+    maps = {name: np.empty(item.model_input.shape[:2], dtype=np.uint8) for name in heads}
+    for y0, probabilities in tiling.iter_probability_bands(net, item.model_input, window, device,
+                                                          num_classes=channels, progress=False):
+        rows = slice(y0, y0 + probabilities.shape[1])
+        for name, (lo, hi) in heads.items():
+            maps[name][rows] = probabilities[lo:hi].argmax(0).to(torch.uint8).cpu().numpy()
+    height, width = item.mask.shape
+    if (height, width) != item.model_input.shape[:2]:  # letterbox: back to the scored pixels
+        maps = {name: np.array(Image.fromarray(labels).resize((width, height), Image.Resampling.NEAREST))
+                for name, labels in maps.items()}
+    return maps
+
+
+def _chunks(height: int, width: int) -> range:
+    """First rows of the row chunks an image is scored in."""
+    return range(0, height, max(1, CHUNK_PIXELS // width))
+
+
+def _accumulate(matrices: Any, mask: np.ndarray, maps: Mapping[str, np.ndarray], hierarchical: bool) -> None:
+    """Add one image's pixels to the dataset-level confusion matrices (one image, however many chunks)."""
+    chunks = _chunks(*mask.shape)
+    for y0 in chunks:
+        y1 = y0 + chunks.step
+        target = torch.from_numpy(np.ascontiguousarray(mask[y0:y1]))[None]
+        first = int(y0 == 0)
+        if hierarchical:
+            matrices.update({name: torch.from_numpy(labels[y0:y1])[None] for name, labels in maps.items()}, target,
+                            n_images=first)
+        else:
+            matrices.update(torch.from_numpy(maps["fine"][y0:y1])[None], target, n_images=first)
+
+
+def _image_confusion(mask: np.ndarray, prediction: np.ndarray) -> np.ndarray:
+    """One image's own 16 x 16 fine confusion (for its per-image mIoU), counted in row chunks."""
+    chunks = _chunks(*mask.shape)
+    return sum((_confusion(mask[y0:y0 + chunks.step], prediction[y0:y0 + chunks.step]) for y0 in chunks),
+               np.zeros((taxonomy.NUM_CLASSES, taxonomy.NUM_CLASSES), dtype=np.int64))
+
+
+def _panel(item: working.EvaluationImage, prediction: np.ndarray) -> Panel:
+    """Picture (area), truth and prediction (nearest) with the longest side at most PANEL_SIDE."""
+    import cv2
+
+    picture, truth = np.asarray(item.picture), np.asarray(item.mask)
+    height, width = truth.shape
+    factor = PANEL_SIDE / max(height, width)
+    if factor >= 1:
+        return Panel(item.sample_id, picture, truth, prediction)
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    return Panel(item.sample_id, cv2.resize(picture, size, interpolation=cv2.INTER_AREA),
+                 cv2.resize(truth, size, interpolation=cv2.INTER_NEAREST),
+                 cv2.resize(prediction, size, interpolation=cv2.INTER_NEAREST))
+
+
+class _Gathered(NamedTuple):
+    ids: list[str]
+    confusions: np.ndarray
+    panels: list[Panel]
+
+
+def _reduced(accumulators: Sequence[Any], shard_rows: tuple[list[int], list[str], np.ndarray, list[Panel]], keep: int,
+             dist: Distributed) -> _Gathered:
     """Sum the processes' ``accumulators`` (anything whose ``state_dict()`` is summable counts and which
     ``load_state_dict()`` takes back: confusion matrices, :class:`heritage.modeling.counts.SummedCounts`) on
     every process, and gather the per-image rows (ids, confusions) and panels in the images' order:
@@ -220,7 +290,7 @@ def _reduced(accumulators: Sequence[Any], shard_rows: tuple[list[int], list[str]
     ids = [rows[i][0] for i in order]
     confusions = np.stack([rows[i][1] for i in order]) if rows else np.zeros((0,) + (taxonomy.NUM_CLASSES,) * 2,
                                                                              dtype=np.int64)
-    return ids, confusions, [panel for _, panel in sorted(panels, key=lambda pair: pair[0])][:keep]
+    return _Gathered(ids, confusions, [panel for _, panel in sorted(panels, key=lambda pair: pair[0])][:keep])
 
 
 def _confusion(truth: np.ndarray, prediction: np.ndarray) -> np.ndarray:
@@ -228,17 +298,3 @@ def _confusion(truth: np.ndarray, prediction: np.ndarray) -> np.ndarray:
     codes = truth.astype(np.intp) * taxonomy.NUM_CLASSES + prediction
     counts = np.bincount(codes.ravel(), minlength=256 * taxonomy.NUM_CLASSES)
     return counts[: taxonomy.NUM_CLASSES ** 2].reshape(taxonomy.NUM_CLASSES, taxonomy.NUM_CLASSES)
-
-
-def _shrunk(picture: np.ndarray, truth: np.ndarray, prediction: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Picture (area), truth and prediction (nearest) with the longest side at most PANEL_SIDE."""
-    import cv2
-
-    height, width = truth.shape
-    factor = PANEL_SIDE / max(height, width)
-    if factor >= 1:
-        return picture, truth, prediction
-    size = (max(1, round(width * factor)), max(1, round(height * factor)))
-    return (cv2.resize(picture, size, interpolation=cv2.INTER_AREA),
-            cv2.resize(truth, size, interpolation=cv2.INTER_NEAREST),
-            cv2.resize(prediction, size, interpolation=cv2.INTER_NEAREST))

@@ -115,11 +115,10 @@ def run_training(config: RunConfig, progress: bool = True) -> dict[str, Any]:
             config.loss, class_weights=None if class_weights is None else torch.as_tensor(class_weights,
                                                                                           dtype=torch.float32),
             **config.loss_params)
-        fitted = engine.fit(config, model, loss_fn, datasets["train"], datasets["val"], folder, dist,
-                            progress=progress)
+        fitted = engine.fit(config, model, loss_fn, datasets["train"], datasets["val"], dist, progress=progress)
 
         with reproducibility.kernels(reproducibility.kernel_mode(dist.device)):  # as fit evaluated
-            result = _final_evaluation(config, model, datasets, folder, fitted, dist, progress, scale)
+            result = _final_evaluation(config, model, datasets, fitted, dist, progress, scale)
         if dist.enabled:
             shared = [result]
             torch_dist.broadcast_object_list(shared, src=0)
@@ -171,18 +170,18 @@ def _first_line(err: BaseException) -> str:
 
 def _training_set(config: RunConfig, train_ids: list[str], progress: bool) -> Any:
     """Letterboxed whole images (optionally preloaded) or patches of the working resolution."""
-    from heritage.data import datasets as data, working
+    from heritage.data import datasets, working
 
     if config.sampling == "patch":
-        return working.PatchDataset(config.data_dir, train_ids, config.image_size, config.working_resolution,
-                                 config.foreground_share, seed=config.seed, cache_dir=config.cache_dir,
-                                 progress=progress)
+        cache = working.WorkingCache(config.data_dir, config.working_resolution, config.cache_dir)
+        return working.PatchDataset(cache, train_ids, config.image_size, config.foreground_share, seed=config.seed,
+                                    progress=progress)
     cache = None
     if config.preload:
-        cache = data.PreloadCache(config.data_dir, train_ids, config.image_size,
-                                  shm_dir="/dev/shm" if config.shm else None, progress=progress)
-    return data.SegmentationDataset(config.data_dir, train_ids, config.image_size, train=True, cache=cache,
-                                    seed=config.seed)
+        cache = datasets.PreloadCache(config.data_dir, train_ids, config.image_size,
+                                      shm_dir="/dev/shm" if config.shm else None, progress=progress)
+    return datasets.SegmentationDataset(config.data_dir, train_ids, config.image_size, train=True, cache=cache,
+                                        seed=config.seed)
 
 
 def scale_record(config: RunConfig, ids: list[str], train_ids: list[str] | None = None,
@@ -258,27 +257,29 @@ def vanishing_messages(config: RunConfig, record: dict[str, Any]) -> list[str]:
     return [message + hint for message in scale.vanishing_messages(record["components"]["model_input"], where)]
 
 
-def _final_evaluation(config: RunConfig, model: Any, datasets: dict[str, Any], folder: Path, fitted: Any,
-                      dist: Any, progress: bool, scale: dict[str, Any]) -> dict[str, Any]:
+def _final_evaluation(config: RunConfig, model: Any, datasets: dict[str, Any], fitted: Any, dist: Any,
+                      progress: bool, scale: dict[str, Any]) -> dict[str, Any]:
     """Evaluate the best checkpoint once on the test part (every process a shard; and the residual filter, its
     k chosen on the validation part, on the same pixels, its counts summed over the processes), then, on rank 0,
-    draw panels and write ``metrics.json`` (the other processes return an empty dict)."""
+    draw panels and write ``metrics.json`` into the run folder (the other processes return an empty dict)."""
     import numpy as np
 
     from heritage.data import datafolder, taxonomy, working
     from heritage.training import devices, evaluation, runs
-    from heritage.modeling import models, residual, thin
+    from heritage.modeling import models, registry, residual, thin, tiling
 
+    folder = run_dir(config)
     test_set, val_set = datasets["test"], datasets["val"]
     model.load_state_dict(runs.load_best_checkpoint(folder)["model"])
     dtype = devices.autocast_dtype(config.amp, dist.device)
     # The filter's threshold from the validation images alone (no model: one pass), then scored on test.
     k_choice = residual.choose_k(val_set.scored(index) for index in range(len(val_set)))
     thin_scores = thin.ThinDamageScores(k_choice.k)
+    window = tiling.SlidingWindow(tile=config.image_size, batch_size=config.batch_size, dtype=dtype,
+                                  tta=config.tta == "flip")
+    outputs = evaluation.Outputs(panels=config.n_prediction_panels, per_image=True, scores=[thin_scores])
     test, eval_images_per_s, panels = evaluation.evaluate_images(
-        model, test_set, dist.device, config.hierarchical, config.image_size, config.batch_size, desc="test",
-        progress=progress and dist.is_main, keep=config.n_prediction_panels, per_image=True, dtype=dtype,
-        tta=config.tta == "flip", scores=[thin_scores], dist=dist)
+        model, test_set, dist, window, config.hierarchical, outputs, "test" if progress and dist.is_main else None)
     if not dist.is_main:
         return {}
     test["thin"] = thin_scores.result()
@@ -296,7 +297,7 @@ def _final_evaluation(config: RunConfig, model: Any, datasets: dict[str, Any], f
 
     metrics: dict[str, Any] = {
         "poc": config.poc, "variant": config.variant, "encoder": config.encoder,
-        "family": models.ENCODERS[config.encoder].family, "architecture": config.architecture,
+        "family": registry.encoder_spec(config.encoder).family, "architecture": config.architecture,
         "loss": config.loss, "class_weights": config.class_weights, "protocol": config.protocol,
         "fold": config.fold, "profile": config.profile, "seed": config.seed,
         "config_hash": config.config_hash(), "image_size": config.image_size, "batch_size": config.batch_size,
@@ -322,10 +323,10 @@ def _final_evaluation(config: RunConfig, model: Any, datasets: dict[str, Any], f
     if config.hierarchical:
         metrics["hierarchical"] = test["hierarchical"]
     # Every run, leaky or not, also scores its test part the seeds' way (one cheap letterbox pass), so the
-    # seeds-protocol table can show their metric beside ours on the same predictions (issue 12).
+    # seeds-protocol table can show their metric beside ours on the same predictions.
     metrics["test"]["seeds_convention"] = evaluation.evaluate_seeds_convention(
-        model, config.data_dir, list(test_set.ids), config.image_size, config.batch_size, dist.device, dtype,
-        devices.uses_channels_last(config.channels_last, config.encoder, dist.device))
+        model, config.data_dir, list(test_set.ids), evaluation.Letterboxed(config.image_size, config.batch_size),
+        dist.device, dtype, devices.uses_channels_last(config.channels_last, config.encoder, dist.device))
     runs.write_metrics(folder, metrics)
     # Finished: the resume state (model + optimizer, ~3x the model) is no longer needed.
     runs.remove_resume_checkpoints(folder)  # checkpoint_last.pt and its .prev
