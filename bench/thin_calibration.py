@@ -62,6 +62,22 @@ def thin_counts(run_dir: Path, part: str) -> tuple[np.ndarray, np.ndarray]:
     return counts, filter_counts
 
 
+def describe_run(run_dir: Path) -> dict[str, Any]:
+    """The run's settings and what its own metrics.json says about thin damage (at the argmax)."""
+    run = config.RunConfig.from_yaml(run_dir / runs.CONFIG_FILE)
+    thin = json.loads((run_dir / runs.METRICS_FILE).read_text())["test"]["thin"]
+    n_train = len(train.check_inputs(run)[0])
+    if run.max_train_samples is not None:
+        n_train = min(n_train, run.max_train_samples)
+    return {"settings": {name: getattr(run, name) for name in (
+                "poc", "variant", "encoder", "fold", "image_size", "batch_size", "epochs", "max_train_samples", "lr",
+                "sampling", "foreground_share", "full_resolution_skips", "residual_input", "loss", "loss_params",
+                "class_weights", "tta", "amp", "seed")},
+            "steps": run.epochs * (n_train // run.batch_size),
+            "metrics_thin": {"model_iou": thin["model_iou"], "filter_iou": thin["filter_iou"], "model": thin["model"],
+                             "filter_k": thin["filter"]["k"]}}
+
+
 def iou(counts: np.ndarray) -> np.ndarray:
     counts = np.atleast_2d(counts).astype(np.float64)
     union = counts[:, 1] + counts[:, 2] - counts[:, 0]
@@ -82,7 +98,7 @@ def main(argv: list[str] | None = None) -> Path:
                        "model_recall": [float(c[0] / c[1]) if c[1] else None for c in counts]}
     chosen = int(np.nanargmax(parts["val"]["model_iou"]))
     record = {
-        "run": str(args.run_dir), "device": runs.cpu_name(), "git_commit": runs.git_commit(),
+        "run": str(args.run_dir), **describe_run(args.run_dir), "device": runs.cpu_name(), "git_commit": runs.git_commit(),
         "what": ("thin-damage IoU of the run's best checkpoint with its thin classes' probabilities divided by each "
                  "factor (argmax after), val and test; the factor chosen on val (highest IoU), as the filter's k"),
         "factors": list(FACTORS), **parts, "chosen_factor": FACTORS[chosen],
