@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> Path:
                        "model_recall": [float(c[0] / c[1]) if c[1] else None for c in counts]}
     chosen = int(np.nanargmax(parts["val"]["model_iou"]))
     record = {
-        "run": str(args.run_dir), **describe_run(args.run_dir), "device": runs.cpu_name(), "git_commit": runs.git_commit(),
+        "run": str(args.run_dir), **describe_run(args.run_dir), "device": runs.cpu_name(),
+        "git_commit": runs.git_commit(),
         "what": ("thin-damage IoU of the run's best checkpoint with its thin classes' probabilities divided by each "
                  "factor (argmax after), val and test; the factor chosen on val (highest IoU), as the filter's k"),
         "factors": list(FACTORS), **parts, "chosen_factor": FACTORS[chosen],
@@ -108,7 +109,8 @@ def main(argv: list[str] | None = None) -> Path:
         "wall_time_s": time.perf_counter() - start,
     }
     fileio.write_json(args.out, record)
-    print(json.dumps({key: record[key] for key in ("chosen_factor", "test_at_chosen", "test_at_argmax", "test_filter")}))
+    print(json.dumps({key: record[key]
+                      for key in ("chosen_factor", "test_at_chosen", "test_at_argmax", "test_filter")}))
     return args.out
 
 
