@@ -10,10 +10,11 @@ per-class strict IoU, the tolerant clIoU of the thin classes, thin-damage IoU (t
 arm and of the filter, all-Clean mIoU, steps, wall time and the autocast dtype.
 
 ``--ablation`` then measures what each ingredient of the recipe contributes: the recipe trained again at the same
-budget without one of them (``ABLATIONS``: the full-resolution skips, the loss, the Skeleton Recall term, the
-share of crops centred on damage, each set back to the main or patch configuration's value), the recipe's own
-checkpoint tested without flip TTA (no training), and the recipe with half the steps. A step's cost, recipe
-against the main configuration, is timed interleaved in one process (``step_cost``: float32 and bf16).
+budget without one of them (``ABLATIONS``: the residual input, the full-resolution skips, the loss, the Skeleton
+Recall term, the share of crops centred on damage, each set back to the main or patch configuration's value), the
+recipe's own checkpoint tested without flip TTA (no training), and the recipe with half the steps. A step's cost,
+recipe against the main configuration, is timed interleaved in one process (``step_cost``: float32 and bf16).
+``--tag`` keeps several records of one day apart.
 
 A measurement, not a test: it records what it got against the aim (thin-damage IoU at least ``AIM_RATIO`` x the
 filter's, each thin class at strict IoU >= ``AIM_CLASS_IOU``). The machine may be shared: the JSON records the
@@ -78,7 +79,10 @@ def ablations(arms: dict[str, config.RunConfig]) -> dict[str, dict[str, Any]]:
     """The recipe without one ingredient each, that ingredient set back to the main (or patch) arm's value."""
     main, patch, thin = arms["letterbox"], arms["patch"], arms["thin"]
     return {
-        "thin without full-resolution skips": {"full_resolution_skips": main.full_resolution_skips},
+        "thin without residual input": {"residual_input": main.residual_input},
+        # the residual input enters through the full-resolution stem: without the stem it goes too
+        "thin without full-resolution skips": {"full_resolution_skips": main.full_resolution_skips,
+                                               "residual_input": main.residual_input},
         "thin with the main loss": {"loss": main.loss, "loss_params": main.loss_params},
         "thin without Skeleton Recall": {"loss_params": {**thin.loss_params, "skeleton_recall": 0.0}},
         "thin with the patch arm's foreground share": {"foreground_share": patch.foreground_share},
@@ -131,8 +135,8 @@ def describe(run: config.RunConfig) -> dict[str, Any]:
     """The settings an arm is made of."""
     return {"variant": run.variant, "encoder": run.encoder, "split": run.split_name, "seed": run.seed,
             **{name: getattr(run, name) for name in (
-                "sampling", "working_resolution", "foreground_share", "full_resolution_skips", "loss", "loss_params",
-                "class_weights", "tta", "amp", "lr", *report.BUDGET_FIELDS)},
+                "sampling", "working_resolution", "foreground_share", "full_resolution_skips", "residual_input", "loss",
+                "loss_params", "class_weights", "tta", "amp", "lr", *report.BUDGET_FIELDS)},
             "dtype": devices.dtype_name(devices.autocast_dtype(run.amp, torch.device("cpu")))}
 
 
@@ -201,7 +205,8 @@ def step_cost(arms: dict[str, config.RunConfig], rounds: int, steps: int) -> dic
             run = arms[arm]
             torch.manual_seed(0)
             model = models.build_model(run.architecture, run.encoder, image_size=run.image_size,
-                                       full_resolution_skips=run.full_resolution_skips)
+                                       full_resolution_skips=run.full_resolution_skips,
+                                       residual_input=run.residual_input)
             model = model.to(memory_format=torch.channels_last)
             loss_fn = losses.build_loss(run.loss, class_weights=torch.ones(taxonomy.NUM_CLASSES), **run.loss_params)
             optimizer = engine.build_optimizer(model.parameters(), run.lr, run.weight_decay, torch.device("cpu"))
@@ -279,6 +284,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--step-rounds", type=int, default=5, help="interleaved rounds of the step-cost timing (0: none)")
     parser.add_argument("--jobs", type=int, default=1, choices=(1, 2, 3), help="train that many arms side by side")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--tag", help="appended to the file name (thin-<cpu>-<date>-<tag>.json): runs of one day "
+                        "kept apart")
     args = parser.parse_args(argv)
     commit = runs.git_commit()
     load_before = os.getloadavg()
@@ -286,6 +293,8 @@ def main(argv: list[str] | None = None) -> Path:
     stand_in = {"n_images": args.n_images, "longest_side": args.longest_side}
     device = runs.cpu_name()
     path = result_path(args.out, device, date.today().isoformat(), prefix="thin-")
+    if args.tag:
+        path = path.with_name(f"{path.stem}-{args.tag}{path.suffix}")
     results: dict[str, dict[str, Any]] = {}
     timing: dict[str, Any] = {}
 

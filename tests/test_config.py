@@ -98,7 +98,9 @@ def test_the_thin_recipe_is_a_flagship_variant_in_both_profiles_at_the_main_budg
     for profile in ("full", "smoke"):
         main, thin = (load_run_config("poc59v2_flagship", profile, variant=variant, overrides={"data_dir": str(data_dir)})
                       for variant in (None, design.THIN_VARIANT))
-        assert (thin.sampling, thin.full_resolution_skips, thin.tta) == ("patch", True, "flip")
+        assert (thin.sampling, thin.full_resolution_skips, thin.residual_input, thin.tta) == (
+            "patch", True, True, "flip")
+        assert not main.residual_input
         assert thin.loss_params["skeleton_recall"] > 0
         assert all(getattr(thin, name) == getattr(main, name) for name in BUDGET_FIELDS), profile  # RQ6 compares
         assert any(c.variant == design.THIN_VARIANT for c in plan(profile, ["poc59v2_flagship"], data_dir)), profile
@@ -155,6 +157,7 @@ def test_yaml_booleans_for_on_off_modes_are_normalised(data_dir):
     ({"loss_params": {"skeleton_recall": -1}}, r"loss_params: .* skeleton_recall must be a number >= 0"),
     ({"architecture": "hierarchical_upernet", "loss": "hierarchical", "full_resolution_skips": True},
      r"full_resolution_skips: architecture 'hierarchical_upernet' has no decoder blocks at full resolution"),
+    ({"residual_input": True}, r"residual_input: the residual evidence enters through the full-resolution input stem"),
 ])
 def test_bad_values_raise_errors_naming_the_key_and_the_value(data_dir, overrides, message):
     with pytest.raises(ConfigError, match=message):

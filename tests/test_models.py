@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import safetensors.torch
 import segmentation_models_pytorch as smp
@@ -12,8 +13,8 @@ import torch
 from huggingface_hub import constants as hub_constants
 
 from heritage import config, errors
-from heritage.modeling import losses, models, pretrained_weights, registry
-from heritage.data import taxonomy
+from heritage.modeling import losses, models, pretrained_weights, registry, residual
+from heritage.data import datasets, taxonomy
 
 CASES = [(encoder, architecture) for encoder in registry.ENCODERS for architecture in registry.ARCHITECTURES]
 # Loose bounds around the seeds' reports (UNet 30-45 M, UPerNet ~37 M) at 16 classes.
@@ -72,6 +73,36 @@ def test_full_resolution_skips_feed_the_decoders_last_two_blocks(encoder):
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in stem.parameters())
     extra = models.count_parameters(model) - models.count_parameters(plain)
     assert 0 < extra < 0.01 * models.count_parameters(plain)  # a few convolutions, not a second encoder
+
+
+def test_residual_evidence_is_the_residual_filters_score_with_its_sign():
+    """The torch residual the model reads is numpy's ``residual.scores`` before its abs (one home for the filter's
+    constants), per image of a batch, from the ImageNet-normalised tensor, with bright and dark marks of opposite
+    sign; bf16 autocast does not change it."""
+    rng = np.random.default_rng(0)
+    pictures = rng.normal(120, 15, (2, 45, 50, 3)).clip(0, 255).astype(np.uint8)
+    pictures[0, 10, 5:40] = 250  # a bright scratch
+    pictures[1, 5:30, 20] = 5  # a dark hair
+    batch = torch.stack([datasets.normalize(picture) for picture in pictures])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        evidence = models.residual_evidence(batch)
+    assert evidence.shape == (2, 1, 45, 50) and evidence.dtype == torch.float32
+    for picture, found in zip(pictures, evidence[:, 0].numpy()):
+        expected = np.minimum(residual.scores(picture), models.RESIDUAL_CLIP)
+        np.testing.assert_allclose(np.abs(found), expected, atol=1e-3)
+    assert (evidence[0, 0, 10, 8:38] > 5).all() and (evidence[1, 0, 8:28, 20] < -5).all()
+
+
+def test_residual_input_joins_the_full_resolution_stem_and_is_trained():
+    torch.manual_seed(0)
+    model = models.build_model("unet", "convnext_tiny", image_size=64, full_resolution_skips=True, residual_input=True)
+    first = model.full_stem[0][0]
+    assert first.in_channels == 4
+    losses.build_loss("dice")(model(torch.randn(2, 3, 64, 64)), torch.randint(0, taxonomy.NUM_CLASSES, (2, 64, 64))
+                              ).backward()
+    assert first.weight.grad[:, 3].abs().sum() > 0  # the residual channel's weights learn
+    with pytest.raises(errors.InputError, match="residual_input: .* needs full_resolution_skips"):
+        models.build_model("unet", "convnext_tiny", image_size=64, residual_input=True)
 
 
 def test_full_resolution_skips_are_refused_where_there_is_no_full_resolution_decoder():

@@ -599,6 +599,24 @@ def test_load_model_refuses_a_checkpoint_without_its_config(tmp_path):
 # ----------------------------------------------------------------------------- through heritage.modeling.models
 
 
+def test_load_model_rebuilds_a_run_with_the_residual_input(tmp_path):
+    """A checkpoint whose config has ``residual_input`` is rebuilt with the residual channel in its input stem
+    (its weights would not fit the 3-channel stem), and gives the trained model's outputs."""
+    from heritage.modeling.models import build_model
+
+    config = {"architecture": "unet", "encoder": "convnext_tiny", "image_size": 64, "full_resolution_skips": True,
+              "residual_input": True}
+    torch.manual_seed(0)
+    model = build_model("unet", "convnext_tiny", image_size=64, full_resolution_skips=True, residual_input=True).eval()
+    torch.save({"model": model.state_dict(), "config": config, "epoch": 1, "val_miou": 0.1},
+               tmp_path / "checkpoint_best.pt")
+    loaded, _ = predict.load_model(tmp_path, "cpu")
+    assert loaded.residual_input and loaded.full_stem[0][0].in_channels == 4
+    images = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images), model(images))
+
+
 def test_cli_predicts_a_folder_with_a_trained_run_folder(tmp_path, capsys):
     from heritage.modeling.models import build_model
 

@@ -88,6 +88,9 @@ class RunConfig:
     # skips at full and half resolution from a small stem on the input into the UNet decoder's last two blocks
     # (heritage.modeling.models.UnetWithInputSkips): what thin damage needs past the encoders' stride-4 stems
     full_resolution_skips: bool = False
+    # that stem also reads the residual filter's evidence (heritage.modeling.models.residual_evidence: luminance
+    # minus its 5x5 median over the robust sigma), computed inside the model from its input
+    residual_input: bool = False
     loss: str = "dice"
     loss_params: dict = field(default_factory=dict)  # extra keyword arguments of losses.build_loss
     class_weights: str | None = None  # a weights method, or None for an unweighted loss
@@ -301,6 +304,9 @@ def _check_values(config: RunConfig) -> None:
     if config.full_resolution_skips and config.architecture not in registry.FULL_RESOLUTION_ARCHITECTURES:
         raise ConfigError(f"full_resolution_skips: architecture {config.architecture!r} has no decoder blocks at full "
                           f"resolution to take them; they exist for {', '.join(registry.FULL_RESOLUTION_ARCHITECTURES)}")
+    if config.residual_input and not config.full_resolution_skips:
+        raise ConfigError("residual_input: the residual evidence enters through the full-resolution input stem; set "
+                          "full_resolution_skips: true with it")
     require_choice("tta", config.tta, registry.TTA_MODES)
     require_choice("encoder", config.encoder, list(registry.ENCODERS))
     require_choice("loss", config.loss, registry.LOSSES)

@@ -76,7 +76,8 @@ def load_model(run_dir: str | Path, device: str | torch.device) -> tuple[torch.n
     checkpoint = runs.load_best_checkpoint(run_dir)
     path, config = Path(run_dir) / runs.BEST_CHECKPOINT, checkpoint["config"]
     model = build_model(config["architecture"], config["encoder"], image_size=config["image_size"],
-                        full_resolution_skips=config.get("full_resolution_skips", False))
+                        full_resolution_skips=config.get("full_resolution_skips", False),
+                        residual_input=config.get("residual_input", False))
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError as err:

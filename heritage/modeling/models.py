@@ -23,6 +23,14 @@ placeholder and the last block upsamples without a skip), so a 1 px speck can re
 surviving a 4x4 patchify. It is the high-resolution path crack and vessel segmenters keep (HrSegNet, nnU-Net's
 full-resolution first stage), a few convolutions at full resolution.
 
+With ``residual_input`` that stem also reads the residual filter's evidence (:func:`residual_evidence`: the
+luminance minus its 5x5 median over the robust sigma, :mod:`heritage.modeling.residual`'s detector before its
+threshold), computed from the input tensor inside ``forward``, so training, evaluation, tiling and predict all
+get it without a change to the data. It is the field's high-pass input channel: image forensics feeds its
+detectors fixed residual filters (SRM), film restoration detects dust on a median residual. A model that sees
+the filter's evidence at full resolution has the filter's answer to start from, and context (the picture's
+edges against isolated marks) and class shape to do better.
+
 UPerNet's pyramid pooling has a BatchNorm after a 1x1 pooled map, so the hierarchical model trains
 only with batches of at least 2 samples (train loaders should drop a last batch of 1).
 """
@@ -42,13 +50,43 @@ from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoderBlock
 from torch import nn
 
 from heritage import errors
-from heritage.modeling import pretrained_weights, registry
-from heritage.data import taxonomy
+from heritage.modeling import pretrained_weights, registry, residual
+from heritage.data import datasets, taxonomy
 
 # UPerNet fuses its pyramid at 1/4 of the input; the heads upsample back to full resolution.
 UPERNET_OUTPUT_STRIDE = 4
 # Channels of UnetWithInputSkips' input stem at full and half resolution.
 INPUT_SKIP_CHANNELS = (16, 32)
+# |r| / sigma beyond the filter's largest threshold says nothing more: clipped there, so a few stark marks do not
+# set the input stem's BatchNorm statistics
+RESIDUAL_CLIP = max(residual.K_GRID)
+
+
+def residual_evidence(images: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) signed residual over the robust sigma, ``r / sigma`` clipped to +-RESIDUAL_CLIP, of
+    ImageNet-normalised (B, 3, H, W) ``images``: :func:`heritage.modeling.residual.scores` before its ``abs``
+    (the sign keeps the polarity: bright marks on negatives, dark ones on prints), each image with its own sigma.
+
+    In float32 whatever the autocast; the median's borders replicated, as ``cv2.medianBlur``'s."""
+    with torch.autocast(device_type=images.device.type, enabled=False):
+        mean = torch.tensor(datasets.IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
+        std = torch.tensor(datasets.IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+        weights = torch.tensor(residual.LUMA_WEIGHTS, device=images.device).view(1, 3, 1, 1)
+        luma = ((images.float() * std + mean) * 255.0 * weights).sum(dim=1, keepdim=True)
+        half = residual.MEDIAN_WINDOW // 2
+        padded = nn.functional.pad(luma, (half, half, half, half), mode="replicate")
+        windows = nn.functional.unfold(padded, residual.MEDIAN_WINDOW)  # (B, window^2, H*W)
+        r = luma.flatten(1) - windows.median(dim=1).values  # an odd window: median is exact
+        deviation = (r - _median(r)).abs_()
+        sigma = (residual.MAD_TO_SIGMA * _median(deviation)).clamp_min(residual.SIGMA_FLOOR)
+        return (r / sigma).clamp_(-RESIDUAL_CLIP, RESIDUAL_CLIP).view_as(luma)
+
+
+def _median(values: torch.Tensor) -> torch.Tensor:
+    """(B, 1) median of each row of (B, N) ``values``, numpy's (the mean of the two middle ones when N is even)."""
+    ordered = values.sort(dim=1).values
+    n = values.shape[1]
+    return (ordered[:, (n - 1) // 2] + ordered[:, n // 2]).unsqueeze(1) / 2
 
 
 class HierarchicalUPerNet(smp.UPerNet):
@@ -86,15 +124,20 @@ class UnetWithInputSkips(smp.Unet):
     The stem is two 3x3 conv-BN-ReLU at full resolution (``INPUT_SKIP_CHANNELS[0]`` channels), then a
     stride-2 one and a 3x3 one at half resolution (``[1]``); the decoder's last two blocks are rebuilt to
     take them (the half-resolution one beside whatever the encoder gives at stride 2, nothing for the
-    flagship encoders). Everything else is SMP's UNet; ``forward`` returns logits ``(B, C, H, W)``.
+    flagship encoders). With ``residual_input`` the stem's input is the image and its
+    :func:`residual_evidence` (4 channels). Everything else is SMP's UNet; ``forward`` returns logits
+    ``(B, C, H, W)``.
     """
 
     def __init__(self, encoder_name: str, encoder_weights: str | bool | None, num_classes: int,
-                 **encoder_kwargs: Any) -> None:
+                 residual_input: bool = False, **encoder_kwargs: Any) -> None:
         super().__init__(encoder_name=encoder_name, encoder_weights=encoder_weights, classes=num_classes,
                          **encoder_kwargs)
         full, half = INPUT_SKIP_CHANNELS
-        self.full_stem = nn.Sequential(Conv2dReLU(3, full, 3, padding=1), Conv2dReLU(full, full, 3, padding=1))
+        self.residual_input = residual_input
+        stem_channels = 3 + int(residual_input)
+        self.full_stem = nn.Sequential(Conv2dReLU(stem_channels, full, 3, padding=1),
+                                       Conv2dReLU(full, full, 3, padding=1))
         self.half_stem = nn.Sequential(Conv2dReLU(full, half, 3, padding=1, stride=2),
                                        Conv2dReLU(half, half, 3, padding=1))
         blocks = self.decoder.blocks
@@ -112,7 +155,7 @@ class UnetWithInputSkips(smp.Unet):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input_shape(x)
         features = self.encoder(x)  # [input, stride 2, 4, 8, 16, 32]
-        full = self.full_stem(x)
+        full = self.full_stem(torch.cat([x, residual_evidence(x).to(x.dtype)], dim=1) if self.residual_input else x)
         half = torch.cat([features[1], self.half_stem(full)], dim=1)
         skips = [*features[2:-1][::-1], half, full]  # deepest first, as the decoder's blocks go
         shapes = [f.shape[2:] for f in (*features[2:-1][::-1], half, full)]
@@ -123,11 +166,13 @@ class UnetWithInputSkips(smp.Unet):
 
 
 def build_model(architecture: str, encoder: str, num_classes: int = taxonomy.NUM_CLASSES,
-                image_size: int = 384, pretrained: bool = False, full_resolution_skips: bool = False) -> nn.Module:
+                image_size: int = 384, pretrained: bool = False, full_resolution_skips: bool = False,
+                residual_input: bool = False) -> nn.Module:
     """A randomly initialised (or ImageNet-initialised) segmentation model.
 
     ``unet`` returns logits ``(B, num_classes, H, W)`` (with ``full_resolution_skips``, a
-    :class:`UnetWithInputSkips`); ``hierarchical_upernet`` returns the dict of :class:`HierarchicalUPerNet`.
+    :class:`UnetWithInputSkips`, whose input stem also reads :func:`residual_evidence` with ``residual_input``);
+    ``hierarchical_upernet`` returns the dict of :class:`HierarchicalUPerNet`.
     Encoders with a fixed input size refuse other sizes at forward.
     """
     if architecture not in registry.ARCHITECTURES:
@@ -136,6 +181,9 @@ def build_model(architecture: str, encoder: str, num_classes: int = taxonomy.NUM
     if full_resolution_skips and architecture not in registry.FULL_RESOLUTION_ARCHITECTURES:
         raise errors.InputError(f"full_resolution_skips: architecture {architecture!r} has no decoder blocks at full "
                                 f"resolution; they exist for {', '.join(registry.FULL_RESOLUTION_ARCHITECTURES)}")
+    if residual_input and not full_resolution_skips:
+        raise errors.InputError("residual_input: the residual evidence enters through the full-resolution input stem; "
+                                "it needs full_resolution_skips")
     spec = registry.encoder_spec(encoder)
     registry.check_image_size(encoder, image_size)
     if num_classes < 2:
@@ -148,7 +196,7 @@ def build_model(architecture: str, encoder: str, num_classes: int = taxonomy.NUM
         # Point timm at the resolved file so that building never touches the network again.
         kwargs["pretrained_cfg_overlay"] = {"file": weights_path}
     if architecture == "unet" and full_resolution_skips:
-        model: nn.Module = UnetWithInputSkips(spec.smp_name, timm_weights, num_classes, **kwargs)
+        model: nn.Module = UnetWithInputSkips(spec.smp_name, timm_weights, num_classes, residual_input, **kwargs)
     elif architecture == "unet":
         model = smp.Unet(encoder_name=spec.smp_name, encoder_weights=timm_weights, classes=num_classes, **kwargs)
     else:

@@ -109,7 +109,8 @@ def run_training(config: RunConfig, progress: bool = True) -> dict[str, Any]:
         reproducibility.seed_everything(config.seed)  # the initial weights are part of what the seed fixes
         model = models.build_model(config.architecture, config.encoder, num_classes=taxonomy.NUM_CLASSES,
                                    image_size=config.image_size, pretrained=config.pretrained,
-                                   full_resolution_skips=config.full_resolution_skips)
+                                   full_resolution_skips=config.full_resolution_skips,
+                                   residual_input=config.residual_input)
         loss_fn = losses.build_loss(
             config.loss, class_weights=None if class_weights is None else torch.as_tensor(class_weights,
                                                                                           dtype=torch.float32),
@@ -306,7 +307,8 @@ def _final_evaluation(config: RunConfig, model: Any, datasets: dict[str, Any], f
         "params_m": round(models.count_parameters(model) / 1e6, 3),
         "device": runs.device_name(dist.device), "world_size": dist.world_size,
         "amp": config.amp, "autocast_dtype": devices.dtype_name(dtype), "kernels": fitted.kernels,
-        "full_resolution_skips": config.full_resolution_skips, "tta": config.tta,
+        "full_resolution_skips": config.full_resolution_skips, "residual_input": config.residual_input,
+        "tta": config.tta,
         "sampling": config.sampling, "working_resolution": config.working_resolution,
         "foreground_share": config.foreground_share if config.sampling == "patch" else None,
         "scale": scale,
