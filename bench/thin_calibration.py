@@ -20,13 +20,13 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
 from heritage import config, fileio
-from heritage.data import working
+from heritage.data import splits, working
 from heritage.inference import predict
 from heritage.modeling import residual, tiling
 from heritage.training import devices, runs, train
@@ -34,16 +34,31 @@ from heritage.training import devices, runs, train
 FACTORS = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0)
 
 
-def thin_counts(run_dir: Path, part: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per factor of FACTORS, [TP, truth, predicted] thin-damage pixels of ``part``; and the filter's at the run's k."""
-    run = config.RunConfig.from_yaml(run_dir / runs.CONFIG_FILE)
+class TrainedRun(NamedTuple):
+    """A finished run read once: its settings, its split's ids, its best checkpoint's model, its metrics' thin block."""
+
+    settings: config.RunConfig
+    ids: splits.FoldIds
+    model: torch.nn.Module
+    thin: dict[str, Any]
+
+
+def read_run(run_dir: Path) -> TrainedRun:
+    settings = config.RunConfig.from_yaml(run_dir / runs.CONFIG_FILE)
     model, _ = predict.load_model(run_dir, "cpu")
-    _, val_ids, test_ids = train.check_inputs(run)
-    images = working.EvaluationSet(run.data_dir, val_ids if part == "val" else test_ids, run.image_size,
-                                   run.working_resolution, "working", run.cache_dir, progress=False)
-    k = json.loads((run_dir / runs.METRICS_FILE).read_text())["test"]["thin"]["filter"]["k"]
-    window = tiling.SlidingWindow(tile=run.image_size, batch_size=run.batch_size, tta=run.tta == "flip",
-                                  dtype=devices.autocast_dtype(run.amp, torch.device("cpu")))
+    thin = json.loads((run_dir / runs.METRICS_FILE).read_text())["test"]["thin"]
+    return TrainedRun(settings, train.check_inputs(settings), model, thin)
+
+
+def thin_counts(run: TrainedRun, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per factor of FACTORS, [TP, truth, predicted] thin-damage pixels of ``ids``; and the filter's at the run's k."""
+    settings = run.settings
+    images = working.EvaluationSet(settings.data_dir, ids, settings.image_size, settings.working_resolution,
+                                   "working", settings.cache_dir, progress=False)
+    k = run.thin["filter"]["k"]
+    window = tiling.SlidingWindow(tile=settings.image_size, batch_size=settings.batch_size,
+                                  tta=settings.tta == "flip",
+                                  dtype=devices.autocast_dtype(settings.amp, torch.device("cpu")))
     thin_ids = torch.tensor(residual.THIN_IDS)
     counts = np.zeros((len(FACTORS), 3), dtype=np.int64)
     filter_counts = np.zeros(3, dtype=np.int64)
@@ -51,7 +66,7 @@ def thin_counts(run_dir: Path, part: str) -> tuple[np.ndarray, np.ndarray]:
         picture, mask = (np.asarray(a) for a in images.scored(index))
         labelled, truth = residual.thin_truth(mask)
         probabilities = torch.cat([bands for _, bands in tiling.iter_probability_bands(
-            model, np.asarray(images[index].model_input), window, torch.device("cpu"), progress=False)], dim=1)
+            run.model, np.asarray(images[index].model_input), window, torch.device("cpu"), progress=False)], dim=1)
         for row, factor in enumerate(FACTORS):
             scaled = probabilities.clone()
             scaled[thin_ids] /= factor
@@ -62,18 +77,17 @@ def thin_counts(run_dir: Path, part: str) -> tuple[np.ndarray, np.ndarray]:
     return counts, filter_counts
 
 
-def describe_run(run_dir: Path) -> dict[str, Any]:
+def describe_run(run: TrainedRun) -> dict[str, Any]:
     """The run's settings and what its own metrics.json says about thin damage (at the argmax)."""
-    run = config.RunConfig.from_yaml(run_dir / runs.CONFIG_FILE)
-    thin = json.loads((run_dir / runs.METRICS_FILE).read_text())["test"]["thin"]
-    n_train = len(train.check_inputs(run)[0])
-    if run.max_train_samples is not None:
-        n_train = min(n_train, run.max_train_samples)
-    return {"settings": {name: getattr(run, name) for name in (
+    settings, thin = run.settings, run.thin
+    n_train = len(run.ids.train)
+    if settings.max_train_samples is not None:
+        n_train = min(n_train, settings.max_train_samples)
+    return {"settings": {name: getattr(settings, name) for name in (
                 "poc", "variant", "encoder", "fold", "image_size", "batch_size", "epochs", "max_train_samples", "lr",
                 "sampling", "foreground_share", "full_resolution_skips", "residual_input", "loss", "loss_params",
                 "class_weights", "tta", "amp", "seed")},
-            "steps": run.epochs * (n_train // run.batch_size),
+            "steps": settings.epochs * (n_train // settings.batch_size),
             "metrics_thin": {"model_iou": thin["model_iou"], "filter_iou": thin["filter_iou"], "model": thin["model"],
                              "filter_k": thin["filter"]["k"]}}
 
@@ -90,15 +104,16 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     start, load_before = time.perf_counter(), os.getloadavg()
+    run = read_run(args.run_dir)
     parts: dict[str, Any] = {}
-    for part in ("val", "test"):
-        counts, filter_counts = thin_counts(args.run_dir, part)
+    for part, ids in (("val", run.ids.val), ("test", run.ids.test)):
+        counts, filter_counts = thin_counts(run, ids)
         parts[part] = {"model_iou": [float(v) for v in iou(counts)], "filter_iou": float(iou(filter_counts)[0]),
                        "model_precision": [float(c[0] / c[2]) if c[2] else None for c in counts],
                        "model_recall": [float(c[0] / c[1]) if c[1] else None for c in counts]}
     chosen = int(np.nanargmax(parts["val"]["model_iou"]))
     record = {
-        "run": str(args.run_dir), **describe_run(args.run_dir), "device": runs.cpu_name(),
+        "run": str(args.run_dir), **describe_run(run), "device": runs.cpu_name(),
         "git_commit": runs.git_commit(),
         "what": ("thin-damage IoU of the run's best checkpoint with its thin classes' probabilities divided by each "
                  "factor (argmax after), val and test; the factor chosen on val (highest IoU), as the filter's k"),
