@@ -138,6 +138,9 @@ class RunConfig:
     # test-time augmentation of the test part's sliding window: none, or flip (the mean of the prediction and
     # its horizontal and vertical flips: 3 forward passes per tile); validation stays without it
     tta: str = "none"
+    # the test part (and predict) with the thin classes' probabilities divided by a factor chosen on the validation
+    # part after training, as the residual filter's k (heritage.modeling.thin_prior; metrics.json's thin_factor)
+    calibrate_thin: bool = False
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -371,6 +374,9 @@ def _check_values(config: RunConfig) -> None:
     if config.hierarchical != (config.loss == "hierarchical"):
         raise ConfigError(f"loss: {config.loss!r} does not fit architecture {config.architecture!r} "
                           "(the hierarchical model needs loss 'hierarchical' and only it)")
+    if config.calibrate_thin and config.hierarchical:
+        raise ConfigError("calibrate_thin: the hierarchical model's heads are scored together; the thin factor is "
+                          "for a flat model's fine classes")
 
 
 def require_choice(name: str, value: Any, choices: Iterable[Any]) -> None:

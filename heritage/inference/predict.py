@@ -42,7 +42,7 @@ from PIL import Image
 from heritage import errors, fileio
 from heritage.data import taxonomy
 from heritage.inference import damage_report, scans
-from heritage.modeling import registry
+from heritage.modeling import registry, thin_prior
 from heritage.modeling.tiling import WINDOWS, SlidingWindow, predict_labels
 from heritage.training import runs
 
@@ -107,6 +107,13 @@ def resolve_scale(scale: float | str, image_size: int, height: int, width: int,
     if not factor > 0:
         raise errors.InputError(f"scale {scale!r}: must be 'auto' or a positive factor")
     return factor
+
+
+def run_thin_factor(run_dir: str | Path) -> float:
+    """The thin factor a run's test part was scored with (:mod:`heritage.modeling.thin_prior`, chosen on
+    validation, from ``metrics.json``): 1 for a run that chose none or has no metrics."""
+    metrics_path = Path(run_dir) / runs.METRICS_FILE
+    return thin_prior.recorded_factor(fileio.read_json(metrics_path) if metrics_path.is_file() else {})
 
 
 def run_scale(run_dir: str | Path | None, config: dict) -> dict:
@@ -398,15 +405,17 @@ def main(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model, config = load_model(args.run, device)
     image_size = int(config["image_size"])
+    thin_factor = run_thin_factor(args.run)
     window = SlidingWindow(tile=image_size if args.tile is None else args.tile, overlap=args.overlap,
                            window=args.window, batch_size=args.batch, tta=args.tta == "flip",
-                           dtype=run_dtype(config, device))
+                           dtype=run_dtype(config, device), class_scale=thin_prior.class_scale(thin_factor))
     check_tile(config["encoder"], window.tile, image_size)
     settings = {"run": args.run, "architecture": config["architecture"], "encoder": config["encoder"],
                 "training image_size": image_size, "scale": args.scale, "tile": window.tile,
                 "overlap": window.overlap, "window": window.window, "tta": args.tta,
                 "dpi": args.dpi or "not given", "device": device.type,
-                "precision": str(window.dtype).removeprefix("torch.") if window.dtype else "float32"}
+                "precision": str(window.dtype).removeprefix("torch.") if window.dtype else "float32",
+                "thin factor": f"{thin_factor:g}" + (" (the run's, chosen on validation)" if thin_factor != 1 else "")}
     failures = predict_inputs(model, image_size, args.input, args.out, window, device,
                               PredictOptions(scale=args.scale, dpi=args.dpi, settings=settings,
                                              provenance=damage_report.provenance_html(args.run),

@@ -101,10 +101,15 @@ class ThresholdSweep(SummedCounts):
 
     def update(self, picture: np.ndarray, mask: np.ndarray) -> None:
         """Add one image (RGB picture and its fine mask, the same size: the scored pixels)."""
+        self.add_scores(scores(picture), mask)
+
+    def add_scores(self, values: np.ndarray, mask: np.ndarray) -> None:
+        """Add one image's (H, W) detection scores (a pixel is detected at threshold t where its score > t) and
+        its fine mask: the filter's ``|r| / sigma``, or any other score swept the same way."""
         labelled, thin = thin_truth(mask)
-        if labelled.shape != np.asarray(picture).shape[:2]:
-            raise ValueError(f"picture {np.asarray(picture).shape[:2]} and mask {labelled.shape} differ in size")
-        values = scores(picture)
+        values = np.asarray(values)
+        if labelled.shape != values.shape[:2]:
+            raise ValueError(f"scores {values.shape[:2]} and mask {labelled.shape} differ in size")
         self.counts["detected"] += self._above(values[labelled])
         self.counts["hits"] += self._above(values[thin])
         self.counts["thin"] += int(thin.sum())
@@ -123,23 +128,29 @@ class ThresholdSweep(SummedCounts):
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(union > 0, hits / union, np.nan)
 
-    def choice(self) -> "KChoice":
-        """The k with the highest thin-damage IoU (the largest such k on a tie: fewer detections for the same
-        score); when the images hold no thin pixel, the grid's largest k, and ``rule`` says so."""
+    def best_index(self) -> int | None:
+        """The grid index with the highest thin-damage IoU (the largest threshold on a tie: fewer detections for
+        the same score); None when the images hold no thin pixel (the IoU cannot choose)."""
         if int(self.counts["n_images"]) == 0:
-            raise ValueError("ThresholdSweep: no image was added; k cannot be chosen")
-        ious = self.ious()
+            raise ValueError(f"{type(self).__name__}: no image was added; nothing can be chosen")
         if int(self.counts["thin"]) == 0:
+            return None
+        scored = np.nan_to_num(self.ious(), nan=-1.0)
+        return int(np.flatnonzero(scored == scored.max())[-1])
+
+    def choice(self) -> "KChoice":
+        """The k with the highest thin-damage IoU (:meth:`best_index`); when the images hold no thin pixel, the
+        grid's largest k, and ``rule`` says so."""
+        index = self.best_index()
+        if index is None:
             index = len(self.grid) - 1
             rule = ("the validation images hold no thin-damage pixel, so the IoU cannot choose: the grid's largest k "
                     "(the fewest detections)")
         else:
-            scored = np.nan_to_num(ious, nan=-1.0)
-            index = int(np.flatnonzero(scored == scored.max())[-1])
             rule = ("the grid's k with the highest thin-damage IoU on the validation images' labelled pixels "
                     "(ties: the largest k)")
         return KChoice(k=float(self.grid[index]), rule=rule, grid=[float(k) for k in self.grid],
-                       val_iou=[None if np.isnan(v) else float(v) for v in ious],
+                       val_iou=[None if np.isnan(v) else float(v) for v in self.ious()],
                        n_images=int(self.counts["n_images"]), thin_pixels=int(self.counts["thin"]))
 
 

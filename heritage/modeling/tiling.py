@@ -43,6 +43,9 @@ class SlidingWindow:
     # Autocast dtype of the forward passes, None = float32: a run's own choice,
     # heritage.training.devices.autocast_dtype(config amp, device), so a bf16-trained run is predicted in bf16.
     dtype: torch.dtype | None = None
+    # Per-class multipliers of the blended probabilities, renormalised (a shift of the classes' prior), None = the
+    # model's own: a calibrated run's thin factor (heritage.modeling.thin_prior.class_scale).
+    class_scale: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.tile < 1:
@@ -53,6 +56,8 @@ class SlidingWindow:
             raise errors.InputError(f"window {self.window!r}: expected one of {', '.join(WINDOWS)}")
         if self.batch_size < 1:
             raise errors.InputError(f"batch size {self.batch_size}: must be at least 1")
+        if self.class_scale is not None and not all(value > 0 for value in self.class_scale):
+            raise errors.InputError(f"class scale {self.class_scale}: every multiplier must be positive")
 
     @property
     def stride(self) -> int:
@@ -166,14 +171,30 @@ def iter_probability_bands(
     """Blended class probabilities of an (H, W, 3) uint8 image, one finished band of rows at a time.
 
     Yields ``(y0, probabilities)`` with probabilities a (classes, rows, W) float32 tensor on
-    ``device`` for image rows ``y0 .. y0 + rows``, top to bottom. Images smaller than a tile are
-    padded, so every tile has exactly ``options.tile`` pixels a side.
+    ``device`` for image rows ``y0 .. y0 + rows``, top to bottom (shifted by ``options.class_scale``
+    when it is set). Images smaller than a tile are padded, so every tile has exactly ``options.tile``
+    pixels a side.
 
     The work depends on the pixels, not on the orientation: the tiles of a scan and of its transpose
     are as many, they go to the model in full batches of ``options.batch_size`` in both cases
     (batches run across rows of tiles), only the image part of each tile is blended, and a narrow
     scan's band spans many rows of tiles (:func:`band_rows`).
     """
+    import torch
+
+    if options.class_scale is not None and len(options.class_scale) != num_classes:
+        raise errors.InputError(f"class scale of {len(options.class_scale)} classes for a model of {num_classes}")
+    scale = None if options.class_scale is None else torch.tensor(options.class_scale, device=device)[:, None, None]
+    for y0, probabilities in _blended_bands(model, image, options, device, num_classes, progress, desc):
+        if scale is not None:
+            probabilities = probabilities * scale
+            probabilities /= probabilities.sum(0, keepdim=True)
+        yield y0, probabilities
+
+
+def _blended_bands(model: torch.nn.Module, image: np.ndarray, options: SlidingWindow, device: torch.device,
+                   num_classes: int, progress: bool, desc: str | None) -> Iterator[tuple[int, torch.Tensor]]:
+    """:func:`iter_probability_bands` before the class scale: the model's blended probabilities."""
     import torch
     from tqdm import tqdm
 

@@ -126,14 +126,15 @@ def write_gallery(choice: Choice, ids: Sequence[str], out_dir: str | Path, devic
 
     from heritage.data import datafolder
     from heritage.inference import damage_report, predict, scans
-    from heritage.modeling import tiling
+    from heritage.modeling import thin_prior, tiling
 
     out_dir = Path(out_dir)
     config = run_config(choice.best.run_dir)
     torch_device = predict.resolve_device(device)
     model, checkpoint_config = predict.load_model(choice.best.run_dir, torch_device)
     image_size = int(checkpoint_config["image_size"])
-    options = tiling.SlidingWindow(tile=image_size, dtype=predict.run_dtype(checkpoint_config, torch_device))
+    options = tiling.SlidingWindow(tile=image_size, dtype=predict.run_dtype(checkpoint_config, torch_device),
+                                   class_scale=thin_prior.class_scale(predict.run_thin_factor(choice.best.run_dir)))
     provenance = damage_report.provenance_html(choice.best.run_dir)
     sources = [scans.file_source(datafolder.image_path(config.data_dir, i), i) for i in ids]
     settings = {"run": choice.best.run_dir, "encoder": checkpoint_config["encoder"], "scale": "auto",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import accumulate
 from typing import Any, Mapping, NamedTuple, Protocol, Sequence
 
@@ -20,7 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from heritage.data import datasets, taxonomy, working
-from heritage.modeling import metrics, models, tiling
+from heritage.modeling import metrics, models, thin_prior, tiling
 from heritage.training.devices import Distributed, gather_from_processes, sum_over_processes, synchronize
 
 
@@ -204,6 +204,31 @@ def evaluate_images(model: nn.Module, images: working.EvaluationSet, dist: Distr
     if outputs.per_image:
         result["per_image"] = {"ids": ids, "confusion": torch.from_numpy(confusions)}
     return ImageEvaluation(result, len(shard) / max(seconds, 1e-9), panels)  # this process's images
+
+
+@torch.inference_mode()
+def choose_thin_factor(model: nn.Module, images: working.EvaluationSet, window: tiling.SlidingWindow,
+                       device: torch.device) -> thin_prior.FactorChoice:
+    """The thin factor of a flat model on ``images`` (the validation part): per image, the odds map of its blended
+    probabilities (:func:`heritage.modeling.thin_prior.thin_odds`, on the scored pixels as :func:`_label_maps`
+    maps labels), swept over :data:`heritage.modeling.thin_prior.FACTORS` at once. Every process sweeps every
+    image (the same choice everywhere, nothing to exchange)."""
+    from PIL import Image
+
+    model.eval()
+    sweep = thin_prior.FactorSweep()
+    unscaled = replace(window, class_scale=None)
+    for index in range(len(images)):
+        item = images[index]
+        odds = np.empty(item.model_input.shape[:2], dtype=np.float32)
+        for y0, probabilities in tiling.iter_probability_bands(model, item.model_input, unscaled, device,
+                                                              progress=False):
+            odds[y0:y0 + probabilities.shape[1]] = thin_prior.thin_odds(probabilities)
+        height, width = item.mask.shape
+        if (height, width) != odds.shape:  # letterbox: back to the scored pixels
+            odds = np.asarray(Image.fromarray(odds).resize((width, height), Image.Resampling.NEAREST))
+        sweep.add_scores(odds, item.mask)
+    return sweep.choice()
 
 
 def _label_maps(net: nn.Module, item: working.EvaluationImage, heads: Mapping[str, tuple[int, int]],

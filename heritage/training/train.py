@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -266,7 +267,7 @@ def _final_evaluation(config: RunConfig, model: Any, datasets: dict[str, Any], f
 
     from heritage.data import datafolder, taxonomy, working
     from heritage.training import devices, evaluation, runs
-    from heritage.modeling import models, registry, residual, thin, tiling
+    from heritage.modeling import models, registry, residual, thin, thin_prior, tiling
 
     folder = run_dir(config)
     test_set, val_set = datasets["test"], datasets["val"]
@@ -277,6 +278,10 @@ def _final_evaluation(config: RunConfig, model: Any, datasets: dict[str, Any], f
     thin_scores = thin.ThinDamageScores(k_choice.k)
     window = tiling.SlidingWindow(tile=config.image_size, batch_size=config.batch_size, dtype=dtype,
                                   tta=config.tta == "flip")
+    factor_choice = None
+    if config.calibrate_thin:  # the model's thin factor from the validation images too, then applied on test
+        factor_choice = evaluation.choose_thin_factor(model, val_set, window, dist.device)
+        window = dataclasses.replace(window, class_scale=thin_prior.class_scale(factor_choice.factor))
     outputs = evaluation.Outputs(panels=config.n_prediction_panels, per_image=True, scores=[thin_scores])
     test, eval_images_per_s, panels = evaluation.evaluate_images(
         model, test_set, dist, window, config.hierarchical, outputs, "test" if progress and dist.is_main else None)
@@ -308,7 +313,8 @@ def _final_evaluation(config: RunConfig, model: Any, datasets: dict[str, Any], f
         "device": runs.device_name(dist.device), "world_size": dist.world_size,
         "amp": config.amp, "autocast_dtype": devices.dtype_name(dtype), "kernels": fitted.kernels,
         "full_resolution_skips": config.full_resolution_skips, "residual_input": config.residual_input,
-        "tta": config.tta,
+        "tta": config.tta, "calibrate_thin": config.calibrate_thin,
+        **({thin_prior.METRICS_KEY: factor_choice.to_json()} if factor_choice is not None else {}),
         "sampling": config.sampling, "working_resolution": config.working_resolution,
         "foreground_share": config.foreground_share if config.sampling == "patch" else None,
         "scale": scale,
