@@ -1,12 +1,13 @@
-"""Where does a trained run's thin-damage prediction sit against its best operating point?
+"""Where does a trained run's thin-damage prediction sit against its best operating point, at every thin factor?
 
 The residual filter's threshold ``k`` is chosen on the validation part for the highest thin-damage IoU; a model's
 argmax is not: balanced class weights, crops centred on rare classes and a recall term all push it towards
-predicting thin damage too often (high recall, low precision). This re-scores a finished run's best checkpoint on
-its validation and test images with the thin classes' probabilities divided by each factor of ``FACTORS`` (a
-logit offset of ``-log(factor)`` on the thin classes only, the post-hoc logit adjustment of long-tail learning),
-chooses the factor on validation as the filter's ``k`` is chosen, and reports the test thin-damage IoU at that
-factor beside the plain argmax's and the filter's (its ``k`` from the run's own ``metrics.json``).
+predicting thin damage too often (high recall, low precision). A run with ``calibrate_thin`` (the thin recipe)
+chooses a thin factor on validation itself (:mod:`heritage.modeling.thin_prior`); this re-scores a finished run's
+best checkpoint on its validation and test images at every factor of ``thin_prior.FACTORS`` (the thin classes'
+probabilities divided by it), from its raw probabilities whatever it chose, and reports the test thin-damage IoU
+at the factor validation chooses beside the plain argmax's and the filter's (its ``k`` from the run's own
+``metrics.json``): what the choice is worth, and how far from the best factor on test it lands.
 
 A measurement, not a test::
 
@@ -28,11 +29,8 @@ import torch
 from heritage import config, fileio
 from heritage.data import splits, working
 from heritage.inference import predict
-from heritage.modeling import residual, tiling
+from heritage.modeling import residual, thin_prior, tiling
 from heritage.training import devices, runs, train
-
-FACTORS = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0)
-
 
 class TrainedRun(NamedTuple):
     """A finished run read once: its settings, its split's ids, its best checkpoint's model, its metrics' thin block."""
@@ -50,31 +48,23 @@ def read_run(run_dir: Path) -> TrainedRun:
     return TrainedRun(settings, train.check_inputs(settings), model, thin)
 
 
-def thin_counts(run: TrainedRun, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Per factor of FACTORS, [TP, truth, predicted] thin-damage pixels of ``ids``; and the filter's at the run's k."""
+def sweeps(run: TrainedRun, ids: list[str]) -> tuple[thin_prior.FactorSweep, residual.ThresholdSweep]:
+    """The model's thin-damage counts at every factor of ``thin_prior.FACTORS`` over ``ids`` (its raw probabilities,
+    whatever factor the run chose), and the filter's at the run's k."""
     settings = run.settings
     images = working.EvaluationSet(settings.data_dir, ids, settings.image_size, settings.working_resolution,
                                    "working", settings.cache_dir, progress=False)
-    k = run.thin["filter"]["k"]
     window = tiling.SlidingWindow(tile=settings.image_size, batch_size=settings.batch_size,
                                   tta=settings.tta == "flip",
                                   dtype=devices.autocast_dtype(settings.amp, torch.device("cpu")))
-    thin_ids = torch.tensor(residual.THIN_IDS)
-    counts = np.zeros((len(FACTORS), 3), dtype=np.int64)
-    filter_counts = np.zeros(3, dtype=np.int64)
+    model_sweep, filter_sweep = thin_prior.FactorSweep(), residual.ThresholdSweep([run.thin["filter"]["k"]])
     for index in range(len(images)):
         picture, mask = (np.asarray(a) for a in images.scored(index))
-        labelled, truth = residual.thin_truth(mask)
         probabilities = torch.cat([bands for _, bands in tiling.iter_probability_bands(
             run.model, np.asarray(images[index].model_input), window, torch.device("cpu"), progress=False)], dim=1)
-        for row, factor in enumerate(FACTORS):
-            scaled = probabilities.clone()
-            scaled[thin_ids] /= factor
-            found = np.isin(scaled.argmax(0).numpy(), residual.THIN_IDS) & labelled
-            counts[row] += [(truth & found).sum(), truth.sum(), found.sum()]
-        detected = residual.detect(picture, k) & labelled
-        filter_counts += [(truth & detected).sum(), truth.sum(), detected.sum()]
-    return counts, filter_counts
+        model_sweep.add_scores(thin_prior.thin_odds(probabilities), mask)
+        filter_sweep.update(picture, mask)
+    return model_sweep, filter_sweep
 
 
 def describe_run(run: TrainedRun) -> dict[str, Any]:
@@ -92,10 +82,9 @@ def describe_run(run: TrainedRun) -> dict[str, Any]:
                              "filter_k": thin["filter"]["k"]}}
 
 
-def iou(counts: np.ndarray) -> np.ndarray:
-    counts = np.atleast_2d(counts).astype(np.float64)
-    union = counts[:, 1] + counts[:, 2] - counts[:, 0]
-    return np.where(union > 0, counts[:, 0] / np.maximum(union, 1), np.nan)
+def ratio(numerator: np.ndarray, denominator: np.ndarray | int) -> list[float | None]:
+    numerator, denominator = np.broadcast_arrays(np.asarray(numerator, float), np.asarray(denominator, float))
+    return [float(n / d) if d else None for n, d in zip(numerator, denominator)]
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -107,17 +96,20 @@ def main(argv: list[str] | None = None) -> Path:
     run = read_run(args.run_dir)
     parts: dict[str, Any] = {}
     for part, ids in (("val", run.ids.val), ("test", run.ids.test)):
-        counts, filter_counts = thin_counts(run, ids)
-        parts[part] = {"model_iou": [float(v) for v in iou(counts)], "filter_iou": float(iou(filter_counts)[0]),
-                       "model_precision": [float(c[0] / c[2]) if c[2] else None for c in counts],
-                       "model_recall": [float(c[0] / c[1]) if c[1] else None for c in counts]}
-    chosen = int(np.nanargmax(parts["val"]["model_iou"]))
+        model_sweep, filter_sweep = sweeps(run, ids)
+        counts = model_sweep.counts
+        parts[part] = {"model_iou": [float(v) for v in model_sweep.ious()], "filter_iou": float(filter_sweep.ious()[0]),
+                       "model_precision": ratio(counts["hits"], counts["detected"]),
+                       "model_recall": ratio(counts["hits"], counts["thin"])}
+        if part == "val":
+            choice = model_sweep.choice()
+    chosen = thin_prior.FACTORS.index(choice.factor)
     record = {
         "run": str(args.run_dir), **describe_run(run), "device": runs.cpu_name(),
         "git_commit": runs.git_commit(),
         "what": ("thin-damage IoU of the run's best checkpoint with its thin classes' probabilities divided by each "
                  "factor (argmax after), val and test; the factor chosen on val (highest IoU), as the filter's k"),
-        "factors": list(FACTORS), **parts, "chosen_factor": FACTORS[chosen],
+        "factors": list(thin_prior.FACTORS), **parts, "chosen_factor": choice.factor,
         "test_at_chosen": parts["test"]["model_iou"][chosen], "test_at_argmax": parts["test"]["model_iou"][0],
         "test_filter": parts["test"]["filter_iou"],
         "load_average_before": load_before, "load_average_after": os.getloadavg(),

@@ -12,7 +12,8 @@ arm and of the filter, all-Clean mIoU, steps, wall time and the autocast dtype.
 ``--ablation`` then measures what each ingredient of the recipe contributes: the recipe trained again at the same
 budget without one of them (``ABLATIONS``: the residual input, the full-resolution skips, the loss, the Skeleton
 Recall term, the share of crops centred on damage, each set back to the main or patch configuration's value), the
-recipe's own checkpoint tested without flip TTA (no training), and the recipe with half the steps. A step's cost,
+recipe's own checkpoint tested without flip TTA and without its thin factor chosen on validation (no training), and
+the recipe with half the steps. A step's cost,
 recipe against the main configuration, is timed interleaved in one process (``step_cost``: float32 and bf16).
 ``--tag`` keeps several records of one day apart.
 
@@ -43,6 +44,7 @@ import torch
 
 from heritage import config, errors, fileio, report
 from heritage.data import taxonomy
+from heritage.modeling import thin_prior
 from heritage.report import design
 from heritage.pipeline import preparation
 from heritage.training import devices, runs, train
@@ -98,7 +100,7 @@ def train_arm(run: config.RunConfig) -> dict[str, Any]:
     metrics = train.run_training(run, progress=False)
     return {**describe(run), "steps": steps, "training_samples": n_train,
             "training_pixels": steps * run.batch_size * run.image_size ** 2,
-            **scores(metrics), "best_epoch": metrics["best_epoch"],
+            **scores(metrics), "thin_factor": thin_prior.recorded_factor(metrics), "best_epoch": metrics["best_epoch"],
             "train_images_per_s": metrics["throughput"]["train_images_per_s"],
             "seconds_per_step": run.batch_size / metrics["throughput"]["train_images_per_s"],
             "wall_time_s": time.perf_counter() - start, "cpu_seconds": cpu_seconds() - cpu}
@@ -136,7 +138,7 @@ def describe(run: config.RunConfig) -> dict[str, Any]:
     return {"variant": run.variant, "encoder": run.encoder, "split": run.split_name, "seed": run.seed,
             **{name: getattr(run, name) for name in (
                 "sampling", "working_resolution", "foreground_share", "full_resolution_skips", "residual_input", "loss",
-                "loss_params", "class_weights", "tta", "amp", "lr", *report.BUDGET_FIELDS)},
+                "loss_params", "class_weights", "tta", "calibrate_thin", "amp", "lr", *report.BUDGET_FIELDS)},
             "dtype": devices.dtype_name(devices.autocast_dtype(run.amp, torch.device("cpu")))}
 
 
@@ -163,13 +165,14 @@ def scores(metrics: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def without_tta(run: config.RunConfig) -> dict[str, Any]:
-    """The recipe's own best checkpoint tested again without test-time augmentation (no training)."""
+def rescored(run: config.RunConfig, tta: bool, thin_factor: float) -> dict[str, Any]:
+    """The recipe's own best checkpoint tested again (no training) with or without flip TTA and at ``thin_factor``
+    (1: the argmax as trained; the run's own is in its metrics.json)."""
     import dataclasses
 
     from heritage.data import working
     from heritage.inference import predict
-    from heritage.modeling import residual, thin, tiling
+    from heritage.modeling import residual, thin, thin_prior, tiling
     from heritage.training import evaluation
 
     start, cpu = time.perf_counter(), cpu_seconds()
@@ -180,13 +183,15 @@ def without_tta(run: config.RunConfig) -> dict[str, Any]:
             for part, ids in (("val", val_ids), ("test", test_ids))}
     k_choice = residual.choose_k(sets["val"].scored(i) for i in range(len(sets["val"])))
     thin_scores = thin.ThinDamageScores(k_choice.k)
-    window = tiling.SlidingWindow(tile=run.image_size, batch_size=run.batch_size, tta=False,
-                                  dtype=devices.autocast_dtype(run.amp, torch.device("cpu")))
+    window = tiling.SlidingWindow(tile=run.image_size, batch_size=run.batch_size, tta=tta,
+                                  dtype=devices.autocast_dtype(run.amp, torch.device("cpu")),
+                                  class_scale=thin_prior.class_scale(thin_factor))
     test = evaluation.evaluate_images(model, sets["test"], devices.Distributed(), window, run.hierarchical,
                                       evaluation.Outputs(scores=[thin_scores])).metrics
     metrics = {"test": {**test, "thin": thin_scores.result(), "evaluated_at": run.working_resolution}}
-    return {**describe(dataclasses.replace(run, tta="none")), "steps": None, "trained": "no: the thin arm's checkpoint",
-            **scores(metrics), "wall_time_s": time.perf_counter() - start, "cpu_seconds": cpu_seconds() - cpu}
+    return {**describe(dataclasses.replace(run, tta="flip" if tta else "none")), "thin_factor": thin_factor,
+            "steps": None, "trained": "no: the thin arm's checkpoint", **scores(metrics),
+            "wall_time_s": time.perf_counter() - start, "cpu_seconds": cpu_seconds() - cpu}
 
 
 def step_cost(arms: dict[str, config.RunConfig], rounds: int, steps: int) -> dict[str, Any]:
@@ -342,7 +347,9 @@ def main(argv: list[str] | None = None) -> Path:
         timing["wall"] = {"three_arms": time.perf_counter() - start}
         write("three arms")
         if args.ablation:
-            results["thin without flip TTA"] = without_tta(arms["thin"])
+            factor = results["thin"]["thin_factor"]
+            results["thin without flip TTA"] = rescored(arms["thin"], tta=False, thin_factor=factor)
+            results["thin without the val-chosen factor"] = rescored(arms["thin"], tta=True, thin_factor=1.0)
             results.update(train_arms({name: config.RunConfig.from_dict(
                 {**arms["thin"].to_dict(), **overrides, "runs_root": str(scratch / "runs" / name.replace(" ", "-"))},
                 source=name) for name, overrides in ablations(arms).items()}, args.jobs))

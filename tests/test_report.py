@@ -1236,6 +1236,10 @@ def test_the_run_report_says_when_a_model_does_not_beat_the_filter(thin_root) ->
     assert frame.loc["Dust", "model IoU (%)"] == "10.00" and frame.loc["Hair", "model IoU (%)"] == report.ABSENT
     above = json.loads((thin_root / "poc59v2_flagship/convnext_tiny/kfold-fold0/metrics.json").read_text())
     assert "this model **beats the residual filter on thin damage**" in report.thin_headline(above)
+    assert "divided by" not in line  # a run that chose no thin factor
+    calibrated = {**metrics, "thin_factor": {"factor": 12.0, "chosen_on": "val"}}
+    assert "thin-class probabilities were divided by 12, the factor chosen on the validation part" in (
+        report.thin_headline(calibrated))
 
 
 def test_the_paper_says_how_many_runs_do_not_beat_the_filter(thin_root, tmp_path) -> None:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace as dataclass_replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from heritage.data import splits, taxonomy, working
 from heritage.training import devices, engine, reproducibility, runs, train
 from heritage.modeling import metrics, residual, thin
 from heritage.pipeline import preparation
+from heritage.report import design
 from heritage.config import RunConfig, load_run_config, run_dir
 
 SMOKE_POC, SMOKE_ENCODER = "poc58_baseline", "convnext_tiny"  # the POC's smoke encoder
@@ -33,6 +35,12 @@ LEARNING_POC = "poc59_dicefocal"
 LEARNING_OVERRIDES = {"epochs": 15, "max_train_samples": None}
 # "A clear margin": the test mIoU must exceed the all-Clean prediction's by this factor.
 MARGIN = 1.3
+# The thin-damage guard: the flagship's thin variant (the recipe) trained 20 epochs over 96 samples (240 steps of 8,
+# ~2 min on 2 cores) must beat the residual filter's thin-damage IoU on the test part by THIN_MARGIN. Measured at
+# this budget over seeds and precisions: bench/results/thin-guard-*.json (every one above it).
+THIN_POC, THIN_OVERRIDES = "poc59v2_flagship", {"epochs": 20, "max_train_samples": 96, "fold": "fold0"}
+THIN_MARGIN = 1.05
+SHORT_RUN_FACTOR = 4.0
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +76,74 @@ def smoke_run(smoke_data, tmp_path_factory):
 @pytest.fixture(scope="module")
 def learning_run(smoke_data, tmp_path_factory):
     return train_smoke_configuration(LEARNING_POC, smoke_data, tmp_path_factory.mktemp("runs"), **LEARNING_OVERRIDES)
+
+
+@pytest.fixture(scope="module")
+def thin_run(smoke_data, tmp_path_factory):
+    return train_smoke_configuration(THIN_POC, smoke_data, tmp_path_factory.mktemp("runs"), variant=design.THIN_VARIANT,
+                                     **THIN_OVERRIDES)
+
+
+@pytest.fixture(scope="module")
+def short_thin_run(smoke_data, tmp_path_factory):
+    """The thin variant after 2 steps, its factor chosen from one value (SHORT_RUN_FACTOR): whatever the validation
+    IoUs, the test part must then be scored at a factor other than 1."""
+    from heritage.modeling import thin_prior
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(thin_prior, "FACTORS", (SHORT_RUN_FACTOR,))
+        return train_smoke_configuration(THIN_POC, smoke_data, tmp_path_factory.mktemp("runs"),
+                                         variant=design.THIN_VARIANT, epochs=1, max_train_samples=16)
+
+
+@pytest.mark.slow
+def test_the_thin_recipe_trained_for_minutes_beats_the_residual_filter_on_thin_damage(thin_run):
+    """A regression guard, not a timing: bench/thin_check.py measures the recipe at a realistic size and budget."""
+    config, result = thin_run
+    thin_record, factor = result["test"]["thin"], result["thin_factor"]["factor"]
+    assert config.calibrate_thin and config.residual_input and config.full_resolution_skips
+    assert thin_record["model_iou"] > THIN_MARGIN * thin_record["filter_iou"], (
+        f"{config.variant}, {config.epochs} epochs of {config.max_train_samples} samples: thin-damage IoU "
+        f"{thin_record['model_iou']:.4f} vs the filter's {thin_record['filter_iou']:.4f} (thin factor {factor:g})")
+
+
+def test_a_calibrated_run_chooses_its_thin_factor_on_validation_and_tests_with_it(short_thin_run):
+    """The factor in metrics.json is the validation sweep's over the best checkpoint, the test part is scored with it,
+    and predict and the galleries read it back. Recomputed here from the checkpoint, whose fresh model differs from
+    training's in memory layout: a few pixels of bf16 autocast may differ, so scores are compared to 1e-3."""
+    from heritage.inference import predict
+    from heritage.modeling import thin_prior, tiling
+    from heritage.training import evaluation
+
+    config, result = short_thin_run
+    folder = run_dir(config)
+    model, _ = predict.load_model(folder, "cpu")
+    _, val_ids, test_ids = splits.fold_ids(splits.load_manifest(config.data_dir, config.protocol), config.fold)
+    sets = {part: working.EvaluationSet(config.data_dir, ids, config.image_size, config.working_resolution, "working",
+                                        config.cache_dir, progress=False) for part, ids in (("val", val_ids),
+                                                                                            ("test", test_ids))}
+    window = tiling.SlidingWindow(tile=config.image_size, batch_size=config.batch_size, tta=True,
+                                  dtype=devices.autocast_dtype(config.amp, torch.device("cpu")))
+    sweep = thin_prior.FactorSweep([SHORT_RUN_FACTOR])
+    for index in range(len(sets["val"])):  # what choose_thin_factor sweeps, written out
+        probabilities = torch.cat([band for _, band in tiling.iter_probability_bands(
+            model, sets["val"][index].model_input, window, torch.device("cpu"), progress=False)], dim=1)
+        sweep.add_scores(thin_prior.thin_odds(probabilities), sets["val"][index].mask)
+    recorded = result["thin_factor"]
+    assert (recorded["factor"], recorded["chosen_on"], recorded["n_images"]) == (SHORT_RUN_FACTOR, "val", len(val_ids))
+    assert recorded["val_iou"] == pytest.approx(list(sweep.ious()), abs=1e-3)
+    assert predict.run_thin_factor(folder) == SHORT_RUN_FACTOR
+
+    def test_thin_iou(factor: float) -> float:
+        scores = thin.ThinDamageScores(result["test"]["thin"]["filter"]["k"])
+        calibrated = dataclass_replace(window, class_scale=thin_prior.class_scale(factor))
+        evaluation.evaluate_images(model, sets["test"], devices.Distributed(), calibrated,
+                                   outputs=evaluation.Outputs(scores=[scores]))
+        return scores.result()["model_iou"]
+
+    at_factor, at_one = test_thin_iou(SHORT_RUN_FACTOR), test_thin_iou(1.0)
+    assert result["test"]["thin"]["model_iou"] == pytest.approx(at_factor, abs=1e-3)
+    assert abs(at_factor - at_one) > 2e-3, "the factor must change more than the tolerance of this check"
 
 
 @pytest.mark.slow

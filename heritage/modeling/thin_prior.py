@@ -62,8 +62,8 @@ def recorded_factor(metrics: Mapping[str, Any]) -> float:
 class FactorSweep(residual.ThresholdSweep):
     """Thin-damage counts of a model's argmax at every factor of ``grid``, fed its :func:`thin_odds` maps."""
 
-    def __init__(self, grid: tuple[float, ...] = FACTORS) -> None:
-        super().__init__(grid)
+    def __init__(self, grid: tuple[float, ...] | None = None) -> None:
+        super().__init__(FACTORS if grid is None else grid)
 
     def choice(self) -> FactorChoice:
         """The factor with the highest thin-damage IoU (ties: the largest, fewer thin pixels for the same score);

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure  # no pyplot: no global figure state, no GU
 
 from heritage import errors
 from heritage.data import taxonomy
+from heritage.modeling import thin_prior
 from heritage.config import RunConfig
 from heritage.training.provenance import _number
 from heritage.training.runs import HISTORY_FILE
@@ -90,9 +91,14 @@ def thin_headline(metrics: dict[str, Any]) -> str:
     cl_model, cl_filter = (_number(record[side]["cliou"]) for side in ("model", "filter"))
     tolerant = ", ".join(f"{who} {'n/a' if math.isnan(v) else f'{100 * v:.2f}%'}"
                          for who, v in (("model", cl_model), ("filter", cl_filter)))
+    calibrated = ""
+    if thin_prior.METRICS_KEY in metrics:
+        calibrated = (f" The model's thin-class probabilities were divided by "
+                      f"{thin_prior.recorded_factor(metrics):g}, the factor chosen on the validation part as the "
+                      "filter's k is (calibrate_thin).")
     return (f"**Thin-damage IoU {100 * model:.2f}%** ({names} as one class) against **{100 * found:.2f}%** for the "
             f"residual filter on the same test pixels (its k = {k:g} chosen on the validation part): this model "
-            f"**{verdict}**. Tolerant score, {label}: {tolerant} (verdicts use the strict IoU).")
+            f"**{verdict}**.{calibrated} Tolerant score, {label}: {tolerant} (verdicts use the strict IoU).")
 
 
 def thin_frame(metrics: dict[str, Any]) -> pd.DataFrame:
