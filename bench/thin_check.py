@@ -209,9 +209,7 @@ def step_cost(arms: dict[str, config.RunConfig], rounds: int, steps: int) -> dic
         for arm in timings:
             run = arms[arm]
             torch.manual_seed(0)
-            model = models.build_model(run.architecture, run.encoder, image_size=run.image_size,
-                                       full_resolution_skips=run.full_resolution_skips,
-                                       residual_input=run.residual_input)
+            model = models.build_run_model(run.to_dict())
             model = model.to(memory_format=torch.channels_last)
             loss_fn = losses.build_loss(run.loss, class_weights=torch.ones(taxonomy.NUM_CLASSES), **run.loss_params)
             optimizer = engine.build_optimizer(model.parameters(), run.lr, run.weight_decay, torch.device("cpu"))

@@ -71,13 +71,11 @@ def run_dtype(config: dict, device: torch.device) -> torch.dtype | None:
 def load_model(run_dir: str | Path, device: str | torch.device) -> tuple[torch.nn.Module, dict]:
     """The best checkpoint of a run folder (:func:`heritage.training.runs.load_best_checkpoint`), rebuilt with
     ``heritage.modeling.models`` and set to eval mode."""
-    from heritage.modeling.models import build_model
+    from heritage.modeling.models import build_run_model
 
     checkpoint = runs.load_best_checkpoint(run_dir)
     path, config = Path(run_dir) / runs.BEST_CHECKPOINT, checkpoint["config"]
-    model = build_model(config["architecture"], config["encoder"], image_size=config["image_size"],
-                        full_resolution_skips=config.get("full_resolution_skips", False),
-                        residual_input=config.get("residual_input", False))
+    model = build_run_model(config)
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError as err:

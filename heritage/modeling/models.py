@@ -37,7 +37,7 @@ only with batches of at least 2 samples (train loaders should drop a last batch 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import safetensors.torch
@@ -163,6 +163,15 @@ class UnetWithInputSkips(smp.Unet):
         for block, skip, (height, width) in zip(self.decoder.blocks, skips, shapes):
             decoded = block(decoded, height, width, skip_connection=skip)
         return self.segmentation_head(decoded)
+
+
+def build_run_model(settings: Mapping[str, Any], pretrained: bool = False) -> nn.Module:
+    """:func:`build_model` of a run's settings (``RunConfig.to_dict()``, or the config a checkpoint holds): its
+    architecture, encoder, image size and stem options (absent from runs made before them: off), randomly
+    initialised unless ``pretrained``."""
+    return build_model(settings["architecture"], settings["encoder"], image_size=settings["image_size"],
+                       pretrained=pretrained, full_resolution_skips=settings.get("full_resolution_skips", False),
+                       residual_input=settings.get("residual_input", False))
 
 
 def build_model(architecture: str, encoder: str, num_classes: int = taxonomy.NUM_CLASSES,

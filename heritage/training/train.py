@@ -23,13 +23,16 @@ import contextlib
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from heritage import errors, fileio, locks
 from heritage.config import ConfigError, RunConfig, load_run_config, parse_overrides, run_dir
 
+if TYPE_CHECKING:  # the data stage is imported when a run starts, not for `--help`
+    from heritage.data import splits
 
-def check_inputs(config: RunConfig) -> tuple[list[str], list[str], list[str]]:
+
+def check_inputs(config: RunConfig) -> splits.FoldIds:
     """The fold's (train, val, test) ids, after checking the data folder, its ``metadata.csv``, the
     protocol's split manifest and the fold; raises an expected error naming what is missing."""
     from heritage.data import datafolder, splits
@@ -57,7 +60,7 @@ def run_training(config: RunConfig, progress: bool = True) -> dict[str, Any]:
     import torch.distributed as torch_dist
     from tqdm import tqdm
 
-    from heritage.data import taxonomy, weights, working
+    from heritage.data import weights, working
     from heritage.training import devices, engine, reproducibility, runs
     from heritage.modeling import losses, models
 
@@ -108,10 +111,7 @@ def run_training(config: RunConfig, progress: bool = True) -> dict[str, Any]:
                                                 progress=progress and dist.is_main)
 
         reproducibility.seed_everything(config.seed)  # the initial weights are part of what the seed fixes
-        model = models.build_model(config.architecture, config.encoder, num_classes=taxonomy.NUM_CLASSES,
-                                   image_size=config.image_size, pretrained=config.pretrained,
-                                   full_resolution_skips=config.full_resolution_skips,
-                                   residual_input=config.residual_input)
+        model = models.build_run_model(config.to_dict(), pretrained=config.pretrained)
         loss_fn = losses.build_loss(
             config.loss, class_weights=None if class_weights is None else torch.as_tensor(class_weights,
                                                                                           dtype=torch.float32),
