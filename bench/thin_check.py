@@ -10,8 +10,9 @@ per-class strict IoU, the tolerant clIoU of the thin classes, thin-damage IoU (t
 arm and of the filter, all-Clean mIoU, steps, wall time and the autocast dtype.
 
 ``--ablation`` then measures what each ingredient of the recipe contributes: the recipe trained again at the same
-budget without one of them (``ABLATIONS``: the residual input, the full-resolution skips, the loss, the Skeleton
-Recall term, the share of crops centred on damage, each set back to the main or patch configuration's value), the
+budget without one of them (:func:`ablations`: the full-resolution skips, the loss, the Skeleton Recall term, each set
+back to the main configuration's value) or with an alternative it left out (the residual input, two crops in three
+centred on damage), the
 recipe's own checkpoint tested without flip TTA and without its thin factor chosen on validation (no training), and
 the recipe with half the steps. A step's cost,
 recipe against the main configuration, is timed interleaved in one process (``step_cost``: float32 and bf16).
@@ -78,16 +79,17 @@ def arm_configs(data_dir: Path, runs_root: Path, epochs: int, amp: str) -> dict[
 
 
 def ablations(arms: dict[str, config.RunConfig]) -> dict[str, dict[str, Any]]:
-    """The recipe without one ingredient each, that ingredient set back to the main (or patch) arm's value."""
-    main, patch, thin = arms["letterbox"], arms["patch"], arms["thin"]
+    """The recipe without one ingredient each (set back to the main configuration's value), and with each of two
+    alternatives it measured and left out."""
+    main, thin = arms["letterbox"], arms["thin"]
     return {
-        "thin without residual input": {"residual_input": main.residual_input},
-        # the residual input enters through the full-resolution stem: without the stem it goes too
-        "thin without full-resolution skips": {"full_resolution_skips": main.full_resolution_skips,
-                                               "residual_input": main.residual_input},
+        # two alternatives the recipe measured and left out: the residual filter's evidence in the full-resolution
+        # stem, and two crops in three centred on damage
+        "thin with the residual input": {"residual_input": True},
+        "thin with two thirds of the crops on damage": {"foreground_share": 0.67},
+        "thin without full-resolution skips": {"full_resolution_skips": main.full_resolution_skips},
         "thin with the main loss": {"loss": main.loss, "loss_params": main.loss_params},
         "thin without Skeleton Recall": {"loss_params": {**thin.loss_params, "skeleton_recall": 0.0}},
-        "thin with the patch arm's foreground share": {"foreground_share": patch.foreground_share},
         "thin with half the steps": {"epochs": max(1, thin.epochs // 2), "eval_every": max(1, thin.epochs // 2)},
     }
 

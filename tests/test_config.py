@@ -98,9 +98,8 @@ def test_the_thin_recipe_is_a_flagship_variant_in_both_profiles_at_the_main_budg
     for profile in ("full", "smoke"):
         main, thin = (load_run_config("poc59v2_flagship", profile, variant=variant, overrides={"data_dir": str(data_dir)})
                       for variant in (None, design.THIN_VARIANT))
-        assert (thin.sampling, thin.full_resolution_skips, thin.residual_input, thin.tta) == (
-            "patch", True, True, "flip")
-        assert not main.residual_input
+        assert (thin.sampling, thin.full_resolution_skips, thin.tta, thin.calibrate_thin) == ("patch", True, "flip", True)
+        assert not (main.calibrate_thin or main.full_resolution_skips)
         assert thin.loss_params["skeleton_recall"] > 0
         assert all(getattr(thin, name) == getattr(main, name) for name in BUDGET_FIELDS), profile  # RQ6 compares
         assert any(c.variant == design.THIN_VARIANT for c in plan(profile, ["poc59v2_flagship"], data_dir)), profile

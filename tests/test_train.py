@@ -108,7 +108,7 @@ def test_the_thin_recipe_trained_for_minutes_beats_the_residual_filter_on_thin_d
     and precisions: bench/results/thin-guard-*.json). bench/thin_check.py measures the recipe at a realistic size."""
     config, result = thin_run
     thin_record, factor = result["test"]["thin"], result["thin_factor"]["factor"]
-    assert (config.variant, config.calibrate_thin, config.residual_input) == (design.THIN_VARIANT, True, True)
+    assert (config.variant, config.calibrate_thin, config.full_resolution_skips) == (design.THIN_VARIANT, True, True)
     assert thin_record["model_iou"] > thin_guard.MARGIN * thin_record["filter_iou"], (
         f"{config.variant}, {config.epochs} epochs of {config.max_train_samples} samples: thin-damage IoU "
         f"{thin_record['model_iou']:.4f} vs the filter's {thin_record['filter_iou']:.4f} (thin factor {factor:g})")
