@@ -9,6 +9,7 @@ and whether every run clears the margin. Writes ``bench/results/thin-guard-<cpu>
 
     python bench/thin_guard.py                                  # seeds 42, 1, 2 at amp auto, seed 42 at amp off
     python bench/thin_guard.py --seeds 42 7 --amp auto off      # every seed at every amp given
+    python bench/thin_guard.py --seeds 1 2 --set residual_input=true --tag with-residual-input   # an alternative
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ POC, ENCODER = "poc59v2_flagship", "convnext_tiny"
 # 5 epochs over every training sample of the first fold (372 on the smoke stand-in; batch 8: 230 steps), about
 # 1.5 min on 2 cores in bf16
 OVERRIDES = {"epochs": 5, "max_train_samples": None, "fold": "fold0"}
-MARGIN = 1.05  # the guard's: model thin-damage IoU > MARGIN x the filter's
+MARGIN = 1.2  # the guard's: model thin-damage IoU > MARGIN x the filter's (measured: 1.45x-2.17x over seeds and precisions)
 DEFAULT_RUNS = ((42, "auto"), (1, "auto"), (2, "auto"), (42, "off"))
 
 
@@ -45,8 +46,8 @@ def guard_config(data_dir: Path, runs_root: Path, **fields: Any) -> config.RunCo
         "data_dir": str(data_dir), "runs_root": str(runs_root), **OVERRIDES, **fields})
 
 
-def guard_run(data_dir: Path, runs_root: Path, seed: int, amp: str) -> dict[str, Any]:
-    run = guard_config(data_dir, runs_root / f"seed{seed}-{amp}", seed=seed, amp=amp)
+def guard_run(data_dir: Path, runs_root: Path, seed: int, amp: str, changes: dict[str, Any]) -> dict[str, Any]:
+    run = guard_config(data_dir, runs_root / f"seed{seed}-{amp}", **{**changes, "seed": seed, "amp": amp})
     start = time.perf_counter()
     metrics = train.run_training(run, progress=False)
     thin = metrics["test"]["thin"]
@@ -66,15 +67,21 @@ def main(argv: list[str] | None = None) -> Path:
                         f"{', '.join(f'{seed} {amp}' for seed, amp in DEFAULT_RUNS)})")
     parser.add_argument("--amp", nargs="+", choices=config.AMP_MODES, default=["auto"])
     parser.add_argument("--data", type=Path, help="the smoke stand-in's data folder (default: made here)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="RunConfig fields changed against the recipe (an alternative's margin)")
+    parser.add_argument("--tag", help="appended to the file name (thin-guard-<cpu>-<date>-<tag>.json)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
+    changes = config.parse_overrides(args.set)
     plan = DEFAULT_RUNS if args.seeds is None else tuple((seed, amp) for seed in args.seeds for amp in args.amp)
     load_before, start = os.getloadavg(), time.perf_counter()
     device = runs.cpu_name()
     path = result_path(args.out, device, date.today().isoformat(), prefix="thin-guard-")
+    if args.tag:
+        path = path.with_name(f"{path.stem}-{args.tag}{path.suffix}")
     with tempfile.TemporaryDirectory(prefix="thin-guard-") as scratch:
         data_dir = preparation.prepare_data("smoke", args.data, Path(scratch) / "data")
-        results = [guard_run(data_dir, Path(scratch) / "runs", seed, amp) for seed, amp in plan]
+        results = [guard_run(data_dir, Path(scratch) / "runs", seed, amp, changes) for seed, amp in plan]
     ratios = [row["ratio_to_filter"] for row in results]
     record = {
         "device": device, "date": date.today().isoformat(), "git_commit": runs.git_commit(), "torch": torch.__version__,
@@ -82,7 +89,8 @@ def main(argv: list[str] | None = None) -> Path:
         "what": (f"the thin guard's training ({POC} {design.THIN_VARIANT} variant, {ENCODER}, smoke stand-in, "
                  f"{OVERRIDES}) at each seed and amp: test thin-damage IoU of the model (at its thin factor chosen on "
                  f"validation) against the residual filter's; the guard asserts a ratio above {MARGIN}"),
-        "thin_classes": list(taxonomy.THIN_CLASSES), "margin": MARGIN, "results": results,
+        "changed_against_the_recipe": changes, "thin_classes": list(taxonomy.THIN_CLASSES), "margin": MARGIN,
+        "results": results,
         "min_ratio_to_filter": min((r for r in ratios if r is not None), default=None),
         "all_clear_margin": all(row["clears_margin"] for row in results),
         "load_average_before": load_before, "load_average_after": os.getloadavg(),
