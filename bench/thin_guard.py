@@ -36,7 +36,7 @@ POC, ENCODER = "poc59v2_flagship", "convnext_tiny"
 # 5 epochs over every training sample of the first fold (372 on the smoke stand-in; batch 8: 230 steps), about
 # 1.5 min on 2 cores in bf16
 OVERRIDES = {"epochs": 5, "max_train_samples": None, "fold": "fold0"}
-MARGIN = 1.2  # the guard's: model thin-damage IoU > MARGIN x the filter's (measured: 1.45x-2.17x over seeds and precisions)
+MARGIN = 1.2  # the guard's: model thin-damage IoU > MARGIN x the filter's (measured: 1.45x-2.17x)
 DEFAULT_RUNS = ((42, "auto"), (1, "auto"), (2, "auto"), (42, "off"))
 
 
@@ -55,8 +55,11 @@ def guard_run(data_dir: Path, runs_root: Path, seed: int, amp: str, changes: dic
     return {"seed": seed, "amp": amp, "autocast_dtype": metrics["autocast_dtype"],
             "thin_factor": metrics["thin_factor"]["factor"], "thin_damage_iou": thin["model_iou"],
             "filter_thin_damage_iou": thin["filter_iou"], "ratio_to_filter": ratio,
+            "precision": thin["model"]["precision"], "recall": thin["model"]["recall"],
+            "thin_damage_cliou": thin["model"]["cliou"], "filter_thin_damage_cliou": thin["filter"]["cliou"],
             "thin_damage_iou_val_at_factor_1": metrics["thin_factor"]["val_iou"][0],
             "strict_iou": {name: entry["model_iou"] for name, entry in thin["per_class"].items()},
+            "filter_iou_per_class": {name: entry["filter_iou"] for name, entry in thin["per_class"].items()},
             "test_miou": metrics["test"]["miou"], "all_clean_miou": metrics["test"]["all_clean_miou"],
             "clears_margin": ratio is not None and ratio > MARGIN, "wall_time_s": time.perf_counter() - start}
 
